@@ -439,10 +439,13 @@ class GeminiChatStream(TranslatingStream, ChatStream):
                 raise malformed(self.provider, "stream chunk is not an object")
             if "error" in payload:
                 raise error_from_gemini_payload(self.provider, payload)
-            usage = usage_from_gemini(payload.get("usageMetadata"))
-            if usage is not None:
-                self.usage = usage  # cumulative; the last one wins
             candidates = payload.get("candidates") or []
+            # Intermediate chunks carry a running usageMetadata (prompt only); the final count
+            # is the one on the chunk that finishes. Taking a partial one would under-charge.
+            if any(c.get("finishReason") for c in candidates) or not candidates:
+                usage = usage_from_gemini(payload.get("usageMetadata"))
+                if usage is not None:
+                    self.usage = usage
             if not candidates and (payload.get("promptFeedback") or {}).get("blockReason"):
                 finished[0] = "content_filter"
                 yield self.chunk({"role": "assistant", "content": ""})

@@ -23,6 +23,7 @@ from tests.fakes.server import (
 
 STATUS_ERROR_TYPES = {
     400: "ValidationException",
+    401: "UnrecognizedClientException",
     403: "AccessDeniedException",
     404: "ResourceNotFoundException",
     408: "ModelTimeoutException",

@@ -15,6 +15,7 @@ OpenAI error envelope. Flavours reproduce the differences adapters must handle:
 from __future__ import annotations
 
 import base64
+import json
 import struct
 import time
 import uuid
@@ -125,8 +126,6 @@ class FakeUpstream(FakeUpstreamBase):
         return call.id or f"call_fake{index}"
 
     def completion(self, body: dict[str, Any], scripted: Scripted) -> dict[str, Any]:
-        import json
-
         message: dict[str, Any] = {
             "role": "assistant",
             "content": scripted.text if scripted.text or not scripted.tool_calls else None,
@@ -182,6 +181,9 @@ class FakeUpstream(FakeUpstreamBase):
         frames: list[bytes] = [sse(chunk({"role": "assistant", "content": "", "refusal": None}))]
         content_frames = [sse(chunk({"content": piece})) for piece in scripted.text_pieces()]
         for index, call in enumerate(scripted.tool_calls):
+            # Mistral sends each tool call whole in one delta (its SDK requires a name on every
+            # tool-call delta); OpenAI streams the arguments in fragments.
+            whole = self.flavour == "mistral"
             content_frames.append(
                 sse(
                     chunk(
@@ -191,13 +193,18 @@ class FakeUpstream(FakeUpstreamBase):
                                     "index": index,
                                     "id": self._call_id(index, scripted),
                                     "type": "function",
-                                    "function": {"name": call.name, "arguments": ""},
+                                    "function": {
+                                        "name": call.name,
+                                        "arguments": json.dumps(call.arguments) if whole else "",
+                                    },
                                 }
                             ]
                         }
                     )
                 )
             )
+            if whole:
+                continue
             for piece in Scripted.argument_pieces(call.arguments):
                 content_frames.append(
                     sse(chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]}))

@@ -104,13 +104,17 @@ def error_from_status(
         return UpstreamError(
             status=504, code="upstream_timeout", message=prefix + message, provider=provider, retryable=True
         )
-    if status == 429:
+    if status == 429 or status == 402:
+        # 402 is how some providers say "usage limit / out of credit": a 429 to the client,
+        # like OpenAI's own insufficient_quota.
         seconds, source = _retry_after(headers)
         if seconds is None:
             seconds, source = DEFAULT_RETRY_AFTER_SECONDS, "gateway_default"
         return UpstreamError(
             status=429,
-            code=provider_code if provider_code in ("insufficient_quota",) else "rate_limit_exceeded",
+            code="insufficient_quota"
+            if status == 402 or provider_code == "insufficient_quota"
+            else "rate_limit_exceeded",
             message=prefix + message,
             error_type="rate_limit_error",
             provider=provider,

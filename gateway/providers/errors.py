@@ -94,7 +94,9 @@ def error_from_status(
     if status == 404:
         return UpstreamError(
             status=404,
-            code="model_not_found" if provider_code in (None, "model_not_found", "NOT_FOUND") else provider_code,
+            code="model_not_found"
+            if provider_code in (None, "model_not_found", "NOT_FOUND")
+            else provider_code,
             message=prefix + message,
             error_type="invalid_request_error",
             provider=provider,
@@ -102,7 +104,11 @@ def error_from_status(
         )
     if status == 408:
         return UpstreamError(
-            status=504, code="upstream_timeout", message=prefix + message, provider=provider, retryable=True
+            status=504,
+            code="upstream_timeout",
+            message=prefix + message,
+            provider=provider,
+            retryable=True,
         )
     if status == 429:
         seconds, source = _retry_after(headers)
@@ -110,7 +116,9 @@ def error_from_status(
             seconds, source = DEFAULT_RETRY_AFTER_SECONDS, "gateway_default"
         return UpstreamError(
             status=429,
-            code=provider_code if provider_code in ("insufficient_quota",) else "rate_limit_exceeded",
+            code=provider_code
+            if provider_code in ("insufficient_quota",)
+            else "rate_limit_exceeded",
             message=prefix + message,
             error_type="rate_limit_error",
             provider=provider,
@@ -131,7 +139,11 @@ def error_from_status(
         )
     if status == 504:
         return UpstreamError(
-            status=504, code="upstream_timeout", message=prefix + message, provider=provider, retryable=True
+            status=504,
+            code="upstream_timeout",
+            message=prefix + message,
+            provider=provider,
+            retryable=True,
         )
     return UpstreamError(
         status=502,

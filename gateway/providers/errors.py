@@ -94,7 +94,9 @@ def error_from_status(
     if status == 404:
         return UpstreamError(
             status=404,
-            code="model_not_found" if provider_code in (None, "model_not_found", "NOT_FOUND") else provider_code,
+            code="model_not_found"
+            if provider_code in (None, "model_not_found", "NOT_FOUND")
+            else provider_code,
             message=prefix + message,
             error_type="invalid_request_error",
             provider=provider,
@@ -102,7 +104,11 @@ def error_from_status(
         )
     if status == 408:
         return UpstreamError(
-            status=504, code="upstream_timeout", message=prefix + message, provider=provider, retryable=True
+            status=504,
+            code="upstream_timeout",
+            message=prefix + message,
+            provider=provider,
+            retryable=True,
         )
     if status == 429 or status == 402:
         # 402 is how some providers say "usage limit / out of credit": a 429 to the client,
@@ -135,7 +141,11 @@ def error_from_status(
         )
     if status == 504:
         return UpstreamError(
-            status=504, code="upstream_timeout", message=prefix + message, provider=provider, retryable=True
+            status=504,
+            code="upstream_timeout",
+            message=prefix + message,
+            provider=provider,
+            retryable=True,
         )
     return UpstreamError(
         status=502,

@@ -38,6 +38,11 @@ from gateway.providers.base import (
     UpstreamError,
     Usage,
 )
+from gateway.providers.documents import (
+    check_document_support,
+    document_capable_suggestions,
+    normalize_documents,
+)
 from gateway.responses import JsonResponse
 from gateway.tokens import count_text_tokens, estimate_prompt_tokens, prompt_chars
 from gateway.validation import (
@@ -174,6 +179,16 @@ async def chat_completions(http: HttpRequest, services: Services) -> Response:
         ctx.prompt_sha256 = _hash_messages(body)
         route = resolve_route(body["model"].strip())
         adapter = adapter_for(services, route.provider)
+        # Documents in any of the three client shapes become one canonical block, and a model
+        # that cannot read them is refused here (a 400 listing alternatives), never dropped.
+        body = normalize_documents(body)
+        check_document_support(
+            body,
+            route.provider,
+            route.upstream_model,
+            requested_model=route.model,
+            candidates=document_capable_suggestions(services.adapters),
+        )
         estimated_input = estimate_prompt_tokens(body)
         max_output = max_output_tokens(body, services.settings.default_max_output_tokens)
         admission = await services.writer.execute_async(

@@ -206,3 +206,21 @@ def check_document_support(
     if alternatives:
         message += "; document-capable models: " + ", ".join(alternatives)
     raise ModelDoesNotSupportDocuments(message, param="model", alternatives=alternatives)
+
+
+# One well-known document-capable model per provider, offered as alternatives in the error
+# when the client's model cannot read a document (only for providers this gateway serves).
+DOCUMENT_CAPABLE_SUGGESTIONS: dict[str, tuple[str, ...]] = {
+    "anthropic": ("claude-sonnet-4-5", "claude-haiku-4-5"),
+    "bedrock": ("anthropic.claude-3-5-sonnet-20240620-v1:0", "amazon.nova-pro-v1:0"),
+    "google": ("gemini-2.5-flash", "gemini-2.5-pro"),
+    "openai": ("gpt-4o", "gpt-4.1"),
+}
+
+
+def document_capable_suggestions(configured_providers: Iterable[str]) -> list[tuple[str, str]]:
+    return [
+        (provider, model)
+        for provider in configured_providers
+        for model in DOCUMENT_CAPABLE_SUGGESTIONS.get(provider, ())
+    ]

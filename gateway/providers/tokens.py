@@ -8,79 +8,15 @@ for non-OpenAI tokenizers, and every Usage built here says so (source="estimated
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterable
 from typing import Any
 
 from gateway.providers.base import USAGE_SOURCE_ESTIMATED, Usage
 
-ENCODING_NAME = "o200k_base"
-# OpenAI's published accounting for chat: ~3 tokens of framing per message, 3 to prime the reply.
-TOKENS_PER_MESSAGE = 3
-TOKENS_REPLY_PRIMING = 3
-# An image or document is billed by the provider on its own formula; count a flat, visible
-# placeholder rather than the base64 text (which would overstate it by orders of magnitude).
-TOKENS_PER_IMAGE = 765
-TOKENS_PER_DOCUMENT_PAGE_GUESS = 1500
-
-_lock = threading.Lock()
-_encoding: Any = None
-
-
-def _get_encoding() -> Any:
-    global _encoding
-    if _encoding is None:
-        with _lock:
-            if _encoding is None:
-                import bpe_openai
-
-                _encoding = bpe_openai.get_encoding(ENCODING_NAME)
-    return _encoding
-
-
-def count_text_tokens(text: str) -> int:
-    if not text:
-        return 0
-    return len(_get_encoding().encode_ordinary(text))
-
-
-def _content_tokens(content: Any) -> int:
-    if content is None:
-        return 0
-    if isinstance(content, str):
-        return count_text_tokens(content)
-    total = 0
-    if isinstance(content, list):
-        for part in content:
-            if not isinstance(part, dict):
-                continue
-            kind = part.get("type")
-            if kind == "text":
-                total += count_text_tokens(str(part.get("text") or ""))
-            elif kind in ("image_url", "image"):
-                total += TOKENS_PER_IMAGE
-            elif kind in ("file", "document", "input_file"):
-                total += TOKENS_PER_DOCUMENT_PAGE_GUESS
-    return total
-
-
-def estimate_prompt_tokens(body: dict[str, Any]) -> int:
-    total = TOKENS_REPLY_PRIMING
-    for message in body.get("messages") or []:
-        if not isinstance(message, dict):
-            continue
-        total += TOKENS_PER_MESSAGE
-        total += _content_tokens(message.get("content"))
-        for call in message.get("tool_calls") or []:
-            function = (call.get("function") or {}) if isinstance(call, dict) else {}
-            total += count_text_tokens(str(function.get("name") or ""))
-            total += count_text_tokens(str(function.get("arguments") or ""))
-    tools = body.get("tools")
-    if tools:
-        import json
-
-        total += count_text_tokens(json.dumps(tools, separators=(",", ":")))
-    return total
+# One tokenizer and one prompt formula for the whole gateway: the core's (gateway/tokens.py)
+# sizes reservations, and the same numbers estimate usage here, so a reservation and an
+# estimated charge never disagree about what a prompt costs.
+from gateway.tokens import count_text_tokens, estimate_prompt_tokens  # noqa: E402
 
 
 def completion_text_of_chunks(chunks: Iterable[dict[str, Any]]) -> str:

@@ -332,12 +332,12 @@ class BedrockAdapter(ProviderAdapter):
         if self.endpoint.api_key:
             headers["authorization"] = f"Bearer {self.endpoint.api_key}"
             return headers
-        from botocore.auth import SigV4Auth
-        from botocore.awsrequest import AWSRequest
+        from botocore.auth import SigV4Auth  # type: ignore[import-untyped]
+        from botocore.awsrequest import AWSRequest  # type: ignore[import-untyped]
 
         credentials = self._credentials
         if credentials is None:
-            import botocore.session
+            import botocore.session  # type: ignore[import-untyped]
 
             credentials = botocore.session.get_session().get_credentials()
             if credentials is None:

@@ -1,6 +1,23 @@
 """One place that knows every provider: its adapter class, its default base URL, and how its
 endpoint is read from the environment (LEDGERGATE_<P>_BASE_URL / LEDGERGATE_<P>_API_KEY,
-plus LEDGERGATE_BEDROCK_REGION)."""
+plus LEDGERGATE_BEDROCK_REGION).
+
+What each provider honours of the OpenAI request (✓ translated/passed through; ✗ refused with
+400 `unsupported_parameter` naming the parameter — never silently dropped):
+
+| parameter          | openai | xai | mistral      | moonshot | anthropic | google          | bedrock | cohere        |
+|--------------------|--------|-----|--------------|----------|-----------|-----------------|---------|---------------|
+| n > 1              | ✓      | ✓   | ✓            | ✓        | ✗         | ✓ candidateCount| ✗       | ✗             |
+| seed               | ✓      | ✓   | ✓ random_seed| ✗        | ✗         | ✓               | ✗       | ✓             |
+| logprobs           | ✓      | ✓   | ✗            | ✗        | ✗         | ✓ (mapped)      | ✗       | ✓ (no top-k)  |
+| response_format    | ✓      | ✓   | ✓            | ✓        | ✗ json    | ✓ mime+schema   | ✗ json  | ✓             |
+| penalties          | ✓      | ✓   | ✓            | ✓        | ✗         | ✓               | ✗       | ✓             |
+| images             | ✓      | ✓   | ✓            | ✓        | ✓         | ✓ (URL by ext.) | inline  | ✓             |
+| PDF documents      | ✓ 4o+  | ✗   | ✗            | ✗        | ✓ native  | ✓ inlineData    | ✓ native| ✗             |
+| embeddings         | ✓      | ✗   | ✓            | ✗        | ✗         | ✓ (est. usage)  | ✓ Titan | ✓             |
+| cached tokens      | ✓      | ✓   | ✓            | ✓        | ✓ reads   | ✓               | ✓ reads | ✓             |
+| usage in stream    | ✓      | ✓   | finish chunk | in choice| ✓         | last chunk      | metadata| message-end   |
+"""
 
 from __future__ import annotations
 

@@ -73,7 +73,7 @@ def error_from_status(
             error_type="invalid_request_error",
             provider=provider,
         )
-    if status == 401:
+    if status == 401 or status == 498:  # 498: Cohere's "invalid token"
         return UpstreamError(
             status=401,
             code="upstream_authentication_failed",

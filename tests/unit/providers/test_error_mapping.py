@@ -75,3 +75,24 @@ async def test_anthropic_overloaded_529_is_a_503():
 def test_a_402_usage_limit_is_a_429_insufficient_quota():
     error = error_from_status("moonshot", 402, {}, {"error": {"message": "out of credit"}})
     assert (error.status, error.code) == (429, "insufficient_quota")
+
+
+async def test_cohere_invalid_token_498_is_a_401_and_the_cohere_sdk_agrees_on_the_fake():
+    import cohere
+
+    fake = start_fake("cohere")
+    try:
+        fake.script(error_status=498, error_body={"message": "invalid api token"})
+        with pytest.raises(cohere.errors.InvalidTokenError):
+            cohere.ClientV2(api_key="k", base_url=fake.base_url).chat(
+                model="command-a-03-2025", messages=[{"role": "user", "content": "hi"}], request_options={"max_retries": 0}
+            )
+        fake.script(error_status=498, error_body={"message": "invalid api token"})
+        adapter, client = make_adapter("cohere", fake)
+        async with client:
+            with pytest.raises(Exception) as caught:
+                await adapter.chat(chat_body("cohere"), MODELS["cohere"])
+    finally:
+        fake.stop()
+    assert caught.value.status == 401
+    assert caught.value.code == "upstream_authentication_failed"

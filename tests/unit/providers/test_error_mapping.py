@@ -79,11 +79,12 @@ def test_a_402_usage_limit_is_a_429_insufficient_quota():
 
 async def test_cohere_invalid_token_498_is_a_401_and_the_cohere_sdk_agrees_on_the_fake():
     import cohere
+    from cohere.errors import InvalidTokenError
 
     fake = start_fake("cohere")
     try:
         fake.script(error_status=498, error_body={"message": "invalid api token"})
-        with pytest.raises(cohere.errors.InvalidTokenError):
+        with pytest.raises(InvalidTokenError):
             cohere.ClientV2(api_key="k", base_url=fake.base_url).chat(
                 model="command-a-03-2025", messages=[{"role": "user", "content": "hi"}], request_options={"max_retries": 0}
             )

@@ -216,6 +216,7 @@ def test_botocore_refuses_the_bedrock_fakes_crc_corrupted_stream_as_the_gateway_
 
 def test_the_cohere_sdk_parses_the_cohere_fake():
     import cohere
+    from cohere.errors import TooManyRequestsError
 
     fake = start_fake("cohere")
     try:
@@ -235,7 +236,7 @@ def test_the_cohere_sdk_parses_the_cohere_fake():
         vectors = client.embed(model="embed-v4.0", texts=["a"], input_type="search_document", embedding_types=["float"])
         assert len(vectors.embeddings.float_[0]) == 8
         fake.script(error_status=429)
-        with pytest.raises(cohere.errors.TooManyRequestsError):
+        with pytest.raises(TooManyRequestsError):
             client.chat(
                 model="command-a-03-2025",
                 messages=[{"role": "user", "content": "hi"}],

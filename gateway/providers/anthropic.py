@@ -25,6 +25,7 @@ from gateway.providers.common import (
     completion_body,
     content_text,
     dumps_text,
+    function_tools,
     max_output_tokens,
     new_completion_id,
     open_stream,
@@ -33,6 +34,7 @@ from gateway.providers.common import (
     post_json,
     reject_unsupported,
     stop_list,
+    translate,
     truncated,
     unsupported,
 )
@@ -176,13 +178,13 @@ def to_anthropic(body: dict[str, Any], upstream_model: str, provider: str = "ant
     stops = stop_list(body)
     if stops:
         native["stop_sequences"] = stops
-    tools = body.get("tools")
+    tools = function_tools(provider, body)
     if tools:
         native["tools"] = [
             {
-                "name": tool["function"]["name"],
-                "description": tool["function"].get("description") or "",
-                "input_schema": tool["function"].get("parameters")
+                "name": tool["name"],
+                "description": tool.get("description") or "",
+                "input_schema": tool.get("parameters")
                 or {"type": "object", "properties": {}},
             }
             for tool in tools
@@ -274,13 +276,13 @@ class AnthropicAdapter(ProviderAdapter):
         return base + ("/messages" if base.endswith("/v1") else "/v1/messages")
 
     async def chat(self, body: dict[str, Any], upstream_model: str) -> ChatResult:
-        native = to_anthropic(body, upstream_model, self.provider)
+        native = translate(self.provider, to_anthropic, body, upstream_model, self.provider)
         data = await post_json(self.client, self.provider, self.url(), native, self.headers())
         openai_body, usage = from_anthropic(data, body.get("model") or upstream_model, self.provider)
         return ChatResult(body=openai_body, usage=usage)
 
     async def chat_stream(self, body: dict[str, Any], upstream_model: str) -> ChatStream:
-        native = to_anthropic(body, upstream_model, self.provider)
+        native = translate(self.provider, to_anthropic, body, upstream_model, self.provider)
         native["stream"] = True
         response = await open_stream(
             self.client, self.provider, self.url(), self.headers(), orjson.dumps(native), "text/event-stream"

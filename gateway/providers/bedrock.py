@@ -37,6 +37,7 @@ from gateway.providers.common import (
     dumps_text,
     embedding_inputs,
     embeddings_body,
+    function_tools,
     max_output_tokens,
     new_completion_id,
     open_stream,
@@ -44,6 +45,7 @@ from gateway.providers.common import (
     parse_tool_arguments,
     reject_unsupported,
     stop_list,
+    translate,
     truncated,
     unsupported,
 )
@@ -209,7 +211,7 @@ def to_converse(body: dict[str, Any], provider: str = "bedrock") -> dict[str, An
         inference["stopSequences"] = stops
     if inference:
         native["inferenceConfig"] = inference
-    tools = body.get("tools")
+    tools = function_tools(provider, body)
     if tools:
         choice = body.get("tool_choice")
         if choice == "none":
@@ -218,10 +220,10 @@ def to_converse(body: dict[str, Any], provider: str = "bedrock") -> dict[str, An
             "tools": [
                 {
                     "toolSpec": {
-                        "name": tool["function"]["name"],
-                        "description": tool["function"].get("description") or tool["function"]["name"],
+                        "name": tool["name"],
+                        "description": tool.get("description") or tool["name"],
                         "inputSchema": {
-                            "json": tool["function"].get("parameters") or {"type": "object", "properties": {}}
+                            "json": tool.get("parameters") or {"type": "object", "properties": {}}
                         },
                     }
                 }
@@ -372,13 +374,13 @@ class BedrockAdapter(ProviderAdapter):
             raise malformed(self.provider, "body is not JSON") from None
 
     async def chat(self, body: dict[str, Any], upstream_model: str) -> ChatResult:
-        native = to_converse(body, self.provider)
+        native = translate(self.provider, to_converse, body, self.provider,)
         data = await self._post_checked(self.url(upstream_model, "converse"), native)
         openai_body, usage = from_converse(data, body.get("model") or upstream_model, self.provider)
         return ChatResult(body=openai_body, usage=usage)
 
     async def chat_stream(self, body: dict[str, Any], upstream_model: str) -> ChatStream:
-        native = to_converse(body, self.provider)
+        native = translate(self.provider, to_converse, body, self.provider,)
         url = self.url(upstream_model, "converse-stream")
         content = orjson.dumps(native)
         headers = self._signed_headers(url, content, EVENTSTREAM_CONTENT_TYPE)

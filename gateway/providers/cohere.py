@@ -28,12 +28,14 @@ from gateway.providers.common import (
     content_text,
     embedding_inputs,
     embeddings_body,
+    function_tools,
     max_output_tokens,
     new_completion_id,
     open_stream,
     post_json,
     reject_unsupported,
     stop_list,
+    translate,
     truncated,
     unsupported,
 )
@@ -131,15 +133,15 @@ def to_cohere(body: dict[str, Any], upstream_model: str, provider: str = "cohere
         if schema is not None:
             cohere_format["json_schema"] = schema
         native_body["response_format"] = cohere_format
-    tools = body.get("tools")
+    tools = function_tools(provider, body)
     if tools:
         native_body["tools"] = [
             {
                 "type": "function",
                 "function": {
-                    "name": tool["function"]["name"],
-                    "description": tool["function"].get("description") or "",
-                    "parameters": tool["function"].get("parameters") or {"type": "object", "properties": {}},
+                    "name": tool["name"],
+                    "description": tool.get("description") or "",
+                    "parameters": tool.get("parameters") or {"type": "object", "properties": {}},
                 },
             }
             for tool in tools
@@ -238,13 +240,13 @@ class CohereAdapter(ProviderAdapter):
         return base + path
 
     async def chat(self, body: dict[str, Any], upstream_model: str) -> ChatResult:
-        native = to_cohere(body, upstream_model, self.provider)
+        native = translate(self.provider, to_cohere, body, upstream_model, self.provider)
         data = await post_json(self.client, self.provider, self.url("/v2/chat"), native, self.headers())
         openai_body, usage = from_cohere(data, body.get("model") or upstream_model, self.provider)
         return ChatResult(body=openai_body, usage=usage)
 
     async def chat_stream(self, body: dict[str, Any], upstream_model: str) -> ChatStream:
-        native = to_cohere(body, upstream_model, self.provider)
+        native = translate(self.provider, to_cohere, body, upstream_model, self.provider)
         native["stream"] = True
         headers = {**self.headers(), "accept": "text/event-stream"}
         response = await open_stream(

@@ -351,3 +351,52 @@ def check_encoding_format(provider: str, body: dict[str, Any]) -> str:
             param="encoding_format",
         )
     return str(encoding_format)
+
+
+def untranslatable(provider: str, error: Exception) -> UpstreamError:
+    """A request body whose shape the translation cannot follow is the client's mistake:
+    a 400 naming the problem, never a 500 with a traceback."""
+    return UpstreamError(
+        status=400,
+        code="invalid_request",
+        message=f"the request cannot be translated for {provider}: a field has an unexpected "
+        f"shape ({type(error).__name__}: {str(error)[:80]})",
+        error_type="invalid_request_error",
+        provider=provider,
+    )
+
+
+def function_tools(provider: str, body: dict[str, Any]) -> list[dict[str, Any]]:
+    """The `tools` array, checked: each a {"type": "function", "function": {"name", …}}."""
+    tools = body.get("tools") or []
+    checked: list[dict[str, Any]] = []
+    for index, tool in enumerate(tools):
+        function = tool.get("function") if isinstance(tool, dict) else None
+        if (
+            not isinstance(tool, dict)
+            or tool.get("type", "function") != "function"
+            or not isinstance(function, dict)
+            or not isinstance(function.get("name"), str)
+            or not function["name"]
+            or not isinstance(function.get("parameters", {}) or {}, dict)
+        ):
+            raise UpstreamError(
+                status=400,
+                code="invalid_request",
+                message=f"tools[{index}] must be {{'type': 'function', 'function': {{'name': …, "
+                "'parameters': {…}}}}}",
+                error_type="invalid_request_error",
+                provider=provider,
+                param=f"tools[{index}]",
+            )
+        checked.append(function)
+    return checked
+
+
+def translate(provider: str, function: Any, body: dict[str, Any], *args: Any) -> Any:
+    try:
+        return function(body, *args)
+    except UpstreamError:
+        raise
+    except (KeyError, TypeError, AttributeError, ValueError, IndexError) as error:
+        raise untranslatable(provider, error) from None

@@ -33,6 +33,7 @@ from gateway.providers.common import (
     dumps_text,
     embedding_inputs,
     embeddings_body,
+    function_tools,
     max_output_tokens,
     new_completion_id,
     new_tool_call_id,
@@ -42,6 +43,7 @@ from gateway.providers.common import (
     post_json,
     reject_unsupported,
     stop_list,
+    translate,
     truncated,
     unix_now,
     unsupported,
@@ -212,15 +214,15 @@ def to_gemini(body: dict[str, Any], provider: str = "google") -> dict[str, Any]:
                 config["responseJsonSchema"] = schema
     if config:
         native["generationConfig"] = config
-    tools = body.get("tools")
+    tools = function_tools(provider, body)
     if tools:
         native["tools"] = [
             {
                 "functionDeclarations": [
                     {
-                        "name": tool["function"]["name"],
-                        "description": tool["function"].get("description") or "",
-                        "parametersJsonSchema": tool["function"].get("parameters")
+                        "name": tool["name"],
+                        "description": tool.get("description") or "",
+                        "parametersJsonSchema": tool.get("parameters")
                         or {"type": "object", "properties": {}},
                     }
                     for tool in tools
@@ -373,7 +375,7 @@ class GoogleAdapter(ProviderAdapter):
         return f"{base}/models/{quote(model, safe='-._')}:{method}"
 
     async def chat(self, body: dict[str, Any], upstream_model: str) -> ChatResult:
-        native = to_gemini(body, self.provider)
+        native = translate(self.provider, to_gemini, body, self.provider,)
         data = await post_json(
             self.client, self.provider, self.url(upstream_model, "generateContent"), native, self.headers()
         )
@@ -381,7 +383,7 @@ class GoogleAdapter(ProviderAdapter):
         return ChatResult(body=openai_body, usage=usage)
 
     async def chat_stream(self, body: dict[str, Any], upstream_model: str) -> ChatStream:
-        native = to_gemini(body, self.provider)
+        native = translate(self.provider, to_gemini, body, self.provider,)
         response = await open_stream(
             self.client,
             self.provider,

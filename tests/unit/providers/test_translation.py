@@ -168,3 +168,25 @@ def test_invalid_tool_call_arguments_are_a_400_not_a_crash():
     with pytest.raises(UpstreamError) as caught:
         to_anthropic(body, "claude")
     assert caught.value.code == "invalid_tool_arguments"
+
+
+MALFORMED_BODIES = {
+    "tool without function": {"messages": [{"role": "user", "content": "hi"}], "tools": [{"type": "function"}]},
+    "tool name not a string": {"messages": [{"role": "user", "content": "hi"}], "tools": [{"type": "function", "function": {"name": 5}}]},
+    "image_url as a bare string": {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": "data:image/png;base64,AAAA"}]}]},
+    "tool call not an object": {"messages": [{"role": "assistant", "content": None, "tool_calls": ["call"]}]},
+}
+
+
+@pytest.mark.parametrize("provider", ["anthropic", "google", "bedrock", "cohere"])
+@pytest.mark.parametrize("shape", sorted(MALFORMED_BODIES))
+async def test_a_body_the_translation_cannot_follow_is_a_400_never_a_crash(provider, shape):
+    import httpx
+
+    from gateway.providers.registry import build_adapter
+
+    adapter = build_adapter(provider, ProviderEndpoint(provider, "http://127.0.0.1:9", api_key="k"), httpx.AsyncClient())
+    for call in (adapter.chat, adapter.chat_stream):
+        with pytest.raises(UpstreamError) as caught:
+            await call({"model": "m", **MALFORMED_BODIES[shape]}, "m")
+        assert caught.value.status == 400

@@ -346,3 +346,29 @@ def test_the_models_list_names_every_priced_model_of_a_configured_provider(gatew
     assert gateway.openai(tenant).models.retrieve(MODELS["google"]).id == MODELS["google"]
     with pytest.raises(openai.NotFoundError):
         gateway.openai(tenant).models.retrieve("no-such-model")
+
+
+@providers
+@pytest.mark.parametrize(
+    ("upstream_status", "sdk_error", "status"),
+    [
+        (401, openai.AuthenticationError, 401),
+        (403, openai.PermissionDeniedError, 403),
+        (404, openai.NotFoundError, 404),
+        (503, openai.InternalServerError, 503),
+        (500, openai.InternalServerError, 502),
+    ],
+)
+def test_provider_errors_reach_the_sdk_as_its_typed_errors_with_the_mapped_status(
+    provider, upstream_status, sdk_error, status, fake, gateway, tenant
+):
+    fake.script(error_status=upstream_status)
+    with pytest.raises(sdk_error) as caught:
+        gateway.openai(tenant).chat.completions.create(model=MODELS[provider], messages=MESSAGES)
+    assert caught.value.status_code == status
+    body = caught.value.body
+    assert body["provider"] == provider
+    if status == 403:
+        assert body["code"] == f"{provider}_access_denied" and body["hint"]
+    assert f"{provider}-upstream-key" not in caught.value.response.text  # no secret leaks
+    assert only_audit_record(gateway, tenant)["http_status"] == status

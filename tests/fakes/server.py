@@ -57,6 +57,8 @@ class Scripted:
     error_after_chunks: int | None = None
     malformed: str | None = None  # one of MALFORMED_KINDS
     latency_s: float = 0.0
+    # Streams only: send this many body pieces, then stall forever (a read timeout must fire).
+    stall_after_chunks: int | None = None
     pieces: int = 3  # how many stream chunks the text is cut into
 
     def text_pieces(self) -> list[str]:
@@ -343,7 +345,10 @@ class FakeUpstreamBase:
             return HttpResponse(hang=True)
         if scripted.error_status is not None:
             return self.error_response(scripted)
-        return await self.respond(request, scripted)
+        response = await self.respond(request, scripted)
+        if scripted.stall_after_chunks is not None and response.chunks is not None:
+            response.chunks = stall_after(response.chunks, scripted.stall_after_chunks)
+        return response
 
     # --- for subclasses --------------------------------------------------------------
     def route(self, request: HttpRequest) -> HttpResponse | None:
@@ -362,6 +367,15 @@ async def iterate(pieces: list[bytes], delay_s: float = 0.0) -> AsyncIterator[by
         if delay_s:
             await asyncio.sleep(delay_s)
         yield piece
+
+
+async def stall_after(chunks: AsyncIterator[bytes], count: int) -> AsyncIterator[bytes]:
+    sent = 0
+    async for piece in chunks:
+        if sent == count:
+            await asyncio.sleep(3600)
+        yield piece
+        sent += 1
 
 
 def sse(data: Any, event: str | None = None) -> bytes:

@@ -239,3 +239,20 @@ async def test_embeddings_come_back_as_floats_or_little_endian_base64(provider, 
         decoded = struct.unpack(f"<{len(raw) // 4}f", raw)
         assert decoded == pytest.approx(floats[index], abs=1e-6)
     assert as_floats.usage.prompt_tokens > 0
+
+
+async def test_a_stream_that_stalls_after_the_first_chunks_ends_in_a_504_not_a_hang(provider, fake):
+    fake.script(text="a b c d e f", pieces=6, stall_after_chunks=2)
+    adapter, client = make_adapter(provider, fake, read_timeout_s=0.3)
+    delivered = []
+    async with client:
+        stream = await adapter.chat_stream(chat_body(provider, stream=True), MODELS[provider])
+        with pytest.raises(UpstreamError) as caught:
+            async def consume() -> None:
+                async for chunk in stream:
+                    delivered.append(chunk)
+
+            await asyncio.wait_for(consume(), TEST_TIMEOUT_S)
+    assert caught.value.status == 504
+    assert caught.value.code == "upstream_timeout"
+    assert delivered  # the chunks before the stall were delivered

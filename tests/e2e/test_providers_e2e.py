@@ -221,7 +221,7 @@ def test_an_error_after_the_first_chunk_is_an_sse_error_frame_and_a_charged_fail
 
 
 @providers
-@pytest.mark.parametrize("kind", ["truncated", "reset", "bad_json"])
+@pytest.mark.parametrize("kind", ["truncated", "reset", "bad_json", "wrong_content_type"])
 def test_malformed_upstream_streams_end_cleanly_and_are_recorded_as_failed(provider, kind, fake, gateway, tenant):
     fake.script(malformed=kind, text="one two three", pieces=3)
     client = gateway.openai(tenant, timeout=15.0)

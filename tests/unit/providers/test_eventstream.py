@@ -8,6 +8,8 @@ import uuid
 
 import pytest
 from botocore.eventstream import EventStreamBuffer
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.providers.eventstream import (
     EventStreamDecoder,
@@ -94,3 +96,33 @@ def test_a_half_message_stays_pending_so_the_reader_can_report_truncation():
     decoder = EventStreamDecoder()
     assert decoder.feed(frame[: len(frame) // 2]) == []
     assert decoder.pending_bytes == len(frame) // 2
+
+payloads = st.lists(st.binary(max_size=300), min_size=1, max_size=6)
+
+
+@settings(max_examples=150, deadline=None)
+@given(payloads=payloads, cut_points=st.lists(st.integers(min_value=0, max_value=4000), max_size=8))
+def test_any_split_of_a_valid_stream_decodes_to_the_same_messages(payloads, cut_points):
+    stream = b"".join(encode_event(f"event{i}", payload) for i, payload in enumerate(payloads))
+    cuts = sorted({min(point, len(stream)) for point in cut_points} | {0, len(stream)})
+    decoder = EventStreamDecoder()
+    decoded = []
+    for start, end in zip(cuts, cuts[1:], strict=False):
+        decoded.extend(decoder.feed(stream[start:end]))
+    assert [message.payload for message in decoded] == payloads
+    assert decoder.pending_bytes == 0
+
+
+@settings(max_examples=300, deadline=None)
+@given(payload=st.binary(min_size=1, max_size=200), position=st.integers(min_value=0), flip=st.integers(min_value=1, max_value=255))
+def test_any_single_corrupted_byte_is_an_event_stream_error_never_a_crash_or_a_wrong_message(payload, position, flip):
+    frame = bytearray(encode_event("contentBlockDelta", payload))
+    frame[position % len(frame)] ^= flip
+    decoder = EventStreamDecoder()
+    try:
+        messages = decoder.feed(bytes(frame))
+    except EventStreamError:
+        return
+    # A corrupted length can only make the decoder wait for more bytes: never a bogus message.
+    assert messages == []
+    assert decoder.pending_bytes == len(frame)

@@ -309,6 +309,8 @@ class AnthropicChatStream(TranslatingStream, ChatStream):
                 raise error_from_event(self.provider, payload)
             if kind == "message_start":
                 usage_start = usage_from_anthropic(payload["message"].get("usage"))
+                if usage_start is not None:
+                    self.prompt_tokens_reported = usage_start.prompt_tokens
                 yield self.chunk({"role": "assistant", "content": ""})
             elif kind == "content_block_start":
                 block = payload["content_block"]

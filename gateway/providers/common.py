@@ -248,6 +248,7 @@ class TranslatingStream:
         self.created = unix_now()
         self.usage: Usage | None = None
         self.finish_reason: str | None = None
+        self.prompt_tokens_reported: int | None = None
 
     def chunk(
         self, delta: dict[str, Any], finish_reason: str | None = None

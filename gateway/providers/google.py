@@ -442,6 +442,9 @@ class GeminiChatStream(TranslatingStream, ChatStream):
             if "error" in payload:
                 raise error_from_gemini_payload(self.provider, payload)
             candidates = payload.get("candidates") or []
+            running = payload.get("usageMetadata")
+            if isinstance(running, dict) and running.get("promptTokenCount") is not None:
+                self.prompt_tokens_reported = as_int(running["promptTokenCount"])
             # Intermediate chunks carry a running usageMetadata (prompt only); the final count
             # is the one on the chunk that finishes. Taking a partial one would under-charge.
             if any(c.get("finishReason") for c in candidates) or not candidates:

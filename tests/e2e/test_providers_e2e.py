@@ -372,3 +372,15 @@ def test_provider_errors_reach_the_sdk_as_its_typed_errors_with_the_mapped_statu
         assert body["code"] == f"{provider}_access_denied" and body["hint"]
     assert f"{provider}-upstream-key" not in caught.value.response.text  # no secret leaks
     assert only_audit_record(gateway, tenant)["http_status"] == status
+
+
+@pytest.mark.parametrize("provider", ["anthropic", "google"])
+def test_a_broken_stream_is_charged_the_prompt_the_provider_reported_before_it_broke(provider, fake, gateway, tenant):
+    fake.script(text="partial answer here", pieces=4, error_after_chunks=2, prompt_tokens=777)
+    with pytest.raises(openai.APIError):
+        list(gateway.openai(tenant).chat.completions.create(model=MODELS[provider], messages=MESSAGES, stream=True))
+    record = only_audit_record(gateway, tenant)
+    assert record["status"] == "failed"
+    assert record["input_tokens"] == 777  # from message_start / the running usageMetadata
+    assert record["usage_source"] == "estimated"  # the completion part is counted by the gateway
+    assert Decimal(record["cost"]) == expected_charge(777, record["output_tokens"])

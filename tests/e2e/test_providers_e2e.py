@@ -384,3 +384,31 @@ def test_a_broken_stream_is_charged_the_prompt_the_provider_reported_before_it_b
     assert record["input_tokens"] == 777  # from message_start / the running usageMetadata
     assert record["usage_source"] == "estimated"  # the completion part is counted by the gateway
     assert Decimal(record["cost"]) == expected_charge(777, record["output_tokens"])
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"model": "text-embedding-3-small"}, "input"),
+        ({"model": "text-embedding-3-small", "input": []}, "input"),
+        ({"model": "text-embedding-3-small", "input": ["ok", ""]}, "input[1]"),
+        ({"model": "text-embedding-3-small", "input": "x", "encoding_format": "int8"}, "encoding_format"),
+        ({"model": "text-embedding-3-small", "input": "x", "dimensions": 0}, "dimensions"),
+        ({"input": "x"}, "model"),
+    ],
+)
+def test_invalid_embeddings_bodies_are_a_400_naming_the_field_and_recorded(body, param, gateway, tenant):
+    with httpx.Client(base_url=gateway.base_url) as http:
+        response = http.post("/v1/embeddings", headers=tenant.headers(), json=body)
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == param
+    assert only_audit_record(gateway, tenant)["status"] == "rejected"
+
+
+def test_an_embedding_is_charged_to_the_token_from_the_providers_count(fakes, gateway, tenant):
+    fakes["openai"].reset()
+    fakes["openai"].script(prompt_tokens=4321)
+    raw = gateway.openai(tenant).embeddings.with_raw_response.create(model=EMBEDDING_MODELS["openai"], input="hello")
+    assert raw.parse().usage.prompt_tokens == 4321
+    assert Decimal(raw.headers["x-lg-actual-cost"]) == expected_charge(4321, 0)
+    assert raw.headers["x-lg-usage-source"] == "provider"

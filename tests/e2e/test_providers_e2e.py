@@ -412,3 +412,11 @@ def test_an_embedding_is_charged_to_the_token_from_the_providers_count(fakes, ga
     assert raw.parse().usage.prompt_tokens == 4321
     assert Decimal(raw.headers["x-lg-actual-cost"]) == expected_charge(4321, 0)
     assert raw.headers["x-lg-usage-source"] == "provider"
+
+
+def test_an_anonymous_call_to_an_unsupported_endpoint_still_gets_the_envelope(gateway):
+    with httpx.Client(base_url=gateway.base_url) as http:
+        response = http.post("/v1/completions", json={"model": "gpt-4o-mini", "prompt": "hi"})
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "unsupported_endpoint"
+    assert "/v1/chat/completions" in response.json()["error"]["alternative"]

@@ -67,3 +67,45 @@ class FxRateNotFound(DomainError):
 
 class InvalidCommand(DomainError):
     code = "invalid_request"
+
+
+# --- routing and compliance (added by the routing work; existing classes unchanged) ---------
+
+
+class ModelNotFound(DomainError):
+    """No model, alias or shorthand of that name. details: model."""
+
+    code = "model_not_found"
+
+
+class ModelNotCompliant(DomainError):
+    """The named model is outside the effective compliance tier.
+    details: model, tier, alternatives (tuple of compliant model names, best first)."""
+
+    code = "model_not_compliant"
+
+
+class ModelCapabilityMissing(DomainError):
+    """The named model cannot do what the request needs (embeddings, vision, tools, …).
+    details: model, missing (tuple), alternatives."""
+
+    code = "model_capability_missing"
+
+
+class ComplianceTierNotInPlan(DomainError):
+    """The Free plan is unrestricted-tier only. details: tier, plan."""
+
+    code = "compliance_tier_not_in_plan"
+
+
+class UnknownComplianceTier(DomainError):
+    """A compliance tier name nobody defined. details: tier, allowed."""
+
+    code = "invalid_compliance_tier"
+
+
+class NoRouteAvailable(DomainError):
+    """Every compliant model/endpoint is unavailable (breakers open, none configured).
+    details: tier, model. Never answered by leaving the tier."""
+
+    code = "no_route_available"

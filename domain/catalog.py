@@ -185,9 +185,7 @@ class Catalog:
         object.__setattr__(self, "_index", index)
         # Precomputed once: the router ranks by it on every request. A float is fine HERE: it
         # only orders models, it never becomes an amount anyone is charged.
-        references = {
-            spec.name: float(self._to_usd(spec.latest_price)) for spec in self.models
-        }
+        references = {spec.name: float(self._to_usd(spec.latest_price)) for spec in self.models}
         object.__setattr__(self, "_reference_price_usd", references)
 
     def _to_usd(self, price: ModelPrice) -> Decimal:
@@ -244,9 +242,7 @@ class Catalog:
         include_named_only: bool = True,
     ) -> tuple[ModelSpec, ...]:
         """Models the tier allows (what GET /v1/models lists), catalog order."""
-        effective = (
-            tier if isinstance(tier, EffectiveTier) else EffectiveTier(frozenset({tier}))
-        )
+        effective = tier if isinstance(tier, EffectiveTier) else EffectiveTier(frozenset({tier}))
         needed = frozenset(capabilities)
         return tuple(
             spec

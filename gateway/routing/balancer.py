@@ -28,7 +28,9 @@ class PooledEndpoint:
         return endpoint_key(self.endpoint.provider, self.endpoint.name)
 
 
-def endpoint_serves(spec: ModelSpec, endpoint: ProviderEndpoint, models: frozenset[str] = frozenset()) -> bool:
+def endpoint_serves(
+    spec: ModelSpec, endpoint: ProviderEndpoint, models: frozenset[str] = frozenset()
+) -> bool:
     if endpoint.provider != spec.provider:
         return False
     if models and spec.name not in models:

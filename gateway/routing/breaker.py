@@ -128,9 +128,7 @@ class CircuitBreaker:
             self._probes_in_flight = max(0, self._probes_in_flight - 1)
             self._probe_successes += 1
             if self._probe_successes >= self.config.half_open_successes_to_close:
-                self._move(
-                    BREAKER_CLOSED, f"{self._probe_successes} probe requests succeeded"
-                )
+                self._move(BREAKER_CLOSED, f"{self._probe_successes} probe requests succeeded")
             return
         if state == BREAKER_CLOSED:
             self._window.append(False)
@@ -152,9 +150,7 @@ class CircuitBreaker:
         failures = sum(self._window)
         requests = len(self._window)
         if self._consecutive_failures >= self.config.consecutive_failures_to_open:
-            self._move(
-                BREAKER_OPEN, f"{self._consecutive_failures} consecutive failures: {reason}"
-            )
+            self._move(BREAKER_OPEN, f"{self._consecutive_failures} consecutive failures: {reason}")
         elif (
             requests >= self.config.min_requests_in_window
             and failures / requests >= self.config.failure_rate_to_open

@@ -75,7 +75,9 @@ class Router:
         models); prices for ranking then come from that catalog too."""
         active = catalog or self.catalog
         request = parse_model_field(model, active)
-        candidates = select_candidates(request, active, capabilities=capabilities, effective=effective)
+        candidates = select_candidates(
+            request, active, capabilities=capabilities, effective=effective
+        )
         variant = request.variant or ("" if request.mode == MODE_EXPLICIT else "smart")
         scorer = self.scorer if active is self.catalog else self._scorer_for(active)
         sampled: dict[str, SampledScore] = {}
@@ -149,7 +151,11 @@ class Router:
         return [*sorted(candidates.primary, key=key), *sorted(candidates.fallbacks, key=key)]
 
     def _score_of(
-        self, spec: ModelSpec, variant: str, sampled: dict[str, SampledScore], scorer: ThompsonScorer
+        self,
+        spec: ModelSpec,
+        variant: str,
+        sampled: dict[str, SampledScore],
+        scorer: ThompsonScorer,
     ) -> tuple[float, str]:
         draw = sampled.get(spec.name)
         if draw is not None:

@@ -91,7 +91,11 @@ def parse_model_field(raw: object, catalog: Catalog) -> ModelRequest:
         return ModelRequest(raw=text, mode=MODE_AUTO, size_class=size_class, variant=variant)
     if base in SHORTHANDS:
         return ModelRequest(
-            raw=text, mode=MODE_SHORTHAND, tier=SHORTHANDS[base], size_class=size_class, variant=variant
+            raw=text,
+            mode=MODE_SHORTHAND,
+            tier=SHORTHANDS[base],
+            size_class=size_class,
+            variant=variant,
         )
     spec = catalog.get(base)
     if spec is None:

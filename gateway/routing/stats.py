@@ -86,7 +86,10 @@ class RouterStatistics:
 
     @classmethod
     def from_outcomes(
-        cls, outcomes: Iterable[Outcome], *, half_life_observations: int = DEFAULT_HALF_LIFE_OBSERVATIONS
+        cls,
+        outcomes: Iterable[Outcome],
+        *,
+        half_life_observations: int = DEFAULT_HALF_LIFE_OBSERVATIONS,
     ) -> RouterStatistics:
         stats = cls(half_life_observations=half_life_observations)
         for outcome in outcomes:
@@ -103,9 +106,7 @@ class RouterStatistics:
         cost: Money | None = None,
         output_valid: bool | None = None,
     ) -> None:
-        self.record(
-            Outcome(model, provider, endpoint, success, latency_ms, cost, output_valid)
-        )
+        self.record(Outcome(model, provider, endpoint, success, latency_ms, cost, output_valid))
 
     def _factor(self, entry: ModelStatistics) -> float:
         return self._decay ** (self.observations - entry.as_of)

@@ -103,8 +103,14 @@ class ThompsonScorer:
         if evidence is None or evidence.latency_weight <= 0.0:
             return prior_mean, weights.prior_log_latency_sd
         total = prior_weight + evidence.latency_weight
-        mean = (prior_weight * prior_mean + evidence.latency_weight * evidence.log_latency_mean) / total
-        spread = evidence.log_latency_sd if evidence.log_latency_sd is not None else weights.prior_log_latency_sd
+        mean = (
+            prior_weight * prior_mean + evidence.latency_weight * evidence.log_latency_mean
+        ) / total
+        spread = (
+            evidence.log_latency_sd
+            if evidence.log_latency_sd is not None
+            else weights.prior_log_latency_sd
+        )
         spread = max(spread, weights.min_log_latency_sd)
         return mean, spread / math.sqrt(total)
 

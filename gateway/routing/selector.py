@@ -228,3 +228,14 @@ def select_candidates(
             param="model",
         )
     return CandidateSet(request, effective, pool, ())
+
+
+def cache_hit_allowed(cached_model: str, effective: EffectiveTier, catalog: Catalog) -> bool:
+    """May a cached answer produced by `cached_model` be served under `effective`?
+
+    Cache keys should include `effective.cache_scope()`; this is the second lock on the door:
+    even with a wrong key, an answer from a model outside the tier (or from a model the catalog
+    no longer knows) is never served.
+    """
+    spec = catalog.get(cached_model)
+    return spec is not None and effective.allows(spec)

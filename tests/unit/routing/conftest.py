@@ -34,7 +34,9 @@ def catalog() -> Catalog:
 
 def make_router(seed: int = 1, endpoints: tuple[ProviderEndpoint, ...] = ALL_ENDPOINTS) -> Router:
     board = BreakerBoard()
-    return Router(Catalog.shipped(), board=board, pool=EndpointPool(board, endpoints), rng=random.Random(seed))
+    return Router(
+        Catalog.shipped(), board=board, pool=EndpointPool(board, endpoints), rng=random.Random(seed)
+    )
 
 
 @pytest.fixture

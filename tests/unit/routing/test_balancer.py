@@ -41,7 +41,14 @@ def test_an_endpoint_allow_list_restricts_the_models_it_serves(catalog: Catalog)
 
 def test_region_pinned_models_need_an_endpoint_in_their_region(catalog: Catalog) -> None:
     frankfurt = catalog.require("claude-sonnet-eu")
-    assert endpoint_serves(frankfurt, ProviderEndpoint("bedrock", "https://b", region="eu-central-1"))
-    assert not endpoint_serves(frankfurt, ProviderEndpoint("bedrock", "https://b", region="us-east-1"))
+    assert endpoint_serves(
+        frankfurt, ProviderEndpoint("bedrock", "https://b", region="eu-central-1")
+    )
+    assert not endpoint_serves(
+        frankfurt, ProviderEndpoint("bedrock", "https://b", region="us-east-1")
+    )
     assert not endpoint_serves(frankfurt, ProviderEndpoint("bedrock", "https://b", region=None))
-    assert not endpoint_serves(catalog.require("nova-lite-sweden"), ProviderEndpoint("bedrock", "https://b", region="eu-central-1"))
+    assert not endpoint_serves(
+        catalog.require("nova-lite-sweden"),
+        ProviderEndpoint("bedrock", "https://b", region="eu-central-1"),
+    )

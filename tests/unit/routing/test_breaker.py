@@ -11,9 +11,14 @@ from domain.routing import BREAKER_CLOSED, BREAKER_HALF_OPEN, BREAKER_OPEN, Endp
 from gateway.routing.breaker import BreakerBoard, BreakerConfig, BreakerTransition, CircuitBreaker
 
 
-def make(clock: FixedClock, transitions: list[BreakerTransition], **config: object) -> CircuitBreaker:
+def make(
+    clock: FixedClock, transitions: list[BreakerTransition], **config: object
+) -> CircuitBreaker:
     return CircuitBreaker(
-        "openai:default", config=BreakerConfig(**config), clock=clock, on_change=transitions.append  # type: ignore[arg-type]
+        "openai:default",
+        config=BreakerConfig(**config),
+        clock=clock,
+        on_change=transitions.append,  # type: ignore[arg-type]
     )
 
 
@@ -100,7 +105,9 @@ def test_live_transitions_replay_into_the_endpoint_breaker_aggregate(clock: Fixe
     board = BreakerBoard(clock=clock)
     aggregate = EndpointBreaker("openai:default")
     board.subscribe(
-        lambda t: aggregate.apply_transition(to_state=t.to_state, reason=t.reason, observed_at=t.at, counts=t.counts())
+        lambda t: aggregate.apply_transition(
+            to_state=t.to_state, reason=t.reason, observed_at=t.at, counts=t.counts()
+        )
     )
     breaker = board.get("openai:default")
     for _ in range(5):

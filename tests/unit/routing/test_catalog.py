@@ -44,7 +44,9 @@ def test_the_shipped_catalog_has_every_model_the_issue_names(catalog: Catalog) -
         assert catalog.get(name) is not None, name
 
 
-def test_every_shipped_price_is_a_decimal_with_a_currency_and_an_aware_date(catalog: Catalog) -> None:
+def test_every_shipped_price_is_a_decimal_with_a_currency_and_an_aware_date(
+    catalog: Catalog,
+) -> None:
     for spec in catalog.models:
         for price in spec.prices:
             assert isinstance(price.input_per_million, Decimal)
@@ -131,13 +133,20 @@ def test_a_model_whose_tier_claims_contradict_its_vendor_or_region_is_refused(
 def test_a_float_price_in_catalog_data_is_refused() -> None:
     entry = custom_entry()
     entry["prices"] = [
-        {"effective_from": "2026-01-01T00:00:00Z", "currency": "USD", "input_per_million": 0.1, "output_per_million": "1"}
+        {
+            "effective_from": "2026-01-01T00:00:00Z",
+            "currency": "USD",
+            "input_per_million": 0.1,
+            "output_per_million": "1",
+        }
     ]
     with pytest.raises(Exception, match="float"):
         spec_from_mapping(entry)
 
 
-def test_a_custom_model_joins_a_new_catalog_and_leaves_the_shipped_one_alone(catalog: Catalog) -> None:
+def test_a_custom_model_joins_a_new_catalog_and_leaves_the_shipped_one_alone(
+    catalog: Catalog,
+) -> None:
     extended = catalog.with_models(spec_from_mapping(custom_entry(), source="custom:p1"))
     assert extended.require("acme-llm").source == "custom:p1"
     assert catalog.get("acme-llm") is None
@@ -150,4 +159,4 @@ def test_a_custom_model_cannot_take_over_a_shipped_name(catalog: Catalog) -> Non
 
 def test_a_catalog_with_an_unsupported_schema_version_is_refused() -> None:
     with pytest.raises(InvalidCommand):
-        Catalog.from_toml('schema_version = 99\n')
+        Catalog.from_toml("schema_version = 99\n")

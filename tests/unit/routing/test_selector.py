@@ -24,7 +24,11 @@ from gateway.routing.selector import (
 
 def test_a_model_name_parses_as_an_explicit_request(catalog: Catalog) -> None:
     request = parse_model_field("GPT-5", catalog)
-    assert (request.mode, request.spec and request.spec.name, request.variant) == (MODE_EXPLICIT, "gpt-5", "")
+    assert (request.mode, request.spec and request.spec.name, request.variant) == (
+        MODE_EXPLICIT,
+        "gpt-5",
+        "",
+    )
 
 
 def test_a_variant_on_a_model_name_is_parsed(catalog: Catalog) -> None:
@@ -44,14 +48,21 @@ def test_auto_with_a_variant_is_parsed(catalog: Catalog) -> None:
     assert (request.mode, request.variant) == (MODE_AUTO, "best")
 
 
-@pytest.mark.parametrize("text", ["gpt-9", "auto:huge", "auto:fast:small", "gpt-5:small", "eu-strict:cheap", "auto:fast:fast"])
-def test_malformed_or_unknown_model_fields_raise_model_not_found(catalog: Catalog, text: str) -> None:
+@pytest.mark.parametrize(
+    "text",
+    ["gpt-9", "auto:huge", "auto:fast:small", "gpt-5:small", "eu-strict:cheap", "auto:fast:fast"],
+)
+def test_malformed_or_unknown_model_fields_raise_model_not_found(
+    catalog: Catalog, text: str
+) -> None:
     with pytest.raises(ModelNotFound):
         parse_model_field(text, catalog)
 
 
 @pytest.mark.parametrize("value", ["", "   ", None, 42, "x" * 500])
-def test_a_model_field_that_is_not_a_sensible_string_is_invalid(catalog: Catalog, value: object) -> None:
+def test_a_model_field_that_is_not_a_sensible_string_is_invalid(
+    catalog: Catalog, value: object
+) -> None:
     with pytest.raises(InvalidCommand):
         parse_model_field(value, catalog)
 
@@ -70,7 +81,10 @@ def test_an_explicit_model_outside_the_tier_lists_compliant_alternatives(catalog
 def test_a_model_shorthand_tightens_the_tier(catalog: Catalog) -> None:
     request = parse_model_field("eu-sweden", catalog)
     candidates = select_candidates(request, catalog, effective_tier("eu_cloud"))
-    assert {spec.name for spec in candidates.all()} == {"mistral-devstral-sweden", "nova-lite-sweden"}
+    assert {spec.name for spec in candidates.all()} == {
+        "mistral-devstral-sweden",
+        "nova-lite-sweden",
+    }
 
 
 def test_a_shorthand_on_the_free_plan_is_refused(catalog: Catalog) -> None:
@@ -86,12 +100,18 @@ def test_a_size_suffix_keeps_only_that_size(catalog: Catalog) -> None:
 
 
 def test_auto_never_offers_named_only_models(catalog: Catalog) -> None:
-    candidates = select_candidates(parse_model_field("auto", catalog), catalog, effective_tier("unrestricted"))
+    candidates = select_candidates(
+        parse_model_field("auto", catalog), catalog, effective_tier("unrestricted")
+    )
     assert not any(spec.named_only for spec in candidates.all())
 
 
-def test_a_named_only_model_is_served_when_named_and_failover_avoids_other_named_only_models(catalog: Catalog) -> None:
-    candidates = select_candidates(parse_model_field("grok-4-3", catalog), catalog, effective_tier("unrestricted"))
+def test_a_named_only_model_is_served_when_named_and_failover_avoids_other_named_only_models(
+    catalog: Catalog,
+) -> None:
+    candidates = select_candidates(
+        parse_model_field("grok-4-3", catalog), catalog, effective_tier("unrestricted")
+    )
     assert candidates.primary[0].name == "grok-4-3"
     assert not any(spec.named_only for spec in candidates.fallbacks)
 
@@ -99,21 +119,28 @@ def test_a_named_only_model_is_served_when_named_and_failover_avoids_other_named
 def test_a_model_lacking_a_needed_capability_is_refused_with_alternatives(catalog: Catalog) -> None:
     request = parse_model_field("mistral-codestral", catalog)
     with pytest.raises(ModelCapabilityMissing) as caught:
-        select_candidates(request, catalog, effective_tier("eu_strict"), frozenset({"chat", "vision"}))
+        select_candidates(
+            request, catalog, effective_tier("eu_strict"), frozenset({"chat", "vision"})
+        )
     assert caught.value.details["missing"] == ("vision",)
     assert "mistral-small" in caught.value.details["alternatives"]
 
 
 def test_embeddings_requests_only_get_embedding_models(catalog: Catalog) -> None:
     candidates = select_candidates(
-        parse_model_field("auto", catalog), catalog, effective_tier("eu_sweden"), frozenset({"embeddings"})
+        parse_model_field("auto", catalog),
+        catalog,
+        effective_tier("eu_sweden"),
+        frozenset({"embeddings"}),
     )
     assert [spec.name for spec in candidates.all()] == ["titan-embed-v2-sweden"]
 
 
 def test_incompatible_tier_requirements_say_no_model_qualifies(catalog: Catalog) -> None:
     with pytest.raises(ModelNotCompliant, match="no model qualifies"):
-        select_candidates(parse_model_field("eu-sweden", catalog), catalog, effective_tier("eu_strict"))
+        select_candidates(
+            parse_model_field("eu-sweden", catalog), catalog, effective_tier("eu_strict")
+        )
 
 
 def test_required_capabilities_reads_tools_images_pdfs_and_json_from_the_body() -> None:

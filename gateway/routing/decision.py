@@ -29,9 +29,28 @@ class RouteTarget:
 
 @dataclass(frozen=True, slots=True)
 class ScoredCandidate:
+    """A candidate and what its score was made of. Raw numbers are kept and only formatted
+    when the event is written, because formatting every candidate costs more than scoring."""
+
     model: str
     score: float
-    detail: str = ""  # e.g. "p=0.97 lat=412ms price=$0.86/M" — what the score was made of
+    success: float | None = None  # sampled success probability (Thompson only)
+    latency_ms: float | None = None  # sampled or expected latency
+    price_usd_per_million: float | None = None
+    quality: str = ""
+
+    @property
+    def detail(self) -> str:
+        parts = []
+        if self.success is not None:
+            parts.append(f"p={self.success:.3f}")
+        if self.latency_ms is not None:
+            parts.append(f"lat={self.latency_ms:.0f}ms")
+        if self.price_usd_per_million is not None:
+            parts.append(f"price=${self.price_usd_per_million:.3f}/M")
+        if self.quality:
+            parts.append(f"q={self.quality}")
+        return " ".join(parts)
 
 
 @dataclass(frozen=True, slots=True)

@@ -110,10 +110,7 @@ class Router:
         reason, confidence = self._explain(
             candidates, variant, ordered, chosen, sampled, unavailable, scorer, wants_valid_output
         )
-        scored = tuple(
-            ScoredCandidate(spec.name, *self._score_of(spec, variant, sampled, scorer))
-            for spec in ordered
-        )
+        scored = tuple(self._score_of(spec, variant, sampled, scorer) for spec in ordered)
         return RouteDecision(
             requested_model=request.raw,
             mode=request.mode,
@@ -156,20 +153,25 @@ class Router:
         variant: str,
         sampled: dict[str, SampledScore],
         scorer: ThompsonScorer,
-    ) -> tuple[float, str]:
+    ) -> ScoredCandidate:
         draw = sampled.get(spec.name)
+        quality = str(spec.quality)
         if draw is not None:
-            return draw.score, (
-                f"p={draw.success:.3f} lat={draw.latency_ms:.0f}ms "
-                f"price=${draw.price_usd_per_million:.3f}/M q={spec.quality}"
+            return ScoredCandidate(
+                spec.name,
+                draw.score,
+                draw.success,
+                draw.latency_ms,
+                draw.price_usd_per_million,
+                quality,
             )
         if variant == "floor":
             price = scorer.catalog.reference_price_usd(spec)
-            return -price, f"price=${price:.3f}/M"
+            return ScoredCandidate(spec.name, -price, price_usd_per_million=price, quality=quality)
         if variant == "fast":
             latency = scorer.expected_latency_ms(spec)
-            return -latency, f"expected lat={latency:.0f}ms"
-        return float(spec.quality), f"q={spec.quality}"
+            return ScoredCandidate(spec.name, -latency, latency_ms=latency, quality=quality)
+        return ScoredCandidate(spec.name, float(spec.quality), quality=quality)
 
     def _explain(
         self,

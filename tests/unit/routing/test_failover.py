@@ -114,8 +114,9 @@ async def test_if_every_breaker_is_open_nothing_is_sent(router: Router) -> None:
 
 
 async def test_a_client_error_on_a_half_open_probe_frees_the_probe_slot(router: Router) -> None:
-    from domain.clock import FixedClock
     from datetime import UTC, datetime
+
+    from domain.clock import FixedClock
 
     clock = FixedClock(datetime(2026, 1, 1, tzinfo=UTC))
     router.board.clock = clock

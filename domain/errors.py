@@ -80,14 +80,14 @@ class ModelNotFound(DomainError):
 
 class ModelNotCompliant(DomainError):
     """The named model is outside the effective compliance tier.
-    details: model, tier, alternatives (tuple of compliant model names, best first)."""
+    details: model, tier, alternatives (list of compliant model names, most similar first)."""
 
     code = "model_not_compliant"
 
 
 class ModelCapabilityMissing(DomainError):
     """The named model cannot do what the request needs (embeddings, vision, tools, …).
-    details: model, missing (tuple), alternatives."""
+    details: model, missing (list), alternatives (list)."""
 
     code = "model_capability_missing"
 

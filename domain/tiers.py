@@ -70,8 +70,8 @@ def parse_tier(text: object, *, param: str = "routing_preferences.compliance") -
         ) from None
 
 
-def _allowed() -> tuple[str, ...]:
-    return tuple(tier.value for tier in TIER_ORDER)
+def _allowed() -> list[str]:
+    return [tier.value for tier in TIER_ORDER]
 
 
 @dataclass(frozen=True, slots=True)

@@ -138,8 +138,9 @@ def required_capabilities(body: Mapping[str, Any], *, kind: str = "chat") -> fro
 
 def _alternatives(
     catalog: Catalog, effective: EffectiveTier, capabilities: frozenset[str], near: ModelSpec | None
-) -> tuple[str, ...]:
-    """Compliant models a caller could use instead, most similar first."""
+) -> list[str]:
+    """Compliant models a caller could use instead, most similar first (a list: error details
+    go to the JSON envelope as they are)."""
     allowed = catalog.in_tier(effective, capabilities=capabilities, include_named_only=False)
 
     def similarity(spec: ModelSpec) -> tuple[int, int, float]:
@@ -147,7 +148,7 @@ def _alternatives(
         same_size = near is not None and spec.size_class == near.size_class
         return (0 if same_family else 1, 0 if same_size else 1, -float(spec.quality))
 
-    return tuple(spec.name for spec in sorted(allowed, key=similarity)[:ALTERNATIVES_MAX])
+    return [spec.name for spec in sorted(allowed, key=similarity)[:ALTERNATIVES_MAX]]
 
 
 def select_candidates(
@@ -181,7 +182,7 @@ def select_candidates(
                 alternatives=alternatives,
                 param="model",
             )
-        missing = tuple(sorted(capabilities - spec.capabilities))
+        missing = sorted(capabilities - spec.capabilities)
         if missing:
             alternatives = _alternatives(catalog, effective, capabilities, spec)
             raise ModelCapabilityMissing(
@@ -209,22 +210,22 @@ def select_candidates(
                 raise ModelCapabilityMissing(
                     f"no model in the {effective.label} tier supports {', '.join(sorted(capabilities))}",
                     model=request.raw,
-                    missing=tuple(sorted(capabilities)),
-                    alternatives=(),
+                    missing=sorted(capabilities),
+                    alternatives=[],
                     param="model",
                 )
             raise ModelNotCompliant(
                 f"no model qualifies for every requirement of the {effective.label} tier",
                 model=request.raw,
                 tier=effective.label,
-                alternatives=(),
+                alternatives=[],
                 param="model",
             )
         raise ModelNotCompliant(
             f"no {request.size_class} model in the {effective.label} tier supports this request",
             model=request.raw,
             tier=effective.label,
-            alternatives=tuple(spec.name for spec in any_size[:ALTERNATIVES_MAX]),
+            alternatives=[spec.name for spec in any_size[:ALTERNATIVES_MAX]],
             param="model",
         )
     return CandidateSet(request, effective, pool, ())

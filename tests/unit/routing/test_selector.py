@@ -122,7 +122,7 @@ def test_a_model_lacking_a_needed_capability_is_refused_with_alternatives(catalo
         select_candidates(
             request, catalog, effective_tier("eu_strict"), frozenset({"chat", "vision"})
         )
-    assert caught.value.details["missing"] == ("vision",)
+    assert caught.value.details["missing"] == ["vision"]
     assert "mistral-small" in caught.value.details["alternatives"]
 
 

@@ -32,7 +32,7 @@ BREAKER_HALF_OPEN = "half_open"
 
 
 # The only legal breaker moves; a replayed log therefore always tells a coherent story.
-_BREAKER_TRANSITIONS: dict[str, frozenset[str]] = {
+BREAKER_TRANSITIONS: dict[str, frozenset[str]] = {
     BREAKER_CLOSED: frozenset({BREAKER_OPEN}),
     BREAKER_OPEN: frozenset({BREAKER_HALF_OPEN}),
     BREAKER_HALF_OPEN: frozenset({BREAKER_OPEN, BREAKER_CLOSED}),
@@ -318,7 +318,7 @@ class EndpointBreaker(Aggregate):
         self.times_opened = 0
 
     def _check(self, target: str) -> None:
-        if target not in _BREAKER_TRANSITIONS[self.state]:
+        if target not in BREAKER_TRANSITIONS[self.state]:
             raise IllegalTransition(
                 f"breaker {self.endpoint_key} cannot go from {self.state} to {target}",
                 endpoint=self.endpoint_key,

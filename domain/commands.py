@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 from uuid import UUID
 
 
@@ -123,6 +125,8 @@ class AdmitRequest(Command):
     key_source: str = "managed"
     daily_budget: Decimal | None = None
     price_at: datetime | None = None  # defaults to facts.received_at
+    # RouteDecision.as_event_fields() from gateway/routing: recorded as Request.RouteDecided.
+    route_decision: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)

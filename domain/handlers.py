@@ -293,6 +293,8 @@ def admit_request(cmd: c.AdmitRequest, uow: UnitOfWork) -> dict[str, Any]:
         now=now,
     )
     request = _new_request(facts)
+    if cmd.route_decision is not None:
+        request.record_route(**cmd.route_decision, decided_at=now)
     request.admit(
         model=cmd.route.model,
         provider=cmd.route.provider,
@@ -334,6 +336,24 @@ def admit_request(cmd: c.AdmitRequest, uow: UnitOfWork) -> dict[str, Any]:
 
 def redispatch(cmd: c.Redispatch, uow: UnitOfWork) -> dict[str, Any]:
     request = _request(uow, cmd.request_id)
+    request.check_transition(DISPATCHED)
+    if cmd.route.model != request.priced_model and request.terms is not None:
+        # Failover to another model: charge that model's price in effect at reception,
+        # never the first model's (PriceNotFound refuses the failover target instead).
+        at = request.received_at
+        price = price_in_effect(uow, cmd.route.model, at)
+        fx = fx_in_effect(uow, price.currency, request.terms.currency, at)
+        request.reprice(
+            model=cmd.route.model,
+            price_id=price.price_id,
+            price_effective_from=price.effective_from,
+            input_price_per_mtok=price.input_per_mtok,
+            output_price_per_mtok=price.output_per_mtok,
+            price_currency=price.currency,
+            fx_rate=fx.rate,
+            fx_rate_id=fx.rate_id,
+            repriced_at=uow.clock.now(),
+        )
     request.dispatch(
         provider=cmd.route.provider,
         model=cmd.route.model,
@@ -521,3 +541,8 @@ HANDLERS: dict[type[c.Command], Callable[[Any, UnitOfWork], Any]] = {
     c.FailRequest: fail_request,
     c.AbandonRequest: abandon_request,
 }
+
+# Routing commands (custom models/endpoints, breaker reports) live beside their aggregates.
+from domain.routing_handlers import ROUTING_HANDLERS  # noqa: E402
+
+HANDLERS.update(ROUTING_HANDLERS)

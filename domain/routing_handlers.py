@@ -15,6 +15,7 @@ from decimal import Decimal
 from typing import Any, Protocol
 from uuid import UUID
 
+from domain.commands import Command
 from domain.errors import InvalidCommand
 from domain.routing import (
     BREAKER_CLOSED,
@@ -32,21 +33,21 @@ class UnitOfWorkLike(Protocol):
 
 
 @dataclass(frozen=True)
-class AddCustomModel:
+class AddCustomModel(Command):
     project_id: UUID
     entry: Mapping[str, Any]  # models.toml shape: name, provider, upstream_id, tiers, prices, …
     added_by: str = "admin"
 
 
 @dataclass(frozen=True)
-class RemoveCustomModel:
+class RemoveCustomModel(Command):
     project_id: UUID
     name: str
     removed_by: str = "admin"
 
 
 @dataclass(frozen=True)
-class AddCustomEndpoint:
+class AddCustomEndpoint(Command):
     project_id: UUID
     provider: str
     name: str
@@ -58,7 +59,7 @@ class AddCustomEndpoint:
 
 
 @dataclass(frozen=True)
-class RecordBreakerTransition:
+class RecordBreakerTransition(Command):
     endpoint_key: str
     to_state: str
     reason: str

@@ -30,7 +30,6 @@ from domain.ids import new_request_id
 from gateway.auth import actor_from, authenticate_key
 from gateway.bootstrap import Services
 from gateway.errors import GatewayError, as_gateway_error, envelope, error_response
-from gateway.models import resolve_route
 from gateway.providers.base import (
     USAGE_SOURCE_ESTIMATED,
     ChatStream,
@@ -39,6 +38,9 @@ from gateway.providers.base import (
     Usage,
 )
 from gateway.responses import JsonResponse
+from gateway.routing.decision import RouteDecision, RouteTarget
+from gateway.routing.failover import FailoverExhausted, SkipTarget, run_with_failover
+from gateway.routing.requests import decide_for_request, measure_chat, route_of
 from gateway.tokens import count_text_tokens, estimate_prompt_tokens, prompt_chars
 from gateway.validation import (
     max_output_tokens,
@@ -172,8 +174,10 @@ async def chat_completions(http: HttpRequest, services: Services) -> Response:
             ctx.trace_id = str(trace_id)[:TRACE_ID_CHARS_MAX]
         ctx.prompt_chars = prompt_chars(body)
         ctx.prompt_sha256 = _hash_messages(body)
-        route = resolve_route(body["model"].strip())
-        adapter = adapter_for(services, route.provider)
+        # The router is the only compliance gate: a model outside the project's (or the
+        # request's tighter) tier is refused here, before anything is reserved.
+        decision = await decide_for_request(services.routing, project, body, services.cache.get)
+        route = route_of(decision.chosen)
         estimated_input = estimate_prompt_tokens(body)
         max_output = max_output_tokens(body, services.settings.default_max_output_tokens)
         admission = await services.writer.execute_async(
@@ -185,6 +189,7 @@ async def chat_completions(http: HttpRequest, services: Services) -> Response:
                 fee_rate=project.fee_rate,
                 key_source="managed",
                 daily_budget=key.daily_budget,
+                route_decision=decision.as_event_fields(),
             )
         )
     except Exception as error:
@@ -194,9 +199,7 @@ async def chat_completions(http: HttpRequest, services: Services) -> Response:
     assert isinstance(terms, dict)
     ctx.headers.update(
         {
-            "X-LG-Model": route.model,
-            "X-LG-Provider": route.provider,
-            "X-LG-Route-Reason": "explicit_model",
+            **decision.headers(),
             "X-LG-Estimated-Cost": money_header(terms["reserved_amount"]),
             "X-LG-Currency": terms["currency"],
             "X-LG-Cache": "miss",
@@ -204,8 +207,41 @@ async def chat_completions(http: HttpRequest, services: Services) -> Response:
     )
     upstream_body = {k: v for k, v in body.items() if k not in GATEWAY_FIELDS}
     if ctx.stream:
-        return await _stream(ctx, adapter, route, upstream_body, body, estimated_input)
-    return await _complete(ctx, adapter, route, upstream_body, estimated_input)
+        return await _stream(ctx, decision, upstream_body, body, estimated_input)
+    return await _complete(ctx, decision, upstream_body, body, estimated_input)
+
+
+class _Attempts:
+    """Dispatch to a decision's targets in order. The first target's dispatch was recorded
+    with admission; every failover target is recorded (Redispatch, repriced if the model
+    changes) and durable before it is called."""
+
+    def __init__(self, ctx: Context, decision: RouteDecision) -> None:
+        self.ctx = ctx
+        self.decision = decision
+        self.attempt = 1
+
+    async def prepare(self, target: RouteTarget) -> ProviderAdapter:
+        services = self.ctx.services
+        adapter = services.routing.adapter_for(target)
+        if adapter is None:
+            raise SkipTarget("provider_not_configured", f"no adapter for {target.endpoint_key}")
+        if target is not self.decision.chosen:
+            try:
+                await services.writer.execute_async(
+                    c.Redispatch(
+                        request_id=self.ctx.request_id,
+                        route=route_of(target),
+                        attempt=self.attempt + 1,
+                    )
+                )
+            except DomainError as error:  # e.g. no price for the fallback model
+                raise SkipTarget(error.code, error.message) from None
+            self.attempt += 1
+        return adapter
+
+    def deadline_s(self) -> float:
+        return max(self.ctx.services.settings.request_timeout_s - self.ctx.elapsed_ms() / 1000, 0)
 
 
 async def _fail(
@@ -239,20 +275,36 @@ async def _fail(
 
 async def _complete(
     ctx: Context,
-    adapter: ProviderAdapter,
-    route: c.Route,
+    decision: RouteDecision,
     upstream_body: dict[str, Any],
+    client_body: dict[str, Any],
     estimated_input: int,
 ) -> Response:
     upstream_started = time.perf_counter()
+    attempts = _Attempts(ctx, decision)
+
+    async def attempt(target: RouteTarget) -> tuple[Any, RouteTarget]:
+        adapter = await attempts.prepare(target)
+        return await adapter.chat(upstream_body, target.spec.upstream_id), target
+
     try:
-        result = await adapter.chat(upstream_body, route.upstream_model)
+        outcome_of_attempts = await run_with_failover(
+            ctx.services.routing.router,
+            decision,
+            attempt,
+            deadline_s=attempts.deadline_s(),
+            measure=measure_chat(client_body, ctx.received_at),
+        )
     except Exception as error:
         gateway_error = as_gateway_error(error)
-        if gateway_error.status >= 500 and not isinstance(error, UpstreamError):
+        if gateway_error.status >= 500 and not isinstance(
+            error, UpstreamError | DomainError | FailoverExhausted
+        ):
             log.exception("adapter failure in %s", ctx.request_id, exc_info=error)
         await _fail(ctx, gateway_error)
         return error_response(gateway_error, ctx.request_id, ctx.headers)
+    result, served = outcome_of_attempts.value
+    ctx.headers.update(decision.headers(served))
     upstream_ms = int((time.perf_counter() - upstream_started) * 1000)
     text = _completion_text(result.body)
     finish_reason = None
@@ -333,24 +385,40 @@ def estimated_usage(prompt_tokens: int, completion_text: str) -> Usage:
 
 async def _stream(
     ctx: Context,
-    adapter: ProviderAdapter,
-    route: c.Route,
+    decision: RouteDecision,
     upstream_body: dict[str, Any],
     client_body: dict[str, Any],
     estimated_input: int,
 ) -> Response:
     include_usage = wants_usage_in_stream(client_body)
     upstream_started = time.perf_counter()
+    attempts = _Attempts(ctx, decision)
+
+    async def attempt(target: RouteTarget) -> tuple[ChatStream, Any, Any, RouteTarget]:
+        # Failover is only possible until the first chunk: after it, bytes reached the client.
+        adapter = await attempts.prepare(target)
+        opened = await adapter.chat_stream(upstream_body, target.spec.upstream_id)
+        opened_iterator = opened.__aiter__()
+        try:
+            first_chunk = await opened_iterator.__anext__()
+        except StopAsyncIteration:
+            first_chunk = None
+        except BaseException:
+            await opened.aclose()
+            raise
+        return opened, opened_iterator, first_chunk, target
+
     try:
-        stream: ChatStream = await adapter.chat_stream(upstream_body, route.upstream_model)
-        iterator = stream.__aiter__()
-        first = await iterator.__anext__()
-    except StopAsyncIteration:
-        first = None
+        started = await run_with_failover(
+            ctx.services.routing.router, decision, attempt, deadline_s=attempts.deadline_s()
+        )
     except Exception as error:
         gateway_error = as_gateway_error(error)
         await _fail(ctx, gateway_error)
         return error_response(gateway_error, ctx.request_id, ctx.headers)
+    stream, iterator, first, served = started.value
+    ctx.headers.update(decision.headers(served))
+    route = route_of(served)
     first_chunk_ms = int((time.perf_counter() - upstream_started) * 1000)
     overhead_ms = max(ctx.elapsed_ms() - first_chunk_ms, 0)
     writer = ctx.services.writer

@@ -31,6 +31,16 @@ OUTCOME_FAILED = "failed"
 OUTCOME_SKIPPED = "skipped_breaker_open"
 OUTCOME_CLIENT_ERROR = "client_error"
 OUTCOME_DEADLINE = "deadline_exceeded"
+OUTCOME_NOT_USABLE = "target_not_usable"
+
+
+class SkipTarget(Exception):
+    """Raised by an attempt that cannot use this target at all (no adapter configured, no
+    price for the fallback model): move on without blaming the endpoint."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +135,12 @@ async def run_with_failover(
                 retryable=True,
             )
             break
+        except SkipTarget as skipped:
+            breaker.release()
+            attempts.append(
+                AttemptRecord(target.label(), OUTCOME_NOT_USABLE, 0.0, None, skipped.code)
+            )
+            continue
         except UpstreamError as error:
             latency_ms = (monotonic() - attempt_started) * 1000.0
             if not counts_as_endpoint_failure(error):
@@ -153,7 +169,8 @@ async def run_with_failover(
         return FailoverResult(value, target, tuple(attempts))
     if last_error is None:
         raise NoRouteAvailable(
-            "every compliant endpoint's breaker is open; the request was not sent elsewhere",
+            "no compliant endpoint could take the request (breakers open or targets not "
+            "usable); it was not sent elsewhere",
             tier=decision.tier,
             model=decision.requested_model,
         )

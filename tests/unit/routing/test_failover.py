@@ -138,3 +138,20 @@ async def test_a_client_error_on_a_half_open_probe_frees_the_probe_slot(router: 
     with pytest.raises(UpstreamError):
         await run_with_failover(router, single, attempt)
     assert breaker.try_acquire()  # the slot is free again
+
+
+async def test_a_target_the_gateway_cannot_use_is_skipped_without_blaming_its_endpoint(
+    router: Router,
+) -> None:
+    from gateway.routing.failover import OUTCOME_NOT_USABLE, SkipTarget
+
+    decision = router.decide("gpt-5", effective_tier("unrestricted"))
+
+    async def attempt(target: RouteTarget) -> str:
+        if target == decision.chosen:
+            raise SkipTarget("provider_not_configured", "no adapter")
+        return "ok"
+
+    result = await run_with_failover(router, decision, attempt)
+    assert result.attempts[0].outcome == OUTCOME_NOT_USABLE
+    assert router.board.get(decision.chosen.endpoint_key).snapshot()["requests_in_window"] == 0

@@ -17,6 +17,8 @@ from uuid import UUID
 
 from domain.commands import Command
 from domain.errors import InvalidCommand
+from domain.ids import price_book_id
+from domain.pricing import PriceBook
 from domain.routing import (
     BREAKER_CLOSED,
     BREAKER_OPEN,
@@ -84,6 +86,26 @@ def add_custom_model(cmd: AddCustomModel, uow: UnitOfWorkLike) -> dict[str, Any]
     spec = routing.add_custom_model(cmd.entry, added_by=cmd.added_by[:100])
     if is_new:  # only once the command is decided: a refused one leaves nothing behind
         uow.add(routing)
+    # Admission prices a request from price events, so the custom model's prices become
+    # price events too (the same effective-dated PriceBook as shipped models).
+    book = uow.find(price_book_id(spec.name))
+    new_book = not isinstance(book, PriceBook)
+    if not isinstance(book, PriceBook):
+        book = PriceBook.open(book_id=price_book_id(spec.name), model=spec.name)
+    recorded = {price.effective_from for price in book.prices}
+    for price in spec.prices:
+        if price.effective_from in recorded:
+            continue
+        book.set_price(
+            input_per_mtok=price.input_per_million,
+            output_per_mtok=price.output_per_million,
+            cached_input_per_mtok=price.cached_input_per_million,
+            currency=price.currency,
+            effective_from=price.effective_from,
+            source=f"custom:{cmd.project_id}"[:50],
+        )
+    if new_book:
+        uow.add(book)
     return {
         "project_id": str(cmd.project_id),
         "model": spec.name,

@@ -8,6 +8,7 @@ from uuid import UUID, uuid4
 import pytest
 
 from domain.errors import InvalidCommand
+from domain.pricing import PriceBook
 from domain.routing import EndpointBreaker, ProjectRouting
 from domain.routing_handlers import (
     ROUTING_HANDLERS,
@@ -52,12 +53,14 @@ def test_the_first_custom_model_opens_the_projects_routing_aggregate() -> None:
     project_id = uuid4()
     result = run(AddCustomModel(project_id, custom_model()), uow)
     assert result["model"] == "acme-mistral-ft"
-    (routing,) = uow.added
-    assert isinstance(routing, ProjectRouting) and routing.id == ProjectRouting.create_id(
-        str(project_id)
-    )
+    routing, book = uow.added
+    assert isinstance(routing, ProjectRouting)
+    assert routing.id == ProjectRouting.create_id(str(project_id))
+    # Its price becomes a price event, so admission can price requests for it.
+    assert isinstance(book, PriceBook)
+    assert [price.input_per_mtok for price in book.prices] == [Decimal("0.20")]
     run(AddCustomEndpoint(project_id, "mistral", "acme", "https://mistral.acme.test"), uow)
-    assert len(uow.added) == 1  # the second command reuses the aggregate
+    assert len(uow.added) == 2  # the second command reuses the routing aggregate
 
 
 def test_a_refused_custom_model_adds_no_aggregate() -> None:

@@ -144,6 +144,13 @@ def test_failover_moves_to_a_healthy_endpoint_records_the_redispatch_and_opens_t
             "SELECT endpoint, success FROM lg_router_outcomes ORDER BY position"
         ).fetchall()
     assert {"endpoint": "openai:dead", "success": 0} in outcomes
+    # Dropping the view and replaying the log gives the same rows as the incremental build.
+    gateway.services.runner.rebuild(["router_stats"])
+    with gateway.services.store.transaction(write=False) as tx:
+        rebuilt = tx.execute(
+            "SELECT endpoint, success FROM lg_router_outcomes ORDER BY position"
+        ).fetchall()
+    assert rebuilt == outcomes
     assert sum(1 for o in outcomes if o["endpoint"] == "openai:default" and o["success"]) == 12
     with gateway.client() as http:
         board = http.get("/v1/models/leaderboard", headers=tenant.headers()).json()

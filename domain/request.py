@@ -131,6 +131,21 @@ class Request(Aggregate):
         fx_rate_id: str | None
         repriced_at: datetime
 
+    class DocumentsProcessed(Aggregate.Event):
+        """PDFs turned into markdown by OCR before the model saw them (eu_strict: Mistral
+        OCR). Its cost, at the per-page price in effect, is part of the request's charge."""
+
+        documents: int
+        pages: int
+        ocr_model: str
+        per_page: Decimal
+        price_currency: str
+        price_effective_from: datetime
+        cost: Decimal
+        fx_rate: Decimal
+        fx_rate_id: str | None
+        processed_at: datetime
+
     class Dispatched(Aggregate.Event):
         provider: str
         model: str
@@ -218,6 +233,9 @@ class Request(Aggregate):
         self.upstream_model: str | None = None
         self.route_recorded = False
         self.priced_model: str | None = None
+        self.ocr_cost: Decimal | None = None
+        self.ocr_currency: str | None = None
+        self.ocr_fx_rate: Decimal | None = None
 
     @property
     def is_terminal(self) -> bool:
@@ -355,6 +373,33 @@ class Request(Aggregate):
                 fx_rate_id=fx_rate_id,
             )
         self.priced_model = model
+
+    def record_documents(self, **fields: object) -> None:
+        if self.status not in (ADMITTED, DISPATCHED) or self.ocr_cost is not None:
+            raise IllegalTransition(
+                f"request {self.request_id}: documents are processed once, after admission",
+                state=self.status,
+                target="documents_processed",
+            )
+        self._documents_processed(**fields)
+
+    @event(DocumentsProcessed)
+    def _documents_processed(
+        self,
+        documents: int,
+        pages: int,
+        ocr_model: str,
+        per_page: Decimal,
+        price_currency: str,
+        price_effective_from: datetime,
+        cost: Decimal,
+        fx_rate: Decimal,
+        fx_rate_id: str | None,
+        processed_at: datetime,
+    ) -> None:
+        self.ocr_cost = cost
+        self.ocr_currency = price_currency
+        self.ocr_fx_rate = fx_rate
 
     def dispatch(
         self,

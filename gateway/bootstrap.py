@@ -76,7 +76,9 @@ class Services:
             if self.routing is not None:
                 from gateway.routing.wiring import adapter_factory
 
-                self.routing.bind_adapters(adapter_factory(adapter_classes(), self.http_client))
+                self.routing.bind_adapters(
+                    adapter_factory(adapter_classes(), self.http_client), self.http_client
+                )
 
     async def aclose(self) -> None:
         if self.http_client is not None:

@@ -39,8 +39,22 @@ from gateway.providers.base import (
 )
 from gateway.responses import JsonResponse
 from gateway.routing.decision import RouteDecision, RouteTarget
+from gateway.routing.documents import (
+    OCR_MODEL,
+    MistralOcrClient,
+    plan_ocr,
+    splice_pdfs_as_markdown,
+    without_documents,
+)
 from gateway.routing.failover import FailoverExhausted, SkipTarget, run_with_failover
-from gateway.routing.requests import decide_for_request, measure_chat, route_of
+from gateway.routing.requests import (
+    decide_for_request,
+    effective_tier_for,
+    measure_chat,
+    ocr_endpoints,
+    route_of,
+)
+from gateway.routing.selector import required_capabilities
 from gateway.tokens import count_text_tokens, estimate_prompt_tokens, prompt_chars
 from gateway.validation import (
     max_output_tokens,
@@ -176,9 +190,30 @@ async def chat_completions(http: HttpRequest, services: Services) -> Response:
         ctx.prompt_sha256 = _hash_messages(body)
         # The router is the only compliance gate: a model outside the project's (or the
         # request's tighter) tier is refused here, before anything is reserved.
-        decision = await decide_for_request(services.routing, project, body, services.cache.get)
+        effective = effective_tier_for(project, body)
+        ocr = plan_ocr(
+            services.routing.catalog,
+            ocr_endpoints(services.routing),
+            effective,
+            body,
+            ctx.received_at,
+        )
+        decision = await decide_for_request(
+            services.routing,
+            project,
+            body,
+            services.cache.get,
+            effective=effective,
+            # eu_strict PDFs become text through Mistral OCR first: no model needs PDF input.
+            capabilities=required_capabilities(body) - {"documents"} if ocr else None,
+        )
         route = route_of(decision.chosen)
-        estimated_input = estimate_prompt_tokens(body)
+        if ocr is None:
+            estimated_input = estimate_prompt_tokens(body)
+        else:
+            estimated_input = (
+                estimate_prompt_tokens(without_documents(body)) + ocr.input_tokens_estimate
+            )
         max_output = max_output_tokens(body, services.settings.default_max_output_tokens)
         admission = await services.writer.execute_async(
             c.AdmitRequest(
@@ -190,6 +225,9 @@ async def chat_completions(http: HttpRequest, services: Services) -> Response:
                 key_source="managed",
                 daily_budget=key.daily_budget,
                 route_decision=decision.as_event_fields(),
+                ocr_estimate=None
+                if ocr is None
+                else {"cost": ocr.cost_estimate, "currency": ocr.currency},
             )
         )
     except Exception as error:
@@ -205,6 +243,29 @@ async def chat_completions(http: HttpRequest, services: Services) -> Response:
             "X-LG-Cache": "miss",
         }
     )
+    if ocr is not None:
+        # After admission (durable) and before the model: the documents go to Mistral OCR.
+        try:
+            spliced = await splice_pdfs_as_markdown(
+                body, MistralOcrClient(ocr.endpoint, services.routing.ocr_client())
+            )
+            await services.writer.execute_async(
+                c.RecordDocuments(
+                    request_id=ctx.request_id,
+                    documents=spliced.documents,
+                    pages=spliced.pages,
+                    ocr_model=OCR_MODEL,
+                    per_page=ocr.per_page,
+                    currency=ocr.currency,
+                    price_effective_from=ocr.price_effective_from,
+                )
+            )
+        except Exception as error:
+            gateway_error = as_gateway_error(error)
+            await _fail(ctx, gateway_error)
+            return error_response(gateway_error, ctx.request_id, ctx.headers)
+        body = spliced.body
+        ctx.headers["X-LG-Documents-Pages"] = str(spliced.pages)
     upstream_body = {k: v for k, v in body.items() if k not in GATEWAY_FIELDS}
     if ctx.stream:
         return await _stream(ctx, decision, upstream_body, body, estimated_input)

@@ -9,7 +9,10 @@ OpenAI shape of a PDF part: {"type": "file", "file": {"filename": …, "file_dat
 
 from __future__ import annotations
 
+import base64
+import binascii
 import copy
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,7 +22,7 @@ from typing import Any
 import httpx
 
 from domain.catalog import Catalog
-from domain.errors import InvalidCommand
+from domain.errors import InvalidCommand, NoRouteAvailable
 from domain.money import Money
 from domain.tiers import EffectiveTier, Tier
 from gateway.providers.base import ProviderEndpoint, UpstreamError
@@ -176,3 +179,87 @@ class MistralOcrClient:
                 provider="mistral",
             ) from None
         return OcrResult(markdown, processed)
+
+
+# --- planning OCR for one request (the chat route) ----------------------------------------
+
+PAGES_PER_DOCUMENT_MIN = 1
+TOKENS_PER_PAGE_ESTIMATE = 800  # markdown of a dense page; only sizes the reservation
+_PAGE_OBJECT = re.compile(rb"/Type\s*/Page(?![a-zA-Z])")
+
+
+def estimate_pdf_pages(data_url: str) -> int:
+    """Count page objects in the PDF (an estimate for the reservation; the charge uses the
+    pages the OCR endpoint reports)."""
+    try:
+        raw = base64.b64decode(data_url.split(",", 1)[1], validate=False)
+    except (ValueError, IndexError, binascii.Error):
+        return PAGES_PER_DOCUMENT_MIN
+    return max(len(_PAGE_OBJECT.findall(raw)), PAGES_PER_DOCUMENT_MIN)
+
+
+@dataclass(frozen=True, slots=True)
+class OcrPlan:
+    documents: int
+    pages_estimate: int
+    per_page: Decimal
+    currency: str
+    price_effective_from: datetime
+    endpoint: ProviderEndpoint
+
+    @property
+    def cost_estimate(self) -> Decimal:
+        return Decimal(self.pages_estimate) * self.per_page
+
+    @property
+    def input_tokens_estimate(self) -> int:
+        return self.pages_estimate * TOKENS_PER_PAGE_ESTIMATE
+
+
+def plan_ocr(
+    catalog: Catalog,
+    endpoints: list[ProviderEndpoint],
+    effective: EffectiveTier,
+    body: Mapping[str, Any],
+    at: datetime,
+) -> OcrPlan | None:
+    """None unless the request is eu_strict and carries PDFs; otherwise what OCR will cost
+    (estimated) and which Mistral endpoint does it. No Mistral endpoint: refused, never
+    sent to another OCR."""
+    if Tier.EU_STRICT not in effective.required:
+        return None
+    parts = find_pdf_parts(body)
+    if not parts:
+        return None
+    if not endpoints:
+        raise NoRouteAvailable(
+            "eu_strict documents go through Mistral OCR, and no Mistral endpoint is available",
+            tier=effective.label,
+            model=OCR_MODEL,
+        )
+    spec = catalog.require(OCR_MODEL)
+    price = spec.price_at(at)
+    if price.per_page is None:
+        raise InvalidCommand("the OCR model has no per-page price", model=OCR_MODEL)
+    return OcrPlan(
+        documents=len(parts),
+        pages_estimate=sum(estimate_pdf_pages(data_url) for _, _, data_url, _ in parts),
+        per_page=price.per_page,
+        currency=price.currency,
+        price_effective_from=price.effective_from,
+        endpoint=endpoints[0],
+    )
+
+
+def without_documents(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The body with PDF parts dropped (to estimate its tokens without counting base64)."""
+    trimmed = copy.deepcopy(dict(body))
+    for message in trimmed.get("messages") or ():
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, list):
+            message["content"] = [
+                part
+                for part in content
+                if not (isinstance(part, dict) and part.get("type") == "file")
+            ]
+    return trimmed

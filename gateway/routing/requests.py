@@ -13,7 +13,7 @@ from domain import commands as c
 from domain.errors import InvalidCommand, PriceNotFound
 from domain.money import Money
 from domain.tiers import EffectiveTier, effective_tier
-from gateway.providers.base import ChatResult
+from gateway.providers.base import ChatResult, ProviderEndpoint
 from gateway.routing.decision import RouteDecision, RouteTarget
 from gateway.routing.selector import required_capabilities
 from gateway.routing.service import RoutingService
@@ -76,17 +76,28 @@ async def decide_for_request(
     project: Any,
     body: Mapping[str, Any],
     load: Callable[[UUID], Awaitable[Any]],
+    *,
+    effective: EffectiveTier | None = None,
+    capabilities: frozenset[str] | None = None,
 ) -> RouteDecision:
-    effective = effective_tier_for(project, body)
+    """`capabilities` overrides what the body needs (e.g. without "documents" when OCR will
+    turn the PDFs into text first)."""
+    effective = effective or effective_tier_for(project, body)
     project_routing = await routing.project_routing.get(project.id, load)
     catalog = routing.catalog_for(project_routing)
     return routing.router.decide(
         body.get("model"),
         effective,
-        capabilities=required_capabilities(body),
+        capabilities=capabilities if capabilities is not None else required_capabilities(body),
         wants_valid_output=wants_valid_output(body),
         catalog=catalog,
     )
+
+
+def ocr_endpoints(routing: RoutingService) -> list[ProviderEndpoint]:
+    """Mistral endpoints able to serve OCR now (breakers respected)."""
+    spec = routing.catalog.require("mistral-ocr")
+    return [pooled.endpoint for pooled in routing.pool.ordered(spec)]
 
 
 def route_of(target: RouteTarget) -> c.Route:

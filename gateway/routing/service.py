@@ -53,16 +53,24 @@ class RoutingService:
         )
         self._adapters: dict[str, ProviderAdapter] = {}
         self._adapter_factory: AdapterFactory | None = None
+        self._http_client: Any = None
         self._catalogs: dict[tuple[UUID, int], Catalog] = {}
         self.project_routing = ProjectRoutingCache()
         self._lock = threading.Lock()
 
     # ---- wiring
 
-    def bind_adapters(self, factory: AdapterFactory) -> None:
+    def bind_adapters(self, factory: AdapterFactory, http_client: Any = None) -> None:
         """Called once the HTTP client exists (Services.start_async)."""
         self._adapter_factory = factory
+        self._http_client = http_client
         self._adapters.clear()
+
+    def ocr_client(self) -> Any:
+        """The pooled HTTP client adapters use (bound at start), for Mistral OCR calls."""
+        if self._http_client is None:
+            raise RuntimeError("the routing service has no HTTP client yet (not started)")
+        return self._http_client
 
     def adapter_for(self, target: RouteTarget) -> ProviderAdapter | None:
         key = target.endpoint_key

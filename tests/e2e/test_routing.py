@@ -205,3 +205,28 @@ def test_a_custom_model_added_by_admin_is_routable_and_priced_by_its_own_price(
     other = gateway.tenant()
     with pytest.raises(openai.NotFoundError):  # custom models belong to their project
         gateway.openai(other).chat.completions.create(model="acme-support-bot", messages=MESSAGES)
+
+
+def test_a_stream_fails_over_before_its_first_chunk_and_is_served_whole(
+    sqlite_gateway: Gateway,
+) -> None:
+    gateway = sqlite_gateway
+    gateway.services.routing.add_endpoint(
+        ProviderEndpoint("openai", "http://127.0.0.1:9/v1", api_key="sk-dead", name="dead")
+    )
+    tenant = gateway.tenant()
+    client = gateway.openai(tenant)
+    for _ in range(4):  # round-robin puts the dead endpoint first for half of them
+        with client.chat.completions.with_streaming_response.create(
+            model="gpt-4o-mini", messages=MESSAGES, stream=True
+        ) as response:
+            assert response.headers["x-lg-endpoint"] == "openai:default"
+            text = "".join(
+                chunk.choices[0].delta.content or "" for chunk in response.parse() if chunk.choices
+            )
+        assert text.startswith("This is Ledgergate's simulated upstream")
+    gateway.settle()
+    with gateway.client() as http:
+        records = http.get("/v1/data/audit", headers=tenant.headers()).json()["data"]
+    assert {r["status"] for r in records} == {"completed"}
+    assert max(r["attempts"] for r in records) == 2  # the failover is on the record

@@ -91,20 +91,26 @@ def main() -> None:
     print(header)
     print("-" * len(header))
     worst_p99 = 0.0
+    cpu_rows: list[tuple[str, list[float]]] = []
     for label, model, tier in CASES:
         effective = effective_tier(tier)
         for _ in range(500):  # warm-up
             router.decide(model, effective)
         timings: list[float] = []
+        cpu_timings: list[float] = []
         gc.disable()
         try:
             for _ in range(args.iterations):
+                cpu_started = time.thread_time_ns()
                 started = time.perf_counter_ns()
                 decision = router.decide(model, effective)
                 timings.append((time.perf_counter_ns() - started) / 1000.0)
+                cpu_timings.append((time.thread_time_ns() - cpu_started) / 1000.0)
         finally:
             gc.enable()
         timings.sort()
+        cpu_timings.sort()
+        cpu_rows.append((label, cpu_timings))
         p99 = percentile(timings, 0.99)
         worst_p99 = max(worst_p99, p99)
         print(
@@ -112,6 +118,21 @@ def main() -> None:
             f"{p99:>9.1f}{timings[-1]:>9.1f}{statistics.fmean(timings):>9.1f}"
             f"{len(decision.targets):>9}"
         )
+    print(
+        "\nSame decisions, thread CPU time (what routing itself costs; excludes time the OS "
+        "gave the CPU to other processes):\n"
+    )
+    print(f"{'case':<30}{'p50 µs':>9}{'p95 µs':>9}{'p99 µs':>9}")
+    print("-" * 57)
+    worst_cpu_p99 = 0.0
+    for label, cpu_timings in cpu_rows:
+        cpu_p99 = percentile(cpu_timings, 0.99)
+        worst_cpu_p99 = max(worst_cpu_p99, cpu_p99)
+        print(
+            f"{label:<30}{percentile(cpu_timings, 0.50):>9.1f}"
+            f"{percentile(cpu_timings, 0.95):>9.1f}{cpu_p99:>9.1f}"
+        )
+    print()
     decision = router.decide("auto", effective_tier("unrestricted"))
     timings = []
     for _ in range(args.iterations):
@@ -124,7 +145,11 @@ def main() -> None:
         f"{percentile(timings, 0.95):>9.1f}{percentile(timings, 0.99):>9.1f}{timings[-1]:>9.1f}"
         f"{statistics.fmean(timings):>9.1f}{'':>9}"
     )
-    print(f"\nworst decide() p99: {worst_p99:.1f} µs = {worst_p99 / 1000.0:.3f} ms (target < 1 ms)")
+    print(
+        f"\nworst decide() p99: wall {worst_p99:.1f} µs, thread CPU {worst_cpu_p99:.1f} µs "
+        "(target < 1,000 µs; wall-clock tails on a loaded 2-core machine are scheduling, "
+        "compare the load average above)"
+    )
 
 
 if __name__ == "__main__":

@@ -355,6 +355,7 @@ async def _complete(
             attempt,
             deadline_s=attempts.deadline_s(),
             measure=measure_chat(client_body, ctx.received_at),
+            cut_in_flight=False,
         )
     except Exception as error:
         gateway_error = as_gateway_error(error)
@@ -471,7 +472,11 @@ async def _stream(
 
     try:
         started = await run_with_failover(
-            ctx.services.routing.router, decision, attempt, deadline_s=attempts.deadline_s()
+            ctx.services.routing.router,
+            decision,
+            attempt,
+            deadline_s=attempts.deadline_s(),
+            cut_in_flight=False,
         )
     except Exception as error:
         gateway_error = as_gateway_error(error)

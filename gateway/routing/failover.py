@@ -97,19 +97,26 @@ async def run_with_failover(
     deadline_s: float | None = None,
     measure: Measure[T] | None = None,
     monotonic: Callable[[], float] = time.monotonic,
+    cut_in_flight: bool = True,
 ) -> FailoverResult[T]:
     """Run `attempt` on each target in turn until one succeeds or the deadline passes.
 
+    The deadline bounds failover: no further target is tried once it has passed (the first
+    one always is). With `cut_in_flight` an attempt still running at the deadline is also
+    cancelled; without it, the adapter's own timeouts bound each call (the chat route's
+    choice: its request deadline is the sweeper's, not a limit on a long stream).
     `measure(value)` may return (cost, output_valid) of a success for the statistics.
     """
     started = monotonic()
     deadline_at = None if deadline_s is None else started + deadline_s
     attempts: list[AttemptRecord] = []
     last_error: UpstreamError | None = None
-    for target in decision.targets:
+    for index, target in enumerate(decision.targets):
         remaining = None if deadline_at is None else deadline_at - monotonic()
-        if remaining is not None and remaining <= 0:
+        if remaining is not None and remaining <= 0 and index > 0:
             break
+        if not cut_in_flight:
+            remaining = None
         breaker = router.board.get(target.endpoint_key)
         if not breaker.try_acquire():
             attempts.append(AttemptRecord(target.label(), OUTCOME_SKIPPED, 0.0))
@@ -119,7 +126,7 @@ async def run_with_failover(
             if remaining is None:
                 value = await attempt(target)
             else:
-                value = await asyncio.wait_for(attempt(target), timeout=remaining)
+                value = await asyncio.wait_for(attempt(target), timeout=max(remaining, 0.001))
         except TimeoutError:
             latency_ms = (monotonic() - attempt_started) * 1000.0
             router.observe(

@@ -155,3 +155,21 @@ async def test_a_target_the_gateway_cannot_use_is_skipped_without_blaming_its_en
     result = await run_with_failover(router, decision, attempt)
     assert result.attempts[0].outcome == OUTCOME_NOT_USABLE
     assert router.board.get(decision.chosen.endpoint_key).snapshot()["requests_in_window"] == 0
+
+
+async def test_without_cutting_in_flight_the_deadline_only_stops_further_failover(
+    router: Router,
+) -> None:
+    decision = router.decide("gpt-5", effective_tier("unrestricted"))
+    calls: list[str] = []
+
+    async def attempt(target: RouteTarget) -> str:
+        calls.append(target.label())
+        await asyncio.sleep(0.05)
+        if len(calls) == 1:
+            raise outage()
+        return "late but whole"
+
+    with pytest.raises(FailoverExhausted):
+        await run_with_failover(router, decision, attempt, deadline_s=0.01, cut_in_flight=False)
+    assert len(calls) == 1  # the first attempt ran to its end; no second one started late

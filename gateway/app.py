@@ -108,9 +108,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         effective = effective_tier(
             project.tier, request.query_params.get("compliance"), plan=project.plan
         )
-        project_routing = await services.routing.project_routing.get(
-            project.id, services.cache.get
-        )
+        project_routing = await services.routing.project_routing.get(project.id, services.cache.get)
         return effective, services.routing.catalog_for(project_routing)
 
     @app.get("/v1/models")

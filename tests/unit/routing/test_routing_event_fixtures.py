@@ -60,4 +60,4 @@ def test_stored_routing_events_carry_no_endpoint_url_secret_or_key() -> None:
     for event_class in ROUTING_EVENT_CLASSES:
         path = FIXTURES / (event_class.__qualname__.replace(".", "_") + "_v1.json")
         text = path.read_text()
-        assert "api_key\"" not in text and "sk-" not in text, path.name
+        assert 'api_key"' not in text and "sk-" not in text, path.name

@@ -22,6 +22,7 @@ from gateway.routing.breaker import BreakerBoard
 class PooledEndpoint:
     endpoint: ProviderEndpoint
     models: frozenset[str] = frozenset()  # empty: any model of the provider
+    project: str | None = None  # a project's own endpoint serves only that project
 
     @property
     def key(self) -> str:
@@ -46,12 +47,16 @@ class EndpointPool:
         self._pooled: dict[str, PooledEndpoint] = {}
         self._by_provider: dict[str, list[PooledEndpoint]] = {}
         self._round_robin: dict[str, int] = {}
-        self._eligible_cache: dict[str, tuple[PooledEndpoint, ...]] = {}
+        self._eligible_cache: dict[tuple[str, str | None], tuple[PooledEndpoint, ...]] = {}
         for endpoint in endpoints:
             self.add(endpoint)
 
-    def add(self, endpoint: ProviderEndpoint, models: Iterable[str] = ()) -> None:
-        pooled = PooledEndpoint(endpoint, frozenset(name.strip().lower() for name in models))
+    def add(
+        self, endpoint: ProviderEndpoint, models: Iterable[str] = (), project: str | None = None
+    ) -> None:
+        pooled = PooledEndpoint(
+            endpoint, frozenset(name.strip().lower() for name in models), project
+        )
         if pooled.key in self._pooled:
             raise ValueError(f"endpoint {pooled.key} is already in the pool")
         self._pooled[pooled.key] = pooled
@@ -68,22 +73,27 @@ class EndpointPool:
     def endpoints(self) -> tuple[PooledEndpoint, ...]:
         return tuple(self._pooled.values())
 
-    def eligible(self, spec: ModelSpec) -> tuple[PooledEndpoint, ...]:
-        """Every endpoint allowed to serve the model, breakers ignored (cached per model)."""
-        cached = self._eligible_cache.get(spec.name)
+    def eligible(self, spec: ModelSpec, project: str | None = None) -> tuple[PooledEndpoint, ...]:
+        """Every endpoint allowed to serve the model for this project (shared endpoints and
+        the project's own), breakers ignored; cached per (model, project)."""
+        cache_key = (spec.name, project)
+        cached = self._eligible_cache.get(cache_key)
         if cached is None:
             cached = tuple(
                 pooled
                 for pooled in self._by_provider.get(spec.provider, ())
-                if endpoint_serves(spec, pooled.endpoint, pooled.models)
+                if (pooled.project is None or pooled.project == project)
+                and endpoint_serves(spec, pooled.endpoint, pooled.models)
             )
-            self._eligible_cache[spec.name] = cached
+            self._eligible_cache[cache_key] = cached
         return cached
 
-    def ordered(self, spec: ModelSpec) -> list[PooledEndpoint]:
+    def ordered(self, spec: ModelSpec, project: str | None = None) -> list[PooledEndpoint]:
         """Endpoints to try for this model, open breakers left out, rotated round-robin so
         traffic spreads across keys; the first is the one to use, the rest are failover."""
-        eligible = [pooled for pooled in self.eligible(spec) if self.board.available(pooled.key)]
+        eligible = [
+            pooled for pooled in self.eligible(spec, project) if self.board.available(pooled.key)
+        ]
         if len(eligible) > 1:
             turn = self._round_robin.get(spec.name, 0)
             self._round_robin[spec.name] = turn + 1

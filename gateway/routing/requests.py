@@ -4,6 +4,7 @@ catalog, the decision, the Route command value, and how a finished attempt is me
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import Any
@@ -85,12 +86,14 @@ async def decide_for_request(
     effective = effective or effective_tier_for(project, body)
     project_routing = await routing.project_routing.get(project.id, load)
     catalog = routing.catalog_for(project_routing)
+    routing.sync_project_endpoints(project_routing, os.environ)
     return routing.router.decide(
         body.get("model"),
         effective,
         capabilities=capabilities if capabilities is not None else required_capabilities(body),
         wants_valid_output=wants_valid_output(body),
         catalog=catalog,
+        project=str(project.id),
     )
 
 

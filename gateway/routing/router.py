@@ -70,9 +70,11 @@ class Router:
         capabilities: frozenset[str] = frozenset({"chat"}),
         wants_valid_output: bool = False,
         catalog: Catalog | None = None,
+        project: str | None = None,
     ) -> RouteDecision:
         """`catalog` overrides the router's for one call (a project's catalog with its custom
-        models); prices for ranking then come from that catalog too."""
+        models); prices for ranking then come from that catalog too. `project` admits that
+        project's own endpoints besides the shared ones."""
         active = catalog or self.catalog
         request = parse_model_field(model, active)
         candidates = select_candidates(
@@ -90,7 +92,7 @@ class Router:
         targets: list[RouteTarget] = []
         unavailable: list[str] = []
         for spec in ordered:
-            endpoints = self.pool.ordered(spec)
+            endpoints = self.pool.ordered(spec, project)
             if not endpoints:
                 unavailable.append(spec.name)
                 continue

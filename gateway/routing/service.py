@@ -56,6 +56,7 @@ class RoutingService:
         self._http_client: Any = None
         self._catalogs: dict[tuple[UUID, int], Catalog] = {}
         self.project_routing = ProjectRoutingCache()
+        self._synced_versions: dict[str, int] = {}
         self._lock = threading.Lock()
 
     # ---- wiring
@@ -81,8 +82,47 @@ class RoutingService:
                 self._adapters[key] = adapter
         return adapter
 
-    def add_endpoint(self, endpoint: ProviderEndpoint, models: Iterable[str] = ()) -> None:
-        self.pool.add(endpoint, models)
+    def add_endpoint(
+        self, endpoint: ProviderEndpoint, models: Iterable[str] = (), project: str | None = None
+    ) -> None:
+        self.pool.add(endpoint, models, project)
+
+    def sync_project_endpoints(
+        self, routing: ProjectRouting | None, environ: Mapping[str, str]
+    ) -> None:
+        """Put a project's own endpoints (EndpointAdded events) in the pool, restricted to that
+        project; drop removed ones. Keys come from the environment variable each endpoint
+        names; the events never hold them. Cheap when the aggregate has not changed."""
+        if routing is None:
+            return
+        project = routing.project_id
+        with self._lock:
+            if self._synced_versions.get(project) == routing.version:
+                return
+            self._synced_versions[project] = routing.version
+        wanted = {}
+        for entry in routing.endpoints():
+            name = f"p{project.replace('-', '')[:8]}-{entry['name']}"
+            wanted[(entry["provider"], name)] = (
+                ProviderEndpoint(
+                    provider=entry["provider"],
+                    base_url=entry["base_url"],
+                    api_key=environ.get(entry["api_key_ref"]) if entry["api_key_ref"] else None,
+                    region=entry["region"] or None,
+                    name=name,
+                ),
+                entry["models"],
+            )
+        present = {
+            (pooled.endpoint.provider, pooled.endpoint.name)
+            for pooled in self.pool.endpoints()
+            if pooled.project == project
+        }
+        for provider, name in present - set(wanted):
+            self.pool.remove(provider, name)
+        for key in set(wanted) - present:
+            endpoint, models = wanted[key]
+            self.pool.add(endpoint, models, project)
 
     def report_breakers_to(self, submit: Callable[[Any], Any]) -> None:
         """Every live breaker transition becomes a command for the writer (not awaited: the

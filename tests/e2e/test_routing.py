@@ -230,3 +230,37 @@ def test_a_stream_fails_over_before_its_first_chunk_and_is_served_whole(
         records = http.get("/v1/data/audit", headers=tenant.headers()).json()["data"]
     assert {r["status"] for r in records} == {"completed"}
     assert max(r["attempts"] for r in records) == 2  # the failover is on the record
+
+
+def test_a_projects_own_endpoint_serves_that_project_only(
+    sqlite_gateway: Gateway, simulator
+) -> None:
+    gateway = sqlite_gateway
+    owner, stranger = gateway.tenant(), gateway.tenant()
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    with gateway.client() as http:
+        added = http.post(
+            f"/v1/admin/projects/{owner.project_id}/endpoints",
+            json={"provider": "openai", "name": "own", "base_url": simulator[0].base_url + "/v1",
+                  "api_key_ref": "ACME_OPENAI_KEY", "models": ["gpt-4o-mini"]},
+            headers=admin,
+        )  # fmt: skip
+        assert added.status_code == 200, added.text
+        leaked = http.post(
+            f"/v1/admin/projects/{owner.project_id}/endpoints",
+            json={"provider": "openai", "name": "bad", "base_url": "https://x.test",
+                  "api_key_ref": "sk-live-123"},
+            headers=admin,
+        )  # fmt: skip
+        assert leaked.status_code == 400  # a key where a variable name belongs is refused
+    for _ in range(5):  # the shared endpoint goes down
+        gateway.services.routing.board.get("openai:default").record_failure("test outage")
+    raw = gateway.openai(owner).chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", messages=MESSAGES
+    )
+    assert raw.headers["x-lg-endpoint"].startswith("openai:p") and raw.headers[
+        "x-lg-endpoint"
+    ].endswith("-own")
+    with pytest.raises(openai.InternalServerError) as caught:
+        gateway.openai(stranger).chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    assert caught.value.body["code"] == "no_route_available"

@@ -52,3 +52,13 @@ def test_region_pinned_models_need_an_endpoint_in_their_region(catalog: Catalog)
         catalog.require("nova-lite-sweden"),
         ProviderEndpoint("bedrock", "https://b", region="eu-central-1"),
     )
+
+
+def test_a_projects_own_endpoint_is_eligible_only_for_that_project(catalog: Catalog) -> None:
+    pool = EndpointPool(BreakerBoard())
+    pool.add(ProviderEndpoint("openai", "https://shared.test"))
+    pool.add(ProviderEndpoint("openai", "https://acme.test", name="acme"), project="p-acme")
+    spec = catalog.require("gpt-5")
+    assert {p.key for p in pool.eligible(spec, "p-acme")} == {"openai:default", "openai:acme"}
+    assert {p.key for p in pool.eligible(spec, "p-other")} == {"openai:default"}
+    assert {p.key for p in pool.eligible(spec)} == {"openai:default"}

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 from uuid import UUID
 
 
@@ -123,6 +125,23 @@ class AdmitRequest(Command):
     key_source: str = "managed"
     daily_budget: Decimal | None = None
     price_at: datetime | None = None  # defaults to facts.received_at
+    # RouteDecision.as_event_fields() from gateway/routing: recorded as Request.RouteDecided.
+    route_decision: Mapping[str, Any] | None = None
+    # OCR to come (eu_strict PDFs): {"cost": Decimal, "currency": str}, added to the reservation.
+    ocr_estimate: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class RecordDocuments(Command):
+    """OCR done: the pages processed and the per-page price used (gateway/routing/documents)."""
+
+    request_id: str
+    documents: int
+    pages: int
+    ocr_model: str
+    per_page: Decimal
+    currency: str
+    price_effective_from: datetime
 
 
 @dataclass(frozen=True)

@@ -74,3 +74,45 @@ class ModelDoesNotSupportDocuments(DomainError):
     the document silently; `details["alternatives"]` lists document-capable models."""
 
     code = "model_does_not_support_documents"
+
+
+# --- routing and compliance (added by the routing work; existing classes unchanged) ---------
+
+
+class ModelNotFound(DomainError):
+    """No model, alias or shorthand of that name. details: model."""
+
+    code = "model_not_found"
+
+
+class ModelNotCompliant(DomainError):
+    """The named model is outside the effective compliance tier.
+    details: model, tier, alternatives (list of compliant model names, most similar first)."""
+
+    code = "model_not_compliant"
+
+
+class ModelCapabilityMissing(DomainError):
+    """The named model cannot do what the request needs (embeddings, vision, tools, …).
+    details: model, missing (list), alternatives (list)."""
+
+    code = "model_capability_missing"
+
+
+class ComplianceTierNotInPlan(DomainError):
+    """The Free plan is unrestricted-tier only. details: tier, plan."""
+
+    code = "compliance_tier_not_in_plan"
+
+
+class UnknownComplianceTier(DomainError):
+    """A compliance tier name nobody defined. details: tier, allowed."""
+
+    code = "invalid_compliance_tier"
+
+
+class NoRouteAvailable(DomainError):
+    """Every compliant model/endpoint is unavailable (breakers open, none configured).
+    details: tier, model. Never answered by leaving the tier."""
+
+    code = "no_route_available"

@@ -8,7 +8,7 @@ work once the decision is made.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import fields
+from dataclasses import fields, replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -286,21 +286,29 @@ def admit_request(cmd: c.AdmitRequest, uow: UnitOfWork) -> dict[str, Any]:
         input_tokens=cmd.estimated_input_tokens,
         output_tokens=cmd.max_output_tokens,
     )
+    reserve_amount = estimate.total
+    if cmd.ocr_estimate is not None:
+        # OCR runs after admission, so its estimated cost is reserved with the rest.
+        ocr_fx = fx_in_effect(uow, str(cmd.ocr_estimate["currency"]), project.currency, at)
+        ocr_converted = quantize_internal(Decimal(cmd.ocr_estimate["cost"]) * ocr_fx.rate)
+        reserve_amount += ocr_converted + quantize_internal(ocr_converted * cmd.fee_rate)
     account = _account(uow, project.id)
     account.reserve(  # raises InsufficientFunds / BudgetExceeded before any event exists
         request_id=facts.request_id,
-        amount=estimate.total,
+        amount=reserve_amount,
         key_id=facts.key_id,
         daily_budget=cmd.daily_budget,
         now=now,
     )
     request = _new_request(facts)
+    if cmd.route_decision is not None:
+        request.record_route(**cmd.route_decision, decided_at=now)
     request.admit(
         model=cmd.route.model,
         provider=cmd.route.provider,
         upstream_model=cmd.route.upstream_model,
         currency=project.currency,
-        reserved_amount=estimate.total,
+        reserved_amount=reserve_amount,
         estimated_input_tokens=cmd.estimated_input_tokens,
         max_output_tokens=cmd.max_output_tokens,
         price_id=price.price_id,
@@ -325,7 +333,7 @@ def admit_request(cmd: c.AdmitRequest, uow: UnitOfWork) -> dict[str, Any]:
     uow.add(request)
     return {
         "request_id": facts.request_id,
-        "reserved_amount": estimate.total,
+        "reserved_amount": reserve_amount,
         "currency": project.currency,
         "price_id": price.price_id,
         "price_effective_from": price.effective_from,
@@ -336,6 +344,24 @@ def admit_request(cmd: c.AdmitRequest, uow: UnitOfWork) -> dict[str, Any]:
 
 def redispatch(cmd: c.Redispatch, uow: UnitOfWork) -> dict[str, Any]:
     request = _request(uow, cmd.request_id)
+    request.check_transition(DISPATCHED)
+    if cmd.route.model != request.priced_model and request.terms is not None:
+        # Failover to another model: charge that model's price in effect at reception,
+        # never the first model's (PriceNotFound refuses the failover target instead).
+        at = request.received_at
+        price = price_in_effect(uow, cmd.route.model, at)
+        fx = fx_in_effect(uow, price.currency, request.terms.currency, at)
+        request.reprice(
+            model=cmd.route.model,
+            price_id=price.price_id,
+            price_effective_from=price.effective_from,
+            input_price_per_mtok=price.input_per_mtok,
+            output_price_per_mtok=price.output_per_mtok,
+            price_currency=price.currency,
+            fx_rate=fx.rate,
+            fx_rate_id=fx.rate_id,
+            repriced_at=uow.clock.now(),
+        )
     request.dispatch(
         provider=cmd.route.provider,
         model=cmd.route.model,
@@ -345,6 +371,29 @@ def redispatch(cmd: c.Redispatch, uow: UnitOfWork) -> dict[str, Any]:
         now=uow.clock.now(),
     )
     return {"request_id": cmd.request_id, "attempt": cmd.attempt}
+
+
+def record_documents(cmd: c.RecordDocuments, uow: UnitOfWork) -> dict[str, Any]:
+    request = _request(uow, cmd.request_id)
+    if request.terms is None:
+        raise IllegalTransition("documents are recorded on an admitted request")
+    if cmd.pages < 0 or cmd.documents < 0 or cmd.per_page < 0:
+        raise InvalidCommand("pages, documents and the per-page price cannot be negative")
+    fx = fx_in_effect(uow, cmd.currency, request.terms.currency, request.received_at)
+    cost = quantize_internal(Decimal(cmd.pages) * cmd.per_page)
+    request.record_documents(
+        documents=cmd.documents,
+        pages=cmd.pages,
+        ocr_model=cmd.ocr_model,
+        per_page=cmd.per_page,
+        price_currency=cmd.currency,
+        price_effective_from=cmd.price_effective_from,
+        cost=cost,
+        fx_rate=fx.rate,
+        fx_rate_id=fx.rate_id,
+        processed_at=uow.clock.now(),
+    )
+    return {"request_id": cmd.request_id, "pages": cmd.pages, "ocr_cost": cost}
 
 
 def mark_streaming(cmd: c.MarkStreaming, uow: UnitOfWork) -> dict[str, Any]:
@@ -386,6 +435,19 @@ def _charge(
         output_tokens=max(usage.output_tokens, 0),
         cached_tokens=usage.cached_tokens,
     )
+    if request.ocr_cost is not None and request.ocr_fx_rate is not None:
+        # OCR pages are part of the charge: converted at the rate recorded with them, with
+        # the same fee; counted as provider cost when billed in the same currency.
+        ocr_converted = quantize_internal(request.ocr_cost * request.ocr_fx_rate)
+        ocr_fee = quantize_internal(ocr_converted * terms.fee_rate)
+        same_currency = request.ocr_currency == terms.price_currency
+        cost = replace(
+            cost,
+            provider_cost=cost.provider_cost + (request.ocr_cost if same_currency else 0),
+            converted_cost=cost.converted_cost + ocr_converted,
+            fee_amount=cost.fee_amount + ocr_fee,
+            total=cost.total + ocr_converted + ocr_fee,
+        )
     charged = account.post_charge(
         request_id=request.request_id,
         actual_amount=cost.total,
@@ -519,7 +581,13 @@ HANDLERS: dict[type[c.Command], Callable[[Any, UnitOfWork], Any]] = {
     c.AdmitRequest: admit_request,
     c.Redispatch: redispatch,
     c.MarkStreaming: mark_streaming,
+    c.RecordDocuments: record_documents,
     c.CompleteRequest: complete_request,
     c.FailRequest: fail_request,
     c.AbandonRequest: abandon_request,
 }
+
+# Routing commands (custom models/endpoints, breaker reports) live beside their aggregates.
+from domain.routing_handlers import ROUTING_HANDLERS  # noqa: E402
+
+HANDLERS.update(ROUTING_HANDLERS)

@@ -7,7 +7,7 @@ Events carry no prompt or completion text: sizes, counts and SHA-256 hashes only
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 from uuid import UUID
@@ -99,6 +99,53 @@ class Request(Aggregate):
         key_source: str
         admitted_at: datetime
 
+    class RouteDecided(Aggregate.Event):
+        """Why this model and endpoint: the router's candidates and their sampled scores.
+        Recorded with admission, before any provider is called (gateway/routing)."""
+
+        requested_model: str
+        mode: str
+        variant: str
+        tier: str
+        model: str
+        provider: str
+        upstream_model: str
+        endpoint: str
+        failover: tuple[str, ...]
+        reason: str
+        confidence: str
+        candidates: tuple[tuple[str, str, str], ...]
+        decided_at: datetime
+
+    class Repriced(Aggregate.Event):
+        """Failover moved the request to another model: later charges use that model's
+        price in effect at reception (the reservation stays as it was)."""
+
+        model: str
+        price_id: str
+        price_effective_from: datetime
+        input_price_per_mtok: Decimal
+        output_price_per_mtok: Decimal
+        price_currency: str
+        fx_rate: Decimal
+        fx_rate_id: str | None
+        repriced_at: datetime
+
+    class DocumentsProcessed(Aggregate.Event):
+        """PDFs turned into markdown by OCR before the model saw them (eu_strict: Mistral
+        OCR). Its cost, at the per-page price in effect, is part of the request's charge."""
+
+        documents: int
+        pages: int
+        ocr_model: str
+        per_page: Decimal
+        price_currency: str
+        price_effective_from: datetime
+        cost: Decimal
+        fx_rate: Decimal
+        fx_rate_id: str | None
+        processed_at: datetime
+
     class Dispatched(Aggregate.Event):
         provider: str
         model: str
@@ -184,6 +231,11 @@ class Request(Aggregate):
         self.provider: str | None = None
         self.model: str | None = None
         self.upstream_model: str | None = None
+        self.route_recorded = False
+        self.priced_model: str | None = None
+        self.ocr_cost: Decimal | None = None
+        self.ocr_currency: str | None = None
+        self.ocr_fx_rate: Decimal | None = None
 
     @property
     def is_terminal(self) -> bool:
@@ -240,6 +292,7 @@ class Request(Aggregate):
         admitted_at: datetime,
     ) -> None:
         self.status = ADMITTED
+        self.priced_model = model
         self.model = model
         self.provider = provider
         self.upstream_model = upstream_model
@@ -257,6 +310,96 @@ class Request(Aggregate):
             fee_rate=fee_rate,
             key_source=key_source,
         )
+
+    def record_route(self, **fields: object) -> None:
+        """The route decision; recorded once, before admission."""
+        if self.status != RECEIVED or self.route_recorded:
+            raise IllegalTransition(
+                f"request {self.request_id}: the route is decided once, before admission",
+                state=self.status,
+                target="route_decided",
+            )
+        self._route_decided(**fields)
+
+    @event(RouteDecided)
+    def _route_decided(
+        self,
+        requested_model: str,
+        mode: str,
+        variant: str,
+        tier: str,
+        model: str,
+        provider: str,
+        upstream_model: str,
+        endpoint: str,
+        failover: tuple[str, ...],
+        reason: str,
+        confidence: str,
+        candidates: tuple[tuple[str, str, str], ...],
+        decided_at: datetime,
+    ) -> None:
+        self.route_recorded = True
+
+    def reprice(self, **fields: object) -> None:
+        if self.status not in (ADMITTED, DISPATCHED) or self.terms is None:
+            raise IllegalTransition(
+                f"request {self.request_id} cannot be repriced in state {self.status}",
+                state=self.status,
+                target="repriced",
+            )
+        self._repriced(**fields)
+
+    @event(Repriced)
+    def _repriced(
+        self,
+        model: str,
+        price_id: str,
+        price_effective_from: datetime,
+        input_price_per_mtok: Decimal,
+        output_price_per_mtok: Decimal,
+        price_currency: str,
+        fx_rate: Decimal,
+        fx_rate_id: str | None,
+        repriced_at: datetime,
+    ) -> None:
+        if self.terms is not None:
+            self.terms = replace(
+                self.terms,
+                price_id=price_id,
+                input_price_per_mtok=input_price_per_mtok,
+                output_price_per_mtok=output_price_per_mtok,
+                price_currency=price_currency,
+                fx_rate=fx_rate,
+                fx_rate_id=fx_rate_id,
+            )
+        self.priced_model = model
+
+    def record_documents(self, **fields: object) -> None:
+        if self.status not in (ADMITTED, DISPATCHED) or self.ocr_cost is not None:
+            raise IllegalTransition(
+                f"request {self.request_id}: documents are processed once, after admission",
+                state=self.status,
+                target="documents_processed",
+            )
+        self._documents_processed(**fields)
+
+    @event(DocumentsProcessed)
+    def _documents_processed(
+        self,
+        documents: int,
+        pages: int,
+        ocr_model: str,
+        per_page: Decimal,
+        price_currency: str,
+        price_effective_from: datetime,
+        cost: Decimal,
+        fx_rate: Decimal,
+        fx_rate_id: str | None,
+        processed_at: datetime,
+    ) -> None:
+        self.ocr_cost = cost
+        self.ocr_currency = price_currency
+        self.ocr_fx_rate = fx_rate
 
     def dispatch(
         self,

@@ -28,7 +28,6 @@ from gateway.config import Settings
 from gateway.embeddings import embeddings
 from gateway.errors import GatewayError, as_gateway_error, error_response
 from gateway.jsonable import jsonable
-from gateway.model_list import ModelCatalog, list_models
 from gateway.responses import JsonResponse
 from gateway.unsupported import install_unsupported_routes
 from gateway.validation import parse_json_body
@@ -106,31 +105,54 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     async def embeddings_route(request: Request) -> Response:
         return await embeddings(request, services)
 
-    catalog = ModelCatalog(services.app)
+    async def routing_scope(request: Request) -> tuple[Any, Any]:
+        """(effective tier, catalog) of the caller: its project's tier, optionally tightened
+        by ?compliance=, and the project's catalog with its custom models."""
+        from domain.tiers import effective_tier
+
+        _, project = await authenticate_key(services.cache, request.headers.get("authorization"))
+        effective = effective_tier(
+            project.tier, request.query_params.get("compliance"), plan=project.plan
+        )
+        project_routing = await services.routing.project_routing.get(project.id, services.cache.get)
+        return effective, services.routing.catalog_for(project_routing)
 
     @app.get("/v1/models")
-    async def models_list(request: Request) -> Response:
+    async def models(request: Request) -> Response:
+        from gateway.routing.models_api import models_listing
+
         try:
-            await authenticate_key(services.cache, request.headers.get("authorization"))
-            result = await anyio.to_thread.run_sync(
-                list_models, catalog, set(services.adapters)
-            )
-            return JsonResponse(result)
+            effective, catalog = await routing_scope(request)
+            listing = models_listing(catalog, effective, services.clock.now())
+            return JsonResponse(listing, headers={"X-Request-Id": new_request_id()})
+        except Exception as error:
+            return error_response(as_gateway_error(error), new_request_id())
+
+    @app.get("/v1/models/leaderboard")
+    async def models_leaderboard(request: Request) -> Response:
+        from gateway.routing.models_api import leaderboard_payload
+
+        try:
+            effective, catalog = await routing_scope(request)
+            payload = leaderboard_payload(services.routing.router, effective, catalog)
+            return JsonResponse(payload, headers={"X-Request-Id": new_request_id()})
         except Exception as error:
             return error_response(as_gateway_error(error), new_request_id())
 
     @app.get("/v1/models/{model:path}")
     async def models_get(request: Request, model: str) -> Response:
+        from gateway.routing.models_api import models_listing
+
         try:
-            await authenticate_key(services.cache, request.headers.get("authorization"))
-            result = await anyio.to_thread.run_sync(
-                list_models, catalog, set(services.adapters)
-            )
-            for item in result["data"]:
+            effective, catalog = await routing_scope(request)
+            listing = models_listing(catalog, effective, services.clock.now())
+            for item in listing["data"]:
                 if item["id"] == model:
                     return JsonResponse(item)
             raise GatewayError(
-                "model_not_found", f"the model {model[:200]!r} is not served here", param="model"
+                "model_not_found",
+                f"the model {model[:200]!r} is not served here for this project's tier",
+                param="model",
             )
         except Exception as error:
             return error_response(as_gateway_error(error), new_request_id())
@@ -333,6 +355,45 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
                 effective_from=parse_instant(str(b["effective_from"])),
             ),
         )
+
+    def _invalidate_routing(project_id: str) -> None:
+        try:
+            services.routing.project_routing.invalidate(UUID(project_id))
+        except ValueError:  # a malformed id was already answered with a 400
+            pass
+
+    @app.post("/v1/admin/projects/{project_id}/models")
+    async def admin_custom_model(request: Request, project_id: str) -> Response:
+        from domain.routing_handlers import AddCustomModel
+
+        response = await admin(
+            request,
+            lambda b: AddCustomModel(
+                project_id=UUID(project_id), entry=b, added_by=str(b.get("added_by", "admin"))
+            ),
+        )
+        _invalidate_routing(project_id)
+        return response
+
+    @app.post("/v1/admin/projects/{project_id}/endpoints")
+    async def admin_custom_endpoint(request: Request, project_id: str) -> Response:
+        from domain.routing_handlers import AddCustomEndpoint
+
+        response = await admin(
+            request,
+            lambda b: AddCustomEndpoint(
+                project_id=UUID(project_id),
+                provider=str(b["provider"]),
+                name=str(b["name"]),
+                base_url=str(b["base_url"]),
+                region=str(b.get("region") or ""),
+                api_key_ref=str(b.get("api_key_ref") or ""),
+                models=tuple(str(m) for m in b.get("models") or ()),
+                added_by=str(b.get("added_by", "admin")),
+            ),
+        )
+        _invalidate_routing(project_id)
+        return response
 
     @app.post("/v1/admin/fx-rates")
     async def admin_fx(request: Request) -> Response:

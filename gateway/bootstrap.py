@@ -40,6 +40,7 @@ class Services:
     adapters: dict[str, ProviderAdapter] = field(default_factory=dict)
     extras: dict[str, Any] = field(default_factory=dict)
     started: bool = False
+    routing: Any = None  # gateway.routing.service.RoutingService
 
     def start(self) -> None:
         """Synchronous parts: schema, writer thread, projections caught up and following."""
@@ -48,6 +49,12 @@ class Services:
         self.store.migrate()
         self.writer.start()
         self.runner.catch_up()
+        if self.routing is not None:
+            from gateway.routing.wiring import seed_catalog_prices, warm_statistics
+
+            if self.settings.raw.get("LEDGERGATE_SEED_CATALOG_PRICES", "1") != "0":
+                seed_catalog_prices(self.routing, self.app, self.writer.submit)
+            warm_statistics(self.routing, self.store)
         self.runner.start()  # writes the views, or only follows the log (run_projections off)
         self.started = True
 
@@ -62,6 +69,12 @@ class Services:
                 ),
             )
             self.adapters = build_adapters(self.settings, self.http_client)
+            if self.routing is not None:
+                from gateway.routing.wiring import adapter_factory
+
+                self.routing.bind_adapters(
+                    adapter_factory(adapter_classes(), self.http_client), self.http_client
+                )
 
     async def aclose(self) -> None:
         if self.http_client is not None:
@@ -124,6 +137,11 @@ def build_services(settings: Settings | None = None, clock: Clock | None = None)
         store=store,
         runner=runner,
         cache=cache,
+    )
+    from gateway.routing.wiring import build_routing
+
+    services.routing = build_routing(
+        list(endpoints_from_settings(settings).values()), settings.raw, clock, writer.submit
     )
     services_ref.append(services)
     return services

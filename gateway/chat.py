@@ -25,12 +25,11 @@ from fastapi import Request as HttpRequest
 from fastapi.responses import Response, StreamingResponse
 
 from domain import commands as c
-from domain.errors import DomainError
+from domain.errors import DomainError, ModelCapabilityMissing, ModelDoesNotSupportDocuments
 from domain.ids import new_request_id
 from gateway.auth import actor_from, authenticate_key
 from gateway.bootstrap import Services
 from gateway.errors import GatewayError, as_gateway_error, envelope, error_response
-from gateway.models import resolve_route
 from gateway.providers.base import (
     USAGE_SOURCE_ESTIMATED,
     ChatStream,
@@ -44,6 +43,23 @@ from gateway.providers.documents import (
     normalize_documents,
 )
 from gateway.responses import JsonResponse
+from gateway.routing.decision import RouteDecision, RouteTarget
+from gateway.routing.documents import (
+    OCR_MODEL,
+    MistralOcrClient,
+    plan_ocr,
+    splice_pdfs_as_markdown,
+    without_documents,
+)
+from gateway.routing.failover import FailoverExhausted, SkipTarget, run_with_failover
+from gateway.routing.requests import (
+    decide_for_request,
+    effective_tier_for,
+    measure_chat,
+    ocr_endpoints,
+    route_of,
+)
+from gateway.routing.selector import required_capabilities
 from gateway.tokens import count_text_tokens, estimate_prompt_tokens, prompt_chars
 from gateway.validation import (
     max_output_tokens,
@@ -177,19 +193,53 @@ async def chat_completions(http: HttpRequest, services: Services) -> Response:
             ctx.trace_id = str(trace_id)[:TRACE_ID_CHARS_MAX]
         ctx.prompt_chars = prompt_chars(body)
         ctx.prompt_sha256 = _hash_messages(body)
-        route = resolve_route(body["model"].strip())
-        adapter = adapter_for(services, route.provider)
-        # Documents in any of the three client shapes become one canonical block, and a model
-        # that cannot read them is refused here (a 400 listing alternatives), never dropped.
+        # Documents in any of the three client shapes become one canonical block first, so
+        # the router sees what the request needs.
         body = normalize_documents(body)
-        check_document_support(
+        # The router is the only compliance gate: a model outside the project's (or the
+        # request's tighter) tier is refused here, before anything is reserved.
+        effective = effective_tier_for(project, body)
+        ocr = plan_ocr(
+            services.routing.catalog,
+            ocr_endpoints(services.routing),
+            effective,
             body,
-            route.provider,
-            route.upstream_model,
-            requested_model=route.model,
-            candidates=document_capable_suggestions(services.adapters),
+            ctx.received_at,
         )
-        estimated_input = estimate_prompt_tokens(body)
+        try:
+            decision = await decide_for_request(
+                services.routing,
+                project,
+                body,
+                services.cache.get,
+                effective=effective,
+                # eu_strict PDFs become text through Mistral OCR first: no model needs PDF input.
+                capabilities=required_capabilities(body) - {"documents"} if ocr else None,
+            )
+        except ModelCapabilityMissing as error:
+            if "documents" not in (error.details.get("missing") or ()):
+                raise
+            raise ModelDoesNotSupportDocuments(
+                f"model {body['model'].strip()[:200]!r} cannot read documents (PDF); "
+                "choose a document-capable model",
+                model=body["model"].strip()[:200],
+                alternatives=error.details.get("alternatives") or [],
+            ) from None
+        route = route_of(decision.chosen)
+        if ocr is None:
+            # The adapter must be able to forward the document natively: never dropped.
+            check_document_support(
+                body,
+                route.provider,
+                route.upstream_model,
+                requested_model=route.model,
+                candidates=document_capable_suggestions(services.adapters),
+            )
+            estimated_input = estimate_prompt_tokens(body)
+        else:
+            estimated_input = (
+                estimate_prompt_tokens(without_documents(body)) + ocr.input_tokens_estimate
+            )
         max_output = max_output_tokens(body, services.settings.default_max_output_tokens)
         admission = await services.writer.execute_async(
             c.AdmitRequest(
@@ -200,6 +250,10 @@ async def chat_completions(http: HttpRequest, services: Services) -> Response:
                 fee_rate=project.fee_rate,
                 key_source="managed",
                 daily_budget=key.daily_budget,
+                route_decision=decision.as_event_fields(),
+                ocr_estimate=None
+                if ocr is None
+                else {"cost": ocr.cost_estimate, "currency": ocr.currency},
             )
         )
     except Exception as error:
@@ -209,18 +263,72 @@ async def chat_completions(http: HttpRequest, services: Services) -> Response:
     assert isinstance(terms, dict)
     ctx.headers.update(
         {
-            "X-LG-Model": route.model,
-            "X-LG-Provider": route.provider,
-            "X-LG-Route-Reason": "explicit_model",
+            **decision.headers(),
             "X-LG-Estimated-Cost": money_header(terms["reserved_amount"]),
             "X-LG-Currency": terms["currency"],
             "X-LG-Cache": "miss",
         }
     )
+    if ocr is not None:
+        # After admission (durable) and before the model: the documents go to Mistral OCR.
+        try:
+            spliced = await splice_pdfs_as_markdown(
+                body, MistralOcrClient(ocr.endpoint, services.routing.ocr_client())
+            )
+            await services.writer.execute_async(
+                c.RecordDocuments(
+                    request_id=ctx.request_id,
+                    documents=spliced.documents,
+                    pages=spliced.pages,
+                    ocr_model=OCR_MODEL,
+                    per_page=ocr.per_page,
+                    currency=ocr.currency,
+                    price_effective_from=ocr.price_effective_from,
+                )
+            )
+        except Exception as error:
+            gateway_error = as_gateway_error(error)
+            await _fail(ctx, gateway_error)
+            return error_response(gateway_error, ctx.request_id, ctx.headers)
+        body = spliced.body
+        ctx.headers["X-LG-Documents-Pages"] = str(spliced.pages)
     upstream_body = {k: v for k, v in body.items() if k not in GATEWAY_FIELDS}
     if ctx.stream:
-        return await _stream(ctx, adapter, route, upstream_body, body, estimated_input)
-    return await _complete(ctx, adapter, route, upstream_body, estimated_input)
+        return await _stream(ctx, decision, upstream_body, body, estimated_input)
+    return await _complete(ctx, decision, upstream_body, body, estimated_input)
+
+
+class _Attempts:
+    """Dispatch to a decision's targets in order. The first target's dispatch was recorded
+    with admission; every failover target is recorded (Redispatch, repriced if the model
+    changes) and durable before it is called."""
+
+    def __init__(self, ctx: Context, decision: RouteDecision) -> None:
+        self.ctx = ctx
+        self.decision = decision
+        self.attempt = 1
+
+    async def prepare(self, target: RouteTarget) -> ProviderAdapter:
+        services = self.ctx.services
+        adapter = services.routing.adapter_for(target)
+        if adapter is None:
+            raise SkipTarget("provider_not_configured", f"no adapter for {target.endpoint_key}")
+        if target is not self.decision.chosen:
+            try:
+                await services.writer.execute_async(
+                    c.Redispatch(
+                        request_id=self.ctx.request_id,
+                        route=route_of(target),
+                        attempt=self.attempt + 1,
+                    )
+                )
+            except DomainError as error:  # e.g. no price for the fallback model
+                raise SkipTarget(error.code, error.message) from None
+            self.attempt += 1
+        return adapter
+
+    def deadline_s(self) -> float:
+        return max(self.ctx.services.settings.request_timeout_s - self.ctx.elapsed_ms() / 1000, 0)
 
 
 async def _fail(
@@ -254,20 +362,37 @@ async def _fail(
 
 async def _complete(
     ctx: Context,
-    adapter: ProviderAdapter,
-    route: c.Route,
+    decision: RouteDecision,
     upstream_body: dict[str, Any],
+    client_body: dict[str, Any],
     estimated_input: int,
 ) -> Response:
     upstream_started = time.perf_counter()
+    attempts = _Attempts(ctx, decision)
+
+    async def attempt(target: RouteTarget) -> tuple[Any, RouteTarget]:
+        adapter = await attempts.prepare(target)
+        return await adapter.chat(upstream_body, target.spec.upstream_id), target
+
     try:
-        result = await adapter.chat(upstream_body, route.upstream_model)
+        outcome_of_attempts = await run_with_failover(
+            ctx.services.routing.router,
+            decision,
+            attempt,
+            deadline_s=attempts.deadline_s(),
+            measure=measure_chat(client_body, ctx.received_at),
+            cut_in_flight=False,
+        )
     except Exception as error:
         gateway_error = as_gateway_error(error)
-        if gateway_error.status >= 500 and not isinstance(error, UpstreamError):
+        if gateway_error.status >= 500 and not isinstance(
+            error, UpstreamError | DomainError | FailoverExhausted
+        ):
             log.exception("adapter failure in %s", ctx.request_id, exc_info=error)
         await _fail(ctx, gateway_error)
         return error_response(gateway_error, ctx.request_id, ctx.headers)
+    result, served = outcome_of_attempts.value
+    ctx.headers.update(decision.headers(served))
     upstream_ms = int((time.perf_counter() - upstream_started) * 1000)
     text = _completion_text(result.body)
     finish_reason = None
@@ -359,24 +484,44 @@ def fallback_stream_usage(stream: ChatStream, estimated_input: int, delivered_te
 
 async def _stream(
     ctx: Context,
-    adapter: ProviderAdapter,
-    route: c.Route,
+    decision: RouteDecision,
     upstream_body: dict[str, Any],
     client_body: dict[str, Any],
     estimated_input: int,
 ) -> Response:
     include_usage = wants_usage_in_stream(client_body)
     upstream_started = time.perf_counter()
+    attempts = _Attempts(ctx, decision)
+
+    async def attempt(target: RouteTarget) -> tuple[ChatStream, Any, Any, RouteTarget]:
+        # Failover is only possible until the first chunk: after it, bytes reached the client.
+        adapter = await attempts.prepare(target)
+        opened = await adapter.chat_stream(upstream_body, target.spec.upstream_id)
+        opened_iterator = opened.__aiter__()
+        try:
+            first_chunk = await opened_iterator.__anext__()
+        except StopAsyncIteration:
+            first_chunk = None
+        except BaseException:
+            await opened.aclose()
+            raise
+        return opened, opened_iterator, first_chunk, target
+
     try:
-        stream: ChatStream = await adapter.chat_stream(upstream_body, route.upstream_model)
-        iterator = stream.__aiter__()
-        first = await iterator.__anext__()
-    except StopAsyncIteration:
-        first = None
+        started = await run_with_failover(
+            ctx.services.routing.router,
+            decision,
+            attempt,
+            deadline_s=attempts.deadline_s(),
+            cut_in_flight=False,
+        )
     except Exception as error:
         gateway_error = as_gateway_error(error)
         await _fail(ctx, gateway_error)
         return error_response(gateway_error, ctx.request_id, ctx.headers)
+    stream, iterator, first, served = started.value
+    ctx.headers.update(decision.headers(served))
+    route = route_of(served)
     first_chunk_ms = int((time.perf_counter() - upstream_started) * 1000)
     overhead_ms = max(ctx.elapsed_ms() - first_chunk_ms, 0)
     writer = ctx.services.writer

@@ -107,6 +107,25 @@ def build_parser() -> argparse.ArgumentParser:
     price_set.add_argument("--currency", default="USD")
     price_set.add_argument("--effective-from", type=_instant, required=True)
 
+    model = sub.add_parser(
+        "model", help="per-project custom models and endpoints (recorded as events)"
+    ).add_subparsers(dest="action", required=True)
+    model_add = model.add_parser(
+        "add", help="add a custom model from a TOML file shaped like one models.toml entry"
+    )
+    model_add.add_argument("--project", type=UUID, required=True)
+    model_add.add_argument("--file", required=True)
+    endpoint_add = model.add_parser("endpoint", help="add a custom endpoint to a project")
+    endpoint_add.add_argument("--project", type=UUID, required=True)
+    endpoint_add.add_argument("--provider", required=True)
+    endpoint_add.add_argument("--name", required=True)
+    endpoint_add.add_argument("--base-url", required=True)
+    endpoint_add.add_argument("--region", default="")
+    endpoint_add.add_argument(
+        "--api-key-env", default="", help="NAME of the environment variable holding the key"
+    )
+    endpoint_add.add_argument("--models", default="", help="comma-separated allow-list")
+
     fx = sub.add_parser("fx", help="effective-dated FX rates").add_subparsers(
         dest="action", required=True
     )
@@ -227,6 +246,27 @@ def main(argv: list[str] | None = None) -> int:
                 cached_input_per_mtok=args.cached_input_per_mtok,
                 currency=args.currency,
                 effective_from=args.effective_from,
+            ),
+        )
+    if command == "model":
+        from domain.routing_handlers import AddCustomEndpoint, AddCustomModel
+
+        if args.action == "add":
+            import tomllib
+
+            with open(args.file, "rb") as handle:
+                entry = tomllib.load(handle)
+            return run_command(settings, AddCustomModel(project_id=args.project, entry=entry))
+        return run_command(
+            settings,
+            AddCustomEndpoint(
+                project_id=args.project,
+                provider=args.provider,
+                name=args.name,
+                base_url=args.base_url,
+                region=args.region,
+                api_key_ref=args.api_key_env,
+                models=tuple(m.strip() for m in args.models.split(",") if m.strip()),
             ),
         )
     if command == "fx":

@@ -216,5 +216,6 @@ class ProjectionRunner:
 def default_views() -> list[View]:
     from projections.audit import AuditView
     from projections.balances import BalancesView
+    from projections.router_stats import RouterStatsView
 
-    return [AuditView(), BalancesView()]
+    return [AuditView(), BalancesView(), RouterStatsView()]

@@ -1,0 +1,1 @@
+"""The shipped model catalog, as data (models.toml), read with importlib.resources."""

@@ -1,0 +1,404 @@
+"""Aggregates of the router: per-project custom models/endpoints and per-endpoint breakers.
+
+Event classes are explicit (never `@event("Name")`), so renaming a method cannot change what is
+stored. Command methods validate; the `@event` methods only apply, because they re-run on replay.
+Events carry primitives, tuples, str-Decimals and aware datetimes only, and never a secret:
+an endpoint's API key is stored as the NAME of the environment variable that holds it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+from uuid import NAMESPACE_URL, UUID, uuid5
+
+from eventsourcing.domain import Aggregate, event
+
+from domain.catalog import Catalog, ModelSpec, spec_from_mapping
+from domain.clock import require_aware
+from domain.errors import IllegalTransition, InvalidCommand
+from domain.tiers import KNOWN_PROVIDERS
+
+_NAMESPACE = uuid5(NAMESPACE_URL, "https://ledgergate.dev/routing")
+_ENV_VAR_NAME = re.compile(r"^[A-Z][A-Z0-9_]{0,127}$")
+_ENDPOINT_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+
+BREAKER_CLOSED = "closed"
+BREAKER_OPEN = "open"
+BREAKER_HALF_OPEN = "half_open"
+
+
+# The only legal breaker moves; a replayed log therefore always tells a coherent story.
+BREAKER_TRANSITIONS: dict[str, frozenset[str]] = {
+    BREAKER_CLOSED: frozenset({BREAKER_OPEN}),
+    BREAKER_OPEN: frozenset({BREAKER_HALF_OPEN}),
+    BREAKER_HALF_OPEN: frozenset({BREAKER_OPEN, BREAKER_CLOSED}),
+}
+
+
+def endpoint_key(provider: str, name: str) -> str:
+    """The one spelling of an endpoint's identity, used by breakers, stats and headers."""
+    return f"{provider}:{name}"
+
+
+class ProjectRouting(Aggregate):
+    """Custom models and endpoints of one project, added by admin command."""
+
+    class Started(Aggregate.Created):
+        project_id: str
+
+    class CustomModelAdded(Aggregate.Event):
+        name: str
+        aliases: tuple[str, ...]
+        provider: str
+        upstream_id: str
+        family: str
+        capabilities: tuple[str, ...]
+        size_class: str
+        regions: tuple[str, ...]
+        tiers: tuple[str, ...]
+        named_only: bool
+        pin_region: bool
+        quality: str
+        latency_ms_typical: int
+        context_window: int
+        max_output_tokens: int
+        prices: tuple[tuple[str, str, str, str], ...]  # (effective_from iso, currency, in, out)
+        added_by: str
+
+    class CustomModelRemoved(Aggregate.Event):
+        name: str
+        removed_by: str
+
+    class EndpointAdded(Aggregate.Event):
+        provider: str
+        name: str
+        base_url: str
+        region: str
+        api_key_ref: str  # the NAME of an environment variable, never the key
+        models: tuple[str, ...]  # model names it may serve; empty = any of that provider
+        added_by: str
+
+    class EndpointRemoved(Aggregate.Event):
+        provider: str
+        name: str
+        removed_by: str
+
+    @staticmethod
+    def create_id(project_id: str) -> UUID:
+        return uuid5(_NAMESPACE, f"project-routing:{project_id}")
+
+    @event(Started)
+    def __init__(self, project_id: str) -> None:
+        self.project_id = project_id
+        self._models: dict[str, dict[str, Any]] = {}
+        self._endpoints: dict[str, dict[str, Any]] = {}
+
+    # ---- commands (validate here; the event methods below only apply)
+
+    def add_custom_model(
+        self,
+        entry: Mapping[str, Any],
+        *,
+        added_by: str,
+        shipped: Catalog | None = None,
+    ) -> ModelSpec:
+        """`entry` has the models.toml shape (prices as a list of tables). Returns the spec."""
+        spec = spec_from_mapping(entry, source=f"custom:{self.project_id}")
+        catalog = (shipped or Catalog.shipped()).with_models(*self.custom_models())
+        # Raises on a name/alias clash with shipped or earlier custom models.
+        catalog.with_models(spec)
+        self._custom_model_added(
+            name=spec.name,
+            aliases=spec.aliases,
+            provider=spec.provider,
+            upstream_id=spec.upstream_id,
+            family=spec.family,
+            capabilities=tuple(sorted(spec.capabilities)),
+            size_class=spec.size_class,
+            regions=spec.regions,
+            tiers=tuple(sorted(tier.value for tier in spec.tiers)),
+            named_only=spec.named_only,
+            pin_region=spec.pin_region,
+            quality=format(spec.quality, "f"),
+            latency_ms_typical=spec.latency_ms_typical,
+            context_window=spec.context_window,
+            max_output_tokens=spec.max_output_tokens,
+            prices=tuple(
+                (
+                    price.effective_from.isoformat(),
+                    price.currency,
+                    format(price.input_per_million, "f"),
+                    format(price.output_per_million, "f"),
+                )
+                for price in spec.prices
+            ),
+            added_by=added_by,
+        )
+        return spec
+
+    def remove_custom_model(self, name: str, *, removed_by: str) -> None:
+        key = name.strip().lower()
+        if key not in self._models:
+            raise InvalidCommand(f"project has no custom model {key[:80]!r}", param="name")
+        self._custom_model_removed(name=key, removed_by=removed_by)
+
+    def add_endpoint(
+        self,
+        *,
+        provider: str,
+        name: str,
+        base_url: str,
+        region: str = "",
+        api_key_ref: str = "",
+        models: Iterable[str] = (),
+        added_by: str,
+    ) -> None:
+        if provider not in KNOWN_PROVIDERS:
+            raise InvalidCommand(f"unknown provider {provider[:30]!r}", param="provider")
+        if not _ENDPOINT_NAME.match(name):
+            raise InvalidCommand("endpoint names are short lower-case labels", param="name")
+        if not base_url.startswith(("https://", "http://")) or len(base_url) > 500:
+            raise InvalidCommand("base_url must be an http(s) URL", param="base_url")
+        if "@" in base_url.split("//", 1)[1].split("/", 1)[0]:
+            # Credentials in a URL would land in the event log in clear text.
+            raise InvalidCommand("base_url must not embed credentials", param="base_url")
+        if api_key_ref and not _ENV_VAR_NAME.match(api_key_ref):
+            raise InvalidCommand(
+                "api_key_ref is the NAME of an environment variable (A-Z, 0-9, _), not a key",
+                param="api_key_ref",
+            )
+        key = endpoint_key(provider, name)
+        if key in self._endpoints:
+            raise InvalidCommand(f"endpoint {key} already exists", param="name")
+        self._endpoint_added(
+            provider=provider,
+            name=name,
+            base_url=base_url,
+            region=region,
+            api_key_ref=api_key_ref,
+            models=tuple(sorted(model.strip().lower() for model in models)),
+            added_by=added_by,
+        )
+
+    def remove_endpoint(self, provider: str, name: str, *, removed_by: str) -> None:
+        if endpoint_key(provider, name) not in self._endpoints:
+            raise InvalidCommand(f"no endpoint {endpoint_key(provider, name)}", param="name")
+        self._endpoint_removed(provider=provider, name=name, removed_by=removed_by)
+
+    # ---- queries
+
+    def custom_models(self) -> tuple[ModelSpec, ...]:
+        return tuple(
+            spec_from_mapping(entry, source=f"custom:{self.project_id}")
+            for entry in self._models.values()
+        )
+
+    def endpoints(self) -> tuple[dict[str, Any], ...]:
+        return tuple(dict(entry) for entry in self._endpoints.values())
+
+    # ---- event application (re-runs on replay: no validation, no clocks, no IO)
+
+    @event(CustomModelAdded)
+    def _custom_model_added(
+        self,
+        name: str,
+        aliases: tuple[str, ...],
+        provider: str,
+        upstream_id: str,
+        family: str,
+        capabilities: tuple[str, ...],
+        size_class: str,
+        regions: tuple[str, ...],
+        tiers: tuple[str, ...],
+        named_only: bool,
+        pin_region: bool,
+        quality: str,
+        latency_ms_typical: int,
+        context_window: int,
+        max_output_tokens: int,
+        prices: tuple[tuple[str, str, str, str], ...],
+        added_by: str,
+    ) -> None:
+        self._models[name] = {
+            "name": name,
+            "aliases": tuple(aliases),
+            "provider": provider,
+            "upstream_id": upstream_id,
+            "family": family,
+            "capabilities": tuple(capabilities),
+            "size_class": size_class,
+            "regions": tuple(regions),
+            "tiers": tuple(tiers),
+            "named_only": named_only,
+            "pin_region": pin_region,
+            "quality": quality,
+            "latency_ms_typical": latency_ms_typical,
+            "context_window": context_window,
+            "max_output_tokens": max_output_tokens,
+            "prices": [
+                {
+                    "effective_from": row[0],
+                    "currency": row[1],
+                    "input_per_million": row[2],
+                    "output_per_million": row[3],
+                }
+                for row in prices
+            ],
+        }
+
+    @event(CustomModelRemoved)
+    def _custom_model_removed(self, name: str, removed_by: str) -> None:
+        self._models.pop(name, None)
+
+    @event(EndpointAdded)
+    def _endpoint_added(
+        self,
+        provider: str,
+        name: str,
+        base_url: str,
+        region: str,
+        api_key_ref: str,
+        models: tuple[str, ...],
+        added_by: str,
+    ) -> None:
+        self._endpoints[endpoint_key(provider, name)] = {
+            "provider": provider,
+            "name": name,
+            "base_url": base_url,
+            "region": region,
+            "api_key_ref": api_key_ref,
+            "models": tuple(models),
+        }
+
+    @event(EndpointRemoved)
+    def _endpoint_removed(self, provider: str, name: str, removed_by: str) -> None:
+        self._endpoints.pop(endpoint_key(provider, name), None)
+
+
+class EndpointBreaker(Aggregate):
+    """The circuit-breaker history of one provider endpoint, as events an auditor can read.
+
+    The live breaker (gateway/routing/breaker.py) decides in memory on the hot path and reports
+    each state change; the gateway records it here. Transitions are checked so a replayed log
+    always tells a coherent story: closed → open → half_open → closed | open.
+    """
+
+    class Registered(Aggregate.Created):
+        endpoint_key: str
+
+    class Opened(Aggregate.Event):
+        reason: str
+        failures_in_window: int
+        requests_in_window: int
+        consecutive_failures: int
+        cooldown_s: str  # str-Decimal
+        observed_at: datetime
+
+    class HalfOpened(Aggregate.Event):
+        reason: str
+        observed_at: datetime
+
+    class Closed(Aggregate.Event):
+        reason: str
+        probe_successes: int
+        observed_at: datetime
+
+    @staticmethod
+    def create_id(endpoint_key: str) -> UUID:
+        return uuid5(_NAMESPACE, f"endpoint-breaker:{endpoint_key}")
+
+    @event(Registered)
+    def __init__(self, endpoint_key: str) -> None:
+        self.endpoint_key = endpoint_key
+        self.state = BREAKER_CLOSED
+        self.times_opened = 0
+
+    def _check(self, target: str) -> None:
+        if target not in BREAKER_TRANSITIONS[self.state]:
+            raise IllegalTransition(
+                f"breaker {self.endpoint_key} cannot go from {self.state} to {target}",
+                endpoint=self.endpoint_key,
+                state=self.state,
+                target=target,
+            )
+
+    def open(
+        self,
+        *,
+        reason: str,
+        failures_in_window: int,
+        requests_in_window: int,
+        consecutive_failures: int,
+        cooldown_s: Decimal,
+        observed_at: datetime,
+    ) -> None:
+        self._check(BREAKER_OPEN)
+        self._opened(
+            reason=reason[:200],
+            failures_in_window=failures_in_window,
+            requests_in_window=requests_in_window,
+            consecutive_failures=consecutive_failures,
+            cooldown_s=format(cooldown_s, "f"),
+            observed_at=require_aware(observed_at),
+        )
+
+    def half_open(self, *, reason: str, observed_at: datetime) -> None:
+        self._check(BREAKER_HALF_OPEN)
+        self._half_opened(reason=reason[:200], observed_at=require_aware(observed_at))
+
+    def close(self, *, reason: str, probe_successes: int, observed_at: datetime) -> None:
+        self._check(BREAKER_CLOSED)
+        self._closed(
+            reason=reason[:200],
+            probe_successes=probe_successes,
+            observed_at=require_aware(observed_at),
+        )
+
+    def apply_transition(
+        self, *, to_state: str, reason: str, observed_at: datetime, counts: Mapping[str, Any]
+    ) -> None:
+        """Record a live breaker's transition (the shape gateway/routing/breaker.py reports)."""
+        if to_state == BREAKER_OPEN:
+            self.open(
+                reason=reason,
+                failures_in_window=int(counts.get("failures_in_window", 0)),
+                requests_in_window=int(counts.get("requests_in_window", 0)),
+                consecutive_failures=int(counts.get("consecutive_failures", 0)),
+                cooldown_s=Decimal(str(counts.get("cooldown_s", "0"))),
+                observed_at=observed_at,
+            )
+        elif to_state == BREAKER_HALF_OPEN:
+            self.half_open(reason=reason, observed_at=observed_at)
+        elif to_state == BREAKER_CLOSED:
+            self.close(
+                reason=reason,
+                probe_successes=int(counts.get("probe_successes", 0)),
+                observed_at=observed_at,
+            )
+        else:
+            raise InvalidCommand(f"unknown breaker state {to_state[:20]!r}")
+
+    @event(Opened)
+    def _opened(
+        self,
+        reason: str,
+        failures_in_window: int,
+        requests_in_window: int,
+        consecutive_failures: int,
+        cooldown_s: str,
+        observed_at: datetime,
+    ) -> None:
+        self.state = BREAKER_OPEN
+        self.times_opened += 1
+
+    @event(HalfOpened)
+    def _half_opened(self, reason: str, observed_at: datetime) -> None:
+        self.state = BREAKER_HALF_OPEN
+
+    @event(Closed)
+    def _closed(self, reason: str, probe_successes: int, observed_at: datetime) -> None:
+        self.state = BREAKER_CLOSED

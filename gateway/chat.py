@@ -26,9 +26,10 @@ from fastapi.responses import Response, StreamingResponse
 
 from domain import commands as c
 from domain.errors import DomainError
-from domain.ids import new_request_id
+from domain.ids import idempotent_request_id, new_request_id
 from gateway.auth import actor_from, authenticate_key
 from gateway.bootstrap import Services
+from gateway.byok import byok_adapter
 from gateway.errors import GatewayError, as_gateway_error, envelope, error_response
 from gateway.models import resolve_route
 from gateway.providers.base import (
@@ -52,6 +53,7 @@ log = logging.getLogger("ledgergate.chat")
 ENDPOINT_CHAT = "chat.completions"
 GATEWAY_FIELDS = ("routing_preferences", "pii_policy", "trace_id")
 TRACE_ID_CHARS_MAX = 128
+IDEMPOTENCY_KEY_CHARS_MAX = 255
 
 
 def money_header(amount: Decimal) -> str:
@@ -76,6 +78,8 @@ class Context:
     prompt_sha256: str | None = None
     trace_id: str | None = None
     client_ip: str | None = None
+    idempotency_key_sha256: str | None = None
+    admitted: bool = False
     headers: dict[str, str] = field(default_factory=dict)
 
     def elapsed_ms(self) -> int:
@@ -95,7 +99,7 @@ class Context:
             prompt_chars=self.prompt_chars,
             prompt_sha256=self.prompt_sha256,
             trace_id=self.trace_id,
-            idempotency_key_sha256=None,
+            idempotency_key_sha256=self.idempotency_key_sha256,
             client_ip=self.client_ip,
             received_at=self.received_at,
             deadline_at=deadline,
@@ -125,7 +129,33 @@ async def record_rejection(
         log.exception("could not record the rejection of %s", ctx.request_id)
 
 
+def use_idempotency_key(ctx: Context, project_id: UUID, header: str | None) -> None:
+    """`Idempotency-Key`: the request id derives from (project, key), so a retry lands on
+    the first attempt's Request aggregate and is refused instead of charged twice."""
+    if header is None:
+        return
+    key = header.strip()
+    if (
+        not key
+        or len(key) > IDEMPOTENCY_KEY_CHARS_MAX
+        or not key.isascii()
+        or not key.isprintable()
+    ):
+        raise GatewayError(
+            "invalid_request",
+            f"Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_CHARS_MAX} printable ASCII characters",
+            param="idempotency-key",
+        )
+    ctx.request_id = idempotent_request_id(project_id, key)
+    ctx.idempotency_key_sha256 = hashlib.sha256(key.encode()).hexdigest()
+
+
 async def reject(ctx: Context, error: BaseException, endpoint: str = ENDPOINT_CHAT) -> Response:
+    if ctx.idempotency_key_sha256 is not None and not ctx.admitted:
+        # Only an admitted request binds its Idempotency-Key; a refusal (a duplicate, or a
+        # quota/balance/validation error that charged nothing) is audited under its own id,
+        # so a corrected retry with the same key can still go through.
+        ctx.request_id = new_request_id()
     gateway_error = as_gateway_error(error)
     if gateway_error.status >= 500 and not isinstance(
         error, GatewayError | DomainError | UpstreamError
@@ -157,6 +187,7 @@ async def chat_completions(http: HttpRequest, services: Services) -> Response:
         # The key first: a malformed body from a known key is still that project's record.
         key, project = await authenticate_key(services.cache, http.headers.get("authorization"))
         ctx.project_id, ctx.key_id = project.id, key.id
+        use_idempotency_key(ctx, project.id, http.headers.get("idempotency-key"))
         raw = await http.body()
         body = parse_json_body(raw)
         if isinstance(body.get("model"), str):
@@ -173,7 +204,12 @@ async def chat_completions(http: HttpRequest, services: Services) -> Response:
         ctx.prompt_chars = prompt_chars(body)
         ctx.prompt_sha256 = _hash_messages(body)
         route = resolve_route(body["model"].strip())
-        adapter = adapter_for(services, route.provider)
+        # BYOK: the project's own key for this provider, when it has one (fee 0%).
+        own_adapter = byok_adapter(
+            services, project, route.provider, services.adapters.get(route.provider)
+        )
+        adapter = own_adapter or adapter_for(services, route.provider)
+        key_source = "byok" if own_adapter is not None else "managed"
         estimated_input = estimate_prompt_tokens(body)
         max_output = max_output_tokens(body, services.settings.default_max_output_tokens)
         admission = await services.writer.execute_async(
@@ -182,11 +218,11 @@ async def chat_completions(http: HttpRequest, services: Services) -> Response:
                 route=route,
                 estimated_input_tokens=estimated_input,
                 max_output_tokens=max_output,
-                fee_rate=project.fee_rate,
-                key_source="managed",
+                key_source=key_source,  # the fee follows from plan and key source
                 daily_budget=key.daily_budget,
             )
         )
+        ctx.admitted = True
     except Exception as error:
         return await reject(ctx, error)
 
@@ -199,6 +235,7 @@ async def chat_completions(http: HttpRequest, services: Services) -> Response:
             "X-LG-Route-Reason": "explicit_model",
             "X-LG-Estimated-Cost": money_header(terms["reserved_amount"]),
             "X-LG-Currency": terms["currency"],
+            "X-LG-Key-Source": key_source,
             "X-LG-Cache": "miss",
         }
     )

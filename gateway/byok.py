@@ -43,7 +43,7 @@ class SecretKeyMissing(GatewayError):
         super().__init__(
             "secret_key_missing",
             f"bring-your-own provider keys need {SECRET_ENV} (at least {SECRET_CHARS_MIN} "
-            "characters) on the gateway; none is set",
+            "characters) on the gateway; it is missing or too short",
             status=503,
             error_type="api_error",
         )

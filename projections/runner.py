@@ -188,5 +188,7 @@ class ProjectionRunner:
 def default_views() -> list[View]:
     from projections.audit import AuditView
     from projections.balances import BalancesView
+    from projections.pricing import PricingHistoryView
+    from projections.usage import UsageView
 
-    return [AuditView(), BalancesView()]
+    return [AuditView(), BalancesView(), UsageView(), PricingHistoryView()]

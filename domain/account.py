@@ -254,6 +254,7 @@ class Account(Aggregate):
         key_id: UUID | None,
         actor_id: str | None,
         now: datetime,
+        daily_budget: Decimal | None = None,
     ) -> Decimal:
         """Post the actual charge, release the rest. Returns the amount debited."""
         if request_id not in self.pending:
@@ -265,6 +266,11 @@ class Account(Aggregate):
         # The balance never goes below zero: beyond the reservation we can only take what is
         # available; the rest is recorded as a shortfall (written off), never as a debt.
         collectable = reserved + self.available
+        if daily_budget is not None:
+            # Nor does a key's daily budget: an actual cost above the estimate (a prompt that
+            # tokenised longer upstream) is collected only up to the budget's headroom.
+            spent = self.budget_spend.get(self.pending_buckets[request_id], ZERO)
+            collectable = min(collectable, reserved + max(daily_budget - spent, ZERO))
         amount = min(actual_amount, collectable)
         shortfall = actual_amount - amount
         released = max(reserved - amount, ZERO)

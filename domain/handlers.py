@@ -465,6 +465,8 @@ def _charge(
         effective_from=request.received_at,
     )
     fx = FxRate(terms.fx_rate_id, terms.price_currency, terms.currency, terms.fx_rate, None)
+    key = uow.find(request.key_id) if request.key_id is not None else None
+    daily_budget = key.daily_budget if isinstance(key, ApiKey) else None
     cost = compute_cost(
         price=price,
         fx=fx,
@@ -494,6 +496,7 @@ def _charge(
         key_id=request.key_id,
         actor_id=actor_id if actor_id is not None else request.actor_id,
         now=uow.clock.now(),
+        daily_budget=daily_budget,
     )
     return cost.provider_cost, charged, cost.fee_amount, quantize_internal(cost.total - charged)
 

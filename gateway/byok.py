@@ -114,9 +114,9 @@ class KeyVault:
                 error_type="api_error",
             )
         try:
-            plain = self._aead.decrypt(
-                base64.b64decode(record["ciphertext_b64"]),
+            plain = self._aead.decrypt(  # (nonce, ciphertext, associated data)
                 base64.b64decode(record["nonce_b64"]),
+                base64.b64decode(record["ciphertext_b64"]),
                 self._aad(project_id, provider),
             )
         except (InvalidTag, ValueError, KeyError):

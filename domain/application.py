@@ -39,6 +39,26 @@ class LedgerApplication(Application[UUID]):
         super().register_transcodings(transcoder)
         transcoder.register(DateAsISO())
 
+    def _take_snapshots(self, processing_event: Any) -> None:
+        """Snapshot from the aggregate just saved, not by reloading it from the store.
+
+        The library's default re-reads the aggregate (the previous snapshot plus up to an
+        interval of events) for every snapshot: on a hot account that replay cost ~130 ms
+        per 1,000 events inside the single writer's save. The in-memory aggregate has just
+        had exactly the recorded events applied, so its state at its current version is
+        the recorded state; a snapshot at that version is as valid as one at the multiple."""
+        if not (self.snapshots and self.snapshotting_intervals):
+            return
+        due: dict[Any, Any] = {}
+        for event in processing_event.events:
+            aggregate = processing_event.aggregates.get(event.originator_id)
+            interval = self.snapshotting_intervals.get(type(aggregate))
+            if interval is not None and event.originator_version % interval == 0:
+                due[event.originator_id] = aggregate
+        for aggregate in due.values():
+            snapshot_class = getattr(type(aggregate), "Snapshot", type(self).snapshot_class)
+            self.snapshots.put([snapshot_class.take(aggregate)])
+
 
 def is_postgres_url(url: str | None) -> bool:
     return bool(url) and str(url).startswith(("postgresql://", "postgres://"))

@@ -23,6 +23,7 @@ It creates and drops its own database on LEDGERGATE_TEST_POSTGRES_ADMIN_URL's se
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import threading
@@ -293,25 +294,30 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--naive-seconds", type=float, default=4.0)
     args = parser.parse_args()
-    rows: dict[str, list[tuple[RunResult, dict[str, int]]]] = {"group commit": [], "naive": []}
+    rows: dict[str, list[tuple[RunResult, dict[str, int]]]] = {
+        "group commit, durable reserve then post": [],
+        "group commit, pair queued together": [],
+        "naive, one save per charge": [],
+    }
+    names = list(rows)
     with temporary_database("lg_bench") as url:
         app = open_application(url)
         try:
             for run in range(1, args.runs + 1):
-                result = run_group_commit(app, args.callers, args.charges_per_caller)
-                rows["group commit"].append((result, verify(app, result)))
-                print(
-                    f"  run {run}/{args.runs} group commit: {result.charges / result.seconds:,.0f} charges/s",
-                    file=sys.stderr,
-                    flush=True,
-                )
-                result = run_naive(app, args.callers, args.naive_seconds)
-                rows["naive"].append((result, verify(app, result)))
-                print(
-                    f"  run {run}/{args.runs} naive:        {result.charges / result.seconds:,.0f} charges/s",
-                    file=sys.stderr,
-                    flush=True,
-                )
+                for name in names:
+                    if name.startswith("naive"):
+                        result = run_naive(app, args.callers, args.naive_seconds)
+                    else:
+                        result = run_group_commit(
+                            app, args.callers, args.charges_per_caller, pipelined="pair" in name
+                        )
+                    rows[name].append((result, verify(app, result)))
+                    print(
+                        f"  run {run}/{args.runs} {name}: "
+                        f"{result.charges / result.seconds:,.0f} charges/s",
+                        file=sys.stderr,
+                        flush=True,
+                    )
         finally:
             app.close()
     print(
@@ -319,7 +325,7 @@ def main() -> int:
         f"reserve+post per charge, median of {args.runs} runs\n"
     )
     header = (
-        f"{'path':<14}{'charges/s':>11}{'min..max':>17}{'p50 ms':>9}{'p99 ms':>9}"
+        f"{'path':<42}{'charges/s':>11}{'min..max':>17}{'p50 ms':>9}{'p99 ms':>9}"
         f"{'charges':>9}{'refused':>9}{'overdraft':>11}{'lost':>6}{'double':>8}"
     )
     print(header)
@@ -333,14 +339,17 @@ def main() -> int:
         for _, check in results:
             checks.update(check)
         print(
-            f"{name:<14}{medians[name]:>11,.0f}{f'{min(rates):,.0f}..{max(rates):,.0f}':>17}"
+            f"{name:<42}{medians[name]:>11,.0f}{f'{min(rates):,.0f}..{max(rates):,.0f}':>17}"
             f"{percentile(latencies, 0.5):>9.1f}{percentile(latencies, 0.99):>9.1f}"
             f"{sum(r.charges for r, _ in results):>9}{sum(r.refused for r, _ in results):>9}"
             f"{checks['overdrafts']:>11}{checks['lost']:>6}{checks['double']:>8}"
         )
+    naive = medians[names[2]]
     print(
-        f"\ngroup commit / naive: {medians['group commit'] / medians['naive']:.1f}x   "
-        "(a charge = a durable reserve, then a durable post; latency is per charge)"
+        f"\nratio to naive: two-phase {medians[names[0]] / naive:.1f}x, "
+        f"pair {medians[names[1]] / naive:.1f}x   (latency is per charge: submit of the "
+        "reserve to the durable post; load average at the end: "
+        f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)"
     )
     bad = sum(
         check["overdrafts"] + check["lost"] + check["double"]

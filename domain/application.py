@@ -57,7 +57,8 @@ class LedgerApplication(Application[UUID]):
                 due[event.originator_id] = aggregate
         for aggregate in due.values():
             snapshot_class = getattr(type(aggregate), "Snapshot", type(self).snapshot_class)
-            self.snapshots.put([snapshot_class.take(aggregate)])
+            if snapshot_class is not None:
+                self.snapshots.put([snapshot_class.take(aggregate)])
 
 
 def is_postgres_url(url: str | None) -> bool:

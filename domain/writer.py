@@ -272,6 +272,8 @@ class GroupCommitWriter:
         if interval is None or not any(e.originator_version % interval == 0 for e in events):
             return None
         snapshot_class = getattr(type(aggregate), "Snapshot", type(self.app).snapshot_class)
+        if snapshot_class is None:
+            return None
         # A deep copy: the snapshot is encoded later, by the saver, while this thread goes on
         # mutating the aggregate's nested state (pending, budgets, monthly counts).
         return snapshot_class.take(copy.deepcopy(aggregate))
@@ -285,9 +287,9 @@ class GroupCommitWriter:
             if not isinstance(error, IntegrityError):
                 log.warning("group commit failed, retrying one by one: %s", type(error).__name__)
             return False
-        for item, value, error in decided.results:
-            if error is not None:
-                item.future.set_exception(error)
+        for item, value, failure in decided.results:
+            if failure is not None:
+                item.future.set_exception(failure)
             else:
                 item.future.set_result(Outcome(value, position))
         return True

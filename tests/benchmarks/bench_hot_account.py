@@ -24,12 +24,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import sys
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -133,6 +134,7 @@ class LedgerWriter(GroupCommitWriter):
 
 @dataclass
 class RunResult:
+    cpu_s: float = field(init=False, default=0.0)  # this process's CPU time during the run
     charges: int
     refused: int
     seconds: float
@@ -305,12 +307,17 @@ def main() -> int:
         try:
             for run in range(1, args.runs + 1):
                 for name in names:
+                    usage_before = resource.getrusage(resource.RUSAGE_SELF)
                     if name.startswith("naive"):
                         result = run_naive(app, args.callers, args.naive_seconds)
                     else:
                         result = run_group_commit(
                             app, args.callers, args.charges_per_caller, pipelined="pair" in name
                         )
+                    usage_after = resource.getrusage(resource.RUSAGE_SELF)
+                    result.cpu_s = (usage_after.ru_utime - usage_before.ru_utime) + (
+                        usage_after.ru_stime - usage_before.ru_stime
+                    )
                     rows[name].append((result, verify(app, result)))
                     print(
                         f"  run {run}/{args.runs} {name}: "
@@ -327,6 +334,7 @@ def main() -> int:
     header = (
         f"{'path':<42}{'charges/s':>11}{'min..max':>17}{'p50 ms':>9}{'p99 ms':>9}"
         f"{'charges':>9}{'refused':>9}{'overdraft':>11}{'lost':>6}{'double':>8}"
+        f"{'cpu ms/charge':>15}"
     )
     print(header)
     print("-" * len(header))
@@ -343,6 +351,7 @@ def main() -> int:
             f"{percentile(latencies, 0.5):>9.1f}{percentile(latencies, 0.99):>9.1f}"
             f"{sum(r.charges for r, _ in results):>9}{sum(r.refused for r, _ in results):>9}"
             f"{checks['overdrafts']:>11}{checks['lost']:>6}{checks['double']:>8}"
+            f"{1000 * sum(r.cpu_s for r, _ in results) / max(1, sum(r.charges for r, _ in results)):>15.3f}"
         )
     naive = medians[names[2]]
     print(

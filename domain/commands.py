@@ -54,6 +54,44 @@ class AdjustBalance(Command):
 
 
 @dataclass(frozen=True)
+class SetPlan(Command):
+    project_id: UUID
+    plan: str
+
+
+@dataclass(frozen=True)
+class SetTier(Command):
+    project_id: UUID
+    tier: str
+
+
+@dataclass(frozen=True)
+class SetFeeRate(Command):
+    """A negotiated platform fee; Enterprise projects only."""
+
+    project_id: UUID
+    fee_rate: Decimal
+
+
+@dataclass(frozen=True)
+class SetProviderKey(Command):
+    """Encrypted by the gateway before it becomes a command: the key itself never does."""
+
+    project_id: UUID
+    provider: str
+    ciphertext_b64: str
+    nonce_b64: str
+    key_fingerprint: str
+    secret_fingerprint: str
+
+
+@dataclass(frozen=True)
+class RemoveProviderKey(Command):
+    project_id: UUID
+    provider: str
+
+
+@dataclass(frozen=True)
 class SetPrice(Command):
     model: str
     input_per_mtok: Decimal
@@ -121,7 +159,8 @@ class AdmitRequest(Command):
     route: Route
     estimated_input_tokens: int
     max_output_tokens: int
-    fee_rate: Decimal
+    # None: derived from the project's plan and the key source (domain/plans.fee_rate_for).
+    fee_rate: Decimal | None = None
     key_source: str = "managed"
     daily_budget: Decimal | None = None
     price_at: datetime | None = None  # defaults to facts.received_at

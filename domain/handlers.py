@@ -15,9 +15,11 @@ from typing import Any
 from uuid import UUID
 
 from domain import commands as c
+from domain import plans
 from domain.account import Account
 from domain.clock import Clock
 from domain.errors import (
+    DuplicateRequest,
     IllegalTransition,
     InvalidCommand,
     ReservationNotFound,
@@ -203,6 +205,70 @@ def adjust_balance(cmd: c.AdjustBalance, uow: UnitOfWork) -> dict[str, Any]:
     return {"applied": applied, "reference": cmd.reference.strip(), **balance_view(account)}
 
 
+def plan_view(project: Project, account: Account | None, now: datetime) -> dict[str, Any]:
+    quota = plans.quota_for(project.plan, project.plan_changed_at, now)
+    trial_ends = plans.trial_ends_at(project.plan, project.plan_changed_at)
+    return {
+        "project_id": str(project.id),
+        "plan": project.plan,
+        "billing_plan": quota.billing_plan,
+        "trial_ends_at": None if trial_ends is None else trial_ends.isoformat(),
+        "tier": project.tier,
+        "monthly_requests_max": quota.monthly_requests_max,
+        "requests_this_month": None if account is None else account.requests_in_month(now),
+        "quota_resets_at": plans.next_month_start(now).isoformat(),
+        "fee_rate_managed": format(
+            plans.fee_rate_for(project.plan, project.fee_rate, plans.KEY_SOURCE_MANAGED), "f"
+        ),
+        "fee_rate_byok": format(plans.BYOK_FEE_RATE, "f"),
+        "byok_providers": sorted(project.provider_keys_view()),
+    }
+
+
+def set_plan(cmd: c.SetPlan, uow: UnitOfWork) -> dict[str, Any]:
+    project = _project(uow, cmd.project_id)
+    now = uow.clock.now()
+    project.change_plan(cmd.plan, now)
+    return plan_view(project, uow.find(account_id(project.id)), now)
+
+
+def set_tier(cmd: c.SetTier, uow: UnitOfWork) -> dict[str, Any]:
+    project = _project(uow, cmd.project_id)
+    project.change_tier(cmd.tier)
+    return plan_view(project, uow.find(account_id(project.id)), uow.clock.now())
+
+
+def set_fee_rate(cmd: c.SetFeeRate, uow: UnitOfWork) -> dict[str, Any]:
+    project = _project(uow, cmd.project_id)
+    project.change_fee_rate(cmd.fee_rate)
+    return plan_view(project, uow.find(account_id(project.id)), uow.clock.now())
+
+
+def set_provider_key(cmd: c.SetProviderKey, uow: UnitOfWork) -> dict[str, Any]:
+    project = _project(uow, cmd.project_id)
+    project.set_provider_key(
+        provider=cmd.provider,
+        ciphertext_b64=cmd.ciphertext_b64,
+        nonce_b64=cmd.nonce_b64,
+        key_fingerprint=cmd.key_fingerprint,
+        secret_fingerprint=cmd.secret_fingerprint,
+        now=uow.clock.now(),
+    )
+    return {
+        "project_id": str(project.id),
+        "provider": cmd.provider.strip().lower(),
+        "key_fingerprint": cmd.key_fingerprint,
+        "secret_fingerprint": cmd.secret_fingerprint,
+        "key_source": plans.KEY_SOURCE_BYOK,
+    }
+
+
+def remove_provider_key(cmd: c.RemoveProviderKey, uow: UnitOfWork) -> dict[str, Any]:
+    project = _project(uow, cmd.project_id)
+    removed = project.remove_provider_key(cmd.provider, uow.clock.now())
+    return {"project_id": str(project.id), "provider": cmd.provider, "removed": removed}
+
+
 def set_price(cmd: c.SetPrice, uow: UnitOfWork) -> dict[str, Any]:
     book = uow.find(price_book_id(cmd.model))
     if book is None:
@@ -275,14 +341,33 @@ def admit_request(cmd: c.AdmitRequest, uow: UnitOfWork) -> dict[str, Any]:
     if facts.project_id is None:
         raise InvalidCommand("an admitted request needs a project")
     now = uow.clock.now()
+    if facts.idempotency_key_sha256 is not None:
+        # The request id derives from (project, Idempotency-Key): a retry finds the first
+        # attempt, admitted or still in flight, and is refused before it can reserve again.
+        existing = uow.find(request_aggregate_id(facts.request_id))
+        if isinstance(existing, Request):
+            raise DuplicateRequest(
+                "a request with this Idempotency-Key was already admitted; it is not run "
+                "or charged again",
+                original_request_id=existing.request_id,
+                original_status=existing.status,
+            )
+    if cmd.key_source not in (plans.KEY_SOURCE_MANAGED, plans.KEY_SOURCE_BYOK):
+        raise InvalidCommand(f"unknown key source {cmd.key_source[:20]!r}")
     project = _project(uow, facts.project_id)
+    quota = plans.quota_for(project.plan, project.plan_changed_at, now)
+    fee_rate = (
+        cmd.fee_rate
+        if cmd.fee_rate is not None
+        else plans.fee_rate_for(project.plan, project.fee_rate, cmd.key_source)
+    )
     at = cmd.price_at or facts.received_at
     price = price_in_effect(uow, cmd.route.model, at)
     fx = fx_in_effect(uow, price.currency, project.currency, at)
     estimate = compute_cost(
         price=price,
         fx=fx,
-        fee_rate=cmd.fee_rate,
+        fee_rate=fee_rate,
         input_tokens=cmd.estimated_input_tokens,
         output_tokens=cmd.max_output_tokens,
     )
@@ -293,12 +378,13 @@ def admit_request(cmd: c.AdmitRequest, uow: UnitOfWork) -> dict[str, Any]:
         ocr_converted = quantize_internal(Decimal(cmd.ocr_estimate["cost"]) * ocr_fx.rate)
         reserve_amount += ocr_converted + quantize_internal(ocr_converted * cmd.fee_rate)
     account = _account(uow, project.id)
-    account.reserve(  # raises InsufficientFunds / BudgetExceeded before any event exists
+    account.reserve(  # raises QuotaExceeded / InsufficientFunds / BudgetExceeded first
         request_id=facts.request_id,
         amount=reserve_amount,
         key_id=facts.key_id,
         daily_budget=cmd.daily_budget,
         now=now,
+        monthly_requests_max=quota.monthly_requests_max,
     )
     request = _new_request(facts)
     if cmd.route_decision is not None:
@@ -318,7 +404,7 @@ def admit_request(cmd: c.AdmitRequest, uow: UnitOfWork) -> dict[str, Any]:
         price_currency=price.currency,
         fx_rate=fx.rate,
         fx_rate_id=fx.rate_id,
-        fee_rate=cmd.fee_rate,
+        fee_rate=fee_rate,
         key_source=cmd.key_source,
         admitted_at=now,
     )
@@ -339,6 +425,9 @@ def admit_request(cmd: c.AdmitRequest, uow: UnitOfWork) -> dict[str, Any]:
         "price_effective_from": price.effective_from,
         "fx_rate": fx.rate,
         "fx_rate_id": fx.rate_id,
+        "fee_rate": fee_rate,
+        "key_source": cmd.key_source,
+        "billing_plan": quota.billing_plan,
     }
 
 
@@ -427,6 +516,8 @@ def _charge(
         effective_from=request.received_at,
     )
     fx = FxRate(terms.fx_rate_id, terms.price_currency, terms.currency, terms.fx_rate, None)
+    key = uow.find(request.key_id) if request.key_id is not None else None
+    daily_budget = key.daily_budget if isinstance(key, ApiKey) else None
     cost = compute_cost(
         price=price,
         fx=fx,
@@ -469,6 +560,7 @@ def _charge(
         key_id=request.key_id,
         actor_id=actor_id if actor_id is not None else request.actor_id,
         now=uow.clock.now(),
+        daily_budget=daily_budget,
     )
     return cost.provider_cost, charged, cost.fee_amount, quantize_internal(cost.total - charged)
 
@@ -575,6 +667,11 @@ HANDLERS: dict[type[c.Command], Callable[[Any, UnitOfWork], Any]] = {
     c.RevokeApiKey: revoke_api_key,
     c.TopUp: top_up,
     c.AdjustBalance: adjust_balance,
+    c.SetPlan: set_plan,
+    c.SetTier: set_tier,
+    c.SetFeeRate: set_fee_rate,
+    c.SetProviderKey: set_provider_key,
+    c.RemoveProviderKey: remove_provider_key,
     c.SetPrice: set_price,
     c.SetFxRate: set_fx_rate,
     c.RecordRejection: record_rejection,

@@ -10,11 +10,21 @@ from eventsourcing.domain import Aggregate, event
 
 from domain.errors import InvalidCommand, KeyRevoked
 from domain.money import check_currency
+from domain.plans import DEFAULT_FEE_RATE, ENTERPRISE, check_tier_allowed
 
 TIERS = ("unrestricted", "eu_cloud", "eu_strict", "eu_sweden")
 PLANS = ("free", "trial", "pro", "enterprise")
-DEFAULT_FEE_RATE = Decimal("0.05")
 FEE_RATE_MAX = Decimal("0.50")
+PROVIDERS = ("openai", "anthropic", "mistral", "google", "bedrock", "cohere", "moonshot", "xai")
+FINGERPRINT_CHARS_MAX = 64
+CIPHERTEXT_CHARS_MAX = 8192
+
+
+def check_provider(provider: str) -> str:
+    clean = provider.strip().lower()
+    if clean not in PROVIDERS:
+        raise InvalidCommand(f"unknown provider {provider[:32]!r}; one of {', '.join(PROVIDERS)}")
+    return clean
 
 
 def check_tier(tier: str) -> str:
@@ -55,6 +65,21 @@ class Project(Aggregate):
     class FeeRateChanged(Aggregate.Event):
         fee_rate: Decimal
 
+    class ProviderKeySet(Aggregate.Event):
+        """A bring-your-own provider key, AES-GCM encrypted by the gateway. Only the
+        ciphertext, its nonce and two fingerprints are recorded, never the key."""
+
+        provider: str
+        ciphertext_b64: str
+        nonce_b64: str
+        key_fingerprint: str  # keyed hash of the provider key: "same key?" without the key
+        secret_fingerprint: str  # which LEDGERGATE_SECRET_KEY encrypted it (rotation)
+        set_at: datetime
+
+    class ProviderKeyRemoved(Aggregate.Event):
+        provider: str
+        removed_at: datetime
+
     @classmethod
     def create(
         cls,
@@ -70,6 +95,11 @@ class Project(Aggregate):
         clean_name = name.strip()
         if not clean_name or len(clean_name) > 200:
             raise InvalidCommand("a project name must have 1 to 200 characters")
+        check_tier_allowed(check_plan(plan), check_tier(tier))
+        if plan != ENTERPRISE and fee_rate != DEFAULT_FEE_RATE:
+            raise InvalidCommand(
+                f"only an enterprise project can carry a negotiated fee (default {DEFAULT_FEE_RATE})"
+            )
         return cls._create(
             cls.Created,
             name=clean_name,
@@ -99,16 +129,24 @@ class Project(Aggregate):
         self.strict = strict
         self.created_at = created_at
         self.plan_changed_at = created_at
+        # provider -> encrypted key record (ciphertext, nonce, fingerprints); never the key.
+        self.provider_keys: dict[str, dict[str, str]] = {}
 
     def change_tier(self, tier: str) -> None:
-        self._tier_changed(check_tier(tier))
+        check_tier_allowed(self.plan, check_tier(tier))
+        if tier == self.tier:
+            return
+        self._tier_changed(tier)
 
     @event(TierChanged)
     def _tier_changed(self, tier: str) -> None:
         self.tier = tier
 
     def change_plan(self, plan: str, now: datetime) -> None:
-        self._plan_changed(check_plan(plan), now)
+        check_tier_allowed(check_plan(plan), self.tier)
+        if plan == self.plan:
+            return  # re-setting a trial must not restart it
+        self._plan_changed(plan, now)
 
     @event(PlanChanged)
     def _plan_changed(self, plan: str, changed_at: datetime) -> None:
@@ -116,11 +154,79 @@ class Project(Aggregate):
         self.plan_changed_at = changed_at
 
     def change_fee_rate(self, fee_rate: Decimal) -> None:
+        if self.plan != ENTERPRISE:
+            raise InvalidCommand(
+                "a negotiated fee needs the enterprise plan; this project is on "
+                f"{self.plan} (fee {DEFAULT_FEE_RATE} on managed keys, 0 on its own keys)",
+                plan=self.plan,
+            )
         self._fee_rate_changed(check_fee_rate(fee_rate))
 
     @event(FeeRateChanged)
     def _fee_rate_changed(self, fee_rate: Decimal) -> None:
         self.fee_rate = fee_rate
+
+    def set_provider_key(
+        self,
+        *,
+        provider: str,
+        ciphertext_b64: str,
+        nonce_b64: str,
+        key_fingerprint: str,
+        secret_fingerprint: str,
+        now: datetime,
+    ) -> None:
+        provider = check_provider(provider)
+        if not ciphertext_b64 or len(ciphertext_b64) > CIPHERTEXT_CHARS_MAX:
+            raise InvalidCommand("the encrypted provider key is empty or too long")
+        if not nonce_b64 or len(nonce_b64) > 64:
+            raise InvalidCommand("the encryption nonce is missing or malformed")
+        for fingerprint in (key_fingerprint, secret_fingerprint):
+            if not fingerprint or len(fingerprint) > FINGERPRINT_CHARS_MAX:
+                raise InvalidCommand("a key fingerprint is missing or too long")
+        self._provider_key_set(
+            provider, ciphertext_b64, nonce_b64, key_fingerprint, secret_fingerprint, now
+        )
+
+    @event(ProviderKeySet)
+    def _provider_key_set(
+        self,
+        provider: str,
+        ciphertext_b64: str,
+        nonce_b64: str,
+        key_fingerprint: str,
+        secret_fingerprint: str,
+        set_at: datetime,
+    ) -> None:
+        self._keys()[provider] = {
+            "ciphertext_b64": ciphertext_b64,
+            "nonce_b64": nonce_b64,
+            "key_fingerprint": key_fingerprint,
+            "secret_fingerprint": secret_fingerprint,
+            "set_at": set_at.isoformat(),
+        }
+
+    def remove_provider_key(self, provider: str, now: datetime) -> bool:
+        provider = check_provider(provider)
+        if provider not in self._keys():
+            return False
+        self._provider_key_removed(provider, now)
+        return True
+
+    @event(ProviderKeyRemoved)
+    def _provider_key_removed(self, provider: str, removed_at: datetime) -> None:
+        self._keys().pop(provider, None)
+
+    def provider_keys_view(self) -> dict[str, str]:
+        """provider -> key fingerprint: what may be shown (no ciphertext, no key)."""
+        return {p: record["key_fingerprint"] for p, record in self._keys().items()}
+
+    def provider_key(self, provider: str) -> dict[str, str] | None:
+        return self._keys().get(provider)
+
+    def _keys(self) -> dict[str, dict[str, str]]:
+        # setdefault: a snapshot taken before BYOK existed restores without the field.
+        return self.__dict__.setdefault("provider_keys", {})  # type: ignore[no-any-return]
 
 
 class ApiKey(Aggregate):

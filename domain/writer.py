@@ -19,13 +19,14 @@ Failure handling:
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import queue
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -61,6 +62,16 @@ class _BatchAborted(Exception):
     pass
 
 
+@dataclass(slots=True)
+class _Decided:
+    """A batch decided in memory, waiting to be recorded by the saver thread."""
+
+    batch: list[_Pending]
+    results: list[tuple[_Pending, Any, BaseException | None]]
+    events: list[Any]
+    snapshots: list[Any]
+
+
 class GroupCommitWriter:
     def __init__(
         self,
@@ -88,6 +99,7 @@ class GroupCommitWriter:
 
     def start(self) -> GroupCommitWriter:
         if self._thread is None:
+            self._saver = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledgergate-saver")
             self._thread = threading.Thread(target=self._run, name="ledgergate-writer", daemon=True)
             self._thread.start()
         return self
@@ -99,6 +111,7 @@ class GroupCommitWriter:
         self._queue.put(None)
         self._thread.join(timeout)
         self._thread = None
+        self._saver.shutdown(wait=True)
 
     # --- submitting -----------------------------------------------------------------------
 
@@ -122,23 +135,50 @@ class GroupCommitWriter:
     # --- the writer thread ----------------------------------------------------------------
 
     def _run(self) -> None:
-        while True:
-            first = self._queue.get()
-            if first is None:
-                self._drain_stopped()
-                return
-            batch = [first]
-            while len(batch) < self.batch_commands_max:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    self._process(batch)
-                    self._drain_stopped()
+        # Pipelined: while the saver thread commits batch k, this thread decides batch k+1
+        # against the in-memory aggregates (which already include k's events). k+1 is handed
+        # over only after k is durable; if k failed, k+1 was decided on state that never
+        # became durable, so both are redone one by one against freshly loaded state.
+        inflight: tuple[Future[bool], _Decided] | None = None
+        try:
+            while True:
+                if inflight is not None and self._queue.empty():
+                    self._finish(inflight)  # nothing to overlap with: settle k first
+                    inflight = None
+                    continue
+                first = self._queue.get()
+                if first is None:
                     return
-                batch.append(item)
-            self._process(batch)
+                batch = [first]
+                stopping = False
+                while len(batch) < self.batch_commands_max:
+                    try:
+                        item = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if item is None:
+                        stopping = True
+                        break
+                    batch.append(item)
+                try:
+                    decided: _Decided | None = self._decide(batch)
+                except _BatchAborted:
+                    decided = None
+                if inflight is not None:
+                    previous_ok = self._finish(inflight)
+                    inflight = None
+                    if not previous_ok:
+                        decided = None  # decided on state that never became durable
+                if decided is None:
+                    self._redo_alone(batch)
+                else:
+                    inflight = (self._saver.submit(self._commit, decided), decided)
+                if stopping:
+                    return
+        finally:
+            if inflight is not None:
+                self._finish(inflight)
+            self._drain_stopped()
 
     def _drain_stopped(self) -> None:
         while True:
@@ -181,7 +221,9 @@ class GroupCommitWriter:
         for aggregate_id in aggregates:
             self._cache.pop(aggregate_id, None)
 
-    def _process(self, batch: list[_Pending]) -> None:
+    def _decide(self, batch: list[_Pending]) -> _Decided:
+        """Decide every command of the batch in memory and collect the events to record.
+        Raises _BatchAborted on an unexpected error (the batch is then redone alone)."""
         self._apply_evictions()
         self.stats["batches"] += 1
         self.stats["commands"] += len(batch)
@@ -206,21 +248,67 @@ class GroupCommitWriter:
                     self._remember(aggregate)
                 touched.update(uow.touched)
                 results.append((item, value, None))
-            pending = [a for a in touched.values() if a.pending_events]
-            position = self._save(pending)
-        except Exception as error:
+        except _BatchAborted:
             self.stats["batch_failures"] += 1
-            if not isinstance(error, _BatchAborted | IntegrityError):
+            raise
+        events: list[Any] = []
+        snapshots: list[Any] = []
+        for aggregate in touched.values():
+            if not aggregate.pending_events:
+                continue
+            collected = aggregate.collect_events()
+            events.extend(collected)
+            snapshot = self._snapshot_if_due(aggregate, collected)
+            if snapshot is not None:
+                snapshots.append(snapshot)
+        return _Decided(batch, results, events, snapshots)
+
+    def _snapshot_if_due(self, aggregate: Any, events: list[Any]) -> Any | None:
+        """Taken now, while the aggregate holds exactly this batch's state; stored by the
+        saver after the batch's events (see LedgerApplication._take_snapshots)."""
+        if not (self.app.snapshots and self.app.snapshotting_intervals):
+            return None
+        interval = self.app.snapshotting_intervals.get(type(aggregate))
+        if interval is None or not any(e.originator_version % interval == 0 for e in events):
+            return None
+        snapshot_class = getattr(type(aggregate), "Snapshot", type(self.app).snapshot_class)
+        if snapshot_class is None:
+            return None
+        # A deep copy: the snapshot is encoded later, by the saver, while this thread goes on
+        # mutating the aggregate's nested state (pending, budgets, monthly counts).
+        return snapshot_class.take(copy.deepcopy(aggregate))
+
+    def _commit(self, decided: _Decided) -> bool:
+        """The saver thread: record a decided batch in one transaction, then answer its
+        callers. False (callers not answered) when the save failed."""
+        try:
+            position = self._save_events(decided.events, decided.snapshots)
+        except Exception as error:
+            if not isinstance(error, IntegrityError):
                 log.warning("group commit failed, retrying one by one: %s", type(error).__name__)
-            self._forget(touched)
-            for item in batch:
-                self._process_alone(item)
-            return
-        for item, value, error in results:
-            if error is not None:
-                item.future.set_exception(error)
+            return False
+        for item, value, failure in decided.results:
+            if failure is not None:
+                item.future.set_exception(failure)
             else:
                 item.future.set_result(Outcome(value, position))
+        return True
+
+    def _finish(self, inflight: tuple[Future[bool], _Decided]) -> bool:
+        """Wait for the batch being saved; if it failed, redo its commands one by one."""
+        future, decided = inflight
+        if future.result():
+            return True
+        self.stats["batch_failures"] += 1
+        self._redo_alone(decided.batch)
+        return False
+
+    def _redo_alone(self, batch: list[_Pending]) -> None:
+        # Every cached aggregate may hold undurable decisions: start from the store again.
+        self._cache.clear()
+        for item in batch:
+            if not item.future.done():
+                self._process_alone(item)
 
     def _process_alone(self, item: _Pending) -> None:
         last_error: BaseException | None = None
@@ -248,6 +336,21 @@ class GroupCommitWriter:
             item.future.set_result(Outcome(value, position))
             return
         item.future.set_exception(last_error or RuntimeError("conflict retries exhausted"))
+
+    def _save_events(self, events: list[Any], snapshots: list[Any]) -> int | None:
+        if not events:
+            return None
+        started = time.perf_counter()
+        recordings = self.app.save(*events)
+        if snapshots and self.app.snapshots is not None:
+            self.app.snapshots.put(snapshots)
+        position = max((r.notification.id for r in recordings), default=None)
+        if position is not None:
+            self.last_position = max(self.last_position, position)
+            if self.on_saved is not None:
+                self.on_saved(position)
+        log.debug("saved %d events in %.1f ms", len(events), (time.perf_counter() - started) * 1e3)
+        return position
 
     def _handle(self, command: Command, uow: UnitOfWork) -> Any:
         return HANDLERS[type(command)](command, uow)

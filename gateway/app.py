@@ -31,7 +31,7 @@ from gateway.jsonable import jsonable
 from gateway.responses import JsonResponse
 from gateway.unsupported import install_unsupported_routes
 from gateway.validation import parse_json_body
-from projections import queries
+from projections import ledger_queries, queries
 from projections.queries import InvalidCursor
 
 log = logging.getLogger("ledgergate.app")
@@ -239,6 +239,16 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
                 raise GatewayError(
                     "request_not_found", "no such request in this project", param="request_id"
                 )
+            pricing = record.get("pricing") or {}
+            pricing.update(  # which events set the price and rate: the provenance
+                await anyio.to_thread.run_sync(
+                    lambda: ledger_queries.pricing_events(
+                        services.store,
+                        price_id=pricing.get("price_id"),
+                        fx_rate_id=pricing.get("fx_rate_id"),
+                    )
+                )
+            )
             return JsonResponse({**record, "as_of_position": position})
         except Exception as error:
             return error_response(as_gateway_error(error), new_request_id())
@@ -406,6 +416,11 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
                 effective_from=parse_instant(str(b["effective_from"])),
             ),
         )
+
+    # Plans, quotas, BYOK, usage and pricing reads (the ledger half of issue 5).
+    from gateway.ledger_routes import register_ledger_routes
+
+    register_ledger_routes(app, services, project_of=project_of, wait_for=wait_for, admin=admin)
 
     return app
 

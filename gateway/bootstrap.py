@@ -20,6 +20,7 @@ from projections.runner import ProjectionRunner, default_views
 
 log = logging.getLogger("ledgergate")
 
+
 def adapter_classes() -> dict[str, type[ProviderAdapter]]:
     from gateway.providers.registry import ADAPTER_CLASSES
 

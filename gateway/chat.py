@@ -26,9 +26,10 @@ from fastapi.responses import Response, StreamingResponse
 
 from domain import commands as c
 from domain.errors import DomainError, ModelCapabilityMissing, ModelDoesNotSupportDocuments
-from domain.ids import new_request_id
+from domain.ids import idempotent_request_id, new_request_id
 from gateway.auth import actor_from, authenticate_key
 from gateway.bootstrap import Services
+from gateway.byok import byok_adapter
 from gateway.errors import GatewayError, as_gateway_error, envelope, error_response
 from gateway.providers.base import (
     USAGE_SOURCE_ESTIMATED,
@@ -73,6 +74,7 @@ log = logging.getLogger("ledgergate.chat")
 ENDPOINT_CHAT = "chat.completions"
 GATEWAY_FIELDS = ("routing_preferences", "pii_policy", "trace_id")
 TRACE_ID_CHARS_MAX = 128
+IDEMPOTENCY_KEY_CHARS_MAX = 255
 
 
 def money_header(amount: Decimal) -> str:
@@ -97,6 +99,10 @@ class Context:
     prompt_sha256: str | None = None
     trace_id: str | None = None
     client_ip: str | None = None
+    idempotency_key_sha256: str | None = None
+    admitted: bool = False
+    project: Any = None  # the caller's Project aggregate, once authenticated
+    key_source: str = "managed"  # "byok" when the admission priced the project's own key
     headers: dict[str, str] = field(default_factory=dict)
 
     def elapsed_ms(self) -> int:
@@ -116,7 +122,7 @@ class Context:
             prompt_chars=self.prompt_chars,
             prompt_sha256=self.prompt_sha256,
             trace_id=self.trace_id,
-            idempotency_key_sha256=None,
+            idempotency_key_sha256=self.idempotency_key_sha256,
             client_ip=self.client_ip,
             received_at=self.received_at,
             deadline_at=deadline,
@@ -146,7 +152,33 @@ async def record_rejection(
         log.exception("could not record the rejection of %s", ctx.request_id)
 
 
+def use_idempotency_key(ctx: Context, project_id: UUID, header: str | None) -> None:
+    """`Idempotency-Key`: the request id derives from (project, key), so a retry lands on
+    the first attempt's Request aggregate and is refused instead of charged twice."""
+    if header is None:
+        return
+    key = header.strip()
+    if (
+        not key
+        or len(key) > IDEMPOTENCY_KEY_CHARS_MAX
+        or not key.isascii()
+        or not key.isprintable()
+    ):
+        raise GatewayError(
+            "invalid_request",
+            f"Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_CHARS_MAX} printable ASCII characters",
+            param="idempotency-key",
+        )
+    ctx.request_id = idempotent_request_id(project_id, key)
+    ctx.idempotency_key_sha256 = hashlib.sha256(key.encode()).hexdigest()
+
+
 async def reject(ctx: Context, error: BaseException, endpoint: str = ENDPOINT_CHAT) -> Response:
+    if ctx.idempotency_key_sha256 is not None and not ctx.admitted:
+        # Only an admitted request binds its Idempotency-Key; a refusal (a duplicate, or a
+        # quota/balance/validation error that charged nothing) is audited under its own id,
+        # so a corrected retry with the same key can still go through.
+        ctx.request_id = new_request_id()
     gateway_error = as_gateway_error(error)
     if gateway_error.status >= 500 and not isinstance(
         error, GatewayError | DomainError | UpstreamError
@@ -178,6 +210,7 @@ async def chat_completions(http: HttpRequest, services: Services) -> Response:
         # The key first: a malformed body from a known key is still that project's record.
         key, project = await authenticate_key(services.cache, http.headers.get("authorization"))
         ctx.project_id, ctx.key_id = project.id, key.id
+        use_idempotency_key(ctx, project.id, http.headers.get("idempotency-key"))
         raw = await http.body()
         body = parse_json_body(raw)
         if isinstance(body.get("model"), str):
@@ -226,6 +259,17 @@ async def chat_completions(http: HttpRequest, services: Services) -> Response:
                 alternatives=error.details.get("alternatives") or [],
             ) from None
         route = route_of(decision.chosen)
+        # BYOK: the project's own key for the chosen provider, when it has one (fee 0%). The
+        # admission prices the fee by this key source; failover keeps to targets of the same.
+        ctx.project = project
+        key_source = (
+            "byok"
+            if byok_adapter(
+                services, project, route.provider, services.adapters.get(route.provider)
+            )
+            else "managed"
+        )
+        ctx.key_source = key_source
         if ocr is None:
             # The adapter must be able to forward the document natively: never dropped.
             check_document_support(
@@ -247,8 +291,7 @@ async def chat_completions(http: HttpRequest, services: Services) -> Response:
                 route=route,
                 estimated_input_tokens=estimated_input,
                 max_output_tokens=max_output,
-                fee_rate=project.fee_rate,
-                key_source="managed",
+                key_source=key_source,  # the fee follows from plan and key source
                 daily_budget=key.daily_budget,
                 route_decision=decision.as_event_fields(),
                 ocr_estimate=None
@@ -256,6 +299,7 @@ async def chat_completions(http: HttpRequest, services: Services) -> Response:
                 else {"cost": ocr.cost_estimate, "currency": ocr.currency},
             )
         )
+        ctx.admitted = True
     except Exception as error:
         return await reject(ctx, error)
 
@@ -266,6 +310,7 @@ async def chat_completions(http: HttpRequest, services: Services) -> Response:
             **decision.headers(),
             "X-LG-Estimated-Cost": money_header(terms["reserved_amount"]),
             "X-LG-Currency": terms["currency"],
+            "X-LG-Key-Source": key_source,
             "X-LG-Cache": "miss",
         }
     )
@@ -310,7 +355,17 @@ class _Attempts:
 
     async def prepare(self, target: RouteTarget) -> ProviderAdapter:
         services = self.ctx.services
-        adapter = services.routing.adapter_for(target)
+        managed = services.routing.adapter_for(target)
+        own = None
+        if self.ctx.project is not None:
+            own = byok_adapter(services, self.ctx.project, target.spec.provider, managed)
+        if (own is not None) != (self.ctx.key_source == "byok"):
+            # The reservation and fee were decided for one key source; a target that would
+            # bill through the other one is skipped rather than charged with the wrong tag.
+            raise SkipTarget(
+                "key_source_mismatch", f"{target.endpoint_key} uses another key source"
+            )
+        adapter = own or managed
         if adapter is None:
             raise SkipTarget("provider_not_configured", f"no adapter for {target.endpoint_key}")
         if target is not self.decision.chosen:

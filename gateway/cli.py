@@ -78,6 +78,32 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--currency", default="USD")
     create.add_argument("--fee-rate", type=_decimal, default=Decimal("0.05"))
     create.add_argument("--strict", action="store_true")
+    set_plan = project.add_parser("set-plan", help="free | trial | pro | enterprise")
+    set_plan.add_argument("--project", type=_uuid, required=True)
+    set_plan.add_argument("--plan", required=True)
+    set_tier = project.add_parser("set-tier", help="the project's compliance tier")
+    set_tier.add_argument("--project", type=_uuid, required=True)
+    set_tier.add_argument("--tier", required=True)
+    set_fee = project.add_parser("set-fee", help="a negotiated fee (enterprise projects only)")
+    set_fee.add_argument("--project", type=_uuid, required=True)
+    set_fee.add_argument("--fee-rate", type=_decimal, required=True)
+
+    provider_key = sub.add_parser(
+        "provider-key", help="bring-your-own provider keys (needs LEDGERGATE_SECRET_KEY)"
+    ).add_subparsers(dest="action", required=True)
+    provider_key_set = provider_key.add_parser(
+        "set", help="store a project's own key for a provider, AES-GCM encrypted"
+    )
+    provider_key_set.add_argument("--project", type=_uuid, required=True)
+    provider_key_set.add_argument("--provider", required=True)
+    provider_key_set.add_argument(
+        "--api-key-file",
+        required=True,
+        help="a file holding the key (a file, not an argument: argv shows in process lists)",
+    )
+    provider_key_remove = provider_key.add_parser("remove")
+    provider_key_remove.add_argument("--project", type=_uuid, required=True)
+    provider_key_remove.add_argument("--provider", required=True)
 
     key = sub.add_parser("key", help="API keys").add_subparsers(dest="action", required=True)
     key_create = key.add_parser("create")
@@ -205,6 +231,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per upstream call is noise
     command = args.command
+    if command == "project" and args.action != "create":
+        return project_admin(settings, args)
+    if command == "provider-key":
+        return provider_key_admin(settings, args)
     if command == "project":
         return run_command(
             settings,
@@ -296,6 +326,36 @@ def main(argv: list[str] | None = None) -> int:
     if command == "sweep":
         return sweep(settings, args.grace_seconds)
     return fail("unknown_command", command)
+
+
+def project_admin(settings: Settings, args: argparse.Namespace) -> int:
+    if args.action == "set-plan":
+        return run_command(settings, c.SetPlan(project_id=args.project, plan=args.plan))
+    if args.action == "set-tier":
+        return run_command(settings, c.SetTier(project_id=args.project, tier=args.tier))
+    return run_command(settings, c.SetFeeRate(project_id=args.project, fee_rate=args.fee_rate))
+
+
+def provider_key_admin(settings: Settings, args: argparse.Namespace) -> int:
+    from gateway.byok import set_provider_key_command
+    from gateway.errors import GatewayError
+
+    if args.action == "remove":
+        return run_command(
+            settings, c.RemoveProviderKey(project_id=args.project, provider=args.provider)
+        )
+    try:
+        with open(args.api_key_file, encoding="utf-8") as handle:
+            api_key = handle.read().strip()
+    except OSError as error:
+        return fail("invalid_request", f"cannot read --api-key-file: {error.strerror}")
+    try:
+        command = set_provider_key_command(settings.raw, args.project, args.provider, api_key)
+    except GatewayError as error:
+        return fail(error.code, error.message)
+    except DomainError as error:
+        return fail(error.code, error.message)
+    return run_command(settings, command)
 
 
 def serve(settings: Settings, host: str, port: int) -> int:

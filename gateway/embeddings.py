@@ -42,7 +42,9 @@ def validate_embeddings_body(body: dict[str, Any]) -> None:
     elif isinstance(raw, list) and raw:
         inputs = raw
     else:
-        raise _invalid("'input' is required: a string, an array of strings or of token arrays", "input")
+        raise _invalid(
+            "'input' is required: a string, an array of strings or of token arrays", "input"
+        )
     if len(inputs) > EMBEDDING_INPUTS_MAX:
         raise _invalid(f"'input' has more than {EMBEDDING_INPUTS_MAX} entries", "input")
     if all(isinstance(item, int) and not isinstance(item, bool) for item in inputs):
@@ -50,10 +52,14 @@ def validate_embeddings_body(body: dict[str, Any]) -> None:
     else:
         for index, item in enumerate(inputs):
             ok = (isinstance(item, str) and item != "") or (
-                isinstance(item, list) and item and all(isinstance(t, int) and not isinstance(t, bool) for t in item)
+                isinstance(item, list)
+                and item
+                and all(isinstance(t, int) and not isinstance(t, bool) for t in item)
             )
             if not ok:
-                raise _invalid(f"input[{index}] must be a non-empty string or token array", f"input[{index}]")
+                raise _invalid(
+                    f"input[{index}] must be a non-empty string or token array", f"input[{index}]"
+                )
     if sum(len(item) for item in inputs if isinstance(item, str)) > EMBEDDING_INPUT_CHARS_MAX:
         raise _invalid(f"'input' is longer than {EMBEDDING_INPUT_CHARS_MAX} characters", "input")
     encoding_format = body.get("encoding_format")
@@ -61,7 +67,9 @@ def validate_embeddings_body(body: dict[str, Any]) -> None:
         raise _invalid("'encoding_format' must be 'float' or 'base64'", "encoding_format")
     dimensions = body.get("dimensions")
     if dimensions is not None and (
-        isinstance(dimensions, bool) or not isinstance(dimensions, int) or not 1 <= dimensions <= 65536
+        isinstance(dimensions, bool)
+        or not isinstance(dimensions, int)
+        or not 1 <= dimensions <= 65536
     ):
         raise _invalid("'dimensions' must be a positive integer", "dimensions")
 

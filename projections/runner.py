@@ -216,6 +216,8 @@ class ProjectionRunner:
 def default_views() -> list[View]:
     from projections.audit import AuditView
     from projections.balances import BalancesView
+    from projections.pricing import PricingHistoryView
     from projections.router_stats import RouterStatsView
+    from projections.usage import UsageView
 
-    return [AuditView(), BalancesView(), RouterStatsView()]
+    return [AuditView(), BalancesView(), RouterStatsView(), UsageView(), PricingHistoryView()]

@@ -96,7 +96,10 @@ def _content_blocks(provider: str, content: Any) -> list[dict[str, Any]]:
                 blocks.append({"type": "image", "source": {"type": "url", "url": url}})
             else:
                 blocks.append(
-                    {"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}}
+                    {
+                        "type": "image",
+                        "source": {"type": "base64", "media_type": media_type, "data": data},
+                    }
                 )
         elif kind == "file":
             document = document_part(part)
@@ -116,7 +119,9 @@ def _content_blocks(provider: str, content: Any) -> list[dict[str, Any]]:
     return blocks
 
 
-def to_anthropic(body: dict[str, Any], upstream_model: str, provider: str = "anthropic") -> dict[str, Any]:
+def to_anthropic(
+    body: dict[str, Any], upstream_model: str, provider: str = "anthropic"
+) -> dict[str, Any]:
     reject_unsupported(provider, body, UNSUPPORTED_PARAMS)
     response_format = body.get("response_format")
     if isinstance(response_format, dict) and response_format.get("type") not in (None, "text"):
@@ -184,8 +189,7 @@ def to_anthropic(body: dict[str, Any], upstream_model: str, provider: str = "ant
             {
                 "name": tool["name"],
                 "description": tool.get("description") or "",
-                "input_schema": tool.get("parameters")
-                or {"type": "object", "properties": {}},
+                "input_schema": tool.get("parameters") or {"type": "object", "properties": {}},
             }
             for tool in tools
         ]
@@ -199,7 +203,11 @@ def to_anthropic(body: dict[str, Any], upstream_model: str, provider: str = "ant
             tool_choice = {"type": "none"}
         elif isinstance(choice, dict):
             tool_choice = {"type": "tool", "name": (choice.get("function") or {}).get("name")}
-        if tool_choice is not None and body.get("parallel_tool_calls") is False and tool_choice["type"] != "none":
+        if (
+            tool_choice is not None
+            and body.get("parallel_tool_calls") is False
+            and tool_choice["type"] != "none"
+        ):
             tool_choice["disable_parallel_tool_use"] = True
         if tool_choice is not None:
             native["tool_choice"] = tool_choice
@@ -220,7 +228,9 @@ def usage_from_anthropic(raw: Any) -> Usage | None:
     )
 
 
-def from_anthropic(data: Any, model: str, provider: str = "anthropic") -> tuple[dict[str, Any], Usage]:
+def from_anthropic(
+    data: Any, model: str, provider: str = "anthropic"
+) -> tuple[dict[str, Any], Usage]:
     if not isinstance(data, dict) or not isinstance(data.get("content"), list):
         raise malformed(provider, "message without content")
     usage = usage_from_anthropic(data.get("usage"))
@@ -238,7 +248,10 @@ def from_anthropic(data: Any, model: str, provider: str = "anthropic") -> tuple[
                 {
                     "id": block.get("id"),
                     "type": "function",
-                    "function": {"name": block.get("name"), "arguments": dumps_text(block.get("input") or {})},
+                    "function": {
+                        "name": block.get("name"),
+                        "arguments": dumps_text(block.get("input") or {}),
+                    },
                 }
             )
     finish = FINISH_REASONS.get(str(data.get("stop_reason")), "stop")
@@ -278,14 +291,21 @@ class AnthropicAdapter(ProviderAdapter):
     async def chat(self, body: dict[str, Any], upstream_model: str) -> ChatResult:
         native = translate(self.provider, to_anthropic, body, upstream_model, self.provider)
         data = await post_json(self.client, self.provider, self.url(), native, self.headers())
-        openai_body, usage = from_anthropic(data, body.get("model") or upstream_model, self.provider)
+        openai_body, usage = from_anthropic(
+            data, body.get("model") or upstream_model, self.provider
+        )
         return ChatResult(body=openai_body, usage=usage)
 
     async def chat_stream(self, body: dict[str, Any], upstream_model: str) -> ChatStream:
         native = translate(self.provider, to_anthropic, body, upstream_model, self.provider)
         native["stream"] = True
         response = await open_stream(
-            self.client, self.provider, self.url(), self.headers(), orjson.dumps(native), "text/event-stream"
+            self.client,
+            self.provider,
+            self.url(),
+            self.headers(),
+            orjson.dumps(native),
+            "text/event-stream",
         )
         return AnthropicChatStream(self.provider, response, body.get("model") or upstream_model)  # type: ignore[return-value]
 
@@ -338,7 +358,14 @@ class AnthropicChatStream(TranslatingStream, ChatStream):
                 elif delta.get("type") == "input_json_delta":
                     index = tool_index_of_block[payload["index"]]
                     yield self.chunk(
-                        {"tool_calls": [{"index": index, "function": {"arguments": delta.get("partial_json", "")}}]}
+                        {
+                            "tool_calls": [
+                                {
+                                    "index": index,
+                                    "function": {"arguments": delta.get("partial_json", "")},
+                                }
+                            ]
+                        }
                     )
             elif kind == "message_delta":
                 delta = payload.get("delta") or {}

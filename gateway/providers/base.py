@@ -53,7 +53,7 @@ class ProviderEndpoint:
         str  # "openai", "anthropic", "mistral", "google", "bedrock", "cohere", "moonshot", "xai"
     )
     base_url: str
-    api_key: str | None = None
+    api_key: str | None = field(default=None, repr=False)  # never in a repr, hence a log
     region: str | None = None  # bedrock
     name: str = "default"  # an endpoint label when several serve one model
 

@@ -67,7 +67,13 @@ UNSUPPORTED_PARAMS = (
     "presence_penalty",
     "logit_bias",
 )
-IMAGE_FORMATS = {"image/png": "png", "image/jpeg": "jpeg", "image/jpg": "jpeg", "image/gif": "gif", "image/webp": "webp"}
+IMAGE_FORMATS = {
+    "image/png": "png",
+    "image/jpeg": "jpeg",
+    "image/jpg": "jpeg",
+    "image/gif": "gif",
+    "image/webp": "webp",
+}
 
 FINISH_REASONS = {
     "end_turn": "stop",
@@ -120,9 +126,13 @@ def _blocks(provider: str, content: Any) -> list[dict[str, Any]]:
         if kind == "text":
             blocks.append({"text": str(part.get("text") or "")})
         elif kind == "image_url":
-            media_type, data, url = parse_image_url(str((part.get("image_url") or {}).get("url") or ""))
+            media_type, data, url = parse_image_url(
+                str((part.get("image_url") or {}).get("url") or "")
+            )
             if url is not None:
-                raise unsupported(provider, "messages", "Bedrock takes inline images only (data: URLs)")
+                raise unsupported(
+                    provider, "messages", "Bedrock takes inline images only (data: URLs)"
+                )
             image_format = IMAGE_FORMATS.get(media_type or "")
             if image_format is None:
                 raise unsupported(provider, "messages", f"image type {str(media_type)[:40]!r}")
@@ -215,7 +225,9 @@ def to_converse(body: dict[str, Any], provider: str = "bedrock") -> dict[str, An
     if tools:
         choice = body.get("tool_choice")
         if choice == "none":
-            raise unsupported(provider, "tool_choice", "Converse has no 'none' tool choice; omit the tools")
+            raise unsupported(
+                provider, "tool_choice", "Converse has no 'none' tool choice; omit the tools"
+            )
         tool_config: dict[str, Any] = {
             "tools": [
                 {
@@ -235,7 +247,9 @@ def to_converse(body: dict[str, Any], provider: str = "bedrock") -> dict[str, An
         elif choice == "required":
             tool_config["toolChoice"] = {"any": {}}
         elif isinstance(choice, dict):
-            tool_config["toolChoice"] = {"tool": {"name": (choice.get("function") or {}).get("name")}}
+            tool_config["toolChoice"] = {
+                "tool": {"name": (choice.get("function") or {}).get("name")}
+            }
         native["toolConfig"] = tool_config
     return native
 
@@ -273,7 +287,10 @@ def from_converse(data: Any, model: str, provider: str = "bedrock") -> tuple[dic
                 {
                     "id": use.get("toolUseId"),
                     "type": "function",
-                    "function": {"name": use.get("name"), "arguments": dumps_text(use.get("input") or {})},
+                    "function": {
+                        "name": use.get("name"),
+                        "arguments": dumps_text(use.get("input") or {}),
+                    },
                 }
             )
     body = completion_body(
@@ -292,14 +309,18 @@ def _error_type(raw: str | None) -> str:
     return (raw or "").split(":", 1)[0].strip().lower()
 
 
-def bedrock_error(provider: str, status: int, headers: Any, payload: Any, text: str = "") -> UpstreamError:
+def bedrock_error(
+    provider: str, status: int, headers: Any, payload: Any, text: str = ""
+) -> UpstreamError:
     error_type = _error_type(headers.get("x-amzn-errortype") if headers else None)
     if not error_type and isinstance(payload, dict):
         error_type = _error_type(str(payload.get("__type") or ""))
     mapped = ERROR_TYPE_STATUS.get(error_type, status)
     error = error_from_status(provider, mapped, headers or {}, payload, text=text)
     if mapped == 403:
-        error.hint = "enable access to this model in the Bedrock console for this account and region"
+        error.hint = (
+            "enable access to this model in the Bedrock console for this account and region"
+        )
     return error
 
 
@@ -308,7 +329,9 @@ def bedrock_error_from_response(provider: str, response: httpx.Response) -> Upst
         payload: Any = response.json()
     except ValueError:
         payload = None
-    return bedrock_error(provider, response.status_code, response.headers, payload, response.text[:500])
+    return bedrock_error(
+        provider, response.status_code, response.headers, payload, response.text[:500]
+    )
 
 
 class BedrockAdapter(ProviderAdapter):
@@ -374,13 +397,23 @@ class BedrockAdapter(ProviderAdapter):
             raise malformed(self.provider, "body is not JSON") from None
 
     async def chat(self, body: dict[str, Any], upstream_model: str) -> ChatResult:
-        native = translate(self.provider, to_converse, body, self.provider,)
+        native = translate(
+            self.provider,
+            to_converse,
+            body,
+            self.provider,
+        )
         data = await self._post_checked(self.url(upstream_model, "converse"), native)
         openai_body, usage = from_converse(data, body.get("model") or upstream_model, self.provider)
         return ChatResult(body=openai_body, usage=usage)
 
     async def chat_stream(self, body: dict[str, Any], upstream_model: str) -> ChatStream:
-        native = translate(self.provider, to_converse, body, self.provider,)
+        native = translate(
+            self.provider,
+            to_converse,
+            body,
+            self.provider,
+        )
         url = self.url(upstream_model, "converse-stream")
         content = orjson.dumps(native)
         headers = self._signed_headers(url, content, EVENTSTREAM_CONTENT_TYPE)
@@ -399,9 +432,13 @@ class BedrockAdapter(ProviderAdapter):
         encoding_format = check_encoding_format(self.provider, body)
         inputs = embedding_inputs(self.provider, body)
         if len(inputs) > EMBEDDING_INPUTS_MAX:
-            raise unsupported(self.provider, "input", f"at most {EMBEDDING_INPUTS_MAX} inputs per request")
+            raise unsupported(
+                self.provider, "input", f"at most {EMBEDDING_INPUTS_MAX} inputs per request"
+            )
         if not upstream_model.startswith(("amazon.titan-embed", "us.amazon.titan-embed")):
-            raise unsupported(self.provider, "model", "Bedrock embeddings are served for Titan models only")
+            raise unsupported(
+                self.provider, "model", "Bedrock embeddings are served for Titan models only"
+            )
         url = self.url(upstream_model, "invoke")
         limiter = asyncio.Semaphore(EMBEDDING_CONCURRENCY_MAX)
 
@@ -419,7 +456,9 @@ class BedrockAdapter(ProviderAdapter):
         usage = Usage(prompt_tokens=sum(tokens for _, tokens in results), completion_tokens=0)
         vectors = [vector for vector, _ in results]
         return EmbeddingResult(
-            body=embeddings_body(vectors, body.get("model") or upstream_model, usage, encoding_format),
+            body=embeddings_body(
+                vectors, body.get("model") or upstream_model, usage, encoding_format
+            ),
             usage=usage,
         )
 
@@ -475,7 +514,16 @@ class ConverseChatStream(TranslatingStream, ChatStream):
                     elif "toolUse" in delta:
                         index = tool_index_of_block[as_int(payload.get("contentBlockIndex"))]
                         yield self.chunk(
-                            {"tool_calls": [{"index": index, "function": {"arguments": delta["toolUse"].get("input", "")}}]}
+                            {
+                                "tool_calls": [
+                                    {
+                                        "index": index,
+                                        "function": {
+                                            "arguments": delta["toolUse"].get("input", "")
+                                        },
+                                    }
+                                ]
+                            }
                         )
                 elif event_type == "messageStop":
                     stop_reason = str(payload.get("stopReason") or "end_turn")

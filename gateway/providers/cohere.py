@@ -64,13 +64,20 @@ def _content(provider: str, content: Any) -> Any:
         if kind == "text":
             parts.append({"type": "text", "text": str(part.get("text") or "")})
         elif kind == "image_url":
-            parts.append({"type": "image_url", "image_url": {"url": (part.get("image_url") or {}).get("url")}})
+            parts.append(
+                {
+                    "type": "image_url",
+                    "image_url": {"url": (part.get("image_url") or {}).get("url")},
+                }
+            )
         else:
             raise unsupported(provider, "messages", f"content part type {str(kind)[:40]!r}")
     return parts
 
 
-def to_cohere(body: dict[str, Any], upstream_model: str, provider: str = "cohere") -> dict[str, Any]:
+def to_cohere(
+    body: dict[str, Any], upstream_model: str, provider: str = "cohere"
+) -> dict[str, Any]:
     reject_unsupported(provider, body, ("n", "top_logprobs", "logit_bias"))
     messages: list[dict[str, Any]] = []
     for message in body.get("messages") or []:
@@ -127,7 +134,10 @@ def to_cohere(body: dict[str, Any], upstream_model: str, provider: str = "cohere
     if stops:
         native_body["stop_sequences"] = stops
     response_format = body.get("response_format")
-    if isinstance(response_format, dict) and response_format.get("type") in ("json_object", "json_schema"):
+    if isinstance(response_format, dict) and response_format.get("type") in (
+        "json_object",
+        "json_schema",
+    ):
         cohere_format: dict[str, Any] = {"type": "json_object"}
         schema = (response_format.get("json_schema") or {}).get("schema")
         if schema is not None:
@@ -152,7 +162,9 @@ def to_cohere(body: dict[str, Any], upstream_model: str, provider: str = "cohere
         elif choice == "none":
             native_body["tool_choice"] = "NONE"
         elif isinstance(choice, dict):
-            raise unsupported(provider, "tool_choice", "Cohere cannot force one named tool; use 'required'")
+            raise unsupported(
+                provider, "tool_choice", "Cohere cannot force one named tool; use 'required'"
+            )
     return native_body
 
 
@@ -180,7 +192,9 @@ def _logprobs(raw: Any) -> dict[str, Any] | None:
         for position, value in enumerate(values):
             content.append(
                 {
-                    "token": token_text if len(values) == 1 else (token_text if position == 0 else ""),
+                    "token": token_text
+                    if len(values) == 1
+                    else (token_text if position == 0 else ""),
                     "logprob": value,
                     "bytes": None,
                     "top_logprobs": [],
@@ -197,9 +211,15 @@ def from_cohere(data: Any, model: str, provider: str = "cohere") -> tuple[dict[s
         raise malformed(provider, "response without usage")
     finish_raw = str(data.get("finish_reason"))
     if finish_raw in FAILED_FINISH_STATUS:
-        raise error_from_status(provider, FAILED_FINISH_STATUS[finish_raw], {}, {"message": "generation failed"})
+        raise error_from_status(
+            provider, FAILED_FINISH_STATUS[finish_raw], {}, {"message": "generation failed"}
+        )
     message = data["message"]
-    texts = [str(part.get("text") or "") for part in message.get("content") or [] if part.get("type") == "text"]
+    texts = [
+        str(part.get("text") or "")
+        for part in message.get("content") or []
+        if part.get("type") == "text"
+    ]
     calls = [
         {
             "id": call.get("id"),
@@ -241,7 +261,9 @@ class CohereAdapter(ProviderAdapter):
 
     async def chat(self, body: dict[str, Any], upstream_model: str) -> ChatResult:
         native = translate(self.provider, to_cohere, body, upstream_model, self.provider)
-        data = await post_json(self.client, self.provider, self.url("/v2/chat"), native, self.headers())
+        data = await post_json(
+            self.client, self.provider, self.url("/v2/chat"), native, self.headers()
+        )
         openai_body, usage = from_cohere(data, body.get("model") or upstream_model, self.provider)
         return ChatResult(body=openai_body, usage=usage)
 
@@ -250,7 +272,12 @@ class CohereAdapter(ProviderAdapter):
         native["stream"] = True
         headers = {**self.headers(), "accept": "text/event-stream"}
         response = await open_stream(
-            self.client, self.provider, self.url("/v2/chat"), headers, orjson.dumps(native), "text/event-stream"
+            self.client,
+            self.provider,
+            self.url("/v2/chat"),
+            headers,
+            orjson.dumps(native),
+            "text/event-stream",
         )
         return CohereChatStream(self.provider, response, body.get("model") or upstream_model)  # type: ignore[return-value]
 
@@ -267,14 +294,18 @@ class CohereAdapter(ProviderAdapter):
         }
         if body.get("dimensions") is not None:
             payload["output_dimension"] = body["dimensions"]
-        data = await post_json(self.client, self.provider, self.url("/v2/embed"), payload, self.headers())
+        data = await post_json(
+            self.client, self.provider, self.url("/v2/embed"), payload, self.headers()
+        )
         vectors = ((data.get("embeddings") or {}).get("float")) if isinstance(data, dict) else None
         if not isinstance(vectors, list) or len(vectors) != len(inputs):
             raise malformed(self.provider, "embeddings missing or of the wrong count")
         billed = ((data.get("meta") or {}).get("billed_units")) or {}
         usage = Usage(prompt_tokens=as_int(billed.get("input_tokens")), completion_tokens=0)
         return EmbeddingResult(
-            body=embeddings_body(vectors, body.get("model") or upstream_model, usage, encoding_format),
+            body=embeddings_body(
+                vectors, body.get("model") or upstream_model, usage, encoding_format
+            ),
             usage=usage,
         )
 
@@ -314,15 +345,22 @@ class CohereChatStream(TranslatingStream, ChatStream):
                                 "index": index,
                                 "id": call.get("id"),
                                 "type": "function",
-                                "function": {"name": function.get("name"), "arguments": function.get("arguments") or ""},
+                                "function": {
+                                    "name": function.get("name"),
+                                    "arguments": function.get("arguments") or "",
+                                },
                             }
                         ]
                     }
                 )
             elif kind == "tool-call-delta":
                 index = tool_index_of_block[as_int(payload.get("index"))]
-                arguments = payload["delta"]["message"]["tool_calls"]["function"].get("arguments", "")
-                yield self.chunk({"tool_calls": [{"index": index, "function": {"arguments": arguments}}]})
+                arguments = payload["delta"]["message"]["tool_calls"]["function"].get(
+                    "arguments", ""
+                )
+                yield self.chunk(
+                    {"tool_calls": [{"index": index, "function": {"arguments": arguments}}]}
+                )
             elif kind == "message-end":
                 delta = payload.get("delta") or {}
                 finish_raw = str(delta.get("finish_reason"))

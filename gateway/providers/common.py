@@ -250,9 +250,7 @@ class TranslatingStream:
         self.finish_reason: str | None = None
         self.prompt_tokens_reported: int | None = None
 
-    def chunk(
-        self, delta: dict[str, Any], finish_reason: str | None = None
-    ) -> dict[str, Any]:
+    def chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
         return chunk(self.completion_id, self.model, self.created, delta, finish_reason)
 
     def __aiter__(self) -> Any:

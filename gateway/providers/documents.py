@@ -174,7 +174,9 @@ def document_part(block: dict[str, Any]) -> DocumentPart:
     file = block.get("file") or {}
     media_type, data = parse_data_url(str(file.get("file_data") or ""))
     return DocumentPart(
-        media_type=media_type, data_base64=data, filename=str(file.get("filename") or DEFAULT_FILENAME)
+        media_type=media_type,
+        data_base64=data,
+        filename=str(file.get("filename") or DEFAULT_FILENAME),
     )
 
 

@@ -131,7 +131,10 @@ class EventStreamDecoder:
                 raise EventStreamError("prelude CRC mismatch")
             if total_length < MIN_MESSAGE_BYTES or total_length > self._max_message_bytes:
                 raise EventStreamError(f"implausible message length {total_length}")
-            if headers_length > MAX_HEADERS_BYTES or headers_length > total_length - MIN_MESSAGE_BYTES:
+            if (
+                headers_length > MAX_HEADERS_BYTES
+                or headers_length > total_length - MIN_MESSAGE_BYTES
+            ):
                 raise EventStreamError(f"implausible headers length {headers_length}")
             if len(self._buffer) < total_length:
                 break

@@ -92,17 +92,23 @@ def _parts(provider: str, content: Any) -> list[dict[str, Any]]:
         if kind == "text":
             parts.append({"text": str(part.get("text") or "")})
         elif kind == "image_url":
-            media_type, data, url = parse_image_url(str((part.get("image_url") or {}).get("url") or ""))
+            media_type, data, url = parse_image_url(
+                str((part.get("image_url") or {}).get("url") or "")
+            )
             if url is not None:
                 guessed, _ = mimetypes.guess_type(url)
                 if not guessed:
-                    raise unsupported(provider, "messages", "a remote image URL needs a file extension")
+                    raise unsupported(
+                        provider, "messages", "a remote image URL needs a file extension"
+                    )
                 parts.append({"fileData": {"fileUri": url, "mimeType": guessed}})
             else:
                 parts.append({"inlineData": {"mimeType": media_type, "data": data}})
         elif kind == "file":
             document = document_part(part)
-            parts.append({"inlineData": {"mimeType": document.media_type, "data": document.data_base64}})
+            parts.append(
+                {"inlineData": {"mimeType": document.media_type, "data": document.data_base64}}
+            )
         else:
             raise unsupported(provider, "messages", f"content part type {str(kind)[:40]!r}")
     return parts
@@ -179,7 +185,9 @@ def to_gemini(body: dict[str, Any], provider: str = "google") -> dict[str, Any]:
 
     native: dict[str, Any] = {"contents": contents}
     if system_parts:
-        native["systemInstruction"] = {"parts": [{"text": "\n\n".join(p for p in system_parts if p)}]}
+        native["systemInstruction"] = {
+            "parts": [{"text": "\n\n".join(p for p in system_parts if p)}]
+        }
     config: dict[str, Any] = {}
     limit = max_output_tokens(body)
     if limit is not None:
@@ -238,7 +246,10 @@ def to_gemini(body: dict[str, Any], provider: str = "google") -> dict[str, Any]:
         elif choice == "none":
             calling = {"mode": "NONE"}
         elif isinstance(choice, dict):
-            calling = {"mode": "ANY", "allowedFunctionNames": [(choice.get("function") or {}).get("name")]}
+            calling = {
+                "mode": "ANY",
+                "allowedFunctionNames": [(choice.get("function") or {}).get("name")],
+            }
         if calling is not None:
             native["toolConfig"] = {"functionCallingConfig": calling}
     return native
@@ -248,9 +259,11 @@ def usage_from_gemini(raw: Any) -> Usage | None:
     if not isinstance(raw, dict) or "promptTokenCount" not in raw:
         return None
     return Usage(
-        prompt_tokens=as_int(raw.get("promptTokenCount")) + as_int(raw.get("toolUsePromptTokenCount")),
+        prompt_tokens=as_int(raw.get("promptTokenCount"))
+        + as_int(raw.get("toolUsePromptTokenCount")),
         # Thinking tokens are billed as output.
-        completion_tokens=as_int(raw.get("candidatesTokenCount")) + as_int(raw.get("thoughtsTokenCount")),
+        completion_tokens=as_int(raw.get("candidatesTokenCount"))
+        + as_int(raw.get("thoughtsTokenCount")),
         cached_tokens=as_int(raw.get("cachedContentTokenCount")),
     )
 
@@ -269,7 +282,11 @@ def _logprobs(raw: Any) -> dict[str, Any] | None:
                 "logprob": candidate.get("logProbability", 0.0),
                 "bytes": None,
                 "top_logprobs": [
-                    {"token": alt.get("token", ""), "logprob": alt.get("logProbability", 0.0), "bytes": None}
+                    {
+                        "token": alt.get("token", ""),
+                        "logprob": alt.get("logProbability", 0.0),
+                        "bytes": None,
+                    }
                     for alt in alternatives
                 ],
             }
@@ -291,7 +308,10 @@ def _candidate_output(candidate: dict[str, Any]) -> tuple[str, list[dict[str, An
                 {
                     "id": call.get("id") or new_tool_call_id(),
                     "type": "function",
-                    "function": {"name": call.get("name"), "arguments": dumps_text(call.get("args") or {})},
+                    "function": {
+                        "name": call.get("name"),
+                        "arguments": dumps_text(call.get("args") or {}),
+                    },
                 }
             )
     return "".join(texts), calls
@@ -325,7 +345,11 @@ def from_gemini(data: Any, model: str, provider: str = "google") -> tuple[dict[s
             raise malformed(provider, "response without candidates")
     for position, candidate in enumerate(candidates or []):
         text, calls = _candidate_output(candidate)
-        message: dict[str, Any] = {"role": "assistant", "content": text if text or not calls else None, "refusal": None}
+        message: dict[str, Any] = {
+            "role": "assistant",
+            "content": text if text or not calls else None,
+            "refusal": None,
+        }
         if calls:
             message["tool_calls"] = calls
         choices.append(
@@ -375,15 +399,29 @@ class GoogleAdapter(ProviderAdapter):
         return f"{base}/models/{quote(model, safe='-._')}:{method}"
 
     async def chat(self, body: dict[str, Any], upstream_model: str) -> ChatResult:
-        native = translate(self.provider, to_gemini, body, self.provider,)
+        native = translate(
+            self.provider,
+            to_gemini,
+            body,
+            self.provider,
+        )
         data = await post_json(
-            self.client, self.provider, self.url(upstream_model, "generateContent"), native, self.headers()
+            self.client,
+            self.provider,
+            self.url(upstream_model, "generateContent"),
+            native,
+            self.headers(),
         )
         openai_body, usage = from_gemini(data, body.get("model") or upstream_model, self.provider)
         return ChatResult(body=openai_body, usage=usage)
 
     async def chat_stream(self, body: dict[str, Any], upstream_model: str) -> ChatStream:
-        native = translate(self.provider, to_gemini, body, self.provider,)
+        native = translate(
+            self.provider,
+            to_gemini,
+            body,
+            self.provider,
+        )
         response = await open_stream(
             self.client,
             self.provider,
@@ -417,10 +455,14 @@ class GoogleAdapter(ProviderAdapter):
         vectors = [list(item.get("values") or []) for item in embeddings]
         # Gemini reports no token usage for embeddings: estimate, and say so.
         usage = Usage(
-            prompt_tokens=estimate_embedding_tokens(inputs), completion_tokens=0, source=USAGE_SOURCE_ESTIMATED
+            prompt_tokens=estimate_embedding_tokens(inputs),
+            completion_tokens=0,
+            source=USAGE_SOURCE_ESTIMATED,
         )
         return EmbeddingResult(
-            body=embeddings_body(vectors, body.get("model") or upstream_model, usage, encoding_format),
+            body=embeddings_body(
+                vectors, body.get("model") or upstream_model, usage, encoding_format
+            ),
             usage=usage,
         )
 

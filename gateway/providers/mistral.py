@@ -74,6 +74,8 @@ class MistralAdapter(OpenAIAdapter):
             completion_tokens=0,
         )
         return EmbeddingResult(
-            body=embeddings_body(vectors, body.get("model") or upstream_model, usage, encoding_format),
+            body=embeddings_body(
+                vectors, body.get("model") or upstream_model, usage, encoding_format
+            ),
             usage=usage,
         )

@@ -73,7 +73,9 @@ def endpoint_from_env(provider: str, env: Mapping[str, str]) -> ProviderEndpoint
     api_key = (env.get(prefix + "API_KEY") or "").strip() or None
     region = None
     if provider == "bedrock":
-        region = (env.get("LEDGERGATE_BEDROCK_REGION") or env.get("AWS_REGION") or "").strip() or None
+        region = (
+            env.get("LEDGERGATE_BEDROCK_REGION") or env.get("AWS_REGION") or ""
+        ).strip() or None
         has_aws_credentials = bool(env.get("AWS_ACCESS_KEY_ID") or env.get("AWS_PROFILE"))
         if not (base_url or api_key or has_aws_credentials):
             return None
@@ -98,11 +100,15 @@ def endpoints_from_env(env: Mapping[str, str]) -> dict[str, ProviderEndpoint]:
     return endpoints
 
 
-def build_adapter(provider: str, endpoint: ProviderEndpoint, client: httpx.AsyncClient) -> ProviderAdapter:
+def build_adapter(
+    provider: str, endpoint: ProviderEndpoint, client: httpx.AsyncClient
+) -> ProviderAdapter:
     try:
         adapter_class = ADAPTER_CLASSES[provider]
     except KeyError:
-        raise UnknownProvider(f"unknown provider {provider[:40]!r}; known: {', '.join(PROVIDERS)}") from None
+        raise UnknownProvider(
+            f"unknown provider {provider[:40]!r}; known: {', '.join(PROVIDERS)}"
+        ) from None
     return adapter_class(endpoint, client)
 
 

@@ -23,10 +23,14 @@ def ensure_node_sdk() -> str:
     node = shutil.which("node")
     npm = shutil.which("npm")
     if node is None or npm is None:
-        raise AssertionError("node and npm are required for the Node SDK test (node 20+); install them")
+        raise AssertionError(
+            "node and npm are required for the Node SDK test (node 20+); install them"
+        )
     if not (NODE_DIR / "node_modules" / "openai").exists():
         # The lockfile pins the SDK; `npm ci` installs exactly it from the registry.
-        subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=NODE_DIR, check=True, timeout=NPM_TIMEOUT_S)
+        subprocess.run(
+            [npm, "ci", "--no-audit", "--no-fund"], cwd=NODE_DIR, check=True, timeout=NPM_TIMEOUT_S
+        )
     return node
 
 
@@ -50,7 +54,12 @@ def test_the_openai_node_sdk_gets_replies_streams_errors_and_embeddings(tmp_path
         completed = subprocess.run(
             [node, "chat.mjs"],
             cwd=NODE_DIR,
-            env={**os.environ, "LEDGERGATE_URL": gateway.base_url, "LEDGERGATE_KEY": tenant.api_key, "MODEL": "gpt-4o-mini"},
+            env={
+                **os.environ,
+                "LEDGERGATE_URL": gateway.base_url,
+                "LEDGERGATE_KEY": tenant.api_key,
+                "MODEL": "gpt-4o-mini",
+            },
             capture_output=True,
             text=True,
             timeout=NODE_TIMEOUT_S,
@@ -61,12 +70,21 @@ def test_the_openai_node_sdk_gets_replies_streams_errors_and_embeddings(tmp_path
         assert result["replyUsage"]["total_tokens"] == 12
         assert result["streamText"] == "streamed to node"
         assert result["streamUsage"]["completion_tokens"] == 3
-        assert result["error"] == {"status": 429, "code": "rate_limit_exceeded", "type": "rate_limit_error"}
+        assert result["error"] == {
+            "status": 429,
+            "code": "rate_limit_exceeded",
+            "type": "rate_limit_error",
+        }
         assert result["embeddingLength"] == 8
         gateway.settle()
         with gateway.client() as http:
             records = http.get("/v1/data/audit", headers=tenant.headers()).json()["data"]
-        assert sorted(r["status"] for r in records) == ["completed", "completed", "completed", "failed"]
+        assert sorted(r["status"] for r in records) == [
+            "completed",
+            "completed",
+            "completed",
+            "failed",
+        ]
         assert {r["actor_id"] for r in records} == {"node-user"}
     finally:
         gateway.server.stop()

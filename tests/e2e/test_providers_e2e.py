@@ -41,20 +41,28 @@ INPUT_PER_MTOK = Decimal("2.00")
 OUTPUT_PER_MTOK = Decimal("8.00")
 FEE_RATE = Decimal("0.05")
 QUANTUM = Decimal("0.000000001")
-MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Weather in Paris?"}]
+MESSAGES = [
+    {"role": "system", "content": "Be brief."},
+    {"role": "user", "content": "Weather in Paris?"},
+]
 WEATHER_TOOL = {
     "type": "function",
     "function": {
         "name": "get_weather",
         "description": "Current weather",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}},
+            "required": ["city"],
+        },
     },
 }
 
 
 def expected_charge(prompt_tokens: int, completion_tokens: int) -> Decimal:
     provider_cost = (
-        (Decimal(prompt_tokens) * INPUT_PER_MTOK + Decimal(completion_tokens) * OUTPUT_PER_MTOK) / Decimal(1_000_000)
+        (Decimal(prompt_tokens) * INPUT_PER_MTOK + Decimal(completion_tokens) * OUTPUT_PER_MTOK)
+        / Decimal(1_000_000)
     ).quantize(QUANTUM)
     return provider_cost + (provider_cost * FEE_RATE).quantize(QUANTUM)
 
@@ -68,8 +76,13 @@ def fakes() -> Iterator[dict[str, FakeUpstreamBase]]:
 
 
 @pytest.fixture(scope="module")
-def gateway(fakes: dict[str, FakeUpstreamBase], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    env = {"LEDGERGATE_DATA_DIR": str(tmp_path_factory.mktemp("providers-e2e")), "LEDGERGATE_BEDROCK_REGION": "us-east-1"}
+def gateway(
+    fakes: dict[str, FakeUpstreamBase], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Gateway]:
+    env = {
+        "LEDGERGATE_DATA_DIR": str(tmp_path_factory.mktemp("providers-e2e")),
+        "LEDGERGATE_BEDROCK_REGION": "us-east-1",
+    }
     for provider, fake in fakes.items():
         env[f"LEDGERGATE_{provider.upper()}_BASE_URL"] = fake.base_url
         env[f"LEDGERGATE_{provider.upper()}_API_KEY"] = f"{provider}-upstream-key"
@@ -83,7 +96,9 @@ def gateway(fakes: dict[str, FakeUpstreamBase], tmp_path_factory: pytest.TempPat
 
 
 @pytest.fixture
-def fake(request: pytest.FixtureRequest, fakes: dict[str, FakeUpstreamBase]) -> Iterator[FakeUpstreamBase]:
+def fake(
+    request: pytest.FixtureRequest, fakes: dict[str, FakeUpstreamBase]
+) -> Iterator[FakeUpstreamBase]:
     upstream = fakes[request.node.callspec.params["provider"]]
     upstream.reset()
     yield upstream
@@ -116,7 +131,9 @@ providers = pytest.mark.parametrize("provider", ALL_PROVIDERS)
 @providers
 def test_a_reply_is_an_openai_completion_charged_to_the_token(provider, fake, gateway, tenant):
     fake.script(text="Sunny, 21°C.", prompt_tokens=1234, completion_tokens=56)
-    raw = gateway.openai(tenant).chat.completions.with_raw_response.create(model=MODELS[provider], messages=MESSAGES)
+    raw = gateway.openai(tenant).chat.completions.with_raw_response.create(
+        model=MODELS[provider], messages=MESSAGES
+    )
     completion = raw.parse()
     assert completion.choices[0].message.content == "Sunny, 21°C."
     assert completion.choices[0].finish_reason == "stop"
@@ -135,15 +152,22 @@ def test_a_reply_is_an_openai_completion_charged_to_the_token(provider, fake, ga
 
 
 @providers
-def test_a_stream_is_openai_chunks_with_the_usage_chunk_and_an_exact_charge(provider, fake, gateway, tenant):
+def test_a_stream_is_openai_chunks_with_the_usage_chunk_and_an_exact_charge(
+    provider, fake, gateway, tenant
+):
     fake.script(text="Sunny and warm today.", prompt_tokens=321, completion_tokens=9, pieces=4)
     stream = gateway.openai(tenant).chat.completions.create(
-        model=MODELS[provider], messages=MESSAGES, stream=True, stream_options={"include_usage": True}
+        model=MODELS[provider],
+        messages=MESSAGES,
+        stream=True,
+        stream_options={"include_usage": True},
     )
     chunks = list(stream)
     text = "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices)
     assert text == "Sunny and warm today."
-    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["stop"]
+    assert [
+        c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason
+    ] == ["stop"]
     assert chunks[-1].choices == [] and chunks[-1].usage is not None
     assert (chunks[-1].usage.prompt_tokens, chunks[-1].usage.completion_tokens) == (321, 9)
     record = only_audit_record(gateway, tenant)
@@ -157,14 +181,18 @@ def test_tool_calls_round_trip_in_openai_shape_streamed_and_not(provider, fake, 
     client = gateway.openai(tenant)
     call = ToolCall("get_weather", {"city": "Paris"}, id="call_paris")
     fake.script(text="", tool_calls=[call])
-    completion = client.chat.completions.create(model=MODELS[provider], messages=MESSAGES, tools=[WEATHER_TOOL])
+    completion = client.chat.completions.create(
+        model=MODELS[provider], messages=MESSAGES, tools=[WEATHER_TOOL]
+    )
     [tool_call] = completion.choices[0].message.tool_calls
     assert completion.choices[0].finish_reason == "tool_calls"
     assert tool_call.function.name == "get_weather"
     assert json.loads(tool_call.function.arguments) == {"city": "Paris"}
 
     fake.script(text="", tool_calls=[call])
-    with client.chat.completions.stream(model=MODELS[provider], messages=MESSAGES, tools=[WEATHER_TOOL]) as stream:
+    with client.chat.completions.stream(
+        model=MODELS[provider], messages=MESSAGES, tools=[WEATHER_TOOL]
+    ) as stream:
         final = stream.get_final_completion()
     [streamed] = final.choices[0].message.tool_calls
     assert streamed.function.name == "get_weather"
@@ -178,7 +206,20 @@ def test_tool_calls_round_trip_in_openai_shape_streamed_and_not(provider, fake, 
         tools=[WEATHER_TOOL],
         messages=[
             *MESSAGES,
-            {"role": "assistant", "content": None, "tool_calls": [{"id": tool_call.id, "type": "function", "function": {"name": "get_weather", "arguments": tool_call.function.arguments}}]},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": tool_call.id,
+                        "type": "function",
+                        "function": {
+                            "name": "get_weather",
+                            "arguments": tool_call.function.arguments,
+                        },
+                    }
+                ],
+            },
             {"role": "tool", "tool_call_id": tool_call.id, "content": '{"sky": "clear"}'},
         ],
     )
@@ -187,10 +228,14 @@ def test_tool_calls_round_trip_in_openai_shape_streamed_and_not(provider, fake, 
 
 
 @providers
-def test_a_rate_limit_before_the_first_chunk_is_a_real_429_and_a_failed_request(provider, fake, gateway, tenant):
+def test_a_rate_limit_before_the_first_chunk_is_a_real_429_and_a_failed_request(
+    provider, fake, gateway, tenant
+):
     fake.script(error_status=429, error_headers={"retry-after": "12"})
     with pytest.raises(openai.RateLimitError) as caught:
-        gateway.openai(tenant).chat.completions.create(model=MODELS[provider], messages=MESSAGES, stream=True)
+        gateway.openai(tenant).chat.completions.create(
+            model=MODELS[provider], messages=MESSAGES, stream=True
+        )
     error = caught.value.body
     assert caught.value.status_code == 429
     assert error["retry_after_seconds"] == 12 and error["retry_after_source"] == "provider_header"
@@ -201,11 +246,15 @@ def test_a_rate_limit_before_the_first_chunk_is_a_real_429_and_a_failed_request(
 
 
 @providers
-def test_an_error_after_the_first_chunk_is_an_sse_error_frame_and_a_charged_failure(provider, fake, gateway, tenant):
+def test_an_error_after_the_first_chunk_is_an_sse_error_frame_and_a_charged_failure(
+    provider, fake, gateway, tenant
+):
     fake.script(text="partial answer here", pieces=4, error_after_chunks=2)
     received: list[str] = []
     with pytest.raises(openai.APIError) as caught:
-        for chunk in gateway.openai(tenant).chat.completions.create(model=MODELS[provider], messages=MESSAGES, stream=True):
+        for chunk in gateway.openai(tenant).chat.completions.create(
+            model=MODELS[provider], messages=MESSAGES, stream=True
+        ):
             if chunk.choices:
                 received.append(chunk.choices[0].delta.content or "")
     assert "".join(received) == "partial answer here"[: len("".join(received))]
@@ -222,7 +271,9 @@ def test_an_error_after_the_first_chunk_is_an_sse_error_frame_and_a_charged_fail
 
 @providers
 @pytest.mark.parametrize("kind", ["truncated", "reset", "bad_json", "wrong_content_type"])
-def test_malformed_upstream_streams_end_cleanly_and_are_recorded_as_failed(provider, kind, fake, gateway, tenant):
+def test_malformed_upstream_streams_end_cleanly_and_are_recorded_as_failed(
+    provider, kind, fake, gateway, tenant
+):
     fake.script(malformed=kind, text="one two three", pieces=3)
     client = gateway.openai(tenant, timeout=15.0)
     with pytest.raises(openai.APIError) as caught:
@@ -231,12 +282,18 @@ def test_malformed_upstream_streams_end_cleanly_and_are_recorded_as_failed(provi
         assert caught.value.status_code == 502  # failed before the first chunk
     record = only_audit_record(gateway, tenant)
     assert record["status"] == "failed"
-    assert record["error_code"] in ("upstream_malformed_response", "upstream_stream_truncated", "upstream_connection_error")
+    assert record["error_code"] in (
+        "upstream_malformed_response",
+        "upstream_stream_truncated",
+        "upstream_connection_error",
+    )
 
 
 @providers
 @pytest.mark.parametrize("kind", ["bad_json", "wrong_content_type", "reset"])
-def test_malformed_upstream_replies_are_a_502_in_the_openai_envelope(provider, kind, fake, gateway, tenant):
+def test_malformed_upstream_replies_are_a_502_in_the_openai_envelope(
+    provider, kind, fake, gateway, tenant
+):
     fake.script(malformed=kind)
     with pytest.raises(openai.APIStatusError) as caught:
         gateway.openai(tenant).chat.completions.create(model=MODELS[provider], messages=MESSAGES)
@@ -246,11 +303,17 @@ def test_malformed_upstream_replies_are_a_502_in_the_openai_envelope(provider, k
     assert only_audit_record(gateway, tenant)["status"] == "failed"
 
 
-def test_a_crc_error_in_bedrock_framing_is_a_clean_error_and_a_failed_request(fakes, gateway, tenant):
+def test_a_crc_error_in_bedrock_framing_is_a_clean_error_and_a_failed_request(
+    fakes, gateway, tenant
+):
     fakes["bedrock"].reset()
     fakes["bedrock"].script(malformed="crc", text="abc def ghi", pieces=3)
     with pytest.raises(openai.APIError):
-        list(gateway.openai(tenant).chat.completions.create(model=MODELS["bedrock"], messages=MESSAGES, stream=True))
+        list(
+            gateway.openai(tenant).chat.completions.create(
+                model=MODELS["bedrock"], messages=MESSAGES, stream=True
+            )
+        )
     record = only_audit_record(gateway, tenant)
     assert record["status"] == "failed"
     assert record["error_code"] == "upstream_malformed_response"
@@ -260,9 +323,18 @@ def test_a_crc_error_in_bedrock_framing_is_a_clean_error_and_a_failed_request(fa
 # Anthropic is absent: its stream always carries usage (message_start / message_delta), so
 # there is no usage-less Anthropic wire form to fake.
 @pytest.mark.parametrize("provider", [p for p in ALL_PROVIDERS if p != "anthropic"])
-def test_a_stream_without_provider_usage_is_charged_on_an_estimate_marked_estimated(provider, fake, gateway, tenant):
+def test_a_stream_without_provider_usage_is_charged_on_an_estimate_marked_estimated(
+    provider, fake, gateway, tenant
+):
     fake.script(malformed="no_usage", text="four words right here")
-    chunks = list(gateway.openai(tenant).chat.completions.create(model=MODELS[provider], messages=MESSAGES, stream=True, stream_options={"include_usage": True}))
+    chunks = list(
+        gateway.openai(tenant).chat.completions.create(
+            model=MODELS[provider],
+            messages=MESSAGES,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 4
     record = only_audit_record(gateway, tenant)
     assert record["status"] == "completed" and record["usage_source"] == "estimated"
@@ -270,7 +342,9 @@ def test_a_stream_without_provider_usage_is_charged_on_an_estimate_marked_estima
 
 
 @pytest.mark.parametrize("provider", sorted(EMBEDDING_MODELS))
-def test_embeddings_work_for_every_provider_that_has_them_in_float_and_base64(provider, fakes, gateway, tenant):
+def test_embeddings_work_for_every_provider_that_has_them_in_float_and_base64(
+    provider, fakes, gateway, tenant
+):
     fakes[provider].reset()
     client = gateway.openai(tenant)
     model = EMBEDDING_MODELS[provider]
@@ -287,7 +361,9 @@ def test_embeddings_work_for_every_provider_that_has_them_in_float_and_base64(pr
 
 
 @pytest.mark.parametrize("provider", ["anthropic", "moonshot", "xai"])
-def test_embeddings_for_a_provider_without_them_are_a_400_naming_the_ones_that_have_them(provider, gateway, tenant):
+def test_embeddings_for_a_provider_without_them_are_a_400_naming_the_ones_that_have_them(
+    provider, gateway, tenant
+):
     with pytest.raises(openai.BadRequestError) as caught:
         gateway.openai(tenant).embeddings.create(model=MODELS[provider], input="x")
     assert caught.value.body["code"] == "embeddings_not_supported"
@@ -295,11 +371,19 @@ def test_embeddings_for_a_provider_without_them_are_a_400_naming_the_ones_that_h
     assert only_audit_record(gateway, tenant)["status"] == "rejected"
 
 
-PDF_BLOCK = {"type": "file", "file": {"filename": "q3 report.pdf", "file_data": "data:application/pdf;base64,JVBERi0xLjQKJSVFT0YK"}}
+PDF_BLOCK = {
+    "type": "file",
+    "file": {
+        "filename": "q3 report.pdf",
+        "file_data": "data:application/pdf;base64,JVBERi0xLjQKJSVFT0YK",
+    },
+}
 
 
 @pytest.mark.parametrize("provider", ["anthropic", "bedrock"])
-def test_a_pdf_is_forwarded_natively_to_providers_that_read_documents(provider, fakes, gateway, tenant):
+def test_a_pdf_is_forwarded_natively_to_providers_that_read_documents(
+    provider, fakes, gateway, tenant
+):
     fakes[provider].reset()
     messages = [{"role": "user", "content": [{"type": "text", "text": "Summarise"}, PDF_BLOCK]}]
     gateway.openai(tenant).chat.completions.create(model=MODELS[provider], messages=messages)
@@ -307,14 +391,27 @@ def test_a_pdf_is_forwarded_natively_to_providers_that_read_documents(provider, 
     if provider == "anthropic":
         assert sent["type"] == "document" and sent["source"]["media_type"] == "application/pdf"
     else:
-        assert sent["document"]["format"] == "pdf" and sent["document"]["source"]["bytes"] == "JVBERi0xLjQKJSVFT0YK"
+        assert (
+            sent["document"]["format"] == "pdf"
+            and sent["document"]["source"]["bytes"] == "JVBERi0xLjQKJSVFT0YK"
+        )
 
 
 def test_a_pdf_sent_to_a_model_that_cannot_read_it_is_a_400_listing_alternatives(gateway, tenant):
-    anthropic_shape = {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBERi0xLjQKJSVFT0YK"}}
+    anthropic_shape = {
+        "type": "document",
+        "source": {
+            "type": "base64",
+            "media_type": "application/pdf",
+            "data": "JVBERi0xLjQKJSVFT0YK",
+        },
+    }
     with pytest.raises(openai.BadRequestError) as caught:
         gateway.openai(tenant).chat.completions.create(
-            model=MODELS["mistral"], messages=[{"role": "user", "content": [{"type": "text", "text": "Read"}, anthropic_shape]}]
+            model=MODELS["mistral"],
+            messages=[
+                {"role": "user", "content": [{"type": "text", "text": "Read"}, anthropic_shape]}
+            ],
         )
     body = caught.value.body
     assert body["code"] == "model_does_not_support_documents"
@@ -322,20 +419,31 @@ def test_a_pdf_sent_to_a_model_that_cannot_read_it_is_a_400_listing_alternatives
     assert only_audit_record(gateway, tenant)["status"] == "rejected"
 
 
-def test_unsupported_endpoints_answer_in_the_openai_envelope_naming_the_alternative(gateway, tenant):
+def test_unsupported_endpoints_answer_in_the_openai_envelope_naming_the_alternative(
+    gateway, tenant
+):
     client = gateway.openai(tenant)
     with pytest.raises(openai.NotFoundError) as legacy:
         client.completions.create(model="gpt-4o-mini", prompt="hi")
     assert "/v1/chat/completions" in legacy.value.body["message"]
     with httpx.Client(base_url=gateway.base_url) as http:
-        for path in ("/v1/images/generations", "/v1/audio/speech", "/v1/files", "/v1/batches", "/v1/fine_tuning/jobs", "/v1/moderations"):
+        for path in (
+            "/v1/images/generations",
+            "/v1/audio/speech",
+            "/v1/files",
+            "/v1/batches",
+            "/v1/fine_tuning/jobs",
+            "/v1/moderations",
+        ):
             response = http.post(path, headers=tenant.headers(), json={})
             assert response.status_code == 501, path
             assert response.json()["error"]["code"] == "unsupported_endpoint"
             assert response.headers["x-request-id"].startswith("lg_req_")
     gateway.settle()
     with gateway.client() as http:
-        records = http.get("/v1/data/audit", headers=tenant.headers(), params={"limit": 50}).json()["data"]
+        records = http.get("/v1/data/audit", headers=tenant.headers(), params={"limit": 50}).json()[
+            "data"
+        ]
     assert len(records) == 7 and {r["status"] for r in records} == {"rejected"}
 
 
@@ -375,10 +483,16 @@ def test_provider_errors_reach_the_sdk_as_its_typed_errors_with_the_mapped_statu
 
 
 @pytest.mark.parametrize("provider", ["anthropic", "google"])
-def test_a_broken_stream_is_charged_the_prompt_the_provider_reported_before_it_broke(provider, fake, gateway, tenant):
+def test_a_broken_stream_is_charged_the_prompt_the_provider_reported_before_it_broke(
+    provider, fake, gateway, tenant
+):
     fake.script(text="partial answer here", pieces=4, error_after_chunks=2, prompt_tokens=777)
     with pytest.raises(openai.APIError):
-        list(gateway.openai(tenant).chat.completions.create(model=MODELS[provider], messages=MESSAGES, stream=True))
+        list(
+            gateway.openai(tenant).chat.completions.create(
+                model=MODELS[provider], messages=MESSAGES, stream=True
+            )
+        )
     record = only_audit_record(gateway, tenant)
     assert record["status"] == "failed"
     assert record["input_tokens"] == 777  # from message_start / the running usageMetadata
@@ -392,12 +506,17 @@ def test_a_broken_stream_is_charged_the_prompt_the_provider_reported_before_it_b
         ({"model": "text-embedding-3-small"}, "input"),
         ({"model": "text-embedding-3-small", "input": []}, "input"),
         ({"model": "text-embedding-3-small", "input": ["ok", ""]}, "input[1]"),
-        ({"model": "text-embedding-3-small", "input": "x", "encoding_format": "int8"}, "encoding_format"),
+        (
+            {"model": "text-embedding-3-small", "input": "x", "encoding_format": "int8"},
+            "encoding_format",
+        ),
         ({"model": "text-embedding-3-small", "input": "x", "dimensions": 0}, "dimensions"),
         ({"input": "x"}, "model"),
     ],
 )
-def test_invalid_embeddings_bodies_are_a_400_naming_the_field_and_recorded(body, param, gateway, tenant):
+def test_invalid_embeddings_bodies_are_a_400_naming_the_field_and_recorded(
+    body, param, gateway, tenant
+):
     with httpx.Client(base_url=gateway.base_url) as http:
         response = http.post("/v1/embeddings", headers=tenant.headers(), json=body)
     assert response.status_code == 400
@@ -408,7 +527,9 @@ def test_invalid_embeddings_bodies_are_a_400_naming_the_field_and_recorded(body,
 def test_an_embedding_is_charged_to_the_token_from_the_providers_count(fakes, gateway, tenant):
     fakes["openai"].reset()
     fakes["openai"].script(prompt_tokens=4321)
-    raw = gateway.openai(tenant).embeddings.with_raw_response.create(model=EMBEDDING_MODELS["openai"], input="hello")
+    raw = gateway.openai(tenant).embeddings.with_raw_response.create(
+        model=EMBEDDING_MODELS["openai"], input="hello"
+    )
     assert raw.parse().usage.prompt_tokens == 4321
     assert Decimal(raw.headers["x-lg-actual-cost"]) == expected_charge(4321, 0)
     assert raw.headers["x-lg-usage-source"] == "provider"

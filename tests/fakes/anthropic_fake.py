@@ -36,20 +36,45 @@ class AnthropicFake(FakeUpstreamBase):
 
     def route(self, request: HttpRequest) -> HttpResponse | None:
         if request.path != "/v1/messages" or request.method != "POST":
-            return json_response(404, {"type": "error", "error": {"type": "not_found_error", "message": "Not found"}})
-        # Newer SDKs authenticate with a Bearer token, older ones (and the gateway) with x-api-key.
-        if not request.headers.get("x-api-key") and not request.headers.get("authorization", "").startswith("Bearer "):
             return json_response(
-                401, {"type": "error", "error": {"type": "authentication_error", "message": "x-api-key header is required"}}
+                404, {"type": "error", "error": {"type": "not_found_error", "message": "Not found"}}
+            )
+        # Newer SDKs authenticate with a Bearer token, older ones (and the gateway) with x-api-key.
+        if not request.headers.get("x-api-key") and not request.headers.get(
+            "authorization", ""
+        ).startswith("Bearer "):
+            return json_response(
+                401,
+                {
+                    "type": "error",
+                    "error": {
+                        "type": "authentication_error",
+                        "message": "x-api-key header is required",
+                    },
+                },
             )
         if not request.headers.get("anthropic-version"):
             return json_response(
-                400, {"type": "error", "error": {"type": "invalid_request_error", "message": "anthropic-version header is required"}}
+                400,
+                {
+                    "type": "error",
+                    "error": {
+                        "type": "invalid_request_error",
+                        "message": "anthropic-version header is required",
+                    },
+                },
             )
         body = request.json() or {}
         if "max_tokens" not in body:
             return json_response(
-                400, {"type": "error", "error": {"type": "invalid_request_error", "message": "max_tokens: Field required"}}
+                400,
+                {
+                    "type": "error",
+                    "error": {
+                        "type": "invalid_request_error",
+                        "message": "max_tokens: Field required",
+                    },
+                },
             )
         return None
 
@@ -81,7 +106,14 @@ class AnthropicFake(FakeUpstreamBase):
         if scripted.text:
             content.append({"type": "text", "text": scripted.text})
         for index, call in enumerate(scripted.tool_calls):
-            content.append({"type": "tool_use", "id": call.id or f"toolu_fake{index}", "name": call.name, "input": call.arguments})
+            content.append(
+                {
+                    "type": "tool_use",
+                    "id": call.id or f"toolu_fake{index}",
+                    "name": call.name,
+                    "input": call.arguments,
+                }
+            )
         return {
             "id": "msg_" + uuid.uuid4().hex[:24],
             "type": "message",
@@ -101,7 +133,9 @@ class AnthropicFake(FakeUpstreamBase):
                 return broken
             return json_response(200, self.message(body, scripted), {"request-id": "req_fake"})
         if scripted.malformed == "wrong_content_type":
-            return HttpResponse(status=200, headers={"content-type": "text/html"}, body=b"<html>oops</html>")
+            return HttpResponse(
+                status=200, headers={"content-type": "text/html"}, body=b"<html>oops</html>"
+            )
         start_message = self.message(body, scripted)
         start_message["content"] = []
         start_message["stop_reason"] = None
@@ -111,14 +145,30 @@ class AnthropicFake(FakeUpstreamBase):
         block = 0
         if scripted.text:
             content_frames.append(
-                sse({"type": "content_block_start", "index": block, "content_block": {"type": "text", "text": ""}}, "content_block_start")
+                sse(
+                    {
+                        "type": "content_block_start",
+                        "index": block,
+                        "content_block": {"type": "text", "text": ""},
+                    },
+                    "content_block_start",
+                )
             )
             content_frames.append(sse({"type": "ping"}, "ping"))
             for piece in scripted.text_pieces():
                 content_frames.append(
-                    sse({"type": "content_block_delta", "index": block, "delta": {"type": "text_delta", "text": piece}}, "content_block_delta")
+                    sse(
+                        {
+                            "type": "content_block_delta",
+                            "index": block,
+                            "delta": {"type": "text_delta", "text": piece},
+                        },
+                        "content_block_delta",
+                    )
                 )
-            content_frames.append(sse({"type": "content_block_stop", "index": block}, "content_block_stop"))
+            content_frames.append(
+                sse({"type": "content_block_stop", "index": block}, "content_block_stop")
+            )
             block += 1
         for index, call in enumerate(scripted.tool_calls):
             content_frames.append(
@@ -126,16 +176,30 @@ class AnthropicFake(FakeUpstreamBase):
                     {
                         "type": "content_block_start",
                         "index": block,
-                        "content_block": {"type": "tool_use", "id": call.id or f"toolu_fake{index}", "name": call.name, "input": {}},
+                        "content_block": {
+                            "type": "tool_use",
+                            "id": call.id or f"toolu_fake{index}",
+                            "name": call.name,
+                            "input": {},
+                        },
                     },
                     "content_block_start",
                 )
             )
             for piece in Scripted.argument_pieces(call.arguments):
                 content_frames.append(
-                    sse({"type": "content_block_delta", "index": block, "delta": {"type": "input_json_delta", "partial_json": piece}}, "content_block_delta")
+                    sse(
+                        {
+                            "type": "content_block_delta",
+                            "index": block,
+                            "delta": {"type": "input_json_delta", "partial_json": piece},
+                        },
+                        "content_block_delta",
+                    )
                 )
-            content_frames.append(sse({"type": "content_block_stop", "index": block}, "content_block_stop"))
+            content_frames.append(
+                sse({"type": "content_block_stop", "index": block}, "content_block_stop")
+            )
             block += 1
         if scripted.error_after_chunks is not None:
             # Count only content-carrying deltas as "chunks" (start/ping frames carry nothing).
@@ -148,7 +212,15 @@ class AnthropicFake(FakeUpstreamBase):
                     deltas += 1
                 kept.append(frame)
             frames += kept
-            frames.append(sse({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}, "error"))
+            frames.append(
+                sse(
+                    {
+                        "type": "error",
+                        "error": {"type": "overloaded_error", "message": "Overloaded"},
+                    },
+                    "error",
+                )
+            )
             return self._sse(frames)
         frames += content_frames
         frames.append(
@@ -164,7 +236,9 @@ class AnthropicFake(FakeUpstreamBase):
         if scripted.malformed == "truncated":
             return self._sse(frames[:-2])
         if scripted.malformed == "bad_json":
-            frames.insert(2, b"event: content_block_delta\ndata: {\"type\": \"content_block_delta\", \n\n")
+            frames.insert(
+                2, b'event: content_block_delta\ndata: {"type": "content_block_delta", \n\n'
+            )
             return self._sse(frames)
         if scripted.malformed == "reset":
             return self._sse(frames[:2], reset=True)
@@ -174,7 +248,11 @@ class AnthropicFake(FakeUpstreamBase):
     def _sse(self, frames: list[bytes], reset: bool = False) -> HttpResponse:
         return HttpResponse(
             status=200,
-            headers={"content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache", "request-id": "req_fake"},
+            headers={
+                "content-type": "text/event-stream; charset=utf-8",
+                "cache-control": "no-cache",
+                "request-id": "req_fake",
+            },
             chunks=iterate(frames),
             reset=reset,
         )

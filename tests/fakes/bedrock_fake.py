@@ -41,25 +41,43 @@ class BedrockFake(FakeUpstreamBase):
 
     def route(self, request: HttpRequest) -> HttpResponse | None:
         parts = request.path.split("/")
-        if len(parts) < 4 or parts[1] != "model" or parts[-1] not in ("converse", "converse-stream", "invoke"):
+        if (
+            len(parts) < 4
+            or parts[1] != "model"
+            or parts[-1] not in ("converse", "converse-stream", "invoke")
+        ):
             return self._error(404, "UnknownOperationException", "Unknown operation")
         auth = request.headers.get("authorization", "")
         if not (auth.startswith("Bearer ") or auth.startswith("AWS4-HMAC-SHA256 ")):
-            return self._error(403, "MissingAuthenticationTokenException", "Missing Authentication Token")
+            return self._error(
+                403, "MissingAuthenticationTokenException", "Missing Authentication Token"
+            )
         return None
 
-    def _error(self, status: int, error_type: str, message: str, headers: dict[str, str] | None = None) -> HttpResponse:
+    def _error(
+        self, status: int, error_type: str, message: str, headers: dict[str, str] | None = None
+    ) -> HttpResponse:
         return json_response(
             status,
             {"message": message},
-            {"x-amzn-errortype": f"{error_type}:http://internal.amazon.com/coral/com.amazon.bedrock/", "x-amzn-requestid": "fake", **(headers or {})},
+            {
+                "x-amzn-errortype": f"{error_type}:http://internal.amazon.com/coral/com.amazon.bedrock/",
+                "x-amzn-requestid": "fake",
+                **(headers or {}),
+            },
         )
 
     def error_response(self, scripted: Scripted) -> HttpResponse:
         status = scripted.error_status or 500
-        error_type = scripted.error_type or STATUS_ERROR_TYPES.get(status, "InternalServerException")
+        error_type = scripted.error_type or STATUS_ERROR_TYPES.get(
+            status, "InternalServerException"
+        )
         if scripted.error_body is not None:
-            return json_response(status, scripted.error_body, {"x-amzn-errortype": error_type, **scripted.error_headers})
+            return json_response(
+                status,
+                scripted.error_body,
+                {"x-amzn-errortype": error_type, **scripted.error_headers},
+            )
         return self._error(status, error_type, f"fake {error_type}", scripted.error_headers)
 
     def _stop_reason(self, scripted: Scripted) -> str:
@@ -99,7 +117,15 @@ class BedrockFake(FakeUpstreamBase):
             if scripted.text:
                 content.append({"text": scripted.text})
             for index, call in enumerate(scripted.tool_calls):
-                content.append({"toolUse": {"toolUseId": call.id or f"tooluse_fake{index}", "name": call.name, "input": call.arguments}})
+                content.append(
+                    {
+                        "toolUse": {
+                            "toolUseId": call.id or f"tooluse_fake{index}",
+                            "name": call.name,
+                            "input": call.arguments,
+                        }
+                    }
+                )
             response: dict[str, Any] = {
                 "output": {"message": {"role": "assistant", "content": content}},
                 "stopReason": self._stop_reason(scripted),
@@ -112,7 +138,9 @@ class BedrockFake(FakeUpstreamBase):
 
     def _stream(self, scripted: Scripted) -> HttpResponse:
         if scripted.malformed == "wrong_content_type":
-            return HttpResponse(status=200, headers={"content-type": "text/html"}, body=b"<html>oops</html>")
+            return HttpResponse(
+                status=200, headers={"content-type": "text/html"}, body=b"<html>oops</html>"
+            )
 
         def event(kind: str, payload: dict[str, Any]) -> bytes:
             # Real payloads carry a random-length "p" padding field; keep one for fidelity.
@@ -123,29 +151,57 @@ class BedrockFake(FakeUpstreamBase):
         block = 0
         if scripted.text:
             for piece in scripted.text_pieces():
-                content_frames.append(event("contentBlockDelta", {"contentBlockIndex": block, "delta": {"text": piece}}))
+                content_frames.append(
+                    event(
+                        "contentBlockDelta", {"contentBlockIndex": block, "delta": {"text": piece}}
+                    )
+                )
             content_frames.append(event("contentBlockStop", {"contentBlockIndex": block}))
             block += 1
         for index, call in enumerate(scripted.tool_calls):
             content_frames.append(
                 event(
                     "contentBlockStart",
-                    {"contentBlockIndex": block, "start": {"toolUse": {"toolUseId": call.id or f"tooluse_fake{index}", "name": call.name}}},
+                    {
+                        "contentBlockIndex": block,
+                        "start": {
+                            "toolUse": {
+                                "toolUseId": call.id or f"tooluse_fake{index}",
+                                "name": call.name,
+                            }
+                        },
+                    },
                 )
             )
             for piece in Scripted.argument_pieces(call.arguments):
-                content_frames.append(event("contentBlockDelta", {"contentBlockIndex": block, "delta": {"toolUse": {"input": piece}}}))
+                content_frames.append(
+                    event(
+                        "contentBlockDelta",
+                        {"contentBlockIndex": block, "delta": {"toolUse": {"input": piece}}},
+                    )
+                )
             content_frames.append(event("contentBlockStop", {"contentBlockIndex": block}))
             block += 1
         if scripted.error_after_chunks is not None:
-            kept = [frame for frame in content_frames if b"contentBlockDelta" in frame][: scripted.error_after_chunks]
+            kept = [frame for frame in content_frames if b"contentBlockDelta" in frame][
+                : scripted.error_after_chunks
+            ]
             frames += kept
-            frames.append(encode_exception("throttlingException", json.dumps({"message": "Too many tokens, please wait before trying again."}).encode()))
+            frames.append(
+                encode_exception(
+                    "throttlingException",
+                    json.dumps(
+                        {"message": "Too many tokens, please wait before trying again."}
+                    ).encode(),
+                )
+            )
             return self._binary(frames)
         frames += content_frames
         frames.append(event("messageStop", {"stopReason": self._stop_reason(scripted)}))
         if scripted.malformed != "no_usage":
-            frames.append(event("metadata", {"usage": self._usage(scripted), "metrics": {"latencyMs": 1}}))
+            frames.append(
+                event("metadata", {"usage": self._usage(scripted), "metrics": {"latencyMs": 1}})
+            )
         if scripted.malformed == "crc":
             corrupted = bytearray(frames[1])
             corrupted[-5] ^= 0xFF  # flip a payload byte: the message CRC no longer matches
@@ -156,7 +212,9 @@ class BedrockFake(FakeUpstreamBase):
             last = frames[-1]
             return self._binary(frames[:-1] + [last[: len(last) // 2]])
         if scripted.malformed == "bad_json":
-            frames.insert(1, encode_event("contentBlockDelta", b'{"contentBlockIndex": 0, "delta": {'))
+            frames.insert(
+                1, encode_event("contentBlockDelta", b'{"contentBlockIndex": 0, "delta": {')
+            )
             return self._binary(frames)
         if scripted.malformed == "reset":
             return self._binary(frames[:2], reset=True)

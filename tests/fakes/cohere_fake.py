@@ -33,25 +33,44 @@ class CohereFake(FakeUpstreamBase):
 
     def error_response(self, scripted: Scripted) -> HttpResponse:
         status = scripted.error_status or 500
-        body = scripted.error_body if scripted.error_body is not None else {"message": f"fake {status}"}
+        body = (
+            scripted.error_body
+            if scripted.error_body is not None
+            else {"message": f"fake {status}"}
+        )
         return json_response(status, body, scripted.error_headers)
 
     def _finish(self, scripted: Scripted) -> str:
         return scripted.finish or ("TOOL_CALL" if scripted.tool_calls else "COMPLETE")
 
     def _usage(self, scripted: Scripted) -> dict[str, Any]:
-        counts = {"input_tokens": scripted.prompt_tokens, "output_tokens": scripted.completion_tokens}
-        return {"billed_units": dict(counts), "tokens": dict(counts), "cached_tokens": scripted.cached_tokens}
+        counts = {
+            "input_tokens": scripted.prompt_tokens,
+            "output_tokens": scripted.completion_tokens,
+        }
+        return {
+            "billed_units": dict(counts),
+            "tokens": dict(counts),
+            "cached_tokens": scripted.cached_tokens,
+        }
 
     def _calls(self, scripted: Scripted) -> list[dict[str, Any]]:
         return [
-            {"id": call.id or f"fake_call_{index}", "type": "function", "function": {"name": call.name, "arguments": json.dumps(call.arguments)}}
+            {
+                "id": call.id or f"fake_call_{index}",
+                "type": "function",
+                "function": {"name": call.name, "arguments": json.dumps(call.arguments)},
+            }
             for index, call in enumerate(scripted.tool_calls)
         ]
 
     async def respond(self, request: HttpRequest, scripted: Scripted) -> HttpResponse:
         body = request.json() or {}
-        broken = malformed_json_response(scripted.malformed) if scripted.malformed and not body.get("stream") else None
+        broken = (
+            malformed_json_response(scripted.malformed)
+            if scripted.malformed and not body.get("stream")
+            else None
+        )
         if broken is not None:
             return broken
         if request.path == "/v2/embed":
@@ -61,9 +80,14 @@ class CohereFake(FakeUpstreamBase):
                 200,
                 {
                     "id": str(uuid.uuid4()),
-                    "embeddings": {"float": [deterministic_vector(text, dimension) for text in texts]},
+                    "embeddings": {
+                        "float": [deterministic_vector(text, dimension) for text in texts]
+                    },
                     "texts": texts,
-                    "meta": {"api_version": {"version": "2"}, "billed_units": {"input_tokens": scripted.prompt_tokens}},
+                    "meta": {
+                        "api_version": {"version": "2"},
+                        "billed_units": {"input_tokens": scripted.prompt_tokens},
+                    },
                     "response_type": "embeddings_by_type",
                 },
             )
@@ -74,46 +98,116 @@ class CohereFake(FakeUpstreamBase):
             if scripted.tool_calls:
                 message["tool_plan"] = "I will call the tool."
                 message["tool_calls"] = self._calls(scripted)
-            response: dict[str, Any] = {"id": str(uuid.uuid4()), "finish_reason": self._finish(scripted), "message": message}
+            response: dict[str, Any] = {
+                "id": str(uuid.uuid4()),
+                "finish_reason": self._finish(scripted),
+                "message": message,
+            }
             if scripted.malformed != "no_usage":
                 response["usage"] = self._usage(scripted)
             return json_response(200, response)
         if scripted.malformed == "wrong_content_type":
-            return HttpResponse(status=200, headers={"content-type": "text/html"}, body=b"<html>oops</html>")
+            return HttpResponse(
+                status=200, headers={"content-type": "text/html"}, body=b"<html>oops</html>"
+            )
         message_id = str(uuid.uuid4())
         frames = [
             sse(
-                {"id": message_id, "type": "message-start", "delta": {"message": {"role": "assistant", "content": [], "tool_plan": "", "tool_calls": [], "citations": []}}},
+                {
+                    "id": message_id,
+                    "type": "message-start",
+                    "delta": {
+                        "message": {
+                            "role": "assistant",
+                            "content": [],
+                            "tool_plan": "",
+                            "tool_calls": [],
+                            "citations": [],
+                        }
+                    },
+                },
                 "message-start",
             )
         ]
         content_frames: list[bytes] = []
         if scripted.text:
-            content_frames.append(sse({"type": "content-start", "index": 0, "delta": {"message": {"content": {"type": "text", "text": ""}}}}, "content-start"))
+            content_frames.append(
+                sse(
+                    {
+                        "type": "content-start",
+                        "index": 0,
+                        "delta": {"message": {"content": {"type": "text", "text": ""}}},
+                    },
+                    "content-start",
+                )
+            )
             for piece in scripted.text_pieces():
-                content_frames.append(sse({"type": "content-delta", "index": 0, "delta": {"message": {"content": {"text": piece}}}}, "content-delta"))
+                content_frames.append(
+                    sse(
+                        {
+                            "type": "content-delta",
+                            "index": 0,
+                            "delta": {"message": {"content": {"text": piece}}},
+                        },
+                        "content-delta",
+                    )
+                )
             content_frames.append(sse({"type": "content-end", "index": 0}, "content-end"))
         for index, call in enumerate(self._calls(scripted)):
             content_frames.append(
                 sse(
-                    {"type": "tool-call-start", "index": index, "delta": {"message": {"tool_calls": {**call, "function": {"name": call["function"]["name"], "arguments": ""}}}}},
+                    {
+                        "type": "tool-call-start",
+                        "index": index,
+                        "delta": {
+                            "message": {
+                                "tool_calls": {
+                                    **call,
+                                    "function": {"name": call["function"]["name"], "arguments": ""},
+                                }
+                            }
+                        },
+                    },
                     "tool-call-start",
                 )
             )
             for piece in Scripted.argument_pieces(scripted.tool_calls[index].arguments):
                 content_frames.append(
-                    sse({"type": "tool-call-delta", "index": index, "delta": {"message": {"tool_calls": {"function": {"arguments": piece}}}}}, "tool-call-delta")
+                    sse(
+                        {
+                            "type": "tool-call-delta",
+                            "index": index,
+                            "delta": {
+                                "message": {"tool_calls": {"function": {"arguments": piece}}}
+                            },
+                        },
+                        "tool-call-delta",
+                    )
                 )
             content_frames.append(sse({"type": "tool-call-end", "index": index}, "tool-call-end"))
         if scripted.error_after_chunks is not None:
-            kept = [frame for frame in content_frames if b"-delta" in frame][: scripted.error_after_chunks]
+            kept = [frame for frame in content_frames if b"-delta" in frame][
+                : scripted.error_after_chunks
+            ]
             frames += kept
             frames.append(
-                sse({"type": "message-end", "delta": {"finish_reason": "ERROR", "error": "internal error while generating"}}, "message-end")
+                sse(
+                    {
+                        "type": "message-end",
+                        "delta": {
+                            "finish_reason": "ERROR",
+                            "error": "internal error while generating",
+                        },
+                    },
+                    "message-end",
+                )
             )
             return self._sse(frames)
         frames += content_frames
-        end: dict[str, Any] = {"type": "message-end", "delta": {"finish_reason": self._finish(scripted)}}
+        end: dict[str, Any] = {
+            "type": "message-end",
+            "delta": {"finish_reason": self._finish(scripted)},
+        }
         if scripted.malformed != "no_usage":
             end["delta"]["usage"] = self._usage(scripted)
         if scripted.malformed == "truncated":
@@ -127,4 +221,9 @@ class CohereFake(FakeUpstreamBase):
         return self._sse(frames)
 
     def _sse(self, frames: list[bytes], reset: bool = False) -> HttpResponse:
-        return HttpResponse(status=200, headers={"content-type": "text/event-stream"}, chunks=iterate(frames), reset=reset)
+        return HttpResponse(
+            status=200,
+            headers={"content-type": "text/event-stream"},
+            chunks=iterate(frames),
+            reset=reset,
+        )

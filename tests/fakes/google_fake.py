@@ -36,12 +36,23 @@ class GoogleFake(FakeUpstreamBase):
 
     def route(self, request: HttpRequest) -> HttpResponse | None:
         # The real API serves both /v1beta and /v1 (newer google-genai SDKs default to v1).
-        if not request.path.startswith(("/v1beta/models/", "/v1/models/")) or ":" not in request.path:
-            return json_response(404, {"error": {"code": 404, "message": "not found", "status": "NOT_FOUND"}})
+        if (
+            not request.path.startswith(("/v1beta/models/", "/v1/models/"))
+            or ":" not in request.path
+        ):
+            return json_response(
+                404, {"error": {"code": 404, "message": "not found", "status": "NOT_FOUND"}}
+            )
         if not request.headers.get("x-goog-api-key"):
             return json_response(
                 403,
-                {"error": {"code": 403, "message": "Method doesn't allow unregistered callers.", "status": "PERMISSION_DENIED"}},
+                {
+                    "error": {
+                        "code": 403,
+                        "message": "Method doesn't allow unregistered callers.",
+                        "status": "PERMISSION_DENIED",
+                    }
+                },
             )
         return None
 
@@ -51,15 +62,24 @@ class GoogleFake(FakeUpstreamBase):
             return json_response(status, scripted.error_body, scripted.error_headers)
         return json_response(
             status,
-            {"error": {"code": status, "message": f"fake {status}", "status": STATUS_NAMES.get(status, "UNKNOWN")}},
+            {
+                "error": {
+                    "code": status,
+                    "message": f"fake {status}",
+                    "status": STATUS_NAMES.get(status, "UNKNOWN"),
+                }
+            },
             scripted.error_headers,
         )
 
     def _usage(self, scripted: Scripted, completion: int | None = None) -> dict[str, Any]:
         usage = {
             "promptTokenCount": scripted.prompt_tokens,
-            "candidatesTokenCount": scripted.completion_tokens if completion is None else completion,
-            "totalTokenCount": scripted.prompt_tokens + (scripted.completion_tokens if completion is None else completion),
+            "candidatesTokenCount": scripted.completion_tokens
+            if completion is None
+            else completion,
+            "totalTokenCount": scripted.prompt_tokens
+            + (scripted.completion_tokens if completion is None else completion),
         }
         if scripted.cached_tokens:
             usage["cachedContentTokenCount"] = scripted.cached_tokens
@@ -91,7 +111,11 @@ class GoogleFake(FakeUpstreamBase):
                 return broken
             response: dict[str, Any] = {
                 "candidates": [
-                    {"content": {"parts": self._parts(scripted), "role": "model"}, "finishReason": self._finish(scripted), "index": i}
+                    {
+                        "content": {"parts": self._parts(scripted), "role": "model"},
+                        "finishReason": self._finish(scripted),
+                        "index": i,
+                    }
                     for i in range(candidate_count)
                 ],
                 "modelVersion": model,
@@ -101,17 +125,27 @@ class GoogleFake(FakeUpstreamBase):
                 response["usageMetadata"] = self._usage(scripted)
             return json_response(200, response)
         if method != "streamGenerateContent" or request.query.get("alt") != ["sse"]:
-            return json_response(400, {"error": {"code": 400, "message": "unknown method", "status": "INVALID_ARGUMENT"}})
+            return json_response(
+                400,
+                {"error": {"code": 400, "message": "unknown method", "status": "INVALID_ARGUMENT"}},
+            )
         if scripted.malformed == "wrong_content_type":
-            return HttpResponse(status=200, headers={"content-type": "text/html"}, body=b"<html>oops</html>")
+            return HttpResponse(
+                status=200, headers={"content-type": "text/html"}, body=b"<html>oops</html>"
+            )
         frames: list[bytes] = []
         pieces = scripted.text_pieces()
         for piece in pieces:
             frames.append(
                 sse(
                     {
-                        "candidates": [{"content": {"parts": [{"text": piece}], "role": "model"}, "index": 0}],
-                        "usageMetadata": {"promptTokenCount": scripted.prompt_tokens, "totalTokenCount": scripted.prompt_tokens},
+                        "candidates": [
+                            {"content": {"parts": [{"text": piece}], "role": "model"}, "index": 0}
+                        ],
+                        "usageMetadata": {
+                            "promptTokenCount": scripted.prompt_tokens,
+                            "totalTokenCount": scripted.prompt_tokens,
+                        },
                         "modelVersion": model,
                         "responseId": "fake-response",
                     }
@@ -119,11 +153,27 @@ class GoogleFake(FakeUpstreamBase):
             )
         if scripted.error_after_chunks is not None:
             frames = frames[: scripted.error_after_chunks]
-            frames.append(sse({"error": {"code": 503, "message": "The model is overloaded.", "status": "UNAVAILABLE"}}))
+            frames.append(
+                sse(
+                    {
+                        "error": {
+                            "code": 503,
+                            "message": "The model is overloaded.",
+                            "status": "UNAVAILABLE",
+                        }
+                    }
+                )
+            )
             return self._sse(frames)
         calls = [part for part in self._parts(scripted) if "functionCall" in part]
         final: dict[str, Any] = {
-            "candidates": [{"content": {"parts": calls or [{"text": ""}], "role": "model"}, "finishReason": self._finish(scripted), "index": 0}],
+            "candidates": [
+                {
+                    "content": {"parts": calls or [{"text": ""}], "role": "model"},
+                    "finishReason": self._finish(scripted),
+                    "index": 0,
+                }
+            ],
             "modelVersion": model,
             "responseId": "fake-response",
         }
@@ -153,6 +203,14 @@ class GoogleFake(FakeUpstreamBase):
             return broken
         embeddings = []
         for request in body.get("requests") or []:
-            text = "".join(part.get("text", "") for part in (request.get("content") or {}).get("parts") or [])
-            embeddings.append({"values": deterministic_vector(text, int(request.get("outputDimensionality") or 8))})
+            text = "".join(
+                part.get("text", "") for part in (request.get("content") or {}).get("parts") or []
+            )
+            embeddings.append(
+                {
+                    "values": deterministic_vector(
+                        text, int(request.get("outputDimensionality") or 8)
+                    )
+                }
+            )
         return json_response(200, {"embeddings": embeddings})

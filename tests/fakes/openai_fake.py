@@ -34,9 +34,24 @@ from tests.fakes.server import (
 )
 
 MISTRAL_CHAT_FIELDS = {
-    "model", "messages", "temperature", "top_p", "max_tokens", "stream", "stop", "random_seed",
-    "response_format", "tools", "tool_choice", "presence_penalty", "frequency_penalty", "n",
-    "parallel_tool_calls", "prediction", "safe_prompt", "metadata",
+    "model",
+    "messages",
+    "temperature",
+    "top_p",
+    "max_tokens",
+    "stream",
+    "stop",
+    "random_seed",
+    "response_format",
+    "tools",
+    "tool_choice",
+    "presence_penalty",
+    "frequency_penalty",
+    "n",
+    "parallel_tool_calls",
+    "prediction",
+    "safe_prompt",
+    "metadata",
 }
 ERROR_TYPES = {
     400: ("invalid_request_error", None),
@@ -53,7 +68,9 @@ class FakeUpstream(FakeUpstreamBase):
     provider = "openai"
     path_prefix = "/v1"
 
-    def __init__(self, flavour: str = "openai", models: tuple[str, ...] = ("gpt-4o-mini", "gpt-4o")) -> None:
+    def __init__(
+        self, flavour: str = "openai", models: tuple[str, ...] = ("gpt-4o-mini", "gpt-4o")
+    ) -> None:
         super().__init__()
         self.flavour = flavour
         self.provider = flavour
@@ -66,7 +83,12 @@ class FakeUpstream(FakeUpstreamBase):
                 {
                     "object": "list",
                     "data": [
-                        {"id": model, "object": "model", "created": 1700000000, "owned_by": self.flavour}
+                        {
+                            "id": model,
+                            "object": "model",
+                            "created": 1700000000,
+                            "owned_by": self.flavour,
+                        }
                         for model in self.models
                     ],
                 },
@@ -74,7 +96,14 @@ class FakeUpstream(FakeUpstreamBase):
         if request.path not in ("/v1/chat/completions", "/v1/embeddings"):
             return json_response(
                 404,
-                {"error": {"message": f"Unknown path {request.path}", "type": "invalid_request_error", "param": None, "code": "unknown_url"}},
+                {
+                    "error": {
+                        "message": f"Unknown path {request.path}",
+                        "type": "invalid_request_error",
+                        "param": None,
+                        "code": "unknown_url",
+                    }
+                },
             )
         if self.flavour == "mistral" and request.path == "/v1/chat/completions":
             body = request.json() or {}
@@ -82,7 +111,13 @@ class FakeUpstream(FakeUpstreamBase):
             if extra:
                 return json_response(
                     422,
-                    {"object": "error", "message": f"Extra inputs are not permitted: {extra}", "type": "invalid_request_error", "param": None, "code": None},
+                    {
+                        "object": "error",
+                        "message": f"Extra inputs are not permitted: {extra}",
+                        "type": "invalid_request_error",
+                        "param": None,
+                        "code": None,
+                    },
                 )
         return None
 
@@ -93,7 +128,14 @@ class FakeUpstream(FakeUpstreamBase):
         error_type, code = ERROR_TYPES.get(status, ("server_error", None))
         return json_response(
             status,
-            {"error": {"message": f"fake {status}", "type": error_type, "param": None, "code": code}},
+            {
+                "error": {
+                    "message": f"fake {status}",
+                    "type": error_type,
+                    "param": None,
+                    "code": code,
+                }
+            },
             scripted.error_headers,
         )
 
@@ -147,7 +189,12 @@ class FakeUpstream(FakeUpstreamBase):
             "created": int(time.time()),
             "model": body.get("model", "unknown"),
             "choices": [
-                {"index": i, "message": message, "logprobs": None, "finish_reason": self._finish(scripted)}
+                {
+                    "index": i,
+                    "message": message,
+                    "logprobs": None,
+                    "finish_reason": self._finish(scripted),
+                }
                 for i in range(count)
             ],
             "system_fingerprint": "fp_fake",
@@ -158,7 +205,9 @@ class FakeUpstream(FakeUpstreamBase):
 
     def _stream(self, body: dict[str, Any], scripted: Scripted) -> HttpResponse:
         if scripted.malformed == "wrong_content_type":
-            return HttpResponse(status=200, headers={"content-type": "text/html"}, body=b"<html>oops</html>")
+            return HttpResponse(
+                status=200, headers={"content-type": "text/html"}, body=b"<html>oops</html>"
+            )
         completion_id = "chatcmpl-" + uuid.uuid4().hex[:24]
         created = int(time.time())
         model = body.get("model", "unknown")
@@ -172,7 +221,9 @@ class FakeUpstream(FakeUpstreamBase):
                 "created": created,
                 "model": model,
                 "system_fingerprint": "fp_fake",
-                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+                "choices": [
+                    {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+                ],
             }
             if usage_on_every_chunk:
                 item["usage"] = None
@@ -212,7 +263,16 @@ class FakeUpstream(FakeUpstreamBase):
         if scripted.error_after_chunks is not None:
             frames += content_frames[: scripted.error_after_chunks]
             frames.append(
-                sse({"error": {"message": "The server had an error while processing your request.", "type": "server_error", "param": None, "code": None}})
+                sse(
+                    {
+                        "error": {
+                            "message": "The server had an error while processing your request.",
+                            "type": "server_error",
+                            "param": None,
+                            "code": None,
+                        }
+                    }
+                )
             )
             return self._sse_response(frames)
         frames += content_frames
@@ -232,7 +292,17 @@ class FakeUpstream(FakeUpstreamBase):
         frames.append(sse(final))
         if usage is not None and usage_on_every_chunk:
             frames.append(
-                sse({"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model, "system_fingerprint": "fp_fake", "choices": [], "usage": usage})
+                sse(
+                    {
+                        "id": completion_id,
+                        "object": "chat.completion.chunk",
+                        "created": created,
+                        "model": model,
+                        "system_fingerprint": "fp_fake",
+                        "choices": [],
+                        "usage": usage,
+                    }
+                )
             )
         frames.append(b"data: [DONE]\n\n")
         return self._sse_response(frames)
@@ -240,7 +310,10 @@ class FakeUpstream(FakeUpstreamBase):
     def _sse_response(self, frames: list[bytes], reset: bool = False) -> HttpResponse:
         return HttpResponse(
             status=200,
-            headers={"content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache"},
+            headers={
+                "content-type": "text/event-stream; charset=utf-8",
+                "cache-control": "no-cache",
+            },
             chunks=iterate(frames),
             reset=reset,
         )
@@ -263,7 +336,10 @@ class FakeUpstream(FakeUpstreamBase):
             "object": "list",
             "data": data,
             "model": body.get("model", "unknown"),
-            "usage": {"prompt_tokens": scripted.prompt_tokens, "total_tokens": scripted.prompt_tokens},
+            "usage": {
+                "prompt_tokens": scripted.prompt_tokens,
+                "total_tokens": scripted.prompt_tokens,
+            },
         }
         if self.flavour == "mistral":
             result["id"] = "embd-" + uuid.uuid4().hex[:24]  # Mistral's response carries an id

@@ -28,7 +28,15 @@ MAX_REQUEST_BODY_BYTES = 64 * 1024 * 1024
 STARTUP_TIMEOUT_S = 10.0
 
 # Kinds of malformed output every fake can produce.
-MALFORMED_KINDS = ("truncated", "bad_json", "wrong_content_type", "reset", "crc", "hang", "no_usage")
+MALFORMED_KINDS = (
+    "truncated",
+    "bad_json",
+    "wrong_content_type",
+    "reset",
+    "crc",
+    "hang",
+    "no_usage",
+)
 
 
 @dataclass
@@ -112,10 +120,22 @@ class HttpResponse:
 
 
 REASONS = {
-    200: "OK", 400: "Bad Request", 401: "Unauthorized", 402: "Payment Required", 403: "Forbidden",
-    404: "Not Found", 408: "Request Timeout", 413: "Payload Too Large", 422: "Unprocessable Entity",
-    424: "Failed Dependency", 429: "Too Many Requests", 500: "Internal Server Error",
-    502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout", 529: "Overloaded",
+    200: "OK",
+    400: "Bad Request",
+    401: "Unauthorized",
+    402: "Payment Required",
+    403: "Forbidden",
+    404: "Not Found",
+    408: "Request Timeout",
+    413: "Payload Too Large",
+    422: "Unprocessable Entity",
+    424: "Failed Dependency",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
+    529: "Overloaded",
 }
 
 
@@ -149,7 +169,9 @@ class FakeHttpServer:
         asyncio.set_event_loop(loop)
 
         async def boot() -> None:
-            self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, limit=MAX_REQUEST_HEADER_BYTES)
+            self._server = await asyncio.start_server(
+                self._serve, "127.0.0.1", 0, limit=MAX_REQUEST_HEADER_BYTES
+            )
             self.port = self._server.sockets[0].getsockname()[1]
             self._ready.set()
 
@@ -387,15 +409,23 @@ def sse(data: Any, event: str | None = None) -> bytes:
 def malformed_json_response(kind: str) -> HttpResponse | None:
     """The non-streaming malformed outputs every JSON API can produce."""
     if kind == "bad_json":
-        return HttpResponse(status=200, headers={"content-type": "application/json"}, body=b'{"id": "x", "choi')
+        return HttpResponse(
+            status=200, headers={"content-type": "application/json"}, body=b'{"id": "x", "choi'
+        )
     if kind == "wrong_content_type":
         return HttpResponse(
-            status=200, headers={"content-type": "text/html"}, body=b"<html><body>Bad gateway</body></html>"
+            status=200,
+            headers={"content-type": "text/html"},
+            body=b"<html><body>Bad gateway</body></html>",
         )
     if kind == "reset":
-        return HttpResponse(status=200, headers={"content-type": "application/json"}, body=b'{"id":', reset=True)
+        return HttpResponse(
+            status=200, headers={"content-type": "application/json"}, body=b'{"id":', reset=True
+        )
     if kind == "truncated":
-        return HttpResponse(status=200, headers={"content-type": "application/json"}, body=b'{"id": "x"')
+        return HttpResponse(
+            status=200, headers={"content-type": "application/json"}, body=b'{"id": "x"'
+        )
     return None
 
 

@@ -1,14 +1,28 @@
-"""Independent checks of the ledger straight from the event store (not from projections)."""
+"""Ledger test helpers: independent checks straight from the event store (not from
+projections), an in-memory application driven by the real handlers, and a gateway whose
+services run on an injected (travelling) clock."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import Any
 from uuid import UUID
 
+from eventsourcing.persistence import DatetimeAsISO, JSONTranscoder
+
+from domain import commands as c
 from domain.account import Account
-from domain.application import LedgerApplication
-from domain.ids import account_id
+from domain.application import DateAsISO, LedgerApplication
+from domain.clock import Clock
+from domain.ids import account_id, new_request_id
+from domain.writer import run_now
+from gateway.app import create_app
+from gateway.bootstrap import build_services
+from gateway.config import Settings
+from gateway.serving import BackgroundServer
+from tests.support.harness import ADMIN_TOKEN, Gateway
 
 
 @dataclass
@@ -47,3 +61,121 @@ def replay_account(app: LedgerApplication, project_id: UUID) -> Replay:
         available = credits - posted - pending
         lowest = available if lowest is None else min(lowest, available)
     return Replay(credits, posted, pending, lowest or Decimal(0), charges, charge_events, releases)
+
+
+MODEL = "gpt-4o-mini"
+
+
+def memory_app() -> LedgerApplication:
+    return LedgerApplication(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
+
+
+class FreezableLedgerApplication(LedgerApplication):
+    """Under freezegun, datetime.now() returns FakeDatetime (and .date() FakeDate), types the
+    event store's transcoder does not know; encode them exactly like the real ones."""
+
+    def register_transcodings(self, transcoder: JSONTranscoder) -> None:
+        super().register_transcodings(transcoder)
+        from freezegun.api import FakeDate, FakeDatetime
+
+        class FakeDatetimeAsISO(DatetimeAsISO):
+            type = FakeDatetime
+
+        class FakeDateAsISO(DateAsISO):
+            type = FakeDate
+
+        transcoder.register(FakeDatetimeAsISO())
+        transcoder.register(FakeDateAsISO())
+
+
+def freezable_memory_app() -> LedgerApplication:
+    return FreezableLedgerApplication(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
+
+
+class Ledger:
+    """Commands decided by the real handlers and saved to an in-memory store, on `clock`."""
+
+    def __init__(self, clock: Clock, app: LedgerApplication | None = None) -> None:
+        self.clock = clock
+        self.app = app or memory_app()
+
+    def run(self, command: c.Command) -> Any:
+        return run_now(self.app, command, self.clock).value
+
+    def project(
+        self, *, plan: str = "pro", currency: str = "USD", balance: str = "1000", **kw: Any
+    ) -> UUID:
+        created = self.run(c.CreateProject(name="p", plan=plan, currency=currency, **kw))
+        project_id = UUID(created["project_id"])
+        if balance:
+            self.run(
+                c.TopUp(
+                    project_id=project_id,
+                    amount=Decimal(balance),
+                    currency=currency,
+                    reference=f"initial-{project_id}",
+                )
+            )
+        return project_id
+
+    def price(self, model: str = MODEL, effective_from: datetime | None = None) -> str:
+        return str(
+            self.run(
+                c.SetPrice(
+                    model=model,
+                    input_per_mtok=Decimal("0.15"),
+                    output_per_mtok=Decimal("0.60"),
+                    currency="USD",
+                    effective_from=effective_from or self.clock.now() - timedelta(days=400),
+                )
+            )["price_id"]
+        )
+
+    def admit(self, project_id: UUID, **kw: Any) -> Any:
+        return self.run(admit_command(project_id, self.clock.now(), **kw))
+
+
+def admit_command(
+    project_id: UUID,
+    now: datetime,
+    *,
+    request_id: str | None = None,
+    key_id: UUID | None = None,
+    daily_budget: Decimal | None = None,
+    key_source: str = "managed",
+    input_tokens: int = 1000,
+    output_tokens: int = 1000,
+    idempotency_key_sha256: str | None = None,
+) -> c.AdmitRequest:
+    facts = c.RequestFacts(
+        request_id=request_id or new_request_id(),
+        endpoint="chat.completions",
+        project_id=project_id,
+        key_id=key_id,
+        actor_id="tester",
+        model_requested=MODEL,
+        stream=False,
+        message_count=1,
+        prompt_chars=10,
+        prompt_sha256=None,
+        trace_id=None,
+        idempotency_key_sha256=idempotency_key_sha256,
+        client_ip=None,
+        received_at=now,
+        deadline_at=now + timedelta(minutes=10),
+    )
+    return c.AdmitRequest(
+        facts=facts,
+        route=c.Route(model=MODEL, provider="openai", upstream_model=MODEL),
+        estimated_input_tokens=input_tokens,
+        max_output_tokens=output_tokens,
+        key_source=key_source,
+        daily_budget=daily_budget,
+    )
+
+
+def start_clocked_gateway(env: dict[str, str], clock: Clock) -> Gateway:
+    settings = Settings.from_env({"LEDGERGATE_ADMIN_TOKEN": ADMIN_TOKEN, **env})
+    services = build_services(settings, clock)
+    server = BackgroundServer(create_app(settings, services)).start()
+    return Gateway(server=server, services=services, settings=settings)

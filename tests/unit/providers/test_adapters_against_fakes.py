@@ -33,11 +33,15 @@ def fake(provider: str):  # type: ignore[no-untyped-def]
     upstream.stop()
 
 
-async def test_a_plain_reply_comes_back_as_an_openai_chat_completion_with_exact_usage(provider, fake):
+async def test_a_plain_reply_comes_back_as_an_openai_chat_completion_with_exact_usage(
+    provider, fake
+):
     fake.script(text="Bonjour.", prompt_tokens=21, completion_tokens=3)
     adapter, client = make_adapter(provider, fake)
     async with client:
-        result = await asyncio.wait_for(adapter.chat(chat_body(provider), MODELS[provider]), TEST_TIMEOUT_S)
+        result = await asyncio.wait_for(
+            adapter.chat(chat_body(provider), MODELS[provider]), TEST_TIMEOUT_S
+        )
     assert result.body["object"] == "chat.completion"
     assert result.body["choices"][0]["message"]["content"] == "Bonjour."
     assert result.body["choices"][0]["finish_reason"] == "stop"
@@ -61,7 +65,9 @@ async def test_a_stream_yields_openai_chunks_and_exact_usage_at_the_end(provider
     assert all("usage" not in chunk for chunk in chunks)
 
 
-async def test_tool_calls_come_back_with_json_arguments_and_finish_reason_tool_calls(provider, fake):
+async def test_tool_calls_come_back_with_json_arguments_and_finish_reason_tool_calls(
+    provider, fake
+):
     fake.script(text="", tool_calls=[ToolCall("get_weather", {"city": "Paris"}, id="call_1")])
     adapter, client = make_adapter(provider, fake)
     async with client:
@@ -73,10 +79,14 @@ async def test_tool_calls_come_back_with_json_arguments_and_finish_reason_tool_c
 
 
 async def test_streamed_tool_call_arguments_reassemble_into_the_full_call(provider, fake):
-    fake.script(text="", tool_calls=[ToolCall("get_weather", {"city": "Paris", "unit": "C"}, id="call_1")])
+    fake.script(
+        text="", tool_calls=[ToolCall("get_weather", {"city": "Paris", "unit": "C"}, id="call_1")]
+    )
     adapter, client = make_adapter(provider, fake)
     async with client:
-        stream = await adapter.chat_stream(chat_body(provider, tools=[WEATHER_TOOL], stream=True), MODELS[provider])
+        stream = await adapter.chat_stream(
+            chat_body(provider, tools=[WEATHER_TOOL], stream=True), MODELS[provider]
+        )
         chunks = await collect(stream)
     calls = tool_calls_of(chunks)
     assert list(calls) == [0]
@@ -105,7 +115,9 @@ async def test_cached_prompt_tokens_are_reported_as_openai_cached_tokens(provide
         (503, 503, "upstream_overloaded"),
     ],
 )
-async def test_an_error_before_streaming_maps_to_the_openai_status(provider, fake, upstream_status, client_status, code):
+async def test_an_error_before_streaming_maps_to_the_openai_status(
+    provider, fake, upstream_status, client_status, code
+):
     fake.script(error_status=upstream_status)
     adapter, client = make_adapter(provider, fake)
     async with client:
@@ -168,7 +180,11 @@ async def test_malformed_stream_output_is_a_clean_upstream_error_not_a_hang(prov
             stream = await adapter.chat_stream(chat_body(provider, stream=True), MODELS[provider])
             await collect(stream)
     assert caught.value.status == 502
-    assert caught.value.code in ("upstream_malformed_response", "upstream_stream_truncated", "upstream_connection_error")
+    assert caught.value.code in (
+        "upstream_malformed_response",
+        "upstream_stream_truncated",
+        "upstream_connection_error",
+    )
 
 
 @pytest.mark.parametrize("kind", ["truncated", "bad_json", "wrong_content_type", "reset"])
@@ -177,12 +193,16 @@ async def test_malformed_json_output_is_a_clean_upstream_error(provider, fake, k
     adapter, client = make_adapter(provider, fake)
     async with client:
         with pytest.raises(UpstreamError) as caught:
-            await asyncio.wait_for(adapter.chat(chat_body(provider), MODELS[provider]), TEST_TIMEOUT_S)
+            await asyncio.wait_for(
+                adapter.chat(chat_body(provider), MODELS[provider]), TEST_TIMEOUT_S
+            )
     assert caught.value.status == 502
     assert caught.value.code in ("upstream_malformed_response", "upstream_connection_error")
 
 
-async def test_a_stream_with_the_wrong_content_type_is_refused_before_the_first_chunk(provider, fake):
+async def test_a_stream_with_the_wrong_content_type_is_refused_before_the_first_chunk(
+    provider, fake
+):
     fake.script(malformed="wrong_content_type")
     adapter, client = make_adapter(provider, fake)
     async with client:
@@ -196,12 +216,16 @@ async def test_an_upstream_that_never_answers_is_a_504_after_the_read_timeout(pr
     adapter, client = make_adapter(provider, fake, read_timeout_s=0.3)
     async with client:
         with pytest.raises(UpstreamError) as caught:
-            await asyncio.wait_for(adapter.chat(chat_body(provider), MODELS[provider]), TEST_TIMEOUT_S)
+            await asyncio.wait_for(
+                adapter.chat(chat_body(provider), MODELS[provider]), TEST_TIMEOUT_S
+            )
     assert caught.value.status == 504
     assert caught.value.code == "upstream_timeout"
 
 
-async def test_a_stream_without_usage_leaves_usage_empty_for_the_gateway_to_estimate(provider, fake):
+async def test_a_stream_without_usage_leaves_usage_empty_for_the_gateway_to_estimate(
+    provider, fake
+):
     fake.script(malformed="no_usage", text="four words right here")
     adapter, client = make_adapter(provider, fake)
     async with client:
@@ -230,8 +254,12 @@ async def test_embeddings_come_back_as_floats_or_little_endian_base64(provider, 
     model = EMBEDDING_MODELS[provider]
     adapter, client = make_adapter(provider, fake)
     async with client:
-        as_floats = await adapter.embeddings({"model": model, "input": ["alpha", "beta"], "encoding_format": "float"}, model)
-        as_base64 = await adapter.embeddings({"model": model, "input": ["alpha", "beta"], "encoding_format": "base64"}, model)
+        as_floats = await adapter.embeddings(
+            {"model": model, "input": ["alpha", "beta"], "encoding_format": "float"}, model
+        )
+        as_base64 = await adapter.embeddings(
+            {"model": model, "input": ["alpha", "beta"], "encoding_format": "base64"}, model
+        )
     floats = [item["embedding"] for item in as_floats.body["data"]]
     assert len(floats) == 2 and all(len(vector) == 8 for vector in floats)
     for index, item in enumerate(as_base64.body["data"]):
@@ -248,6 +276,7 @@ async def test_a_stream_that_stalls_after_the_first_chunks_ends_in_a_504_not_a_h
     async with client:
         stream = await adapter.chat_stream(chat_body(provider, stream=True), MODELS[provider])
         with pytest.raises(UpstreamError) as caught:
+
             async def consume() -> None:
                 async for chunk in stream:
                     delivered.append(chunk)

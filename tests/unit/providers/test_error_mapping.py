@@ -11,7 +11,12 @@ from tests.unit.providers.helpers import MODELS, chat_body, make_adapter
 
 
 def test_a_stray_429_inside_a_400_body_is_not_a_rate_limit():
-    error = error_from_status("openai", 400, {}, {"error": {"message": "max_tokens 429 is too large", "code": "invalid_value"}})
+    error = error_from_status(
+        "openai",
+        400,
+        {},
+        {"error": {"message": "max_tokens 429 is too large", "code": "invalid_value"}},
+    )
     assert error.status == 400
     assert error.retry_after_seconds is None
 
@@ -23,24 +28,41 @@ def test_retry_after_ms_wins_over_retry_after_and_is_in_seconds():
 
 
 def test_bedrock_access_denied_is_403_with_a_hint_and_bedrock_code():
-    error = bedrock_error("bedrock", 403, {"x-amzn-errortype": "AccessDeniedException:http://x"}, {"message": "You don't have access to the model"})
+    error = bedrock_error(
+        "bedrock",
+        403,
+        {"x-amzn-errortype": "AccessDeniedException:http://x"},
+        {"message": "You don't have access to the model"},
+    )
     assert (error.status, error.code) == (403, "bedrock_access_denied")
     assert "Bedrock console" in (error.hint or "")
 
 
 def test_bedrock_bad_credentials_are_401_even_though_aws_sends_403():
-    error = bedrock_error("bedrock", 403, {"x-amzn-errortype": "UnrecognizedClientException"}, {"message": "The security token included in the request is invalid."})
+    error = bedrock_error(
+        "bedrock",
+        403,
+        {"x-amzn-errortype": "UnrecognizedClientException"},
+        {"message": "The security token included in the request is invalid."},
+    )
     assert error.status == 401
 
 
 def test_bedrock_service_quota_exceeded_is_a_429_even_though_aws_sends_400():
-    error = bedrock_error("bedrock", 400, {"x-amzn-errortype": "ServiceQuotaExceededException"}, {"message": "quota"})
+    error = bedrock_error(
+        "bedrock", 400, {"x-amzn-errortype": "ServiceQuotaExceededException"}, {"message": "quota"}
+    )
     assert error.status == 429
     assert error.retry_after_source == "gateway_default"
 
 
 def test_bedrock_model_timeout_is_a_504():
-    assert bedrock_error("bedrock", 408, {"x-amzn-errortype": "ModelTimeoutException"}, {"message": "t"}).status == 504
+    assert (
+        bedrock_error(
+            "bedrock", 408, {"x-amzn-errortype": "ModelTimeoutException"}, {"message": "t"}
+        ).status
+        == 504
+    )
 
 
 @pytest.mark.parametrize("provider", ["anthropic", "bedrock", "google", "openai"])
@@ -86,7 +108,9 @@ async def test_cohere_invalid_token_498_is_a_401_and_the_cohere_sdk_agrees_on_th
         fake.script(error_status=498, error_body={"message": "invalid api token"})
         with pytest.raises(InvalidTokenError):
             cohere.ClientV2(api_key="k", base_url=fake.base_url).chat(
-                model="command-a-03-2025", messages=[{"role": "user", "content": "hi"}], request_options={"max_retries": 0}
+                model="command-a-03-2025",
+                messages=[{"role": "user", "content": "hi"}],
+                request_options={"max_retries": 0},
             )
         fake.script(error_status=498, error_body={"message": "invalid api token"})
         adapter, client = make_adapter("cohere", fake)

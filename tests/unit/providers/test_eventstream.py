@@ -53,7 +53,9 @@ def test_every_header_value_type_round_trips_through_botocore():
 
 
 def test_a_stream_fed_one_byte_at_a_time_yields_each_message_once_complete():
-    frames = encode_event("messageStart", b'{"role":"assistant"}') + encode_event("messageStop", b'{"stopReason":"end_turn"}')
+    frames = encode_event("messageStart", b'{"role":"assistant"}') + encode_event(
+        "messageStop", b'{"stopReason":"end_turn"}'
+    )
     decoder = EventStreamDecoder()
     seen = []
     for byte in frames:
@@ -86,7 +88,9 @@ def test_a_plausible_crc_but_absurd_length_is_refused_rather_than_awaited():
 
 
 def test_an_exception_message_exposes_its_type():
-    (message,) = EventStreamDecoder().feed(encode_exception("throttlingException", b'{"message":"slow down"}'))
+    (message,) = EventStreamDecoder().feed(
+        encode_exception("throttlingException", b'{"message":"slow down"}')
+    )
     assert message.message_type == "exception"
     assert message.exception_type == "throttlingException"
 
@@ -96,6 +100,7 @@ def test_a_half_message_stays_pending_so_the_reader_can_report_truncation():
     decoder = EventStreamDecoder()
     assert decoder.feed(frame[: len(frame) // 2]) == []
     assert decoder.pending_bytes == len(frame) // 2
+
 
 payloads = st.lists(st.binary(max_size=300), min_size=1, max_size=6)
 
@@ -114,8 +119,14 @@ def test_any_split_of_a_valid_stream_decodes_to_the_same_messages(payloads, cut_
 
 
 @settings(max_examples=300, deadline=None)
-@given(payload=st.binary(min_size=1, max_size=200), position=st.integers(min_value=0), flip=st.integers(min_value=1, max_value=255))
-def test_any_single_corrupted_byte_is_an_event_stream_error_never_a_crash_or_a_wrong_message(payload, position, flip):
+@given(
+    payload=st.binary(min_size=1, max_size=200),
+    position=st.integers(min_value=0),
+    flip=st.integers(min_value=1, max_value=255),
+)
+def test_any_single_corrupted_byte_is_an_event_stream_error_never_a_crash_or_a_wrong_message(
+    payload, position, flip
+):
     frame = bytearray(encode_event("contentBlockDelta", payload))
     frame[position % len(frame)] ^= flip
     decoder = EventStreamDecoder()

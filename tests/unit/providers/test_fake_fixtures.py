@@ -15,16 +15,24 @@ def test_fake_upstream_is_an_openai_fake_that_records_and_follows_its_script(fak
         json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]},
     )
     assert response.json()["choices"][0]["message"]["content"] == "scripted"
-    assert fake_upstream.requests == [{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}]
+    assert fake_upstream.requests == [
+        {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+    ]
     # The queue is empty again: the default answer follows.
-    again = httpx.post(fake_upstream.base_url + "/chat/completions", json={"model": "m", "messages": []})
+    again = httpx.post(
+        fake_upstream.base_url + "/chat/completions", json={"model": "m", "messages": []}
+    )
     assert again.json()["choices"][0]["message"]["content"] == "Hello from the fake upstream."
 
 
 def test_each_provider_fixture_serves_its_own_wire_format(anthropic_upstream, bedrock_upstream):
     assert anthropic_upstream.provider == "anthropic"
     assert bedrock_upstream.provider == "bedrock"
-    response = httpx.post(anthropic_upstream.base_url + "/v1/messages", json={"max_tokens": 5, "messages": []}, headers={"x-api-key": "k", "anthropic-version": "2023-06-01"})
+    response = httpx.post(
+        anthropic_upstream.base_url + "/v1/messages",
+        json={"max_tokens": 5, "messages": []},
+        headers={"x-api-key": "k", "anthropic-version": "2023-06-01"},
+    )
     assert response.json()["type"] == "message"
 
 

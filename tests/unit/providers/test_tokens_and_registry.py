@@ -26,7 +26,15 @@ def test_estimated_stream_usage_counts_what_was_delivered_and_says_it_is_estimat
     chunks = [
         {"choices": [{"delta": {"content": "hello"}}]},
         {"choices": [{"delta": {"content": " world"}}]},
-        {"choices": [{"delta": {"tool_calls": [{"index": 0, "function": {"name": "f", "arguments": "{}"}}]}}]},
+        {
+            "choices": [
+                {
+                    "delta": {
+                        "tool_calls": [{"index": 0, "function": {"name": "f", "arguments": "{}"}}]
+                    }
+                }
+            ]
+        },
     ]
     usage = estimate_usage(body, chunks)
     assert usage.source == "estimated"
@@ -35,7 +43,19 @@ def test_estimated_stream_usage_counts_what_was_delivered_and_says_it_is_estimat
 
 
 def test_images_count_a_flat_placeholder_not_their_base64_length():
-    body = {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64," + "A" * 100000}}]}]}
+    body = {
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {
+                        "type": "image_url",
+                        "image_url": {"url": "data:image/png;base64," + "A" * 100000},
+                    }
+                ],
+            }
+        ]
+    }
     assert estimate_prompt_tokens(body) < 1000
 
 

@@ -1,0 +1,59 @@
+-- Usage per day x project x model x provider x key x actor (x key source, price currency),
+-- and the history of every price and FX rate ever set, each with the event that set it.
+-- Money is TEXT (exact decimal strings); days are YYYY-MM-DD; instants fixed-width UTC ISO.
+CREATE TABLE IF NOT EXISTS lg_usage_accounts (
+    account_id TEXT PRIMARY KEY,
+    project_id TEXT NOT NULL,
+    currency TEXT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS lg_usage (
+    day TEXT NOT NULL,
+    project_id TEXT NOT NULL,
+    model TEXT NOT NULL,
+    provider TEXT NOT NULL,
+    key_id TEXT NOT NULL,
+    actor_id TEXT NOT NULL,
+    key_source TEXT NOT NULL,
+    provider_currency TEXT NOT NULL,
+    currency TEXT NOT NULL,
+    requests INTEGER NOT NULL,
+    input_tokens INTEGER NOT NULL,
+    output_tokens INTEGER NOT NULL,
+    cached_tokens INTEGER NOT NULL,
+    cost TEXT NOT NULL,
+    provider_cost TEXT NOT NULL,
+    fee_amount TEXT NOT NULL,
+    shortfall_amount TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    PRIMARY KEY (project_id, day, model, provider, key_id, actor_id, key_source, provider_currency)
+);
+
+CREATE TABLE IF NOT EXISTS lg_pricing_books (
+    book_id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    model TEXT,
+    base TEXT,
+    quote TEXT
+);
+
+CREATE TABLE IF NOT EXISTS lg_pricing_history (
+    event_id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    entry_id TEXT NOT NULL,
+    model TEXT,
+    base TEXT,
+    quote TEXT,
+    currency TEXT,
+    input_per_mtok TEXT,
+    output_per_mtok TEXT,
+    cached_input_per_mtok TEXT,
+    rate TEXT,
+    effective_from TEXT NOT NULL,
+    recorded_at TEXT NOT NULL,
+    source TEXT,
+    position INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS lg_pricing_history_model ON lg_pricing_history (kind, model, effective_from);
+CREATE INDEX IF NOT EXISTS lg_pricing_history_pair ON lg_pricing_history (kind, base, quote, effective_from);
+CREATE INDEX IF NOT EXISTS lg_pricing_history_entry ON lg_pricing_history (entry_id);

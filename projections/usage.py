@@ -1,0 +1,96 @@
+"""Usage per day x project x model x provider x key x actor, from Account.ChargePosted.
+
+One row per (project, UTC day of the charge, model, provider, key, actor, key source,
+provider currency): charged requests, tokens, the amount debited (`cost`, in the project's
+currency), the provider cost (in its own currency, hence the currency in the key), the
+platform fee and any shortfall. Sums are done in Python with Decimal: SQLite would add
+TEXT money as floats.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC
+from decimal import Decimal
+from typing import Any
+
+from domain.account import Account
+from projections.base import View
+from projections.db import Tx, as_decimal
+
+ZERO = Decimal(0)
+COUNTERS = ("requests", "input_tokens", "output_tokens", "cached_tokens")
+AMOUNTS = ("cost", "provider_cost", "fee_amount", "shortfall_amount")
+
+
+def day_value(tx: Tx, day: Any) -> Any:
+    """DATE on PostgreSQL, YYYY-MM-DD text on SQLite."""
+    return day.isoformat() if tx.store.dialect == "sqlite" else day
+
+
+class UsageView(View):
+    name = "usage"
+    tables = ("lg_usage", "lg_usage_accounts")
+    event_types = (Account.Opened, Account.ChargePosted)
+
+    def apply(self, tx: Tx, event: Any, position: int) -> None:
+        account_id = str(event.originator_id)
+        if isinstance(event, Account.Opened):
+            tx.execute(
+                "INSERT INTO lg_usage_accounts (account_id, project_id, currency) VALUES (%s, %s, %s) "
+                "ON CONFLICT (account_id) DO NOTHING",
+                (account_id, str(event.project_id), event.currency),
+            )
+            return
+        account = tx.execute(
+            "SELECT project_id, currency FROM lg_usage_accounts WHERE account_id = %s",
+            (account_id,),
+        ).fetchone()
+        if account is None:
+            return
+        key = (
+            account["project_id"],
+            day_value(tx, event.posted_at.astimezone(UTC).date()),
+            event.model,
+            event.provider,
+            "" if event.key_id is None else str(event.key_id),
+            event.actor_id or "",
+            event.key_source,
+            event.provider_currency,
+        )
+        where = (
+            "project_id = %s AND day = %s AND model = %s AND provider = %s AND key_id = %s "
+            "AND actor_id = %s AND key_source = %s AND provider_currency = %s"
+        )
+        row = tx.execute(
+            f"SELECT requests, input_tokens, output_tokens, cached_tokens, cost, provider_cost, "  # noqa: S608
+            f"fee_amount, shortfall_amount FROM lg_usage WHERE {where}",
+            key,
+        ).fetchone()
+        added = {
+            "requests": 1,
+            "input_tokens": event.input_tokens,
+            "output_tokens": event.output_tokens,
+            "cached_tokens": event.cached_tokens,
+            "cost": event.amount,
+            "provider_cost": event.provider_cost,
+            "fee_amount": event.fee_amount,
+            "shortfall_amount": event.shortfall_amount,
+        }
+        if row is None:
+            tx.execute(
+                "INSERT INTO lg_usage (project_id, day, model, provider, key_id, actor_id, key_source, "
+                "provider_currency, currency, requests, input_tokens, output_tokens, cached_tokens, cost, "
+                "provider_cost, fee_amount, shortfall_amount, position) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                (*key, account["currency"], *added.values(), position),
+            )
+            return
+        totals = [int(row[name]) + added[name] for name in COUNTERS] + [
+            (as_decimal(row[name]) or ZERO) + added[name] for name in AMOUNTS
+        ]
+        tx.execute(
+            "UPDATE lg_usage SET requests = %s, input_tokens = %s, output_tokens = %s, "
+            "cached_tokens = %s, cost = %s, provider_cost = %s, fee_amount = %s, "
+            f"shortfall_amount = %s, position = %s WHERE {where}",
+            (*totals, position, *key),
+        )

@@ -26,7 +26,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, InvalidStateError, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -46,6 +46,22 @@ BATCH_COMMANDS_MAX = 512
 CACHE_AGGREGATES_MAX = 50_000
 CONFLICT_RETRIES_MAX = 5
 QUEUE_COMMANDS_MAX = 100_000
+
+
+def _resolve(future: Future[Outcome], outcome: Outcome) -> None:
+    """Answer a caller. A caller that gave up (its asyncio task was cancelled, e.g. the
+    client hung up) may have cancelled its future; that must never reach the writer."""
+    try:
+        future.set_result(outcome)
+    except InvalidStateError:
+        pass
+
+
+def _reject(future: Future[Outcome], error: BaseException) -> None:
+    try:
+        future.set_exception(error)
+    except InvalidStateError:
+        pass
 
 
 class WriterStopped(Exception):
@@ -126,7 +142,9 @@ class GroupCommitWriter:
         return self.submit(command).result(timeout)
 
     async def execute_async(self, command: Command) -> Outcome:
-        return await asyncio.wrap_future(self.submit(command))
+        # Shielded: cancelling the awaiting task must not cancel the command (it is queued and
+        # will be decided and saved anyway), only stop waiting for it.
+        return await asyncio.shield(asyncio.wrap_future(self.submit(command)))
 
     def evict(self, aggregate_id: UUID, version: int | None = None) -> None:
         """Ask the writer to drop a cached aggregate another process has changed."""
@@ -161,18 +179,26 @@ class GroupCommitWriter:
                         break
                     batch.append(item)
                 try:
-                    decided: _Decided | None = self._decide(batch)
-                except _BatchAborted:
-                    decided = None
-                if inflight is not None:
-                    previous_ok = self._finish(inflight)
+                    try:
+                        decided: _Decided | None = self._decide(batch)
+                    except _BatchAborted:
+                        decided = None
+                    if inflight is not None:
+                        previous_ok = self._finish(inflight)
+                        inflight = None
+                        if not previous_ok:
+                            decided = None  # decided on state that never became durable
+                    if decided is None:
+                        self._redo_alone(batch)
+                    else:
+                        inflight = (self._saver.submit(self._commit, decided), decided)
+                except Exception as error:  # never let one bad batch stop every later write
+                    log.exception("writer batch failed unexpectedly; failing its callers")
+                    self._cache.clear()
+                    failed = batch + (list(inflight[1].batch) if inflight is not None else [])
                     inflight = None
-                    if not previous_ok:
-                        decided = None  # decided on state that never became durable
-                if decided is None:
-                    self._redo_alone(batch)
-                else:
-                    inflight = (self._saver.submit(self._commit, decided), decided)
+                    for item in failed:
+                        _reject(item.future, error)
                 if stopping:
                     return
         finally:
@@ -187,7 +213,7 @@ class GroupCommitWriter:
             except queue.Empty:
                 return
             if item is not None and not item.future.done():
-                item.future.set_exception(WriterStopped("the writer stopped"))
+                _reject(item.future, WriterStopped("the writer stopped"))
 
     def _apply_evictions(self) -> None:
         while True:
@@ -289,15 +315,20 @@ class GroupCommitWriter:
             return False
         for item, value, failure in decided.results:
             if failure is not None:
-                item.future.set_exception(failure)
+                _reject(item.future, failure)
             else:
-                item.future.set_result(Outcome(value, position))
+                _resolve(item.future, Outcome(value, position))
         return True
 
     def _finish(self, inflight: tuple[Future[bool], _Decided]) -> bool:
         """Wait for the batch being saved; if it failed, redo its commands one by one."""
         future, decided = inflight
-        if future.result():
+        try:
+            saved = future.result()
+        except Exception:  # the saver itself broke after the save: treat as not saved
+            log.exception("saver failed")
+            saved = False
+        if saved:
             return True
         self.stats["batch_failures"] += 1
         self._redo_alone(decided.batch)
@@ -320,7 +351,7 @@ class GroupCommitWriter:
             except DomainError as error:
                 self._forget({k: v for k, v in uow.touched.items() if v.pending_events})
                 self._forget(uow.added)
-                item.future.set_exception(error)
+                _reject(item.future, error)
                 return
             except (RecordConflictError, IntegrityError) as error:
                 self.stats["retries"] += 1
@@ -329,13 +360,13 @@ class GroupCommitWriter:
                 continue
             except Exception as error:
                 self._forget(uow.touched)
-                item.future.set_exception(error)
+                _reject(item.future, error)
                 return
             for aggregate in uow.added.values():
                 self._remember(aggregate)
-            item.future.set_result(Outcome(value, position))
+            _resolve(item.future, Outcome(value, position))
             return
-        item.future.set_exception(last_error or RuntimeError("conflict retries exhausted"))
+        _reject(item.future, last_error or RuntimeError("conflict retries exhausted"))
 
     def _save_events(self, events: list[Any], snapshots: list[Any]) -> int | None:
         if not events:

@@ -371,3 +371,42 @@ def test_a_reservation_cannot_be_settled_twice(writer, priced) -> None:
         )
     again = writer.execute(c.AbandonRequest(request_id=request_id)).value
     assert again["changed"] is False
+
+
+async def test_a_caller_that_gives_up_waiting_never_stops_the_writer(
+    writer: GroupCommitWriter, priced
+) -> None:
+    """A client hanging up cancels the coroutine awaiting its command; the command still
+    runs, and the writer keeps serving everyone else (it once died here)."""
+    import asyncio
+
+    project_id = project(writer, "1.00")
+    task = asyncio.ensure_future(
+        writer.execute_async(
+            c.TopUp(project_id=project_id, amount=Decimal("1"), currency="USD", reference="gave-up")
+        )
+    )
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    for index in range(20):
+        abandoned = writer.submit(
+            c.TopUp(
+                project_id=project_id, amount=Decimal("1"), currency="USD", reference=f"c{index}"
+            )
+        )
+        abandoned.cancel()  # cancelled before the writer answers it
+    # Bounded: with the old bug the writer thread was dead and this waited forever.
+    outcome = await asyncio.wait_for(
+        writer.execute_async(
+            c.TopUp(project_id=project_id, amount=Decimal("1"), currency="USD", reference="after")
+        ),
+        10,
+    )
+    assert outcome.value["applied"] is True
+    references = writer.execute(
+        c.TopUp(project_id=project_id, amount=Decimal("1"), currency="USD", reference="gave-up"),
+        timeout=10,
+    ).value
+    assert references["applied"] is False  # the abandoned command was still recorded, once

@@ -376,7 +376,7 @@ def admit_request(cmd: c.AdmitRequest, uow: UnitOfWork) -> dict[str, Any]:
         # OCR runs after admission, so its estimated cost is reserved with the rest.
         ocr_fx = fx_in_effect(uow, str(cmd.ocr_estimate["currency"]), project.currency, at)
         ocr_converted = quantize_internal(Decimal(cmd.ocr_estimate["cost"]) * ocr_fx.rate)
-        reserve_amount += ocr_converted + quantize_internal(ocr_converted * cmd.fee_rate)
+        reserve_amount += ocr_converted + quantize_internal(ocr_converted * fee_rate)
     account = _account(uow, project.id)
     account.reserve(  # raises QuotaExceeded / InsufficientFunds / BudgetExceeded first
         request_id=facts.request_id,

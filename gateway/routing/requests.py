@@ -94,7 +94,15 @@ async def decide_for_request(
         wants_valid_output=wants_valid_output(body),
         catalog=catalog,
         project=str(project.id),
+        fallback_models=fallback_models_requested(body),
     )
+
+
+def fallback_models_requested(body: Mapping[str, Any]) -> bool:
+    """`routing_preferences.fallback_models: true` lets a named model fail over to other
+    compliant models; without it only the named model's own endpoints are tried."""
+    preferences = body.get("routing_preferences")
+    return isinstance(preferences, Mapping) and preferences.get("fallback_models") is True
 
 
 def ocr_endpoints(routing: RoutingService) -> list[ProviderEndpoint]:

@@ -71,6 +71,7 @@ class Router:
         wants_valid_output: bool = False,
         catalog: Catalog | None = None,
         project: str | None = None,
+        fallback_models: bool = False,
     ) -> RouteDecision:
         """`catalog` overrides the router's for one call (a project's catalog with its custom
         models); prices for ranking then come from that catalog too. `project` admits that
@@ -88,6 +89,11 @@ class Router:
             for spec in candidates.all():
                 sampled[spec.name] = scorer.sample(spec, wants_valid_output=wants_valid_output)
         ordered = self._order(candidates, variant, sampled, scorer)
+        if request.mode == MODE_EXPLICIT and not fallback_models:
+            # A named model is never silently swapped for another: failover stays on its own
+            # endpoints and keys unless the request opts in (routing_preferences.fallback_models).
+            primary = {spec.name for spec in candidates.primary}
+            ordered = [spec for spec in ordered if spec.name in primary]
 
         targets: list[RouteTarget] = []
         unavailable: list[str] = []

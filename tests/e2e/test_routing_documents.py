@@ -120,5 +120,7 @@ def test_a_pdf_outside_eu_strict_is_not_sent_to_ocr(
             messages=[{"role": "user", "content": [
                 {"type": "file", "file": {"filename": "a.pdf", "file_data": PDF_URL}}]}],
         )  # fmt: skip
-    assert caught.value.body["code"] == "model_capability_missing"
+    # Issue 3's contract for documents sent to a model that cannot read them.
+    assert caught.value.body["code"] == "model_does_not_support_documents"
+    assert isinstance(caught.value.body["alternatives"], list)
     assert ocr_calls == []

@@ -35,7 +35,7 @@ def test_headers_name_model_endpoint_reason_and_confidence(router: Router) -> No
 
 
 def test_headers_after_failover_say_so(router: Router) -> None:
-    decision = router.decide("gpt-5", effective_tier("unrestricted"))
+    decision = router.decide("gpt-5", effective_tier("unrestricted"), fallback_models=True)
     headers = decision.headers(decision.failover[1])
     assert headers["X-LG-Route-Reason"].startswith("failover from gpt-5@")
     assert headers["X-LG-Model"] == decision.failover[1].spec.name

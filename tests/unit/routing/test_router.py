@@ -160,3 +160,15 @@ def test_the_leaderboard_ranks_models_by_expected_score_and_reports_money_as_str
     assert [row["model"] for row in board] == ["mistral-small", "mistral-large"]
     assert board[0]["cost_totals"] == {"EUR": "0.002000000"}
     assert board[1]["success_rate"] == 0.0
+
+
+def test_a_named_model_never_fails_over_to_another_model_unless_the_request_allows_it(
+    router: Router,
+) -> None:
+    from domain.tiers import effective_tier
+
+    pinned = router.decide("gpt-5", effective_tier("unrestricted"))
+    assert {target.spec.name for target in pinned.targets} == {"gpt-5"}
+    open_to_fallback = router.decide("gpt-5", effective_tier("unrestricted"), fallback_models=True)
+    assert len({target.spec.name for target in open_to_fallback.targets}) > 1
+    assert open_to_fallback.targets[0].spec.name == "gpt-5"

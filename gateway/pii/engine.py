@@ -328,6 +328,40 @@ class PiiScreener:
                 candidates.append(Finding(start, end, result.entity_type, float(result.score)))
         return _without_overlaps(candidates)
 
+    def analyze_patterns(
+        self,
+        text: str,
+        language: str,
+        entity_types: frozenset[str],
+        score_threshold: float,
+    ) -> list[Finding]:
+        """Pattern and checksum recognizers only, no spaCy pass: ~10x cheaper, used by the
+        streaming firewall on every chunk. No context boosting (that needs NLP tokens)."""
+        if self._analyzer is None:
+            raise PiiScreeningUnavailable(self._load_error or "PII engine is not loaded")
+        wanted = sorted((entity_types - NER_ENTITY_TYPES) & KNOWN_ENTITY_TYPES)
+        if not wanted or not text.strip():
+            return []
+        candidates = []
+        for recognizer in self._analyzer.registry.get_recognizers(
+            language=language, entities=wanted
+        ):
+            if not recognizer.is_loaded:
+                recognizer.load()
+                recognizer.is_loaded = True
+            for result in recognizer.analyze(text=text, entities=wanted, nlp_artifacts=None) or ():
+                if result.entity_type in wanted and result.score >= score_threshold:
+                    start, end = _trim_span(text, result.start, result.end, result.entity_type)
+                    if end > start:
+                        candidates.append(
+                            Finding(start, end, result.entity_type, float(result.score))
+                        )
+        return _without_overlaps(candidates)
+
+    async def run_in_worker(self, function: Callable[..., Any], *args: Any) -> Any:
+        """Run CPU-bound PII work on the screener's own threads, never on the loop."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
+
     # ------------------------------------------------------------------ screening
 
     async def screen(self, body: Mapping[str, Any], policy: PiiPolicy) -> ScreenResult:

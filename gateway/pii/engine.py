@@ -70,24 +70,31 @@ _WARM_TEXT = {
 
 # Short, frequent function words: enough to tell six languages apart in a prompt, with no
 # model and no download. Declared language (policy.language) always wins over this guess.
+# One-letter words shared with English ("a", "i") are left out: "I'm" must not vote Italian.
 _STOPWORDS: dict[str, frozenset[str]] = {
     "en": frozenset(
-        "the and is are of to in my your you for with this that what please was have it on".split()
+        "the and is are of to in my your you for with this that what please was have it on "
+        "from at be by can will would could should me we our an".split()
     ),
     "fr": frozenset(
-        "le la les et est des une un je vous mon ma mes pour avec dans que qui sur pas au".split()
+        "le la les et est des une un je vous mon ma mes pour avec dans que qui sur pas au du "
+        "de l d j qu c n s ce cette il elle nous votre vos être depuis merci bonjour aux".split()
     ),
     "de": frozenset(
-        "der die das und ist ich sie mein meine ein eine nicht mit für auf zu den dem bitte".split()
+        "der die das und ist ich sie mein meine ein eine nicht mit für auf zu den dem bitte "
+        "wie viele hat es im von des sich auch noch heute wir ihr dass oder aber".split()
     ),
     "it": frozenset(
-        "il lo gli e è di che un una mio mia per con sono non della del ciao mi chiamo".split()
+        "il lo gli e è di che un una mio mia per con sono non della del ciao mi chiamo "
+        "può al oppure da la le nel alla anni vive qual grazie stato".split()
     ),
     "sv": frozenset(
-        "och är jag det en ett att på för med som min mitt inte till av har vad hej".split()
+        "och är jag det en ett att på för med som min mitt inte till av har vad hej "
+        "tack eller står bor heter idag kund konto enligt numret".split()
     ),
     "es": frozenset(
-        "el los las y es de que un una mi por para con en no del se llamo hola estoy".split()
+        "el los las y es de que un una mi por para con en no del se llamo hola estoy "
+        "al o puede la fue hoy mismo favor cuál lo necesito".split()
     ),
 }
 _WORD = re.compile(r"[^\W\d_]+", re.UNICODE)
@@ -158,13 +165,15 @@ class ScreenResult:
 
 
 class _Slot:
-    """One string in the request body, with a way to put the scrubbed text back."""
+    """One string in the request body, with a way to put the scrubbed text back.
+    `hint` is the entity type a tool-argument key announces ("customer_name" -> PERSON)."""
 
-    __slots__ = ("text", "put")
+    __slots__ = ("text", "put", "hint")
 
-    def __init__(self, text: str, put: Callable[[str], None]) -> None:
+    def __init__(self, text: str, put: Callable[[str], None], hint: str | None = None) -> None:
         self.text = text
         self.put = put
+        self.hint = hint
 
 
 class PiiScreener:
@@ -321,11 +330,19 @@ class PiiScreener:
         raw = self._analyzer.analyze(
             text=text, language=language, entities=wanted, score_threshold=score_threshold
         )
+        borrowed_model = self.ner_language_for(language) != language
         candidates = []
         for result in raw:
             start, end = _trim_span(text, result.start, result.end, result.entity_type)
-            if end > start:
-                candidates.append(Finding(start, end, result.entity_type, float(result.score)))
+            if end <= start:
+                continue
+            if (
+                borrowed_model
+                and result.entity_type in NER_ENTITY_TYPES
+                and not _looks_like_a_name(text, start, end, language)
+            ):
+                continue
+            candidates.append(Finding(start, end, result.entity_type, float(result.score)))
         return _without_overlaps(candidates)
 
     def analyze_patterns(
@@ -417,6 +434,10 @@ class PiiScreener:
         findings_by_slot = [
             self.analyze(slot.text, language, policy.entity_types, policy.score_threshold)
             for slot in slots
+        ]
+        findings_by_slot = [
+            _apply_key_hint(slot, findings)
+            for slot, findings in zip(slots, findings_by_slot, strict=True)
         ]
         findings_by_slot = _propagate_values(slots, findings_by_slot)
         counts = Counter(f.entity_type for findings in findings_by_slot for f in findings)
@@ -522,7 +543,7 @@ def _collect_slots(
 
 
 def _collect_content(container: dict[str, Any] | list[Any], key: Any, slots: list[_Slot]) -> None:
-    value = container[key]
+    value = container.get(key) if isinstance(container, dict) else container[key]
     if isinstance(value, str):
         slots.append(_Slot(value, _setter(container, key)))
     elif isinstance(value, list):
@@ -555,10 +576,12 @@ def _collect_json_string(
     finishers.append(lambda: holder.__setitem__(key, json.dumps(root[0], ensure_ascii=False)))
 
 
-def _collect_json_values(container: Any, key: Any, slots: list[_Slot]) -> None:
+def _collect_json_values(
+    container: Any, key: Any, slots: list[_Slot], hint: str | None = None
+) -> None:
     value = container[key]
     if isinstance(value, str):
-        slots.append(_Slot(value, _setter(container, key)))
+        slots.append(_Slot(value, _setter(container, key), hint))
     elif isinstance(value, bool) or value is None:
         return
     elif isinstance(value, int | float):
@@ -568,10 +591,52 @@ def _collect_json_values(container: Any, key: Any, slots: list[_Slot]) -> None:
         slots.append(_Slot(text, _number_setter(container, key, text)))
     elif isinstance(value, list):
         for index in range(len(value)):
-            _collect_json_values(value, index, slots)
+            _collect_json_values(value, index, slots, hint)
     elif isinstance(value, dict):
         for child in list(value):
-            _collect_json_values(value, child, slots)
+            _collect_json_values(value, child, slots, _key_hint(child))
+
+
+# Tool arguments are short values with no sentence around them, where NER is weakest; the
+# key names what the value is. Matched on whole words of the key ("customer_name", "nom").
+_KEY_HINTS: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"(?:^|_|-)(?:name|full_?name|customer|patient|holder|titular|nom|nome|namn|"
+                r"kunde|cliente|client|kund|owner|person|contact|recipient|sender)(?:$|_|-)", re.I),
+     "PERSON"),
+    (re.compile(r"(?:^|_|-)(?:city|town|ville|stad|ort|ciudad|citta|città|country|pays|land|"
+                r"place|location)(?:$|_|-)", re.I),
+     "LOCATION"),
+)  # fmt: skip
+_NAME_VALUE = re.compile(r"[^\W\d_][\w'’\-]*(?: [^\W\d_][\w'’\-]*){0,3}", re.UNICODE)
+
+
+def _key_hint(key: object) -> str | None:
+    if not isinstance(key, str):
+        return None
+    for pattern, entity_type in _KEY_HINTS:
+        if pattern.search(key):
+            return entity_type
+    return None
+
+
+def _apply_key_hint(slot: _Slot, findings: list[Finding]) -> list[Finding]:
+    """A tool-argument value under a name/place key that reads like a name is that entity,
+    even when NER missed it or gave it the other NER type."""
+    if slot.hint is None:
+        return findings
+    value = slot.text.strip()
+    if not _NAME_VALUE.fullmatch(value) or not value[0].isupper():
+        return findings
+    start = slot.text.index(value)
+    end = start + len(value)
+    kept = [
+        f
+        for f in findings
+        if not (f.entity_type in NER_ENTITY_TYPES and f.start < end and start < f.end)
+    ]
+    if any(f.start < end and start < f.end for f in kept):
+        return findings  # a pattern entity (an email, an ID) owns part of it: leave as found
+    return sorted([*kept, Finding(start, end, slot.hint, 0.85)], key=lambda f: f.start)
 
 
 def _setter(container: Any, key: Any) -> Callable[[str], None]:
@@ -644,6 +709,21 @@ def _trim_span(text: str, start: int, end: int, entity_type: str) -> tuple[int, 
         if match and match.start() > 0:
             end = start + match.start()
     return start, end
+
+
+def _looks_like_a_name(text: str, start: int, end: int, language: str) -> bool:
+    """A sanity check on NER spans from a model borrowed from another language (the English
+    model reading Swedish or Spanish tags ordinary words: "Betala", "lo necesito"). Names are
+    capitalised in all six languages; a lone capitalised word opening a sentence is usually
+    just the sentence's first word; a span holding a function word is not a name."""
+    words = _WORD.findall(text[start:end])
+    if not words or not all(word[0].isupper() for word in words):
+        return False
+    if any(word.lower() in _STOPWORDS.get(language, frozenset()) for word in words):
+        return False
+    before = text[:start].rstrip()
+    sentence_start = not before or before[-1] in ".!?:;\n\"'«“¿¡"
+    return not (sentence_start and len(words) == 1)
 
 
 def _without_overlaps(findings: list[Finding]) -> list[Finding]:

@@ -71,6 +71,12 @@ class Pseudonymizer:
     def value_for(self, token: str) -> str | None:
         return self._value_by_token.get(token)
 
+    def entries(self) -> tuple[tuple[str, str], ...]:
+        """(entity type, value) pairs, for the evaluation command. Values: keep in memory."""
+        return tuple(
+            (token[1 : token.rindex("_")], value) for token, value in self._value_by_token.items()
+        )
+
     @property
     def tokens(self) -> tuple[str, ...]:
         return tuple(self._value_by_token)

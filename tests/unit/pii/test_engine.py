@@ -275,3 +275,31 @@ async def test_a_request_over_the_text_limit_is_refused_not_sent_unscreened() ->
             {"messages": [{"role": "user", "content": "x" * 11}]}, parse_pii_policy({})
         )
     engine.close()
+
+
+async def test_a_name_under_a_name_key_in_tool_arguments_is_pseudonymized(
+    screener: PiiScreener,
+) -> None:
+    arguments = {"customer_name": "Emily Clarke", "city": "Valencia", "status": "Active", "n": 3}
+    body = {
+        "messages": [
+            {
+                "role": "assistant",
+                "tool_calls": [
+                    {
+                        "id": "c",
+                        "type": "function",
+                        "function": {"name": "f", "arguments": json.dumps(arguments)},
+                    }
+                ],
+            }
+        ]
+    }
+    result = await screener.screen(body, parse_pii_policy({}))
+    sent = json.loads(result.body["messages"][0]["tool_calls"][0]["function"]["arguments"])
+    assert sent == {
+        "customer_name": "<PERSON_1>",
+        "city": "<LOCATION_1>",
+        "status": "Active",
+        "n": 3,
+    }

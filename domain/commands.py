@@ -7,6 +7,8 @@ from datetime import datetime
 from decimal import Decimal
 from uuid import UUID
 
+from domain.pii_events import PiiDecision
+
 
 class Command:
     """Marker base class."""
@@ -99,6 +101,7 @@ class RecordRejection(Command):
     error_code: str
     error_type: str
     message: str
+    pii_decision: PiiDecision | None = None  # recorded before the rejection when screening ran
 
 
 @dataclass(frozen=True)
@@ -123,6 +126,7 @@ class AdmitRequest(Command):
     key_source: str = "managed"
     daily_budget: Decimal | None = None
     price_at: datetime | None = None  # defaults to facts.received_at
+    pii_decision: PiiDecision | None = None  # recorded between received and admitted
 
 
 @dataclass(frozen=True)

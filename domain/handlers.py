@@ -257,6 +257,8 @@ def _new_request(facts: c.RequestFacts) -> Request:
 
 def record_rejection(cmd: c.RecordRejection, uow: UnitOfWork) -> dict[str, Any]:
     request = _new_request(cmd.facts)
+    if cmd.pii_decision is not None:
+        request.record_pii_decision(cmd.pii_decision, now=uow.clock.now())
     request.reject(
         http_status=cmd.http_status,
         error_code=cmd.error_code,
@@ -293,6 +295,8 @@ def admit_request(cmd: c.AdmitRequest, uow: UnitOfWork) -> dict[str, Any]:
         now=now,
     )
     request = _new_request(facts)
+    if cmd.pii_decision is not None:
+        request.record_pii_decision(cmd.pii_decision, now=now)
     request.admit(
         model=cmd.route.model,
         provider=cmd.route.provider,

@@ -124,6 +124,7 @@ class PiiEngineSettings:
     # English model tags many European names) plus all pattern recognizers.
     fallback_ner_language: str = "en"
     screen_timeout_s: float = 10.0
+    load_timeout_s: float = 60.0  # a request waits at most this long for the first load
     text_chars_max: int = 400_000  # per request, all strings together
     worker_threads: int = 2
 
@@ -188,6 +189,7 @@ class PiiScreener:
             max_workers=self.settings.worker_threads, thread_name_prefix="pii"
         )
         self.load_seconds: float | None = None
+        self._warming: Any = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -228,6 +230,34 @@ class PiiScreener:
 
     async def warm_async(self) -> None:
         await asyncio.get_running_loop().run_in_executor(self._executor, self.warm)
+
+    def start_warming(self) -> None:
+        """Begin loading and warming on a worker thread and return at once, so the app
+        starts serving; a request that needs screening meanwhile waits for the load
+        (ensure_loaded) instead of starting a second one."""
+        if self._warming is None and self._analyzer is None and self._load_error is None:
+            self._warming = self._executor.submit(self._warm_logged)
+
+    def _warm_logged(self) -> None:
+        try:
+            self.warm()
+        except PiiScreeningUnavailable:
+            logger.error("pii engine unavailable: requests that need screening are refused")
+
+    async def ensure_loaded(self) -> None:
+        """Load on first need (or wait for a warm-up in progress); fail closed on error."""
+        if self._analyzer is not None:
+            return
+        if self._load_error is not None:
+            raise PiiScreeningUnavailable(self._load_error)
+        loop = asyncio.get_running_loop()
+        try:
+            await asyncio.wait_for(
+                loop.run_in_executor(self._executor, self.load),
+                timeout=self.settings.load_timeout_s,
+            )
+        except TimeoutError:
+            raise PiiScreeningUnavailable("PII engine is still loading") from None
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -383,8 +413,7 @@ class PiiScreener:
 
     async def screen(self, body: Mapping[str, Any], policy: PiiPolicy) -> ScreenResult:
         """Scrub a request body per `policy`, off the event loop, within the time limit."""
-        if self._analyzer is None:
-            raise PiiScreeningUnavailable(self._load_error or "PII engine is not loaded")
+        await self.ensure_loaded()
         loop = asyncio.get_running_loop()
         future = loop.run_in_executor(self._executor, self.screen_sync, body, policy)
         try:

@@ -229,10 +229,11 @@ async def test_screening_fails_closed_when_a_configured_model_is_not_installed()
     engine.close()
 
 
-async def test_screening_fails_closed_when_the_engine_was_never_loaded() -> None:
-    engine = PiiScreener()
+async def test_a_request_that_triggers_the_first_load_fails_closed_if_the_load_fails() -> None:
+    engine = PiiScreener(PiiEngineSettings(ner_models={"en": "xx_missing_model"}))
     with pytest.raises(PiiScreeningUnavailable):
-        await engine.screen(_conversation(), parse_pii_policy({}))
+        await engine.screen(_conversation(), parse_pii_policy({}))  # loads on first need
+    assert not engine.ready
     engine.close()
 
 

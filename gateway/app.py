@@ -7,7 +7,6 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
-from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
@@ -27,6 +26,7 @@ from gateway.bootstrap import Services, build_services
 from gateway.chat import chat_completions
 from gateway.config import Settings
 from gateway.errors import GatewayError, as_gateway_error, error_response
+from gateway.jsonable import jsonable
 from gateway.pii.service import pii_service
 from gateway.responses import JsonResponse
 from gateway.validation import parse_json_body
@@ -315,18 +315,4 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     return app
 
 
-def jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [jsonable(v) for v in value]
-    if isinstance(value, Decimal):
-        return format(value, "f")
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, UUID):
-        return str(value)
-    return value
-
-
-__all__ = ["create_app", "jsonable", "InvalidAmount"]
+__all__ = ["create_app", "InvalidAmount"]

@@ -51,8 +51,7 @@ class Services:
         self.store.migrate()
         self.writer.start()
         self.runner.catch_up()
-        if self.settings.run_projections:
-            self.runner.start()
+        self.runner.start()  # writes the views, or only follows the log (run_projections off)
         self.started = True
 
     async def start_async(self) -> None:
@@ -119,7 +118,8 @@ def build_services(settings: Settings | None = None, clock: Clock | None = None)
     def on_notification(event: Any) -> None:
         services_ref[0].on_notification(event)
 
-    runner = ProjectionRunner(app, store, default_views(), on_notification=on_notification)
+    views = default_views() if settings.run_projections else []
+    runner = ProjectionRunner(app, store, views, on_notification=on_notification)
     writer = GroupCommitWriter(app, clock=clock, on_saved=lambda _position: runner.poke())
     services = Services(
         settings=settings,

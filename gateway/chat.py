@@ -41,7 +41,11 @@ from gateway.pii.engine import unscreened_decision
 from gateway.pii.firewall import FIREWALL_SCANNER
 from gateway.pii.policy import PiiPolicy
 from gateway.pii.pseudonymize import Pseudonymizer
-from gateway.pii.rehydrate import rehydrate_chat_completion
+from gateway.pii.rehydrate import (
+    StreamRehydrator,
+    json_string_escape,
+    rehydrate_chat_completion,
+)
 from gateway.pii.service import pii_service
 from gateway.pii.streaming import PiiStreamFilter
 from gateway.providers.base import (
@@ -604,6 +608,7 @@ class _PiiChunkFilter:
         self._mapping = mapping
         self._language = ctx.pii_language
         self._filters: dict[int, PiiStreamFilter] = {}
+        self._tool_rehydrators: dict[tuple[int, int], StreamRehydrator] = {}
 
     @classmethod
     def for_request(cls, ctx: Context) -> _PiiChunkFilter | None:
@@ -646,6 +651,9 @@ class _PiiChunkFilter:
                 if step.violation is not None:
                     raise step.violation.as_error()
                 text += step.text
+            if isinstance(delta, dict) and self._policy.wants_rehydration:
+                text_from_tools = self._rehydrate_tool_calls(index, delta, choice)
+                keep = keep or text_from_tools
             if isinstance(content, str) and isinstance(delta, dict):
                 delta["content"] = text
             elif text and isinstance(delta, dict):
@@ -659,15 +667,72 @@ class _PiiChunkFilter:
                 keep = True
         return [chunk] if keep or chunk.get("usage") else []
 
+    def _rehydrate_tool_calls(
+        self, index: int, delta: dict[str, Any], choice: dict[str, Any]
+    ) -> bool:
+        """Streamed tool-call arguments are JSON text: restore placeholders in them with
+        JSON-escaped values, holding back a split placeholder like content does. Held text
+        is released on the next delta of the same call, or at the finish chunk."""
+        calls = delta.get("tool_calls")
+        changed = isinstance(calls, list)
+        for position, call in enumerate(calls if isinstance(calls, list) else ()):
+            function = call.get("function") if isinstance(call, dict) else None
+            if not isinstance(function, dict) or not isinstance(function.get("arguments"), str):
+                continue
+            call_index = call.get("index", position)
+            key = (index, call_index if isinstance(call_index, int) else position)
+            rehydrator = self._tool_rehydrators.get(key)
+            if rehydrator is None:
+                rehydrator = self._tool_rehydrators[key] = StreamRehydrator(
+                    self._mapping, escape=json_string_escape
+                )
+            function["arguments"] = rehydrator.feed(function["arguments"])
+            if choice.get("finish_reason"):
+                function["arguments"] += rehydrator.flush()
+        if choice.get("finish_reason"):
+            # Calls whose last delta came earlier still hold a tail: release it now.
+            tails = [
+                {"index": call_index, "function": {"arguments": tail}}
+                for (choice_index, call_index), rehydrator in self._tool_rehydrators.items()
+                if choice_index == index and (tail := rehydrator.flush())
+            ]
+            if tails:
+                existing = delta.get("tool_calls")
+                delta["tool_calls"] = [*(existing if isinstance(existing, list) else ()), *tails]
+                changed = True
+        return changed
+
     async def finish(self, last_chunk: dict[str, Any] | None) -> list[dict[str, Any]]:
         """The upstream ended without a finish chunk for some choice: release what is held."""
         out: list[dict[str, Any]] = []
+        base = last_chunk or {}
+        for (choice_index, call_index), rehydrator in self._tool_rehydrators.items():
+            tail = rehydrator.flush()
+            if tail:
+                out.append(
+                    {
+                        "id": base.get("id"),
+                        "object": "chat.completion.chunk",
+                        "created": base.get("created", int(time.time())),
+                        "model": base.get("model"),
+                        "choices": [
+                            {
+                                "index": choice_index,
+                                "delta": {
+                                    "tool_calls": [
+                                        {"index": call_index, "function": {"arguments": tail}}
+                                    ]
+                                },
+                                "finish_reason": None,
+                            }
+                        ],
+                    }
+                )
         for index, stream_filter in self._filters.items():
             step = await stream_filter.flush()
             if step.violation is not None:
                 raise step.violation.as_error()
             if step.text:
-                base = last_chunk or {}
                 out.append(
                     {
                         "id": base.get("id"),

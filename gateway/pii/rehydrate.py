@@ -8,7 +8,9 @@ most one placeholder's length, so the first token is not delayed to the end.
 
 from __future__ import annotations
 
+import json
 import re
+from collections.abc import Callable
 
 from gateway.pii.pseudonymize import PLACEHOLDER_PATTERN, Pseudonymizer
 
@@ -16,14 +18,23 @@ from gateway.pii.pseudonymize import PLACEHOLDER_PATTERN, Pseudonymizer
 _PARTIAL_TAIL = re.compile(r"<[A-Z0-9_]*\Z")
 
 
-def rehydrate_text(text: str, mapping: Pseudonymizer) -> str:
+def json_string_escape(value: str) -> str:
+    """A value as it must appear inside a JSON string (tool-call arguments stream as JSON text)."""
+    return json.dumps(value, ensure_ascii=False)[1:-1]
+
+
+def rehydrate_text(
+    text: str, mapping: Pseudonymizer, escape: Callable[[str], str] | None = None
+) -> str:
     """Replace every `<TYPE_n>` the mapping knows; leave unknown ones as they are."""
     if not text or len(mapping) == 0:
         return text
 
     def restore(match: re.Match[str]) -> str:
         value = mapping.value_for(match.group(0))
-        return match.group(0) if value is None else value
+        if value is None:
+            return match.group(0)
+        return escape(value) if escape is not None else value
 
     return PLACEHOLDER_PATTERN.sub(restore, text)
 
@@ -47,8 +58,6 @@ def rehydrate_chat_completion(body: dict, mapping: Pseudonymizer) -> dict:
 
 
 def _rehydrate_json_text(text: str, mapping: Pseudonymizer) -> str:
-    import json
-
     try:
         parsed = json.loads(text)
     except ValueError:
@@ -75,11 +84,12 @@ class StreamRehydrator:
     longest placeholder of the request: a longer `<…` run cannot be one, so it is emitted.
     """
 
-    __slots__ = ("_mapping", "_pending", "max_hold_chars")
+    __slots__ = ("_mapping", "_pending", "_escape", "max_hold_chars")
 
-    def __init__(self, mapping: Pseudonymizer) -> None:
+    def __init__(self, mapping: Pseudonymizer, escape: Callable[[str], str] | None = None) -> None:
         self._mapping = mapping
         self._pending = ""
+        self._escape = escape  # json_string_escape for streamed tool-call arguments
         self.max_hold_chars = mapping.longest_token_chars
 
     @property
@@ -99,8 +109,8 @@ class StreamRehydrator:
             # never a partial tail, so a tail as long as a token cannot become one.
             hold_from = tail.start()
         ready, self._pending = buffer[:hold_from], buffer[hold_from:]
-        return rehydrate_text(ready, self._mapping)
+        return rehydrate_text(ready, self._mapping, self._escape)
 
     def flush(self) -> str:
         rest, self._pending = self._pending, ""
-        return rehydrate_text(rest, self._mapping)
+        return rehydrate_text(rest, self._mapping, self._escape)

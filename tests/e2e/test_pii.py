@@ -385,3 +385,120 @@ def test_no_pii_value_reaches_the_event_store_read_models_or_logs(
         )
     finally:
         gateway.server.stop()
+
+
+class _ScriptedUpstream:
+    """Streams the given deltas as OpenAI chunks (then a finish chunk), or answers a
+    non-streamed request with `reply`; records what it was sent."""
+
+    def __init__(self, deltas: list[dict[str, Any]], finish: str, reply: str = "") -> None:
+        self.requests: list[dict[str, Any]] = []
+        self.app = FastAPI()
+
+        @self.app.post("/v1/chat/completions")
+        async def chat(request: Request) -> Any:
+            body = orjson.loads(await request.body())
+            self.requests.append(body)
+            base = {"id": "chatcmpl-s", "created": 1, "model": "gpt-4o-mini"}
+            if not body.get("stream"):
+                return {
+                    **base,
+                    "object": "chat.completion",
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": reply},
+                            "finish_reason": "stop",
+                        }
+                    ],
+                    "usage": {"prompt_tokens": 5, "completion_tokens": 5, "total_tokens": 10},
+                }
+
+            def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
+                data = {
+                    **base,
+                    "object": "chat.completion.chunk",
+                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
+                }
+                return b"data: " + orjson.dumps(data) + b"\n\n"
+
+            async def events() -> Any:
+                for delta in deltas:
+                    yield chunk(delta)
+                yield chunk({}, finish)
+                yield b"data: [DONE]\n\n"
+
+            return StreamingResponse(events(), media_type="text/event-stream")
+
+
+def _scripted_gateway(tmp_path: Path, server: BackgroundServer) -> Gateway:
+    gateway = start_gateway(
+        {
+            "LEDGERGATE_DATA_DIR": str(tmp_path / "data"),
+            "LEDGERGATE_OPENAI_BASE_URL": server.base_url + "/v1",
+            "LEDGERGATE_OPENAI_API_KEY": "sk-test",
+        }
+    )
+    gateway.set_price("gpt-4o-mini", "0.15", "0.60")
+    return gateway
+
+
+def test_streamed_tool_call_arguments_are_rehydrated_into_valid_json(tmp_path: Path) -> None:
+    arguments_parts = ['{"customer": "<PER', 'SON_1>", "iban": "<IBAN', "_CODE_1>", '"}']
+    deltas: list[dict[str, Any]] = [{"role": "assistant", "content": None}]
+    deltas.append(
+        {
+            "tool_calls": [
+                {
+                    "index": 0,
+                    "id": "call_9",
+                    "type": "function",
+                    "function": {"name": "pay", "arguments": ""},
+                }
+            ]
+        }
+    )
+    deltas += [
+        {"tool_calls": [{"index": 0, "function": {"arguments": part}}]} for part in arguments_parts
+    ]
+    upstream = _ScriptedUpstream(deltas, "tool_calls")
+    with BackgroundServer(upstream.app) as server:
+        gateway = _scripted_gateway(tmp_path, server)
+        try:
+            tenant = gateway.tenant()
+            stream = gateway.openai(tenant).chat.completions.create(
+                model="gpt-4o-mini",
+                messages=[{"role": "user", "content": f"Please pay {NAME} at {IBAN} now."}],
+                stream=True,
+                extra_body={"pii_policy": PSEUDONYMIZE},
+            )
+            arguments = ""
+            for chunk in stream:
+                for call in (chunk.choices[0].delta.tool_calls or []) if chunk.choices else []:
+                    arguments += call.function.arguments or ""
+            assert json.loads(arguments) == {"customer": NAME, "iban": IBAN}
+            sent = json.dumps(upstream.requests)
+            assert IBAN not in sent and "Svensson" not in sent
+        finally:
+            gateway.server.stop()
+
+
+def test_a_non_streamed_answer_with_a_blocked_type_is_withheld(tmp_path: Path) -> None:
+    upstream = _ScriptedUpstream([], "stop", reply="Sure: card 4111 1111 1111 1111 is on file.")
+    with BackgroundServer(upstream.app) as server:
+        gateway = _scripted_gateway(tmp_path, server)
+        try:
+            tenant = gateway.tenant()
+            with pytest.raises(openai.BadRequestError) as caught:
+                gateway.openai(tenant).chat.completions.create(
+                    model="gpt-4o-mini",
+                    messages=[{"role": "user", "content": "Which card do I have?"}],
+                    extra_body={"pii_policy": {"block_output_entity_types": ["CREDIT_CARD"]}},
+                )
+            assert caught.value.body["code"] == "guardrail_violation"
+            assert caught.value.body["scanner"] == "output_firewall"
+            assert "4111" not in json.dumps(caught.value.body)
+            record = _audit(gateway, tenant, caught.value.response.headers["x-request-id"])
+            assert record["status"] == "failed" and record["error_code"] == "guardrail_violation"
+        finally:
+            gateway.server.stop()

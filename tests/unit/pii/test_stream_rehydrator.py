@@ -114,3 +114,16 @@ def test_with_nothing_pseudonymized_text_passes_straight_through() -> None:
     rehydrator = StreamRehydrator(Pseudonymizer())
     assert rehydrator.feed("a <PERS") == "a <PERS"
     assert rehydrator.held_chars == 0
+
+
+def test_streamed_json_arguments_get_values_escaped_for_json() -> None:
+    from gateway.pii.rehydrate import json_string_escape
+
+    mapping = Pseudonymizer()
+    mapping.token_for("PERSON", 'Anna "Annie" Svensson\\')
+    rehydrator = StreamRehydrator(mapping, escape=json_string_escape)
+    parts = ['{"who": "<PER', 'SON_1>"}']
+    text = "".join(rehydrator.feed(p) for p in parts) + rehydrator.flush()
+    import json
+
+    assert json.loads(text) == {"who": 'Anna "Annie" Svensson\\'}

@@ -17,6 +17,7 @@ import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
 
+from gateway.pii.service import pii_service
 from gateway.serving import BackgroundServer
 from gateway.simulator import SimulatorState
 from tests.support.harness import Gateway, start_gateway
@@ -502,3 +503,25 @@ def test_a_non_streamed_answer_with_a_blocked_type_is_withheld(tmp_path: Path) -
             assert record["status"] == "failed" and record["error_code"] == "guardrail_violation"
         finally:
             gateway.server.stop()
+
+
+def test_the_pii_engine_is_loaded_and_warmed_when_the_app_starts(tmp_path: Path) -> None:
+    # A distinct engine configuration gets its own (not yet loaded) shared screener.
+    gateway = start_gateway(
+        {
+            "LEDGERGATE_DATA_DIR": str(tmp_path / "data"),
+            "LEDGERGATE_PII_WARM_AT_START": "1",
+            "LEDGERGATE_PII_TIMEOUT_S": "9.5",
+        }
+    )
+    try:
+        screener = pii_service(gateway.services).screener
+        deadline = time.monotonic() + 60
+        while not screener.ready and time.monotonic() < deadline:
+            time.sleep(0.1)  # the app answers meanwhile: warming is off the request path
+            with gateway.client() as http:
+                assert http.get("/health").status_code == 200
+        assert screener.ready and screener.load_seconds is not None
+    finally:
+        gateway.server.stop()
+        screener.close()

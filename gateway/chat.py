@@ -266,6 +266,9 @@ async def _screen_pii(
         raise
     if policy is None:
         return body
+    # A hash of a short prompt holding one ID is reversible by enumeration (a personnummer
+    # has ~10^10 values): with screening on, only the screened prompt is hashed.
+    ctx.prompt_sha256 = None
     try:
         result = await service.screener.screen(body, policy)
     except PiiScreeningUnavailable as error:
@@ -274,6 +277,7 @@ async def _screen_pii(
     ctx.pii_decision = result.decision
     if result.violation is not None:
         raise result.violation
+    ctx.prompt_sha256 = _hash_messages(result.body) if policy.enabled else _hash_messages(body)
     ctx.pii_policy = policy
     ctx.pii_mapping = result.mapping
     ctx.pii_language = result.decision.language or "en"

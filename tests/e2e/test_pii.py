@@ -525,3 +525,23 @@ def test_the_pii_engine_is_loaded_and_warmed_when_the_app_starts(tmp_path: Path)
     finally:
         gateway.server.stop()
         screener.close()
+
+
+def test_with_screening_only_the_screened_prompt_is_hashed_into_the_ledger(
+    sqlite_gateway: Gateway, pii_simulator: SimulatorState
+) -> None:
+    import hashlib
+
+    tenant = sqlite_gateway.tenant()
+    messages = [{"role": "user", "content": f"My personnummer is {PNR}"}]
+    raw = sqlite_gateway.openai(tenant).chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", messages=messages, extra_body={"pii_policy": {}}
+    )
+    record = _audit(sqlite_gateway, tenant, raw.headers["x-request-id"])
+
+    def digest(value: object) -> str:
+        return hashlib.sha256(orjson.dumps(value, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+    # The raw prompt's hash would be reversible by enumerating personnummer.
+    assert record["prompt_sha256"] != digest(messages)
+    assert record["prompt_sha256"] == digest(pii_simulator.requests[-1]["messages"])

@@ -96,3 +96,10 @@ class PiiScreeningUnavailable(DomainError):
     The gateway fails closed on this: the request is refused, never sent unscreened."""
 
     code = "pii_screening_unavailable"
+
+
+class ModelDoesNotSupportDocuments(DomainError):
+    """A document (PDF) was sent to a model that cannot read one. Raised instead of dropping
+    the document silently; `details["alternatives"]` lists document-capable models."""
+
+    code = "model_does_not_support_documents"

@@ -220,7 +220,7 @@ async def chat_completions(http: HttpRequest, services: Services) -> Response:
         )
         # PII screening runs before admission: a refused request reserves nothing, and the
         # provider is only ever given the screened body (fail closed on any screening error).
-        screened_body = await _screen_pii(ctx, services, project.id, body)
+        screened_body = await screen_request_pii(ctx, services, project.id, body)
         estimated_input = estimate_prompt_tokens(body)
         max_output = max_output_tokens(body, services.settings.default_max_output_tokens)
         admission = await services.writer.execute_async(
@@ -256,7 +256,7 @@ async def chat_completions(http: HttpRequest, services: Services) -> Response:
     return await _complete(ctx, adapter, route, upstream_body, estimated_input)
 
 
-async def _screen_pii(
+async def screen_request_pii(
     ctx: Context, services: Services, project_id: UUID, body: dict[str, Any]
 ) -> dict[str, Any]:
     """Screen the body when the request's `pii_policy` or the project's policy asks for

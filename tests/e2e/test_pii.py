@@ -545,3 +545,42 @@ def test_with_screening_only_the_screened_prompt_is_hashed_into_the_ledger(
     # The raw prompt's hash would be reversible by enumerating personnummer.
     assert record["prompt_sha256"] != digest(messages)
     assert record["prompt_sha256"] == digest(pii_simulator.requests[-1]["messages"])
+
+
+def test_embeddings_inputs_are_screened_before_the_provider_sees_them(tmp_path: Path) -> None:
+    seen: list[dict[str, Any]] = []
+    app = FastAPI()
+
+    @app.post("/v1/embeddings")
+    async def embed(request: Request) -> dict[str, Any]:
+        body = orjson.loads(await request.body())
+        seen.append(body)
+        return {
+            "object": "list",
+            "data": [
+                {"object": "embedding", "index": i, "embedding": [0.1, 0.2]}
+                for i in range(len(body["input"]))
+            ],
+            "model": body["model"],
+            "usage": {"prompt_tokens": 8, "total_tokens": 8},
+        }
+
+    with BackgroundServer(app) as server:
+        gateway = _scripted_gateway(tmp_path, server)
+        try:
+            gateway.set_price("text-embedding-3-small", "0.02", "0")
+            tenant = gateway.tenant()
+            result = gateway.openai(tenant).embeddings.create(
+                model="text-embedding-3-small",
+                input=[f"Customer {EMAIL} paid from {IBAN}", "no personal data here"],
+                encoding_format="float",
+                extra_body={"pii_policy": {"action": "redact"}},
+            )
+            assert len(result.data) == 2
+            assert seen[-1]["input"] == [
+                "Customer <EMAIL_ADDRESS> paid from <IBAN_CODE>",
+                "no personal data here",
+            ]
+            assert "pii_policy" not in seen[-1]
+        finally:
+            gateway.server.stop()

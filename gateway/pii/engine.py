@@ -202,6 +202,11 @@ class PiiScreener:
         self._executor = ThreadPoolExecutor(
             max_workers=self.settings.worker_threads, thread_name_prefix="pii"
         )
+        # Stream chunks get their own threads: a chunk must never queue behind a long
+        # prompt's screening (hundreds of ms) in the other pool, or the stream would stall.
+        self._stream_executor = ThreadPoolExecutor(
+            max_workers=self.settings.worker_threads, thread_name_prefix="pii-stream"
+        )
         self.load_seconds: float | None = None
         self._warming: Any = None
 
@@ -275,6 +280,7 @@ class PiiScreener:
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+        self._stream_executor.shutdown(wait=False, cancel_futures=True)
 
     def _build_analyzer(self) -> Any:
         import spacy.util
@@ -425,6 +431,12 @@ class PiiScreener:
     async def run_in_worker(self, function: Callable[..., Any], *args: Any) -> Any:
         """Run CPU-bound PII work on the screener's own threads, never on the loop."""
         return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
+
+    async def run_for_stream(self, function: Callable[..., Any], *args: Any) -> Any:
+        """Like run_in_worker, on the threads reserved for per-chunk stream work."""
+        return await asyncio.get_running_loop().run_in_executor(
+            self._stream_executor, function, *args
+        )
 
     # ------------------------------------------------------------------ screening
 

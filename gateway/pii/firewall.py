@@ -53,7 +53,7 @@ class StreamFirewall:
     released: the caller sends an SSE error frame and cancels the upstream call.
 
     CPU-bound (pattern matching, and spaCy when a NER type is blocked): call `feed` from a
-    worker thread (`await screener.run_in_worker(firewall.feed, text)`).
+    worker thread (`await screener.run_for_stream(firewall.feed, text)`).
     """
 
     def __init__(

@@ -44,7 +44,7 @@ class PiiStreamFilter:
     async def feed(self, text: str) -> StreamStep:
         released = text
         if self._firewall is not None:
-            step = await self._screener.run_in_worker(self._firewall.feed, text)
+            step = await self._screener.run_for_stream(self._firewall.feed, text)
             if step.violation is not None:
                 return StreamStep("", step.violation)
             released = step.released
@@ -56,7 +56,7 @@ class PiiStreamFilter:
         """Call before forwarding the chunk that carries `finish_reason`, and at the end."""
         released = ""
         if self._firewall is not None:
-            step = await self._screener.run_in_worker(self._firewall.flush)
+            step = await self._screener.run_for_stream(self._firewall.flush)
             if step.violation is not None:
                 return StreamStep("", step.violation)
             released = step.released

@@ -124,3 +124,20 @@ async def test_stream_filter_checks_raw_text_then_rehydrates(screener: PiiScreen
     leaking = PiiStreamFilter(screener, policy, mapping)
     step = await leaking.feed("Another account: DE89 3704 0044 0532 0130 00 ")
     assert step.violation is not None and "3704" not in step.text
+
+
+async def test_stream_chunks_do_not_queue_behind_a_long_screening(screener: PiiScreener) -> None:
+    import asyncio
+    import time
+
+    long_body = {"messages": [{"role": "user", "content": "Anna Svensson met Lars Berg. " * 400}]}
+    policy = parse_pii_policy({"block_output_entity_types": ["IBAN_CODE"]})
+    screenings = [asyncio.create_task(screener.screen(long_body, policy)) for _ in range(2)]
+    await asyncio.sleep(0.01)  # both screening threads are busy now
+    stream = PiiStreamFilter(screener, policy, Pseudonymizer())
+    started = time.perf_counter()
+    step = await stream.feed("Hello there ")
+    chunk_ms = (time.perf_counter() - started) * 1000
+    await asyncio.gather(*screenings)
+    assert step.text == "Hello there "
+    assert chunk_ms < 100, chunk_ms  # a screening of this prompt takes several hundred ms

@@ -584,3 +584,36 @@ def test_embeddings_inputs_are_screened_before_the_provider_sees_them(tmp_path: 
             assert "pii_policy" not in seen[-1]
         finally:
             gateway.server.stop()
+
+
+def test_the_value_mapping_is_purged_when_each_request_ends(
+    sqlite_gateway: Gateway, pii_simulator: SimulatorState, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gateway.pii.pseudonymize import Pseudonymizer
+
+    created: list[Pseudonymizer] = []
+    original_init = Pseudonymizer.__init__
+
+    def tracking_init(self: Pseudonymizer) -> None:
+        original_init(self)
+        created.append(self)
+
+    monkeypatch.setattr(Pseudonymizer, "__init__", tracking_init)
+    tenant = sqlite_gateway.tenant()
+    client = sqlite_gateway.openai(tenant)
+    client.chat.completions.create(
+        model="gpt-4o-mini", messages=MESSAGES, extra_body={"pii_policy": PSEUDONYMIZE}
+    )
+    for _chunk in client.chat.completions.create(
+        model="gpt-4o-mini", messages=MESSAGES, stream=True, extra_body={"pii_policy": PSEUDONYMIZE}
+    ):
+        pass
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(
+            model="gpt-4o-mini", messages=MESSAGES, extra_body={"pii_policy": {"action": "block"}}
+        )
+    deadline = time.monotonic() + 5  # the stream's cleanup runs as its response closes
+    while time.monotonic() < deadline and not all("purged=True" in repr(m) for m in created):
+        time.sleep(0.05)
+    assert len(created) == 3
+    assert all("purged=True" in repr(mapping) and len(mapping) == 0 for mapping in created)

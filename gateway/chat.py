@@ -41,11 +41,7 @@ from gateway.pii.engine import unscreened_decision
 from gateway.pii.firewall import FIREWALL_SCANNER
 from gateway.pii.policy import PiiPolicy
 from gateway.pii.pseudonymize import Pseudonymizer
-from gateway.pii.rehydrate import (
-    StreamRehydrator,
-    json_string_escape,
-    rehydrate_chat_completion,
-)
+from gateway.pii.rehydrate import json_string_escape, rehydrate_chat_completion
 from gateway.pii.service import pii_service
 from gateway.pii.streaming import PiiStreamFilter
 from gateway.providers.base import (
@@ -627,7 +623,8 @@ async def _stream(
 
 class _PiiChunkFilter:
     """Applies the PII stream filter (output firewall, then rehydration) to OpenAI chunks:
-    one filter per choice index, content deltas only. Text held back by a filter is sent
+    one filter per choice index for content and one per tool call for its streamed
+    arguments (JSON text). Text held back by a filter is sent
     before the chunk that carries `finish_reason` (or at the end); a chunk left with
     nothing to say is dropped. A firewall hit raises GuardrailViolation: the route then
     records the failure, sends the SSE error frame and closes the upstream call."""
@@ -638,7 +635,7 @@ class _PiiChunkFilter:
         self._mapping = mapping
         self._language = ctx.pii_language
         self._filters: dict[int, PiiStreamFilter] = {}
-        self._tool_rehydrators: dict[tuple[int, int], StreamRehydrator] = {}
+        self._tool_filters: dict[tuple[int, int], PiiStreamFilter] = {}
 
     @classmethod
     def for_request(cls, ctx: Context) -> _PiiChunkFilter | None:
@@ -681,9 +678,8 @@ class _PiiChunkFilter:
                 if step.violation is not None:
                     raise step.violation.as_error()
                 text += step.text
-            if isinstance(delta, dict) and self._policy.wants_rehydration:
-                text_from_tools = self._rehydrate_tool_calls(index, delta, choice)
-                keep = keep or text_from_tools
+            if isinstance(delta, dict):
+                keep = await self._filter_tool_calls(index, delta, choice) or keep
             if isinstance(content, str) and isinstance(delta, dict):
                 delta["content"] = text
             elif text and isinstance(delta, dict):
@@ -697,12 +693,25 @@ class _PiiChunkFilter:
                 keep = True
         return [chunk] if keep or chunk.get("usage") else []
 
-    def _rehydrate_tool_calls(
+    def _tool_filter(self, key: tuple[int, int]) -> PiiStreamFilter:
+        stream_filter = self._tool_filters.get(key)
+        if stream_filter is None:
+            stream_filter = self._tool_filters[key] = PiiStreamFilter(
+                self._screener,
+                self._policy,
+                self._mapping,
+                language=self._language,
+                escape=json_string_escape,
+            )
+        return stream_filter
+
+    async def _filter_tool_calls(
         self, index: int, delta: dict[str, Any], choice: dict[str, Any]
     ) -> bool:
-        """Streamed tool-call arguments are JSON text: restore placeholders in them with
-        JSON-escaped values, holding back a split placeholder like content does. Held text
-        is released on the next delta of the same call, or at the finish chunk."""
+        """Streamed tool-call arguments are JSON text: each call gets its own filter — the
+        firewall on the raw arguments, then placeholders restored with JSON-escaped values,
+        a split placeholder held back like content. Held text is released on the next delta
+        of the same call, or at the finish chunk."""
         calls = delta.get("tool_calls")
         changed = isinstance(calls, list)
         for position, call in enumerate(calls if isinstance(calls, list) else ()):
@@ -711,21 +720,21 @@ class _PiiChunkFilter:
                 continue
             call_index = call.get("index", position)
             key = (index, call_index if isinstance(call_index, int) else position)
-            rehydrator = self._tool_rehydrators.get(key)
-            if rehydrator is None:
-                rehydrator = self._tool_rehydrators[key] = StreamRehydrator(
-                    self._mapping, escape=json_string_escape
-                )
-            function["arguments"] = rehydrator.feed(function["arguments"])
-            if choice.get("finish_reason"):
-                function["arguments"] += rehydrator.flush()
+            step = await self._tool_filter(key).feed(function["arguments"])
+            if step.violation is not None:
+                raise step.violation.as_error()
+            function["arguments"] = step.text
         if choice.get("finish_reason"):
-            # Calls whose last delta came earlier still hold a tail: release it now.
-            tails = [
-                {"index": call_index, "function": {"arguments": tail}}
-                for (choice_index, call_index), rehydrator in self._tool_rehydrators.items()
-                if choice_index == index and (tail := rehydrator.flush())
-            ]
+            # Every call of this choice releases what it still holds, in one delta.
+            tails = []
+            for (choice_index, call_index), stream_filter in self._tool_filters.items():
+                if choice_index != index:
+                    continue
+                step = await stream_filter.flush()
+                if step.violation is not None:
+                    raise step.violation.as_error()
+                if step.text:
+                    tails.append({"index": call_index, "function": {"arguments": step.text}})
             if tails:
                 existing = delta.get("tool_calls")
                 delta["tool_calls"] = [*(existing if isinstance(existing, list) else ()), *tails]
@@ -736,8 +745,11 @@ class _PiiChunkFilter:
         """The upstream ended without a finish chunk for some choice: release what is held."""
         out: list[dict[str, Any]] = []
         base = last_chunk or {}
-        for (choice_index, call_index), rehydrator in self._tool_rehydrators.items():
-            tail = rehydrator.flush()
+        for (choice_index, call_index), tool_filter in self._tool_filters.items():
+            tool_step = await tool_filter.flush()
+            if tool_step.violation is not None:
+                raise tool_step.violation.as_error()
+            tail = tool_step.text
             if tail:
                 out.append(
                     {

@@ -5,6 +5,7 @@ real values). Each step holds back only a bounded tail, so text flows as it arri
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from gateway.pii.engine import PiiScreener
@@ -28,6 +29,7 @@ class PiiStreamFilter:
         mapping: Pseudonymizer,
         *,
         language: str = "en",
+        escape: Callable[[str], str] | None = None,
     ) -> None:
         self._screener = screener
         self._firewall = (
@@ -35,7 +37,10 @@ class PiiStreamFilter:
             if policy.enabled and policy.output_blocked_entity_types
             else None
         )
-        self._rehydrator = StreamRehydrator(mapping) if policy.wants_rehydration else None
+        # `escape` (json_string_escape) when the stream is tool-call arguments, i.e. JSON text.
+        self._rehydrator = (
+            StreamRehydrator(mapping, escape=escape) if policy.wants_rehydration else None
+        )
 
     @property
     def active(self) -> bool:

@@ -617,3 +617,32 @@ def test_the_value_mapping_is_purged_when_each_request_ends(
         time.sleep(0.05)
     assert len(created) == 3
     assert all("purged=True" in repr(mapping) and len(mapping) == 0 for mapping in created)
+
+
+def test_the_firewall_also_watches_streamed_tool_call_arguments(tmp_path: Path) -> None:
+    parts = ['{"to": "DE89 3704', " 0044 0532 0130 00", '", "amount": 5}']
+    deltas: list[dict[str, Any]] = [
+        {"role": "assistant", "content": None},
+        {"tool_calls": [{"index": 0, "id": "call_1", "type": "function",
+                         "function": {"name": "pay", "arguments": ""}}]},
+        *({"tool_calls": [{"index": 0, "function": {"arguments": part}}]} for part in parts),
+    ]  # fmt: skip
+    upstream = _ScriptedUpstream(deltas, "tool_calls")
+    with BackgroundServer(upstream.app) as server:
+        gateway = _scripted_gateway(tmp_path, server)
+        try:
+            tenant = gateway.tenant()
+            stream = gateway.openai(tenant).chat.completions.create(
+                model="gpt-4o-mini",
+                messages=[{"role": "user", "content": "Pay my landlord."}],
+                stream=True,
+                extra_body={"pii_policy": {"block_output_entity_types": ["IBAN_CODE"]}},
+            )
+            arguments = ""
+            with pytest.raises(openai.APIError):
+                for chunk in stream:
+                    for call in (chunk.choices[0].delta.tool_calls or []) if chunk.choices else []:
+                        arguments += call.function.arguments or ""
+            assert "3704" not in arguments
+        finally:
+            gateway.server.stop()

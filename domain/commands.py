@@ -9,6 +9,8 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
+from domain.pii_events import PiiDecision
+
 
 class Command:
     """Marker base class."""
@@ -139,6 +141,7 @@ class RecordRejection(Command):
     error_code: str
     error_type: str
     message: str
+    pii_decision: PiiDecision | None = None  # recorded before the rejection when screening ran
 
 
 @dataclass(frozen=True)
@@ -168,6 +171,8 @@ class AdmitRequest(Command):
     route_decision: Mapping[str, Any] | None = None
     # OCR to come (eu_strict PDFs): {"cost": Decimal, "currency": str}, added to the reservation.
     ocr_estimate: Mapping[str, Any] | None = None
+
+    pii_decision: PiiDecision | None = None  # recorded between received and admitted
 
 
 @dataclass(frozen=True)

@@ -69,6 +69,35 @@ class InvalidCommand(DomainError):
     code = "invalid_request"
 
 
+class InvalidPiiPolicy(DomainError):
+    """The request's `pii_policy` (or a project's default PII policy) is malformed."""
+
+    code = "invalid_pii_policy"
+
+
+class GuardrailViolation(DomainError):
+    """A PII guardrail refused the request (or severed its stream).
+
+    Details carry the scanner name and the entity *types* found, never the values, so the
+    error can be shown to the client, logged and recorded without leaking what it guards.
+    """
+
+    code = "guardrail_violation"
+
+    def __init__(self, message: str, *, scanner: str, entity_types: tuple[str, ...]) -> None:
+        super().__init__(message, scanner=scanner, entity_types=list(entity_types))
+        self.scanner = scanner
+        self.entity_types = entity_types
+
+
+class PiiScreeningUnavailable(DomainError):
+    """Screening was required but could not run (engine failed to load, timed out, crashed).
+
+    The gateway fails closed on this: the request is refused, never sent unscreened."""
+
+    code = "pii_screening_unavailable"
+
+
 class ModelDoesNotSupportDocuments(DomainError):
     """A document (PDF) was sent to a model that cannot read one. Raised instead of dropping
     the document silently; `details["alternatives"]` lists document-capable models."""

@@ -325,6 +325,8 @@ def _new_request(facts: c.RequestFacts) -> Request:
 
 def record_rejection(cmd: c.RecordRejection, uow: UnitOfWork) -> dict[str, Any]:
     request = _new_request(cmd.facts)
+    if cmd.pii_decision is not None:
+        request.record_pii_decision(cmd.pii_decision, now=uow.clock.now())
     request.reject(
         http_status=cmd.http_status,
         error_code=cmd.error_code,
@@ -387,6 +389,8 @@ def admit_request(cmd: c.AdmitRequest, uow: UnitOfWork) -> dict[str, Any]:
         monthly_requests_max=quota.monthly_requests_max,
     )
     request = _new_request(facts)
+    if cmd.pii_decision is not None:
+        request.record_pii_decision(cmd.pii_decision, now=now)
     if cmd.route_decision is not None:
         request.record_route(**cmd.route_decision, decided_at=now)
     request.admit(

@@ -15,6 +15,7 @@ from uuid import UUID
 from eventsourcing.domain import Aggregate, event
 
 from domain.errors import IllegalTransition
+from domain.pii_events import PiiDecision
 
 RECEIVED = "received"
 ADMITTED = "admitted"
@@ -72,6 +73,25 @@ class Request(Aggregate):
         client_ip: str | None
         received_at: datetime
         deadline_at: datetime
+
+    class PiiScreened(Aggregate.Event):
+        """The PII decision for this request: what policy applied and what screening did.
+        Counts and entity types only, never a value (domain/pii_events.py)."""
+
+        policy_received: bool
+        processed: bool
+        action: str
+        sensitivity: str
+        language: str
+        entity_counts: tuple[tuple[str, int], ...]
+        entities_detected: int
+        redactions_applied: int
+        latency_ms: float
+        policy_source: str
+        blocked: bool
+        blocked_entity_types: tuple[str, ...]
+        failure_code: str
+        screened_at: datetime
 
     class Rejected(Aggregate.Event):
         http_status: int
@@ -236,6 +256,7 @@ class Request(Aggregate):
         self.ocr_cost: Decimal | None = None
         self.ocr_currency: str | None = None
         self.ocr_fx_rate: Decimal | None = None
+        self.pii_screened = False
 
     @property
     def is_terminal(self) -> bool:
@@ -248,6 +269,52 @@ class Request(Aggregate):
                 state=self.status,
                 target=target,
             )
+
+    def record_pii_decision(self, decision: PiiDecision, *, now: datetime) -> None:
+        # Screening happens before admission or rejection: only a just-received request
+        # gets its decision recorded, once.
+        if self.status != RECEIVED or self.pii_screened:
+            raise IllegalTransition(
+                f"request {self.request_id} cannot record a PII decision in {self.status}",
+                state=self.status,
+                target="pii_screened",
+            )
+        self._pii_screened(
+            decision.policy_received,
+            decision.processed,
+            decision.action,
+            decision.sensitivity,
+            decision.language,
+            tuple((str(name), int(count)) for name, count in decision.entity_counts),
+            decision.entities_detected,
+            decision.redactions_applied,
+            float(decision.latency_ms),
+            decision.policy_source,
+            decision.blocked,
+            tuple(decision.blocked_entity_types),
+            decision.failure_code,
+            now,
+        )
+
+    @event(PiiScreened)
+    def _pii_screened(
+        self,
+        policy_received: bool,
+        processed: bool,
+        action: str,
+        sensitivity: str,
+        language: str,
+        entity_counts: tuple[tuple[str, int], ...],
+        entities_detected: int,
+        redactions_applied: int,
+        latency_ms: float,
+        policy_source: str,
+        blocked: bool,
+        blocked_entity_types: tuple[str, ...],
+        failure_code: str,
+        screened_at: datetime,
+    ) -> None:
+        self.pii_screened = True
 
     def reject(
         self, *, http_status: int, error_code: str, error_type: str, message: str, now: datetime

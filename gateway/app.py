@@ -28,6 +28,7 @@ from gateway.config import Settings
 from gateway.embeddings import embeddings
 from gateway.errors import GatewayError, as_gateway_error, error_response
 from gateway.jsonable import jsonable
+from gateway.pii.service import pii_service
 from gateway.responses import JsonResponse
 from gateway.unsupported import install_unsupported_routes
 from gateway.validation import parse_json_body
@@ -45,6 +46,9 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await services.start_async()
+        # Load and warm the PII engine in the background: the app serves at once, and a
+        # request that needs screening before it is ready waits for it (fail closed).
+        pii_service(services).start()
         sweeper = None
         if services.settings.run_sweeper:
             from gateway.sweeper import Sweeper

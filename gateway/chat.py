@@ -25,12 +25,27 @@ from fastapi import Request as HttpRequest
 from fastapi.responses import Response, StreamingResponse
 
 from domain import commands as c
-from domain.errors import DomainError, ModelCapabilityMissing, ModelDoesNotSupportDocuments
+from domain.errors import (
+    DomainError,
+    GuardrailViolation,
+    InvalidPiiPolicy,
+    ModelCapabilityMissing,
+    ModelDoesNotSupportDocuments,
+    PiiScreeningUnavailable,
+)
 from domain.ids import idempotent_request_id, new_request_id
+from domain.pii_events import PiiDecision
 from gateway.auth import actor_from, authenticate_key
 from gateway.bootstrap import Services
 from gateway.byok import byok_adapter
 from gateway.errors import GatewayError, as_gateway_error, envelope, error_response
+from gateway.pii.engine import unscreened_decision
+from gateway.pii.firewall import FIREWALL_SCANNER
+from gateway.pii.policy import PiiPolicy
+from gateway.pii.pseudonymize import Pseudonymizer
+from gateway.pii.rehydrate import json_string_escape, rehydrate_chat_completion
+from gateway.pii.service import pii_service
+from gateway.pii.streaming import PiiStreamFilter
 from gateway.providers.base import (
     USAGE_SOURCE_ESTIMATED,
     ChatStream,
@@ -104,6 +119,16 @@ class Context:
     project: Any = None  # the caller's Project aggregate, once authenticated
     key_source: str = "managed"  # "byok" when the admission priced the project's own key
     headers: dict[str, str] = field(default_factory=dict)
+    # PII: the decision to record (admitted or rejected), and for an admitted request the
+    # policy and the in-memory value mapping (purged when the request ends).
+    pii_decision: PiiDecision | None = None
+    pii_policy: PiiPolicy | None = None
+    pii_mapping: Pseudonymizer | None = None
+    pii_language: str = "en"
+
+    def purge_pii(self) -> None:
+        if self.pii_mapping is not None:
+            self.pii_mapping.purge()
 
     def elapsed_ms(self) -> int:
         return int((time.perf_counter() - self.started) * 1000)
@@ -146,6 +171,7 @@ async def record_rejection(
                 error_code=error.code,
                 error_type=error.error_type,
                 message=error.message,
+                pii_decision=ctx.pii_decision,
             )
         )
     except Exception:  # the client still gets its answer; the failure to record is logged loudly
@@ -174,6 +200,7 @@ def use_idempotency_key(ctx: Context, project_id: UUID, header: str | None) -> N
 
 
 async def reject(ctx: Context, error: BaseException, endpoint: str = ENDPOINT_CHAT) -> Response:
+    ctx.purge_pii()
     if ctx.idempotency_key_sha256 is not None and not ctx.admitted:
         # Only an admitted request binds its Idempotency-Key; a refusal (a duplicate, or a
         # quota/balance/validation error that charged nothing) is audited under its own id,
@@ -229,6 +256,9 @@ async def chat_completions(http: HttpRequest, services: Services) -> Response:
         # Documents in any of the three client shapes become one canonical block first, so
         # the router sees what the request needs.
         body = normalize_documents(body)
+        # PII screening runs before routing and admission: a refused request reserves
+        # nothing, and the provider is only ever given the screened body (fail closed).
+        screened_body = await screen_request_pii(ctx, services, project.id, body)
         # The router is the only compliance gate: a model outside the project's (or the
         # request's tighter) tier is refused here, before anything is reserved.
         effective = effective_tier_for(project, body)
@@ -297,6 +327,7 @@ async def chat_completions(http: HttpRequest, services: Services) -> Response:
                 ocr_estimate=None
                 if ocr is None
                 else {"cost": ocr.cost_estimate, "currency": ocr.currency},
+                pii_decision=ctx.pii_decision,
             )
         )
         ctx.admitted = True
@@ -318,7 +349,7 @@ async def chat_completions(http: HttpRequest, services: Services) -> Response:
         # After admission (durable) and before the model: the documents go to Mistral OCR.
         try:
             spliced = await splice_pdfs_as_markdown(
-                body, MistralOcrClient(ocr.endpoint, services.routing.ocr_client())
+                screened_body, MistralOcrClient(ocr.endpoint, services.routing.ocr_client())
             )
             await services.writer.execute_async(
                 c.RecordDocuments(
@@ -335,9 +366,9 @@ async def chat_completions(http: HttpRequest, services: Services) -> Response:
             gateway_error = as_gateway_error(error)
             await _fail(ctx, gateway_error)
             return error_response(gateway_error, ctx.request_id, ctx.headers)
-        body = spliced.body
+        screened_body = spliced.body
         ctx.headers["X-LG-Documents-Pages"] = str(spliced.pages)
-    upstream_body = {k: v for k, v in body.items() if k not in GATEWAY_FIELDS}
+    upstream_body = {k: v for k, v in screened_body.items() if k not in GATEWAY_FIELDS}
     if ctx.stream:
         return await _stream(ctx, decision, upstream_body, body, estimated_input)
     return await _complete(ctx, decision, upstream_body, body, estimated_input)
@@ -384,6 +415,68 @@ class _Attempts:
 
     def deadline_s(self) -> float:
         return max(self.ctx.services.settings.request_timeout_s - self.ctx.elapsed_ms() / 1000, 0)
+
+
+async def screen_request_pii(
+    ctx: Context, services: Services, project_id: UUID, body: dict[str, Any]
+) -> dict[str, Any]:
+    """Screen the body when the request's `pii_policy` or the project's policy asks for
+    it; return the body the provider may see. Raises InvalidPiiPolicy, GuardrailViolation
+    or PiiScreeningUnavailable, each with `ctx.pii_decision` set so the rejection records it."""
+    service = pii_service(services)
+    raw_policy = body.get("pii_policy")
+    try:
+        policy = service.policy_for(project_id, raw_policy)
+    except InvalidPiiPolicy as error:
+        ctx.pii_decision = PiiDecision(
+            policy_received=raw_policy is not None,
+            processed=False,
+            action="none",
+            sensitivity="",
+            language="",
+            entity_counts=(),
+            redactions_applied=0,
+            latency_ms=0.0,
+            failure_code=error.code,
+        )
+        raise
+    if policy is None:
+        return body
+    # A hash of a short prompt holding one ID is reversible by enumeration (a personnummer
+    # has ~10^10 values): with screening on, only the screened prompt is hashed.
+    ctx.prompt_sha256 = None
+    try:
+        result = await service.screener.screen(body, policy)
+    except PiiScreeningUnavailable as error:
+        ctx.pii_decision = unscreened_decision(policy, error.code)
+        raise
+    ctx.pii_decision = result.decision
+    if result.violation is not None:
+        raise result.violation
+    ctx.prompt_sha256 = _hash_messages(result.body) if policy.enabled else _hash_messages(body)
+    ctx.pii_policy = policy
+    ctx.pii_mapping = result.mapping
+    ctx.pii_language = result.decision.language or "en"
+    return result.body
+
+
+def _output_violation(ctx: Context, text: str) -> GuardrailViolation | None:
+    """Output screening of a whole (non-streamed) answer for the blocked types."""
+    policy = ctx.pii_policy
+    if policy is None or not policy.output_blocked_entity_types or not text:
+        return None
+    screener = pii_service(ctx.services).screener
+    findings = screener.analyze(
+        text, ctx.pii_language, policy.output_blocked_entity_types, policy.score_threshold
+    )
+    found = tuple(sorted({f.entity_type for f in findings}))
+    if not found:
+        return None
+    return GuardrailViolation(
+        "the answer contained personal data this policy blocks: " + ", ".join(found),
+        scanner=FIREWALL_SCANNER,
+        entity_types=found,
+    )
 
 
 async def _fail(
@@ -439,6 +532,7 @@ async def _complete(
             cut_in_flight=False,
         )
     except Exception as error:
+        ctx.purge_pii()
         gateway_error = as_gateway_error(error)
         if gateway_error.status >= 500 and not isinstance(
             error, UpstreamError | DomainError | FailoverExhausted
@@ -450,6 +544,22 @@ async def _complete(
     ctx.headers.update(decision.headers(served))
     upstream_ms = int((time.perf_counter() - upstream_started) * 1000)
     text = _completion_text(result.body)
+    if ctx.pii_policy is not None:
+        try:
+            violation = await pii_service(ctx.services).screener.run_in_worker(
+                _output_violation, ctx, text
+            )
+        except Exception as error:  # output screening that cannot run withholds the answer
+            log.error("output screening failed in %s: %s", ctx.request_id, type(error).__name__)
+            violation = PiiScreeningUnavailable("output screening failed")
+        if violation is not None:
+            ctx.purge_pii()
+            gateway_error = as_gateway_error(violation)
+            await _fail(ctx, gateway_error)
+            return error_response(gateway_error, ctx.request_id, ctx.headers)
+        if ctx.pii_policy.wants_rehydration and ctx.pii_mapping is not None:
+            rehydrate_chat_completion(result.body, ctx.pii_mapping)
+        ctx.purge_pii()
     finish_reason = None
     choices = result.body.get("choices") or []
     if choices and isinstance(choices[0], dict):
@@ -571,6 +681,7 @@ async def _stream(
             cut_in_flight=False,
         )
     except Exception as error:
+        ctx.purge_pii()
         gateway_error = as_gateway_error(error)
         await _fail(ctx, gateway_error)
         return error_response(gateway_error, ctx.request_id, ctx.headers)
@@ -583,25 +694,38 @@ async def _stream(
     # Not awaited: the stream must not wait on a disk write; the writer keeps order.
     writer.submit(c.MarkStreaming(request_id=ctx.request_id, first_chunk_ms=first_chunk_ms))
 
+    pii_stream = _PiiChunkFilter.for_request(ctx)
+
+    async def upstream_chunks() -> AsyncIterator[dict[str, Any]]:
+        if first is None:
+            return
+        yield first
+        async for chunk in iterator:
+            yield chunk
+
     async def body_iterator() -> AsyncIterator[bytes]:
         delivered = 0
         text_parts: list[str] = []
         finished = False
         last_chunk: dict[str, Any] | None = first
         try:
-            if first is not None:
-                text_parts.append(_chunk_text(first))
-                if include_usage:
-                    first["usage"] = None
-                delivered += 1
-                yield _sse(first)
-                async for chunk in iterator:
-                    text_parts.append(_chunk_text(chunk))
+            async for chunk in upstream_chunks():
+                # The upstream's own text (placeholders, not restored values) is what gets
+                # counted and hashed.
+                text_parts.append(_chunk_text(chunk))
+                last_chunk = chunk
+                outgoing = [chunk] if pii_stream is None else await pii_stream.process(chunk)
+                for out in outgoing:
                     if include_usage:
-                        chunk["usage"] = None
+                        out["usage"] = None
                     delivered += 1
-                    last_chunk = chunk
-                    yield _sse(chunk)
+                    yield _sse(out)
+            if pii_stream is not None:
+                for out in await pii_stream.finish(last_chunk):
+                    if include_usage:
+                        out["usage"] = None
+                    delivered += 1
+                    yield _sse(out)
             text = "".join(text_parts)
             usage = stream.usage or fallback_stream_usage(stream, estimated_input, text)
             finished = True
@@ -683,6 +807,7 @@ async def _stream(
                         actor_id=ctx.actor_id,
                     )
                 )
+            ctx.purge_pii()
             try:
                 await asyncio.shield(stream.aclose())
             except Exception:  # closing an already-broken upstream connection
@@ -696,3 +821,171 @@ async def _stream(
         "X-Accel-Buffering": "no",
     }
     return StreamingResponse(body_iterator(), media_type="text/event-stream", headers=headers)
+
+
+class _PiiChunkFilter:
+    """Applies the PII stream filter (output firewall, then rehydration) to OpenAI chunks:
+    one filter per choice index for content and one per tool call for its streamed
+    arguments (JSON text). Text held back by a filter is sent
+    before the chunk that carries `finish_reason` (or at the end); a chunk left with
+    nothing to say is dropped. A firewall hit raises GuardrailViolation: the route then
+    records the failure, sends the SSE error frame and closes the upstream call."""
+
+    def __init__(self, ctx: Context, policy: PiiPolicy, mapping: Pseudonymizer) -> None:
+        self._screener = pii_service(ctx.services).screener
+        self._policy = policy
+        self._mapping = mapping
+        self._language = ctx.pii_language
+        self._filters: dict[int, PiiStreamFilter] = {}
+        self._tool_filters: dict[tuple[int, int], PiiStreamFilter] = {}
+
+    @classmethod
+    def for_request(cls, ctx: Context) -> _PiiChunkFilter | None:
+        if ctx.pii_policy is None or ctx.pii_mapping is None:
+            return None
+        policy = ctx.pii_policy
+        if not (policy.wants_rehydration or policy.output_blocked_entity_types):
+            return None
+        return cls(ctx, policy, ctx.pii_mapping)
+
+    def _filter(self, index: int) -> PiiStreamFilter:
+        stream_filter = self._filters.get(index)
+        if stream_filter is None:
+            stream_filter = self._filters[index] = PiiStreamFilter(
+                self._screener, self._policy, self._mapping, language=self._language
+            )
+        return stream_filter
+
+    async def process(self, chunk: dict[str, Any]) -> list[dict[str, Any]]:
+        choices = chunk.get("choices")
+        if not isinstance(choices, list) or not choices:
+            return [chunk]
+        keep = False
+        for position, choice in enumerate(choices):
+            if not isinstance(choice, dict):
+                keep = True
+                continue
+            index = choice.get("index", position)
+            index = index if isinstance(index, int) else position
+            delta = choice.get("delta")
+            content = delta.get("content") if isinstance(delta, dict) else None
+            text = ""
+            if isinstance(content, str) and content:
+                step = await self._filter(index).feed(content)
+                if step.violation is not None:
+                    raise step.violation.as_error()
+                text = step.text
+            if choice.get("finish_reason"):
+                step = await self._filter(index).flush()
+                if step.violation is not None:
+                    raise step.violation.as_error()
+                text += step.text
+            if isinstance(delta, dict):
+                keep = await self._filter_tool_calls(index, delta, choice) or keep
+            if isinstance(content, str) and isinstance(delta, dict):
+                delta["content"] = text
+            elif text and isinstance(delta, dict):
+                delta["content"] = text
+            elif text:
+                choice["delta"] = {"content": text}
+            other_delta = isinstance(delta, dict) and any(
+                key != "content" and value is not None for key, value in delta.items()
+            )
+            if text or other_delta or choice.get("finish_reason") or content == "":
+                keep = True
+        return [chunk] if keep or chunk.get("usage") else []
+
+    def _tool_filter(self, key: tuple[int, int]) -> PiiStreamFilter:
+        stream_filter = self._tool_filters.get(key)
+        if stream_filter is None:
+            stream_filter = self._tool_filters[key] = PiiStreamFilter(
+                self._screener,
+                self._policy,
+                self._mapping,
+                language=self._language,
+                escape=json_string_escape,
+            )
+        return stream_filter
+
+    async def _filter_tool_calls(
+        self, index: int, delta: dict[str, Any], choice: dict[str, Any]
+    ) -> bool:
+        """Streamed tool-call arguments are JSON text: each call gets its own filter — the
+        firewall on the raw arguments, then placeholders restored with JSON-escaped values,
+        a split placeholder held back like content. Held text is released on the next delta
+        of the same call, or at the finish chunk."""
+        calls = delta.get("tool_calls")
+        changed = isinstance(calls, list)
+        for position, call in enumerate(calls if isinstance(calls, list) else ()):
+            function = call.get("function") if isinstance(call, dict) else None
+            if not isinstance(function, dict) or not isinstance(function.get("arguments"), str):
+                continue
+            call_index = call.get("index", position)
+            key = (index, call_index if isinstance(call_index, int) else position)
+            step = await self._tool_filter(key).feed(function["arguments"])
+            if step.violation is not None:
+                raise step.violation.as_error()
+            function["arguments"] = step.text
+        if choice.get("finish_reason"):
+            # Every call of this choice releases what it still holds, in one delta.
+            tails = []
+            for (choice_index, call_index), stream_filter in self._tool_filters.items():
+                if choice_index != index:
+                    continue
+                step = await stream_filter.flush()
+                if step.violation is not None:
+                    raise step.violation.as_error()
+                if step.text:
+                    tails.append({"index": call_index, "function": {"arguments": step.text}})
+            if tails:
+                existing = delta.get("tool_calls")
+                delta["tool_calls"] = [*(existing if isinstance(existing, list) else ()), *tails]
+                changed = True
+        return changed
+
+    async def finish(self, last_chunk: dict[str, Any] | None) -> list[dict[str, Any]]:
+        """The upstream ended without a finish chunk for some choice: release what is held."""
+        out: list[dict[str, Any]] = []
+        base = last_chunk or {}
+        for (choice_index, call_index), tool_filter in self._tool_filters.items():
+            tool_step = await tool_filter.flush()
+            if tool_step.violation is not None:
+                raise tool_step.violation.as_error()
+            tail = tool_step.text
+            if tail:
+                out.append(
+                    {
+                        "id": base.get("id"),
+                        "object": "chat.completion.chunk",
+                        "created": base.get("created", int(time.time())),
+                        "model": base.get("model"),
+                        "choices": [
+                            {
+                                "index": choice_index,
+                                "delta": {
+                                    "tool_calls": [
+                                        {"index": call_index, "function": {"arguments": tail}}
+                                    ]
+                                },
+                                "finish_reason": None,
+                            }
+                        ],
+                    }
+                )
+        for index, stream_filter in self._filters.items():
+            step = await stream_filter.flush()
+            if step.violation is not None:
+                raise step.violation.as_error()
+            if step.text:
+                out.append(
+                    {
+                        "id": base.get("id"),
+                        "object": "chat.completion.chunk",
+                        "created": base.get("created", int(time.time())),
+                        "model": base.get("model"),
+                        "choices": [
+                            {"index": index, "delta": {"content": step.text}, "finish_reason": None}
+                        ],
+                    }
+                )
+        return out

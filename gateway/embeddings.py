@@ -16,7 +16,7 @@ from fastapi.responses import Response
 from domain import commands as c
 from gateway.auth import actor_from, authenticate_key
 from gateway.bootstrap import Services
-from gateway.chat import Context, adapter_for, money_header, reject
+from gateway.chat import Context, adapter_for, money_header, reject, screen_request_pii
 from gateway.errors import GatewayError, as_gateway_error, error_response
 from gateway.models import resolve_route
 from gateway.providers.base import UpstreamError
@@ -102,6 +102,10 @@ async def embeddings(http: HttpRequest, services: Services) -> Response:
                 param="model",
             )
         estimated_input = estimate_embedding_tokens(body["input"])
+        # The same PII screening as chat (it walks `input`), before admission, fail closed.
+        screened_body = await screen_request_pii(ctx, services, project.id, body)
+        if screened_body is not body:
+            ctx.prompt_sha256 = hashlib.sha256(orjson.dumps(screened_body.get("input"))).hexdigest()
         admission = await services.writer.execute_async(
             c.AdmitRequest(
                 facts=ctx.facts(ENDPOINT_EMBEDDINGS),
@@ -111,6 +115,7 @@ async def embeddings(http: HttpRequest, services: Services) -> Response:
                 fee_rate=project.fee_rate,
                 key_source="managed",
                 daily_budget=key.daily_budget,
+                pii_decision=ctx.pii_decision,
             )
         )
     except Exception as error:
@@ -129,7 +134,8 @@ async def embeddings(http: HttpRequest, services: Services) -> Response:
             "X-LG-Cache": "miss",
         }
     )
-    upstream_body = {k: v for k, v in body.items() if k not in GATEWAY_FIELDS}
+    upstream_body = {k: v for k, v in screened_body.items() if k not in GATEWAY_FIELDS}
+    ctx.purge_pii()  # embeddings have no answer text to restore values into
     upstream_started = time.perf_counter()
     try:
         result = await adapter.embeddings(upstream_body, route.upstream_model)

@@ -88,11 +88,15 @@ def from_domain(error: DomainError) -> GatewayError:
     headers: dict[str, str] = {}
     if "retry_after_seconds" in extra:
         headers["Retry-After"] = str(int(float(str(extra["retry_after_seconds"]))))
+    # A domain error may name the offending field (details["param"]): it belongs in the
+    # envelope's `param`, not among the extra keys (where `param: null` would shadow it).
+    param = extra.pop("param", None)
     return GatewayError(
         error.code,
         error.message,
         status=status,
         error_type=error_type,
+        param=param if isinstance(param, str) else None,
         extra=extra,
         headers=headers,
     )

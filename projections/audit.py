@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from domain.request import Request
@@ -14,6 +15,7 @@ class AuditView(View):
     tables = ("lg_audit",)
     event_types = (
         Request.Received,
+        Request.PiiScreened,
         Request.Rejected,
         Request.Admitted,
         Request.Dispatched,
@@ -53,7 +55,27 @@ class AuditView(View):
             )
             return
         request_id = str(event.originator_id)  # later events are matched by aggregate id
-        if isinstance(event, Request.Rejected):
+        if isinstance(event, Request.PiiScreened):
+            # Integers, not booleans: the same SQL runs on SQLite and PostgreSQL INTEGER columns.
+            self._update(
+                tx,
+                request_id,
+                position,
+                pii_policy_received=int(bool(event.policy_received)),
+                pii_processed=int(bool(event.processed)),
+                pii_action=event.action,
+                pii_sensitivity=event.sensitivity,
+                pii_language=event.language or None,
+                pii_entity_counts=json.dumps(
+                    {str(name): int(count) for name, count in event.entity_counts}, sort_keys=True
+                ),
+                pii_entities_detected=event.entities_detected,
+                pii_redactions_applied=event.redactions_applied,
+                pii_latency_ms=f"{float(event.latency_ms):.3f}",
+                pii_blocked=int(bool(event.blocked)),
+                pii_failure_code=event.failure_code or None,
+            )
+        elif isinstance(event, Request.Rejected):
             self._update(
                 tx,
                 request_id,

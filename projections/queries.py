@@ -53,6 +53,7 @@ def audit_record(row: dict[str, Any]) -> dict[str, Any]:
         moment = as_datetime(record.get(column))
         record[column] = moment.isoformat() if moment else None
     record["stream"] = bool(record.get("stream"))
+    _pii_fields(record)
     record["pricing"] = {
         "price_id": record.get("price_id"),
         "effective_from": record.get("price_effective_from"),
@@ -64,6 +65,22 @@ def audit_record(row: dict[str, Any]) -> dict[str, Any]:
         "fee_rate": record.get("fee_rate"),
     }
     return record
+
+
+def _pii_fields(record: dict[str, Any]) -> None:
+    """The PII decision as the audit API shows it: flags as booleans (absent = no policy
+    received, not processed), counts by type as an object, never a value."""
+    record["pii_policy_received"] = bool(record.get("pii_policy_received"))
+    record["pii_processed"] = bool(record.get("pii_processed"))
+    record["pii_blocked"] = bool(record.get("pii_blocked"))
+    raw_counts = record.get("pii_entity_counts")
+    record["pii_entity_counts"] = json.loads(raw_counts) if raw_counts else {}
+    if record.get("pii_entities_detected") is None:
+        record["pii_entities_detected"] = 0
+    if record.get("pii_redactions_applied") is None:
+        record["pii_redactions_applied"] = 0
+    latency = record.get("pii_latency_ms")
+    record["pii_latency_ms"] = float(latency) if latency is not None else None
 
 
 def encode_cursor(received_at: str, request_id: str) -> str:

@@ -17,6 +17,10 @@ from tests.support.harness import Gateway, start_gateway
 from tests.support.postgres import create_schema, temporary_database
 
 os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")
+# Gateways started by tests (in-process and as subprocesses) load the PII models on first
+# need instead of at start: ~7 s of CPU per process otherwise, for tests that never screen.
+# tests/e2e/test_pii.py turns warm-at-start back on where it is what is being tested.
+os.environ.setdefault("LEDGERGATE_PII_WARM_AT_START", "0")
 logging.getLogger("httpx").setLevel(logging.WARNING)
 
 BACKENDS = ("sqlite", "postgres")

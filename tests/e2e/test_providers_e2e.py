@@ -88,8 +88,13 @@ def gateway(
         env[f"LEDGERGATE_{provider.upper()}_API_KEY"] = f"{provider}-upstream-key"
     running = start_gateway(env)
     try:
+        catalog = running.services.routing.catalog
         for model in [*MODELS.values(), *EMBEDDING_MODELS.values()]:
-            running.set_price(model, str(INPUT_PER_MTOK), str(OUTPUT_PER_MTOK))
+            # Prices are kept per catalog model: an alias (mistral-small-latest) is priced
+            # under the name it resolves to, so the test prices both.
+            spec = catalog.get(model)
+            for name in {model, spec.name if spec is not None else model}:
+                running.set_price(name, str(INPUT_PER_MTOK), str(OUTPUT_PER_MTOK))
         yield running
     finally:
         running.server.stop()

@@ -115,7 +115,14 @@ class Gateway:
 
 
 def start_gateway(env: dict[str, str]) -> Gateway:
-    settings = Settings.from_env({"LEDGERGATE_ADMIN_TOKEN": ADMIN_TOKEN, **env})
+    settings = Settings.from_env(
+        {
+            "LEDGERGATE_ADMIN_TOKEN": ADMIN_TOKEN,
+            # PII models load on first need in tests (see tests/conftest.py).
+            "LEDGERGATE_PII_WARM_AT_START": "0",
+            **env,
+        }
+    )
     services = build_services(settings)
     server = BackgroundServer(create_app(settings, services)).start()
     return Gateway(server=server, services=services, settings=settings)

@@ -17,6 +17,7 @@ from uuid import UUID
 from domain import commands as c
 from domain.application import open_application
 from domain.ids import new_request_id
+from domain.pii_events import PiiDecision
 from domain.writer import run_now
 
 OUT = Path(__file__).resolve().parents[1] / "fixtures" / "events"
@@ -120,6 +121,28 @@ def main() -> None:
             app,
             c.RecordRejection(
                 facts(), 402, "insufficient_balance", "insufficient_quota", "no money"
+            ),
+        )
+        run_now(
+            app,
+            c.RecordRejection(
+                facts(),
+                400,
+                "guardrail_violation",
+                "invalid_request_error",
+                "the request contains personal data this policy does not allow: IBAN_CODE",
+                pii_decision=PiiDecision(
+                    policy_received=True,
+                    processed=True,
+                    action="block",
+                    sensitivity="medium",
+                    language="en",
+                    entity_counts=(("IBAN_CODE", 1), ("PERSON", 2)),
+                    redactions_applied=0,
+                    latency_ms=12.5,
+                    blocked=True,
+                    blocked_entity_types=("IBAN_CODE", "PERSON"),
+                ),
             ),
         )
         OUT.mkdir(parents=True, exist_ok=True)

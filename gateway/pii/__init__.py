@@ -1,0 +1,17 @@
+"""PII protection for the gateway (issue 6): screening before any provider call, stable
+pseudonyms restored in answers (also in streams), an output firewall for streamed answers,
+and a PII decision recorded per request — counts and types, never values.
+
+    policy.py       parse/validate `pii_policy`, project defaults and guardrail rules
+    recognizers.py  checksum-validated EU identifiers (SE, DE, IT, ES, FR, IBAN)
+    engine.py       PiiScreener: Presidio + spaCy loaded once, screen(body, policy) off-loop
+    pseudonymize.py Pseudonymizer: (type, value) -> <TYPE_n>, in memory, purged per request
+    rehydrate.py    rehydrate_text / rehydrate_chat_completion / StreamRehydrator
+    firewall.py     StreamFirewall: blocked types in a streamed answer, bounded hold-back
+    streaming.py    PiiStreamFilter: firewall then rehydration, per chunk
+    service.py      PiiService: one shared screener per process + per-project policies
+    evaluate.py     python -m gateway.pii.evaluate — precision/recall per type on the corpus
+
+The chat route (gateway/chat.py) calls `_screen_pii` before admission and `_PiiChunkFilter`
+on streams; see those for the wiring.
+"""

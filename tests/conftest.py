@@ -9,6 +9,7 @@ import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
+import freezegun
 import pytest
 
 from gateway.serving import BackgroundServer
@@ -17,6 +18,26 @@ from tests.support.harness import Gateway, start_gateway
 from tests.support.postgres import create_schema, temporary_database
 
 os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")
+
+# freezegun walks every loaded module's attributes when a freeze starts; SDKs with lazy
+# module __getattr__ (cohere, mistralai, google-genai, …) then import submodules *while*
+# datetime is faked, and their pydantic models fail to build. Their clocks are not under
+# test here, so freezegun leaves them alone.
+freezegun.configure(
+    extend_ignore_list=[
+        "cohere",
+        "mistralai",
+        "google",
+        "anthropic",
+        "openai",
+        "boto3",
+        "botocore",
+        "pydantic",
+        "spacy",
+        "presidio_analyzer",
+        "polars",
+    ]
+)
 # Gateways started by tests (in-process and as subprocesses) load the PII models on first
 # need instead of at start: ~7 s of CPU per process otherwise, for tests that never screen.
 # tests/e2e/test_pii.py turns warm-at-start back on where it is what is being tested.

@@ -119,7 +119,9 @@ def read_invoice(
         try:
             raw = path.read_bytes()
         except OSError as error:
-            raise InvoiceFormatError(f"cannot read invoice file {path.name!r}: {error.strerror}") from error
+            raise InvoiceFormatError(
+                f"cannot read invoice file {path.name!r}: {error.strerror}"
+            ) from error
         name = source_name or path.name
     try:
         # utf-8-sig: spreadsheet tools often prepend a byte-order mark to CSV exports.
@@ -173,13 +175,17 @@ def _records(reader: Any, columns: list[str], name: str) -> list[_Row]:
                 raise InvoiceFormatError(
                     f"{name} line {line}: expected {len(columns)} fields, found {len(cells)}"
                 )
-            rows.append((line, {col: cell.strip() for col, cell in zip(columns, cells, strict=True)}))
+            rows.append(
+                (line, {col: cell.strip() for col, cell in zip(columns, cells, strict=True)})
+            )
             if len(rows) > INVOICE_ROWS_MAX:
                 raise InvoiceFormatError(
                     f"{name}: more than {INVOICE_ROWS_MAX} rows; is this really an invoice?"
                 )
     except csv.Error as error:
-        raise InvoiceFormatError(f"{name} line {reader.line_num}: malformed CSV: {error}") from error
+        raise InvoiceFormatError(
+            f"{name} line {reader.line_num}: malformed CSV: {error}"
+        ) from error
     return rows
 
 
@@ -271,13 +277,21 @@ def _parse_generic(rows: list[_Row], columns: list[str], name: str) -> list[_Rec
         day_text = row.get("date", "")
         records.append(
             {
-                "date": _parse_day(day_text, name=name, line=line, column="date") if day_text else None,
+                "date": _parse_day(day_text, name=name, line=line, column="date")
+                if day_text
+                else None,
                 "provider": row.get("provider") or None,
                 "model": model,
-                "input_tokens": _parse_tokens(row.get("input_tokens", ""), name=name, line=line, column="input_tokens"),
-                "output_tokens": _parse_tokens(row.get("output_tokens", ""), name=name, line=line, column="output_tokens"),
+                "input_tokens": _parse_tokens(
+                    row.get("input_tokens", ""), name=name, line=line, column="input_tokens"
+                ),
+                "output_tokens": _parse_tokens(
+                    row.get("output_tokens", ""), name=name, line=line, column="output_tokens"
+                ),
                 "cost": parse_cost(row["cost"], name=name, line=line, column="cost"),
-                "currency": _parse_currency(row["currency"], name=name, line=line, column="currency"),
+                "currency": _parse_currency(
+                    row["currency"], name=name, line=line, column="currency"
+                ),
             }
         )
     return records
@@ -299,7 +313,12 @@ def _openai_bucket_day(start: datetime, end: datetime, *, name: str, line: int) 
 def _parse_openai(rows: list[_Row], columns: list[str], name: str) -> list[_Record]:
     start_column = "start_time_iso" if "start_time_iso" in columns else "start_time"
     end_column = "end_time_iso" if "end_time_iso" in columns else "end_time"
-    _require(columns, (start_column, end_column, "amount_value", "amount_currency", "line_item"), name, LAYOUT_OPENAI)
+    _require(
+        columns,
+        (start_column, end_column, "amount_value", "amount_currency", "line_item"),
+        name,
+        LAYOUT_OPENAI,
+    )
     records: list[_Record] = []
     for line, row in rows:
         amount_text = row["amount_value"]
@@ -321,7 +340,9 @@ def _parse_openai(rows: list[_Row], columns: list[str], name: str) -> list[_Reco
                 "input_tokens": None,
                 "output_tokens": None,
                 "cost": parse_cost(amount_text, name=name, line=line, column="amount_value"),
-                "currency": _parse_currency(row["amount_currency"], name=name, line=line, column="amount_currency"),
+                "currency": _parse_currency(
+                    row["amount_currency"], name=name, line=line, column="amount_currency"
+                ),
             }
         )
     return records
@@ -340,7 +361,9 @@ def _parse_anthropic(rows: list[_Row], columns: list[str], name: str) -> list[_R
             model = f"({kind})"
         records.append(
             {
-                "date": _parse_day(row["usage_date_utc"], name=name, line=line, column="usage_date_utc"),
+                "date": _parse_day(
+                    row["usage_date_utc"], name=name, line=line, column="usage_date_utc"
+                ),
                 "provider": "anthropic",
                 "model": model,
                 "input_tokens": None,
@@ -359,9 +382,7 @@ _PARSERS: Mapping[str, Callable[[list[_Row], list[str], str], list[_Record]]] = 
 }
 
 
-def _finish(
-    records: list[_Record], layout: str, name: str, rows_read: int, sha256: str
-) -> Invoice:
+def _finish(records: list[_Record], layout: str, name: str, rows_read: int, sha256: str) -> Invoice:
     if not records:
         raise InvoiceFormatError(f"{name}: invoice has no cost lines")
     dated = sum(1 for record in records if record["date"] is not None)

@@ -174,7 +174,11 @@ def month_bounds(month: str) -> tuple[datetime, datetime]:
         raise InvalidReconciliationRequest(
             f"month must be YYYY-MM, got {text[:20]!r}", param="month"
         ) from None
-    end = datetime(year + 1, 1, 1, tzinfo=UTC) if number == 12 else datetime(year, number + 1, 1, tzinfo=UTC)
+    end = (
+        datetime(year + 1, 1, 1, tzinfo=UTC)
+        if number == 12
+        else datetime(year, number + 1, 1, tzinfo=UTC)
+    )
     return start, end
 
 
@@ -242,13 +246,13 @@ def reconcile(
         raise InvalidReconciliationRequest("provider must not be empty", param="provider")
     for name, value in (("tolerance", tolerance), ("relative_tolerance", relative_tolerance)):
         if not isinstance(value, Decimal) or not value.is_finite() or value < 0:
-            raise InvalidReconciliationRequest(
-                f"{name} must be a non-negative Decimal", param=name
-            )
+            raise InvalidReconciliationRequest(f"{name} must be a non-negative Decimal", param=name)
     start, end = month_bounds(month)
     aliases = dict(model_aliases or {})
 
-    invoice_lines, outside = _invoice_lines(invoice, provider_name, start.date(), end.date(), aliases)
+    invoice_lines, outside = _invoice_lines(
+        invoice, provider_name, start.date(), end.date(), aliases
+    )
     ledger = ledger_provider_costs(entries, provider_name, month, per_day=invoice.per_day)
 
     currencies = {value for value in ledger["provider_currency"].to_list() if value is not None}

@@ -73,7 +73,9 @@ def generate_ledger(path: Path, unsorted_path: Path, rows: int, seed: int = 7) -
     reserved_nanos = rng.integers(50_000_000, 2_000_000_000, requests)[request]
     cost_nanos = (reserved_nanos * rng.uniform(0.05, 0.9, requests)[request]).astype(np.int64)
     is_charge = kind == 1
-    amount = np.where(kind == 0, reserved_nanos, np.where(is_charge, cost_nanos, reserved_nanos - cost_nanos))
+    amount = np.where(
+        kind == 0, reserved_nanos, np.where(is_charge, cost_nanos, reserved_nanos - cost_nanos)
+    )
     provider_cost = (cost_nanos * 0.8).astype(np.int64)
     model_names = [model for models in PROVIDERS.values() for model in models]
     entry_type = np.array(["reservation", "charge", "release"])[kind]
@@ -218,7 +220,9 @@ def main() -> None:
         )
         scenarios = {
             "time-ordered parquet (1M-row groups)": timed_runs(ledger, invoice, arguments.runs),
-            "shuffled parquet (one row group)": timed_runs(unsorted_ledger, invoice, arguments.runs),
+            "shuffled parquet (one row group)": timed_runs(
+                unsorted_ledger, invoice, arguments.runs
+            ),
         }
 
     results = next(iter(scenarios.values()))
@@ -250,7 +254,9 @@ def main() -> None:
             f"{max(run['peak_rss_mib'] for run in runs):>13.0f}{median / LIMIT_SECONDS:>8.2f}"
         )
     print()
-    print(f"limit {LIMIT_SECONDS:.0f} s; report lines {results[0]['lines']}; planted discrepancies found exactly: {correct}")
+    print(
+        f"limit {LIMIT_SECONDS:.0f} s; report lines {results[0]['lines']}; planted discrepancies found exactly: {correct}"
+    )
     print("\n".join(results[0]["table_tail"]))
     if not correct:
         print(f"expected {expected}")

@@ -49,7 +49,9 @@ class Usage:
 class ProviderEndpoint:
     """Where and how to reach one provider (from LEDGERGATE_<P>_BASE_URL / _API_KEY)."""
 
-    provider: str  # "openai", "anthropic", "mistral", "google", "bedrock", "cohere", "moonshot", "xai"
+    provider: (
+        str  # "openai", "anthropic", "mistral", "google", "bedrock", "cohere", "moonshot", "xai"
+    )
     base_url: str
     api_key: str | None = None
     region: str | None = None  # bedrock

@@ -1,0 +1,341 @@
+"""The project's prepaid ledger, two-phase like TigerBeetle's pending transfers.
+
+    available = credits - posted - pending   (never below zero)
+
+A request reserves an estimate before dispatch (pending), then one ChargePosted turns the
+reservation into the actual charge and releases the rest in the same event; or
+ReservationReleased gives it all back. A reservation is settled once: a second post or
+release for the same request finds no reservation and is refused. Corrections are new
+Adjusted events, never edits.
+
+Per-key daily budgets live here too, because reservations must count against them under
+any concurrency: the Account is the single consistency boundary for money.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from decimal import Decimal
+from uuid import UUID
+
+from eventsourcing.domain import Aggregate, event
+
+from domain.errors import (
+    BudgetExceeded,
+    CurrencyMismatch,
+    InsufficientFunds,
+    InvalidAmount,
+    InvalidCommand,
+    ReservationNotFound,
+)
+from domain.money import check_currency, quantize_internal
+
+ZERO = Decimal(0)
+REFERENCE_LENGTH_MAX = 200
+
+
+def _budget_bucket(key_id: UUID | None, day: date) -> str:
+    return f"{key_id}|{day.isoformat()}"
+
+
+class Account(Aggregate):
+    class Opened(Aggregate.Created):
+        project_id: UUID
+        currency: str
+
+    class ToppedUp(Aggregate.Event):
+        amount: Decimal
+        reference: str
+        topped_up_at: datetime
+
+    class Reserved(Aggregate.Event):
+        request_id: str
+        amount: Decimal
+        key_id: UUID | None
+        budget_day: date
+        reserved_at: datetime
+
+    class ChargePosted(Aggregate.Event):
+        request_id: str
+        reserved_amount: Decimal
+        amount: Decimal  # what the balance is debited: provider cost converted + fee
+        released_amount: Decimal  # reserved_amount - amount, back to available (may be 0)
+        shortfall_amount: Decimal  # actual cost the balance could not cover (written off)
+        provider_cost: Decimal  # in provider_currency, before FX and fee
+        provider_currency: str
+        fx_rate: Decimal
+        fx_rate_id: str | None
+        price_id: str | None
+        fee_rate: Decimal
+        fee_amount: Decimal
+        key_source: str  # "managed" | "byok"
+        usage_source: str  # "provider" | "estimated"
+        provider: str
+        model: str
+        upstream_model: str
+        input_tokens: int
+        output_tokens: int
+        cached_tokens: int
+        key_id: UUID | None
+        actor_id: str | None
+        posted_at: datetime
+
+    class ReservationReleased(Aggregate.Event):
+        request_id: str
+        amount: Decimal
+        reason: str
+        released_at: datetime
+
+    class Adjusted(Aggregate.Event):
+        amount: Decimal  # signed: + credit, - debit
+        reason: str
+        reference: str
+        adjusted_at: datetime
+
+    @classmethod
+    def open(cls, *, project_id: UUID, currency: str, account_id: UUID) -> Account:
+        return cls._create(
+            cls.Opened, id=account_id, project_id=project_id, currency=check_currency(currency)
+        )
+
+    def __init__(self, project_id: UUID, currency: str) -> None:
+        self.project_id = project_id
+        self.currency = currency
+        self.credits = ZERO
+        self.posted = ZERO
+        self.pending_total = ZERO
+        self.pending: dict[str, Decimal] = {}
+        self.pending_buckets: dict[str, str] = {}  # request_id -> budget bucket
+        self.budget_spend: dict[str, Decimal] = {}  # bucket -> posted + pending that day
+        # A dict, not a set, so the state stays JSON-serialisable for snapshots.
+        self.references: dict[str, bool] = {}
+
+    # --- queries -------------------------------------------------------------------------
+
+    @property
+    def available(self) -> Decimal:
+        return self.credits - self.posted - self.pending_total
+
+    def spent_on(self, key_id: UUID | None, day: date) -> Decimal:
+        return self.budget_spend.get(_budget_bucket(key_id, day), ZERO)
+
+    def has_reservation(self, request_id: str) -> bool:
+        return request_id in self.pending
+
+    # --- commands ------------------------------------------------------------------------
+
+    def check_currency(self, currency: str) -> None:
+        if check_currency(currency) != self.currency:
+            raise CurrencyMismatch(
+                f"this account keeps {self.currency}; got {currency}", expected=self.currency
+            )
+
+    def top_up(self, *, amount: Decimal, currency: str, reference: str, now: datetime) -> bool:
+        """Returns False (and records nothing) when the reference was already used."""
+        self.check_currency(currency)
+        amount = quantize_internal(amount)
+        if amount <= 0:
+            raise InvalidAmount("a top-up must be positive")
+        clean = reference.strip()
+        if not clean or len(clean) > REFERENCE_LENGTH_MAX:
+            raise InvalidCommand(
+                f"a top-up reference must have 1 to {REFERENCE_LENGTH_MAX} characters"
+            )
+        if clean in self.references:
+            return False
+        self._topped_up(amount, clean, now)
+        return True
+
+    @event(ToppedUp)
+    def _topped_up(self, amount: Decimal, reference: str, topped_up_at: datetime) -> None:
+        self.credits += amount
+        self.references[reference] = True
+
+    def reserve(
+        self,
+        *,
+        request_id: str,
+        amount: Decimal,
+        key_id: UUID | None,
+        daily_budget: Decimal | None,
+        now: datetime,
+    ) -> None:
+        amount = quantize_internal(amount)
+        if amount < 0:
+            raise InvalidAmount("a reservation cannot be negative")
+        if request_id in self.pending:
+            raise InvalidCommand("this request already holds a reservation")
+        if amount > self.available:
+            raise InsufficientFunds(
+                "the project's balance does not cover this request's estimated cost",
+                available=str(self.available),
+                required=str(amount),
+                currency=self.currency,
+            )
+        day = now.date()
+        if daily_budget is not None:
+            spent = self.spent_on(key_id, day)
+            if spent + amount > daily_budget:
+                raise BudgetExceeded(
+                    "this key's daily budget would be exceeded",
+                    daily_budget=str(daily_budget),
+                    spent_today=str(spent),
+                    required=str(amount),
+                    currency=self.currency,
+                    resets_at=f"{day.isoformat()}T24:00:00Z",
+                )
+        self._reserved(request_id, amount, key_id, day, now)
+
+    @event(Reserved)
+    def _reserved(
+        self,
+        request_id: str,
+        amount: Decimal,
+        key_id: UUID | None,
+        budget_day: date,
+        reserved_at: datetime,
+    ) -> None:
+        self.pending[request_id] = amount
+        self.pending_total += amount
+        bucket = _budget_bucket(key_id, budget_day)
+        self.pending_buckets[request_id] = bucket
+        self.budget_spend[bucket] = self.budget_spend.get(bucket, ZERO) + amount
+
+    def post_charge(
+        self,
+        *,
+        request_id: str,
+        actual_amount: Decimal,
+        provider_cost: Decimal,
+        provider_currency: str,
+        fx_rate: Decimal,
+        fx_rate_id: str | None,
+        price_id: str | None,
+        fee_rate: Decimal,
+        fee_amount: Decimal,
+        key_source: str,
+        usage_source: str,
+        provider: str,
+        model: str,
+        upstream_model: str,
+        input_tokens: int,
+        output_tokens: int,
+        cached_tokens: int,
+        key_id: UUID | None,
+        actor_id: str | None,
+        now: datetime,
+    ) -> Decimal:
+        """Post the actual charge, release the rest. Returns the amount debited."""
+        if request_id not in self.pending:
+            raise ReservationNotFound("no open reservation for this request (already settled?)")
+        actual_amount = quantize_internal(actual_amount)
+        if actual_amount < 0:
+            raise InvalidAmount("a charge cannot be negative")
+        reserved = self.pending[request_id]
+        # The balance never goes below zero: beyond the reservation we can only take what is
+        # available; the rest is recorded as a shortfall (written off), never as a debt.
+        collectable = reserved + self.available
+        amount = min(actual_amount, collectable)
+        shortfall = actual_amount - amount
+        released = max(reserved - amount, ZERO)
+        self._charge_posted(
+            request_id,
+            reserved,
+            amount,
+            released,
+            shortfall,
+            quantize_internal(provider_cost),
+            provider_currency,
+            fx_rate,
+            fx_rate_id,
+            price_id,
+            fee_rate,
+            quantize_internal(fee_amount),
+            key_source,
+            usage_source,
+            provider,
+            model,
+            upstream_model,
+            input_tokens,
+            output_tokens,
+            cached_tokens,
+            key_id,
+            actor_id,
+            now,
+        )
+        return amount
+
+    @event(ChargePosted)
+    def _charge_posted(
+        self,
+        request_id: str,
+        reserved_amount: Decimal,
+        amount: Decimal,
+        released_amount: Decimal,
+        shortfall_amount: Decimal,
+        provider_cost: Decimal,
+        provider_currency: str,
+        fx_rate: Decimal,
+        fx_rate_id: str | None,
+        price_id: str | None,
+        fee_rate: Decimal,
+        fee_amount: Decimal,
+        key_source: str,
+        usage_source: str,
+        provider: str,
+        model: str,
+        upstream_model: str,
+        input_tokens: int,
+        output_tokens: int,
+        cached_tokens: int,
+        key_id: UUID | None,
+        actor_id: str | None,
+        posted_at: datetime,
+    ) -> None:
+        self._settle(request_id, reserved_amount, amount)
+        self.posted += amount
+
+    def release(self, *, request_id: str, reason: str, now: datetime) -> Decimal:
+        if request_id not in self.pending:
+            raise ReservationNotFound("no open reservation for this request (already settled?)")
+        amount = self.pending[request_id]
+        self._reservation_released(request_id, amount, reason[:100], now)
+        return amount
+
+    @event(ReservationReleased)
+    def _reservation_released(
+        self, request_id: str, amount: Decimal, reason: str, released_at: datetime
+    ) -> None:
+        self._settle(request_id, amount, ZERO)
+
+    def _settle(self, request_id: str, reserved: Decimal, kept: Decimal) -> None:
+        del self.pending[request_id]
+        self.pending_total -= reserved
+        bucket = self.pending_buckets.pop(request_id)
+        self.budget_spend[bucket] = self.budget_spend.get(bucket, ZERO) - reserved + kept
+
+    def adjust(self, *, amount: Decimal, reason: str, reference: str, now: datetime) -> bool:
+        amount = quantize_internal(amount)
+        if amount == 0:
+            raise InvalidAmount("an adjustment cannot be zero")
+        clean = reference.strip()
+        if not clean or len(clean) > REFERENCE_LENGTH_MAX:
+            raise InvalidCommand("an adjustment needs a reference")
+        if clean in self.references:
+            return False
+        if amount < 0 and -amount > self.available:
+            raise InsufficientFunds(
+                "a debit adjustment cannot take the balance below zero",
+                available=str(self.available),
+                required=str(-amount),
+                currency=self.currency,
+            )
+        self._adjusted(amount, reason[:200], clean, now)
+        return True
+
+    @event(Adjusted)
+    def _adjusted(
+        self, amount: Decimal, reason: str, reference: str, adjusted_at: datetime
+    ) -> None:
+        self.credits += amount
+        self.references[reference] = True

@@ -1,0 +1,88 @@
+"""The event-sourced application: one event store for every aggregate, configured from
+LEDGERGATE_DATABASE_URL (unset → an SQLite file under ./.ledgergate/)."""
+
+from __future__ import annotations
+
+import os
+from datetime import date
+from pathlib import Path
+from typing import Any, ClassVar
+from urllib.parse import parse_qs, unquote, urlparse
+from uuid import UUID
+
+from eventsourcing.application import Application
+from eventsourcing.persistence import JSONTranscoder, Transcoding
+
+from domain.account import Account
+
+DEFAULT_DATA_DIR = ".ledgergate"
+EVENTS_FILE = "events.sqlite"
+
+
+class DateAsISO(Transcoding):
+    type = date
+    name = "date_iso"
+
+    def encode(self, obj: date) -> str:
+        return obj.isoformat()
+
+    def decode(self, data: str) -> date:
+        return date.fromisoformat(data)
+
+
+class LedgerApplication(Application[UUID]):
+    name = "Ledgergate"
+    # A hot account gathers millions of events; a snapshot every N keeps loading it cheap.
+    snapshotting_intervals: ClassVar[dict[type[Any], int]] = {Account: 1000}
+
+    def register_transcodings(self, transcoder: JSONTranscoder) -> None:
+        super().register_transcodings(transcoder)
+        transcoder.register(DateAsISO())
+
+
+def is_postgres_url(url: str | None) -> bool:
+    return bool(url) and str(url).startswith(("postgresql://", "postgres://"))
+
+
+def store_env(
+    database_url: str | None, data_dir: str | os.PathLike[str] | None = None
+) -> dict[str, str]:
+    """Translate our one URL into the eventsourcing library's settings."""
+    if is_postgres_url(database_url):
+        assert database_url is not None
+        parsed = urlparse(database_url)
+        query = parse_qs(parsed.query)
+        env = {
+            "PERSISTENCE_MODULE": "eventsourcing.postgres",
+            "POSTGRES_DBNAME": (parsed.path or "/postgres").lstrip("/") or "postgres",
+            "POSTGRES_HOST": parsed.hostname or "127.0.0.1",
+            "POSTGRES_PORT": str(parsed.port or 5432),
+            "POSTGRES_USER": unquote(parsed.username or "postgres"),
+            "POSTGRES_PASSWORD": unquote(parsed.password or ""),
+            "POSTGRES_POOL_SIZE": query.get("pool_size", ["10"])[0],
+            "POSTGRES_MAX_OVERFLOW": "20",
+            "POSTGRES_CONNECT_TIMEOUT": "10",
+            "POSTGRES_LOCK_TIMEOUT": "10",
+            "POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT": "30",
+        }
+        if "schema" in query:
+            env["POSTGRES_SCHEMA"] = query["schema"][0]
+        return env
+    if database_url and database_url.startswith("sqlite:///"):
+        path = Path(database_url[len("sqlite:///") :])
+    else:
+        path = Path(data_dir or DEFAULT_DATA_DIR) / EVENTS_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return {
+        "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+        "SQLITE_DBNAME": str(path),
+        "SQLITE_LOCK_TIMEOUT": "30",
+    }
+
+
+def open_application(
+    database_url: str | None = None, data_dir: str | None = None, **extra: Any
+) -> LedgerApplication:
+    env = store_env(database_url, data_dir)
+    env.update({k: str(v) for k, v in extra.items()})
+    return LedgerApplication(env=env)

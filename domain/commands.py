@@ -1,0 +1,184 @@
+"""Commands: imperative, frozen, primitives only. Handlers live in domain/handlers.py."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from uuid import UUID
+
+
+class Command:
+    """Marker base class."""
+
+
+@dataclass(frozen=True)
+class CreateProject(Command):
+    name: str
+    tier: str = "unrestricted"
+    plan: str = "pro"
+    currency: str = "USD"
+    fee_rate: Decimal = Decimal("0.05")
+    strict: bool = False
+
+
+@dataclass(frozen=True)
+class CreateApiKey(Command):
+    project_id: UUID
+    daily_budget: Decimal | None = None
+    test: bool = False
+
+
+@dataclass(frozen=True)
+class RevokeApiKey(Command):
+    key_id: UUID
+    reason: str = "revoked by admin"
+
+
+@dataclass(frozen=True)
+class TopUp(Command):
+    project_id: UUID
+    amount: Decimal
+    currency: str
+    reference: str
+
+
+@dataclass(frozen=True)
+class AdjustBalance(Command):
+    project_id: UUID
+    amount: Decimal
+    reason: str
+    reference: str
+
+
+@dataclass(frozen=True)
+class SetPrice(Command):
+    model: str
+    input_per_mtok: Decimal
+    output_per_mtok: Decimal
+    currency: str
+    effective_from: datetime
+    cached_input_per_mtok: Decimal | None = None
+    source: str = "admin"
+
+
+@dataclass(frozen=True)
+class SetFxRate(Command):
+    base: str
+    quote: str
+    rate: Decimal
+    effective_from: datetime
+    source: str = "admin"
+
+
+@dataclass(frozen=True)
+class RequestFacts:
+    """What is known of a request when it arrives (no prompt text: sizes and hashes)."""
+
+    request_id: str
+    endpoint: str
+    project_id: UUID | None
+    key_id: UUID | None
+    actor_id: str | None
+    model_requested: str | None
+    stream: bool
+    message_count: int
+    prompt_chars: int
+    prompt_sha256: str | None
+    trace_id: str | None
+    idempotency_key_sha256: str | None
+    client_ip: str | None
+    received_at: datetime
+    deadline_at: datetime
+
+
+@dataclass(frozen=True)
+class RecordRejection(Command):
+    facts: RequestFacts
+    http_status: int
+    error_code: str
+    error_type: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Route:
+    model: str
+    provider: str
+    upstream_model: str
+    endpoint_name: str = "default"
+
+
+@dataclass(frozen=True)
+class AdmitRequest(Command):
+    """Receive, reserve and dispatch in one transaction, so all three are durable before
+    any provider is called. If the reservation is refused, the request is recorded as
+    rejected instead (and that is durable too)."""
+
+    facts: RequestFacts
+    route: Route
+    estimated_input_tokens: int
+    max_output_tokens: int
+    fee_rate: Decimal
+    key_source: str = "managed"
+    daily_budget: Decimal | None = None
+    price_at: datetime | None = None  # defaults to facts.received_at
+
+
+@dataclass(frozen=True)
+class Redispatch(Command):
+    request_id: str
+    route: Route
+    attempt: int
+
+
+@dataclass(frozen=True)
+class MarkStreaming(Command):
+    request_id: str
+    first_chunk_ms: int
+
+
+@dataclass(frozen=True)
+class UsageReport:
+    input_tokens: int
+    output_tokens: int
+    cached_tokens: int = 0
+    usage_source: str = "provider"
+
+
+@dataclass(frozen=True)
+class CompleteRequest(Command):
+    request_id: str
+    usage: UsageReport
+    finish_reason: str | None
+    completion_chars: int
+    completion_sha256: str | None
+    latency_ms: int
+    upstream_ms: int
+    actor_id: str | None = None
+
+
+@dataclass(frozen=True)
+class FailRequest(Command):
+    request_id: str
+    http_status: int
+    error_code: str
+    error_type: str
+    message: str
+    latency_ms: int
+    after_first_chunk: bool = False
+    delivered_chunks: int = 0
+    usage: UsageReport | None = None  # tokens actually used, charged if any
+    actor_id: str | None = None
+
+
+@dataclass(frozen=True)
+class AbandonRequest(Command):
+    request_id: str
+    reason: str = "swept: no terminal state before the deadline"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    value: object
+    position: int | None = field(default=None)

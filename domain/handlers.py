@@ -1,0 +1,523 @@
+"""Command handlers: plain functions registered in one table (HANDLERS).
+
+Each handler decides everything that can fail *before* it triggers any event, so a domain
+error leaves no half-applied change behind; new aggregates are only added to the unit of
+work once the decision is made.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+from domain import commands as c
+from domain.account import Account
+from domain.clock import Clock
+from domain.errors import (
+    IllegalTransition,
+    InvalidCommand,
+    ReservationNotFound,
+    UnknownKey,
+    UnknownProject,
+)
+from domain.ids import (
+    account_id,
+    api_key_id,
+    fx_book_id,
+    hash_api_key,
+    new_api_key,
+    price_book_id,
+    request_aggregate_id,
+)
+from domain.money import quantize_internal
+from domain.pricing import FxBook, FxRate, Price, PriceBook, compute_cost, identity_rate
+from domain.project import ApiKey, Project
+from domain.request import COMPLETED, DISPATCHED, FAILED, STREAMING, Request
+
+FX_INVERSE_QUANTUM = Decimal("0.000000000001")
+
+
+class UnitOfWork:
+    """The aggregates one command reads and changes. `get` goes through the writer's cache."""
+
+    def __init__(self, load: Callable[[UUID], Any], clock: Clock) -> None:
+        self._load = load
+        self.clock = clock
+        self.touched: dict[UUID, Any] = {}
+        self.added: dict[UUID, Any] = {}
+
+    def find(self, aggregate_id: UUID) -> Any | None:
+        if aggregate_id in self.touched:
+            return self.touched[aggregate_id]
+        aggregate = self._load(aggregate_id)
+        if aggregate is not None:
+            self.touched[aggregate_id] = aggregate
+        return aggregate
+
+    def add(self, aggregate: Any) -> None:
+        self.touched[aggregate.id] = aggregate
+        self.added[aggregate.id] = aggregate
+
+    def pending(self) -> list[Any]:
+        return [a for a in self.touched.values() if a.pending_events]
+
+
+def _project(uow: UnitOfWork, project_id: UUID) -> Project:
+    project = uow.find(project_id)
+    if not isinstance(project, Project):
+        raise UnknownProject(f"no project {project_id}")
+    return project
+
+
+def _account(uow: UnitOfWork, project_id: UUID) -> Account:
+    account = uow.find(account_id(project_id))
+    if not isinstance(account, Account):
+        raise UnknownProject(f"no account for project {project_id}")
+    return account
+
+
+def _request(uow: UnitOfWork, request_id: str) -> Request:
+    request = uow.find(request_aggregate_id(request_id))
+    if not isinstance(request, Request):
+        raise InvalidCommand(f"no request {request_id}")
+    return request
+
+
+def balance_view(account: Account) -> dict[str, str]:
+    return {
+        "project_id": str(account.project_id),
+        "currency": account.currency,
+        "credits": format(account.credits, "f"),
+        "posted": format(account.posted, "f"),
+        "pending": format(account.pending_total, "f"),
+        "available": format(account.available, "f"),
+    }
+
+
+def price_in_effect(uow: UnitOfWork, model: str, at: datetime) -> Price:
+    book = uow.find(price_book_id(model))
+    if not isinstance(book, PriceBook):
+        from domain.errors import PriceNotFound
+
+        raise PriceNotFound(f"no price has been set for model {model!r}", model=model)
+    return book.price_at(at)
+
+
+def fx_in_effect(uow: UnitOfWork, base: str, quote: str, at: datetime) -> FxRate:
+    if base == quote:
+        return identity_rate(base)
+    direct = uow.find(fx_book_id(base, quote))
+    if isinstance(direct, FxBook) and any(r.effective_from <= at for r in direct.rates):
+        return direct.rate_at(at)
+    inverse = uow.find(fx_book_id(quote, base))
+    if isinstance(inverse, FxBook) and any(r.effective_from <= at for r in inverse.rates):
+        rate = inverse.rate_at(at)
+        return FxRate(
+            rate_id=rate.rate_id,
+            base=base,
+            quote=quote,
+            rate=(Decimal(1) / rate.rate).quantize(FX_INVERSE_QUANTUM),
+            effective_from=rate.effective_from,
+            inverted=True,
+        )
+    from domain.errors import FxRateNotFound
+
+    raise FxRateNotFound(
+        f"no {base}/{quote} FX rate in effect at {at.isoformat()}", base=base, quote=quote
+    )
+
+
+# --- admin -------------------------------------------------------------------------------
+
+
+def create_project(cmd: c.CreateProject, uow: UnitOfWork) -> dict[str, str]:
+    now = uow.clock.now()
+    project = Project.create(
+        name=cmd.name,
+        tier=cmd.tier,
+        plan=cmd.plan,
+        currency=cmd.currency,
+        fee_rate=cmd.fee_rate,
+        strict=cmd.strict,
+        now=now,
+    )
+    account = Account.open(
+        project_id=project.id, currency=project.currency, account_id=account_id(project.id)
+    )
+    uow.add(project)
+    uow.add(account)
+    return {
+        "project_id": str(project.id),
+        "currency": project.currency,
+        "tier": project.tier,
+        "plan": project.plan,
+    }
+
+
+def create_api_key(cmd: c.CreateApiKey, uow: UnitOfWork) -> dict[str, Any]:
+    project = _project(uow, cmd.project_id)
+    plain = new_api_key(test=cmd.test)
+    key_hash = hash_api_key(plain)
+    key = ApiKey.create(
+        key_id=api_key_id(key_hash),
+        project_id=project.id,
+        key_hash=key_hash,
+        key_prefix=plain[:12],
+        daily_budget=cmd.daily_budget,
+        now=uow.clock.now(),
+    )
+    uow.add(key)
+    return {
+        "key_id": str(key.id),
+        "api_key": plain,  # shown once, never stored
+        "project_id": str(project.id),
+        "daily_budget": None if cmd.daily_budget is None else format(cmd.daily_budget, "f"),
+    }
+
+
+def revoke_api_key(cmd: c.RevokeApiKey, uow: UnitOfWork) -> dict[str, Any]:
+    key = uow.find(cmd.key_id)
+    if not isinstance(key, ApiKey):
+        raise UnknownKey(f"no API key {cmd.key_id}")
+    key.revoke(cmd.reason, uow.clock.now())
+    return {"key_id": str(key.id), "revoked": True}
+
+
+def top_up(cmd: c.TopUp, uow: UnitOfWork) -> dict[str, Any]:
+    account = _account(uow, cmd.project_id)
+    applied = account.top_up(
+        amount=cmd.amount, currency=cmd.currency, reference=cmd.reference, now=uow.clock.now()
+    )
+    return {"applied": applied, "reference": cmd.reference.strip(), **balance_view(account)}
+
+
+def adjust_balance(cmd: c.AdjustBalance, uow: UnitOfWork) -> dict[str, Any]:
+    account = _account(uow, cmd.project_id)
+    applied = account.adjust(
+        amount=cmd.amount, reason=cmd.reason, reference=cmd.reference, now=uow.clock.now()
+    )
+    return {"applied": applied, "reference": cmd.reference.strip(), **balance_view(account)}
+
+
+def set_price(cmd: c.SetPrice, uow: UnitOfWork) -> dict[str, Any]:
+    book = uow.find(price_book_id(cmd.model))
+    if book is None:
+        book = PriceBook.open(book_id=price_book_id(cmd.model), model=cmd.model)
+        new = True
+    else:
+        new = False
+    price_id = book.set_price(
+        input_per_mtok=cmd.input_per_mtok,
+        output_per_mtok=cmd.output_per_mtok,
+        cached_input_per_mtok=cmd.cached_input_per_mtok,
+        currency=cmd.currency,
+        effective_from=cmd.effective_from,
+        source=cmd.source,
+    )
+    if new:
+        uow.add(book)
+    return {
+        "price_id": price_id,
+        "model": book.model,
+        "input_per_mtok": format(cmd.input_per_mtok, "f"),
+        "output_per_mtok": format(cmd.output_per_mtok, "f"),
+        "currency": cmd.currency.upper(),
+        "effective_from": cmd.effective_from.isoformat(),
+    }
+
+
+def set_fx_rate(cmd: c.SetFxRate, uow: UnitOfWork) -> dict[str, Any]:
+    book_id = fx_book_id(cmd.base.upper(), cmd.quote.upper())
+    book = uow.find(book_id)
+    new = book is None
+    if book is None:
+        book = FxBook.open(book_id=book_id, base=cmd.base, quote=cmd.quote)
+    rate_id = book.set_rate(rate=cmd.rate, effective_from=cmd.effective_from, source=cmd.source)
+    if new:
+        uow.add(book)
+    return {
+        "rate_id": rate_id,
+        "base": book.base,
+        "quote": book.quote,
+        "rate": format(cmd.rate, "f"),
+        "effective_from": cmd.effective_from.isoformat(),
+    }
+
+
+# --- request lifecycle ---------------------------------------------------------------------
+
+
+def _new_request(facts: c.RequestFacts) -> Request:
+    return Request.receive(aggregate_id=request_aggregate_id(facts.request_id), **asdict(facts))
+
+
+def record_rejection(cmd: c.RecordRejection, uow: UnitOfWork) -> dict[str, Any]:
+    request = _new_request(cmd.facts)
+    request.reject(
+        http_status=cmd.http_status,
+        error_code=cmd.error_code,
+        error_type=cmd.error_type,
+        message=cmd.message,
+        now=uow.clock.now(),
+    )
+    uow.add(request)
+    return {"request_id": cmd.facts.request_id, "status": "rejected"}
+
+
+def admit_request(cmd: c.AdmitRequest, uow: UnitOfWork) -> dict[str, Any]:
+    facts = cmd.facts
+    if facts.project_id is None:
+        raise InvalidCommand("an admitted request needs a project")
+    now = uow.clock.now()
+    project = _project(uow, facts.project_id)
+    at = cmd.price_at or facts.received_at
+    price = price_in_effect(uow, cmd.route.model, at)
+    fx = fx_in_effect(uow, price.currency, project.currency, at)
+    estimate = compute_cost(
+        price=price,
+        fx=fx,
+        fee_rate=cmd.fee_rate,
+        input_tokens=cmd.estimated_input_tokens,
+        output_tokens=cmd.max_output_tokens,
+    )
+    account = _account(uow, project.id)
+    account.reserve(  # raises InsufficientFunds / BudgetExceeded before any event exists
+        request_id=facts.request_id,
+        amount=estimate.total,
+        key_id=facts.key_id,
+        daily_budget=cmd.daily_budget,
+        now=now,
+    )
+    request = _new_request(facts)
+    request.admit(
+        model=cmd.route.model,
+        provider=cmd.route.provider,
+        upstream_model=cmd.route.upstream_model,
+        currency=project.currency,
+        reserved_amount=estimate.total,
+        estimated_input_tokens=cmd.estimated_input_tokens,
+        max_output_tokens=cmd.max_output_tokens,
+        price_id=price.price_id,
+        price_effective_from=price.effective_from,
+        input_price_per_mtok=price.input_per_mtok,
+        output_price_per_mtok=price.output_per_mtok,
+        price_currency=price.currency,
+        fx_rate=fx.rate,
+        fx_rate_id=fx.rate_id,
+        fee_rate=cmd.fee_rate,
+        key_source=cmd.key_source,
+        admitted_at=now,
+    )
+    request.dispatch(
+        provider=cmd.route.provider,
+        model=cmd.route.model,
+        upstream_model=cmd.route.upstream_model,
+        endpoint_name=cmd.route.endpoint_name,
+        attempt=1,
+        now=now,
+    )
+    uow.add(request)
+    return {
+        "request_id": facts.request_id,
+        "reserved_amount": estimate.total,
+        "currency": project.currency,
+        "price_id": price.price_id,
+        "price_effective_from": price.effective_from,
+        "fx_rate": fx.rate,
+        "fx_rate_id": fx.rate_id,
+    }
+
+
+def redispatch(cmd: c.Redispatch, uow: UnitOfWork) -> dict[str, Any]:
+    request = _request(uow, cmd.request_id)
+    request.dispatch(
+        provider=cmd.route.provider,
+        model=cmd.route.model,
+        upstream_model=cmd.route.upstream_model,
+        endpoint_name=cmd.route.endpoint_name,
+        attempt=cmd.attempt,
+        now=uow.clock.now(),
+    )
+    return {"request_id": cmd.request_id, "attempt": cmd.attempt}
+
+
+def mark_streaming(cmd: c.MarkStreaming, uow: UnitOfWork) -> dict[str, Any]:
+    request = _request(uow, cmd.request_id)
+    if request.status == STREAMING:
+        return {"request_id": cmd.request_id, "status": STREAMING}
+    request.start_streaming(first_chunk_ms=cmd.first_chunk_ms, now=uow.clock.now())
+    return {"request_id": cmd.request_id, "status": STREAMING}
+
+
+def _charge(
+    uow: UnitOfWork,
+    request: Request,
+    usage: c.UsageReport,
+    actor_id: str | None,
+) -> tuple[Decimal, Decimal, Decimal, Decimal]:
+    """Post the charge for `usage` on the request's admission terms. Returns
+    (provider_cost, charged, fee, shortfall)."""
+    terms = request.terms
+    if terms is None or request.project_id is None:
+        raise IllegalTransition("only an admitted request can be charged")
+    account = _account(uow, request.project_id)
+    if not account.has_reservation(request.request_id):
+        raise ReservationNotFound("the request's reservation is already settled")
+    price = Price(
+        price_id=terms.price_id,
+        model=request.model or "",
+        input_per_mtok=terms.input_price_per_mtok,
+        output_per_mtok=terms.output_price_per_mtok,
+        currency=terms.price_currency,
+        effective_from=request.received_at,
+    )
+    fx = FxRate(terms.fx_rate_id, terms.price_currency, terms.currency, terms.fx_rate, None)
+    cost = compute_cost(
+        price=price,
+        fx=fx,
+        fee_rate=terms.fee_rate,
+        input_tokens=max(usage.input_tokens, 0),
+        output_tokens=max(usage.output_tokens, 0),
+        cached_tokens=usage.cached_tokens,
+    )
+    charged = account.post_charge(
+        request_id=request.request_id,
+        actual_amount=cost.total,
+        provider_cost=cost.provider_cost,
+        provider_currency=terms.price_currency,
+        fx_rate=terms.fx_rate,
+        fx_rate_id=terms.fx_rate_id,
+        price_id=terms.price_id,
+        fee_rate=terms.fee_rate,
+        fee_amount=cost.fee_amount,
+        key_source=terms.key_source,
+        usage_source=usage.usage_source,
+        provider=request.provider or "",
+        model=request.model or "",
+        upstream_model=request.upstream_model or "",
+        input_tokens=usage.input_tokens,
+        output_tokens=usage.output_tokens,
+        cached_tokens=usage.cached_tokens,
+        key_id=request.key_id,
+        actor_id=actor_id if actor_id is not None else request.actor_id,
+        now=uow.clock.now(),
+    )
+    return cost.provider_cost, charged, cost.fee_amount, quantize_internal(cost.total - charged)
+
+
+def complete_request(cmd: c.CompleteRequest, uow: UnitOfWork) -> dict[str, Any]:
+    request = _request(uow, cmd.request_id)
+    request.check_transition(COMPLETED)
+    provider_cost, charged, fee, shortfall = _charge(uow, request, cmd.usage, cmd.actor_id)
+    request.complete(
+        input_tokens=cmd.usage.input_tokens,
+        output_tokens=cmd.usage.output_tokens,
+        cached_tokens=cmd.usage.cached_tokens,
+        usage_source=cmd.usage.usage_source,
+        finish_reason=cmd.finish_reason,
+        provider_cost=provider_cost,
+        charged_amount=charged,
+        fee_amount=fee,
+        shortfall_amount=shortfall,
+        completion_chars=cmd.completion_chars,
+        completion_sha256=cmd.completion_sha256,
+        latency_ms=cmd.latency_ms,
+        upstream_ms=cmd.upstream_ms,
+        completed_at=uow.clock.now(),
+    )
+    return {
+        "request_id": cmd.request_id,
+        "charged_amount": charged,
+        "provider_cost": provider_cost,
+        "fee_amount": fee,
+    }
+
+
+def fail_request(cmd: c.FailRequest, uow: UnitOfWork) -> dict[str, Any]:
+    request = _request(uow, cmd.request_id)
+    request.check_transition(FAILED)
+    now = uow.clock.now()
+    provider_cost = charged = fee = Decimal(0)
+    usage = cmd.usage
+    if request.project_id is not None and request.terms is not None:
+        account = _account(uow, request.project_id)
+        if (
+            usage is not None
+            and (usage.input_tokens or usage.output_tokens)
+            and account.has_reservation(request.request_id)
+        ):
+            provider_cost, charged, fee, _ = _charge(uow, request, usage, cmd.actor_id)
+        elif account.has_reservation(request.request_id):
+            account.release(request_id=request.request_id, reason=cmd.error_code, now=now)
+    request.fail(
+        http_status=cmd.http_status,
+        error_code=cmd.error_code,
+        error_type=cmd.error_type,
+        message=cmd.message[:500],
+        after_first_chunk=cmd.after_first_chunk,
+        delivered_chunks=cmd.delivered_chunks,
+        input_tokens=usage.input_tokens if usage else 0,
+        output_tokens=usage.output_tokens if usage else 0,
+        usage_source=usage.usage_source if usage else "none",
+        provider_cost=provider_cost,
+        charged_amount=charged,
+        fee_amount=fee,
+        latency_ms=cmd.latency_ms,
+        failed_at=now,
+    )
+    return {"request_id": cmd.request_id, "charged_amount": charged}
+
+
+def abandon_request(cmd: c.AbandonRequest, uow: UnitOfWork) -> dict[str, Any]:
+    """Settlement rule for requests that never reached a terminal state (see README):
+    - never dispatched: the reservation is released in full;
+    - dispatched or streaming: the provider has billed at least the prompt, so the
+      estimated input tokens are charged at the admission price (usage_source
+      "estimated"), output is not charged, and the rest is released."""
+    request = _request(uow, cmd.request_id)
+    if request.is_terminal:
+        return {"request_id": cmd.request_id, "status": request.status, "changed": False}
+    request.check_transition("abandoned")
+    now = uow.clock.now()
+    charged = released = Decimal(0)
+    if request.project_id is not None and request.terms is not None:
+        account = _account(uow, request.project_id)
+        if account.has_reservation(request.request_id):
+            reserved = account.pending[request.request_id]
+            if request.status in (DISPATCHED, STREAMING):
+                usage = c.UsageReport(request.terms.estimated_input_tokens, 0, 0, "estimated")
+                _, charged, _, _ = _charge(uow, request, usage, None)
+                released = reserved - min(charged, reserved)
+            else:
+                released = account.release(
+                    request_id=request.request_id, reason="abandoned", now=now
+                )
+    request.abandon(reason=cmd.reason, charged_amount=charged, released_amount=released, now=now)
+    return {
+        "request_id": cmd.request_id,
+        "status": "abandoned",
+        "changed": True,
+        "charged_amount": charged,
+    }
+
+
+HANDLERS: dict[type[c.Command], Callable[[Any, UnitOfWork], Any]] = {
+    c.CreateProject: create_project,
+    c.CreateApiKey: create_api_key,
+    c.RevokeApiKey: revoke_api_key,
+    c.TopUp: top_up,
+    c.AdjustBalance: adjust_balance,
+    c.SetPrice: set_price,
+    c.SetFxRate: set_fx_rate,
+    c.RecordRejection: record_rejection,
+    c.AdmitRequest: admit_request,
+    c.Redispatch: redispatch,
+    c.MarkStreaming: mark_streaming,
+    c.CompleteRequest: complete_request,
+    c.FailRequest: fail_request,
+    c.AbandonRequest: abandon_request,
+}

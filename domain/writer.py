@@ -1,0 +1,277 @@
+"""The group-commit writer: the designed write path.
+
+Callers from many threads or coroutines submit commands; one writer thread takes whatever
+has queued up, decides each command against in-memory aggregates, and saves all of the
+batch's events in ONE transaction (`app.save(*aggregates)`). Each caller then gets its own
+outcome, after its events are durable. Because this thread is the only writer of the
+aggregates it caches, a hot account never turns into an optimistic-concurrency retry storm.
+
+Failure handling:
+- a domain error in one command fails that command only (handlers decide before they act);
+- if the batch's save fails (a conflict with another process, a database error), every
+  aggregate the batch touched is evicted and each command is retried on its own against
+  freshly loaded state, up to CONFLICT_RETRIES_MAX times; a command that still fails gets
+  the error;
+- an unexpected exception inside a handler aborts the batch the same way, so no
+  half-applied state is ever saved.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError
+from eventsourcing.persistence import IntegrityError, RecordConflictError
+
+from domain.application import LedgerApplication
+from domain.clock import Clock, SystemClock
+from domain.commands import Command, Outcome
+from domain.errors import DomainError
+from domain.handlers import HANDLERS, UnitOfWork
+
+log = logging.getLogger("ledgergate.writer")
+
+BATCH_COMMANDS_MAX = 512
+CACHE_AGGREGATES_MAX = 50_000
+CONFLICT_RETRIES_MAX = 5
+QUEUE_COMMANDS_MAX = 100_000
+
+
+class WriterStopped(Exception):
+    pass
+
+
+@dataclass(slots=True)
+class _Pending:
+    command: Command
+    future: Future[Outcome]
+
+
+class _BatchAborted(Exception):
+    pass
+
+
+class GroupCommitWriter:
+    def __init__(
+        self,
+        app: LedgerApplication,
+        *,
+        clock: Clock | None = None,
+        batch_commands_max: int = BATCH_COMMANDS_MAX,
+        cache_aggregates_max: int = CACHE_AGGREGATES_MAX,
+        on_saved: Callable[[int], None] | None = None,
+    ) -> None:
+        self.app = app
+        self.clock = clock or SystemClock()
+        self.batch_commands_max = batch_commands_max
+        self.cache_aggregates_max = cache_aggregates_max
+        self.on_saved = on_saved
+        self._queue: queue.Queue[_Pending | None] = queue.Queue(maxsize=QUEUE_COMMANDS_MAX)
+        self._evictions: queue.SimpleQueue[tuple[UUID, int]] = queue.SimpleQueue()
+        self._cache: OrderedDict[UUID, Any] = OrderedDict()
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        self.last_position: int = 0
+        self.stats = {"batches": 0, "commands": 0, "batch_failures": 0, "retries": 0}
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> GroupCommitWriter:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="ledgergate-writer", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self._thread is None:
+            return
+        self._stopping = True
+        self._queue.put(None)
+        self._thread.join(timeout)
+        self._thread = None
+
+    # --- submitting -----------------------------------------------------------------------
+
+    def submit(self, command: Command) -> Future[Outcome]:
+        if self._stopping or self._thread is None:
+            raise WriterStopped("the writer is not running")
+        future: Future[Outcome] = Future()
+        self._queue.put(_Pending(command, future))
+        return future
+
+    def execute(self, command: Command, timeout: float | None = 60.0) -> Outcome:
+        return self.submit(command).result(timeout)
+
+    async def execute_async(self, command: Command) -> Outcome:
+        return await asyncio.wrap_future(self.submit(command))
+
+    def evict(self, aggregate_id: UUID, version: int | None = None) -> None:
+        """Ask the writer to drop a cached aggregate another process has changed."""
+        self._evictions.put((aggregate_id, version or 0))
+
+    # --- the writer thread ----------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                self._drain_stopped()
+                return
+            batch = [first]
+            while len(batch) < self.batch_commands_max:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    self._process(batch)
+                    self._drain_stopped()
+                    return
+                batch.append(item)
+            self._process(batch)
+
+    def _drain_stopped(self) -> None:
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if item is not None and not item.future.done():
+                item.future.set_exception(WriterStopped("the writer stopped"))
+
+    def _apply_evictions(self) -> None:
+        while True:
+            try:
+                aggregate_id, version = self._evictions.get_nowait()
+            except queue.Empty:
+                return
+            cached = self._cache.get(aggregate_id)
+            if cached is not None and cached.version < version:
+                del self._cache[aggregate_id]
+
+    def _load(self, aggregate_id: UUID) -> Any | None:
+        cached = self._cache.get(aggregate_id)
+        if cached is not None:
+            self._cache.move_to_end(aggregate_id)
+            return cached
+        try:
+            aggregate = self.app.repository.get(aggregate_id)
+        except AggregateNotFoundError:
+            return None
+        self._remember(aggregate)
+        return aggregate
+
+    def _remember(self, aggregate: Any) -> None:
+        self._cache[aggregate.id] = aggregate
+        self._cache.move_to_end(aggregate.id)
+        while len(self._cache) > self.cache_aggregates_max:
+            self._cache.popitem(last=False)
+
+    def _forget(self, aggregates: dict[UUID, Any]) -> None:
+        for aggregate_id in aggregates:
+            self._cache.pop(aggregate_id, None)
+
+    def _process(self, batch: list[_Pending]) -> None:
+        self._apply_evictions()
+        self.stats["batches"] += 1
+        self.stats["commands"] += len(batch)
+        touched: dict[UUID, Any] = {}
+        results: list[tuple[_Pending, Any, BaseException | None]] = []
+        try:
+            for item in batch:
+                uow = UnitOfWork(self._load, self.clock)
+                try:
+                    value = self._handle(item.command, uow)
+                except DomainError as error:
+                    # The handler decided before acting: nothing it added is kept.
+                    for aggregate_id in uow.added:
+                        uow.touched.pop(aggregate_id, None)
+                    touched.update(uow.touched)
+                    results.append((item, None, error))
+                    continue
+                except Exception as error:  # a bug: never save what it may have half-done
+                    touched.update(uow.touched)
+                    raise _BatchAborted() from error
+                for aggregate in uow.added.values():
+                    self._remember(aggregate)
+                touched.update(uow.touched)
+                results.append((item, value, None))
+            pending = [a for a in touched.values() if a.pending_events]
+            position = self._save(pending)
+        except Exception as error:
+            self.stats["batch_failures"] += 1
+            if not isinstance(error, _BatchAborted | IntegrityError):
+                log.warning("group commit failed, retrying one by one: %s", type(error).__name__)
+            self._forget(touched)
+            for item in batch:
+                self._process_alone(item)
+            return
+        for item, value, error in results:
+            if error is not None:
+                item.future.set_exception(error)
+            else:
+                item.future.set_result(Outcome(value, position))
+
+    def _process_alone(self, item: _Pending) -> None:
+        last_error: BaseException | None = None
+        for _attempt in range(CONFLICT_RETRIES_MAX):
+            uow = UnitOfWork(self._load, self.clock)
+            try:
+                value = self._handle(item.command, uow)
+                position = self._save(uow.pending())
+            except DomainError as error:
+                self._forget({k: v for k, v in uow.touched.items() if v.pending_events})
+                self._forget(uow.added)
+                item.future.set_exception(error)
+                return
+            except (RecordConflictError, IntegrityError) as error:
+                self.stats["retries"] += 1
+                self._forget(uow.touched)
+                last_error = error
+                continue
+            except Exception as error:
+                self._forget(uow.touched)
+                item.future.set_exception(error)
+                return
+            for aggregate in uow.added.values():
+                self._remember(aggregate)
+            item.future.set_result(Outcome(value, position))
+            return
+        item.future.set_exception(last_error or RuntimeError("conflict retries exhausted"))
+
+    def _handle(self, command: Command, uow: UnitOfWork) -> Any:
+        return HANDLERS[type(command)](command, uow)
+
+    def _save(self, aggregates: list[Any]) -> int | None:
+        if not aggregates:
+            return None
+        started = time.perf_counter()
+        recordings = self.app.save(*aggregates)
+        position = max((r.notification.id for r in recordings), default=None)
+        if position is not None:
+            self.last_position = max(self.last_position, position)
+            if self.on_saved is not None:
+                self.on_saved(position)
+        log.debug(
+            "saved %d aggregates in %.1f ms", len(aggregates), (time.perf_counter() - started) * 1e3
+        )
+        return position
+
+
+def run_now(app: LedgerApplication, command: Command, clock: Clock | None = None) -> Outcome:
+    """Decide and save one command without a writer thread (admin CLI, tests)."""
+    writer = GroupCommitWriter(app, clock=clock)
+    uow = UnitOfWork(writer._load, writer.clock)
+    value = writer._handle(command, uow)
+    position = writer._save(uow.pending())
+    return Outcome(value, position)

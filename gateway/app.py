@@ -1,0 +1,328 @@
+"""The FastAPI application: one OpenAI-compatible surface plus the read and admin APIs."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+import anyio.to_thread
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from domain import commands as c
+from domain.clock import parse_instant
+from domain.errors import InvalidAmount
+from domain.ids import REQUEST_ID_PREFIX, new_request_id
+from domain.money import to_decimal
+from gateway.auth import authenticate_key
+from gateway.bootstrap import Services, build_services
+from gateway.chat import chat_completions
+from gateway.config import Settings
+from gateway.errors import GatewayError, as_gateway_error, error_response
+from gateway.responses import JsonResponse
+from gateway.validation import parse_json_body
+from projections import queries
+from projections.queries import InvalidCursor
+
+log = logging.getLogger("ledgergate.app")
+
+READ_WAIT_S_MAX = 10.0
+
+
+def create_app(settings: Settings | None = None, services: Services | None = None) -> FastAPI:
+    services = services or build_services(settings)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await services.start_async()
+        sweeper = None
+        if services.settings.run_sweeper:
+            from gateway.sweeper import Sweeper
+
+            sweeper = Sweeper(services).start()
+        try:
+            yield
+        finally:
+            if sweeper is not None:
+                sweeper.stop()
+            await services.aclose()
+
+    app = FastAPI(
+        title="Ledgergate", version="0.1.0", lifespan=lifespan, default_response_class=JsonResponse
+    )
+    app.state.services = services
+
+    @app.middleware("http")
+    async def request_id_on_every_response(request: Request, call_next: Any) -> Response:
+        response = await call_next(request)
+        if "x-request-id" not in response.headers:
+            response.headers["X-Request-Id"] = new_request_id()
+        return response
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException) -> Response:
+        code = "unsupported_endpoint" if error.status_code in (404, 405) else "invalid_request"
+        message = (
+            f"{request.method} {request.url.path} is not an endpoint of this gateway"
+            if error.status_code in (404, 405)
+            else str(error.detail)
+        )
+        return error_response(
+            GatewayError(code, message, status=error.status_code), new_request_id()
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, error: RequestValidationError) -> Response:
+        first = error.errors()[0] if error.errors() else {}
+        param = ".".join(str(p) for p in first.get("loc", ())[1:]) or None
+        return error_response(
+            GatewayError("invalid_request", str(first.get("msg", "invalid request")), param=param),
+            new_request_id(),
+        )
+
+    @app.exception_handler(Exception)
+    async def unexpected_error(request: Request, error: Exception) -> Response:
+        log.exception("unhandled error on %s", request.url.path, exc_info=error)
+        return error_response(as_gateway_error(error), new_request_id())
+
+    # --- the OpenAI-compatible surface --------------------------------------------------------
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request) -> Response:
+        return await chat_completions(request, services)
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "position": services.runner.position}
+
+    # --- read side ----------------------------------------------------------------------------
+
+    async def project_of(request: Request) -> str:
+        _, project = await authenticate_key(services.cache, request.headers.get("authorization"))
+        return str(project.id)
+
+    async def wait_for(request: Request) -> None:
+        raw = request.query_params.get("min_position")
+        if raw is None:
+            return
+        try:
+            position = int(raw)
+        except ValueError:
+            raise GatewayError(
+                "invalid_request", "min_position must be an integer", param="min_position"
+            ) from None
+        await anyio.to_thread.run_sync(services.runner.wait_for, position, READ_WAIT_S_MAX)
+
+    def parse_time(request: Request, name: str) -> datetime | None:
+        raw = request.query_params.get(name)
+        if raw is None:
+            return None
+        try:
+            return parse_instant(raw)
+        except ValueError:
+            raise GatewayError(
+                "invalid_request", f"{name} must be an ISO 8601 instant with a timezone", param=name
+            ) from None
+
+    @app.get("/v1/data/audit")
+    async def audit_list(request: Request) -> Response:
+        try:
+            project_id = await project_of(request)
+            await wait_for(request)
+            params = request.query_params
+            try:
+                limit = int(params.get("limit", queries.AUDIT_PAGE_DEFAULT))
+            except ValueError:
+                raise GatewayError(
+                    "invalid_request", "limit must be an integer", param="limit"
+                ) from None
+            result = await anyio.to_thread.run_sync(
+                lambda: queries.list_audit(
+                    services.store,
+                    project_id=project_id,
+                    actor_id=params.get("actor_id"),
+                    model=params.get("model"),
+                    status=params.get("status"),
+                    since=parse_time(request, "since"),
+                    until=parse_time(request, "until"),
+                    cursor=params.get("cursor"),
+                    limit=limit,
+                )
+            )
+            return JsonResponse(result)
+        except InvalidCursor as error:
+            return error_response(
+                GatewayError("invalid_cursor", str(error), param="cursor"), new_request_id()
+            )
+        except Exception as error:
+            return error_response(as_gateway_error(error), new_request_id())
+
+    @app.get("/v1/data/audit/{request_id}")
+    async def audit_get(request: Request, request_id: str) -> Response:
+        try:
+            project_id = await project_of(request)
+            await wait_for(request)
+            if not request_id.startswith(REQUEST_ID_PREFIX) or len(request_id) > 100:
+                raise GatewayError("request_not_found", "no such request", param="request_id")
+            record, position = await anyio.to_thread.run_sync(
+                queries.get_audit, services.store, request_id
+            )
+            if record is None or record.get("project_id") != project_id:
+                raise GatewayError(
+                    "request_not_found", "no such request in this project", param="request_id"
+                )
+            return JsonResponse({**record, "as_of_position": position})
+        except Exception as error:
+            return error_response(as_gateway_error(error), new_request_id())
+
+    @app.get("/v1/billing/balance")
+    async def balance(request: Request) -> Response:
+        try:
+            project_id = await project_of(request)
+            await wait_for(request)
+            result = await anyio.to_thread.run_sync(queries.get_balance, services.store, project_id)
+            if result is None:
+                raise GatewayError("project_not_found", "no balance for this project yet")
+            return JsonResponse(result)
+        except Exception as error:
+            return error_response(as_gateway_error(error), new_request_id())
+
+    # --- admin ----------------------------------------------------------------------------------
+
+    def require_admin(request: Request) -> None:
+        token = services.settings.admin_token
+        if not token:
+            raise GatewayError(
+                "admin_api_disabled", "the admin API is off: set LEDGERGATE_ADMIN_TOKEN"
+            )
+        scheme, _, given = (request.headers.get("authorization") or "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            given.strip().encode(), token.encode()
+        ):
+            raise GatewayError("invalid_admin_token", "a valid admin token is required")
+
+    async def admin(request: Request, build: Any) -> Response:
+        try:
+            require_admin(request)
+            body = parse_json_body(await request.body())
+            command = build(body)
+            outcome = await services.writer.execute_async(command)
+            return JsonResponse(
+                jsonable(outcome.value),
+                status_code=200,
+                headers={"X-LG-Ledger-Position": str(outcome.position or 0)},
+            )
+        except (KeyError, TypeError) as error:
+            return error_response(
+                GatewayError("invalid_request", f"missing or invalid field: {error}"),
+                new_request_id(),
+            )
+        except ValueError as error:
+            return error_response(
+                GatewayError("invalid_request", str(error)[:200]), new_request_id()
+            )
+        except Exception as error:
+            return error_response(as_gateway_error(error), new_request_id())
+
+    @app.post("/v1/admin/projects")
+    async def admin_project(request: Request) -> Response:
+        return await admin(
+            request,
+            lambda b: c.CreateProject(
+                name=str(b["name"]),
+                tier=str(b.get("tier", "unrestricted")),
+                plan=str(b.get("plan", "pro")),
+                currency=str(b.get("currency", "USD")),
+                fee_rate=to_decimal(b.get("fee_rate", "0.05")),
+                strict=bool(b.get("strict", False)),
+            ),
+        )
+
+    @app.post("/v1/admin/keys")
+    async def admin_key(request: Request) -> Response:
+        return await admin(
+            request,
+            lambda b: c.CreateApiKey(
+                project_id=UUID(str(b["project_id"])),
+                daily_budget=None
+                if b.get("daily_budget") is None
+                else to_decimal(b["daily_budget"]),
+                test=bool(b.get("test", False)),
+            ),
+        )
+
+    @app.post("/v1/admin/keys/{key_id}/revoke")
+    async def admin_revoke(request: Request, key_id: str) -> Response:
+        return await admin(
+            request,
+            lambda b: c.RevokeApiKey(
+                key_id=UUID(key_id), reason=str(b.get("reason", "revoked by admin"))
+            ),
+        )
+
+    @app.post("/v1/admin/topups")
+    async def admin_topup(request: Request) -> Response:
+        return await admin(
+            request,
+            lambda b: c.TopUp(
+                project_id=UUID(str(b["project_id"])),
+                amount=to_decimal(b["amount"]),
+                currency=str(b["currency"]),
+                reference=str(b["reference"]),
+            ),
+        )
+
+    @app.post("/v1/admin/prices")
+    async def admin_price(request: Request) -> Response:
+        return await admin(
+            request,
+            lambda b: c.SetPrice(
+                model=str(b["model"]),
+                input_per_mtok=to_decimal(b["input_per_mtok"]),
+                output_per_mtok=to_decimal(b["output_per_mtok"]),
+                cached_input_per_mtok=None
+                if b.get("cached_input_per_mtok") is None
+                else to_decimal(b["cached_input_per_mtok"]),
+                currency=str(b.get("currency", "USD")),
+                effective_from=parse_instant(str(b["effective_from"])),
+            ),
+        )
+
+    @app.post("/v1/admin/fx-rates")
+    async def admin_fx(request: Request) -> Response:
+        return await admin(
+            request,
+            lambda b: c.SetFxRate(
+                base=str(b["base"]),
+                quote=str(b["quote"]),
+                rate=to_decimal(b["rate"]),
+                effective_from=parse_instant(str(b["effective_from"])),
+            ),
+        )
+
+    return app
+
+
+def jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, UUID):
+        return str(value)
+    return value
+
+
+__all__ = ["create_app", "jsonable", "InvalidAmount"]

@@ -1,0 +1,61 @@
+"""A read-through cache of aggregates the gateway reads on every request (API keys,
+projects, price books). Entries are dropped as soon as the projection runner sees a newer
+event for them (from this process or any other), and expire after TTL_S as a backstop.
+Loading runs in a worker thread: the event store client is synchronous."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+from uuid import UUID
+
+import anyio.to_thread
+from eventsourcing.application import AggregateNotFoundError
+
+from domain.application import LedgerApplication
+
+TTL_S = 30.0
+ENTRIES_MAX = 100_000
+_MISSING = object()
+
+
+class AggregateCache:
+    def __init__(self, app: LedgerApplication, ttl_s: float = TTL_S) -> None:
+        self.app = app
+        self.ttl_s = ttl_s
+        self._entries: dict[UUID, tuple[float, Any]] = {}
+        self._lock = threading.Lock()
+
+    def get_sync(self, aggregate_id: UUID) -> Any | None:
+        now = time.monotonic()
+        with self._lock:
+            entry = self._entries.get(aggregate_id)
+        if entry is not None and now - entry[0] < self.ttl_s:
+            return None if entry[1] is _MISSING else entry[1]
+        try:
+            aggregate: Any = self.app.repository.get(aggregate_id)
+        except AggregateNotFoundError:
+            aggregate = _MISSING
+        with self._lock:
+            if len(self._entries) >= ENTRIES_MAX:
+                self._entries.clear()
+            if aggregate is not _MISSING:
+                # Never cache a miss for long: a key created a moment ago must work at once.
+                self._entries[aggregate_id] = (now, aggregate)
+        return None if aggregate is _MISSING else aggregate
+
+    async def get(self, aggregate_id: UUID) -> Any | None:
+        with self._lock:
+            entry = self._entries.get(aggregate_id)
+        if entry is not None and time.monotonic() - entry[0] < self.ttl_s:
+            return entry[1]
+        return await anyio.to_thread.run_sync(self.get_sync, aggregate_id)
+
+    def evict(self, aggregate_id: UUID, version: int | None = None) -> None:
+        with self._lock:
+            entry = self._entries.get(aggregate_id)
+            if entry is None:
+                return
+            if version is None or getattr(entry[1], "version", 0) < version:
+                del self._entries[aggregate_id]

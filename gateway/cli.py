@@ -1,0 +1,441 @@
+"""The `ledgergate` command. Admin commands print exactly one JSON object on stdout
+(errors too, as {"error": {...}} with exit status 1)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+from domain import commands as c
+from domain.clock import parse_instant
+from domain.errors import DomainError
+from domain.money import to_decimal
+from domain.writer import run_now
+from gateway.config import Settings
+
+DEMO_PRICES = (
+    # model, input per Mtok, output per Mtok (USD): list prices of the models the demo names
+    ("gpt-4o-mini", "0.15", "0.60"),
+    ("gpt-4.1", "2.00", "8.00"),
+    ("gpt-5-mini", "0.25", "2.00"),
+)
+
+
+def emit(payload: Any) -> None:
+    from gateway.app import jsonable
+
+    print(json.dumps(jsonable(payload), sort_keys=True))
+
+
+def fail(code: str, message: str) -> int:
+    emit({"error": {"code": code, "message": message}})
+    return 1
+
+
+def _uuid(text: str) -> UUID:
+    try:
+        return UUID(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a UUID: {text!r}") from None
+
+
+def _decimal(text: str) -> Decimal:
+    try:
+        return to_decimal(text)
+    except DomainError as error:
+        raise argparse.ArgumentTypeError(error.message) from None
+
+
+def _instant(text: str) -> datetime:
+    try:
+        return parse_instant(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not an ISO 8601 instant with a timezone: {text!r}"
+        ) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ledgergate", description="A governed LLM gateway on an event-sourced ledger"
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    project = sub.add_parser("project", help="projects").add_subparsers(
+        dest="action", required=True
+    )
+    create = project.add_parser("create")
+    create.add_argument("--name", required=True)
+    create.add_argument("--tier", default="unrestricted")
+    create.add_argument("--plan", default="pro")
+    create.add_argument("--currency", default="USD")
+    create.add_argument("--fee-rate", type=_decimal, default=Decimal("0.05"))
+    create.add_argument("--strict", action="store_true")
+
+    key = sub.add_parser("key", help="API keys").add_subparsers(dest="action", required=True)
+    key_create = key.add_parser("create")
+    key_create.add_argument("--project", type=_uuid, required=True)
+    key_create.add_argument("--daily-budget", type=_decimal)
+    key_create.add_argument("--test", action="store_true", help="issue an lg_test_ key")
+    key_revoke = key.add_parser("revoke")
+    key_revoke.add_argument("--key", type=_uuid, required=True)
+    key_revoke.add_argument("--reason", default="revoked by admin")
+
+    topup = sub.add_parser(
+        "topup", help="credit a project's prepaid balance (idempotent per reference)"
+    )
+    topup.add_argument("--project", type=_uuid, required=True)
+    topup.add_argument("--amount", type=_decimal, required=True)
+    topup.add_argument("--currency", required=True)
+    topup.add_argument("--reference", required=True)
+
+    price = sub.add_parser("price", help="effective-dated model prices").add_subparsers(
+        dest="action", required=True
+    )
+    price_set = price.add_parser("set")
+    price_set.add_argument("--model", required=True)
+    price_set.add_argument("--input-per-mtok", type=_decimal, required=True)
+    price_set.add_argument("--output-per-mtok", type=_decimal, required=True)
+    price_set.add_argument("--cached-input-per-mtok", type=_decimal)
+    price_set.add_argument("--currency", default="USD")
+    price_set.add_argument("--effective-from", type=_instant, required=True)
+
+    fx = sub.add_parser("fx", help="effective-dated FX rates").add_subparsers(
+        dest="action", required=True
+    )
+    fx_set = fx.add_parser("set")
+    fx_set.add_argument("--base", required=True)
+    fx_set.add_argument("--quote", required=True)
+    fx_set.add_argument("--rate", type=_decimal, required=True)
+    fx_set.add_argument("--effective-from", type=_instant, required=True)
+
+    actor = sub.add_parser("actor-token", help="issue an X-Actor-Token for a strict project")
+    actor.add_argument("--project", type=_uuid, required=True)
+    actor.add_argument("--actor", required=True)
+    actor.add_argument("--ttl-seconds", type=int, default=3600)
+
+    serve = sub.add_parser("serve", help="run the gateway")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+
+    demo = sub.add_parser(
+        "demo", help="run everything on the embedded default with a simulated upstream"
+    )
+    demo.add_argument("--host", default="127.0.0.1")
+    demo.add_argument("--port", type=int, default=8080)
+    demo.add_argument(
+        "--smoke",
+        action="store_true",
+        help="send requests through the demo, print the result, exit",
+    )
+
+    projections = sub.add_parser("projections", help="read models").add_subparsers(
+        dest="action", required=True
+    )
+    rebuild = projections.add_parser(
+        "rebuild", help="drop the read models and replay the event log into them"
+    )
+    rebuild.add_argument("--view", action="append")
+    projections.add_parser(
+        "run", help="follow the event log and keep the read models current (worker)"
+    )
+
+    sweep = sub.add_parser(
+        "sweep", help="abandon requests stuck past their deadline and settle them"
+    )
+    sweep.add_argument("--grace-seconds", type=float)
+    return parser
+
+
+def _open(settings: Settings) -> Any:
+    from domain.application import open_application
+
+    return open_application(settings.database_url, settings.data_dir)
+
+
+def run_command(settings: Settings, command: c.Command) -> int:
+    app = _open(settings)
+    try:
+        outcome = run_now(app, command)
+    except DomainError as error:
+        return fail(error.code, error.message)
+    finally:
+        app.close()
+    emit(
+        {**outcome.value, "position": outcome.position}
+        if isinstance(outcome.value, dict)
+        else outcome.value
+    )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = Settings.from_env()
+    logging.basicConfig(
+        level=settings.log_level,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per upstream call is noise
+    command = args.command
+    if command == "project":
+        return run_command(
+            settings,
+            c.CreateProject(
+                name=args.name,
+                tier=args.tier,
+                plan=args.plan,
+                currency=args.currency,
+                fee_rate=args.fee_rate,
+                strict=args.strict,
+            ),
+        )
+    if command == "key":
+        if args.action == "create":
+            return run_command(
+                settings,
+                c.CreateApiKey(
+                    project_id=args.project, daily_budget=args.daily_budget, test=args.test
+                ),
+            )
+        return run_command(settings, c.RevokeApiKey(key_id=args.key, reason=args.reason))
+    if command == "topup":
+        return run_command(
+            settings,
+            c.TopUp(
+                project_id=args.project,
+                amount=args.amount,
+                currency=args.currency,
+                reference=args.reference,
+            ),
+        )
+    if command == "price":
+        return run_command(
+            settings,
+            c.SetPrice(
+                model=args.model,
+                input_per_mtok=args.input_per_mtok,
+                output_per_mtok=args.output_per_mtok,
+                cached_input_per_mtok=args.cached_input_per_mtok,
+                currency=args.currency,
+                effective_from=args.effective_from,
+            ),
+        )
+    if command == "fx":
+        return run_command(
+            settings,
+            c.SetFxRate(
+                base=args.base, quote=args.quote, rate=args.rate, effective_from=args.effective_from
+            ),
+        )
+    if command == "actor-token":
+        from gateway.auth import issue_actor_token
+
+        secret = settings.raw.get("LEDGERGATE_ACTOR_TOKEN_SECRET")
+        if not secret:
+            return fail(
+                "actor_tokens_disabled", "set LEDGERGATE_ACTOR_TOKEN_SECRET to issue actor tokens"
+            )
+        token = issue_actor_token(secret.encode(), args.project, args.actor, args.ttl_seconds)
+        emit({"actor_token": token, "actor": args.actor, "project_id": str(args.project)})
+        return 0
+    if command == "serve":
+        return serve(settings, args.host, args.port)
+    if command == "demo":
+        return demo(settings, args.host, args.port, smoke=args.smoke)
+    if command == "projections":
+        return projections(settings, args)
+    if command == "sweep":
+        return sweep(settings, args.grace_seconds)
+    return fail("unknown_command", command)
+
+
+def serve(settings: Settings, host: str, port: int) -> int:
+    import uvicorn
+
+    from gateway.app import create_app
+
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        log_level=settings.log_level.lower(),
+        access_log=False,
+    )
+    return 0
+
+
+def projections(settings: Settings, args: argparse.Namespace) -> int:
+    from domain.application import open_application
+    from projections.db import ReadStore
+    from projections.runner import ProjectionRunner, default_views
+
+    app = open_application(settings.database_url, settings.data_dir)
+    store = ReadStore(settings.database_url, settings.data_dir)
+    store.migrate()
+
+    def progress(position: int, target: int) -> None:
+        print(f"  replayed {position:,} / {target:,} events", file=sys.stderr)
+
+    runner = ProjectionRunner(app, store, default_views(), progress=progress)
+    try:
+        if args.action == "rebuild":
+            position = runner.rebuild(args.view)
+            emit(
+                {
+                    "rebuilt": [
+                        v.name for v in runner.views if not args.view or v.name in args.view
+                    ],
+                    "position": position,
+                }
+            )
+            return 0
+        print("following the event log; Ctrl-C to stop", file=sys.stderr)
+        runner.progress = None
+        runner.start()
+        import time
+
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        runner.stop()
+        store.close()
+        app.close()
+
+
+def sweep(settings: Settings, grace_s: float | None) -> int:
+    from gateway.bootstrap import build_services
+    from gateway.sweeper import sweep_once
+
+    services = build_services(settings)
+    services.start()
+    try:
+        swept = sweep_once(services, grace_s)
+        emit({"swept": len(swept), "requests": swept})
+    finally:
+        services.close()
+    return 0
+
+
+def demo(settings: Settings, host: str, port: int, smoke: bool) -> int:
+    """The embedded default end to end: SQLite under ./.ledgergate, the simulated upstream
+    unless an OpenAI key is configured, a demo project with a key and a balance."""
+    from gateway.serving import BackgroundServer
+    from gateway.simulator import create_simulator_app
+
+    env_overrides: dict[str, str] = {}
+    simulator = None
+    if "openai" not in settings.provider_api_keys:
+        simulator = BackgroundServer(create_simulator_app()).start()
+        env_overrides["LEDGERGATE_OPENAI_BASE_URL"] = simulator.base_url + "/v1"
+    if not settings.admin_token:
+        env_overrides["LEDGERGATE_ADMIN_TOKEN"] = "lg_admin_demo"
+    settings = Settings.from_env({**os.environ, **env_overrides})
+    app = _open(settings)
+    now = datetime.now(UTC)
+    project = run_now(app, c.CreateProject(name="demo", currency="USD")).value
+    project_id = UUID(project["project_id"])  # type: ignore[index]
+    key = run_now(app, c.CreateApiKey(project_id=project_id)).value
+    run_now(
+        app,
+        c.TopUp(
+            project_id=project_id,
+            amount=Decimal("25.00"),
+            currency="USD",
+            reference=f"demo-{project_id}",
+        ),
+    )
+    for model, price_in, price_out in DEMO_PRICES:
+        run_now(
+            app,
+            c.SetPrice(
+                model=model,
+                input_per_mtok=Decimal(price_in),
+                output_per_mtok=Decimal(price_out),
+                currency="USD",
+                effective_from=now - timedelta(days=1),
+                source="demo",
+            ),
+        )
+    app.close()
+    api_key = key["api_key"]  # type: ignore[index]
+    base = f"http://{host}:{port}"
+    print(
+        "\nLedgergate demo\n"
+        f"  store:     {'SQLite under ' + settings.data_dir if not settings.database_url else 'PostgreSQL'}\n"
+        f"  upstream:  {'simulated OpenAI-format upstream' if simulator else 'OpenAI'}\n"
+        f"  project:   {project_id} (USD, balance 25.00)\n"
+        f"  api key:   {api_key}\n\n"
+        "Try:\n"
+        f"  curl -s {base}/v1/chat/completions -H 'Authorization: Bearer {api_key}' "
+        "-H 'X-User-Id: alice' -H 'Content-Type: application/json' "
+        '-d \'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hello!"}]}\'\n'
+        f"  curl -s {base}/v1/billing/balance -H 'Authorization: Bearer {api_key}'\n"
+        f"  curl -s {base}/v1/data/audit -H 'Authorization: Bearer {api_key}'\n",
+        file=sys.stderr,
+        flush=True,
+    )
+    from gateway.app import create_app
+
+    if smoke:
+        return _demo_smoke(settings, api_key)
+    import uvicorn
+
+    try:
+        uvicorn.run(
+            create_app(settings), host=host, port=port, log_level="warning", access_log=False
+        )
+    finally:
+        if simulator is not None:
+            simulator.stop()
+    return 0
+
+
+def _demo_smoke(settings: Settings, api_key: str) -> int:
+    import httpx
+
+    from gateway.app import create_app
+    from gateway.serving import BackgroundServer
+
+    with BackgroundServer(create_app(settings)) as server:
+        headers = {"Authorization": f"Bearer {api_key}", "X-User-Id": "demo-user"}
+        body = {
+            "model": "gpt-4o-mini",
+            "messages": [{"role": "user", "content": "Hello from the demo"}],
+        }
+        with httpx.Client(base_url=server.base_url, timeout=30) as client:
+            reply = client.post("/v1/chat/completions", json=body, headers=headers)
+            streamed = client.post(
+                "/v1/chat/completions", json={**body, "stream": True}, headers=headers
+            )
+            position = reply.headers.get("x-lg-ledger-position", "0")
+            balance = client.get(
+                "/v1/billing/balance", params={"min_position": position}, headers=headers
+            ).json()
+            audit = client.get("/v1/data/audit", headers=headers).json()
+        emit(
+            {
+                "chat_status": reply.status_code,
+                "request_id": reply.headers.get("x-request-id"),
+                "actual_cost": reply.headers.get("x-lg-actual-cost"),
+                "stream_status": streamed.status_code,
+                "stream_done": streamed.text.rstrip().endswith("data: [DONE]"),
+                "balance": balance,
+                "audit_rows": len(audit.get("data", [])),
+            }
+        )
+        return 0 if reply.status_code == 200 and streamed.status_code == 200 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

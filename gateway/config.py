@@ -1,0 +1,85 @@
+"""Configuration from the environment; an optional TOML file (LEDGERGATE_CONFIG) may add to it.
+The environment always wins over the file."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+
+PROVIDERS = ("OPENAI", "ANTHROPIC", "MISTRAL", "GOOGLE", "BEDROCK", "COHERE", "MOONSHOT", "XAI")
+
+
+def _truthy(value: str | None, default: bool) -> bool:
+    if value is None or value == "":
+        return default
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+def load_environment(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    merged: dict[str, str] = {}
+    source = dict(os.environ if env is None else env)
+    config_path = source.get("LEDGERGATE_CONFIG")
+    if config_path:
+        with open(config_path, "rb") as handle:
+            data = tomllib.load(handle)
+        for key, value in data.items():
+            name = key.upper()
+            if not name.startswith("LEDGERGATE_"):
+                name = "LEDGERGATE_" + name
+            merged[name] = str(value)
+    merged.update(source)
+    return merged
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str | None = None
+    data_dir: str = ".ledgergate"
+    admin_token: str | None = None
+    provider_base_urls: dict[str, str] = field(default_factory=dict)
+    provider_api_keys: dict[str, str] = field(default_factory=dict)
+    raw: dict[str, str] = field(default_factory=dict)
+    request_timeout_s: float = 600.0
+    sweep_grace_s: float = 30.0
+    sweep_interval_s: float = 30.0
+    run_projections: bool = True
+    run_sweeper: bool = True
+    default_max_output_tokens: int = 4096
+    platform_fee_rate: Decimal = Decimal("0.05")
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        values = load_environment(env)
+        base_urls: dict[str, str] = {}
+        api_keys: dict[str, str] = {}
+        for provider in PROVIDERS:
+            if values.get(f"LEDGERGATE_{provider}_BASE_URL"):
+                base_urls[provider.lower()] = values[f"LEDGERGATE_{provider}_BASE_URL"]
+            if values.get(f"LEDGERGATE_{provider}_API_KEY"):
+                api_keys[provider.lower()] = values[f"LEDGERGATE_{provider}_API_KEY"]
+        return cls(
+            database_url=values.get("LEDGERGATE_DATABASE_URL") or None,
+            data_dir=values.get("LEDGERGATE_DATA_DIR") or ".ledgergate",
+            admin_token=values.get("LEDGERGATE_ADMIN_TOKEN") or None,
+            provider_base_urls=base_urls,
+            provider_api_keys=api_keys,
+            raw={k: v for k, v in values.items() if k.startswith("LEDGERGATE_")},
+            request_timeout_s=float(values.get("LEDGERGATE_REQUEST_TIMEOUT_S") or 600.0),
+            sweep_grace_s=float(values.get("LEDGERGATE_SWEEP_GRACE_S") or 30.0),
+            sweep_interval_s=float(values.get("LEDGERGATE_SWEEP_INTERVAL_S") or 30.0),
+            run_projections=_truthy(values.get("LEDGERGATE_RUN_PROJECTIONS"), True),
+            run_sweeper=_truthy(values.get("LEDGERGATE_RUN_SWEEPER"), True),
+            default_max_output_tokens=int(
+                values.get("LEDGERGATE_DEFAULT_MAX_OUTPUT_TOKENS") or 4096
+            ),
+            log_level=values.get("LEDGERGATE_LOG_LEVEL") or "INFO",
+        )
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir)

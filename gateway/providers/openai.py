@@ -1,0 +1,186 @@
+"""OpenAI chat completions and embeddings (also the base for OpenAI-compatible providers:
+Mistral, Moonshot, xAI)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import orjson
+
+from gateway.providers.base import (
+    ChatResult,
+    ChatStream,
+    EmbeddingResult,
+    ProviderAdapter,
+    UpstreamError,
+    Usage,
+)
+from gateway.providers.errors import (
+    error_from_response,
+    error_from_status,
+    error_from_transport,
+    malformed,
+)
+from gateway.providers.sse import SseTooLarge, iter_sse
+
+# Fields the gateway accepts beside OpenAI's; never forwarded upstream.
+GATEWAY_EXTENSION_FIELDS = ("routing_preferences", "pii_policy", "trace_id")
+
+
+def usage_from_openai(raw: Any) -> Usage | None:
+    if not isinstance(raw, dict):
+        return None
+    try:
+        prompt = int(raw.get("prompt_tokens") or 0)
+        completion = int(raw.get("completion_tokens") or 0)
+    except (TypeError, ValueError):
+        return None
+    details = raw.get("prompt_tokens_details") or {}
+    cached = int(details.get("cached_tokens") or 0) if isinstance(details, dict) else 0
+    return Usage(prompt_tokens=prompt, completion_tokens=completion, cached_tokens=cached)
+
+
+class OpenAIAdapter(ProviderAdapter):
+    provider = "openai"
+    supports_embeddings = True
+    chat_path = "/chat/completions"
+    embeddings_path = "/embeddings"
+
+    def headers(self) -> dict[str, str]:
+        headers = {"content-type": "application/json"}
+        if self.endpoint.api_key:
+            headers["authorization"] = f"Bearer {self.endpoint.api_key}"
+        return headers
+
+    def url(self, path: str) -> str:
+        return self.endpoint.base_url.rstrip("/") + path
+
+    def native_body(self, body: dict[str, Any], upstream_model: str) -> dict[str, Any]:
+        native = {k: v for k, v in body.items() if k not in GATEWAY_EXTENSION_FIELDS}
+        native["model"] = upstream_model
+        return native
+
+    async def _post(self, path: str, payload: dict[str, Any]) -> Any:
+        try:
+            response = await self.client.post(
+                self.url(path), content=orjson.dumps(payload), headers=self.headers()
+            )
+        except httpx.HTTPError as error:
+            raise error_from_transport(self.provider, error) from None
+        if response.status_code >= 400:
+            raise error_from_response(self.provider, response)
+        try:
+            return response.json()
+        except ValueError:
+            raise malformed(self.provider, "body is not JSON") from None
+
+    async def chat(self, body: dict[str, Any], upstream_model: str) -> ChatResult:
+        payload = self.native_body(body, upstream_model)
+        payload.pop("stream", None)
+        payload.pop("stream_options", None)
+        data = await self._post(self.chat_path, payload)
+        if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
+            raise malformed(self.provider, "no choices in chat completion")
+        usage = usage_from_openai(data.get("usage"))
+        if usage is None:
+            raise malformed(self.provider, "chat completion without usage")
+        return ChatResult(body=data, usage=usage)
+
+    async def chat_stream(self, body: dict[str, Any], upstream_model: str) -> ChatStream:
+        payload = self.native_body(body, upstream_model)
+        payload["stream"] = True
+        # Always ask for usage so charges are exact; the gateway hides it if the client did not ask.
+        payload["stream_options"] = {"include_usage": True}
+        request = self.client.build_request(
+            "POST", self.url(self.chat_path), content=orjson.dumps(payload), headers=self.headers()
+        )
+        try:
+            response = await self.client.send(request, stream=True)
+        except httpx.HTTPError as error:
+            raise error_from_transport(self.provider, error) from None
+        if response.status_code >= 400:
+            try:
+                await response.aread()
+            except httpx.HTTPError:
+                pass
+            finally:
+                await response.aclose()
+            raise error_from_response(self.provider, response)
+        content_type = response.headers.get("content-type", "")
+        if "text/event-stream" not in content_type:
+            await response.aclose()
+            raise malformed(self.provider, f"expected text/event-stream, got {content_type[:60]!r}")
+        return OpenAIChatStream(self.provider, response)
+
+    async def embeddings(self, body: dict[str, Any], upstream_model: str) -> EmbeddingResult:
+        payload = self.native_body(body, upstream_model)
+        data = await self._post(self.embeddings_path, payload)
+        if not isinstance(data, dict) or not isinstance(data.get("data"), list):
+            raise malformed(self.provider, "no data in embeddings response")
+        raw_usage = data.get("usage") or {}
+        prompt = int(raw_usage.get("prompt_tokens") or raw_usage.get("total_tokens") or 0)
+        return EmbeddingResult(body=data, usage=Usage(prompt_tokens=prompt, completion_tokens=0))
+
+
+class OpenAIChatStream(ChatStream):
+    def __init__(self, provider: str, response: httpx.Response) -> None:
+        self.provider = provider
+        self.response = response
+        self.usage = None
+        self.finish_reason = None
+
+    def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[dict[str, Any]]:
+        saw_done = False
+        try:
+            async for event in iter_sse(self.response):
+                if event.data == "[DONE]":
+                    saw_done = True
+                    break
+                if not event.data:
+                    continue
+                try:
+                    chunk = orjson.loads(event.data)
+                except orjson.JSONDecodeError:
+                    raise malformed(self.provider, "stream chunk is not JSON") from None
+                if not isinstance(chunk, dict):
+                    raise malformed(self.provider, "stream chunk is not an object")
+                if "error" in chunk:
+                    message = chunk["error"]
+                    status = 502
+                    if isinstance(message, dict) and isinstance(message.get("code"), int):
+                        status = message["code"]
+                    raise error_from_status(self.provider, status, {}, chunk)
+                usage = usage_from_openai(chunk.get("usage"))
+                if usage is not None:
+                    self.usage = usage
+                chunk.pop("usage", None)
+                choices = chunk.get("choices")
+                if not isinstance(choices, list):
+                    raise malformed(self.provider, "stream chunk without choices")
+                if not choices:
+                    continue  # the include_usage chunk: usage captured above
+                for choice in choices:
+                    if isinstance(choice, dict) and choice.get("finish_reason"):
+                        self.finish_reason = choice["finish_reason"]
+                yield chunk
+        except SseTooLarge as error:
+            raise malformed(self.provider, str(error)) from None
+        except httpx.HTTPError as error:
+            raise error_from_transport(self.provider, error) from None
+        finally:
+            await self.response.aclose()
+        if not saw_done:
+            raise UpstreamError(
+                status=502,
+                code="upstream_stream_truncated",
+                message=f"{self.provider}: the stream ended before [DONE]",
+                provider=self.provider,
+            )
+
+    async def aclose(self) -> None:
+        await self.response.aclose()

@@ -1,0 +1,197 @@
+"""A built-in simulated upstream that speaks the OpenAI chat-completions wire format
+exactly (non-streaming, SSE streaming with stream_options.include_usage, embeddings,
+errors in the OpenAI envelope). `ledgergate demo` uses it where no provider key is set.
+
+Answers are deterministic; usage is counted with the same o200k tokenizer the gateway
+uses, so a demo's charges are reproducible to the token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import struct
+import time
+import uuid
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.responses import Response, StreamingResponse
+
+from gateway.responses import JsonResponse
+from gateway.tokens import count_text_tokens, estimate_prompt_tokens
+
+EMBEDDING_DIMENSIONS = 16
+
+
+def simulated_reply(body: dict[str, Any]) -> str:
+    last_user = ""
+    for message in reversed(body.get("messages") or []):
+        if isinstance(message, dict) and message.get("role") == "user":
+            content = message.get("content")
+            last_user = (
+                content
+                if isinstance(content, str)
+                else " ".join(str(p.get("text", "")) for p in content or [] if isinstance(p, dict))
+            )
+            break
+    words = len(last_user.split())
+    digest = hashlib.sha256(last_user.encode()).hexdigest()[:8]
+    return (
+        f"This is Ledgergate's simulated upstream. Your message had {words} words "
+        f"(fingerprint {digest}). Configure a provider key to reach a real model."
+    )
+
+
+class SimulatorState:
+    def __init__(
+        self, chunk_delay_s: float = 0.0, reply: str | None = None, words_per_chunk: int = 2
+    ) -> None:
+        self.chunk_delay_s = chunk_delay_s
+        self.reply = reply
+        self.words_per_chunk = words_per_chunk
+        self.requests: list[dict[str, Any]] = []
+
+
+def _error(status: int, message: str, error_type: str, code: str | None = None) -> JsonResponse:
+    return JsonResponse(
+        {"error": {"message": message, "type": error_type, "param": None, "code": code}},
+        status_code=status,
+    )
+
+
+def create_simulator_app(state: SimulatorState | None = None) -> FastAPI:
+    state = state or SimulatorState()
+    app = FastAPI(title="Ledgergate simulated upstream")
+    app.state.sim = state
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request) -> Response:
+        try:
+            body = orjson.loads(await request.body())
+        except orjson.JSONDecodeError:
+            return _error(
+                400, "We could not parse the JSON body of your request.", "invalid_request_error"
+            )
+        if not isinstance(body, dict) or not body.get("messages"):
+            return _error(
+                400,
+                "'messages' is a required property",
+                "invalid_request_error",
+                "missing_required_parameter",
+            )
+        state.requests.append(body)
+        reply = state.reply or simulated_reply(body)
+        prompt_tokens = estimate_prompt_tokens(body)
+        completion_tokens = count_text_tokens(reply)
+        completion_id = "chatcmpl-" + uuid.uuid4().hex[:24]
+        created = int(time.time())
+        model = str(body.get("model") or "simulated")
+        usage = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": 0},
+        }
+        if not body.get("stream"):
+            return JsonResponse(
+                {
+                    "id": completion_id,
+                    "object": "chat.completion",
+                    "created": created,
+                    "model": model,
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": reply, "refusal": None},
+                            "logprobs": None,
+                            "finish_reason": "stop",
+                        }
+                    ],
+                    "usage": usage,
+                    "system_fingerprint": "fp_ledgergate_sim",
+                }
+            )
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        words = reply.split(" ")
+        pieces = [
+            " ".join(words[i : i + state.words_per_chunk])
+            + (" " if i + state.words_per_chunk < len(words) else "")
+            for i in range(0, len(words), state.words_per_chunk)
+        ]
+
+        def chunk(delta: dict[str, Any], finish: str | None) -> bytes:
+            data: dict[str, Any] = {
+                "id": completion_id,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": model,
+                "system_fingerprint": "fp_ledgergate_sim",
+                "choices": [
+                    {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+                ],
+            }
+            if include_usage:
+                data["usage"] = None
+            return b"data: " + orjson.dumps(data) + b"\n\n"
+
+        async def events() -> Any:
+            yield chunk({"role": "assistant", "content": "", "refusal": None}, None)
+            for piece in pieces:
+                if state.chunk_delay_s:
+                    await asyncio.sleep(state.chunk_delay_s)
+                yield chunk({"content": piece}, None)
+            yield chunk({}, "stop")
+            if include_usage:
+                final = {
+                    "id": completion_id,
+                    "object": "chat.completion.chunk",
+                    "created": created,
+                    "model": model,
+                    "system_fingerprint": "fp_ledgergate_sim",
+                    "choices": [],
+                    "usage": usage,
+                }
+                yield b"data: " + orjson.dumps(final) + b"\n\n"
+            yield b"data: [DONE]\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    @app.post("/v1/embeddings")
+    async def embeddings(request: Request) -> Response:
+        body = orjson.loads(await request.body())
+        inputs = body.get("input")
+        items = inputs if isinstance(inputs, list) else [inputs]
+        encoding = body.get("encoding_format", "float")
+        data = []
+        tokens = 0
+        for index, item in enumerate(items):
+            text = str(item)
+            tokens += count_text_tokens(text)
+            seed = hashlib.sha256(text.encode()).digest()
+            vector = [((seed[i] / 255.0) * 2 - 1) for i in range(EMBEDDING_DIMENSIONS)]
+            embedding: Any = vector
+            if encoding == "base64":
+                embedding = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+            data.append({"object": "embedding", "index": index, "embedding": embedding})
+        return JsonResponse(
+            {
+                "object": "list",
+                "data": data,
+                "model": body.get("model"),
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            }
+        )
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        return {
+            "object": "list",
+            "data": [
+                {"id": "gpt-4o-mini", "object": "model", "created": 0, "owned_by": "simulator"}
+            ],
+        }
+
+    return app

@@ -1,0 +1,75 @@
+-- Read models for PostgreSQL. Money is NUMERIC(38, 9) (internal scale 1e-9).
+CREATE TABLE IF NOT EXISTS lg_tracking (
+    view TEXT PRIMARY KEY,
+    position BIGINT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS lg_audit (
+    request_id TEXT PRIMARY KEY,
+    aggregate_id TEXT NOT NULL UNIQUE,
+    project_id TEXT,
+    key_id TEXT,
+    actor_id TEXT,
+    endpoint TEXT NOT NULL,
+    model_requested TEXT,
+    model TEXT,
+    provider TEXT,
+    upstream_model TEXT,
+    endpoint_name TEXT,
+    stream BOOLEAN NOT NULL,
+    status TEXT NOT NULL,
+    http_status INTEGER,
+    error_code TEXT,
+    error_type TEXT,
+    error_message TEXT,
+    message_count INTEGER,
+    prompt_chars INTEGER,
+    prompt_sha256 TEXT,
+    completion_chars INTEGER,
+    delivered_chunks INTEGER,
+    input_tokens INTEGER,
+    output_tokens INTEGER,
+    cached_tokens INTEGER,
+    usage_source TEXT,
+    finish_reason TEXT,
+    currency TEXT,
+    reserved_amount NUMERIC(38, 9),
+    cost NUMERIC(38, 9),
+    provider_cost NUMERIC(38, 9),
+    fee_amount NUMERIC(38, 9),
+    shortfall_amount NUMERIC(38, 9),
+    price_id TEXT,
+    price_effective_from TIMESTAMPTZ,
+    input_price_per_mtok NUMERIC(38, 9),
+    output_price_per_mtok NUMERIC(38, 9),
+    price_currency TEXT,
+    fx_rate NUMERIC(38, 12),
+    fx_rate_id TEXT,
+    fee_rate NUMERIC(12, 6),
+    key_source TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    trace_id TEXT,
+    received_at TIMESTAMPTZ NOT NULL,
+    deadline_at TIMESTAMPTZ NOT NULL,
+    admitted_at TIMESTAMPTZ,
+    dispatched_at TIMESTAMPTZ,
+    first_chunk_ms INTEGER,
+    finished_at TIMESTAMPTZ,
+    latency_ms INTEGER,
+    upstream_ms INTEGER,
+    position BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS lg_audit_project_time ON lg_audit (project_id, received_at DESC, request_id DESC);
+CREATE INDEX IF NOT EXISTS lg_audit_open ON lg_audit (status, deadline_at);
+
+CREATE TABLE IF NOT EXISTS lg_balances (
+    account_id TEXT PRIMARY KEY,
+    project_id TEXT NOT NULL UNIQUE,
+    currency TEXT NOT NULL,
+    credits NUMERIC(38, 9) NOT NULL,
+    posted NUMERIC(38, 9) NOT NULL,
+    pending NUMERIC(38, 9) NOT NULL,
+    available NUMERIC(38, 9) NOT NULL,
+    updated_at TIMESTAMPTZ,
+    position BIGINT NOT NULL
+);

@@ -1,0 +1,219 @@
+"""Query functions over the read models. Every answer reports the position it reflects."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from domain.request import NON_TERMINAL_STATES
+from projections.db import ReadStore, as_datetime, as_decimal, iso
+
+AUDIT_PAGE_MAX = 500
+AUDIT_PAGE_DEFAULT = 50
+
+MONEY_COLUMNS = (
+    "reserved_amount",
+    "cost",
+    "provider_cost",
+    "fee_amount",
+    "shortfall_amount",
+    "input_price_per_mtok",
+    "output_price_per_mtok",
+    "fx_rate",
+    "fee_rate",
+)
+TIME_COLUMNS = (
+    "received_at",
+    "deadline_at",
+    "admitted_at",
+    "dispatched_at",
+    "finished_at",
+    "price_effective_from",
+)
+
+
+class InvalidCursor(ValueError):
+    pass
+
+
+def _money(value: Any) -> str | None:
+    decimal = as_decimal(value)
+    return None if decimal is None else format(decimal, "f")
+
+
+def audit_record(row: dict[str, Any]) -> dict[str, Any]:
+    record = dict(row)
+    record.pop("aggregate_id", None)
+    for column in MONEY_COLUMNS:
+        record[column] = _money(record.get(column))
+    for column in TIME_COLUMNS:
+        moment = as_datetime(record.get(column))
+        record[column] = moment.isoformat() if moment else None
+    record["stream"] = bool(record.get("stream"))
+    record["pricing"] = {
+        "price_id": record.get("price_id"),
+        "effective_from": record.get("price_effective_from"),
+        "input_per_mtok": record.get("input_price_per_mtok"),
+        "output_per_mtok": record.get("output_price_per_mtok"),
+        "price_currency": record.get("price_currency"),
+        "fx_rate": record.get("fx_rate"),
+        "fx_rate_id": record.get("fx_rate_id"),
+        "fee_rate": record.get("fee_rate"),
+    }
+    return record
+
+
+def encode_cursor(received_at: str, request_id: str) -> str:
+    raw = json.dumps([received_at, request_id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[str, str]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        received_at, request_id = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        datetime.fromisoformat(received_at)
+        return str(received_at), str(request_id)
+    except (ValueError, TypeError) as error:
+        raise InvalidCursor("the cursor is not one this API issued") from error
+
+
+def tracked_position(store: ReadStore, view: str) -> int:
+    with store.transaction(write=False) as tx:
+        row = tx.execute("SELECT position FROM lg_tracking WHERE view = %s", (view,)).fetchone()
+    return int(row["position"]) if row else 0
+
+
+def list_audit(
+    store: ReadStore,
+    *,
+    project_id: str | None,
+    actor_id: str | None = None,
+    model: str | None = None,
+    status: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    cursor: str | None = None,
+    limit: int = AUDIT_PAGE_DEFAULT,
+) -> dict[str, Any]:
+    """Newest first; `cursor` continues after the last row of the previous page."""
+    limit = max(1, min(limit, AUDIT_PAGE_MAX))
+    clauses: list[str] = []
+    params: list[Any] = []
+    if project_id is not None:
+        clauses.append("project_id = %s")
+        params.append(project_id)
+    if actor_id is not None:
+        clauses.append("actor_id = %s")
+        params.append(actor_id)
+    if model is not None:
+        clauses.append("(model = %s OR model_requested = %s)")
+        params.extend([model, model])
+    if status is not None:
+        clauses.append("status = %s")
+        params.append(status)
+    if since is not None:
+        clauses.append("received_at >= %s")
+        params.append(iso(since) if store.dialect == "sqlite" else since)
+    if until is not None:
+        clauses.append("received_at < %s")
+        params.append(iso(until) if store.dialect == "sqlite" else until)
+    if cursor:
+        received_at, request_id = decode_cursor(cursor)
+        clauses.append("(received_at < %s OR (received_at = %s AND request_id < %s))")
+        moment: Any = (
+            received_at if store.dialect == "sqlite" else datetime.fromisoformat(received_at)
+        )
+        if store.dialect == "sqlite":
+            moment = iso(datetime.fromisoformat(received_at))
+        params.extend([moment, moment, request_id])
+    where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
+    with store.transaction(write=False) as tx:
+        position_row = tx.execute(
+            "SELECT position FROM lg_tracking WHERE view = 'audit'"
+        ).fetchone()
+        rows = tx.execute(
+            f"SELECT * FROM lg_audit {where} ORDER BY received_at DESC, request_id DESC LIMIT %s",  # noqa: S608
+            (*params, limit + 1),
+        ).fetchall()
+    has_more = len(rows) > limit
+    rows = rows[:limit]
+    records = [audit_record(row) for row in rows]
+    next_cursor = None
+    if has_more and records:
+        last = records[-1]
+        next_cursor = encode_cursor(last["received_at"], last["request_id"])
+    return {
+        "object": "list",
+        "data": records,
+        "has_more": has_more,
+        "next_cursor": next_cursor,
+        "as_of_position": int(position_row["position"]) if position_row else 0,
+    }
+
+
+def get_audit(store: ReadStore, request_id: str) -> tuple[dict[str, Any] | None, int]:
+    with store.transaction(write=False) as tx:
+        position_row = tx.execute(
+            "SELECT position FROM lg_tracking WHERE view = 'audit'"
+        ).fetchone()
+        row = tx.execute("SELECT * FROM lg_audit WHERE request_id = %s", (request_id,)).fetchone()
+    position = int(position_row["position"]) if position_row else 0
+    return (audit_record(row) if row else None), position
+
+
+def get_balance(store: ReadStore, project_id: str) -> dict[str, Any] | None:
+    with store.transaction(write=False) as tx:
+        row = tx.execute(
+            "SELECT * FROM lg_balances WHERE project_id = %s", (project_id,)
+        ).fetchone()
+        position_row = tx.execute(
+            "SELECT position FROM lg_tracking WHERE view = 'balances'"
+        ).fetchone()
+    if row is None:
+        return None
+    return {
+        "object": "balance",
+        "project_id": row["project_id"],
+        "currency": row["currency"],
+        "credits": _money(row["credits"]),
+        "posted": _money(row["posted"]),
+        "pending": _money(row["pending"]),
+        "available": _money(row["available"]),
+        "as_of_position": int(position_row["position"]) if position_row else 0,
+    }
+
+
+def all_balances(store: ReadStore) -> dict[str, dict[str, Decimal]]:
+    with store.transaction(write=False) as tx:
+        rows = tx.execute("SELECT * FROM lg_balances ORDER BY project_id").fetchall()
+    return {
+        row["project_id"]: {
+            k: as_decimal(row[k]) or Decimal(0)
+            for k in ("credits", "posted", "pending", "available")
+        }
+        for row in rows
+    }
+
+
+def overdue_requests(store: ReadStore, now: datetime, limit: int = 1000) -> list[str]:
+    """Requests with no terminal state whose deadline has passed (the sweeper's work list)."""
+    states = sorted(NON_TERMINAL_STATES)
+    placeholders = ", ".join(["%s"] * len(states))
+    cutoff: Any = iso(now) if store.dialect == "sqlite" else now
+    with store.transaction(write=False) as tx:
+        rows = tx.execute(
+            f"SELECT request_id FROM lg_audit WHERE status IN ({placeholders}) AND deadline_at < %s "  # noqa: S608
+            "ORDER BY deadline_at LIMIT %s",
+            (*states, cutoff, limit),
+        ).fetchall()
+    return [row["request_id"] for row in rows]
+
+
+def dump_table(store: ReadStore, table: str, order_by: str) -> list[dict[str, Any]]:
+    """The whole content of a view's table, for rebuild-equality checks."""
+    with store.transaction(write=False) as tx:
+        return tx.execute(f"SELECT * FROM {table} ORDER BY {order_by}").fetchall()  # noqa: S608

@@ -188,5 +188,6 @@ class ProjectionRunner:
 def default_views() -> list[View]:
     from projections.audit import AuditView
     from projections.balances import BalancesView
+    from projections.ledger_entries import LedgerEntriesView, ReconciliationsView
 
-    return [AuditView(), BalancesView()]
+    return [AuditView(), BalancesView(), LedgerEntriesView(), ReconciliationsView()]

@@ -26,12 +26,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import polars as pl
 
 from domain.clock import require_aware
 from domain.errors import CurrencyMismatch, UnknownProject
+from domain.money import quantize_internal
 from reconciliation.errors import InvalidReconciliationRequest
 from reconciliation.schema import (
     DECIMAL_COLUMNS,
@@ -44,6 +45,7 @@ from reconciliation.schema import (
 )
 
 EXPORT_FORMATS = ("parquet", "csv")
+FrameT = TypeVar("FrameT", pl.DataFrame, pl.LazyFrame)
 CSV_TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%S%.6fZ"
 ZERO = Decimal(0)
 
@@ -117,14 +119,15 @@ def balance_as_of(entries: pl.LazyFrame, project_id: str, as_of: datetime) -> Ba
     charged = by_type.get(ENTRY_CHARGE, ZERO)
     pending = pending_frame["pending"][0] or ZERO
     position = position_frame["position"][0]
+    # Quantized to the ledger's nano-units so "0" and "0.000000000" never differ in output.
     return BalanceAsOf(
         project_id=project_id,
         as_of=instant,
         currency=currencies[0],
-        credits=credits,
-        charged=charged,
-        pending=pending,
-        available=credits - charged - pending,
+        credits=quantize_internal(credits),
+        charged=quantize_internal(charged),
+        pending=quantize_internal(pending),
+        available=quantize_internal(credits - charged - pending),
         position=int(position) if position is not None else 0,
     )
 
@@ -147,8 +150,13 @@ def export(entries: pl.LazyFrame, file_format: str, path: str | Path) -> Path:
     if kind == "parquet":
         frame.sink_parquet(target)
     else:
-        frame.with_columns(
-            pl.col("occurred_at").dt.strftime(CSV_TIMESTAMP_FORMAT),
-            *[pl.col(name).cast(pl.Utf8) for name in DECIMAL_COLUMNS],
-        ).sink_csv(target)
+        csv_frame(frame).sink_csv(target)
     return target
+
+
+def csv_frame(frame: FrameT) -> FrameT:
+    """The CSV rendering of ledger entries: exact decimal strings, ISO UTC timestamps."""
+    return frame.with_columns(
+        pl.col("occurred_at").dt.strftime(CSV_TIMESTAMP_FORMAT),
+        *[pl.col(name).cast(pl.Utf8) for name in DECIMAL_COLUMNS],
+    )

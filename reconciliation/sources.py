@@ -1,0 +1,130 @@
+"""Ledger entries from the read store (the `ledger_entries` projection) as a contract frame.
+
+The filters run in SQL (see projections.ledger_entries.select_ledger_entries) so a reconcile
+reads one provider-month of charges and a balance reads one project, not the whole ledger.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import ExitStack
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pyarrow.parquet as pq
+
+from projections.db import ReadStore
+from projections.ledger_entries import (
+    LEDGER_COLUMNS,
+    iter_ledger_entry_batches,
+    select_ledger_entries,
+)
+from reconciliation.errors import InvalidReconciliationRequest
+from reconciliation.ledger import EXPORT_FORMATS, csv_frame
+from reconciliation.reconcile import month_bounds
+from reconciliation.schema import (
+    DECIMAL_COLUMNS,
+    LEDGER_ENTRIES_SCHEMA,
+    TIMESTAMP_DTYPE,
+    empty_entries,
+    validate_schema,
+)
+from reconciliation.schema import ENTRY_CHARGE as CHARGE
+
+# projections.db.iso writes "2026-09-01T12:00:00.000000+00:00".
+SQLITE_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S%.f%:z"
+
+
+def rows_to_entries(rows: list[tuple[Any, ...]], dialect: str) -> pl.LazyFrame:
+    """Rows in LEDGER_COLUMNS order → a LazyFrame in the contract's dtypes."""
+    if tuple(LEDGER_ENTRIES_SCHEMA.names()) != LEDGER_COLUMNS:
+        raise RuntimeError("projection columns and reconciliation schema have drifted apart")
+    if not rows:
+        return empty_entries().lazy()
+    columns = list(zip(*rows, strict=True))
+    if dialect == "sqlite":
+        # Money and time arrive as text: parse them in polars, never through float.
+        text_like = set(DECIMAL_COLUMNS) | {"occurred_at"}
+        frame = pl.DataFrame(
+            {
+                name: pl.Series(
+                    name,
+                    values,
+                    dtype=pl.Utf8() if name in text_like else LEDGER_ENTRIES_SCHEMA[name],
+                )
+                for name, values in zip(LEDGER_COLUMNS, columns, strict=True)
+            }
+        ).with_columns(
+            pl.col("occurred_at")
+            .str.to_datetime(SQLITE_TIME_FORMAT, time_unit="us")
+            .dt.convert_time_zone("UTC"),
+            *[pl.col(name).cast(LEDGER_ENTRIES_SCHEMA[name]) for name in DECIMAL_COLUMNS],
+        )
+    else:
+        # psycopg returns Decimal and aware datetime: polars takes them exactly.
+        frame = pl.DataFrame(
+            {
+                name: pl.Series(name, values, dtype=LEDGER_ENTRIES_SCHEMA[name], strict=False)
+                for name, values in zip(LEDGER_COLUMNS, columns, strict=True)
+            }
+        ).with_columns(pl.col("occurred_at").dt.convert_time_zone("UTC").cast(TIMESTAMP_DTYPE))
+    return validate_schema(frame)
+
+
+def entries_for_reconcile(store: ReadStore, provider: str, month: str) -> tuple[pl.LazyFrame, int]:
+    """One provider's charges in one month, and the view position they reflect."""
+    start, end = month_bounds(month)
+    rows, dialect, position = select_ledger_entries(
+        store, provider=provider.strip().lower(), entry_type=CHARGE, since=start, before=end
+    )
+    return rows_to_entries(rows, dialect), position
+
+
+def entries_for_project(
+    store: ReadStore, project_id: str, until: datetime | None = None
+) -> tuple[pl.LazyFrame, int]:
+    rows, dialect, position = select_ledger_entries(store, project_id=project_id, until=until)
+    return rows_to_entries(rows, dialect), position
+
+
+def export_store(
+    store: ReadStore,
+    file_format: str,
+    path: str | Path,
+    *,
+    batch_rows: int = 100_000,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[Path, int]:
+    """Export the whole ledger-entries view batch by batch (bounded memory), in the same
+    file formats as reconciliation.ledger.export. Returns the path and the row count."""
+    kind = file_format.strip().lower()
+    if kind not in EXPORT_FORMATS:
+        raise InvalidReconciliationRequest(
+            f"export format must be parquet or csv, got {file_format[:20]!r}", param="format"
+        )
+    target = Path(path)
+    written = 0
+    parquet_writer: pq.ParquetWriter | None = None
+    with ExitStack() as stack:
+        csv_file = stack.enter_context(target.open("wb")) if kind == "csv" else None
+        for rows, dialect in iter_ledger_entry_batches(store, batch_rows=batch_rows):
+            frame = rows_to_entries(rows, dialect).collect()
+            if csv_file is not None:
+                csv_frame(frame).write_csv(csv_file, include_header=written == 0)
+            else:
+                table = frame.to_arrow()
+                if parquet_writer is None:
+                    parquet_writer = stack.enter_context(pq.ParquetWriter(target, table.schema))
+                parquet_writer.write_table(table)
+            written += frame.height
+            if progress is not None:
+                progress(written)
+        if written == 0:
+            # An empty ledger still exports a file with the contract's header/schema.
+            if csv_file is not None:
+                csv_frame(empty_entries()).write_csv(csv_file)
+            else:
+                empty_entries().write_parquet(target)
+    return target, written

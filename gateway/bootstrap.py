@@ -77,6 +77,7 @@ class Services:
         self.runner.stop()
         self.writer.stop()
         self.store.close()
+        self.app.close()
         self.started = False
 
     def on_notification(self, event: Any) -> None:

@@ -154,6 +154,9 @@ async def chat_completions(http: HttpRequest, services: Services) -> Response:
     ctx.received_at = services.clock.now()
     ctx.client_ip = http.client.host if http.client else None
     try:
+        # The key first: a malformed body from a known key is still that project's record.
+        key, project = await authenticate_key(services.cache, http.headers.get("authorization"))
+        ctx.project_id, ctx.key_id = project.id, key.id
         raw = await http.body()
         body = parse_json_body(raw)
         if isinstance(body.get("model"), str):
@@ -161,8 +164,6 @@ async def chat_completions(http: HttpRequest, services: Services) -> Response:
         ctx.stream = body.get("stream") is True
         if isinstance(body.get("messages"), list):
             ctx.message_count = len(body["messages"])
-        key, project = await authenticate_key(services.cache, http.headers.get("authorization"))
-        ctx.project_id, ctx.key_id = project.id, key.id
         secret = (services.settings.raw.get("LEDGERGATE_ACTOR_TOKEN_SECRET") or "").encode() or None
         ctx.actor_id = actor_from(http.headers, body, project, secret)
         validate_chat_body(body)

@@ -1,0 +1,90 @@
+"""Shared fixtures: both storage backends (SQLite file, real PostgreSQL), a simulated
+OpenAI-format upstream over real HTTP, and a running gateway in front of it."""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gateway.serving import BackgroundServer
+from gateway.simulator import SimulatorState, create_simulator_app
+from tests.support.harness import Gateway, start_gateway
+from tests.support.postgres import create_schema, temporary_database
+
+os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")
+logging.getLogger("httpx").setLevel(logging.WARNING)
+
+BACKENDS = ("sqlite", "postgres")
+
+
+@pytest.fixture(scope="session")
+def postgres_database() -> Iterator[str]:
+    """One throwaway database for the whole run; each test gets its own schema in it."""
+    with temporary_database() as url:
+        yield url
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, str]:
+    """Environment selecting a fresh, empty store on each backend."""
+    if request.param == "sqlite":
+        return {"LEDGERGATE_DATA_DIR": str(tmp_path / "data")}
+    url = request.getfixturevalue("postgres_database")
+    schema = "t_" + secrets.token_hex(6)
+    return {
+        "LEDGERGATE_DATABASE_URL": create_schema(url, schema),
+        "LEDGERGATE_DATA_DIR": str(tmp_path / "data"),
+    }
+
+
+@pytest.fixture
+def sqlite_env(tmp_path: Path) -> dict[str, str]:
+    return {"LEDGERGATE_DATA_DIR": str(tmp_path / "data")}
+
+
+@pytest.fixture
+def postgres_env(postgres_database: str) -> dict[str, str]:
+    schema = "t_" + secrets.token_hex(6)
+    return {"LEDGERGATE_DATABASE_URL": create_schema(postgres_database, schema)}
+
+
+@pytest.fixture
+def simulator() -> Iterator[tuple[BackgroundServer, SimulatorState]]:
+    state = SimulatorState()
+    with BackgroundServer(create_simulator_app(state)) as server:
+        yield server, state
+
+
+def _gateway(env: dict[str, str], upstream_url: str) -> Iterator[Gateway]:
+    gateway = start_gateway(
+        {
+            **env,
+            "LEDGERGATE_OPENAI_BASE_URL": upstream_url + "/v1",
+            "LEDGERGATE_OPENAI_API_KEY": "sk-test",
+        }
+    )
+    try:
+        gateway.set_price("gpt-4o-mini", "0.15", "0.60")
+        yield gateway
+    finally:
+        gateway.server.stop()
+
+
+@pytest.fixture
+def gateway(
+    backend: dict[str, str], simulator: tuple[BackgroundServer, SimulatorState]
+) -> Iterator[Gateway]:
+    """A gateway on each backend in front of the simulated OpenAI upstream."""
+    yield from _gateway(backend, simulator[0].base_url)
+
+
+@pytest.fixture
+def sqlite_gateway(
+    sqlite_env: dict[str, str], simulator: tuple[BackgroundServer, SimulatorState]
+) -> Iterator[Gateway]:
+    yield from _gateway(sqlite_env, simulator[0].base_url)

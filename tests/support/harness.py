@@ -1,0 +1,121 @@
+"""A running gateway over real HTTP, in front of a local fake upstream, for end-to-end tests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+import httpx
+
+from domain import commands as c
+from gateway.app import create_app
+from gateway.bootstrap import Services, build_services
+from gateway.config import Settings
+from gateway.serving import BackgroundServer
+
+ADMIN_TOKEN = "lg_admin_test_token"
+
+
+@dataclass
+class Tenant:
+    project_id: UUID
+    api_key: str
+    key_id: UUID
+    currency: str
+
+    def headers(self, user: str = "alice") -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}", "X-User-Id": user}
+
+
+@dataclass
+class Gateway:
+    server: BackgroundServer
+    services: Services
+    settings: Settings
+    tenants: list[Tenant] = field(default_factory=list)
+
+    @property
+    def base_url(self) -> str:
+        return self.server.base_url
+
+    def execute(self, command: c.Command) -> Any:
+        return self.services.writer.execute(command).value
+
+    def set_price(
+        self,
+        model: str,
+        input_per_mtok: str,
+        output_per_mtok: str,
+        currency: str = "USD",
+        **kwargs: Any,
+    ) -> str:
+        result = self.execute(
+            c.SetPrice(
+                model=model,
+                input_per_mtok=Decimal(input_per_mtok),
+                output_per_mtok=Decimal(output_per_mtok),
+                currency=currency,
+                effective_from=kwargs.pop("effective_from", datetime.now(UTC) - timedelta(days=1)),
+                **kwargs,
+            )
+        )
+        return str(result["price_id"])
+
+    def tenant(
+        self,
+        balance: str | None = "10.00",
+        currency: str = "USD",
+        daily_budget: str | None = None,
+        **project: Any,
+    ) -> Tenant:
+        created = self.execute(
+            c.CreateProject(name=project.pop("name", "test project"), currency=currency, **project)
+        )
+        project_id = UUID(created["project_id"])
+        key = self.execute(
+            c.CreateApiKey(
+                project_id=project_id,
+                daily_budget=None if daily_budget is None else Decimal(daily_budget),
+            )
+        )
+        if balance is not None:
+            self.execute(
+                c.TopUp(
+                    project_id=project_id,
+                    amount=Decimal(balance),
+                    currency=currency,
+                    reference=f"initial-{project_id}",
+                )
+            )
+        tenant = Tenant(project_id, key["api_key"], UUID(key["key_id"]), currency)
+        self.tenants.append(tenant)
+        return tenant
+
+    def settle(self) -> None:
+        """Wait until the read models have applied everything written so far."""
+        self.services.runner.wait_for(self.services.writer.last_position, 10.0)
+
+    def client(self, **kwargs: Any) -> httpx.Client:
+        return httpx.Client(base_url=self.base_url, timeout=kwargs.pop("timeout", 30.0), **kwargs)
+
+    def openai(self, tenant: Tenant, user: str = "alice", **kwargs: Any) -> Any:
+        import openai
+
+        return openai.OpenAI(
+            base_url=self.base_url + "/v1",
+            api_key=tenant.api_key,
+            default_headers={"X-User-Id": user},
+            max_retries=0,
+            timeout=kwargs.pop("timeout", 30.0),
+            **kwargs,
+        )
+
+
+def start_gateway(env: dict[str, str]) -> Gateway:
+    settings = Settings.from_env({"LEDGERGATE_ADMIN_TOKEN": ADMIN_TOKEN, **env})
+    services = build_services(settings)
+    server = BackgroundServer(create_app(settings, services)).start()
+    return Gateway(server=server, services=services, settings=settings)

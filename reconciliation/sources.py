@@ -6,7 +6,7 @@ reads one provider-month of charges and a balance reads one project, not the who
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from datetime import datetime
 from pathlib import Path
@@ -27,59 +27,93 @@ from reconciliation.reconcile import month_bounds
 from reconciliation.schema import (
     DECIMAL_COLUMNS,
     LEDGER_ENTRIES_SCHEMA,
-    TIMESTAMP_DTYPE,
     empty_entries,
     validate_schema,
 )
 from reconciliation.schema import ENTRY_CHARGE as CHARGE
 
 # projections.db.iso writes "2026-09-01T12:00:00.000000+00:00".
-SQLITE_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S%.f%:z"
+SQLITE_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S%.f"
 
 
-def rows_to_entries(rows: list[tuple[Any, ...]], dialect: str) -> pl.LazyFrame:
-    """Rows in LEDGER_COLUMNS order → a LazyFrame in the contract's dtypes."""
+def rows_to_entries(
+    rows: list[tuple[Any, ...]], dialect: str, columns: Sequence[str] = LEDGER_COLUMNS
+) -> pl.LazyFrame:
+    """Rows holding `columns` (in LEDGER_COLUMNS order) → a LazyFrame in the contract's
+    dtypes; columns not read are typed nulls, so every consumer sees the full contract."""
     if tuple(LEDGER_ENTRIES_SCHEMA.names()) != LEDGER_COLUMNS:
         raise RuntimeError("projection columns and reconciliation schema have drifted apart")
     if not rows:
         return empty_entries().lazy()
-    columns = list(zip(*rows, strict=True))
+    present = [name for name in LEDGER_COLUMNS if name in columns]
     if dialect == "sqlite":
         # Money and time arrive as text: parse them in polars, never through float.
         text_like = set(DECIMAL_COLUMNS) | {"occurred_at"}
-        frame = pl.DataFrame(
-            {
-                name: pl.Series(
-                    name,
-                    values,
-                    dtype=pl.Utf8() if name in text_like else LEDGER_ENTRIES_SCHEMA[name],
-                )
-                for name, values in zip(LEDGER_COLUMNS, columns, strict=True)
-            }
-        ).with_columns(
-            pl.col("occurred_at")
-            .str.to_datetime(SQLITE_TIME_FORMAT, time_unit="us")
-            .dt.convert_time_zone("UTC"),
-            *[pl.col(name).cast(LEDGER_ENTRIES_SCHEMA[name]) for name in DECIMAL_COLUMNS],
-        )
+        schema = {
+            name: pl.Utf8() if name in text_like else LEDGER_ENTRIES_SCHEMA[name]
+            for name in present
+        }
+        frame = pl.DataFrame(rows, schema=schema, orient="row")
+        conversions = [
+            pl.col(name).cast(LEDGER_ENTRIES_SCHEMA[name])
+            for name in DECIMAL_COLUMNS
+            if name in schema
+        ]
+        if "occurred_at" in schema:
+            # projections.db.iso always writes "+00:00": parse the UTC wall time directly.
+            conversions.append(
+                pl.col("occurred_at")
+                .str.slice(0, 26)
+                .str.to_datetime(SQLITE_TIME_FORMAT, time_unit="us", time_zone="UTC")
+            )
+        frame = frame.with_columns(conversions)
     else:
         # psycopg returns Decimal and aware datetime: polars takes them exactly.
         frame = pl.DataFrame(
-            {
-                name: pl.Series(name, values, dtype=LEDGER_ENTRIES_SCHEMA[name], strict=False)
-                for name, values in zip(LEDGER_COLUMNS, columns, strict=True)
-            }
-        ).with_columns(pl.col("occurred_at").dt.convert_time_zone("UTC").cast(TIMESTAMP_DTYPE))
-    return validate_schema(frame)
+            rows, schema={name: LEDGER_ENTRIES_SCHEMA[name] for name in present}, orient="row"
+        )
+        if "occurred_at" in present:
+            frame = frame.with_columns(pl.col("occurred_at").dt.convert_time_zone("UTC"))
+    missing = [
+        pl.lit(None, LEDGER_ENTRIES_SCHEMA[name]).alias(name)
+        for name in LEDGER_COLUMNS
+        if name not in present
+    ]
+    return validate_schema(frame.with_columns(missing) if missing else frame)
+
+
+# What reconcile reads of a charge; the rest of the contract stays null.
+RECONCILE_COLUMNS: tuple[str, ...] = tuple(
+    name
+    for name in LEDGER_COLUMNS
+    if name
+    in {
+        "position",
+        "entry_type",
+        "occurred_at",
+        "provider",
+        "model",
+        "upstream_model",
+        "input_tokens",
+        "output_tokens",
+        "provider_cost",
+        "provider_currency",
+    }
+)
 
 
 def entries_for_reconcile(store: ReadStore, provider: str, month: str) -> tuple[pl.LazyFrame, int]:
     """One provider's charges in one month, and the view position they reflect."""
     start, end = month_bounds(month)
     rows, dialect, position = select_ledger_entries(
-        store, provider=provider.strip().lower(), entry_type=CHARGE, since=start, before=end
+        store,
+        provider=provider.strip().lower(),
+        entry_type=CHARGE,
+        since=start,
+        before=end,
+        columns=RECONCILE_COLUMNS,
     )
-    return rows_to_entries(rows, dialect), position
+    return rows_to_entries(rows, dialect, RECONCILE_COLUMNS), position
 
 
 def entries_for_project(

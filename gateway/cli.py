@@ -431,11 +431,9 @@ def finance(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _ledger_balance(store: Any, args: argparse.Namespace) -> int:
-    from reconciliation.ledger import balance_as_of
-    from reconciliation.sources import entries_for_project
+    from reconciliation.sources import balance_from_store
 
-    entries, position = entries_for_project(store, str(args.project))
-    balance = balance_as_of(entries, str(args.project), args.as_of)
+    balance, position = balance_from_store(store, str(args.project), args.as_of)
     emit({"object": "balance_as_of", **balance.to_dict(), "as_of_position": position})
     return 0
 

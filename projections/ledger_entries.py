@@ -278,6 +278,15 @@ def select_ledger_entries(
     return rows, store.dialect, int(position_row["position"]) if position_row else 0
 
 
+def project_currency(store: ReadStore, project_id: str) -> str | None:
+    """The project's ledger currency, from the view's account table (None: no account)."""
+    with store.transaction(write=False) as tx:
+        row = tx.execute(
+            "SELECT currency FROM lg_ledger_accounts WHERE project_id = %s", (project_id,)
+        ).fetchone()
+    return None if row is None else str(row["currency"])
+
+
 def iter_ledger_entry_batches(
     store: ReadStore, *, batch_rows: int = 100_000
 ) -> Iterator[tuple[list[tuple[Any, ...]], str]]:

@@ -80,8 +80,14 @@ class BalanceAsOf:
         }
 
 
-def balance_as_of(entries: pl.LazyFrame, project_id: str, as_of: datetime) -> BalanceAsOf:
-    """Replay `entries` (the ledger-entries contract) for one project up to `as_of`."""
+def balance_as_of(
+    entries: pl.LazyFrame, project_id: str, as_of: datetime, *, currency: str | None = None
+) -> BalanceAsOf:
+    """Replay `entries` (the ledger-entries contract) for one project up to `as_of`.
+
+    `currency` is the project's ledger currency when the caller knows it (the store's
+    account table): then `entries` may hold only the rows up to `as_of`, and a project with
+    no entry yet answers zeros instead of "unknown project"."""
     instant = require_aware(as_of)
     project = validate_schema(entries).filter(pl.col("project_id") == project_id)
     upto = project.filter(pl.col("occurred_at") <= instant)
@@ -106,7 +112,9 @@ def balance_as_of(entries: pl.LazyFrame, project_id: str, as_of: datetime) -> Ba
         [sums_query, pending_query, position_query, currency_query]
     )
 
-    currencies = sorted(value for value in currency_frame["currency"].to_list() if value)
+    currencies = sorted(
+        {value for value in currency_frame["currency"].to_list() if value} | {currency or ""} - {""}
+    )
     if not currencies:
         raise UnknownProject(f"no ledger entries for project {project_id[:64]!r}")
     if len(currencies) > 1:

@@ -15,14 +15,16 @@ from typing import Any
 import polars as pl
 import pyarrow.parquet as pq
 
+from domain.clock import require_aware
 from projections.db import ReadStore
 from projections.ledger_entries import (
     LEDGER_COLUMNS,
     iter_ledger_entry_batches,
+    project_currency,
     select_ledger_entries,
 )
 from reconciliation.errors import InvalidReconciliationRequest
-from reconciliation.ledger import EXPORT_FORMATS, csv_frame
+from reconciliation.ledger import EXPORT_FORMATS, BalanceAsOf, balance_as_of, csv_frame
 from reconciliation.reconcile import month_bounds
 from reconciliation.schema import (
     DECIMAL_COLUMNS,
@@ -121,6 +123,30 @@ def entries_for_project(
 ) -> tuple[pl.LazyFrame, int]:
     rows, dialect, position = select_ledger_entries(store, project_id=project_id, until=until)
     return rows_to_entries(rows, dialect), position
+
+
+BALANCE_COLUMNS: tuple[str, ...] = tuple(
+    name
+    for name in LEDGER_COLUMNS
+    if name
+    in {"position", "entry_type", "occurred_at", "project_id", "request_id", "currency", "amount"}
+)
+
+
+def balance_from_store(
+    store: ReadStore, project_id: str, as_of: datetime
+) -> tuple[BalanceAsOf, int]:
+    """A project's balance as of an instant, reading only its entries up to that instant
+    (and only the columns the replay needs). Returns the balance and the view position."""
+    instant = require_aware(as_of)
+    rows, dialect, position = select_ledger_entries(
+        store, project_id=project_id, until=instant, columns=BALANCE_COLUMNS
+    )
+    entries = rows_to_entries(rows, dialect, BALANCE_COLUMNS)
+    return (
+        balance_as_of(entries, project_id, instant, currency=project_currency(store, project_id)),
+        position,
+    )
 
 
 def export_store(

@@ -3,6 +3,8 @@ from datetime import date
 from decimal import Decimal
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from domain.errors import CurrencyMismatch
 from reconciliation.errors import InvalidReconciliationRequest, InvoiceFormatError
@@ -316,3 +318,49 @@ def test_the_rendered_table_shows_each_line_its_status_and_the_totals():
     assert "OVER" in table and "MISSING IN LEDGER" in table and "MISSING IN INVOICE" in table
     total_line = next(line for line in table.splitlines() if line.startswith("TOTAL"))
     assert "3.500000" in total_line and "6.750000" in total_line and "-3.250000" in total_line
+
+
+amounts = st.decimals(min_value=0, max_value=1000, places=9, allow_nan=False, allow_infinity=False)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    ledger_costs=st.dictionaries(st.sampled_from(["m1", "m2", "m3", "m4"]), amounts, max_size=4),
+    invoice_costs=st.dictionaries(
+        st.sampled_from(["m1", "m2", "m3", "m5"]), amounts, min_size=1, max_size=4
+    ),
+    tolerance=st.decimals(min_value=0, max_value=1, places=2),
+)
+def test_every_line_obeys_the_status_rule_and_lines_add_up_to_the_totals(
+    ledger_costs, invoice_costs, tolerance
+):
+    builder = LedgerBuilder()
+    for number, (model, cost) in enumerate(sorted(ledger_costs.items())):
+        builder.charge(
+            "2026-09-10 12:00",
+            f"r{number}",
+            str(cost),
+            upstream_model=model,
+            provider_cost=str(cost),
+        )
+    report = reconcile(
+        builder.lazy(),
+        invoice(*(f"2026-09-10,openai,{m},,,{c:f},USD" for m, c in sorted(invoice_costs.items()))),
+        "openai",
+        "2026-09",
+        tolerance,
+    )
+    assert {line.model for line in report.lines} == set(ledger_costs) | set(invoice_costs)
+    for line in report.lines:
+        assert line.difference == line.ledger_cost - line.invoice_cost
+        if line.model not in ledger_costs:
+            assert line.status == "missing_in_ledger"
+        elif line.model not in invoice_costs:
+            assert line.status == "missing_in_invoice"
+        elif abs(line.difference) <= tolerance:
+            assert line.status == "match"
+        else:
+            assert line.status == ("over" if line.difference > 0 else "under")
+    assert report.totals.ledger_cost == sum(ledger_costs.values(), Decimal(0))
+    assert report.totals.invoice_cost == sum(invoice_costs.values(), Decimal(0))
+    assert report.totals.difference == sum((line.difference for line in report.lines), Decimal(0))

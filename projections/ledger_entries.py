@@ -223,7 +223,7 @@ def _instant(store: ReadStore, moment: datetime) -> Any:
     return iso(moment) if store.dialect == "sqlite" else moment
 
 
-def select_ledger_entries(
+def ledger_entries_query(
     store: ReadStore,
     *,
     project_id: str | None = None,
@@ -233,17 +233,10 @@ def select_ledger_entries(
     before: datetime | None = None,
     until: datetime | None = None,
     columns: Sequence[str] = LEDGER_COLUMNS,
-) -> tuple[list[tuple[Any, ...]], str, int]:
-    """Raw rows (tuples in LEDGER_COLUMNS order, position order), the dialect, and the
-    view's tracking position. Filters run in SQL on the view's indexes, so a reconcile of
-    one provider-month reads only that provider-month's charges.
-
-    Values come back as the dialect stores them (SQLite: money and time as text;
-    PostgreSQL: Decimal and datetime); reconciliation/sources.py turns them into the
-    contract's dtypes. `since` is inclusive, `before` exclusive, `until` inclusive.
-    `columns` (a subset of LEDGER_COLUMNS, in that order) cuts what is read: on SQLite a
-    month of charges reads ~3x faster with the ten columns reconcile needs than with all.
-    """
+    select_list: Sequence[str] | None = None,
+) -> tuple[str, tuple[Any, ...]]:
+    """The SELECT (in the store's placeholder style) and its parameters. Filters run in SQL
+    on the view's indexes. `select_list` may wrap `columns` in SQL expressions (one each)."""
     unknown = [column for column in columns if column not in LEDGER_COLUMNS]
     if unknown:
         raise ValueError(f"not ledger-entries columns: {', '.join(unknown)}")
@@ -262,20 +255,58 @@ def select_ledger_entries(
             clauses.append(f"occurred_at {operator} %s")
             params.append(_instant(store, moment))
     where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
+    selected = ", ".join(select_list if select_list is not None else columns)
+    sql = f"SELECT {selected} FROM lg_ledger_entries {where} ORDER BY position"  # noqa: S608
+    return store.sql(sql), tuple(params)
+
+
+def select_ledger_entries(
+    store: ReadStore,
+    *,
+    project_id: str | None = None,
+    provider: str | None = None,
+    entry_type: str | None = None,
+    since: datetime | None = None,
+    before: datetime | None = None,
+    until: datetime | None = None,
+    columns: Sequence[str] = LEDGER_COLUMNS,
+) -> tuple[list[tuple[Any, ...]], str, int]:
+    """Raw rows (tuples in `columns` order, position order), the dialect, and the view's
+    tracking position. Filters run in SQL on the view's indexes, so a reconcile of one
+    provider-month reads only that provider-month's charges.
+
+    Values come back as the dialect stores them (SQLite: money and time as text;
+    PostgreSQL: Decimal and datetime); reconciliation/sources.py turns them into the
+    contract's dtypes. `since` is inclusive, `before` exclusive, `until` inclusive.
+    `columns` (a subset of LEDGER_COLUMNS, in that order) cuts what is read: on SQLite a
+    month of charges reads ~3x faster with the ten columns reconcile needs than with all.
+    """
+    sql, params = ledger_entries_query(
+        store,
+        project_id=project_id,
+        provider=provider,
+        entry_type=entry_type,
+        since=since,
+        before=before,
+        until=until,
+        columns=columns,
+    )
     with store.transaction(write=False) as tx:
-        position_row = tx.execute(
-            "SELECT position FROM lg_tracking WHERE view = 'ledger_entries'"
-        ).fetchone()
+        position = _tracked(tx)
         _tuple_rows(store, tx)
-        tx.cursor.execute(
-            store.sql(
-                f"SELECT {', '.join(columns)} FROM lg_ledger_entries {where} "  # noqa: S608
-                "ORDER BY position"
-            ),
-            tuple(params),
-        )
+        tx.cursor.execute(sql, params)
         rows = tx.cursor.fetchall()
-    return rows, store.dialect, int(position_row["position"]) if position_row else 0
+    return rows, store.dialect, position
+
+
+def ledger_entries_position(store: ReadStore) -> int:
+    with store.transaction(write=False) as tx:
+        return _tracked(tx)
+
+
+def _tracked(tx: Tx) -> int:
+    row = tx.execute("SELECT position FROM lg_tracking WHERE view = 'ledger_entries'").fetchone()
+    return int(row["position"]) if row else 0
 
 
 def project_currency(store: ReadStore, project_id: str) -> str | None:

@@ -10,7 +10,8 @@ from typing import Any, ClassVar
 from urllib.parse import parse_qs, unquote, urlparse
 from uuid import UUID
 
-from eventsourcing.application import Application
+from eventsourcing.application import Application, ProcessingEvent
+from eventsourcing.domain import Snapshot
 from eventsourcing.persistence import JSONTranscoder, Transcoding
 
 from domain.account import Account
@@ -34,6 +35,27 @@ class LedgerApplication(Application[UUID]):
     name = "Ledgergate"
     # A hot account gathers millions of events; a snapshot every N keeps loading it cheap.
     snapshotting_intervals: ClassVar[dict[type[Any], int]] = {Account: 1000}
+
+    def _take_snapshots(self, processing_event: ProcessingEvent[UUID]) -> None:
+        """Snapshot from the aggregate already in memory. The library's default reloads it
+        from the store (replaying up to an interval's worth of events) inside the writer's
+        hot path; the in-memory copy is exactly what was just saved."""
+        if self.snapshots is None or not self.snapshotting_intervals:
+            return
+        for event in processing_event.events:
+            aggregate = processing_event.aggregates.get(event.originator_id)
+            interval = (
+                self.snapshotting_intervals.get(type(aggregate)) if aggregate is not None else None
+            )
+            if (
+                interval
+                and event.originator_version % interval == 0
+                and aggregate.version == event.originator_version
+            ):
+                snapshot_class = (
+                    getattr(type(aggregate), "Snapshot", None) or self.snapshot_class or Snapshot
+                )
+                self.snapshots.put([snapshot_class.take(aggregate)])
 
     def register_transcodings(self, transcoder: JSONTranscoder) -> None:
         super().register_transcodings(transcoder)

@@ -67,3 +67,10 @@ class FxRateNotFound(DomainError):
 
 class InvalidCommand(DomainError):
     code = "invalid_request"
+
+
+class ModelDoesNotSupportDocuments(DomainError):
+    """A document (PDF) was sent to a model that cannot read one. Raised instead of dropping
+    the document silently; `details["alternatives"]` lists document-capable models."""
+
+    code = "model_does_not_support_documents"

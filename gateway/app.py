@@ -8,7 +8,6 @@ import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
-from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
@@ -27,8 +26,12 @@ from gateway.auth import authenticate_key
 from gateway.bootstrap import Services, build_services
 from gateway.chat import chat_completions
 from gateway.config import Settings
+from gateway.embeddings import embeddings
 from gateway.errors import GatewayError, as_gateway_error, error_response
+from gateway.jsonable import jsonable
+from gateway.model_list import ModelCatalog, list_models
 from gateway.responses import JsonResponse
+from gateway.unsupported import install_unsupported_routes
 from gateway.validation import parse_json_body
 from projections import queries
 from projections.ledger_entries import (
@@ -105,6 +108,41 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     @app.post("/v1/chat/completions")
     async def chat(request: Request) -> Response:
         return await chat_completions(request, services)
+
+    @app.post("/v1/embeddings")
+    async def embeddings_route(request: Request) -> Response:
+        return await embeddings(request, services)
+
+    catalog = ModelCatalog(services.app)
+
+    @app.get("/v1/models")
+    async def models_list(request: Request) -> Response:
+        try:
+            await authenticate_key(services.cache, request.headers.get("authorization"))
+            result = await anyio.to_thread.run_sync(
+                list_models, catalog, set(services.adapters)
+            )
+            return JsonResponse(result)
+        except Exception as error:
+            return error_response(as_gateway_error(error), new_request_id())
+
+    @app.get("/v1/models/{model:path}")
+    async def models_get(request: Request, model: str) -> Response:
+        try:
+            await authenticate_key(services.cache, request.headers.get("authorization"))
+            result = await anyio.to_thread.run_sync(
+                list_models, catalog, set(services.adapters)
+            )
+            for item in result["data"]:
+                if item["id"] == model:
+                    return JsonResponse(item)
+            raise GatewayError(
+                "model_not_found", f"the model {model[:200]!r} is not served here", param="model"
+            )
+        except Exception as error:
+            return error_response(as_gateway_error(error), new_request_id())
+
+    install_unsupported_routes(app, services)
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
@@ -370,18 +408,4 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     return app
 
 
-def jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [jsonable(v) for v in value]
-    if isinstance(value, Decimal):
-        return format(value, "f")
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, UUID):
-        return str(value)
-    return value
-
-
-__all__ = ["create_app", "jsonable", "InvalidAmount"]
+__all__ = ["create_app", "InvalidAmount"]

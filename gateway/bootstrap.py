@@ -20,13 +20,10 @@ from projections.runner import ProjectionRunner, default_views
 
 log = logging.getLogger("ledgergate")
 
-DEFAULT_BASE_URLS = {"openai": "https://api.openai.com/v1"}
-
-
 def adapter_classes() -> dict[str, type[ProviderAdapter]]:
-    from gateway.providers.openai import OpenAIAdapter
+    from gateway.providers.registry import ADAPTER_CLASSES
 
-    return {"openai": OpenAIAdapter}
+    return dict(ADAPTER_CLASSES)
 
 
 @dataclass
@@ -51,8 +48,7 @@ class Services:
         self.store.migrate()
         self.writer.start()
         self.runner.catch_up()
-        if self.settings.run_projections:
-            self.runner.start()
+        self.runner.start()  # writes the views, or only follows the log (run_projections off)
         self.started = True
 
     async def start_async(self) -> None:
@@ -87,23 +83,21 @@ class Services:
 
 
 def endpoints_from_settings(settings: Settings) -> dict[str, ProviderEndpoint]:
-    endpoints: dict[str, ProviderEndpoint] = {}
-    for provider in adapter_classes():
-        base_url = settings.provider_base_urls.get(provider)
-        api_key = settings.provider_api_keys.get(provider)
-        if base_url is None and api_key is not None:
-            base_url = DEFAULT_BASE_URLS.get(provider)
-        if base_url:
-            endpoints[provider] = ProviderEndpoint(
-                provider=provider, base_url=base_url, api_key=api_key
-            )
-    return endpoints
+    """All eight providers, from LEDGERGATE_<P>_BASE_URL / _API_KEY (+ LEDGERGATE_BEDROCK_REGION);
+    Bedrock may also be configured by the standard AWS_* credentials alone (SigV4)."""
+    import os
+
+    from gateway.providers.registry import endpoints_from_env
+
+    aws = {k: v for k, v in os.environ.items() if k.startswith("AWS_")}
+    return endpoints_from_env({**aws, **settings.raw})
 
 
 def build_adapters(settings: Settings, client: httpx.AsyncClient) -> dict[str, ProviderAdapter]:
-    classes = adapter_classes()
+    from gateway.providers.registry import build_adapter
+
     return {
-        name: classes[name](endpoint, client)
+        name: build_adapter(name, endpoint, client)
         for name, endpoint in endpoints_from_settings(settings).items()
     }
 
@@ -119,7 +113,8 @@ def build_services(settings: Settings | None = None, clock: Clock | None = None)
     def on_notification(event: Any) -> None:
         services_ref[0].on_notification(event)
 
-    runner = ProjectionRunner(app, store, default_views(), on_notification=on_notification)
+    views = default_views() if settings.run_projections else []
+    runner = ProjectionRunner(app, store, views, on_notification=on_notification)
     writer = GroupCommitWriter(app, clock=clock, on_saved=lambda _position: runner.poke())
     services = Services(
         settings=settings,

@@ -38,6 +38,11 @@ from gateway.providers.base import (
     UpstreamError,
     Usage,
 )
+from gateway.providers.documents import (
+    check_document_support,
+    document_capable_suggestions,
+    normalize_documents,
+)
 from gateway.responses import JsonResponse
 from gateway.tokens import count_text_tokens, estimate_prompt_tokens, prompt_chars
 from gateway.validation import (
@@ -174,6 +179,16 @@ async def chat_completions(http: HttpRequest, services: Services) -> Response:
         ctx.prompt_sha256 = _hash_messages(body)
         route = resolve_route(body["model"].strip())
         adapter = adapter_for(services, route.provider)
+        # Documents in any of the three client shapes become one canonical block, and a model
+        # that cannot read them is refused here (a 400 listing alternatives), never dropped.
+        body = normalize_documents(body)
+        check_document_support(
+            body,
+            route.provider,
+            route.upstream_model,
+            requested_model=route.model,
+            candidates=document_capable_suggestions(services.adapters),
+        )
         estimated_input = estimate_prompt_tokens(body)
         max_output = max_output_tokens(body, services.settings.default_max_output_tokens)
         admission = await services.writer.execute_async(
@@ -331,6 +346,17 @@ def estimated_usage(prompt_tokens: int, completion_text: str) -> Usage:
     )
 
 
+def fallback_stream_usage(stream: ChatStream, estimated_input: int, delivered_text: str) -> Usage:
+    """Usage of a stream whose final usage never came (a provider without it, or a broken
+    stream): the prompt as the provider reported it early on when it did (else the estimate),
+    the completion counted from what was delivered. Always marked "estimated"."""
+    usage = estimated_usage(estimated_input, delivered_text)
+    reported = getattr(stream, "prompt_tokens_reported", None)
+    if isinstance(reported, int) and reported > 0:
+        usage = Usage(reported, usage.completion_tokens, 0, USAGE_SOURCE_ESTIMATED)
+    return usage
+
+
 async def _stream(
     ctx: Context,
     adapter: ProviderAdapter,
@@ -377,7 +403,7 @@ async def _stream(
                     last_chunk = chunk
                     yield _sse(chunk)
             text = "".join(text_parts)
-            usage = stream.usage or estimated_usage(estimated_input, text)
+            usage = stream.usage or fallback_stream_usage(stream, estimated_input, text)
             finished = True
             await writer.execute_async(
                 c.CompleteRequest(
@@ -423,7 +449,7 @@ async def _stream(
             finished = True
             gateway_error = as_gateway_error(error)
             text = "".join(text_parts)
-            usage = stream.usage or estimated_usage(estimated_input, text)
+            usage = stream.usage or fallback_stream_usage(stream, estimated_input, text)
             await _fail(
                 ctx,
                 gateway_error,
@@ -437,7 +463,7 @@ async def _stream(
                 # The client went away mid-stream: settle for what was delivered, without
                 # awaiting (this coroutine is being cancelled), and stop the upstream call.
                 text = "".join(text_parts)
-                usage = stream.usage or estimated_usage(estimated_input, text)
+                usage = stream.usage or fallback_stream_usage(stream, estimated_input, text)
                 writer.submit(
                     c.FailRequest(
                         request_id=ctx.request_id,

@@ -29,7 +29,7 @@ DEMO_PRICES = (
 
 
 def emit(payload: Any) -> None:
-    from gateway.app import jsonable
+    from gateway.jsonable import jsonable
 
     print(json.dumps(jsonable(payload), sort_keys=True))
 

@@ -6,6 +6,19 @@ from __future__ import annotations
 from domain.commands import Route
 
 PROVIDER_BY_PREFIX: tuple[tuple[str, str], ...] = (
+    # Bedrock model ids are "<vendor>.<model>" (optionally behind a cross-region inference
+    # profile "us." / "eu." / "apac." / "global."); they must match before "mistral"/"command".
+    ("anthropic.", "bedrock"),
+    ("amazon.", "bedrock"),
+    ("meta.", "bedrock"),
+    ("mistral.", "bedrock"),
+    ("cohere.", "bedrock"),
+    ("ai21.", "bedrock"),
+    ("deepseek.", "bedrock"),
+    ("us.", "bedrock"),
+    ("eu.", "bedrock"),
+    ("apac.", "bedrock"),
+    ("global.", "bedrock"),
     ("claude", "anthropic"),
     ("mistral", "mistral"),
     ("magistral", "mistral"),

@@ -47,11 +47,22 @@ def simulated_reply(body: dict[str, Any]) -> str:
 
 class SimulatorState:
     def __init__(
-        self, chunk_delay_s: float = 0.0, reply: str | None = None, words_per_chunk: int = 2
+        self,
+        chunk_delay_s: float = 0.0,
+        reply: str | None = None,
+        words_per_chunk: int = 2,
+        response_delay_s: float = 0.0,
+        error_status: int | None = None,
+        fail_after_chunks: int | None = None,
     ) -> None:
         self.chunk_delay_s = chunk_delay_s
         self.reply = reply
         self.words_per_chunk = words_per_chunk
+        self.response_delay_s = response_delay_s  # before answering (both modes)
+        self.error_status = error_status  # answer this HTTP error instead of a completion
+        self.fail_after_chunks = (
+            fail_after_chunks  # stream: an in-band error after N content chunks
+        )
         self.requests: list[dict[str, Any]] = []
 
 
@@ -83,6 +94,21 @@ def create_simulator_app(state: SimulatorState | None = None) -> FastAPI:
                 "missing_required_parameter",
             )
         state.requests.append(body)
+        if state.response_delay_s:
+            await asyncio.sleep(state.response_delay_s)
+        if state.error_status is not None:
+            kinds = {
+                429: "rate_limit_exceeded",
+                401: "invalid_api_key",
+                500: "server_error",
+                503: "overloaded",
+            }
+            response = _error(
+                state.error_status, "simulated failure", "api_error", kinds.get(state.error_status)
+            )
+            if state.error_status == 429:
+                response.headers["retry-after"] = "7"
+            return response
         reply = state.reply or simulated_reply(body)
         prompt_tokens = estimate_prompt_tokens(body)
         completion_tokens = count_text_tokens(reply)
@@ -139,7 +165,18 @@ def create_simulator_app(state: SimulatorState | None = None) -> FastAPI:
 
         async def events() -> Any:
             yield chunk({"role": "assistant", "content": "", "refusal": None}, None)
-            for piece in pieces:
+            for index, piece in enumerate(pieces):
+                if state.fail_after_chunks is not None and index == state.fail_after_chunks:
+                    error = {
+                        "error": {
+                            "message": "simulated mid-stream failure",
+                            "type": "server_error",
+                            "param": None,
+                            "code": "server_error",
+                        }
+                    }
+                    yield b"data: " + orjson.dumps(error) + b"\n\n"
+                    return
                 if state.chunk_delay_s:
                     await asyncio.sleep(state.chunk_delay_s)
                 yield chunk({"content": piece}, None)

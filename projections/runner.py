@@ -69,6 +69,8 @@ class ProjectionRunner:
 
     def catch_up(self) -> int:
         """Apply everything recorded so far. Returns the lowest view position."""
+        if not self.views:
+            return self._follow()
         self._ensure_tracking()
         target = self.app.recorder.max_notification_id() or 0
         while True:
@@ -93,6 +95,25 @@ class ProjectionRunner:
             if len(notifications) < NOTIFICATIONS_PER_BATCH:
                 break
         return self.position
+
+    def _follow(self) -> int:
+        """Follower mode (no views: another process writes them): only watch the log, so
+        caches can drop what other processes changed."""
+        while True:
+            notifications = self.app.recorder.select_notifications(
+                start=self.position, limit=NOTIFICATIONS_PER_BATCH, inclusive_of_start=False
+            )
+            if not notifications:
+                return self.position
+            if self.on_notification is not None:
+                for notification in notifications:
+                    self.on_notification(self.app.mapper.to_domain_event(notification))
+            self._set_position(notifications[-1].id)
+
+    def views_position(self) -> int:
+        """The position every view in the read store has reached (whoever writes them)."""
+        positions = self.positions()
+        return min(positions.values()) if positions else 0
 
     def _apply_view(self, tx: Tx, view: View, decoded: list[tuple[int, Any, Any]]) -> None:
         lock = " FOR UPDATE" if self.store.dialect == "postgres" else ""
@@ -168,6 +189,13 @@ class ProjectionRunner:
 
     def wait_for(self, position: int, timeout_s: float = 5.0) -> bool:
         """Read-your-writes: block until every view has applied `position`."""
+        if not self.views:
+            deadline = time.monotonic() + timeout_s
+            while self.views_position() < position:
+                if time.monotonic() > deadline:
+                    return False
+                time.sleep(0.02)
+            return True
         if position <= self.position:
             return True
         self.poke()

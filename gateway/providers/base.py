@@ -107,6 +107,10 @@ class ChatStream(ABC):
 
     usage: Usage | None = None
     finish_reason: str | None = None
+    # The prompt size the provider reported early in the stream (Anthropic's message_start,
+    # Gemini's running usageMetadata), kept even when the stream breaks before its final
+    # usage: a failed stream is then charged the provider's prompt count, not an estimate.
+    prompt_tokens_reported: int | None = None
 
     @abstractmethod
     def __aiter__(self) -> AsyncIterator[dict[str, Any]]: ...

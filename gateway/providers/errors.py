@@ -73,7 +73,7 @@ def error_from_status(
             error_type="invalid_request_error",
             provider=provider,
         )
-    if status == 401:
+    if status == 401 or status == 498:  # 498: Cohere's "invalid token"
         return UpstreamError(
             status=401,
             code="upstream_authentication_failed",
@@ -110,14 +110,16 @@ def error_from_status(
             provider=provider,
             retryable=True,
         )
-    if status == 429:
+    if status == 429 or status == 402:
+        # 402 is how some providers say "usage limit / out of credit": a 429 to the client,
+        # like OpenAI's own insufficient_quota.
         seconds, source = _retry_after(headers)
         if seconds is None:
             seconds, source = DEFAULT_RETRY_AFTER_SECONDS, "gateway_default"
         return UpstreamError(
             status=429,
-            code=provider_code
-            if provider_code in ("insufficient_quota",)
+            code="insufficient_quota"
+            if status == 402 or provider_code == "insufficient_quota"
             else "rate_limit_exceeded",
             message=prefix + message,
             error_type="rate_limit_error",

@@ -47,6 +47,9 @@ class OpenAIAdapter(ProviderAdapter):
     supports_embeddings = True
     chat_path = "/chat/completions"
     embeddings_path = "/embeddings"
+    # OpenAI-compatible providers that reject (or ignore) stream_options report usage on the
+    # last chunk anyway; subclasses switch this off rather than send a field they refuse.
+    send_stream_options = True
 
     def headers(self) -> dict[str, str]:
         headers = {"content-type": "application/json"}
@@ -92,7 +95,10 @@ class OpenAIAdapter(ProviderAdapter):
         payload = self.native_body(body, upstream_model)
         payload["stream"] = True
         # Always ask for usage so charges are exact; the gateway hides it if the client did not ask.
-        payload["stream_options"] = {"include_usage": True}
+        if self.send_stream_options:
+            payload["stream_options"] = {"include_usage": True}
+        else:
+            payload.pop("stream_options", None)
         request = self.client.build_request(
             "POST", self.url(self.chat_path), content=orjson.dumps(payload), headers=self.headers()
         )
@@ -165,7 +171,13 @@ class OpenAIChatStream(ChatStream):
                 if not choices:
                     continue  # the include_usage chunk: usage captured above
                 for choice in choices:
-                    if isinstance(choice, dict) and choice.get("finish_reason"):
+                    if not isinstance(choice, dict):
+                        continue
+                    # Moonshot puts usage inside the finishing choice rather than the chunk.
+                    choice_usage = usage_from_openai(choice.pop("usage", None))
+                    if choice_usage is not None:
+                        self.usage = choice_usage
+                    if choice.get("finish_reason"):
                         self.finish_reason = choice["finish_reason"]
                 yield chunk
         except SseTooLarge as error:

@@ -274,3 +274,37 @@ def test_audit_pages_with_a_cursor_and_filters(gateway: Gateway) -> None:
     assert len(anns) == 3
     assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_cursor"
     assert bad_time.status_code == 400 and bad_time.json()["error"]["param"] == "since"
+
+
+def test_no_prompt_text_completion_text_or_secret_ever_lands_in_the_event_store(
+    gateway: Gateway, caplog
+) -> None:
+    caplog.set_level("DEBUG")
+    tenant = gateway.tenant()
+    canary = "zebra-canary-7731 my secret plan"
+    client = gateway.openai(tenant)
+    completion = client.chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": canary}]
+    )
+    list(
+        client.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": canary}], stream=True
+        )
+    )
+    answer = completion.choices[0].message.content
+    bad = gateway.openai(tenant)
+    bad.api_key = "lg_live_" + "S" * 43
+    with pytest.raises(openai.AuthenticationError):
+        bad.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": canary}]
+        )
+    gateway.settle()
+    secrets_and_text = [canary, "zebra-canary", answer, tenant.api_key, "S" * 43, "sk-test"]
+    states = [
+        n.state.decode()
+        for n in gateway.services.app.recorder.select_notifications(start=1, limit=100_000)
+    ]
+    assert states
+    for needle in secrets_and_text:
+        assert not any(needle in state for state in states), needle
+        assert needle not in caplog.text, needle

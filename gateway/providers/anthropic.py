@@ -1,0 +1,366 @@
+"""Anthropic Messages API adapter (POST /v1/messages, SSE with named events).
+
+Not available on Anthropic, refused with 400 unsupported_parameter: n>1, logprobs,
+top_logprobs, seed, frequency_penalty, presence_penalty, logit_bias, response_format
+json_object/json_schema (the Messages API has no JSON mode at this API version).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import orjson
+
+from gateway.providers.base import (
+    ChatResult,
+    ChatStream,
+    ProviderAdapter,
+    UpstreamError,
+    Usage,
+)
+from gateway.providers.common import (
+    TranslatingStream,
+    as_int,
+    completion_body,
+    content_text,
+    dumps_text,
+    function_tools,
+    max_output_tokens,
+    new_completion_id,
+    open_stream,
+    parse_image_url,
+    parse_tool_arguments,
+    post_json,
+    reject_unsupported,
+    stop_list,
+    translate,
+    truncated,
+    unsupported,
+)
+from gateway.providers.documents import document_part
+from gateway.providers.errors import error_from_status, malformed
+from gateway.providers.sse import iter_sse
+
+ANTHROPIC_VERSION = "2023-06-01"
+# Anthropic requires max_tokens; OpenAI clients often omit it. 4096 is accepted by every
+# current Claude model and is what the gateway reserves budget for.
+DEFAULT_MAX_TOKENS = 4096
+UNSUPPORTED_PARAMS = (
+    "n",
+    "logprobs",
+    "top_logprobs",
+    "seed",
+    "frequency_penalty",
+    "presence_penalty",
+    "logit_bias",
+)
+
+FINISH_REASONS = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "pause_turn": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+}
+
+# Anthropic error `type` → the HTTP status it comes with (used for mid-stream error events).
+ERROR_TYPE_STATUS = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "request_too_large": 413,
+    "rate_limit_error": 429,
+    "api_error": 500,
+    "overloaded_error": 529,
+}
+
+
+def _content_blocks(provider: str, content: Any) -> list[dict[str, Any]]:
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}] if content else []
+    blocks: list[dict[str, Any]] = []
+    for part in content or []:
+        if not isinstance(part, dict):
+            continue
+        kind = part.get("type")
+        if kind == "text":
+            blocks.append({"type": "text", "text": str(part.get("text") or "")})
+        elif kind == "image_url":
+            image = part.get("image_url") or {}
+            media_type, data, url = parse_image_url(str(image.get("url") or ""))
+            if url is not None:
+                blocks.append({"type": "image", "source": {"type": "url", "url": url}})
+            else:
+                blocks.append(
+                    {"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}}
+                )
+        elif kind == "file":
+            document = document_part(part)
+            blocks.append(
+                {
+                    "type": "document",
+                    "source": {
+                        "type": "base64",
+                        "media_type": document.media_type,
+                        "data": document.data_base64,
+                    },
+                    "title": document.filename,
+                }
+            )
+        else:
+            raise unsupported(provider, "messages", f"content part type {str(kind)[:40]!r}")
+    return blocks
+
+
+def to_anthropic(body: dict[str, Any], upstream_model: str, provider: str = "anthropic") -> dict[str, Any]:
+    reject_unsupported(provider, body, UNSUPPORTED_PARAMS)
+    response_format = body.get("response_format")
+    if isinstance(response_format, dict) and response_format.get("type") not in (None, "text"):
+        raise unsupported(provider, "response_format", "no JSON mode on the Messages API")
+    system_parts: list[str] = []
+    messages: list[dict[str, Any]] = []
+
+    def append(role: str, blocks: list[dict[str, Any]]) -> None:
+        # The Messages API wants user/assistant alternation: merge consecutive same-role turns
+        # (several OpenAI tool messages become one user turn of tool_result blocks).
+        if messages and messages[-1]["role"] == role:
+            messages[-1]["content"].extend(blocks)
+        else:
+            messages.append({"role": role, "content": blocks})
+
+    for message in body.get("messages") or []:
+        role = message.get("role")
+        if role in ("system", "developer"):
+            system_parts.append(content_text(message.get("content")))
+        elif role == "user":
+            append("user", _content_blocks(provider, message.get("content")))
+        elif role == "assistant":
+            blocks = _content_blocks(provider, message.get("content"))
+            for call in message.get("tool_calls") or []:
+                function = call.get("function") or {}
+                blocks.append(
+                    {
+                        "type": "tool_use",
+                        "id": call.get("id"),
+                        "name": function.get("name"),
+                        "input": parse_tool_arguments(provider, function.get("arguments")),
+                    }
+                )
+            append("assistant", blocks)
+        elif role == "tool":
+            append(
+                "user",
+                [
+                    {
+                        "type": "tool_result",
+                        "tool_use_id": message.get("tool_call_id"),
+                        "content": content_text(message.get("content")),
+                    }
+                ],
+            )
+        else:
+            raise unsupported(provider, "messages", f"role {str(role)[:20]!r}")
+
+    native: dict[str, Any] = {
+        "model": upstream_model,
+        "messages": messages,
+        "max_tokens": max_output_tokens(body) or DEFAULT_MAX_TOKENS,
+    }
+    if system_parts:
+        native["system"] = "\n\n".join(part for part in system_parts if part)
+    for name in ("temperature", "top_p"):
+        if body.get(name) is not None:
+            native[name] = body[name]
+    stops = stop_list(body)
+    if stops:
+        native["stop_sequences"] = stops
+    tools = function_tools(provider, body)
+    if tools:
+        native["tools"] = [
+            {
+                "name": tool["name"],
+                "description": tool.get("description") or "",
+                "input_schema": tool.get("parameters")
+                or {"type": "object", "properties": {}},
+            }
+            for tool in tools
+        ]
+        choice = body.get("tool_choice")
+        tool_choice: dict[str, Any] | None = None
+        if choice == "auto" or choice is None:
+            tool_choice = {"type": "auto"}
+        elif choice == "required":
+            tool_choice = {"type": "any"}
+        elif choice == "none":
+            tool_choice = {"type": "none"}
+        elif isinstance(choice, dict):
+            tool_choice = {"type": "tool", "name": (choice.get("function") or {}).get("name")}
+        if tool_choice is not None and body.get("parallel_tool_calls") is False and tool_choice["type"] != "none":
+            tool_choice["disable_parallel_tool_use"] = True
+        if tool_choice is not None:
+            native["tool_choice"] = tool_choice
+    return native
+
+
+def usage_from_anthropic(raw: Any) -> Usage | None:
+    if not isinstance(raw, dict):
+        return None
+    cache_read = as_int(raw.get("cache_read_input_tokens"))
+    cache_write = as_int(raw.get("cache_creation_input_tokens"))
+    # Anthropic's input_tokens excludes cache reads and writes; OpenAI's prompt_tokens includes
+    # cached tokens, so add them back and report the reads as cached_tokens.
+    return Usage(
+        prompt_tokens=as_int(raw.get("input_tokens")) + cache_read + cache_write,
+        completion_tokens=as_int(raw.get("output_tokens")),
+        cached_tokens=cache_read,
+    )
+
+
+def from_anthropic(data: Any, model: str, provider: str = "anthropic") -> tuple[dict[str, Any], Usage]:
+    if not isinstance(data, dict) or not isinstance(data.get("content"), list):
+        raise malformed(provider, "message without content")
+    usage = usage_from_anthropic(data.get("usage"))
+    if usage is None:
+        raise malformed(provider, "message without usage")
+    texts: list[str] = []
+    tool_calls: list[dict[str, Any]] = []
+    for block in data["content"]:
+        if not isinstance(block, dict):
+            continue
+        if block.get("type") == "text":
+            texts.append(str(block.get("text") or ""))
+        elif block.get("type") == "tool_use":
+            tool_calls.append(
+                {
+                    "id": block.get("id"),
+                    "type": "function",
+                    "function": {"name": block.get("name"), "arguments": dumps_text(block.get("input") or {})},
+                }
+            )
+    finish = FINISH_REASONS.get(str(data.get("stop_reason")), "stop")
+    body = completion_body(
+        completion_id=new_completion_id(),
+        model=model,
+        content="".join(texts) if texts or not tool_calls else None,
+        tool_calls=tool_calls,
+        finish_reason=finish,
+        usage=usage,
+    )
+    return body, usage
+
+
+def error_from_event(provider: str, payload: Any) -> UpstreamError:
+    error = payload.get("error") if isinstance(payload, dict) else None
+    error_type = error.get("type") if isinstance(error, dict) else None
+    status = ERROR_TYPE_STATUS.get(str(error_type), 502)
+    return error_from_status(provider, status, {}, payload)
+
+
+class AnthropicAdapter(ProviderAdapter):
+    provider = "anthropic"
+    supports_embeddings = False  # Anthropic has no embeddings API
+
+    def headers(self) -> dict[str, str]:
+        headers = {"content-type": "application/json", "anthropic-version": ANTHROPIC_VERSION}
+        if self.endpoint.api_key:
+            headers["x-api-key"] = self.endpoint.api_key
+        return headers
+
+    def url(self) -> str:
+        base = self.endpoint.base_url.rstrip("/")
+        # Accept a base URL with or without the /v1 suffix (the SDK's default has none).
+        return base + ("/messages" if base.endswith("/v1") else "/v1/messages")
+
+    async def chat(self, body: dict[str, Any], upstream_model: str) -> ChatResult:
+        native = translate(self.provider, to_anthropic, body, upstream_model, self.provider)
+        data = await post_json(self.client, self.provider, self.url(), native, self.headers())
+        openai_body, usage = from_anthropic(data, body.get("model") or upstream_model, self.provider)
+        return ChatResult(body=openai_body, usage=usage)
+
+    async def chat_stream(self, body: dict[str, Any], upstream_model: str) -> ChatStream:
+        native = translate(self.provider, to_anthropic, body, upstream_model, self.provider)
+        native["stream"] = True
+        response = await open_stream(
+            self.client, self.provider, self.url(), self.headers(), orjson.dumps(native), "text/event-stream"
+        )
+        return AnthropicChatStream(self.provider, response, body.get("model") or upstream_model)  # type: ignore[return-value]
+
+
+class AnthropicChatStream(TranslatingStream, ChatStream):
+    def __init__(self, provider: str, response: httpx.Response, model: str) -> None:
+        super().__init__(provider, response, model)
+
+    async def _translate(self) -> Any:
+        usage_start: Usage | None = None
+        output_tokens: int | None = None
+        tool_index_of_block: dict[int, int] = {}
+        stopped = False
+        stop_reason: str | None = None
+        async for event in iter_sse(self.response):
+            if event.event is None or event.event == "ping" or not event.data:
+                continue
+            payload = orjson.loads(event.data)
+            kind = event.event
+            if kind == "error":
+                raise error_from_event(self.provider, payload)
+            if kind == "message_start":
+                usage_start = usage_from_anthropic(payload["message"].get("usage"))
+                if usage_start is not None:
+                    self.prompt_tokens_reported = usage_start.prompt_tokens
+                yield self.chunk({"role": "assistant", "content": ""})
+            elif kind == "content_block_start":
+                block = payload["content_block"]
+                if block.get("type") == "tool_use":
+                    index = len(tool_index_of_block)
+                    tool_index_of_block[payload["index"]] = index
+                    yield self.chunk(
+                        {
+                            "tool_calls": [
+                                {
+                                    "index": index,
+                                    "id": block.get("id"),
+                                    "type": "function",
+                                    "function": {"name": block.get("name"), "arguments": ""},
+                                }
+                            ]
+                        }
+                    )
+                elif block.get("type") == "text" and block.get("text"):
+                    yield self.chunk({"content": block["text"]})
+            elif kind == "content_block_delta":
+                delta = payload["delta"]
+                if delta.get("type") == "text_delta":
+                    yield self.chunk({"content": delta.get("text", "")})
+                elif delta.get("type") == "input_json_delta":
+                    index = tool_index_of_block[payload["index"]]
+                    yield self.chunk(
+                        {"tool_calls": [{"index": index, "function": {"arguments": delta.get("partial_json", "")}}]}
+                    )
+            elif kind == "message_delta":
+                delta = payload.get("delta") or {}
+                if delta.get("stop_reason"):
+                    stop_reason = str(delta["stop_reason"])
+                raw_usage = payload.get("usage") or {}
+                if "output_tokens" in raw_usage:
+                    output_tokens = as_int(raw_usage["output_tokens"])  # cumulative, take the last
+                if raw_usage.get("input_tokens") is not None and usage_start is not None:
+                    merged = usage_from_anthropic({**raw_usage})
+                    if merged is not None and merged.prompt_tokens:
+                        usage_start = Usage(merged.prompt_tokens, 0, merged.cached_tokens)
+            elif kind == "message_stop":
+                stopped = True
+                break
+        if not stopped:
+            raise truncated(self.provider, "message_stop")
+        self.finish_reason = FINISH_REASONS.get(stop_reason or "", "stop")
+        yield self.chunk({}, self.finish_reason)
+        if usage_start is not None and output_tokens is not None:
+            self.usage = Usage(
+                prompt_tokens=usage_start.prompt_tokens,
+                completion_tokens=output_tokens,
+                cached_tokens=usage_start.cached_tokens,
+            )

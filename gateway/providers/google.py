@@ -1,0 +1,489 @@
+"""Google Gemini adapter: generateContent and streamGenerateContent?alt=sse (v1beta),
+batchEmbedContents for embeddings.
+
+Gemini has equivalents for almost every OpenAI parameter: n → candidateCount, seed,
+logprobs/top_logprobs → responseLogprobs/logprobs, response_format → responseMimeType +
+responseJsonSchema, penalties. Not available: logit_bias (400 unsupported_parameter).
+Embeddings: Gemini reports no token usage, so embedding usage is estimated.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import orjson
+
+from gateway.providers.base import (
+    USAGE_SOURCE_ESTIMATED,
+    ChatResult,
+    ChatStream,
+    EmbeddingResult,
+    ProviderAdapter,
+    UpstreamError,
+    Usage,
+)
+from gateway.providers.common import (
+    TranslatingStream,
+    as_int,
+    check_encoding_format,
+    content_text,
+    dumps_text,
+    embedding_inputs,
+    embeddings_body,
+    function_tools,
+    max_output_tokens,
+    new_completion_id,
+    new_tool_call_id,
+    open_stream,
+    parse_image_url,
+    parse_tool_arguments,
+    post_json,
+    reject_unsupported,
+    stop_list,
+    translate,
+    truncated,
+    unix_now,
+    unsupported,
+)
+from gateway.providers.documents import document_part
+from gateway.providers.errors import error_from_status, malformed
+from gateway.providers.sse import iter_sse
+from gateway.providers.tokens import estimate_embedding_tokens
+
+FINISH_REASONS = {
+    "STOP": "stop",
+    "MAX_TOKENS": "length",
+    "SAFETY": "content_filter",
+    "RECITATION": "content_filter",
+    "BLOCKLIST": "content_filter",
+    "PROHIBITED_CONTENT": "content_filter",
+    "SPII": "content_filter",
+    "IMAGE_SAFETY": "content_filter",
+    "MALFORMED_FUNCTION_CALL": "stop",
+    "LANGUAGE": "stop",
+    "OTHER": "stop",
+}
+
+# Gemini's error `status` → HTTP status (for errors arriving inside a stream).
+STATUS_CODES = {
+    "INVALID_ARGUMENT": 400,
+    "FAILED_PRECONDITION": 400,
+    "UNAUTHENTICATED": 401,
+    "PERMISSION_DENIED": 403,
+    "NOT_FOUND": 404,
+    "RESOURCE_EXHAUSTED": 429,
+    "INTERNAL": 500,
+    "UNAVAILABLE": 503,
+    "DEADLINE_EXCEEDED": 504,
+}
+
+
+def _parts(provider: str, content: Any) -> list[dict[str, Any]]:
+    if isinstance(content, str):
+        return [{"text": content}] if content else []
+    parts: list[dict[str, Any]] = []
+    for part in content or []:
+        if not isinstance(part, dict):
+            continue
+        kind = part.get("type")
+        if kind == "text":
+            parts.append({"text": str(part.get("text") or "")})
+        elif kind == "image_url":
+            media_type, data, url = parse_image_url(str((part.get("image_url") or {}).get("url") or ""))
+            if url is not None:
+                guessed, _ = mimetypes.guess_type(url)
+                if not guessed:
+                    raise unsupported(provider, "messages", "a remote image URL needs a file extension")
+                parts.append({"fileData": {"fileUri": url, "mimeType": guessed}})
+            else:
+                parts.append({"inlineData": {"mimeType": media_type, "data": data}})
+        elif kind == "file":
+            document = document_part(part)
+            parts.append({"inlineData": {"mimeType": document.media_type, "data": document.data_base64}})
+        else:
+            raise unsupported(provider, "messages", f"content part type {str(kind)[:40]!r}")
+    return parts
+
+
+def _function_response(text: str) -> dict[str, Any]:
+    # functionResponse.response must be an object; wrap anything else.
+    try:
+        parsed = orjson.loads(text) if text else {}
+    except orjson.JSONDecodeError:
+        return {"result": text}
+    return parsed if isinstance(parsed, dict) else {"result": parsed}
+
+
+def to_gemini(body: dict[str, Any], provider: str = "google") -> dict[str, Any]:
+    reject_unsupported(provider, body, ("logit_bias",))
+    system_parts: list[str] = []
+    contents: list[dict[str, Any]] = []
+    tool_names: dict[str, str] = {}
+
+    def append(role: str, parts: list[dict[str, Any]]) -> None:
+        if contents and contents[-1]["role"] == role:
+            contents[-1]["parts"].extend(parts)
+        else:
+            contents.append({"role": role, "parts": parts})
+
+    for message in body.get("messages") or []:
+        role = message.get("role")
+        if role in ("system", "developer"):
+            system_parts.append(content_text(message.get("content")))
+        elif role == "user":
+            append("user", _parts(provider, message.get("content")))
+        elif role == "assistant":
+            parts = _parts(provider, message.get("content"))
+            for call in message.get("tool_calls") or []:
+                function = call.get("function") or {}
+                tool_names[str(call.get("id"))] = str(function.get("name"))
+                parts.append(
+                    {
+                        "functionCall": {
+                            "id": call.get("id"),
+                            "name": function.get("name"),
+                            "args": parse_tool_arguments(provider, function.get("arguments")),
+                        }
+                    }
+                )
+            append("model", parts)
+        elif role == "tool":
+            call_id = str(message.get("tool_call_id"))
+            name = tool_names.get(call_id)
+            if name is None:
+                raise UpstreamError(
+                    status=400,
+                    code="invalid_tool_result",
+                    message="a tool message answers no earlier assistant tool call",
+                    error_type="invalid_request_error",
+                    provider=provider,
+                    param="messages",
+                )
+            append(
+                "user",
+                [
+                    {
+                        "functionResponse": {
+                            "id": call_id,
+                            "name": name,
+                            "response": _function_response(content_text(message.get("content"))),
+                        }
+                    }
+                ],
+            )
+        else:
+            raise unsupported(provider, "messages", f"role {str(role)[:20]!r}")
+
+    native: dict[str, Any] = {"contents": contents}
+    if system_parts:
+        native["systemInstruction"] = {"parts": [{"text": "\n\n".join(p for p in system_parts if p)}]}
+    config: dict[str, Any] = {}
+    limit = max_output_tokens(body)
+    if limit is not None:
+        config["maxOutputTokens"] = limit
+    for openai_name, gemini_name in (
+        ("temperature", "temperature"),
+        ("top_p", "topP"),
+        ("seed", "seed"),
+        ("presence_penalty", "presencePenalty"),
+        ("frequency_penalty", "frequencyPenalty"),
+    ):
+        if body.get(openai_name) is not None:
+            config[gemini_name] = body[openai_name]
+    if body.get("n") not in (None, 1):
+        config["candidateCount"] = body["n"]
+    stops = stop_list(body)
+    if stops:
+        config["stopSequences"] = stops
+    if body.get("logprobs"):
+        config["responseLogprobs"] = True
+        if body.get("top_logprobs") is not None:
+            config["logprobs"] = body["top_logprobs"]
+    response_format = body.get("response_format")
+    if isinstance(response_format, dict):
+        kind = response_format.get("type")
+        if kind == "json_object":
+            config["responseMimeType"] = "application/json"
+        elif kind == "json_schema":
+            config["responseMimeType"] = "application/json"
+            schema = (response_format.get("json_schema") or {}).get("schema")
+            if schema is not None:
+                config["responseJsonSchema"] = schema
+    if config:
+        native["generationConfig"] = config
+    tools = function_tools(provider, body)
+    if tools:
+        native["tools"] = [
+            {
+                "functionDeclarations": [
+                    {
+                        "name": tool["name"],
+                        "description": tool.get("description") or "",
+                        "parametersJsonSchema": tool.get("parameters")
+                        or {"type": "object", "properties": {}},
+                    }
+                    for tool in tools
+                ]
+            }
+        ]
+        choice = body.get("tool_choice")
+        calling: dict[str, Any] | None = None
+        if choice == "auto":
+            calling = {"mode": "AUTO"}
+        elif choice == "required":
+            calling = {"mode": "ANY"}
+        elif choice == "none":
+            calling = {"mode": "NONE"}
+        elif isinstance(choice, dict):
+            calling = {"mode": "ANY", "allowedFunctionNames": [(choice.get("function") or {}).get("name")]}
+        if calling is not None:
+            native["toolConfig"] = {"functionCallingConfig": calling}
+    return native
+
+
+def usage_from_gemini(raw: Any) -> Usage | None:
+    if not isinstance(raw, dict) or "promptTokenCount" not in raw:
+        return None
+    return Usage(
+        prompt_tokens=as_int(raw.get("promptTokenCount")) + as_int(raw.get("toolUsePromptTokenCount")),
+        # Thinking tokens are billed as output.
+        completion_tokens=as_int(raw.get("candidatesTokenCount")) + as_int(raw.get("thoughtsTokenCount")),
+        cached_tokens=as_int(raw.get("cachedContentTokenCount")),
+    )
+
+
+def _logprobs(raw: Any) -> dict[str, Any] | None:
+    if not isinstance(raw, dict):
+        return None
+    chosen = raw.get("chosenCandidates") or []
+    top = raw.get("topCandidates") or []
+    content = []
+    for position, candidate in enumerate(chosen):
+        alternatives = top[position].get("candidates", []) if position < len(top) else []
+        content.append(
+            {
+                "token": candidate.get("token", ""),
+                "logprob": candidate.get("logProbability", 0.0),
+                "bytes": None,
+                "top_logprobs": [
+                    {"token": alt.get("token", ""), "logprob": alt.get("logProbability", 0.0), "bytes": None}
+                    for alt in alternatives
+                ],
+            }
+        )
+    return {"content": content, "refusal": None}
+
+
+def _candidate_output(candidate: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
+    texts: list[str] = []
+    calls: list[dict[str, Any]] = []
+    for part in (candidate.get("content") or {}).get("parts") or []:
+        if part.get("thought"):
+            continue  # thinking summaries are not part of the answer
+        if "text" in part:
+            texts.append(str(part["text"]))
+        elif "functionCall" in part:
+            call = part["functionCall"]
+            calls.append(
+                {
+                    "id": call.get("id") or new_tool_call_id(),
+                    "type": "function",
+                    "function": {"name": call.get("name"), "arguments": dumps_text(call.get("args") or {})},
+                }
+            )
+    return "".join(texts), calls
+
+
+def _finish(candidate: dict[str, Any], has_calls: bool) -> str:
+    reason = FINISH_REASONS.get(str(candidate.get("finishReason")), "stop")
+    return "tool_calls" if has_calls and reason == "stop" else reason
+
+
+def from_gemini(data: Any, model: str, provider: str = "google") -> tuple[dict[str, Any], Usage]:
+    if not isinstance(data, dict):
+        raise malformed(provider, "response is not an object")
+    usage = usage_from_gemini(data.get("usageMetadata"))
+    if usage is None:
+        raise malformed(provider, "response without usageMetadata")
+    candidates = data.get("candidates")
+    choices = []
+    if not candidates:
+        # The prompt itself was blocked (promptFeedback.blockReason): no candidates at all.
+        if (data.get("promptFeedback") or {}).get("blockReason"):
+            choices.append(
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": "", "refusal": None},
+                    "finish_reason": "content_filter",
+                    "logprobs": None,
+                }
+            )
+        else:
+            raise malformed(provider, "response without candidates")
+    for position, candidate in enumerate(candidates or []):
+        text, calls = _candidate_output(candidate)
+        message: dict[str, Any] = {"role": "assistant", "content": text if text or not calls else None, "refusal": None}
+        if calls:
+            message["tool_calls"] = calls
+        choices.append(
+            {
+                "index": as_int(candidate.get("index", position)),
+                "message": message,
+                "finish_reason": _finish(candidate, bool(calls)),
+                "logprobs": _logprobs(candidate.get("logprobsResult")),
+            }
+        )
+    body = {
+        "id": new_completion_id(),
+        "object": "chat.completion",
+        "created": unix_now(),
+        "model": model,
+        "choices": choices,
+        "usage": usage.as_openai(),
+    }
+    return body, usage
+
+
+def error_from_gemini_payload(provider: str, payload: Any) -> UpstreamError:
+    error = payload.get("error") if isinstance(payload, dict) else None
+    status = 502
+    if isinstance(error, dict):
+        if isinstance(error.get("code"), int):
+            status = error["code"]
+        elif str(error.get("status")) in STATUS_CODES:
+            status = STATUS_CODES[str(error.get("status"))]
+    return error_from_status(provider, status, {}, payload)
+
+
+class GoogleAdapter(ProviderAdapter):
+    provider = "google"
+    supports_embeddings = True
+
+    def headers(self) -> dict[str, str]:
+        headers = {"content-type": "application/json"}
+        if self.endpoint.api_key:
+            headers["x-goog-api-key"] = self.endpoint.api_key
+        return headers
+
+    def url(self, model: str, method: str) -> str:
+        base = self.endpoint.base_url.rstrip("/")
+        if not base.endswith("/v1beta") and not base.endswith("/v1"):
+            base += "/v1beta"
+        return f"{base}/models/{quote(model, safe='-._')}:{method}"
+
+    async def chat(self, body: dict[str, Any], upstream_model: str) -> ChatResult:
+        native = translate(self.provider, to_gemini, body, self.provider,)
+        data = await post_json(
+            self.client, self.provider, self.url(upstream_model, "generateContent"), native, self.headers()
+        )
+        openai_body, usage = from_gemini(data, body.get("model") or upstream_model, self.provider)
+        return ChatResult(body=openai_body, usage=usage)
+
+    async def chat_stream(self, body: dict[str, Any], upstream_model: str) -> ChatStream:
+        native = translate(self.provider, to_gemini, body, self.provider,)
+        response = await open_stream(
+            self.client,
+            self.provider,
+            self.url(upstream_model, "streamGenerateContent") + "?alt=sse",
+            self.headers(),
+            orjson.dumps(native),
+            "text/event-stream",
+        )
+        return GeminiChatStream(self.provider, response, body.get("model") or upstream_model)  # type: ignore[return-value]
+
+    async def embeddings(self, body: dict[str, Any], upstream_model: str) -> EmbeddingResult:
+        encoding_format = check_encoding_format(self.provider, body)
+        inputs = embedding_inputs(self.provider, body)
+        model_name = f"models/{upstream_model}"
+        requests = []
+        for text in inputs:
+            request: dict[str, Any] = {"model": model_name, "content": {"parts": [{"text": text}]}}
+            if body.get("dimensions") is not None:
+                request["outputDimensionality"] = body["dimensions"]
+            requests.append(request)
+        data = await post_json(
+            self.client,
+            self.provider,
+            self.url(upstream_model, "batchEmbedContents"),
+            {"requests": requests},
+            self.headers(),
+        )
+        embeddings = data.get("embeddings") if isinstance(data, dict) else None
+        if not isinstance(embeddings, list) or len(embeddings) != len(inputs):
+            raise malformed(self.provider, "embeddings missing or of the wrong count")
+        vectors = [list(item.get("values") or []) for item in embeddings]
+        # Gemini reports no token usage for embeddings: estimate, and say so.
+        usage = Usage(
+            prompt_tokens=estimate_embedding_tokens(inputs), completion_tokens=0, source=USAGE_SOURCE_ESTIMATED
+        )
+        return EmbeddingResult(
+            body=embeddings_body(vectors, body.get("model") or upstream_model, usage, encoding_format),
+            usage=usage,
+        )
+
+
+class GeminiChatStream(TranslatingStream, ChatStream):
+    def __init__(self, provider: str, response: httpx.Response, model: str) -> None:
+        super().__init__(provider, response, model)
+
+    async def _translate(self) -> Any:
+        started: set[int] = set()
+        tool_counts: dict[int, int] = {}
+        finished: dict[int, str] = {}
+        async for event in iter_sse(self.response):
+            if not event.data:
+                continue
+            payload = orjson.loads(event.data)
+            if not isinstance(payload, dict):
+                raise malformed(self.provider, "stream chunk is not an object")
+            if "error" in payload:
+                raise error_from_gemini_payload(self.provider, payload)
+            candidates = payload.get("candidates") or []
+            running = payload.get("usageMetadata")
+            if isinstance(running, dict) and running.get("promptTokenCount") is not None:
+                self.prompt_tokens_reported = as_int(running["promptTokenCount"])
+            # Intermediate chunks carry a running usageMetadata (prompt only); the final count
+            # is the one on the chunk that finishes. Taking a partial one would under-charge.
+            if any(c.get("finishReason") for c in candidates) or not candidates:
+                usage = usage_from_gemini(payload.get("usageMetadata"))
+                if usage is not None:
+                    self.usage = usage
+            if not candidates and (payload.get("promptFeedback") or {}).get("blockReason"):
+                finished[0] = "content_filter"
+                yield self.chunk({"role": "assistant", "content": ""})
+            for position, candidate in enumerate(candidates):
+                index = as_int(candidate.get("index", position))
+                delta: dict[str, Any] = {}
+                if index not in started:
+                    started.add(index)
+                    delta["role"] = "assistant"
+                text, calls = _candidate_output(candidate)
+                if text:
+                    delta["content"] = text
+                if calls:
+                    # Gemini sends a function call whole, in one chunk: emit it as one delta.
+                    first = tool_counts.get(index, 0)
+                    delta["tool_calls"] = [
+                        {"index": first + offset, **call} for offset, call in enumerate(calls)
+                    ]
+                    tool_counts[index] = first + len(calls)
+                if delta:
+                    item = self.chunk(delta)
+                    item["choices"][0]["index"] = index
+                    logprobs = _logprobs(candidate.get("logprobsResult"))
+                    if logprobs is not None:
+                        item["choices"][0]["logprobs"] = logprobs
+                    yield item
+                if candidate.get("finishReason"):
+                    finished[index] = _finish(candidate, tool_counts.get(index, 0) > 0)
+        if not finished:
+            self.usage = None  # a cut-off stream's partial usage is not the final count
+            raise truncated(self.provider, "a finishReason")
+        for index, reason in sorted(finished.items()):
+            item = self.chunk({}, reason)
+            item["choices"][0]["index"] = index
+            yield item
+        self.finish_reason = finished[min(finished)]

@@ -1,0 +1,189 @@
+"""The gateway process killed mid-stream (SIGKILL): after a restart and a sweep, the request
+is `abandoned`, nothing stays reserved by mistake, and the ledger still balances."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from decimal import Decimal
+from pathlib import Path
+from uuid import UUID
+
+import httpx
+
+from domain.application import open_application
+from domain.ids import request_aggregate_id
+from gateway.serving import free_port
+from tests.support.ledger import replay_account
+
+ROOT = Path(__file__).resolve().parents[2]
+STARTUP_S_MAX = 30
+
+
+def cli(env: dict[str, str], *args: str) -> dict:
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def start_server(env: dict[str, str]) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "serve", "--port", str(port)],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + STARTUP_S_MAX
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(base + "/health", timeout=1).status_code == 200:
+                return process, base
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    process.kill()
+    raise TimeoutError("the gateway did not start")
+
+
+def test_a_gateway_killed_mid_stream_leaves_an_abandoned_request_and_a_balanced_ledger(
+    backend, simulator, tmp_path
+) -> None:
+    server, state = simulator
+    state.chunk_delay_s = 0.2  # a long stream, so the kill lands in the middle of it
+    env = {
+        **os.environ,
+        **backend,
+        "PYTHONPATH": str(ROOT),
+        "LEDGERGATE_OPENAI_BASE_URL": server.base_url + "/v1",
+        "LEDGERGATE_OPENAI_API_KEY": "sk-test",
+        "LEDGERGATE_REQUEST_TIMEOUT_S": "1",
+        "LEDGERGATE_RUN_SWEEPER": "0",
+    }
+    project = cli(env, "project", "create", "--name", "crash", "--currency", "USD")
+    key = cli(env, "key", "create", "--project", project["project_id"])
+    topped = cli(
+        env,
+        "topup",
+        "--project",
+        project["project_id"],
+        "--amount",
+        "3.00",
+        "--currency",
+        "USD",
+        "--reference",
+        "t1",
+    )
+    again = cli(
+        env,
+        "topup",
+        "--project",
+        project["project_id"],
+        "--amount",
+        "3.00",
+        "--currency",
+        "USD",
+        "--reference",
+        "t1",
+    )
+    assert (
+        topped["applied"] is True
+        and again["applied"] is False
+        and again["available"] == "3.000000000"
+    )
+    cli(
+        env,
+        "price",
+        "set",
+        "--model",
+        "gpt-4o-mini",
+        "--input-per-mtok",
+        "0.15",
+        "--output-per-mtok",
+        "0.60",
+        "--currency",
+        "USD",
+        "--effective-from",
+        "2026-01-01T00:00:00Z",
+    )
+    headers = {"Authorization": f"Bearer {key['api_key']}", "X-User-Id": "carol"}
+
+    process, base = start_server(env)
+    body = {
+        "model": "gpt-4o-mini",
+        "messages": [{"role": "user", "content": "tell me a long story"}],
+        "stream": True,
+    }
+    try:
+        with (
+            httpx.Client(base_url=base, timeout=30) as http,
+            http.stream("POST", "/v1/chat/completions", json=body, headers=headers) as response,
+        ):
+            assert response.status_code == 200
+            request_id = response.headers["x-request-id"]
+            seen = 0
+            for line in response.iter_lines():
+                if line.startswith("data:"):
+                    seen += 1
+                if seen == 3:
+                    os.kill(process.pid, signal.SIGKILL)
+                    break
+        process.wait(10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+    time.sleep(1.2)  # the request's deadline (received + 1 s) passes
+    process, base = start_server(env)
+    try:
+        swept = cli(env, "sweep", "--grace-seconds", "0")
+        assert [r["request_id"] for r in swept["requests"]] == [request_id]
+        second = cli(env, "sweep", "--grace-seconds", "0")
+        assert second["swept"] == 0  # sweeping is idempotent
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            record = httpx.get(f"{base}/v1/data/audit/{request_id}", headers=headers).json()
+            if record.get("status") == "abandoned":
+                break
+            time.sleep(0.1)
+        balance = httpx.get(f"{base}/v1/billing/balance", headers=headers).json()
+    finally:
+        process.terminate()
+        process.wait(10)
+
+    assert record["status"] == "abandoned"
+    assert record["usage_source"] == "estimated"
+    app = open_application(
+        backend.get("LEDGERGATE_DATABASE_URL"), backend.get("LEDGERGATE_DATA_DIR")
+    )
+    try:
+        replay = replay_account(app, UUID(project["project_id"]))
+        terms = app.repository.get(request_aggregate_id(request_id)).terms
+    finally:
+        app.close()
+    # The documented rule: a dispatched request is charged its estimated input tokens at the
+    # admission price plus the fee, and no output.
+    provider_cost = (
+        Decimal(terms.estimated_input_tokens) * Decimal("0.15") / Decimal(1_000_000)
+    ).quantize(Decimal("1e-9"))
+    assert Decimal(record["cost"]) == provider_cost + (provider_cost * Decimal("0.05")).quantize(
+        Decimal("1e-9")
+    )
+    assert replay.pending == 0
+    assert replay.lowest_available >= 0
+    assert replay.credits == Decimal("3.00")
+    assert replay.charges == {request_id: Decimal(record["cost"])}
+    assert Decimal(balance["pending"]) == 0
+    assert Decimal(balance["available"]) == Decimal("3.00") - Decimal(record["cost"])

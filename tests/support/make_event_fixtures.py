@@ -1,0 +1,139 @@
+"""Writes one stored-JSON fixture per event class (as the store keeps it) into
+tests/fixtures/events/. Run it only when an event class gains a new version; the fixtures of
+released versions must keep decoding (tests/unit/test_event_fixtures.py).
+
+    .venv/bin/python -m tests.support.make_event_fixtures
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from uuid import UUID
+
+from domain import commands as c
+from domain.application import open_application
+from domain.ids import new_request_id
+from domain.writer import run_now
+
+OUT = Path(__file__).resolve().parents[1] / "fixtures" / "events"
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        app = open_application(None, tmp)
+        now = datetime(2026, 11, 21, 12, tzinfo=UTC)
+        project_id = UUID(
+            run_now(app, c.CreateProject(name="fixture", currency="EUR")).value["project_id"]
+        )
+        key = run_now(app, c.CreateApiKey(project_id=project_id, daily_budget=Decimal("5"))).value
+        run_now(app, c.RevokeApiKey(key_id=UUID(key["key_id"])))
+        run_now(
+            app, c.TopUp(project_id=project_id, amount=Decimal("10"), currency="EUR", reference="r")
+        )
+        run_now(
+            app,
+            c.AdjustBalance(
+                project_id=project_id, amount=Decimal("-1"), reason="fixture", reference="a"
+            ),
+        )
+        run_now(
+            app,
+            c.SetPrice(
+                model="m",
+                input_per_mtok=Decimal(1),
+                output_per_mtok=Decimal(2),
+                currency="USD",
+                effective_from=now - timedelta(days=1),
+            ),
+        )
+        run_now(
+            app,
+            c.SetFxRate(
+                base="USD", quote="EUR", rate=Decimal("0.9"), effective_from=now - timedelta(days=1)
+            ),
+        )
+
+        def facts() -> c.RequestFacts:
+            return c.RequestFacts(
+                new_request_id(),
+                "chat.completions",
+                project_id,
+                None,
+                "u",
+                "m",
+                True,
+                1,
+                3,
+                "ab" * 32,
+                "t",
+                None,
+                "127.0.0.1",
+                now,
+                now + timedelta(minutes=10),
+            )
+
+        admit = c.AdmitRequest(
+            facts=facts(),
+            route=c.Route("m", "openai", "m"),
+            estimated_input_tokens=10,
+            max_output_tokens=10,
+            fee_rate=Decimal("0.05"),
+            price_at=now,
+        )
+        run_now(app, admit)
+        run_now(app, c.MarkStreaming(admit.facts.request_id, 5))
+        run_now(
+            app,
+            c.CompleteRequest(admit.facts.request_id, c.UsageReport(10, 5), "stop", 20, None, 9, 8),
+        )
+        failed = c.AdmitRequest(
+            facts=facts(),
+            route=c.Route("m", "openai", "m"),
+            estimated_input_tokens=10,
+            max_output_tokens=10,
+            fee_rate=Decimal("0.05"),
+            price_at=now,
+        )
+        run_now(app, failed)
+        run_now(
+            app, c.Redispatch(failed.facts.request_id, c.Route("m", "openai", "m", "second"), 2)
+        )
+        run_now(
+            app,
+            c.FailRequest(failed.facts.request_id, 502, "upstream_error", "api_error", "boom", 3),
+        )
+        abandoned = c.AdmitRequest(
+            facts=facts(),
+            route=c.Route("m", "openai", "m"),
+            estimated_input_tokens=10,
+            max_output_tokens=10,
+            fee_rate=Decimal("0.05"),
+            price_at=now,
+        )
+        run_now(app, abandoned)
+        run_now(app, c.AbandonRequest(abandoned.facts.request_id))
+        run_now(
+            app,
+            c.RecordRejection(
+                facts(), 402, "insufficient_balance", "insufficient_quota", "no money"
+            ),
+        )
+        OUT.mkdir(parents=True, exist_ok=True)
+        seen: set[str] = set()
+        for notification in app.recorder.select_notifications(start=1, limit=10_000):
+            if notification.topic in seen:
+                continue
+            seen.add(notification.topic)
+            name = notification.topic.split(":")[1].replace(".", "_") + "_v1.json"
+            fixture = {"topic": notification.topic, "state": json.loads(notification.state)}
+            (OUT / name).write_text(json.dumps(fixture, indent=2, sort_keys=True) + "\n")
+        app.close()
+        print(f"wrote {len(seen)} fixtures to {OUT}")
+
+
+if __name__ == "__main__":
+    main()

@@ -31,6 +31,7 @@ from typing import Any
 import polars as pl
 
 from domain.errors import CurrencyMismatch
+from domain.money import quantize_internal
 from reconciliation.errors import InvalidReconciliationRequest, InvoiceFormatError
 from reconciliation.invoices import Invoice
 from reconciliation.schema import ENTRY_CHARGE, validate_schema
@@ -283,8 +284,9 @@ def reconcile(
         day, model = key
         from_ledger = ledger_lines.get(key)
         from_invoice = invoice_lines.get(key)
-        ledger_cost = from_ledger["cost"] if from_ledger else ZERO
-        invoice_cost = from_invoice["cost"] if from_invoice else ZERO
+        # Nano-unit scale everywhere, so a missing side reads "0.000000000", not "0".
+        ledger_cost = quantize_internal(from_ledger["cost"] if from_ledger else ZERO)
+        invoice_cost = quantize_internal(from_invoice["cost"] if from_invoice else ZERO)
         difference = ledger_cost - invoice_cost
         if from_ledger is None:
             status = STATUS_MISSING_IN_LEDGER
@@ -309,8 +311,8 @@ def reconcile(
             )
         )
 
-    ledger_total = sum((line.ledger_cost for line in lines), ZERO)
-    invoice_total = sum((line.invoice_cost for line in lines), ZERO)
+    ledger_total = quantize_internal(sum((line.ledger_cost for line in lines), ZERO))
+    invoice_total = quantize_internal(sum((line.invoice_cost for line in lines), ZERO))
     total_difference = ledger_total - invoice_total
     counts = Counter(line.status for line in lines)
     totals = ReconciliationTotals(
@@ -463,8 +465,12 @@ def render_table(report: ReconciliationReport) -> str:
     lines = [
         f"Reconciliation {report.provider} {report.month} in {report.currency}, {granularity}",
         f"invoice {report.invoice_source} ({report.invoice_layout}); ledger: "
-        f"{report.ledger_charges:,} charges up to position {report.ledger_position}; "
-        f"tolerance {report.tolerance} {report.currency}"
+        + (
+            f"{report.ledger_charges:,} charges up to position {report.ledger_position}; "
+            if report.ledger_position is not None
+            else "no charges; "
+        )
+        + f"tolerance {report.tolerance} {report.currency}"
         + (f" or {report.relative_tolerance * 100}%" if report.relative_tolerance else ""),
         "",
         format_row(header),

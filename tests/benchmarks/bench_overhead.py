@@ -47,7 +47,12 @@ MODELS = {
     "xai": "grok-4",
 }
 WARMUP_REQUESTS = 20
-BODY = {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello, how are you today?"}]}
+BODY = {
+    "messages": [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Hello, how are you today?"},
+    ]
+}
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -56,7 +61,9 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[index]
 
 
-def direct_request(provider: str, fake: FakeUpstreamBase, stream: bool) -> tuple[str, dict[str, str], bytes]:
+def direct_request(
+    provider: str, fake: FakeUpstreamBase, stream: bool
+) -> tuple[str, dict[str, str], bytes]:
     """The provider-native request the adapter would send, aimed straight at the fake."""
     model = MODELS[provider]
     body = {"model": model, **BODY}
@@ -64,21 +71,41 @@ def direct_request(provider: str, fake: FakeUpstreamBase, stream: bool) -> tuple
         native: dict[str, Any] = dict(body)
         if stream:
             native["stream"] = True
-        return fake.base_url + "/chat/completions", {"authorization": "Bearer k", "content-type": "application/json"}, orjson.dumps(native)
+        return (
+            fake.base_url + "/chat/completions",
+            {"authorization": "Bearer k", "content-type": "application/json"},
+            orjson.dumps(native),
+        )
     if provider == "anthropic":
         native = to_anthropic(body, model)
         native["stream"] = stream
-        headers = {"x-api-key": "k", "anthropic-version": ANTHROPIC_VERSION, "content-type": "application/json"}
+        headers = {
+            "x-api-key": "k",
+            "anthropic-version": ANTHROPIC_VERSION,
+            "content-type": "application/json",
+        }
         return fake.base_url + "/v1/messages", headers, orjson.dumps(native)
     if provider == "google":
         method = "streamGenerateContent?alt=sse" if stream else "generateContent"
-        return f"{fake.base_url}/v1beta/models/{model}:{method}", {"x-goog-api-key": "k", "content-type": "application/json"}, orjson.dumps(to_gemini(body))
+        return (
+            f"{fake.base_url}/v1beta/models/{model}:{method}",
+            {"x-goog-api-key": "k", "content-type": "application/json"},
+            orjson.dumps(to_gemini(body)),
+        )
     if provider == "bedrock":
         action = "converse-stream" if stream else "converse"
-        return f"{fake.base_url}/model/{model}/{action}", {"authorization": "Bearer k", "content-type": "application/json"}, orjson.dumps(to_converse(body))
+        return (
+            f"{fake.base_url}/model/{model}/{action}",
+            {"authorization": "Bearer k", "content-type": "application/json"},
+            orjson.dumps(to_converse(body)),
+        )
     native = to_cohere(body, model)
     native["stream"] = stream
-    return fake.base_url + "/v2/chat", {"authorization": "Bearer k", "content-type": "application/json"}, orjson.dumps(native)
+    return (
+        fake.base_url + "/v2/chat",
+        {"authorization": "Bearer k", "content-type": "application/json"},
+        orjson.dumps(native),
+    )
 
 
 def timed(send: Callable[[], httpx.Response], count: int) -> tuple[list[float], list[float]]:
@@ -89,13 +116,17 @@ def timed(send: Callable[[], httpx.Response], count: int) -> tuple[list[float], 
         response = send()
         latencies_ms.append((time.perf_counter() - started) * 1000)
         if response.status_code != 200:
-            raise SystemExit(f"benchmark request failed: HTTP {response.status_code} {response.text[:200]}")
+            raise SystemExit(
+                f"benchmark request failed: HTTP {response.status_code} {response.text[:200]}"
+            )
         if "x-lg-overhead-ms" in response.headers:
             header_overheads_ms.append(float(response.headers["x-lg-overhead-ms"]))
     return latencies_ms, header_overheads_ms
 
 
-def send_with(client: httpx.Client, url: str, headers: dict[str, str], content: bytes, stream: bool) -> Callable[[], httpx.Response]:
+def send_with(
+    client: httpx.Client, url: str, headers: dict[str, str], content: bytes, stream: bool
+) -> Callable[[], httpx.Response]:
     def send() -> httpx.Response:
         if not stream:
             return client.post(url, headers=headers, content=content)
@@ -107,7 +138,9 @@ def send_with(client: httpx.Client, url: str, headers: dict[str, str], content: 
     return send
 
 
-def adapter_latencies(provider: str, fake: FakeUpstreamBase, stream: bool, count: int) -> list[float]:
+def adapter_latencies(
+    provider: str, fake: FakeUpstreamBase, stream: bool, count: int
+) -> list[float]:
     """The adapter alone (translation both ways + its HTTP call), without the gateway: splits
     the overhead into what the adapters cost and what the ledger and the HTTP front cost."""
     from gateway.providers.base import ProviderEndpoint
@@ -152,7 +185,9 @@ def run(providers: list[str], requests: int) -> list[dict[str, Any]]:
                 for stream in (False, True):
                     url, headers, content = direct_request(provider, fakes[provider], stream)
                     direct = send_with(client, url, headers, content, stream)
-                    gateway_body = orjson.dumps({"model": MODELS[provider], **BODY, "stream": stream})
+                    gateway_body = orjson.dumps(
+                        {"model": MODELS[provider], **BODY, "stream": stream}
+                    )
                     through = send_with(
                         client,
                         gateway.base_url + "/v1/chat/completions",
@@ -165,7 +200,11 @@ def run(providers: list[str], requests: int) -> list[dict[str, Any]]:
                     direct_ms, _ = timed(direct, requests)
                     gateway_ms, header_ms = timed(through, requests)
                     adapter_ms = adapter_latencies(provider, fakes[provider], stream, requests)
-                    row = {"provider": provider, "mode": "stream" if stream else "json", "n": requests}
+                    row = {
+                        "provider": provider,
+                        "mode": "stream" if stream else "json",
+                        "n": requests,
+                    }
                     row["adapter_p50"] = percentile(adapter_ms, 0.50) - percentile(direct_ms, 0.50)
                     for label, fraction in (("p50", 0.50), ("p95", 0.95), ("p99", 0.99)):
                         row[f"direct_{label}"] = percentile(direct_ms, fraction)
@@ -206,11 +245,20 @@ def print_table(rows: list[dict[str, Any]]) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--requests", type=int, default=200, help="measured requests per provider and mode")
-    parser.add_argument("--providers", nargs="+", default=list(ALL_PROVIDERS), choices=list(ALL_PROVIDERS))
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--requests", type=int, default=200, help="measured requests per provider and mode"
+    )
+    parser.add_argument(
+        "--providers", nargs="+", default=list(ALL_PROVIDERS), choices=list(ALL_PROVIDERS)
+    )
     arguments = parser.parse_args()
-    print(f"gateway overhead over zero-latency fakes, {arguments.requests} requests each", file=sys.stderr)
+    print(
+        f"gateway overhead over zero-latency fakes, {arguments.requests} requests each",
+        file=sys.stderr,
+    )
     print_table(run(arguments.providers, arguments.requests))
 
 

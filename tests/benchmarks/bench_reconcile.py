@@ -211,6 +211,41 @@ def load_store(ledger: Path, data_dir: Path) -> None:
     connection.close()
 
 
+def load_postgres(ledger: Path, database_url: str) -> None:
+    """The same rows into the real PostgreSQL view table (migrations/postgres), by COPY."""
+    import io
+
+    import psycopg
+
+    from projections.db import ReadStore
+    from projections.ledger_entries import LEDGER_COLUMNS
+
+    store = ReadStore(database_url)
+    store.migrate()
+    store.close()
+    with psycopg.connect(database_url, autocommit=True) as connection:
+        connection.execute("SET synchronous_commit = off")
+        copy_sql = f"COPY lg_ledger_entries ({', '.join(LEDGER_COLUMNS)}) FROM STDIN (FORMAT csv)"
+        for frame in (
+            pl.scan_parquet(ledger).select(LEDGER_COLUMNS).collect().iter_slices(1_000_000)
+        ):
+            buffer = io.BytesIO()
+            frame.with_columns(
+                pl.col("occurred_at").dt.strftime("%Y-%m-%dT%H:%M:%S%.6f+00:00"),
+                *[
+                    pl.col(n).cast(pl.Utf8)
+                    for n in ("amount", "provider_cost", "fee_amount", "fx_rate")
+                ],
+            ).write_csv(buffer, include_header=False)
+            with connection.cursor().copy(copy_sql) as copy:
+                copy.write(buffer.getvalue())
+        connection.execute(
+            "INSERT INTO lg_tracking (view, position) VALUES ('ledger_entries', %s)",
+            (int(pl.scan_parquet(ledger).select(pl.len()).collect().item()),),
+        )
+        connection.execute("ANALYZE lg_ledger_entries")
+
+
 TIMED_RUN = r"""
 import json, sys, time
 from pathlib import Path
@@ -223,10 +258,13 @@ imported = time.perf_counter()
 invoice = read_invoice(Path(sys.argv[2]))
 if sys.argv[1].endswith(".parquet"):
     entries = pl.scan_parquet(sys.argv[1])
-else:  # the read store: what `ledgergate reconcile` reads on the embedded default
+else:  # the read store: what `ledgergate reconcile` reads (SQLite directory or PostgreSQL URL)
     from projections.db import ReadStore
     from reconciliation.sources import entries_for_reconcile
-    store = ReadStore(None, sys.argv[1])
+    if sys.argv[1].startswith("postgresql://"):
+        store = ReadStore(sys.argv[1])
+    else:
+        store = ReadStore(None, sys.argv[1])
     entries, _ = entries_for_reconcile(store, "openai", "2026-09")
     read = time.perf_counter()
 report = reconcile(entries, invoice, "openai", "2026-09")
@@ -251,6 +289,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=10_000_000)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument(
+        "--postgres",
+        action="store_true",
+        help="also time the PostgreSQL read store (a throwaway database on the test server)",
+    )
     parser.add_argument(
         "--skip-store",
         action="store_true",
@@ -286,6 +329,17 @@ def main() -> None:
             scenarios["SQLite read store (CLI path)"] = timed_runs(
                 store_dir, invoice, arguments.runs
             )
+        if arguments.postgres:
+            from tests.support.postgres import temporary_database
+
+            with temporary_database("lg_bench") as database_url:
+                print("loading the same rows into PostgreSQL (not timed) ...", flush=True)
+                begun = time.perf_counter()
+                load_postgres(ledger, database_url)
+                print(f"  done in {time.perf_counter() - begun:.1f} s", flush=True)
+                scenarios["PostgreSQL read store (CLI path)"] = timed_runs(
+                    database_url, invoice, arguments.runs
+                )
 
     results = next(iter(scenarios.values()))
     expected = {
@@ -328,7 +382,7 @@ def main() -> None:
         raise SystemExit(1)
 
 
-def timed_runs(ledger: Path, invoice: Path, runs: int) -> list[dict]:
+def timed_runs(ledger: Path | str, invoice: Path, runs: int) -> list[dict]:
     results = []
     for run in range(runs):
         output = subprocess.run(
@@ -340,8 +394,9 @@ def timed_runs(ledger: Path, invoice: Path, runs: int) -> list[dict]:
         result = json.loads(output)
         results.append(result)
         read = result["read_seconds"]
+        label = ledger.name if isinstance(ledger, Path) else "postgres"
         print(
-            f"  {ledger.name} run {run + 1}: {result['seconds']:.2f} s"
+            f"  {label} run {run + 1}: {result['seconds']:.2f} s"
             + (f" (SQL read + conversion {read:.2f} s)" if read is not None else "")
             + f", peak RSS {result['peak_rss_mib']:.0f} MiB",
             flush=True,

@@ -245,3 +245,29 @@ class AbandonRequest(Command):
 class Outcome:
     value: object
     position: int | None = field(default=None)
+
+
+@dataclass(frozen=True)
+class RecordReconciliation(Command):
+    """Record a provider reconciliation (reconciliation/recording.py builds it from a
+    report); with `adjust_project_id`, also adjust that project's balance by the total
+    difference (ledger - invoice), in the same transaction."""
+
+    provider: str
+    month: str
+    currency: str
+    per_day: bool
+    tolerance: Decimal
+    relative_tolerance: Decimal
+    ledger_cost: Decimal
+    invoice_cost: Decimal
+    difference: Decimal
+    status: str
+    lines_by_status: tuple[tuple[str, int], ...]
+    lines: tuple[tuple[str, str, str, str, str, str], ...]
+    ledger_charges: int
+    ledger_position: int | None
+    invoice_sha256: str
+    invoice_source: str
+    invoice_layout: str
+    adjust_project_id: UUID | None = None

@@ -665,6 +665,83 @@ def abandon_request(cmd: c.AbandonRequest, uow: UnitOfWork) -> dict[str, Any]:
     }
 
 
+# --- finance ---------------------------------------------------------------------------------
+
+
+def record_reconciliation(cmd: c.RecordReconciliation, uow: UnitOfWork) -> dict[str, Any]:
+    """Record a reconciliation once; optionally adjust a project's balance by the total
+    difference in the same transaction. Re-running the same reconciliation records nothing."""
+    from domain.reconciliation import ProviderReconciliation, reconciliation_id
+
+    identity = reconciliation_id(
+        provider=cmd.provider,
+        month=cmd.month,
+        invoice_sha256=cmd.invoice_sha256,
+        ledger_position=cmd.ledger_position,
+        tolerance=cmd.tolerance,
+        relative_tolerance=cmd.relative_tolerance,
+        adjust_project_id=cmd.adjust_project_id,
+    )
+    existing = uow.find(identity)
+    if existing is not None:
+        return {
+            "reconciliation_id": str(identity),
+            "recorded": False,
+            "status": existing.status,
+            "adjustment_amount": existing.adjustment_amount,
+        }
+    now = uow.clock.now()
+    # Decide everything before acting: the record validates its facts when built, and the
+    # account checks funds before triggering Adjusted, so any refusal leaves nothing behind.
+    account: Account | None = None
+    adjustment: Decimal | None = None
+    if cmd.adjust_project_id is not None:
+        account = _account(uow, cmd.adjust_project_id)
+        # The adjustment is in the account's currency; converting a provider-currency
+        # difference would need an FX decision finance has not made, so refuse instead.
+        account.check_currency(cmd.currency)
+        if cmd.status != "match" and cmd.difference != 0:
+            adjustment = quantize_internal(cmd.difference)
+    record = ProviderReconciliation.record(
+        reconciliation_id=identity,
+        provider=cmd.provider,
+        month=cmd.month,
+        currency=cmd.currency,
+        per_day=cmd.per_day,
+        tolerance=cmd.tolerance,
+        relative_tolerance=cmd.relative_tolerance,
+        ledger_cost=cmd.ledger_cost,
+        invoice_cost=cmd.invoice_cost,
+        difference=cmd.difference,
+        status=cmd.status,
+        lines_by_status=cmd.lines_by_status,
+        lines=cmd.lines,
+        ledger_charges=cmd.ledger_charges,
+        ledger_position=cmd.ledger_position,
+        invoice_sha256=cmd.invoice_sha256,
+        invoice_source=cmd.invoice_source,
+        invoice_layout=cmd.invoice_layout,
+        adjustment_project_id=cmd.adjust_project_id if adjustment is not None else None,
+        adjustment_amount=adjustment,
+        now=now,
+    )
+    if account is not None and adjustment is not None:
+        account.adjust(
+            amount=adjustment,
+            reason=f"reconciliation {cmd.provider} {cmd.month}: ledger - invoice",
+            reference=f"reconciliation:{identity}",
+            now=now,
+        )
+    uow.add(record)
+    return {
+        "reconciliation_id": str(identity),
+        "recorded": True,
+        "status": cmd.status,
+        "adjustment_amount": adjustment,
+        "adjustment_project_id": str(cmd.adjust_project_id) if adjustment is not None else None,
+    }
+
+
 HANDLERS: dict[type[c.Command], Callable[[Any, UnitOfWork], Any]] = {
     c.CreateProject: create_project,
     c.CreateApiKey: create_api_key,
@@ -686,6 +763,7 @@ HANDLERS: dict[type[c.Command], Callable[[Any, UnitOfWork], Any]] = {
     c.CompleteRequest: complete_request,
     c.FailRequest: fail_request,
     c.AbandonRequest: abandon_request,
+    c.RecordReconciliation: record_reconciliation,
 }
 
 # Routing commands (custom models/endpoints, breaker reports) live beside their aggregates.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -33,11 +34,17 @@ from gateway.responses import JsonResponse
 from gateway.unsupported import install_unsupported_routes
 from gateway.validation import parse_json_body
 from projections import ledger_queries, queries
+from projections.ledger_entries import (
+    RECONCILIATIONS_PAGE_DEFAULT,
+    get_reconciliation,
+    list_reconciliations,
+)
 from projections.queries import InvalidCursor
 
 log = logging.getLogger("ledgergate.app")
 
 READ_WAIT_S_MAX = 10.0
+RECONCILIATION_MONTH = re.compile(r"\d{4}-(0[1-9]|1[0-2])")
 
 
 def create_app(settings: Settings | None = None, services: Services | None = None) -> FastAPI:
@@ -282,6 +289,58 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             given.strip().encode(), token.encode()
         ):
             raise GatewayError("invalid_admin_token", "a valid admin token is required")
+
+    # Reconciliations compare the platform's provider costs with provider invoices: a
+    # finance (admin) concern, not a project's, so they need the admin token.
+    @app.get("/v1/billing/reconciliations")
+    async def reconciliations_list(request: Request) -> Response:
+        try:
+            require_admin(request)
+            await wait_for(request)
+            params = request.query_params
+            try:
+                limit = int(params.get("limit", RECONCILIATIONS_PAGE_DEFAULT))
+            except ValueError:
+                raise GatewayError(
+                    "invalid_request", "limit must be an integer", param="limit"
+                ) from None
+            month = params.get("month")
+            if month is not None and not RECONCILIATION_MONTH.fullmatch(month):
+                raise GatewayError("invalid_request", "month must be YYYY-MM", param="month")
+            provider = params.get("provider")
+            lines = params.get("lines", "false").lower() in ("1", "true", "yes")
+            result = await anyio.to_thread.run_sync(
+                lambda: list_reconciliations(
+                    services.store,
+                    provider=provider.strip().lower() if provider else None,
+                    month=month,
+                    limit=limit,
+                    with_lines=lines,
+                )
+            )
+            return JsonResponse(result)
+        except Exception as error:
+            return error_response(as_gateway_error(error), new_request_id())
+
+    @app.get("/v1/billing/reconciliations/{reconciliation_id}")
+    async def reconciliation_get(request: Request, reconciliation_id: str) -> Response:
+        try:
+            require_admin(request)
+            await wait_for(request)
+            try:
+                identity = str(UUID(reconciliation_id))
+            except ValueError:
+                raise GatewayError(
+                    "reconciliation_not_found", "no such reconciliation", param="id"
+                ) from None
+            record, position = await anyio.to_thread.run_sync(
+                get_reconciliation, services.store, identity
+            )
+            if record is None:
+                raise GatewayError("reconciliation_not_found", "no such reconciliation", param="id")
+            return JsonResponse({**record, "as_of_position": position})
+        except Exception as error:
+            return error_response(as_gateway_error(error), new_request_id())
 
     async def admin(request: Request, build: Any) -> Response:
         try:

@@ -196,6 +196,66 @@ def build_parser() -> argparse.ArgumentParser:
         "sweep", help="abandon requests stuck past their deadline and settle them"
     )
     sweep.add_argument("--grace-seconds", type=float)
+
+    ledger = sub.add_parser("ledger", help="replay and export the ledger").add_subparsers(
+        dest="action", required=True
+    )
+    ledger_balance = ledger.add_parser(
+        "balance", help="a project's balance replayed to any instant"
+    )
+    ledger_balance.add_argument("--project", type=_uuid, required=True)
+    ledger_balance.add_argument("--as-of", type=_instant, required=True, dest="as_of")
+    ledger_export = ledger.add_parser(
+        "export", help="every ledger entry, for finance tools (money as exact decimals)"
+    )
+    ledger_export.add_argument("--format", choices=("parquet", "csv"), required=True)
+    ledger_export.add_argument("--output", help="file to write (default ./ledger-entries.<format>)")
+
+    reconcile = sub.add_parser(
+        "reconcile",
+        help="compare the ledger's provider costs with a provider invoice and record the result",
+        description="Compares what the ledger says PROVIDER cost in MONTH (per model, and per "
+        "day when the invoice has days) with the invoice, prints the table on stderr and one "
+        "JSON object on stdout, and records a ReconciliationRecorded event. Invoice layouts: "
+        "generic CSV (date,provider,model,input_tokens,output_tokens,cost,currency; date "
+        "optional), the OpenAI cost export, the Claude Console cost export; see "
+        "reconciliation/invoices.py.",
+    )
+    reconcile.add_argument("--provider", required=True)
+    reconcile.add_argument("--month", required=True, help="YYYY-MM (UTC)")
+    reconcile.add_argument("--invoice", required=True, help="invoice CSV file")
+    reconcile.add_argument(
+        "--layout",
+        default="auto",
+        choices=("auto", "generic", "openai_costs", "anthropic_costs"),
+    )
+    reconcile.add_argument(
+        "--tolerance",
+        type=_decimal,
+        default=Decimal("0.01"),
+        help="absolute, in the invoice currency (default 0.01)",
+    )
+    reconcile.add_argument(
+        "--relative-tolerance",
+        type=_decimal,
+        default=Decimal("0"),
+        dest="relative_tolerance",
+        help="fraction of the invoiced amount, e.g. 0.001 for 0.1%%",
+    )
+    reconcile.add_argument(
+        "--model-alias",
+        action="append",
+        default=[],
+        dest="model_aliases",
+        metavar="INVOICE_NAME=MODEL_ID",
+        help="map an invoice model name to the ledger's upstream model id (repeatable)",
+    )
+    reconcile.add_argument(
+        "--adjust",
+        action="store_true",
+        help="also record an adjustment of --project's balance by the total difference",
+    )
+    reconcile.add_argument("--project", type=_uuid, help="the project --adjust adjusts")
     return parser
 
 
@@ -325,6 +385,8 @@ def main(argv: list[str] | None = None) -> int:
         return projections(settings, args)
     if command == "sweep":
         return sweep(settings, args.grace_seconds)
+    if command in ("ledger", "reconcile"):
+        return finance(settings, args)
     return fail("unknown_command", command)
 
 
@@ -424,6 +486,112 @@ def sweep(settings: Settings, grace_s: float | None) -> int:
         emit({"swept": len(swept), "requests": swept})
     finally:
         services.close()
+    return 0
+
+
+def finance(settings: Settings, args: argparse.Namespace) -> int:
+    """`ledger balance`, `ledger export` and `reconcile`.
+
+    They use polars (reconciliation/), imported here and only here so the gateway server
+    never loads it: the one place the gateway layer reaches into reconciliation/. The
+    ledger-entries and reconciliations views are brought up to date first, so the answer
+    reflects every event recorded before the command started.
+    """
+    from domain.application import open_application
+    from projections.db import ReadStore
+    from projections.ledger_entries import LedgerEntriesView, ReconciliationsView
+    from projections.runner import ProjectionRunner
+
+    if args.command == "reconcile" and args.adjust and args.project is None:
+        return fail("invalid_request", "--adjust needs --project: the project to adjust")
+    if args.command == "reconcile" and args.project is not None and not args.adjust:
+        return fail("invalid_request", "--project is only used with --adjust")
+    app = open_application(settings.database_url, settings.data_dir)
+    store = ReadStore(settings.database_url, settings.data_dir)
+    try:
+        store.migrate()
+
+        def progress(position: int, target: int) -> None:
+            print(f"  projecting {position:,} / {target:,} events", file=sys.stderr)
+
+        runner = ProjectionRunner(
+            app, store, [LedgerEntriesView(), ReconciliationsView()], progress=progress
+        )
+        runner.catch_up()
+        if args.command == "ledger" and args.action == "balance":
+            return _ledger_balance(store, args)
+        if args.command == "ledger":
+            return _ledger_export(store, args)
+        return _reconcile(app, store, args)
+    except DomainError as error:
+        return fail(error.code, error.message)
+    finally:
+        store.close()
+        app.close()
+
+
+def _ledger_balance(store: Any, args: argparse.Namespace) -> int:
+    from reconciliation.sources import balance_from_store
+
+    balance, position = balance_from_store(store, str(args.project), args.as_of)
+    emit({"object": "balance_as_of", **balance.to_dict(), "as_of_position": position})
+    return 0
+
+
+def _ledger_export(store: Any, args: argparse.Namespace) -> int:
+    from projections.queries import tracked_position
+    from reconciliation.sources import export_store
+
+    output = args.output or f"ledger-entries.{args.format}"
+    position = tracked_position(store, "ledger_entries")
+
+    def progress(rows: int) -> None:
+        print(f"  exported {rows:,} rows", file=sys.stderr)
+
+    path, rows = export_store(store, args.format, output, progress=progress)
+    emit({"format": args.format, "path": str(path), "rows": rows, "as_of_position": position})
+    return 0
+
+
+def _reconcile(app: Any, store: Any, args: argparse.Namespace) -> int:
+    from reconciliation.invoices import read_invoice
+    from reconciliation.reconcile import reconcile, render_table
+    from reconciliation.recording import record_command
+    from reconciliation.sources import entries_for_reconcile
+
+    aliases: dict[str, str] = {}
+    for pair in args.model_aliases:
+        name, separator, model = pair.partition("=")
+        if not separator or not name.strip() or not model.strip():
+            return fail("invalid_request", f"--model-alias must be NAME=MODEL, got {pair[:80]!r}")
+        aliases[name.strip()] = model.strip()
+    invoice = read_invoice(args.invoice, layout=args.layout)
+    entries, position = entries_for_reconcile(store, args.provider, args.month)
+    report = reconcile(
+        entries,
+        invoice,
+        args.provider,
+        args.month,
+        args.tolerance,
+        relative_tolerance=args.relative_tolerance,
+        model_aliases=aliases,
+    )
+    print(render_table(report), file=sys.stderr)
+    outcome = run_now(
+        app, record_command(report, adjust_project_id=args.project if args.adjust else None)
+    )
+    emit(
+        {
+            **outcome.value,  # type: ignore[dict-item]
+            "provider": report.provider,
+            "month": report.month,
+            "currency": report.currency,
+            "totals": report.totals.to_dict(),
+            "discrepancies": [line.to_dict() for line in report.discrepancies],
+            "ledger_as_of_position": position,
+            "position": outcome.position,
+        }
+    )
     return 0
 
 

@@ -31,6 +31,7 @@ STATUS_BY_CODE: dict[str, tuple[int, str]] = {
     "quota_exceeded": (429, "rate_limit_error"),
     "project_not_found": (404, "invalid_request_error"),
     "request_not_found": (404, "invalid_request_error"),
+    "reconciliation_not_found": (404, "invalid_request_error"),
     "model_not_found": (404, "invalid_request_error"),
     "price_not_found": (404, "invalid_request_error"),
     "fx_rate_not_found": (503, "api_error"),

@@ -216,8 +216,17 @@ class ProjectionRunner:
 def default_views() -> list[View]:
     from projections.audit import AuditView
     from projections.balances import BalancesView
+    from projections.ledger_entries import LedgerEntriesView, ReconciliationsView
     from projections.pricing import PricingHistoryView
     from projections.router_stats import RouterStatsView
     from projections.usage import UsageView
 
-    return [AuditView(), BalancesView(), RouterStatsView(), UsageView(), PricingHistoryView()]
+    return [
+        AuditView(),
+        BalancesView(),
+        RouterStatsView(),
+        UsageView(),
+        PricingHistoryView(),
+        LedgerEntriesView(),
+        ReconciliationsView(),
+    ]

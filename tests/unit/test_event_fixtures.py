@@ -15,11 +15,18 @@ from eventsourcing.persistence import StoredEvent
 import domain.account
 import domain.pricing
 import domain.project
+import domain.reconciliation
 import domain.request
 from domain.application import LedgerApplication
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "events"
-CORE_MODULES = (domain.account, domain.pricing, domain.project, domain.request)
+CORE_MODULES = (
+    domain.account,
+    domain.pricing,
+    domain.project,
+    domain.reconciliation,
+    domain.request,
+)
 
 
 def core_event_classes() -> list[type]:

@@ -1,0 +1,444 @@
+"""The ledger-entries view (one row per money-moving Account event, in the contract of
+reconciliation/schema.py) and the recorded-reconciliations view, with their queries.
+
+Mapping from Account events (one event → at most one row, so `position` identifies a row):
+
+| event                        | entry_type  | amount                                   |
+|------------------------------|-------------|------------------------------------------|
+| Account.ToppedUp             | topup       | amount                                   |
+| Account.Reserved             | reservation | amount                                   |
+| Account.ChargePosted         | charge      | amount debited (converted cost + fee; less than the cost only on a shortfall) |
+| Account.ReservationReleased  | release     | amount given back                        |
+| Account.Adjusted             | adjustment  | signed amount                            |
+
+ChargePosted also releases the rest of its reservation in the same event; that remainder is
+not a separate row: a charge settles its request's whole reservation (see
+reconciliation/ledger.py for how pending is derived from entry pairs per request_id).
+
+Account events do not repeat the project and currency: the view keeps its own small
+account table from Account.Opened, so it rebuilds without depending on another view.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from datetime import datetime
+from typing import Any
+
+from domain.account import Account
+from domain.ids import event_id
+from domain.reconciliation import ProviderReconciliation
+from projections.base import View
+from projections.db import ReadStore, Tx, as_datetime, as_decimal, iso
+
+LEDGER_COLUMNS: tuple[str, ...] = (
+    "position",
+    "entry_id",
+    "entry_type",
+    "occurred_at",
+    "project_id",
+    "request_id",
+    "key_id",
+    "actor_id",
+    "currency",
+    "amount",
+    "provider",
+    "model",
+    "upstream_model",
+    "input_tokens",
+    "output_tokens",
+    "cached_tokens",
+    "provider_cost",
+    "provider_currency",
+    "fx_rate",
+    "fee_amount",
+    "key_source",
+    "price_id",
+    "fx_rate_id",
+    "usage_source",
+)
+_INSERT_ENTRY = (
+    f"INSERT INTO lg_ledger_entries ({', '.join(LEDGER_COLUMNS)}) "  # noqa: S608 - constants
+    f"VALUES ({', '.join(['%s'] * len(LEDGER_COLUMNS))}) ON CONFLICT (position) DO NOTHING"
+)
+RECONCILIATIONS_PAGE_MAX = 200
+RECONCILIATIONS_PAGE_DEFAULT = 50
+
+
+def _str(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+class LedgerEntriesView(View):
+    name = "ledger_entries"
+    tables = ("lg_ledger_entries", "lg_ledger_accounts")
+    event_types = (
+        Account.Opened,
+        Account.ToppedUp,
+        Account.Reserved,
+        Account.ChargePosted,
+        Account.ReservationReleased,
+        Account.Adjusted,
+    )
+
+    def __init__(self) -> None:
+        # Account.Opened never changes, so caching (project, currency) per account is safe;
+        # it saves one SELECT per event on a rebuild of millions of events.
+        self._accounts: dict[str, tuple[str, str]] = {}
+
+    def reset(self, tx: Tx) -> None:
+        super().reset(tx)
+        self._accounts.clear()
+
+    def _account(self, tx: Tx, account_id: str) -> tuple[str, str] | None:
+        known = self._accounts.get(account_id)
+        if known is None:
+            row = tx.execute(
+                "SELECT project_id, currency FROM lg_ledger_accounts WHERE account_id = %s",
+                (account_id,),
+            ).fetchone()
+            if row is None:
+                return None
+            known = (row["project_id"], row["currency"])
+            self._accounts[account_id] = known
+        return known
+
+    def apply(self, tx: Tx, event: Any, position: int) -> None:
+        account_id = str(event.originator_id)
+        if isinstance(event, Account.Opened):
+            tx.execute(
+                "INSERT INTO lg_ledger_accounts (account_id, project_id, currency) "
+                "VALUES (%s, %s, %s) ON CONFLICT (account_id) DO NOTHING",
+                (account_id, str(event.project_id), event.currency),
+            )
+            self._accounts[account_id] = (str(event.project_id), event.currency)
+            return
+        account = self._account(tx, account_id)
+        if account is None:
+            return  # an account event before its Opened cannot happen in one log
+        project_id, currency = account
+        row: dict[str, Any] = {
+            "position": position,
+            "entry_id": event_id(event.originator_id, event.originator_version),
+            "project_id": project_id,
+            "currency": currency,
+        }
+        if isinstance(event, Account.ToppedUp):
+            row.update(entry_type="topup", occurred_at=event.topped_up_at, amount=event.amount)
+        elif isinstance(event, Account.Adjusted):
+            row.update(entry_type="adjustment", occurred_at=event.adjusted_at, amount=event.amount)
+        elif isinstance(event, Account.Reserved):
+            row.update(
+                entry_type="reservation",
+                occurred_at=event.reserved_at,
+                amount=event.amount,
+                request_id=event.request_id,
+                key_id=_str(event.key_id),
+            )
+        elif isinstance(event, Account.ReservationReleased):
+            row.update(
+                entry_type="release",
+                occurred_at=event.released_at,
+                amount=event.amount,
+                request_id=event.request_id,
+            )
+        elif isinstance(event, Account.ChargePosted):
+            row.update(
+                entry_type="charge",
+                occurred_at=event.posted_at,
+                amount=event.amount,
+                request_id=event.request_id,
+                key_id=_str(event.key_id),
+                actor_id=event.actor_id,
+                provider=event.provider,
+                model=event.model,
+                upstream_model=event.upstream_model,
+                input_tokens=event.input_tokens,
+                output_tokens=event.output_tokens,
+                cached_tokens=event.cached_tokens,
+                provider_cost=event.provider_cost,
+                provider_currency=event.provider_currency,
+                fx_rate=event.fx_rate,
+                fee_amount=event.fee_amount,
+                key_source=event.key_source,
+                price_id=event.price_id,
+                fx_rate_id=event.fx_rate_id,
+                usage_source=event.usage_source,
+            )
+        else:
+            return
+        row["occurred_at"] = iso(row["occurred_at"])
+        tx.execute(_INSERT_ENTRY, tuple(row.get(column) for column in LEDGER_COLUMNS))
+
+
+class ReconciliationsView(View):
+    name = "reconciliations"
+    tables = ("lg_reconciliations",)
+    event_types = (ProviderReconciliation.ReconciliationRecorded,)
+
+    def apply(self, tx: Tx, event: Any, position: int) -> None:
+        tx.execute(
+            """
+            INSERT INTO lg_reconciliations (reconciliation_id, provider, month, currency, per_day,
+                status, tolerance, relative_tolerance, ledger_cost, invoice_cost, difference,
+                lines_by_status, lines, ledger_charges, ledger_position, invoice_sha256,
+                invoice_source, invoice_layout, adjustment_project_id, adjustment_amount,
+                recorded_at, position)
+            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,
+                %s, %s, %s)
+            ON CONFLICT (reconciliation_id) DO NOTHING
+            """,
+            (
+                str(event.originator_id),
+                event.provider,
+                event.month,
+                event.currency,
+                bool(event.per_day),
+                event.status,
+                event.tolerance,
+                event.relative_tolerance,
+                event.ledger_cost,
+                event.invoice_cost,
+                event.difference,
+                json.dumps(dict(event.lines_by_status), sort_keys=True),
+                json.dumps([list(line) for line in event.lines]),
+                event.ledger_charges,
+                event.ledger_position,
+                event.invoice_sha256,
+                event.invoice_source,
+                event.invoice_layout,
+                _str(event.adjustment_project_id),
+                event.adjustment_amount,
+                iso(event.recorded_at),
+                position,
+            ),
+        )
+
+
+# --- queries ---------------------------------------------------------------------------------
+
+
+def _instant(store: ReadStore, moment: datetime) -> Any:
+    return iso(moment) if store.dialect == "sqlite" else moment
+
+
+def ledger_entries_query(
+    store: ReadStore,
+    *,
+    project_id: str | None = None,
+    provider: str | None = None,
+    entry_type: str | None = None,
+    since: datetime | None = None,
+    before: datetime | None = None,
+    until: datetime | None = None,
+    columns: Sequence[str] = LEDGER_COLUMNS,
+    select_list: Sequence[str] | None = None,
+) -> tuple[str, tuple[Any, ...]]:
+    """The SELECT (in the store's placeholder style) and its parameters. Filters run in SQL
+    on the view's indexes. `select_list` may wrap `columns` in SQL expressions (one each)."""
+    unknown = [column for column in columns if column not in LEDGER_COLUMNS]
+    if unknown:
+        raise ValueError(f"not ledger-entries columns: {', '.join(unknown)}")
+    clauses: list[str] = []
+    params: list[Any] = []
+    for column, value in (
+        ("project_id", project_id),
+        ("provider", provider),
+        ("entry_type", entry_type),
+    ):
+        if value is not None:
+            clauses.append(f"{column} = %s")
+            params.append(value)
+    for operator, moment in ((">=", since), ("<", before), ("<=", until)):
+        if moment is not None:
+            clauses.append(f"occurred_at {operator} %s")
+            params.append(_instant(store, moment))
+    where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
+    selected = ", ".join(select_list if select_list is not None else columns)
+    sql = f"SELECT {selected} FROM lg_ledger_entries {where} ORDER BY position"  # noqa: S608
+    return store.sql(sql), tuple(params)
+
+
+def select_ledger_entries(
+    store: ReadStore,
+    *,
+    project_id: str | None = None,
+    provider: str | None = None,
+    entry_type: str | None = None,
+    since: datetime | None = None,
+    before: datetime | None = None,
+    until: datetime | None = None,
+    columns: Sequence[str] = LEDGER_COLUMNS,
+) -> tuple[list[tuple[Any, ...]], str, int]:
+    """Raw rows (tuples in `columns` order, position order), the dialect, and the view's
+    tracking position. Filters run in SQL on the view's indexes, so a reconcile of one
+    provider-month reads only that provider-month's charges.
+
+    Values come back as the dialect stores them (SQLite: money and time as text;
+    PostgreSQL: Decimal and datetime); reconciliation/sources.py turns them into the
+    contract's dtypes. `since` is inclusive, `before` exclusive, `until` inclusive.
+    `columns` (a subset of LEDGER_COLUMNS, in that order) cuts what is read: on SQLite a
+    month of charges reads ~3x faster with the ten columns reconcile needs than with all.
+    """
+    sql, params = ledger_entries_query(
+        store,
+        project_id=project_id,
+        provider=provider,
+        entry_type=entry_type,
+        since=since,
+        before=before,
+        until=until,
+        columns=columns,
+    )
+    with store.transaction(write=False) as tx:
+        position = _tracked(tx)
+        _tuple_rows(store, tx)
+        tx.cursor.execute(sql, params)
+        rows = tx.cursor.fetchall()
+    return rows, store.dialect, position
+
+
+def ledger_entries_position(store: ReadStore) -> int:
+    with store.transaction(write=False) as tx:
+        return _tracked(tx)
+
+
+def _tracked(tx: Tx) -> int:
+    row = tx.execute("SELECT position FROM lg_tracking WHERE view = 'ledger_entries'").fetchone()
+    return int(row["position"]) if row else 0
+
+
+def project_currency(store: ReadStore, project_id: str) -> str | None:
+    """The project's ledger currency, from the view's account table (None: no account)."""
+    with store.transaction(write=False) as tx:
+        row = tx.execute(
+            "SELECT currency FROM lg_ledger_accounts WHERE project_id = %s", (project_id,)
+        ).fetchone()
+    return None if row is None else str(row["currency"])
+
+
+def iter_ledger_entry_batches(
+    store: ReadStore, *, batch_rows: int = 100_000
+) -> Iterator[tuple[list[tuple[Any, ...]], str]]:
+    """The whole view in position order, `batch_rows` rows at a time (for exports that must
+    not hold millions of rows in Python objects at once)."""
+    with store.transaction(write=False) as tx:
+        _tuple_rows(store, tx)
+        tx.cursor.execute(
+            f"SELECT {', '.join(LEDGER_COLUMNS)} FROM lg_ledger_entries ORDER BY position"  # noqa: S608
+        )
+        while True:
+            rows = tx.cursor.fetchmany(batch_rows)
+            if not rows:
+                return
+            yield rows, store.dialect
+
+
+def _tuple_rows(store: ReadStore, tx: Tx) -> None:
+    # Plain tuples, not dict rows: a month of charges can be millions of rows.
+    if store.dialect == "sqlite":
+        tx.cursor.row_factory = None
+    else:
+        from psycopg.rows import tuple_row
+
+        tx.cursor.row_factory = tuple_row
+
+
+def _reconciliation_record(row: dict[str, Any], *, with_lines: bool) -> dict[str, Any]:
+    def money(value: Any) -> str | None:
+        amount = as_decimal(value)
+        return None if amount is None else format(amount, "f")
+
+    recorded_at = as_datetime(row["recorded_at"])
+    record: dict[str, Any] = {
+        "object": "reconciliation",
+        "id": row["reconciliation_id"],
+        "provider": row["provider"],
+        "month": row["month"],
+        "currency": row["currency"],
+        "per_day": bool(row["per_day"]),
+        "status": row["status"],
+        "tolerance": money(row["tolerance"]),
+        "relative_tolerance": money(row["relative_tolerance"]),
+        "ledger_cost": money(row["ledger_cost"]),
+        "invoice_cost": money(row["invoice_cost"]),
+        "difference": money(row["difference"]),
+        "lines_by_status": json.loads(row["lines_by_status"]),
+        "ledger_charges": int(row["ledger_charges"]),
+        "ledger_position": row["ledger_position"],
+        "invoice": {
+            "sha256": row["invoice_sha256"],
+            "source": row["invoice_source"],
+            "layout": row["invoice_layout"],
+        },
+        "adjustment": None
+        if row["adjustment_amount"] is None
+        else {
+            "project_id": row["adjustment_project_id"],
+            "amount": money(row["adjustment_amount"]),
+        },
+        "recorded_at": recorded_at.isoformat() if recorded_at else None,
+        "position": int(row["position"]),
+    }
+    if with_lines:
+        keys = ("day", "model", "ledger_cost", "invoice_cost", "difference", "status")
+        record["lines"] = [
+            {**dict(zip(keys, line, strict=True)), "day": line[0] or None}
+            for line in json.loads(row["lines"])
+        ]
+    return record
+
+
+def list_reconciliations(
+    store: ReadStore,
+    *,
+    provider: str | None = None,
+    month: str | None = None,
+    limit: int = RECONCILIATIONS_PAGE_DEFAULT,
+    with_lines: bool = False,
+) -> dict[str, Any]:
+    """Newest first."""
+    limit = max(1, min(limit, RECONCILIATIONS_PAGE_MAX))
+    clauses: list[str] = []
+    params: list[Any] = []
+    if provider is not None:
+        clauses.append("provider = %s")
+        params.append(provider)
+    if month is not None:
+        clauses.append("month = %s")
+        params.append(month)
+    where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
+    with store.transaction(write=False) as tx:
+        position_row = tx.execute(
+            "SELECT position FROM lg_tracking WHERE view = 'reconciliations'"
+        ).fetchone()
+        rows = tx.execute(
+            f"SELECT * FROM lg_reconciliations {where} "  # noqa: S608
+            "ORDER BY recorded_at DESC, reconciliation_id DESC LIMIT %s",
+            (*params, limit + 1),
+        ).fetchall()
+    return {
+        "object": "list",
+        "data": [_reconciliation_record(row, with_lines=with_lines) for row in rows[:limit]],
+        "has_more": len(rows) > limit,
+        "as_of_position": int(position_row["position"]) if position_row else 0,
+    }
+
+
+def get_reconciliation(
+    store: ReadStore, reconciliation_id: str
+) -> tuple[dict[str, Any] | None, int]:
+    with store.transaction(write=False) as tx:
+        position_row = tx.execute(
+            "SELECT position FROM lg_tracking WHERE view = 'reconciliations'"
+        ).fetchone()
+        row = tx.execute(
+            "SELECT * FROM lg_reconciliations WHERE reconciliation_id = %s", (reconciliation_id,)
+        ).fetchone()
+    position = int(position_row["position"]) if position_row else 0
+    return (_reconciliation_record(row, with_lines=True) if row else None), position
+
+
+def ledger_views() -> Sequence[View]:
+    return (LedgerEntriesView(), ReconciliationsView())

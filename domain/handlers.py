@@ -113,10 +113,14 @@ def fx_in_effect(uow: UnitOfWork, base: str, quote: str, at: datetime) -> FxRate
     if base == quote:
         return identity_rate(base)
     direct = uow.find(fx_book_id(base, quote))
-    if isinstance(direct, FxBook) and any(r.effective_from <= at for r in direct.rates):
+    if isinstance(direct, FxBook) and any(
+        r.effective_from is not None and r.effective_from <= at for r in direct.rates
+    ):
         return direct.rate_at(at)
     inverse = uow.find(fx_book_id(quote, base))
-    if isinstance(inverse, FxBook) and any(r.effective_from <= at for r in inverse.rates):
+    if isinstance(inverse, FxBook) and any(
+        r.effective_from is not None and r.effective_from <= at for r in inverse.rates
+    ):
         rate = inverse.rate_at(at)
         return FxRate(
             rate_id=rate.rate_id,

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
@@ -218,7 +219,7 @@ class Request(Aggregate):
         abandoned_at: datetime
 
     @classmethod
-    def receive(cls, *, aggregate_id: UUID, **fields: object) -> Request:
+    def receive(cls, *, aggregate_id: UUID, **fields: Any) -> Request:
         return cls._create(cls.Received, id=aggregate_id, **fields)
 
     def __init__(
@@ -333,7 +334,7 @@ class Request(Aggregate):
     ) -> None:
         self.status = REJECTED
 
-    def admit(self, **fields: object) -> None:
+    def admit(self, **fields: Any) -> None:
         self.check_transition(ADMITTED)
         self._admitted(**fields)
 
@@ -378,7 +379,7 @@ class Request(Aggregate):
             key_source=key_source,
         )
 
-    def record_route(self, **fields: object) -> None:
+    def record_route(self, **fields: Any) -> None:
         """The route decision; recorded once, before admission."""
         if self.status != RECEIVED or self.route_recorded:
             raise IllegalTransition(
@@ -407,7 +408,7 @@ class Request(Aggregate):
     ) -> None:
         self.route_recorded = True
 
-    def reprice(self, **fields: object) -> None:
+    def reprice(self, **fields: Any) -> None:
         if self.status not in (ADMITTED, DISPATCHED) or self.terms is None:
             raise IllegalTransition(
                 f"request {self.request_id} cannot be repriced in state {self.status}",
@@ -441,7 +442,7 @@ class Request(Aggregate):
             )
         self.priced_model = model
 
-    def record_documents(self, **fields: object) -> None:
+    def record_documents(self, **fields: Any) -> None:
         if self.status not in (ADMITTED, DISPATCHED) or self.ocr_cost is not None:
             raise IllegalTransition(
                 f"request {self.request_id}: documents are processed once, after admission",
@@ -504,7 +505,7 @@ class Request(Aggregate):
     def _streaming_started(self, first_chunk_ms: int, started_at: datetime) -> None:
         self.status = STREAMING
 
-    def complete(self, **fields: object) -> None:
+    def complete(self, **fields: Any) -> None:
         self.check_transition(COMPLETED)
         self._completed(**fields)
 
@@ -528,7 +529,7 @@ class Request(Aggregate):
     ) -> None:
         self.status = COMPLETED
 
-    def fail(self, **fields: object) -> None:
+    def fail(self, **fields: Any) -> None:
         self.check_transition(FAILED)
         self._failed(**fields)
 

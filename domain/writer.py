@@ -231,7 +231,7 @@ class GroupCommitWriter:
             self._cache.move_to_end(aggregate_id)
             return cached
         try:
-            aggregate = self.app.repository.get(aggregate_id)
+            aggregate: Any = self.app.repository.get(aggregate_id)
         except AggregateNotFoundError:
             return None
         self._remember(aggregate)

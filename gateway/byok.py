@@ -161,8 +161,9 @@ def byok_adapter(
         adapter_class: type[ProviderAdapter] = type(managed)
         endpoint = dataclasses.replace(managed.endpoint, api_key=api_key, name="byok")
     else:
-        from gateway.bootstrap import DEFAULT_BASE_URLS, adapter_classes
+        from gateway.bootstrap import adapter_classes
         from gateway.providers.base import ProviderEndpoint
+        from gateway.providers.registry import DEFAULT_BASE_URLS
 
         classes = adapter_classes()
         base_url = settings.provider_base_urls.get(provider) or DEFAULT_BASE_URLS.get(provider)

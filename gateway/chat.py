@@ -280,7 +280,8 @@ async def chat_completions(http: HttpRequest, services: Services) -> Response:
                 capabilities=required_capabilities(body) - {"documents"} if ocr else None,
             )
         except ModelCapabilityMissing as error:
-            if "documents" not in (error.details.get("missing") or ()):
+            missing = error.details.get("missing")
+            if not isinstance(missing, list | tuple) or "documents" not in missing:
                 raise
             raise ModelDoesNotSupportDocuments(
                 f"model {body['model'].strip()[:200]!r} cannot read documents (PDF); "

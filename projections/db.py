@@ -123,18 +123,18 @@ class ReadStore:
                     with connection.cursor() as cursor:
                         yield Tx(self, cursor)
             return
-        connection = self._sqlite_connection()
-        cursor = connection.cursor()
-        cursor.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+        sqlite_connection = self._sqlite_connection()
+        sqlite_cursor = sqlite_connection.cursor()
+        sqlite_cursor.execute("BEGIN IMMEDIATE" if write else "BEGIN")
         try:
-            yield Tx(self, cursor)
+            yield Tx(self, sqlite_cursor)
         except BaseException:
-            cursor.execute("ROLLBACK")
+            sqlite_cursor.execute("ROLLBACK")
             raise
         else:
-            cursor.execute("COMMIT")
+            sqlite_cursor.execute("COMMIT")
         finally:
-            cursor.close()
+            sqlite_cursor.close()
 
     def sql(self, statement: str) -> str:
         return statement.replace("%s", "?") if self.dialect == "sqlite" else statement

@@ -20,6 +20,10 @@ from domain.money import to_decimal
 from domain.writer import run_now
 from gateway.config import Settings
 
+DEMO_SIMULATED_PROVIDERS = ("openai", "mistral", "moonshot", "xai")
+# Demo FX rates (1 base = rate USD), recorded as FX events with source "demo" so a USD
+# project can use the EUR-priced Mistral models; set real ones with `ledgergate fx set`.
+DEMO_FX_TO_USD = (("EUR", "1.08"), ("SEK", "0.095"))
 DEMO_PRICES = (
     # model, input per Mtok, output per Mtok (USD): list prices of the models the demo names
     ("gpt-4o-mini", "0.15", "0.60"),
@@ -603,9 +607,13 @@ def demo(settings: Settings, host: str, port: int, smoke: bool) -> int:
 
     env_overrides: dict[str, str] = {}
     simulator = None
-    if "openai" not in settings.provider_api_keys:
+    simulated = [p for p in DEMO_SIMULATED_PROVIDERS if p not in settings.provider_api_keys]
+    if simulated:
+        # These four speak the OpenAI wire format, so one simulated upstream stands in for
+        # each provider that has no key: `auto`, `eu-strict` (Mistral) and named models work.
         simulator = BackgroundServer(create_simulator_app()).start()
-        env_overrides["LEDGERGATE_OPENAI_BASE_URL"] = simulator.base_url + "/v1"
+        for provider in simulated:
+            env_overrides[f"LEDGERGATE_{provider.upper()}_BASE_URL"] = simulator.base_url + "/v1"
     if not settings.admin_token:
         env_overrides["LEDGERGATE_ADMIN_TOKEN"] = "lg_admin_demo"
     settings = Settings.from_env({**os.environ, **env_overrides})
@@ -623,6 +631,17 @@ def demo(settings: Settings, host: str, port: int, smoke: bool) -> int:
             reference=f"demo-{project_id}",
         ),
     )
+    for base, rate in DEMO_FX_TO_USD:
+        run_now(
+            app,
+            c.SetFxRate(
+                base=base,
+                quote="USD",
+                rate=Decimal(rate),
+                effective_from=now - timedelta(days=1),
+                source="demo",
+            ),
+        )
     for model, price_in, price_out in DEMO_PRICES:
         run_now(
             app,
@@ -641,13 +660,18 @@ def demo(settings: Settings, host: str, port: int, smoke: bool) -> int:
     print(
         "\nLedgergate demo\n"
         f"  store:     {'SQLite under ' + settings.data_dir if not settings.database_url else 'PostgreSQL'}\n"
-        f"  upstream:  {'simulated OpenAI-format upstream' if simulator else 'OpenAI'}\n"
+        f"  upstream:  {'simulated (' + ', '.join(simulated) + ')' if simulator else 'configured providers'}\n"
         f"  project:   {project_id} (USD, balance 25.00)\n"
         f"  api key:   {api_key}\n\n"
         "Try:\n"
         f"  curl -s {base}/v1/chat/completions -H 'Authorization: Bearer {api_key}' "
         "-H 'X-User-Id: alice' -H 'Content-Type: application/json' "
         '-d \'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hello!"}]}\'\n'
+        f"  curl -s {base}/v1/chat/completions -H 'Authorization: Bearer {api_key}' "
+        "-H 'X-User-Id: alice' -H 'Content-Type: application/json' "
+        '-d \'{"model": "eu-strict:small", "stream": true, "messages": [{"role": "user", '
+        '"content": "I am Anna Svensson, IBAN SE4550000000058398257466"}], '
+        '"pii_policy": {"enabled": true, "action": "pseudonymize", "rehydrate_response": true}}\'\n'
         f"  curl -s {base}/v1/billing/balance -H 'Authorization: Bearer {api_key}'\n"
         f"  curl -s {base}/v1/data/audit -H 'Authorization: Bearer {api_key}'\n",
         file=sys.stderr,

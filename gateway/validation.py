@@ -77,7 +77,7 @@ def validate_chat_body(body: dict[str, Any]) -> None:
         if not isinstance(message, dict):
             raise _invalid(f"{param} must be an object", param)
         role = message.get("role")
-        if role not in ROLES:
+        if not isinstance(role, str) or role not in ROLES:
             raise _invalid(
                 f"{param}.role must be one of {', '.join(sorted(ROLES))}", f"{param}.role"
             )

@@ -150,6 +150,10 @@ def test_a_reply_is_an_openai_completion_charged_to_the_token(provider, fake, ga
     assert completion.choices[0].finish_reason == "stop"
     assert (completion.usage.prompt_tokens, completion.usage.completion_tokens) == (1234, 56)
     assert raw.headers["x-lg-provider"] == provider
+    spec = gateway.services.routing.catalog.require(MODELS[provider])
+    assert raw.headers["x-lg-model"] == spec.name  # an alias is reported by its canonical name
+    if provider == "bedrock":  # region-pinned: served only by the Frankfurt endpoint
+        assert raw.headers["x-lg-endpoint"] == "bedrock:eu-central-1"
     charge = expected_charge(1234, 56)
     assert Decimal(raw.headers["x-lg-actual-cost"]) == charge
     record = audit(gateway, tenant, raw.headers["x-request-id"])
@@ -160,6 +164,9 @@ def test_a_reply_is_an_openai_completion_charged_to_the_token(provider, fake, ga
     # The upstream received its own wire format with the gateway's key, never the client's.
     received = fake.received[-1]
     assert tenant.api_key not in json.dumps(dict(received.headers))
+    # ... and the catalog's upstream id, in the body or (Google, Bedrock) the path.
+    sent_model = (received.json() or {}).get("model") or received.path
+    assert spec.upstream_id in sent_model
 
 
 @providers

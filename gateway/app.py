@@ -157,8 +157,11 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         try:
             effective, catalog = await routing_scope(request)
             listing = models_listing(catalog, effective, services.clock.now())
+            # An alias names the same model as chat accepts it: answer with the catalog entry.
+            spec = catalog.get(model)
+            wanted = spec.name if spec is not None else model
             for item in listing["data"]:
-                if item["id"] == model:
+                if item["id"] == wanted:
                     return JsonResponse(item)
             raise GatewayError(
                 "model_not_found",

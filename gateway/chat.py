@@ -293,14 +293,7 @@ async def chat_completions(http: HttpRequest, services: Services) -> Response:
         # BYOK: the project's own key for the chosen provider, when it has one (fee 0%). The
         # admission prices the fee by this key source; failover keeps to targets of the same.
         ctx.project = project
-        key_source = (
-            "byok"
-            if byok_adapter(
-                services, project, route.provider, services.adapters.get(route.provider)
-            )
-            else "managed"
-        )
-        ctx.key_source = key_source
+        key_source = ctx.key_source = key_source_for(services, project, route.provider)
         if ocr is None:
             # The adapter must be able to forward the document natively: never dropped.
             check_document_support(
@@ -365,7 +358,7 @@ async def chat_completions(http: HttpRequest, services: Services) -> Response:
             )
         except Exception as error:
             gateway_error = as_gateway_error(error)
-            await _fail(ctx, gateway_error)
+            await fail_request(ctx, gateway_error)
             return error_response(gateway_error, ctx.request_id, ctx.headers)
         screened_body = spliced.body
         ctx.headers["X-LG-Documents-Pages"] = str(spliced.pages)
@@ -375,8 +368,16 @@ async def chat_completions(http: HttpRequest, services: Services) -> Response:
     return await _complete(ctx, decision, upstream_body, body, estimated_input)
 
 
-class _Attempts:
-    """Dispatch to a decision's targets in order. The first target's dispatch was recorded
+def key_source_for(services: Services, project: Any, provider: str) -> str:
+    """The key source of a request: "byok" when the project has its own key for `provider`
+    (fee 0%), else "managed". The admission prices the fee by it; failover keeps to targets
+    of the same source (Attempts.prepare)."""
+    own = byok_adapter(services, project, provider, services.adapters.get(provider))
+    return "byok" if own is not None else "managed"
+
+
+class Attempts:
+    """Dispatch to a decision's targets in order (chat and embeddings). The first target's dispatch was recorded
     with admission; every failover target is recorded (Redispatch, repriced if the model
     changes) and durable before it is called."""
 
@@ -480,7 +481,7 @@ def _output_violation(ctx: Context, text: str) -> GuardrailViolation | None:
     )
 
 
-async def _fail(
+async def fail_request(
     ctx: Context,
     error: GatewayError,
     *,
@@ -517,7 +518,7 @@ async def _complete(
     estimated_input: int,
 ) -> Response:
     upstream_started = time.perf_counter()
-    attempts = _Attempts(ctx, decision)
+    attempts = Attempts(ctx, decision)
 
     async def attempt(target: RouteTarget) -> tuple[Any, RouteTarget]:
         adapter = await attempts.prepare(target)
@@ -539,7 +540,7 @@ async def _complete(
             error, UpstreamError | DomainError | FailoverExhausted
         ):
             log.exception("adapter failure in %s", ctx.request_id, exc_info=error)
-        await _fail(ctx, gateway_error)
+        await fail_request(ctx, gateway_error)
         return error_response(gateway_error, ctx.request_id, ctx.headers)
     result, served = outcome_of_attempts.value
     ctx.headers.update(decision.headers(served))
@@ -556,7 +557,7 @@ async def _complete(
         if violation is not None:
             ctx.purge_pii()
             gateway_error = as_gateway_error(violation)
-            await _fail(ctx, gateway_error)
+            await fail_request(ctx, gateway_error)
             return error_response(gateway_error, ctx.request_id, ctx.headers)
         if ctx.pii_policy.wants_rehydration and ctx.pii_mapping is not None:
             rehydrate_chat_completion(result.body, ctx.pii_mapping)
@@ -657,7 +658,7 @@ async def _stream(
 ) -> Response:
     include_usage = wants_usage_in_stream(client_body)
     upstream_started = time.perf_counter()
-    attempts = _Attempts(ctx, decision)
+    attempts = Attempts(ctx, decision)
 
     async def attempt(target: RouteTarget) -> tuple[ChatStream, Any, Any, RouteTarget]:
         # Failover is only possible until the first chunk: after it, bytes reached the client.
@@ -684,7 +685,7 @@ async def _stream(
     except Exception as error:
         ctx.purge_pii()
         gateway_error = as_gateway_error(error)
-        await _fail(ctx, gateway_error)
+        await fail_request(ctx, gateway_error)
         return error_response(gateway_error, ctx.request_id, ctx.headers)
     stream, iterator, first, served = started.value
     ctx.headers.update(decision.headers(served))
@@ -775,7 +776,7 @@ async def _stream(
             gateway_error = as_gateway_error(error)
             text = "".join(text_parts)
             usage = stream.usage or fallback_stream_usage(stream, estimated_input, text)
-            await _fail(
+            await fail_request(
                 ctx,
                 gateway_error,
                 after_first_chunk=delivered > 0,

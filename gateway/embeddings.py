@@ -1,11 +1,18 @@
 """POST /v1/embeddings: the same lifecycle as chat (received → admitted with a reservation →
 dispatched → completed | failed, every outcome an event), translated to each provider that
 has embeddings (OpenAI, Mistral, Cohere, Google, Bedrock Titan). `encoding_format` float and
-base64 (little-endian float32, the openai SDK's default) are honoured for every provider."""
+base64 (little-endian float32, the openai SDK's default) are honoured for every provider.
+
+The model is resolved ONLY by the router, exactly as for chat: the catalog (plus the project's
+custom models), capability `embeddings`, the project's effective tier (an EU-tier project never
+reaches a non-EU embedding model), failover across the named model's own endpoints, BYOK keys
+and the route headers. The dispatch pieces are chat's (`Attempts`, `run_with_failover`), not
+copies of them."""
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from typing import Any
 
@@ -14,20 +21,41 @@ from fastapi import Request as HttpRequest
 from fastapi.responses import Response
 
 from domain import commands as c
+from domain.catalog import Catalog
+from domain.errors import DomainError, ModelCapabilityMissing
+from domain.tiers import EffectiveTier
 from gateway.auth import actor_from, authenticate_key
-from gateway.bootstrap import Services
-from gateway.chat import Context, adapter_for, money_header, reject, screen_request_pii
+from gateway.bootstrap import Services, adapter_classes
+from gateway.chat import (
+    Attempts,
+    Context,
+    fail_request,
+    key_source_for,
+    money_header,
+    reject,
+    screen_request_pii,
+)
 from gateway.errors import GatewayError, as_gateway_error, error_response
-from gateway.models import resolve_route
 from gateway.providers.base import UpstreamError
 from gateway.providers.tokens import estimate_embedding_tokens
 from gateway.responses import JsonResponse
+from gateway.routing.decision import RouteTarget
+from gateway.routing.failover import FailoverExhausted, SkipTarget, run_with_failover
+from gateway.routing.requests import (
+    decide_for_request,
+    effective_tier_for,
+    measure_embeddings,
+    route_of,
+)
 from gateway.validation import parse_json_body, validate_model
+
+log = logging.getLogger("ledgergate.embeddings")
 
 ENDPOINT_EMBEDDINGS = "embeddings"
 EMBEDDING_INPUTS_MAX = 2048  # OpenAI's own per-request limit
 EMBEDDING_INPUT_CHARS_MAX = 8 * 1024 * 1024
 GATEWAY_FIELDS = ("routing_preferences", "pii_policy", "trace_id")
+EMBEDDINGS_CAPABILITY = frozenset({"embeddings"})
 
 
 def _invalid(message: str, param: str) -> GatewayError:
@@ -74,6 +102,33 @@ def validate_embeddings_body(body: dict[str, Any]) -> None:
         raise _invalid("'dimensions' must be a positive integer", "dimensions")
 
 
+def _provider_has_embeddings(provider: str) -> bool:
+    adapter_class = adapter_classes().get(provider)
+    return adapter_class is not None and adapter_class.supports_embeddings
+
+
+def embeddings_not_supported(
+    model: str, catalog: Catalog, effective: EffectiveTier, alternatives: list[str]
+) -> GatewayError:
+    """A chat-only model named on /v1/embeddings: a 400 naming the embedding models (and
+    their providers) this caller's tier allows, so the fix is one edit away."""
+    allowed = catalog.in_tier(effective, capabilities=EMBEDDINGS_CAPABILITY)
+    providers = sorted({spec.provider for spec in allowed})
+    names = alternatives or [spec.name for spec in allowed if not spec.named_only]
+    message = f"the model {model[:200]!r} offers no embeddings"
+    if names:
+        message += f"; embedding models under the {effective.label} tier: {', '.join(names)}"
+    if providers:
+        message += f" (providers: {', '.join(providers)})"
+    return GatewayError(
+        "embeddings_not_supported",
+        message,
+        status=400,
+        param="model",
+        extra={"alternatives": names},
+    )
+
+
 async def embeddings(http: HttpRequest, services: Services) -> Response:
     ctx = Context(request_id=_new_request_id(), started=time.perf_counter(), services=services)
     ctx.received_at = services.clock.now()
@@ -91,33 +146,58 @@ async def embeddings(http: HttpRequest, services: Services) -> Response:
         ctx.message_count = len(inputs)
         ctx.prompt_chars = sum(len(item) for item in inputs if isinstance(item, str))
         ctx.prompt_sha256 = hashlib.sha256(orjson.dumps(body["input"])).hexdigest()
-        route = resolve_route(body["model"].strip())
-        adapter = adapter_for(services, route.provider)
-        if not adapter.supports_embeddings:
-            raise GatewayError(
-                "embeddings_not_supported",
-                f"provider {route.provider} offers no embeddings; embedding providers: "
-                "openai, mistral, cohere, google, bedrock (Titan)",
-                status=400,
-                param="model",
-            )
         estimated_input = estimate_embedding_tokens(body["input"])
-        # The same PII screening as chat (it walks `input`), before admission, fail closed.
+        # The same PII screening as chat (it walks `input`), before routing and admission,
+        # fail closed: a refused request reserves nothing.
         screened_body = await screen_request_pii(ctx, services, project.id, body)
         if screened_body is not body:
             ctx.prompt_sha256 = hashlib.sha256(orjson.dumps(screened_body.get("input"))).hexdigest()
+        # The router is the only compliance gate, as for chat: a model outside the project's
+        # (or the request's tighter) tier is refused here, before anything is reserved.
+        effective = effective_tier_for(project, body)
+        try:
+            decision = await decide_for_request(
+                services.routing,
+                project,
+                body,
+                services.cache.get,
+                effective=effective,
+                capabilities=EMBEDDINGS_CAPABILITY,
+            )
+        except ModelCapabilityMissing as error:
+            if "embeddings" not in (error.details.get("missing") or ()):
+                raise
+            project_routing = await services.routing.project_routing.get(
+                project.id, services.cache.get
+            )
+            raise embeddings_not_supported(
+                body["model"].strip(),
+                services.routing.catalog_for(project_routing),
+                effective,
+                list(error.details.get("alternatives") or ()),
+            ) from None
+        route = route_of(decision.chosen)
+        if not _provider_has_embeddings(route.provider):
+            # Only a custom model can claim embeddings for such a provider: refuse it before
+            # anything is reserved rather than fail upstream.
+            raise embeddings_not_supported(
+                route.model, services.routing.catalog, effective, alternatives=[]
+            )
+        ctx.project = project
+        key_source = ctx.key_source = key_source_for(services, project, route.provider)
         admission = await services.writer.execute_async(
             c.AdmitRequest(
                 facts=ctx.facts(ENDPOINT_EMBEDDINGS),
                 route=route,
                 estimated_input_tokens=estimated_input,
                 max_output_tokens=0,
-                fee_rate=project.fee_rate,
-                key_source="managed",
+                key_source=key_source,  # the fee follows from plan and key source
                 daily_budget=key.daily_budget,
+                route_decision=decision.as_event_fields(),
                 pii_decision=ctx.pii_decision,
             )
         )
+        ctx.admitted = True
     except Exception as error:
         return await reject(ctx, error, ENDPOINT_EMBEDDINGS)
 
@@ -126,39 +206,43 @@ async def embeddings(http: HttpRequest, services: Services) -> Response:
         raise TypeError("AdmitRequest returned no terms")
     ctx.headers.update(
         {
-            "X-LG-Model": route.model,
-            "X-LG-Provider": route.provider,
-            "X-LG-Route-Reason": "explicit_model",
+            **decision.headers(),
             "X-LG-Estimated-Cost": money_header(terms["reserved_amount"]),
             "X-LG-Currency": terms["currency"],
+            "X-LG-Key-Source": key_source,
             "X-LG-Cache": "miss",
         }
     )
     upstream_body = {k: v for k, v in screened_body.items() if k not in GATEWAY_FIELDS}
     ctx.purge_pii()  # embeddings have no answer text to restore values into
     upstream_started = time.perf_counter()
+    attempts = Attempts(ctx, decision)
+
+    async def attempt(target: RouteTarget) -> tuple[Any, RouteTarget]:
+        adapter = await attempts.prepare(target)
+        if not adapter.supports_embeddings:
+            raise SkipTarget("embeddings_not_supported", f"{target.endpoint_key} has no embeddings")
+        return await adapter.embeddings(upstream_body, target.spec.upstream_id), target
+
     try:
-        result = await adapter.embeddings(upstream_body, route.upstream_model)
+        outcome_of_attempts = await run_with_failover(
+            services.routing.router,
+            decision,
+            attempt,
+            deadline_s=attempts.deadline_s(),
+            measure=measure_embeddings(ctx.received_at),
+            cut_in_flight=False,
+        )
     except Exception as error:
         gateway_error = as_gateway_error(error)
-        await services.writer.execute_async(
-            c.FailRequest(
-                request_id=ctx.request_id,
-                http_status=gateway_error.status,
-                error_code=gateway_error.code,
-                error_type=gateway_error.error_type,
-                message=gateway_error.message,
-                latency_ms=ctx.elapsed_ms(),
-                actor_id=ctx.actor_id,
-            )
-        )
-        if not isinstance(error, UpstreamError | GatewayError) and gateway_error.status >= 500:
-            import logging
-
-            logging.getLogger("ledgergate.embeddings").exception(
-                "adapter failure in %s", ctx.request_id, exc_info=error
-            )
+        if gateway_error.status >= 500 and not isinstance(
+            error, UpstreamError | GatewayError | DomainError | FailoverExhausted
+        ):
+            log.exception("adapter failure in %s", ctx.request_id, exc_info=error)
+        await fail_request(ctx, gateway_error)
         return error_response(gateway_error, ctx.request_id, ctx.headers)
+    result, served = outcome_of_attempts.value
+    ctx.headers.update(decision.headers(served))
     upstream_ms = int((time.perf_counter() - upstream_started) * 1000)
     result.body["model"] = body["model"]
     outcome = await services.writer.execute_async(

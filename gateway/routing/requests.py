@@ -1,5 +1,6 @@
-"""The chat route's use of the router: effective tier from project + request, the project's
-catalog, the decision, the Route command value, and how a finished attempt is measured."""
+"""The chat and embeddings routes' use of the router: effective tier from project + request,
+the project's catalog, the decision, the Route command value, and how a finished attempt is
+measured."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from domain import commands as c
 from domain.errors import InvalidCommand, PriceNotFound
 from domain.money import Money
 from domain.tiers import EffectiveTier, effective_tier
-from gateway.providers.base import ChatResult, ProviderEndpoint
+from gateway.providers.base import ChatResult, EmbeddingResult, ProviderEndpoint
 from gateway.routing.decision import RouteDecision, RouteTarget
 from gateway.routing.selector import required_capabilities
 from gateway.routing.service import RoutingService
@@ -138,5 +139,23 @@ def measure_chat(
             usage = result.usage
             cost = price.cost(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens)
         return cost, output_valid(body, result.body)
+
+    return measure
+
+
+def measure_embeddings(at: datetime) -> Callable[[Any], tuple[Money | None, bool | None]]:
+    """(list-price cost, None) of a successful EmbeddingResult, for the statistics: an
+    embedding has no structured output to judge, only input tokens to price."""
+
+    def measure(value: Any) -> tuple[Money | None, bool | None]:
+        result, target = value
+        if not isinstance(result, EmbeddingResult):
+            return None, None
+        try:
+            price = target.spec.price_at(at)
+        except PriceNotFound:
+            return None, None
+        usage = result.usage
+        return price.cost(usage.prompt_tokens, 0, usage.cached_tokens), None
 
     return measure

@@ -24,10 +24,12 @@ import tempfile
 import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import orjson
 
+from domain.catalog import Catalog
 from gateway.providers.anthropic import ANTHROPIC_VERSION, to_anthropic
 from gateway.providers.bedrock import to_converse
 from gateway.providers.cohere import to_cohere
@@ -36,16 +38,19 @@ from tests.fakes.fixtures import ALL_PROVIDERS, start_fake
 from tests.fakes.server import FakeUpstreamBase
 from tests.support.harness import start_gateway
 
+# Catalog names (the gateway resolves `model` only through the catalog). The direct calls and
+# the adapter-alone timings send the catalog's upstream id, as the gateway does.
 MODELS = {
     "openai": "gpt-4o-mini",
-    "anthropic": "claude-sonnet-4-5",
-    "mistral": "mistral-small-latest",
-    "google": "gemini-2.5-flash",
-    "bedrock": "anthropic.claude-3-haiku-20240307-v1:0",
-    "cohere": "command-a-03-2025",
-    "moonshot": "kimi-k2-0905-preview",
-    "xai": "grok-4",
+    "anthropic": "claude-sonnet",
+    "mistral": "mistral-small",
+    "google": "gemini-flash",
+    "bedrock": "claude-sonnet-eu",  # region-pinned: needs an eu-central-1 endpoint
+    "cohere": "command-a",
+    "moonshot": "kimi-k2-6",
+    "xai": "grok-4-3",
 }
+BEDROCK_REGION = "eu-central-1"
 WARMUP_REQUESTS = 20
 BODY = {
     "messages": [
@@ -53,6 +58,10 @@ BODY = {
         {"role": "user", "content": "Hello, how are you today?"},
     ]
 }
+
+
+def upstream_id(provider: str) -> str:
+    return Catalog.shipped().require(MODELS[provider]).upstream_id
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -65,7 +74,7 @@ def direct_request(
     provider: str, fake: FakeUpstreamBase, stream: bool
 ) -> tuple[str, dict[str, str], bytes]:
     """The provider-native request the adapter would send, aimed straight at the fake."""
-    model = MODELS[provider]
+    model = upstream_id(provider)
     body = {"model": model, **BODY}
     if provider in ("openai", "mistral", "moonshot", "xai"):
         native: dict[str, Any] = dict(body)
@@ -95,7 +104,7 @@ def direct_request(
     if provider == "bedrock":
         action = "converse-stream" if stream else "converse"
         return (
-            f"{fake.base_url}/model/{model}/{action}",
+            f"{fake.base_url}/model/{quote(model, safe='')}/{action}",
             {"authorization": "Bearer k", "content-type": "application/json"},
             orjson.dumps(to_converse(body)),
         )
@@ -149,17 +158,18 @@ def adapter_latencies(
     async def measure() -> list[float]:
         latencies_ms: list[float] = []
         async with httpx.AsyncClient(timeout=30.0) as client:
-            endpoint = ProviderEndpoint(provider, fake.base_url, api_key="k", region="us-east-1")
+            endpoint = ProviderEndpoint(provider, fake.base_url, api_key="k", region=BEDROCK_REGION)
             adapter = build_adapter(provider, endpoint, client)
-            body = {"model": MODELS[provider], **BODY, "stream": stream}
+            model = upstream_id(provider)
+            body = {"model": model, **BODY, "stream": stream}
             for index in range(count + WARMUP_REQUESTS):
                 started = time.perf_counter()
                 if stream:
-                    chat_stream = await adapter.chat_stream(body, MODELS[provider])
+                    chat_stream = await adapter.chat_stream(body, model)
                     async for _ in chat_stream:
                         pass
                 else:
-                    await adapter.chat(body, MODELS[provider])
+                    await adapter.chat(body, model)
                 if index >= WARMUP_REQUESTS:
                     latencies_ms.append((time.perf_counter() - started) * 1000)
         return latencies_ms
@@ -170,14 +180,18 @@ def adapter_latencies(
 def run(providers: list[str], requests: int) -> list[dict[str, Any]]:
     fakes = {provider: start_fake(provider) for provider in providers}
     data_dir = tempfile.mkdtemp(prefix="lg-bench-")
-    env = {"LEDGERGATE_DATA_DIR": data_dir, "LEDGERGATE_RUN_SWEEPER": "false"}
+    env = {
+        "LEDGERGATE_DATA_DIR": data_dir,
+        "LEDGERGATE_RUN_SWEEPER": "false",
+        "LEDGERGATE_BEDROCK_REGIONS": BEDROCK_REGION,
+    }
     for provider, fake in fakes.items():
         env[f"LEDGERGATE_{provider.upper()}_BASE_URL"] = fake.base_url
         env[f"LEDGERGATE_{provider.upper()}_API_KEY"] = "k"
     gateway = start_gateway(env)
     rows: list[dict[str, Any]] = []
     try:
-        for model in MODELS.values():
+        for model in MODELS.values():  # canonical catalog names: what charges look up
             gateway.set_price(model, "1.00", "2.00")
         tenant = gateway.tenant(balance="100000.00")
         with httpx.Client(timeout=30.0) as client:

@@ -16,26 +16,29 @@ import httpx
 import openai
 import pytest
 
+from domain.tiers import Tier
 from tests.fakes.fixtures import ALL_PROVIDERS, start_fake
 from tests.fakes.server import FakeUpstreamBase, ToolCall
 from tests.support.harness import Gateway, Tenant, start_gateway
 
+# Catalog names (the router resolves `model` only through the catalog); Mistral's is an alias
+# on purpose: it resolves to `mistral-small`, and is priced and charged under that name.
 MODELS = {
     "openai": "gpt-4o-mini",
-    "anthropic": "claude-sonnet-4-5",
+    "anthropic": "claude-sonnet",
     "mistral": "mistral-small-latest",
-    "google": "gemini-2.5-flash",
-    "bedrock": "anthropic.claude-3-haiku-20240307-v1:0",
-    "cohere": "command-a-03-2025",
-    "moonshot": "kimi-k2-0905-preview",
-    "xai": "grok-4",
+    "google": "gemini-flash",
+    "bedrock": "claude-sonnet-eu",  # region-pinned to eu-central-1: see LEDGERGATE_BEDROCK_REGIONS
+    "cohere": "command-a",
+    "moonshot": "kimi-k2-6",
+    "xai": "grok-4-3",
 }
 EMBEDDING_MODELS = {
     "openai": "text-embedding-3-small",
     "mistral": "mistral-embed",
     "google": "gemini-embedding-001",
-    "bedrock": "amazon.titan-embed-text-v2:0",
-    "cohere": "command-embed-fake",  # routed to cohere by the "command" prefix
+    "bedrock": "titan-embed-v2-sweden",  # region-pinned to eu-north-1
+    "cohere": "cohere-embed",
 }
 INPUT_PER_MTOK = Decimal("2.00")
 OUTPUT_PER_MTOK = Decimal("8.00")
@@ -81,7 +84,10 @@ def gateway(
 ) -> Iterator[Gateway]:
     env = {
         "LEDGERGATE_DATA_DIR": str(tmp_path_factory.mktemp("providers-e2e")),
-        "LEDGERGATE_BEDROCK_REGION": "us-east-1",
+        # One Bedrock endpoint per region: the catalog's Bedrock models are region-pinned
+        # (Claude via Frankfurt, Titan embeddings in Stockholm) and are not routable without
+        # an endpoint in their region.
+        "LEDGERGATE_BEDROCK_REGIONS": "eu-central-1,eu-north-1",
     }
     for provider, fake in fakes.items():
         env[f"LEDGERGATE_{provider.upper()}_BASE_URL"] = fake.base_url
@@ -90,11 +96,11 @@ def gateway(
     try:
         catalog = running.services.routing.catalog
         for model in [*MODELS.values(), *EMBEDDING_MODELS.values()]:
-            # Prices are kept per catalog model: an alias (mistral-small-latest) is priced
-            # under the name it resolves to, so the test prices both.
-            spec = catalog.get(model)
-            for name in {model, spec.name if spec is not None else model}:
-                running.set_price(name, str(INPUT_PER_MTOK), str(OUTPUT_PER_MTOK))
+            # Prices are kept under the catalog model's canonical name: an alias
+            # (mistral-small-latest) is charged at the price of the model it resolves to.
+            running.set_price(
+                catalog.require(model).name, str(INPUT_PER_MTOK), str(OUTPUT_PER_MTOK)
+            )
         yield running
     finally:
         running.server.stop()
@@ -144,6 +150,10 @@ def test_a_reply_is_an_openai_completion_charged_to_the_token(provider, fake, ga
     assert completion.choices[0].finish_reason == "stop"
     assert (completion.usage.prompt_tokens, completion.usage.completion_tokens) == (1234, 56)
     assert raw.headers["x-lg-provider"] == provider
+    spec = gateway.services.routing.catalog.require(MODELS[provider])
+    assert raw.headers["x-lg-model"] == spec.name  # an alias is reported by its canonical name
+    if provider == "bedrock":  # region-pinned: served only by the Frankfurt endpoint
+        assert raw.headers["x-lg-endpoint"] == "bedrock:eu-central-1"
     charge = expected_charge(1234, 56)
     assert Decimal(raw.headers["x-lg-actual-cost"]) == charge
     record = audit(gateway, tenant, raw.headers["x-request-id"])
@@ -154,6 +164,9 @@ def test_a_reply_is_an_openai_completion_charged_to_the_token(provider, fake, ga
     # The upstream received its own wire format with the gateway's key, never the client's.
     received = fake.received[-1]
     assert tenant.api_key not in json.dumps(dict(received.headers))
+    # ... and the catalog's upstream id, in the body or (Google, Bedrock) the path.
+    sent_model = (received.json() or {}).get("model") or received.path
+    assert spec.upstream_id in sent_model
 
 
 @providers
@@ -371,8 +384,13 @@ def test_embeddings_for_a_provider_without_them_are_a_400_naming_the_ones_that_h
 ):
     with pytest.raises(openai.BadRequestError) as caught:
         gateway.openai(tenant).embeddings.create(model=MODELS[provider], input="x")
-    assert caught.value.body["code"] == "embeddings_not_supported"
-    assert "cohere" in caught.value.body["message"]
+    body = caught.value.body
+    assert body["code"] == "embeddings_not_supported" and body["param"] == "model"
+    assert "cohere" in body["message"]
+    # The alternatives are the embedding models this project's tier allows.
+    catalog = gateway.services.routing.catalog
+    assert "cohere-embed" in body["alternatives"] and "mistral-embed" in body["alternatives"]
+    assert all(catalog.require(name).has("embeddings") for name in body["alternatives"])
     assert only_audit_record(gateway, tenant)["status"] == "rejected"
 
 
@@ -420,7 +438,10 @@ def test_a_pdf_sent_to_a_model_that_cannot_read_it_is_a_400_listing_alternatives
         )
     body = caught.value.body
     assert body["code"] == "model_does_not_support_documents"
-    assert "claude-sonnet-4-5" in body["alternatives"]
+    # Alternatives are catalog names of models able to read the document.
+    assert "claude-sonnet" in body["alternatives"]
+    catalog = gateway.services.routing.catalog
+    assert all(catalog.require(name).has("documents") for name in body["alternatives"])
     assert only_audit_record(gateway, tenant)["status"] == "rejected"
 
 
@@ -452,13 +473,37 @@ def test_unsupported_endpoints_answer_in_the_openai_envelope_naming_the_alternat
     assert len(records) == 7 and {r["status"] for r in records} == {"rejected"}
 
 
-def test_the_models_list_names_every_priced_model_of_a_configured_provider(gateway, tenant):
-    models = {model.id: model.owned_by for model in gateway.openai(tenant).models.list()}
+def test_the_models_list_is_the_callers_tier_of_the_catalog_under_canonical_names(gateway, tenant):
+    catalog = gateway.services.routing.catalog
+    listed = {model.id: model for model in gateway.openai(tenant).models.list()}
+    # An unrestricted project sees every catalog model, each once, under its canonical name.
+    assert set(listed) == set(catalog.names())
     for provider, model in MODELS.items():
-        assert models[model] == provider
+        assert listed[catalog.require(model).name].owned_by == provider
+    for model in EMBEDDING_MODELS.values():
+        assert "embeddings" in listed[model].capabilities
+    with gateway.client() as http:
+        data = http.get("/v1/models", headers=tenant.headers()).json()["data"]
+    for entry in data:  # money as strings, never floats
+        assert isinstance(entry["pricing"]["input_per_million"], str)
+        Decimal(entry["pricing"]["input_per_million"])
+    # Retrieval accepts an alias and answers with the canonical entry; unknown names are 404.
+    assert gateway.openai(tenant).models.retrieve("gemini-2.5-flash").id == "gemini-flash"
     assert gateway.openai(tenant).models.retrieve(MODELS["google"]).id == MODELS["google"]
     with pytest.raises(openai.NotFoundError):
         gateway.openai(tenant).models.retrieve("no-such-model")
+
+
+def test_the_models_list_of_an_eu_strict_project_holds_only_eu_owned_models(gateway):
+    strict = gateway.tenant(tier="eu_strict")
+    catalog = gateway.services.routing.catalog
+    listed = {model.id for model in gateway.openai(strict).models.list()}
+    assert listed == {spec.name for spec in catalog.in_tier(Tier.EU_STRICT)}
+    assert "mistral-embed" in listed and "mistral-small" in listed
+    assert {catalog.require(name).provider for name in listed} == {"mistral"}
+    assert "text-embedding-3-small" not in listed and "gpt-4o-mini" not in listed
+    with pytest.raises(openai.NotFoundError):
+        gateway.openai(strict).models.retrieve("gpt-4o-mini")  # exists, but not for this tier
 
 
 @providers

@@ -14,6 +14,7 @@ REQUIRED_MODELS = (
     "mistral-medium", "mistral-large", "mistral-codestral", "magistral-small", "magistral-medium",
     "mistral-embed", "gemini-flash", "cohere-embed", "claude-sonnet-eu", "mistral-devstral-sweden",
     "nova-lite-sweden", "titan-embed-v2-sweden", "kimi-k2-6", "grok-4-3", "grok-3-mini",
+    "text-embedding-3-small", "text-embedding-3-large", "gemini-embedding-001", "command-a",
 )  # fmt: skip
 
 
@@ -53,6 +54,35 @@ def test_every_shipped_price_is_a_decimal_with_a_currency_and_an_aware_date(
             assert isinstance(price.output_per_million, Decimal)
             assert price.currency in {"USD", "EUR"}
             assert price.effective_from.tzinfo is not None
+
+
+def test_the_embedding_models_are_priced_per_input_token_only(catalog: Catalog) -> None:
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    expected = {
+        "text-embedding-3-small": Decimal("0.02"),
+        "text-embedding-3-large": Decimal("0.13"),
+        "gemini-embedding-001": Decimal("0.15"),
+    }
+    for name, input_per_million in expected.items():
+        spec = catalog.require(name)
+        price = spec.price_at(at)
+        assert spec.capabilities == {"embeddings"} and spec.tiers == {Tier.UNRESTRICTED}
+        assert (price.input_per_million, price.output_per_million) == (input_per_million, 0)
+
+
+def test_command_a_is_a_cohere_chat_model_sent_upstream_by_its_dated_id(catalog: Catalog) -> None:
+    spec = catalog.require("command-a-03-2025")
+    assert (spec.name, spec.provider, spec.upstream_id) == (
+        "command-a",
+        "cohere",
+        "command-a-03-2025",
+    )
+    assert "chat" in spec.capabilities
+    price = spec.price_at(datetime(2026, 1, 1, tzinfo=UTC))
+    assert (price.input_per_million, price.output_per_million) == (
+        Decimal("2.50"),
+        Decimal("10.00"),
+    )
 
 
 def test_a_model_is_found_by_its_alias_case_insensitively(catalog: Catalog) -> None:

@@ -127,6 +127,16 @@ class ModelCapabilityMissing(DomainError):
 
     code = "model_capability_missing"
 
+    @property
+    def missing(self) -> list[str]:
+        value = self.details.get("missing")
+        return [str(item) for item in value] if isinstance(value, list | tuple) else []
+
+    @property
+    def alternatives(self) -> list[str]:
+        value = self.details.get("alternatives")
+        return [str(item) for item in value] if isinstance(value, list | tuple) else []
+
 
 class ComplianceTierNotInPlan(DomainError):
     """The Free plan is unrestricted-tier only. details: tier, plan."""

@@ -280,14 +280,13 @@ async def chat_completions(http: HttpRequest, services: Services) -> Response:
                 capabilities=required_capabilities(body) - {"documents"} if ocr else None,
             )
         except ModelCapabilityMissing as error:
-            missing = error.details.get("missing")
-            if not isinstance(missing, list | tuple) or "documents" not in missing:
+            if "documents" not in error.missing:
                 raise
             raise ModelDoesNotSupportDocuments(
                 f"model {body['model'].strip()[:200]!r} cannot read documents (PDF); "
                 "choose a document-capable model",
                 model=body["model"].strip()[:200],
-                alternatives=error.details.get("alternatives") or [],
+                alternatives=error.alternatives,
             ) from None
         route = route_of(decision.chosen)
         # BYOK: the project's own key for the chosen provider, when it has one (fee 0%). The

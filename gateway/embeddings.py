@@ -165,7 +165,7 @@ async def embeddings(http: HttpRequest, services: Services) -> Response:
                 capabilities=EMBEDDINGS_CAPABILITY,
             )
         except ModelCapabilityMissing as error:
-            if "embeddings" not in (error.details.get("missing") or ()):
+            if "embeddings" not in error.missing:
                 raise
             project_routing = await services.routing.project_routing.get(
                 project.id, services.cache.get
@@ -174,7 +174,7 @@ async def embeddings(http: HttpRequest, services: Services) -> Response:
                 body["model"].strip(),
                 services.routing.catalog_for(project_routing),
                 effective,
-                list(error.details.get("alternatives") or ()),
+                error.alternatives,
             ) from None
         route = route_of(decision.chosen)
         if not _provider_has_embeddings(route.provider):

@@ -170,7 +170,7 @@ async def record_rejection(
                 http_status=error.status,
                 error_code=error.code,
                 error_type=error.error_type,
-                message=error.message,
+                message=error.ledger_message,
                 pii_decision=ctx.pii_decision,
             )
         )
@@ -499,7 +499,7 @@ async def fail_request(
             http_status=error.status,
             error_code=error.code,
             error_type=error.error_type,
-            message=error.message,
+            message=error.ledger_message,
             latency_ms=ctx.elapsed_ms(),
             after_first_chunk=after_first_chunk,
             delivered_chunks=delivered_chunks,

@@ -77,6 +77,10 @@ class GatewayError(Exception):
         self.param = param
         self.extra = extra or {}
         self.headers = headers or {}
+        # What the ledger records. Defaults to the message, which the gateway writes itself;
+        # a provider's free text is replaced (it may echo the prompt, and events never carry
+        # prompt text).
+        self.ledger_message = message
 
 
 def from_domain(error: DomainError) -> GatewayError:
@@ -112,7 +116,7 @@ def from_upstream(error: UpstreamError) -> GatewayError:
         headers["Retry-After"] = str(max(1, int(round(error.retry_after_seconds))))
     if error.hint:
         extra["hint"] = error.hint
-    return GatewayError(
+    gateway_error = GatewayError(
         error.code,
         error.message,
         status=error.status,
@@ -121,6 +125,12 @@ def from_upstream(error: UpstreamError) -> GatewayError:
         extra=extra,
         headers=headers,
     )
+    if error.provider_text:
+        gateway_error.ledger_message = (
+            f"{error.provider} failed: {error.code} (HTTP {error.status} to the client); "
+            "the provider's own message is not recorded"
+        )
+    return gateway_error
 
 
 def as_gateway_error(error: BaseException) -> GatewayError:

@@ -60,9 +60,11 @@ class SimulatorState:
         self.words_per_chunk = words_per_chunk
         self.response_delay_s = response_delay_s  # before answering (both modes)
         self.error_status = error_status  # answer this HTTP error instead of a completion
-        self.fail_after_chunks = (
-            fail_after_chunks  # stream: an in-band error after N content chunks
-        )
+        # stream: an in-band error after N content chunks
+        self.fail_after_chunks = fail_after_chunks
+        # Providers often echo the offending input in their error text: "{prompt}" is replaced
+        # by the last user message, as such an echo would.
+        self.error_message = "simulated failure"
         self.requests: list[dict[str, Any]] = []
 
 
@@ -103,8 +105,17 @@ def create_simulator_app(state: SimulatorState | None = None) -> FastAPI:
                 500: "server_error",
                 503: "overloaded",
             }
+            last_user = next(
+                (
+                    m.get("content")
+                    for m in reversed(body["messages"])
+                    if isinstance(m, dict) and m.get("role") == "user"
+                ),
+                "",
+            )
+            message = state.error_message.replace("{prompt}", str(last_user))
             response = _error(
-                state.error_status, "simulated failure", "api_error", kinds.get(state.error_status)
+                state.error_status, message, "api_error", kinds.get(state.error_status)
             )
             if state.error_status == 429:
                 response.headers["retry-after"] = "7"

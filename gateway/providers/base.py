@@ -74,6 +74,7 @@ class UpstreamError(Exception):
         retry_after_source: str | None = None,  # "provider_header" | "gateway_default"
         hint: str | None = None,
         retryable: bool = False,
+        provider_text: bool = False,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -86,6 +87,9 @@ class UpstreamError(Exception):
         self.retry_after_source = retry_after_source
         self.hint = hint
         self.retryable = retryable
+        # True when `message` carries the provider's own words, which may echo the prompt:
+        # the client sees them, the ledger never records them.
+        self.provider_text = provider_text
 
 
 @dataclass(slots=True)

@@ -63,6 +63,20 @@ def error_from_status(
     *,
     text: str = "",
 ) -> UpstreamError:
+    """The mapped error; its message quotes the provider, so it is flagged provider_text."""
+    error = _error_from_status(provider, status, headers, payload, text=text)
+    error.provider_text = True
+    return error
+
+
+def _error_from_status(
+    provider: str,
+    status: int,
+    headers: Mapping[str, str],
+    payload: Any,
+    *,
+    text: str = "",
+) -> UpstreamError:
     message, provider_code = extract_message(payload, text[:MAX_MESSAGE_CHARS] or f"HTTP {status}")
     prefix = f"{provider}: "
     if status == 400 or status == 422 or status == 413:

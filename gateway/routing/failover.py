@@ -78,6 +78,7 @@ class FailoverExhausted(UpstreamError):
             retry_after_source=last.retry_after_source,
             hint=last.hint,
             retryable=last.retryable,
+            provider_text=last.provider_text,
         )
         self.attempts = attempts
 

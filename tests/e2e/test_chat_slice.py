@@ -308,3 +308,28 @@ def test_no_prompt_text_completion_text_or_secret_ever_lands_in_the_event_store(
     for needle in secrets_and_text:
         assert not any(needle in state for state in states), needle
         assert needle not in caplog.text, needle
+
+
+def test_a_provider_error_echoing_the_prompt_reaches_the_client_but_never_the_ledger(
+    gateway: Gateway, simulator
+) -> None:
+    _, state = simulator
+    state.error_status = 400
+    state.error_message = "Invalid content in request: {prompt}"
+    tenant = gateway.tenant()
+    canary = "quokka-canary-4412 private note"
+    with pytest.raises(openai.BadRequestError) as caught:
+        gateway.openai(tenant).chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": canary}]
+        )
+    assert canary in str(caught.value)  # the client sees what the provider said
+    gateway.settle()
+    states = [
+        n.state.decode()
+        for n in gateway.services.app.recorder.select_notifications(start=1, limit=100_000)
+    ]
+    assert not any("quokka-canary" in state for state in states)
+    with gateway.client() as http:
+        [record] = http.get("/v1/data/audit", headers=tenant.headers()).json()["data"]
+    assert record["status"] == "failed" and record["http_status"] == 400
+    assert "provider's own message is not recorded" in record["error_message"]

@@ -48,6 +48,7 @@ from domain.errors import DomainError, InsufficientFunds, ReservationNotFound  #
 from domain.handlers import UnitOfWork  # noqa: E402
 from domain.ids import account_id  # noqa: E402
 from domain.writer import GroupCommitWriter, run_now  # noqa: E402
+from tests.support.ledger import post_plain_charge  # noqa: E402
 from tests.support.postgres import temporary_database  # noqa: E402
 
 RESERVE_AMOUNT = Decimal("0.010")
@@ -83,27 +84,17 @@ def reserve(account: Account, request_id: str, amount: Decimal, now: datetime) -
 
 
 def post(account: Account, request_id: str, amount: Decimal, now: datetime) -> Decimal:
-    return account.post_charge(
-        request_id=request_id,
-        actual_amount=amount,
-        provider_cost=amount,
-        provider_currency="USD",
-        fx_rate=Decimal(1),
-        fx_rate_id=None,
+    return post_plain_charge(
+        account,
+        request_id,
+        amount,
+        now,
         price_id="bench",
-        fee_rate=Decimal(0),
-        fee_amount=Decimal(0),
-        key_source="managed",
-        usage_source="provider",
-        provider="openai",
         model="bench",
         upstream_model="bench",
         input_tokens=100,
         output_tokens=100,
-        cached_tokens=0,
-        key_id=None,
         actor_id="bench",
-        now=now,
     )
 
 

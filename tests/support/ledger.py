@@ -179,3 +179,31 @@ def start_clocked_gateway(env: dict[str, str], clock: Clock) -> Gateway:
     services = build_services(settings, clock)
     server = BackgroundServer(create_app(settings, services)).start()
     return Gateway(server=server, services=services, settings=settings)
+
+
+def post_plain_charge(
+    account: Account, request_id: str, amount: Decimal, now: datetime, **terms: Any
+) -> Decimal:
+    """Post `amount` as the charge for `request_id` with neutral pricing terms (USD, rate 1,
+    no fee, one token each way); `terms` overrides any of them (key_id, daily_budget, …)."""
+    fields: dict[str, Any] = {
+        "provider_cost": amount,
+        "provider_currency": "USD",
+        "fx_rate": Decimal(1),
+        "fx_rate_id": None,
+        "price_id": "p",
+        "fee_rate": Decimal(0),
+        "fee_amount": Decimal(0),
+        "key_source": "managed",
+        "usage_source": "provider",
+        "provider": "openai",
+        "model": "m",
+        "upstream_model": "m",
+        "input_tokens": 1,
+        "output_tokens": 1,
+        "cached_tokens": 0,
+        "key_id": None,
+        "actor_id": None,
+    }
+    fields.update(terms)
+    return account.post_charge(request_id=request_id, actual_amount=amount, now=now, **fields)

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from domain.account import Account
 from domain.errors import BudgetExceeded, InsufficientFunds, QuotaExceeded, ReservationNotFound
+from tests.support.ledger import post_plain_charge
 
 START = datetime(2026, 11, 30, 22, 0, tzinfo=UTC)
 KEYS = [uuid4(), uuid4(), None]
@@ -91,27 +92,15 @@ def test_any_interleaving_keeps_the_balance_equation_and_never_goes_negative(ops
                 request_ids.append(request_id)
             elif kind == "post" and request_ids:
                 request_id = request_ids[op[1] % len(request_ids)]
-                account.post_charge(
-                    request_id=request_id,
-                    actual_amount=op[2],
-                    provider_cost=op[2],
-                    provider_currency="USD",
+                post_plain_charge(
+                    account,
+                    request_id,
+                    op[2],
+                    now,
                     fx_rate=Decimal("0.9"),
                     fx_rate_id="fx",
-                    price_id="p",
                     fee_rate=Decimal("0.05"),
-                    fee_amount=Decimal(0),
-                    key_source="managed",
-                    usage_source="provider",
-                    provider="openai",
-                    model="m",
-                    upstream_model="m",
-                    input_tokens=1,
-                    output_tokens=1,
-                    cached_tokens=0,
-                    key_id=None,
                     actor_id="a",
-                    now=now,
                 )
                 charged[request_id] = charged.get(request_id, 0) + 1
             elif kind == "release" and request_ids:
@@ -169,28 +158,8 @@ def test_a_daily_budget_is_never_overshot_even_when_actual_cost_exceeds_the_esti
         elif settle == 2:
             # the actual cost may exceed the estimate (up to twice here): what the budget
             # cannot take is a shortfall, never an overshoot
-            account.post_charge(
-                request_id=f"r{n}",
-                actual_amount=amount * factor,
-                provider_cost=amount * factor,
-                provider_currency="USD",
-                fx_rate=Decimal(1),
-                fx_rate_id=None,
-                price_id="p",
-                fee_rate=Decimal(0),
-                fee_amount=Decimal(0),
-                key_source="managed",
-                usage_source="provider",
-                provider="openai",
-                model="m",
-                upstream_model="m",
-                input_tokens=1,
-                output_tokens=1,
-                cached_tokens=0,
-                key_id=key,
-                actor_id=None,
-                now=START,
-                daily_budget=budget,
+            post_plain_charge(
+                account, f"r{n}", amount * factor, START, key_id=key, daily_budget=budget
             )
         assert account.spent_on(key, START.date()) <= budget
         check_invariants(account)

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from domain.account import Account
 from domain.errors import DomainError, IllegalTransition, InsufficientFunds, ReservationNotFound
 from domain.request import ALLOWED_TRANSITIONS, TERMINAL_STATES, Request
+from tests.support.ledger import post_plain_charge
 
 NOW = datetime(2026, 11, 21, tzinfo=UTC)
 
@@ -25,28 +26,7 @@ def account(balance: str = "1.00") -> Account:
 
 
 def charge(acc: Account, request_id: str, amount: str) -> Decimal:
-    return acc.post_charge(
-        request_id=request_id,
-        actual_amount=Decimal(amount),
-        provider_cost=Decimal(amount),
-        provider_currency="USD",
-        fx_rate=Decimal(1),
-        fx_rate_id=None,
-        price_id="p",
-        fee_rate=Decimal(0),
-        fee_amount=Decimal(0),
-        key_source="managed",
-        usage_source="provider",
-        provider="openai",
-        model="m",
-        upstream_model="m",
-        input_tokens=1,
-        output_tokens=1,
-        cached_tokens=0,
-        key_id=None,
-        actor_id=None,
-        now=NOW,
-    )
+    return post_plain_charge(acc, request_id, Decimal(amount), NOW)
 
 
 def test_a_refused_reservation_triggers_no_event() -> None:

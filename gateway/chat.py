@@ -215,20 +215,6 @@ async def reject(ctx: Context, error: BaseException, endpoint: str = ENDPOINT_CH
     return error_response(gateway_error, ctx.request_id, ctx.headers)
 
 
-def adapter_for(services: Services, provider: str) -> ProviderAdapter:
-    adapter = services.adapters.get(provider)
-    if adapter is None:
-        raise GatewayError(
-            "provider_not_configured",
-            f"provider {provider!r} is not configured on this gateway "
-            f"(set LEDGERGATE_{provider.upper()}_BASE_URL / _API_KEY)",
-            status=503,
-            error_type="api_error",
-            param="model",
-        )
-    return adapter
-
-
 async def chat_completions(http: HttpRequest, services: Services) -> Response:
     ctx = Context(request_id=new_request_id(), started=time.perf_counter(), services=services)
     ctx.received_at = services.clock.now()

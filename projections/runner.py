@@ -5,6 +5,12 @@ notification once, and for each view applies the events past its tracking positi
 moves the position in the same transaction. Several runners (the gateway's and a
 projection worker's) may run at once: the tracking row is locked for the transaction, and
 a view only applies events beyond the position it reads under that lock.
+
+Apart from the views, each runner keeps its own follower position over the log
+(`follow_position`, in memory, starting at the log head when the process starts) and hands
+every event past it to `on_notification`, so the process can drop cached copies of what
+changed. That position never depends on the shared view tracking: when another process has
+already projected an event, this process still sees it (once) and evicts its caches.
 """
 
 from __future__ import annotations
@@ -41,6 +47,10 @@ class ProjectionRunner:
         self.on_notification = on_notification
         self.progress = progress
         self.position = 0
+        # This process's own pass over the log for its caches; None until the first catch_up
+        # (which starts it at the head: nothing is cached before the process starts).
+        self.follow_position: int | None = None
+        self._decoded_recently: dict[int, Any] = {}
         self._wake = threading.Event()
         self._advanced = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -68,9 +78,11 @@ class ProjectionRunner:
     # --- catching up ----------------------------------------------------------------------
 
     def catch_up(self) -> int:
-        """Apply everything recorded so far. Returns the lowest view position."""
+        """Hand every new event to `on_notification`, then apply everything recorded so far
+        to the views. Returns the lowest view position (the follower position without views)."""
+        self._follow()
         if not self.views:
-            return self._follow()
+            return self.position
         self._ensure_tracking()
         target = self.app.recorder.max_notification_id() or 0
         while True:
@@ -81,13 +93,14 @@ class ProjectionRunner:
             )
             if not notifications:
                 break
-            decoded = [(n.id, n, self.app.mapper.to_domain_event(n)) for n in notifications]
+            recent = self._decoded_recently
+            decoded = [
+                (n.id, n, recent.get(n.id) or self.app.mapper.to_domain_event(n))
+                for n in notifications
+            ]
             for view in self.views:
                 with self.store.transaction() as tx:
                     self._apply_view(tx, view, decoded)
-            if self.on_notification is not None:
-                for _, _notification, event in decoded:
-                    self.on_notification(event)
             last = decoded[-1][0]
             self._set_position(last)
             if self.progress is not None:
@@ -96,19 +109,43 @@ class ProjectionRunner:
                 break
         return self.position
 
-    def _follow(self) -> int:
-        """Follower mode (no views: another process writes them): only watch the log, so
-        caches can drop what other processes changed."""
+    def _follow(self) -> None:
+        """This process's own pass over the log: every event past `follow_position` goes to
+        `on_notification` (caches drop what any process changed), whoever projected it."""
+        if self.on_notification is None and self.views:
+            return  # a projection worker has no caches to keep fresh
+        if self.follow_position is None:
+            self.follow_position = self.app.recorder.max_notification_id() or 0
+            if not self.views:
+                self._set_position(self.follow_position)
+            return
         while True:
             notifications = self.app.recorder.select_notifications(
-                start=self.position, limit=NOTIFICATIONS_PER_BATCH, inclusive_of_start=False
+                start=self.follow_position, limit=NOTIFICATIONS_PER_BATCH, inclusive_of_start=False
             )
             if not notifications:
-                return self.position
-            if self.on_notification is not None:
-                for notification in notifications:
-                    self.on_notification(self.app.mapper.to_domain_event(notification))
-            self._set_position(notifications[-1].id)
+                return
+            # Kept for the views' pass, which usually reads the same batch right after.
+            self._decoded_recently = {}
+            for notification in notifications:
+                try:
+                    event = self.app.mapper.to_domain_event(notification)
+                except Exception:  # one undecodable event must not stop the caches following
+                    self.errors += 1
+                    log.exception("could not decode notification %s", notification.id)
+                    continue
+                self._decoded_recently[notification.id] = event
+                if self.on_notification is not None:
+                    try:
+                        self.on_notification(event)
+                    except Exception:
+                        self.errors += 1
+                        log.exception("cache eviction failed for notification %s", notification.id)
+            self.follow_position = notifications[-1].id
+            if not self.views:
+                self._set_position(self.follow_position)
+            if len(notifications) < NOTIFICATIONS_PER_BATCH:
+                return
 
     def views_position(self) -> int:
         """The position every view in the read store has reached (whoever writes them)."""

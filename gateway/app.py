@@ -70,9 +70,13 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             from gateway.sweeper import Sweeper
 
             sweeper = Sweeper(services).start()
+        from gateway.audit import audit_service
+
+        audit = audit_service(services).start()  # the Merkle log follows the writer
         try:
             yield
         finally:
+            audit.stop()
             if sweeper is not None:
                 sweeper.stop()
             await services.aclose()
@@ -616,6 +620,11 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         admin=admin,
         read_error=read_error,
     )
+
+    # The tamper-evident log (issue 13): checkpoints, the verifier key, proofs.
+    from gateway.audit_routes import register_audit_routes
+
+    register_audit_routes(app, services, project_of=project_of, wait_for=wait_for)
 
     return app
 

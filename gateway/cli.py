@@ -265,6 +265,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="also record an adjustment of --project's balance by the total difference",
     )
     reconcile.add_argument("--project", type=_uuid, help="the project --adjust adjusts")
+
+    from gateway.audit_cli import add_audit_commands
+
+    add_audit_commands(sub)  # audit export|show|checkpoint, verify
     return parser
 
 
@@ -396,6 +400,10 @@ def main(argv: list[str] | None = None) -> int:
         return sweep(settings, args.grace_seconds)
     if command in ("ledger", "reconcile"):
         return finance(settings, args)
+    if command in ("audit", "verify"):
+        from gateway.audit_cli import run_audit_command
+
+        return run_audit_command(settings, args)
     return fail("unknown_command", command)
 
 

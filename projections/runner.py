@@ -50,12 +50,7 @@ class ProjectionRunner:
     # --- tracking -------------------------------------------------------------------------
 
     def _ensure_tracking(self) -> None:
-        with self.store.transaction() as tx:
-            for view in self.views:
-                tx.execute(
-                    "INSERT INTO lg_tracking (view, position) VALUES (%s, 0) ON CONFLICT (view) DO NOTHING",
-                    (view.name,),
-                )
+        ensure_tracking(self.store, self.views)
 
     def positions(self) -> dict[str, int]:
         with self.store.transaction(write=False) as tx:
@@ -116,20 +111,7 @@ class ProjectionRunner:
         return min(positions.values()) if positions else 0
 
     def _apply_view(self, tx: Tx, view: View, decoded: list[tuple[int, Any, Any]]) -> None:
-        lock = " FOR UPDATE" if self.store.dialect == "postgres" else ""
-        row = tx.execute(
-            f"SELECT position FROM lg_tracking WHERE view = %s{lock}", (view.name,)
-        ).fetchone()
-        current = int(row["position"]) if row else 0
-        last = current
-        for position, _, event in decoded:
-            if position <= current:
-                continue  # already applied: replaying it is a no-op
-            if view.handles(event):
-                view.apply(tx, event, position)
-            last = position
-        if last != current:
-            tx.execute("UPDATE lg_tracking SET position = %s WHERE view = %s", (last, view.name))
+        apply_by_position(tx, view, decoded, locked_view_position(tx, view))
 
     def _set_position(self, position: int) -> None:
         with self._advanced:
@@ -211,6 +193,46 @@ class ProjectionRunner:
         if self.position < position and self._thread is None:
             self.catch_up()
         return self.position >= position
+
+
+# --- applying by position (the log runner above and the Kafka-fed projections share it) ---
+
+
+def ensure_tracking(store: ReadStore, views: Sequence[View]) -> None:
+    with store.transaction() as tx:
+        for view in views:
+            tx.execute(
+                "INSERT INTO lg_tracking (view, position) VALUES (%s, 0) ON CONFLICT (view) DO NOTHING",
+                (view.name,),
+            )
+
+
+def locked_view_position(tx: Tx, view: View) -> int:
+    """The view's tracking position, locked for the transaction (PostgreSQL; SQLite's
+    write transaction is exclusive already)."""
+    lock = " FOR UPDATE" if tx.store.dialect == "postgres" else ""
+    row = tx.execute(
+        f"SELECT position FROM lg_tracking WHERE view = %s{lock}", (view.name,)
+    ).fetchone()
+    return int(row["position"]) if row else 0
+
+
+def apply_by_position(
+    tx: Tx, view: View, decoded: Sequence[tuple[int, Any, Any]], current: int
+) -> int:
+    """Apply the (position, _, event) entries past the view's position `current` and move
+    the position in the same transaction. An entry at or below the position reached so far
+    is skipped: replays (and a feed's duplicates) are no-ops. Returns the new position."""
+    last = current
+    for position, _, event in decoded:
+        if position <= last:
+            continue  # already applied: replaying it is a no-op
+        if view.handles(event):
+            view.apply(tx, event, position)
+        last = position
+    if last != current:
+        tx.execute("UPDATE lg_tracking SET position = %s WHERE view = %s", (last, view.name))
+    return last
 
 
 def default_views() -> list[View]:

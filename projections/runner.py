@@ -98,12 +98,7 @@ class ProjectionRunner:
     # --- tracking -------------------------------------------------------------------------
 
     def _ensure_tracking(self) -> None:
-        with self.store.transaction() as tx:
-            for view in self.views:
-                tx.execute(
-                    "INSERT INTO lg_tracking (view, position) VALUES (%s, 0) ON CONFLICT (view) DO NOTHING",
-                    (view.name,),
-                )
+        ensure_tracking(self.store, self.views)
 
     def positions(self) -> dict[str, int]:
         with self.store.transaction(write=False) as tx:
@@ -206,33 +201,14 @@ class ProjectionRunner:
     def _apply_view(
         self, tx: Tx, view: View, decoded: list[tuple[int, Any, Any]], *, guarded: bool = False
     ) -> None:
-        lock = " FOR UPDATE" if self.store.dialect == "postgres" else ""
-        row = tx.execute(
-            f"SELECT position FROM lg_tracking WHERE view = %s{lock}", (view.name,)
-        ).fetchone()
-        current = int(row["position"]) if row else 0
-        last = current
-        for position, notification, event in decoded:
-            if position <= current:
-                continue  # already applied: replaying it is a no-op
-            if isinstance(event, Undecodable):
-                self._dead_letter(tx, view, position, notification, event.error)
-            elif view.handles(event):
-                if not guarded:
-                    view.apply(tx, event, position)
-                else:
-                    tx.execute("SAVEPOINT lg_apply")
-                    try:
-                        view.apply(tx, event, position)
-                    except Exception as error:
-                        if is_transient(error):
-                            raise
-                        tx.execute("ROLLBACK TO SAVEPOINT lg_apply")
-                        self._dead_letter(tx, view, position, notification, error)
-                    tx.execute("RELEASE SAVEPOINT lg_apply")
-            last = position
-        if last != current:
-            tx.execute("UPDATE lg_tracking SET position = %s WHERE view = %s", (last, view.name))
+        apply_by_position(
+            tx,
+            view,
+            decoded,
+            locked_view_position(tx, view),
+            dead_letter=self._dead_letter,
+            guarded=guarded,
+        )
 
     def _dead_letter(
         self, tx: Tx, view: View, position: int, notification: Any, error: BaseException
@@ -345,6 +321,71 @@ class ProjectionRunner:
         if self.position < position and self._thread is None:
             self.catch_up()
         return self.position >= position
+
+
+# --- applying by position (the log runner above and the Kafka-fed projections share it) ---
+
+
+def ensure_tracking(store: ReadStore, views: Sequence[View]) -> None:
+    with store.transaction() as tx:
+        for view in views:
+            tx.execute(
+                "INSERT INTO lg_tracking (view, position) VALUES (%s, 0) ON CONFLICT (view) DO NOTHING",
+                (view.name,),
+            )
+
+
+def locked_view_position(tx: Tx, view: View) -> int:
+    """The view's tracking position, locked for the transaction (PostgreSQL; SQLite's
+    write transaction is exclusive already)."""
+    lock = " FOR UPDATE" if tx.store.dialect == "postgres" else ""
+    row = tx.execute(
+        f"SELECT position FROM lg_tracking WHERE view = %s{lock}", (view.name,)
+    ).fetchone()
+    return int(row["position"]) if row else 0
+
+
+def apply_by_position(
+    tx: Tx,
+    view: View,
+    decoded: Sequence[tuple[int, Any, Any]],
+    current: int,
+    *,
+    dead_letter: Callable[[Tx, View, int, Any, BaseException], None] | None = None,
+    guarded: bool = False,
+) -> int:
+    """Apply the (position, notification, event) entries past the view's position `current`
+    and move the position in the same transaction. An entry at or below the position reached
+    so far is skipped: replays (and a feed's duplicates) are no-ops. Returns the new position.
+
+    With `dead_letter`, an undecodable event is recorded through it and passed over; with
+    `guarded` too, each event is applied in its own savepoint, and one the view cannot apply
+    is rolled back alone and recorded the same way (never a transient storage error)."""
+    last = current
+    for position, notification, event in decoded:
+        if position <= last:
+            continue  # already applied: replaying it is a no-op
+        if isinstance(event, Undecodable):
+            if dead_letter is None:
+                raise event.error
+            dead_letter(tx, view, position, notification, event.error)
+        elif view.handles(event):
+            if not guarded or dead_letter is None:
+                view.apply(tx, event, position)
+            else:
+                tx.execute("SAVEPOINT lg_apply")
+                try:
+                    view.apply(tx, event, position)
+                except Exception as error:
+                    if is_transient(error):
+                        raise
+                    tx.execute("ROLLBACK TO SAVEPOINT lg_apply")
+                    dead_letter(tx, view, position, notification, error)
+                tx.execute("RELEASE SAVEPOINT lg_apply")
+        last = position
+    if last != current:
+        tx.execute("UPDATE lg_tracking SET position = %s WHERE view = %s", (last, view.name))
+    return last
 
 
 def default_views() -> list[View]:

@@ -13,6 +13,7 @@ import os
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from typing import Any
 import openai
 import pytest
 
+from domain import commands as c
 from gateway.serving import BackgroundServer
 from gateway.simulator import SimulatorState, create_simulator_app
 from tests.support.harness import ADMIN_TOKEN, Gateway, Tenant, start_gateway
@@ -56,6 +58,8 @@ class World:
     a_bob: list[str] = field(default_factory=list)
     a_hostile: str = ""
     b_completed: str = ""
+    euro: Tenant | None = None
+    euro_completed: str = ""
 
     @property
     def url(self) -> str:
@@ -100,6 +104,16 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             state.error_status = None
             world.a_failed = str(failure.value.response.headers["x-request-id"])
             world.b_completed = _chat(gateway.openai(b, user="carol"), "Beta's own secret question")
+            gateway.execute(
+                c.SetFxRate(
+                    base="USD",
+                    quote="EUR",
+                    rate=Decimal("0.92"),
+                    effective_from=datetime.now(UTC) - timedelta(days=1),
+                )
+            )
+            world.euro = gateway.tenant(balance="10.00", currency="EUR", name="Euro project")
+            world.euro_completed = _chat(gateway.openai(world.euro, user="dora"), "Bonjour")
             gateway.settle()
             yield world
         finally:
@@ -239,6 +253,28 @@ def test_a_key_looks_up_its_request_and_sees_the_whole_record(world: World, page
     attempts = pg.locator("#r-attempts tbody tr").all_inner_texts()
     assert len(attempts) == 1 and record["provider"] in attempts[0]
     assert page.problems == []
+
+
+def test_a_converted_charge_shows_the_fx_rate_and_the_events_that_set_price_and_rate(
+    world: World, page: Page
+) -> None:
+    from playwright.sync_api import expect
+
+    assert world.euro is not None
+    pg = open_dashboard(page, world, world.euro.api_key)
+    look_up(pg, world.euro_completed)
+    expect(pg.locator(f"#lookup-result[data-request-id='{world.euro_completed}']")).to_be_visible()
+    with world.gateway.client() as http:
+        pricing = http.get(
+            f"/v1/data/audit/{world.euro_completed}", headers=world.euro.headers()
+        ).json()["pricing"]
+    assert pricing["fx_rate_event_id"] and pricing["price_event_id"]
+    assert field_text(pg, "#r-pricing", "fx_rate") == f"{pricing['fx_rate']} (USD → EUR)"
+    assert Decimal(pricing["fx_rate"]) == Decimal("0.92")
+    assert field_text(pg, "#r-pricing", "fx_rate_id") == pricing["fx_rate_id"]
+    assert field_text(pg, "#r-pricing", "fx_rate_event_id") == pricing["fx_rate_event_id"]
+    assert field_text(pg, "#r-pricing", "price_event_id") == pricing["price_event_id"]
+    assert field_text(pg, "#r-cost", "cost").endswith(" EUR")
 
 
 def test_a_failed_request_shows_its_failure_and_its_attempt(world: World, page: Page) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 from datetime import UTC, datetime, timedelta
@@ -19,6 +18,7 @@ from domain.errors import DomainError
 from domain.money import to_decimal
 from domain.writer import run_now
 from gateway.config import Settings
+from gateway.observability.logs import configure_logging
 
 DEMO_SIMULATED_PROVIDERS = ("openai", "mistral", "moonshot", "xai")
 # Demo FX rates (1 base = rate USD), recorded as FX events with source "demo" so a USD
@@ -288,12 +288,7 @@ def run_command(settings: Settings, command: c.Command) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = Settings.from_env()
-    logging.basicConfig(
-        level=settings.log_level,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per upstream call is noise
+    configure_logging(settings.log_level, settings.raw.get("LEDGERGATE_LOG_FORMAT") or "json")
     command = args.command
     if command == "project" and args.action != "create":
         return project_admin(settings, args)
@@ -434,7 +429,8 @@ def serve(settings: Settings, host: str, port: int) -> int:
         host=host,
         port=port,
         log_level=settings.log_level.lower(),
-        access_log=False,
+        access_log=False,  # the gateway writes its own access line (gateway/observability)
+        log_config=None,  # uvicorn's lines go through the configured (JSON) handler
     )
     return 0
 

@@ -17,8 +17,10 @@ from domain.clock import parse_instant
 from domain.errors import DomainError
 from domain.money import to_decimal
 from domain.writer import run_now
+from gateway.cli_reads import add_read_commands, is_read_command, run_read_command
 from gateway.config import Settings
 from gateway.observability.logs import configure_logging
+from gateway.progress import progress_bar
 
 DEMO_SIMULATED_PROVIDERS = ("openai", "mistral", "moonshot", "xai")
 # Demo FX rates (1 base = rate USD), recorded as FX events with source "demo" so a USD
@@ -260,6 +262,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="also record an adjustment of --project's balance by the total difference",
     )
     reconcile.add_argument("--project", type=_uuid, help="the project --adjust adjusts")
+    add_read_commands(
+        sub,
+        project=project,
+        key=key,
+        price=price,
+        fx=fx,
+        model=model,
+        uuid_type=_uuid,
+        instant_type=_instant,
+    )  # list/show commands and `audit show` (gateway/cli_reads.py)
     return parser
 
 
@@ -290,6 +302,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings.from_env()
     configure_logging(settings.log_level, settings.raw.get("LEDGERGATE_LOG_FORMAT") or "json")
     command = args.command
+    if is_read_command(args):
+        return run_read_command(settings, args)
     if command == "project" and args.action != "create":
         return project_admin(settings, args)
     if command == "provider-key":
@@ -444,13 +458,12 @@ def projections(settings: Settings, args: argparse.Namespace) -> int:
     store = ReadStore(settings.database_url, settings.data_dir)
     store.migrate()
 
-    def progress(position: int, target: int) -> None:
-        print(f"  replayed {position:,} / {target:,} events", file=sys.stderr)
-
-    runner = ProjectionRunner(app, store, default_views(), progress=progress)
+    runner = ProjectionRunner(app, store, default_views())
     try:
         if args.action == "rebuild":
-            position = runner.rebuild(args.view)
+            with progress_bar("replaying the event log") as advance:
+                runner.progress = advance
+                position = runner.rebuild(args.view)
             emit(
                 {
                     "rebuilt": [
@@ -511,13 +524,11 @@ def finance(settings: Settings, args: argparse.Namespace) -> int:
     try:
         store.migrate()
 
-        def progress(position: int, target: int) -> None:
-            print(f"  projecting {position:,} / {target:,} events", file=sys.stderr)
-
-        runner = ProjectionRunner(
-            app, store, [LedgerEntriesView(), ReconciliationsView()], progress=progress
-        )
-        runner.catch_up()
+        with progress_bar("bringing the ledger views up to date") as advance:
+            runner = ProjectionRunner(
+                app, store, [LedgerEntriesView(), ReconciliationsView()], progress=advance
+            )
+            runner.catch_up()
         if args.command == "ledger" and args.action == "balance":
             return _ledger_balance(store, args)
         if args.command == "ledger":
@@ -545,10 +556,10 @@ def _ledger_export(store: Any, args: argparse.Namespace) -> int:
     output = args.output or f"ledger-entries.{args.format}"
     position = tracked_position(store, "ledger_entries")
 
-    def progress(rows: int) -> None:
-        print(f"  exported {rows:,} rows", file=sys.stderr)
-
-    path, rows = export_store(store, args.format, output, progress=progress)
+    with progress_bar(f"exporting ledger entries to {output}") as advance:
+        path, rows = export_store(
+            store, args.format, output, progress=lambda done: advance(done, None)
+        )
     emit({"format": args.format, "path": str(path), "rows": rows, "as_of_position": position})
     return 0
 

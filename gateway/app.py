@@ -29,6 +29,7 @@ from gateway.config import Settings
 from gateway.embeddings import embeddings
 from gateway.errors import GatewayError, as_gateway_error, error_response
 from gateway.jsonable import jsonable
+from gateway.observability import install as install_observability
 from gateway.pii.service import pii_service
 from gateway.read_scope import read_project
 from gateway.read_scope import require_admin as admin_gate
@@ -201,10 +202,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             return await read_error(request, error)
 
     install_unsupported_routes(app, services)
-
-    @app.get("/health")
-    async def health() -> dict[str, Any]:
-        return {"status": "ok", "position": services.runner.position}
+    install_observability(app, services)  # /health, /ready, /metrics, traces, access log
 
     # --- read side ----------------------------------------------------------------------------
 

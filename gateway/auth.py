@@ -20,6 +20,7 @@ from domain.project import ApiKey, Project
 from gateway.cache import AggregateCache
 from gateway.errors import GatewayError
 from gateway.validation import check_text
+from gateway.observability.core import traced_auth
 
 USER_ID_CHARS_MAX = 256
 ACTOR_TOKEN_TTL_S_MAX = 7 * 24 * 3600
@@ -50,6 +51,7 @@ def bearer_key(authorization: str | None) -> str:
     return token
 
 
+@traced_auth
 async def authenticate_key(
     cache: AggregateCache, authorization: str | None
 ) -> tuple[ApiKey, Project]:

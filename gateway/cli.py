@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 from datetime import UTC, datetime, timedelta
@@ -18,7 +17,10 @@ from domain.clock import parse_instant
 from domain.errors import DomainError
 from domain.money import to_decimal
 from domain.writer import run_now
+from gateway.cli_reads import add_read_commands, is_read_command, run_read_command
 from gateway.config import Settings
+from gateway.observability.logs import configure_logging
+from gateway.progress import progress_bar
 
 DEMO_SIMULATED_PROVIDERS = ("openai", "mistral", "moonshot", "xai")
 # Demo FX rates (1 base = rate USD), recorded as FX events with source "demo" so a USD
@@ -290,9 +292,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     reconcile.add_argument("--project", type=_uuid, help="the project --adjust adjusts")
 
+    audit = add_read_commands(
+        sub,
+        project=project,
+        key=key,
+        price=price,
+        fx=fx,
+        model=model,
+        uuid_type=_uuid,
+        instant_type=_instant,
+    )  # list/show commands and `audit show` (gateway/cli_reads.py)
+
     from gateway.audit_cli import add_audit_commands
 
-    add_audit_commands(sub)  # audit export|show|checkpoint, verify
+    add_audit_commands(sub, audit)  # audit export|status|checkpoint, verify
     return parser
 
 
@@ -321,14 +334,11 @@ def run_command(settings: Settings, command: c.Command) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = Settings.from_env()
-    logging.basicConfig(
-        level=settings.log_level,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per upstream call is noise
+    configure_logging(settings.log_level, settings.raw.get("LEDGERGATE_LOG_FORMAT") or "json")
     logging.getLogger("kafka").setLevel(logging.WARNING)  # kafka-python narrates every connection
     command = args.command
+    if is_read_command(args):
+        return run_read_command(settings, args)
     if command == "project" and args.action != "create":
         return project_admin(settings, args)
     if command == "provider-key":
@@ -476,7 +486,8 @@ def serve(settings: Settings, host: str, port: int) -> int:
         host=host,
         port=port,
         log_level=settings.log_level.lower(),
-        access_log=False,
+        access_log=False,  # the gateway writes its own access line (gateway/observability)
+        log_config=None,  # uvicorn's lines go through the configured (JSON) handler
     )
     return 0
 
@@ -490,13 +501,10 @@ def projections(settings: Settings, args: argparse.Namespace) -> int:
     store = ReadStore(settings.database_url, settings.data_dir)
     store.migrate()
 
-    def progress(position: int, target: int) -> None:
-        print(f"  replayed {position:,} / {target:,} events", file=sys.stderr)
-
     views = default_views()
     if args.action == "run" and args.view:
         views = [view for view in views if view.name in args.view]
-    runner = ProjectionRunner(app, store, views, progress=progress)
+    runner = ProjectionRunner(app, store, views)
     try:
         if args.action == "dead-letters":
             from projections.runner import list_dead_letters
@@ -508,7 +516,9 @@ def projections(settings: Settings, args: argparse.Namespace) -> int:
             emit({"source": "log", "position": runner.catch_up()})
             return 0
         if args.action == "rebuild":
-            position = runner.rebuild(args.view)
+            with progress_bar("replaying the event log") as advance:
+                runner.progress = advance
+                position = runner.rebuild(args.view)
             emit(
                 {
                     "rebuilt": [
@@ -659,13 +669,11 @@ def finance(settings: Settings, args: argparse.Namespace) -> int:
     try:
         store.migrate()
 
-        def progress(position: int, target: int) -> None:
-            print(f"  projecting {position:,} / {target:,} events", file=sys.stderr)
-
-        runner = ProjectionRunner(
-            app, store, [LedgerEntriesView(), ReconciliationsView()], progress=progress
-        )
-        runner.catch_up()
+        with progress_bar("bringing the ledger views up to date") as advance:
+            runner = ProjectionRunner(
+                app, store, [LedgerEntriesView(), ReconciliationsView()], progress=advance
+            )
+            runner.catch_up()
         if args.command == "ledger" and args.action == "balance":
             return _ledger_balance(store, args)
         if args.command == "ledger":
@@ -693,10 +701,10 @@ def _ledger_export(store: Any, args: argparse.Namespace) -> int:
     output = args.output or f"ledger-entries.{args.format}"
     position = tracked_position(store, "ledger_entries")
 
-    def progress(rows: int) -> None:
-        print(f"  exported {rows:,} rows", file=sys.stderr)
-
-    path, rows = export_store(store, args.format, output, progress=progress)
+    with progress_bar(f"exporting ledger entries to {output}") as advance:
+        path, rows = export_store(
+            store, args.format, output, progress=lambda done: advance(done, None)
+        )
     emit({"format": args.format, "path": str(path), "rows": rows, "as_of_position": position})
     return 0
 

@@ -19,8 +19,8 @@ from domain.ids import LIVE_KEY_PREFIX, TEST_KEY_PREFIX, api_key_id, hash_api_ke
 from domain.project import ApiKey, Project
 from gateway.cache import AggregateCache
 from gateway.errors import GatewayError
-from gateway.validation import check_text
 from gateway.observability.core import traced_auth
+from gateway.validation import check_text
 
 USER_ID_CHARS_MAX = 256
 ACTOR_TOKEN_TTL_S_MAX = 7 * 24 * 3600

@@ -335,7 +335,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = Settings.from_env()
     configure_logging(settings.log_level, settings.raw.get("LEDGERGATE_LOG_FORMAT") or "json")
-    logging.getLogger("kafka").setLevel(logging.WARNING)  # kafka-python narrates every connection
     command = args.command
     if is_read_command(args):
         return run_read_command(settings, args)

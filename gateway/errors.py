@@ -52,6 +52,7 @@ STATUS_BY_CODE: dict[str, tuple[int, str]] = {
     "invalid_cursor": (400, "invalid_request_error"),
     "unsupported_endpoint": (404, "invalid_request_error"),
     "payload_too_large": (413, "invalid_request_error"),
+    "min_position_not_reached": (503, "api_error"),
     "internal_error": (500, "api_error"),
 }
 

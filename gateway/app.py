@@ -28,6 +28,7 @@ from gateway.chat import Context, chat_completions, record_rejection
 from gateway.config import Settings
 from gateway.embeddings import embeddings
 from gateway.errors import GatewayError, as_gateway_error, error_response
+from gateway.fairness import ProjectConcurrencyMiddleware
 from gateway.jsonable import jsonable
 from gateway.observability import install as install_observability
 from gateway.pii.service import pii_service
@@ -55,6 +56,9 @@ from projections.queries import InvalidCursor
 log = logging.getLogger("ledgergate.app")
 
 READ_WAIT_S_MAX = 10.0
+# How far past the log's head a min_position may be: none. Every position a client holds
+# came from a committed write, so the store's head already includes it.
+MIN_POSITION_AHEAD_OF_HEAD_MAX = 0
 AUDIT_STATUSES = TERMINAL_STATES | NON_TERMINAL_STATES
 RECONCILIATION_MONTH = re.compile(r"\d{4}-(0[1-9]|1[0-2])")
 
@@ -88,6 +92,10 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         title="Ledgergate", version="0.1.0", lifespan=lifespan, default_response_class=JsonResponse
     )
     app.state.services = services
+    # Outermost: a project past its in-flight limit is refused before any work is done.
+    app.add_middleware(
+        ProjectConcurrencyMiddleware, inflight=services.inflight, cache=services.cache
+    )
 
     @app.middleware("http")
     async def request_id_on_every_response(request: Request, call_next: Any) -> Response:
@@ -269,9 +277,9 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             raise GatewayError(
                 "invalid_request", "min_position must be an integer", param="min_position"
             ) from None
-        reached = await anyio.to_thread.run_sync(
-            services.runner.wait_for, position, READ_WAIT_S_MAX
-        )
+        await require_existing_position(position)
+        # On the event loop: a waiting read holds no worker thread, however many there are.
+        reached = await services.runner.wait_for_async(position, READ_WAIT_S_MAX)
         if not reached:
             # Never a 200 with data older than the client asked for: a retryable 503 that
             # says how far the views are.
@@ -282,9 +290,26 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
                 param="min_position",
                 extra={
                     "min_position": position,
-                    "as_of_position": services.runner.views_position(),
+                    "as_of_position": services.runner.views_position_known(),
                 },
                 headers={"Retry-After": "1"},
+            )
+
+    async def require_existing_position(position: int) -> None:
+        """A position past the log's head names no write anyone has made: refuse it (400)
+        instead of waiting for it. The store is asked only when the position is past what
+        this process already knows to exist."""
+        runner = services.runner
+        known = max(runner.follow_position or 0, runner.position, services.writer.last_position)
+        if position <= known + MIN_POSITION_AHEAD_OF_HEAD_MAX:
+            return
+        head = await anyio.to_thread.run_sync(services.app.recorder.max_notification_id)
+        if position > (head or 0) + MIN_POSITION_AHEAD_OF_HEAD_MAX:
+            raise GatewayError(
+                "invalid_request",
+                "min_position is beyond the end of the event log: pass a position this "
+                "gateway returned (X-LG-Ledger-Position, as_of_position)",
+                param="min_position",
             )
 
     def parse_time(request: Request, name: str) -> datetime | None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 import logging
 import re
 from collections.abc import AsyncIterator
@@ -30,7 +29,11 @@ from gateway.config import Settings
 from gateway.embeddings import embeddings
 from gateway.errors import GatewayError, as_gateway_error, error_response
 from gateway.jsonable import jsonable
+from gateway.observability import install as install_observability
 from gateway.pii.service import pii_service
+from gateway.read_scope import read_project
+from gateway.read_scope import require_admin as admin_gate
+from gateway.request_history import request_history
 from gateway.responses import JsonResponse
 from gateway.unsupported import install_unsupported_routes
 from gateway.validation import (
@@ -72,9 +75,13 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             from gateway.sweeper import Sweeper
 
             sweeper = Sweeper(services).start()
+        from gateway.audit import audit_service
+
+        audit = audit_service(services).start()  # the Merkle log follows the writer
         try:
             yield
         finally:
+            audit.stop()
             if sweeper is not None:
                 sweeper.stop()
             await services.aclose()
@@ -146,7 +153,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         by ?compliance=, and the project's catalog with its custom models."""
         from domain.tiers import effective_tier
 
-        _, project = await authenticate_key(services.cache, request.headers.get("authorization"))
+        project = await read_project(services.cache, services.settings.admin_token, request)
         effective = effective_tier(
             project.tier, request.query_params.get("compliance"), plan=project.plan
         )
@@ -197,16 +204,13 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             return await read_error(request, error)
 
     install_unsupported_routes(app, services)
-
-    @app.get("/health")
-    async def health() -> dict[str, Any]:
-        return {"status": "ok", "position": services.runner.position}
+    install_observability(app, services)  # /health, /ready, /metrics, traces, access log
 
     # --- read side ----------------------------------------------------------------------------
 
     async def project_of(request: Request) -> str:
-        key, project = await authenticate_key(services.cache, request.headers.get("authorization"))
-        request.state.principal = (key, project)
+        """A key's own project, or the admin token's `?project_id=` (gateway/read_scope.py)."""
+        project = await read_project(services.cache, services.settings.admin_token, request)
         return str(project.id)
 
     async def read_error(request: Request, error: BaseException) -> Response:
@@ -370,7 +374,9 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
                     )
                 )
             )
-            return JsonResponse({**record, "as_of_position": position})
+            # The path it took (transitions, route, attempts), from its own events.
+            history = await anyio.to_thread.run_sync(request_history, services.app, request_id)
+            return JsonResponse({**record, **history, "as_of_position": position})
         except Exception as error:
             return await read_error(request, error)
 
@@ -389,16 +395,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     # --- admin ----------------------------------------------------------------------------------
 
     def require_admin(request: Request) -> None:
-        token = services.settings.admin_token
-        if not token:
-            raise GatewayError(
-                "admin_api_disabled", "the admin API is off: set LEDGERGATE_ADMIN_TOKEN"
-            )
-        scheme, _, given = (request.headers.get("authorization") or "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(
-            given.strip().encode(), token.encode()
-        ):
-            raise GatewayError("invalid_admin_token", "a valid admin token is required")
+        admin_gate(services.settings.admin_token, request.headers.get("authorization"))
 
     # Reconciliations compare the platform's provider costs with provider invoices: a
     # finance (admin) concern, not a project's, so they need the admin token.
@@ -619,6 +616,16 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         admin=admin,
         read_error=read_error,
     )
+
+    # The tamper-evident log (issue 13): checkpoints, the verifier key, proofs.
+    from gateway.audit_routes import register_audit_routes
+
+    register_audit_routes(app, services, project_of=project_of, wait_for=wait_for)
+
+    # The audit dashboard (GET /dashboard) and the admin's project list it needs.
+    from gateway.dashboard import install_dashboard
+
+    install_dashboard(app, services)
 
     return app
 

@@ -40,6 +40,7 @@ from gateway.bootstrap import Services
 from gateway.byok import byok_adapter
 from gateway.errors import GatewayError, as_gateway_error, envelope, error_response
 from gateway.json_bytes import canonical_sha256
+from gateway.observability.core import observed_pii_screening
 from gateway.pii.engine import unscreened_decision
 from gateway.pii.firewall import FIREWALL_SCANNER
 from gateway.pii.policy import PiiPolicy
@@ -409,6 +410,7 @@ class Attempts:
         return max(self.ctx.services.settings.request_timeout_s - self.ctx.elapsed_ms() / 1000, 0)
 
 
+@observed_pii_screening
 async def screen_request_pii(
     ctx: Context, services: Services, project_id: UUID, body: dict[str, Any]
 ) -> dict[str, Any]:

@@ -40,6 +40,8 @@ STATUS_BY_CODE: dict[str, tuple[int, str]] = {
     "invalid_compliance_tier": (400, "invalid_request_error"),
     "compliance_tier_not_in_plan": (403, "permission_error"),
     "no_route_available": (503, "api_error"),
+    "gateway_busy": (503, "api_error"),
+    "project_concurrency_exceeded": (429, "rate_limit_error"),
     "model_does_not_support_documents": (400, "invalid_request_error"),
     "guardrail_violation": (400, "invalid_request_error"),
     "invalid_pii_policy": (400, "invalid_request_error"),

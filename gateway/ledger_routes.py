@@ -25,6 +25,7 @@ from gateway.auth import authenticate_key
 from gateway.bootstrap import Services
 from gateway.byok import set_provider_key_command
 from gateway.errors import GatewayError
+from gateway.read_scope import read_project
 from gateway.responses import JsonResponse
 from gateway.validation import MODEL_SYNTAX
 from projections import ledger_queries
@@ -90,9 +91,7 @@ def register_ledger_routes(
         """The plan in force now (a trial turns Pro by the clock), this month's admitted
         requests and when the quota resets, read from the Account (the quota's home)."""
         try:
-            _, project = await authenticate_key(
-                services.cache, request.headers.get("authorization")
-            )
+            project = await read_project(services.cache, services.settings.admin_token, request)
             account = await anyio.to_thread.run_sync(
                 services.cache.get_sync, account_id(project.id)
             )

@@ -6,6 +6,12 @@ moves the position in the same transaction. Several runners (the gateway's and a
 projection worker's) may run at once: the tracking row is locked for the transaction, and
 a view only applies events beyond the position it reads under that lock.
 
+Apart from the views, each runner keeps its own follower position over the log
+(`follow_position`, in memory, starting at the log head when the process starts) and hands
+every event past it to `on_notification`, so the process can drop cached copies of what
+changed. That position never depends on the shared view tracking: when another process has
+already projected an event, this process still sees it (once) and evicts its caches.
+
 A view never stops on an event it cannot apply (a value its table refuses, a bug in the
 view, an event this version cannot decode). The batch is first applied in one go (the fast
 path); if that fails with anything but a storage outage, it is applied again event by event,
@@ -78,6 +84,10 @@ class ProjectionRunner:
         self.on_notification = on_notification
         self.progress = progress
         self.position = 0
+        # This process's own pass over the log for its caches; None until the first catch_up
+        # (which starts it at the head: nothing is cached before the process starts).
+        self.follow_position: int | None = None
+        self._decoded_recently: dict[int, Any] = {}
         self._wake = threading.Event()
         self._advanced = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -88,12 +98,7 @@ class ProjectionRunner:
     # --- tracking -------------------------------------------------------------------------
 
     def _ensure_tracking(self) -> None:
-        with self.store.transaction() as tx:
-            for view in self.views:
-                tx.execute(
-                    "INSERT INTO lg_tracking (view, position) VALUES (%s, 0) ON CONFLICT (view) DO NOTHING",
-                    (view.name,),
-                )
+        ensure_tracking(self.store, self.views)
 
     def positions(self) -> dict[str, int]:
         with self.store.transaction(write=False) as tx:
@@ -106,9 +111,11 @@ class ProjectionRunner:
     # --- catching up ----------------------------------------------------------------------
 
     def catch_up(self) -> int:
-        """Apply everything recorded so far. Returns the lowest view position."""
+        """Hand every new event to `on_notification`, then apply everything recorded so far
+        to the views. Returns the lowest view position (the follower position without views)."""
+        self._follow()
         if not self.views:
-            return self._follow()
+            return self.position
         self._ensure_tracking()
         target = self.app.recorder.max_notification_id() or 0
         while True:
@@ -119,7 +126,8 @@ class ProjectionRunner:
             )
             if not notifications:
                 break
-            decoded = [(n.id, n, self._decode(n)) for n in notifications]
+            recent = self._decoded_recently
+            decoded = [(n.id, n, recent.get(n.id) or self._decode(n)) for n in notifications]
             for view in self.views:
                 try:
                     with self.store.transaction() as tx:
@@ -131,10 +139,6 @@ class ProjectionRunner:
                     # event, so the failing one is recorded and passed over alone.
                     with self.store.transaction() as tx:
                         self._apply_view(tx, view, decoded, guarded=True)
-            if self.on_notification is not None:
-                for _, _notification, event in decoded:
-                    if not isinstance(event, Undecodable):
-                        self.on_notification(event)
             last = decoded[-1][0]
             self._set_position(last)
             if self.progress is not None:
@@ -143,19 +147,43 @@ class ProjectionRunner:
                 break
         return self.position
 
-    def _follow(self) -> int:
-        """Follower mode (no views: another process writes them): only watch the log, so
-        caches can drop what other processes changed."""
+    def _follow(self) -> None:
+        """This process's own pass over the log: every event past `follow_position` goes to
+        `on_notification` (caches drop what any process changed), whoever projected it."""
+        if self.on_notification is None and self.views:
+            return  # a projection worker has no caches to keep fresh
+        if self.follow_position is None:
+            self.follow_position = self.app.recorder.max_notification_id() or 0
+            if not self.views:
+                self._set_position(self.follow_position)
+            return
         while True:
             notifications = self.app.recorder.select_notifications(
-                start=self.position, limit=NOTIFICATIONS_PER_BATCH, inclusive_of_start=False
+                start=self.follow_position, limit=NOTIFICATIONS_PER_BATCH, inclusive_of_start=False
             )
             if not notifications:
-                return self.position
-            if self.on_notification is not None:
-                for notification in notifications:
-                    self.on_notification(self.app.mapper.to_domain_event(notification))
-            self._set_position(notifications[-1].id)
+                return
+            # Kept for the views' pass, which usually reads the same batch right after.
+            self._decoded_recently = {}
+            for notification in notifications:
+                try:
+                    event = self.app.mapper.to_domain_event(notification)
+                except Exception:  # one undecodable event must not stop the caches following
+                    self.errors += 1
+                    log.exception("could not decode notification %s", notification.id)
+                    continue
+                self._decoded_recently[notification.id] = event
+                if self.on_notification is not None:
+                    try:
+                        self.on_notification(event)
+                    except Exception:
+                        self.errors += 1
+                        log.exception("cache eviction failed for notification %s", notification.id)
+            self.follow_position = notifications[-1].id
+            if not self.views:
+                self._set_position(self.follow_position)
+            if len(notifications) < NOTIFICATIONS_PER_BATCH:
+                return
 
     def views_position(self) -> int:
         """The position every view in the read store has reached (whoever writes them)."""
@@ -173,33 +201,14 @@ class ProjectionRunner:
     def _apply_view(
         self, tx: Tx, view: View, decoded: list[tuple[int, Any, Any]], *, guarded: bool = False
     ) -> None:
-        lock = " FOR UPDATE" if self.store.dialect == "postgres" else ""
-        row = tx.execute(
-            f"SELECT position FROM lg_tracking WHERE view = %s{lock}", (view.name,)
-        ).fetchone()
-        current = int(row["position"]) if row else 0
-        last = current
-        for position, notification, event in decoded:
-            if position <= current:
-                continue  # already applied: replaying it is a no-op
-            if isinstance(event, Undecodable):
-                self._dead_letter(tx, view, position, notification, event.error)
-            elif view.handles(event):
-                if not guarded:
-                    view.apply(tx, event, position)
-                else:
-                    tx.execute("SAVEPOINT lg_apply")
-                    try:
-                        view.apply(tx, event, position)
-                    except Exception as error:
-                        if is_transient(error):
-                            raise
-                        tx.execute("ROLLBACK TO SAVEPOINT lg_apply")
-                        self._dead_letter(tx, view, position, notification, error)
-                    tx.execute("RELEASE SAVEPOINT lg_apply")
-            last = position
-        if last != current:
-            tx.execute("UPDATE lg_tracking SET position = %s WHERE view = %s", (last, view.name))
+        apply_by_position(
+            tx,
+            view,
+            decoded,
+            locked_view_position(tx, view),
+            dead_letter=self._dead_letter,
+            guarded=guarded,
+        )
 
     def _dead_letter(
         self, tx: Tx, view: View, position: int, notification: Any, error: BaseException
@@ -312,6 +321,71 @@ class ProjectionRunner:
         if self.position < position and self._thread is None:
             self.catch_up()
         return self.position >= position
+
+
+# --- applying by position (the log runner above and the Kafka-fed projections share it) ---
+
+
+def ensure_tracking(store: ReadStore, views: Sequence[View]) -> None:
+    with store.transaction() as tx:
+        for view in views:
+            tx.execute(
+                "INSERT INTO lg_tracking (view, position) VALUES (%s, 0) ON CONFLICT (view) DO NOTHING",
+                (view.name,),
+            )
+
+
+def locked_view_position(tx: Tx, view: View) -> int:
+    """The view's tracking position, locked for the transaction (PostgreSQL; SQLite's
+    write transaction is exclusive already)."""
+    lock = " FOR UPDATE" if tx.store.dialect == "postgres" else ""
+    row = tx.execute(
+        f"SELECT position FROM lg_tracking WHERE view = %s{lock}", (view.name,)
+    ).fetchone()
+    return int(row["position"]) if row else 0
+
+
+def apply_by_position(
+    tx: Tx,
+    view: View,
+    decoded: Sequence[tuple[int, Any, Any]],
+    current: int,
+    *,
+    dead_letter: Callable[[Tx, View, int, Any, BaseException], None] | None = None,
+    guarded: bool = False,
+) -> int:
+    """Apply the (position, notification, event) entries past the view's position `current`
+    and move the position in the same transaction. An entry at or below the position reached
+    so far is skipped: replays (and a feed's duplicates) are no-ops. Returns the new position.
+
+    With `dead_letter`, an undecodable event is recorded through it and passed over; with
+    `guarded` too, each event is applied in its own savepoint, and one the view cannot apply
+    is rolled back alone and recorded the same way (never a transient storage error)."""
+    last = current
+    for position, notification, event in decoded:
+        if position <= last:
+            continue  # already applied: replaying it is a no-op
+        if isinstance(event, Undecodable):
+            if dead_letter is None:
+                raise event.error
+            dead_letter(tx, view, position, notification, event.error)
+        elif view.handles(event):
+            if not guarded or dead_letter is None:
+                view.apply(tx, event, position)
+            else:
+                tx.execute("SAVEPOINT lg_apply")
+                try:
+                    view.apply(tx, event, position)
+                except Exception as error:
+                    if is_transient(error):
+                        raise
+                    tx.execute("ROLLBACK TO SAVEPOINT lg_apply")
+                    dead_letter(tx, view, position, notification, error)
+                tx.execute("RELEASE SAVEPOINT lg_apply")
+        last = position
+    if last != current:
+        tx.execute("UPDATE lg_tracking SET position = %s WHERE view = %s", (last, view.name))
+    return last
 
 
 def default_views() -> list[View]:

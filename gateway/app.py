@@ -38,9 +38,11 @@ from gateway.request_history import request_history
 from gateway.responses import JsonResponse
 from gateway.unsupported import install_unsupported_routes
 from gateway.validation import (
+    ADMIN_STRING_CHARS_MAX,
     MODEL_SYNTAX,
     PLAIN_PARAM,
     USER_ID_CHARS_MAX,
+    check_body_strings,
     check_text,
     has_unstorable_text,
     parse_json_body,
@@ -493,6 +495,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         try:
             require_admin(request)
             body = parse_json_body(await request.body())
+            check_body_strings(body, chars_max=ADMIN_STRING_CHARS_MAX)
             command = build(body)
             outcome = await services.writer.execute_async(command)
             return JsonResponse(

@@ -31,6 +31,7 @@ from gateway.errors import GatewayError, as_gateway_error, error_response
 from gateway.jsonable import jsonable
 from gateway.pii.service import pii_service
 from gateway.responses import JsonResponse
+from gateway.settlement import request_leases
 from gateway.unsupported import install_unsupported_routes
 from gateway.validation import parse_json_body
 from projections import ledger_queries, queries
@@ -56,6 +57,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         # Load and warm the PII engine in the background: the app serves at once, and a
         # request that needs screening before it is ready waits for it (fail closed).
         pii_service(services).start()
+        leases = request_leases(services).start()
         sweeper = None
         if services.settings.run_sweeper:
             from gateway.sweeper import Sweeper
@@ -66,6 +68,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         finally:
             if sweeper is not None:
                 sweeper.stop()
+            leases.stop()
             await services.aclose()
 
     app = FastAPI(

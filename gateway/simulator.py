@@ -125,7 +125,8 @@ def create_simulator_app(state: SimulatorState | None = None) -> FastAPI:
         reply = state.reply or simulated_reply(body)
         prompt_tokens = estimate_prompt_tokens(body)
         # `n` choices, each the same reply and each billed its own output, as OpenAI does.
-        choices_n = body.get("n") if isinstance(body.get("n"), int) and body["n"] > 0 else 1
+        requested_n = body.get("n")
+        choices_n = requested_n if isinstance(requested_n, int) and requested_n > 0 else 1
         completion_tokens = count_text_tokens(reply) * choices_n
         completion_id = "chatcmpl-" + uuid.uuid4().hex[:24]
         created = int(time.time())

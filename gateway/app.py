@@ -36,6 +36,7 @@ from gateway.read_scope import read_project
 from gateway.read_scope import require_admin as admin_gate
 from gateway.request_history import request_history
 from gateway.responses import JsonResponse
+from gateway.settlement import request_leases
 from gateway.unsupported import install_unsupported_routes
 from gateway.validation import (
     ADMIN_STRING_CHARS_MAX,
@@ -74,6 +75,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         # Load and warm the PII engine in the background: the app serves at once, and a
         # request that needs screening before it is ready waits for it (fail closed).
         pii_service(services).start()
+        leases = request_leases(services).start()
         sweeper = None
         if services.settings.run_sweeper:
             from gateway.sweeper import Sweeper
@@ -88,6 +90,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             audit.stop()
             if sweeper is not None:
                 sweeper.stop()
+            leases.stop()
             await services.aclose()
 
     app = FastAPI(

@@ -78,11 +78,12 @@ from gateway.routing.requests import (
     route_of,
 )
 from gateway.routing.selector import required_capabilities
+from gateway.settlement import request_leases, settle, submit_settlement
 from gateway.tokens import count_text_tokens, estimate_prompt_tokens, prompt_chars
 from gateway.validation import (
     check_body_strings,
     check_id,
-    max_output_tokens,
+    output_tokens_allowance,
     parse_json_body,
     storable_model,
     upstream_body_of,
@@ -299,7 +300,7 @@ async def chat_completions(http: HttpRequest, services: Services) -> Response:
             estimated_input = (
                 estimate_prompt_tokens(without_documents(body)) + ocr.input_tokens_estimate
             )
-        max_output = max_output_tokens(body, services.settings.default_max_output_tokens)
+        max_output = output_tokens_allowance(body, services.settings.default_max_output_tokens)
         admission = await services.writer.execute_async(
             c.AdmitRequest(
                 facts=ctx.facts(),
@@ -316,6 +317,7 @@ async def chat_completions(http: HttpRequest, services: Services) -> Response:
             )
         )
         ctx.admitted = True
+        hold_lease(ctx)
     except Exception as error:
         return await reject(ctx, error)
 
@@ -357,6 +359,12 @@ async def chat_completions(http: HttpRequest, services: Services) -> Response:
     if ctx.stream:
         return await _stream(ctx, decision, upstream_body, body, estimated_input)
     return await _complete(ctx, decision, upstream_body, body, estimated_input)
+
+
+def hold_lease(ctx: Context) -> None:
+    """From admission until its settlement is durable, this process holds the request's
+    lease: renewed while it is served, so the sweeper leaves it alone (gateway/settlement)."""
+    request_leases(ctx.services).hold(ctx.request_id, ctx.facts().deadline_at)
 
 
 def key_source_for(services: Services, project: Any, provider: str) -> str:
@@ -486,7 +494,8 @@ async def fail_request(
         report = c.UsageReport(
             usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens, usage.source
         )
-    return await ctx.services.writer.execute_async(
+    return await settle(
+        ctx.services,
         c.FailRequest(
             request_id=ctx.request_id,
             http_status=error.status,
@@ -498,7 +507,7 @@ async def fail_request(
             delivered_chunks=delivered_chunks,
             usage=report,
             actor_id=ctx.actor_id,
-        )
+        ),
     )
 
 
@@ -558,7 +567,10 @@ async def _complete(
     choices = result.body.get("choices") or []
     if choices and isinstance(choices[0], dict):
         finish_reason = choices[0].get("finish_reason")
-    outcome = await ctx.services.writer.execute_async(
+    # The provider served it: the charge of its real usage is made durable (retried, or
+    # journalled and retried in the background) and the client gets its answer either way.
+    outcome = await settle(
+        ctx.services,
         c.CompleteRequest(
             request_id=ctx.request_id,
             usage=c.UsageReport(
@@ -573,17 +585,17 @@ async def _complete(
             latency_ms=ctx.elapsed_ms(),
             upstream_ms=upstream_ms,
             actor_id=ctx.actor_id,
-        )
+        ),
     )
-    charged = outcome.value["charged_amount"]  # type: ignore[index]
     total_ms = ctx.elapsed_ms()
     headers = {
         "X-Request-Id": ctx.request_id,
         **ctx.headers,
-        "X-LG-Actual-Cost": money_header(charged),
         "X-LG-Overhead-Ms": str(max(total_ms - upstream_ms, 0)),
-        "X-LG-Ledger-Position": str(outcome.position or 0),
     }
+    if outcome is not None:
+        headers["X-LG-Actual-Cost"] = money_header(outcome.value["charged_amount"])  # type: ignore[index]
+        headers["X-LG-Ledger-Position"] = str(outcome.position or 0)
     return JsonResponse(result.body, headers=headers)
 
 
@@ -723,7 +735,8 @@ async def _stream(
             text = "".join(text_parts)
             usage = stream.usage or fallback_stream_usage(stream, estimated_input, text)
             finished = True
-            await writer.execute_async(
+            await settle(
+                ctx.services,
                 c.CompleteRequest(
                     request_id=ctx.request_id,
                     usage=c.UsageReport(
@@ -738,7 +751,7 @@ async def _stream(
                     latency_ms=ctx.elapsed_ms(),
                     upstream_ms=int((time.perf_counter() - upstream_started) * 1000),
                     actor_id=ctx.actor_id,
-                )
+                ),
             )
             if include_usage:
                 usage_chunk = {
@@ -782,7 +795,8 @@ async def _stream(
                 # awaiting (this coroutine is being cancelled), and stop the upstream call.
                 text = "".join(text_parts)
                 usage = stream.usage or fallback_stream_usage(stream, estimated_input, text)
-                writer.submit(
+                submit_settlement(
+                    ctx.services,
                     c.FailRequest(
                         request_id=ctx.request_id,
                         http_status=499,
@@ -799,7 +813,7 @@ async def _stream(
                             usage.source,
                         ),
                         actor_id=ctx.actor_id,
-                    )
+                    ),
                 )
             ctx.purge_pii()
             try:

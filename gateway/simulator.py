@@ -66,6 +66,9 @@ class SimulatorState:
         # by the last user message, as such an echo would.
         self.error_message = "simulated failure"
         self.requests: list[dict[str, Any]] = []
+        # The Authorization header of each chat request, so a test can see which credential
+        # reached this upstream (never printed or logged by the simulator).
+        self.authorizations: list[str | None] = []
 
 
 def _error(status: int, message: str, error_type: str, code: str | None = None) -> JsonResponse:
@@ -96,6 +99,7 @@ def create_simulator_app(state: SimulatorState | None = None) -> FastAPI:
                 "missing_required_parameter",
             )
         state.requests.append(body)
+        state.authorizations.append(request.headers.get("authorization"))
         if state.response_delay_s:
             await asyncio.sleep(state.response_delay_s)
         if state.error_status is not None:

@@ -267,3 +267,43 @@ def test_every_call_to_a_private_model_reaches_the_projects_endpoint_and_none_th
         client.chat.completions.create(model="onprem-llm", messages=MESSAGES, max_tokens=20)
     assert unrouted.value.body["code"] == "no_route_available"
     assert shared.requests == []
+
+
+# ---- smaller items: admin refusals over HTTP, and a configuration gap is not retried ------
+
+
+def test_the_admin_api_refuses_an_unknown_model_price_and_a_strict_project_without_secret(
+    sqlite_gateway: Gateway,
+) -> None:
+    gateway = sqlite_gateway  # no LEDGERGATE_ACTOR_TOKEN_SECRET here
+    unknown = admin_post(
+        gateway,
+        "/v1/admin/prices",
+        {"model": "gpt-4o-mni", "input_per_mtok": "1", "output_per_mtok": "2",
+         "effective_from": "2026-01-01T00:00:00Z"},
+    )  # fmt: skip
+    assert unknown.status_code == 400, unknown.text
+    assert unknown.json()["error"]["param"] == "model"
+    assert "gpt-4o-mini" in unknown.json()["error"]["close_matches"]
+    strict = admin_post(gateway, "/v1/admin/projects", {"name": "acme", "strict": True})
+    assert strict.status_code == 400 and strict.json()["error"]["param"] == "strict"
+    assert "LEDGERGATE_ACTOR_TOKEN_SECRET" in strict.json()["error"]["message"]
+    assert admin_post(gateway, "/v1/admin/projects", {"name": "acme"}).status_code == 200
+
+
+def test_a_missing_fx_rate_is_not_retried_by_the_openai_sdk_and_says_what_to_run(
+    gateway: Gateway,
+) -> None:
+    tenant = gateway.tenant(currency="EUR")  # USD-priced model, no USD/EUR rate loaded
+    client = gateway.openai(tenant, max_retries=2)
+    with pytest.raises(openai.InternalServerError) as caught:
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    error = caught.value
+    assert error.response.headers["x-should-retry"] == "false"
+    assert error.body["code"] == "fx_rate_not_found"
+    assert error.body["type"] == "configuration_error"
+    assert "ledgergate fx import" in error.body["message"]
+    gateway.settle()
+    with gateway.client() as http:
+        audit = http.get("/v1/data/audit", headers=tenant.headers()).json()["data"]
+    assert len(audit) == 1  # one attempt: the SDK honoured x-should-retry

@@ -37,7 +37,7 @@ from domain.ids import idempotent_request_id, new_request_id
 from domain.pii_events import PiiDecision
 from gateway.auth import actor_from, authenticate_key
 from gateway.bootstrap import Services
-from gateway.byok import byok_adapter
+from gateway.byok import ProjectEndpointKeys, byok_adapter
 from gateway.errors import GatewayError, as_gateway_error, envelope, error_response
 from gateway.json_bytes import canonical_sha256
 from gateway.observability.core import observed_pii_screening
@@ -269,6 +269,7 @@ async def chat_completions(http: HttpRequest, services: Services) -> Response:
                 body,
                 services.cache.get,
                 effective=effective,
+                project_keys=ProjectEndpointKeys(services.settings.raw, project),
                 # eu_strict PDFs become text through Mistral OCR first: no model needs PDF input.
                 capabilities=required_capabilities(body) - {"documents"} if ocr else None,
             )

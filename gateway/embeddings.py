@@ -25,6 +25,7 @@ from domain.errors import DomainError, ModelCapabilityMissing
 from domain.tiers import EffectiveTier
 from gateway.auth import actor_from, authenticate_key
 from gateway.bootstrap import Services, adapter_classes
+from gateway.byok import ProjectEndpointKeys
 from gateway.chat import (
     Attempts,
     Context,
@@ -171,6 +172,7 @@ async def embeddings(http: HttpRequest, services: Services) -> Response:
                 body,
                 services.cache.get,
                 effective=effective,
+                project_keys=ProjectEndpointKeys(services.settings.raw, project),
                 capabilities=EMBEDDINGS_CAPABILITY,
             )
         except ModelCapabilityMissing as error:

@@ -91,9 +91,14 @@ class Services:
         self.started = False
 
     def on_notification(self, event: Any) -> None:
-        """Every event the runner sees: drop stale cached copies (other processes write too)."""
+        """Every event recorded by any process (the runner's own follower pass, independent
+        of who projected it): drop stale cached copies. The aggregate cache holds keys,
+        projects (plan, tier, fee, provider keys), price and FX books; the writer holds the
+        aggregates it decides on; the routing cache holds custom models and endpoints."""
         self.cache.evict(event.originator_id, event.originator_version)
         self.writer.evict(event.originator_id, event.originator_version)
+        if self.routing is not None:
+            self.routing.project_routing.evict(event.originator_id)
 
 
 def endpoints_from_settings(settings: Settings) -> dict[str, ProviderEndpoint]:

@@ -195,6 +195,11 @@ def build_parser() -> argparse.ArgumentParser:
     projections.add_parser(
         "run", help="follow the event log and keep the read models current (worker)"
     )
+    dead_letters = projections.add_parser(
+        "dead-letters", help="list the events a view could not apply (and passed over)"
+    )
+    dead_letters.add_argument("--view")
+    dead_letters.add_argument("--limit", type=int, default=100)
 
     sweep = sub.add_parser(
         "sweep", help="abandon requests stuck past their deadline and settle them"
@@ -461,6 +466,12 @@ def projections(settings: Settings, args: argparse.Namespace) -> int:
 
     runner = ProjectionRunner(app, store, default_views(), progress=progress)
     try:
+        if args.action == "dead-letters":
+            from projections.runner import list_dead_letters
+
+            rows = list_dead_letters(store, view=args.view, limit=args.limit)
+            emit({"dead_letters": rows, "count": len(rows)})
+            return 0
         if args.action == "rebuild":
             position = runner.rebuild(args.view)
             emit(

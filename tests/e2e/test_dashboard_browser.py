@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -86,6 +87,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
                 "LEDGERGATE_DATA_DIR": str(tmp_path_factory.mktemp("dashboard") / "data"),
                 "LEDGERGATE_OPENAI_BASE_URL": upstream.base_url + "/v1",
                 "LEDGERGATE_OPENAI_API_KEY": "sk-test",
+                # Sign checkpoints quickly, so a request's proof is complete within the test.
+                "LEDGERGATE_CHECKPOINT_INTERVAL_S": "0.1",
             }
         )
         try:
@@ -584,3 +587,77 @@ def test_the_proof_checker_verifies_rfc_9162_inclusion_and_the_checkpoint_signat
     # An event after the latest checkpoint is not yet provable, and not called verified.
     pending = _verify_in_page(pg, _proof_body(leaves, [3, 12], 12, key))
     assert pending["status"] == "pending" and pending["covered"] == 1
+
+
+def _wait_for_covering_proof(world: World, tenant: Tenant, request_id: str) -> dict[str, Any]:
+    """The proof once a signed checkpoint covers every event of the request (the log signs
+    asynchronously, every 0.1 s here); bounded in time."""
+    deadline = time.monotonic() + 15.0
+    with world.gateway.client() as http:
+        while True:
+            response = http.get(f"/v1/data/audit/{request_id}/proof", headers=tenant.headers())
+            body = response.json()
+            if response.status_code == 200 and body["events"]:
+                if all(event["covered"] for event in body["events"]):
+                    return dict(body)
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no covering checkpoint in time: {body}")
+            time.sleep(0.1)
+
+
+def test_a_request_is_proven_in_the_signed_log_in_the_page_and_a_forgery_is_caught(
+    world: World, page: Page
+) -> None:
+    from playwright.sync_api import expect
+
+    request_id = world.a_completed[1]
+    proof = _wait_for_covering_proof(world, world.a, request_id)
+    with world.gateway.client() as http:
+        vkey = http.get("/v1/audit/public-key", headers=world.a.headers()).json()["public_key"]
+    pg = open_dashboard(page, world, world.a.api_key)
+    look_up(pg, request_id)
+    expect(pg.locator(f"#lookup-result[data-request-id='{request_id}']")).to_be_visible()
+    pg.click("#proof-button")
+    result = pg.locator("#proof-result")
+    expect(result).to_have_attribute("data-status", "verified")
+    expect(result).to_contain_text(f"{len(proof['events'])} events under the checkpoint")
+    screenshot = os.environ.get("LEDGERGATE_DASHBOARD_SCREENSHOT")
+    if screenshot:
+        pg.locator("#proof-box").screenshot(path=str(Path(screenshot).with_suffix(".proof.png")))
+    checks = pg.locator("#proof-checks tbody tr").all_inner_texts()
+    assert len(checks) == 2 + len(proof["events"]) and all("\tok\t" in c for c in checks)
+    # Pinning the published key gives the same answer; pinning another key does not.
+    pg.fill("#proof-key", vkey)
+    pg.click("#proof-button")
+    expect(result).to_have_attribute("data-status", "verified")
+    name = vkey.split("+", 1)[0]
+    other = _signed_checkpoint(name, 1, b"\x00" * 32, _key(20_000))[1]
+    pg.fill("#proof-key", other)
+    pg.click("#proof-button")
+    expect(result).to_have_attribute("data-status", "failed")
+    expect(result).to_contain_text("no signature by the verifier key")
+    pg.fill("#proof-key", "")
+
+    # A gateway that lies: one sibling hash of the real proof changed on the way.
+    def forge(route: Any) -> None:
+        body = route.fetch().json()
+        for event in body["events"]:
+            if event["inclusion_proof"]:
+                first = event["inclusion_proof"][0]
+                event["inclusion_proof"][0] = ("0" if first[0] != "0" else "1") + first[1:]
+                break
+        route.fulfill(json=body)
+
+    pg.route("**/proof", forge)
+    pg.click("#proof-button")
+    expect(result).to_have_attribute("data-status", "failed")
+    expect(result).to_contain_text("NOT verified")
+    expect(result).to_contain_text("inclusion proof does not lead to the signed root")
+    pg.unroute("**/proof")
+    # Another project's request has no proof for this key.
+    foreign = pg.evaluate(
+        """async ([key, id]) => (await fetch('/v1/data/audit/' + id + '/proof',
+                                 {headers: {Authorization: 'Bearer ' + key}})).status""",
+        [world.a.api_key, world.b_completed],
+    )
+    assert foreign == 404

@@ -184,7 +184,8 @@ export async function verifyRequestProof(proof, trustedKey = "") {
     }
     checks.push({ check: "signed size and root", ok: true, detail: `size ${signed.size}, root ${hex(signed.root).slice(0, 16)}…` });
     for (const event of events) {
-      const label = `event ${event.aggregate_id ? String(event.aggregate_id).slice(0, 8) : "?"} v${event.version} (leaf ${event.leaf_index})`;
+      const kind = event.topic ? String(event.topic).split(":").pop() : `event ${String(event.aggregate_id || "?").slice(0, 8)}`;
+      const label = `${kind} v${event.version} (leaf ${event.leaf_index})`;
       if (!event.covered) {
         checks.push({ check: label, ok: null, detail: "after the latest checkpoint: proved by the next one" });
         continue;

@@ -20,6 +20,7 @@ from domain.project import ApiKey, Project
 from gateway.cache import AggregateCache
 from gateway.errors import GatewayError
 from gateway.observability.core import traced_auth
+from gateway.validation import check_text
 
 USER_ID_CHARS_MAX = 256
 ACTOR_TOKEN_TTL_S_MAX = 7 * 24 * 3600
@@ -77,10 +78,13 @@ def actor_from(
                 "this project is strict: send a signed 'X-Actor-Token' (X-User-Id is not accepted)",
                 param="x-actor-token",
             )
-        return verify_actor_token(token, project.id, secret)
+        return check_text(
+            verify_actor_token(token, project.id, secret), "x-actor-token", USER_ID_CHARS_MAX
+        )
     actor = headers.get("x-user-id")
+    param = "x-user-id"
     if not actor and body is not None and isinstance(body.get("user"), str):
-        actor = body["user"]
+        actor, param = body["user"], "user"
     if not actor or not actor.strip():
         raise GatewayError(
             "missing_user_id",
@@ -92,9 +96,10 @@ def actor_from(
         raise GatewayError(
             "invalid_request",
             f"the user id is longer than {USER_ID_CHARS_MAX} characters",
-            param="x-user-id",
+            param=param,
         )
-    return actor
+    # The actor id is kept in every event of the request: printable, single-line text only.
+    return check_text(actor, param, USER_ID_CHARS_MAX)
 
 
 # --- actor tokens: "<b64url actor>.<expiry unix>.<hex hmac-sha256>" ----------------------------

@@ -91,3 +91,4 @@ def configure_logging(level: str = "INFO", log_format: str = "json") -> None:
     root.addHandler(handler)
     root.setLevel(level.upper())
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per upstream call is noise
+    logging.getLogger("kafka").setLevel(logging.WARNING)  # kafka-python narrates every connection

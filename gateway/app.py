@@ -30,6 +30,7 @@ from gateway.embeddings import embeddings
 from gateway.errors import GatewayError, as_gateway_error, error_response
 from gateway.jsonable import jsonable
 from gateway.observability import install as install_observability
+from gateway.openapi import install_openapi
 from gateway.pii.service import pii_service
 from gateway.read_scope import read_project
 from gateway.read_scope import require_admin as admin_gate
@@ -57,6 +58,7 @@ from projections.queries import InvalidCursor
 log = logging.getLogger("ledgergate.app")
 
 READ_WAIT_S_MAX = 10.0
+POSITION_MAX = 2**63 - 1  # a log position is a BIGINT
 AUDIT_STATUSES = TERMINAL_STATES | NON_TERMINAL_STATES
 RECONCILIATION_MONTH = re.compile(r"\d{4}-(0[1-9]|1[0-2])")
 
@@ -268,9 +270,13 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         try:
             position = int(raw)
         except ValueError:
+            position = -1
+        if not 0 <= position <= POSITION_MAX:
             raise GatewayError(
-                "invalid_request", "min_position must be an integer", param="min_position"
-            ) from None
+                "invalid_request",
+                f"min_position must be an integer from 0 to {POSITION_MAX}",
+                param="min_position",
+            )
         reached = await anyio.to_thread.run_sync(
             services.runner.wait_for, position, READ_WAIT_S_MAX
         )
@@ -627,6 +633,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
 
     install_dashboard(app, services)
 
+    install_openapi(app)  # after every route: the document covers them all
     return app
 
 

@@ -34,6 +34,7 @@ from gateway.errors import GatewayError, as_gateway_error, error_response
 from gateway.fairness import ProjectConcurrencyMiddleware
 from gateway.jsonable import jsonable
 from gateway.observability import install as install_observability
+from gateway.openapi import install_openapi
 from gateway.pii.service import pii_service
 from gateway.read_scope import read_project
 from gateway.read_scope import require_admin as admin_gate
@@ -65,6 +66,7 @@ READ_WAIT_S_MAX = 10.0
 # How far past the log's head a min_position may be: none. Every position a client holds
 # came from a committed write, so the store's head already includes it.
 MIN_POSITION_AHEAD_OF_HEAD_MAX = 0
+POSITION_MAX = 2**63 - 1  # a log position is a BIGINT
 AUDIT_STATUSES = TERMINAL_STATES | NON_TERMINAL_STATES
 RECONCILIATION_MONTH = re.compile(r"\d{4}-(0[1-9]|1[0-2])")
 
@@ -282,9 +284,13 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         try:
             position = int(raw)
         except ValueError:
+            position = -1
+        if not 0 <= position <= POSITION_MAX:
             raise GatewayError(
-                "invalid_request", "min_position must be an integer", param="min_position"
-            ) from None
+                "invalid_request",
+                f"min_position must be an integer from 0 to {POSITION_MAX}",
+                param="min_position",
+            )
         await require_existing_position(position)
         # On the event loop: a waiting read holds no worker thread, however many there are.
         reached = await services.runner.wait_for_async(position, READ_WAIT_S_MAX)
@@ -744,6 +750,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
 
     install_dashboard(app, services)
 
+    install_openapi(app)  # after every route: the document covers them all
     return app
 
 

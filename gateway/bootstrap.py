@@ -13,6 +13,7 @@ from domain.application import LedgerApplication, open_application
 from domain.clock import Clock, SystemClock
 from gateway.cache import AggregateCache
 from gateway.config import Settings
+from gateway.fairness import ProjectInflight
 from gateway.observability.writer import ObservedWriter
 from gateway.providers.base import AdapterLimits, ProviderAdapter, ProviderEndpoint
 from projections.db import ReadStore
@@ -37,6 +38,7 @@ class Services:
     runner: ProjectionRunner
     cache: AggregateCache
     limits: AdapterLimits = field(default_factory=AdapterLimits)
+    inflight: ProjectInflight = field(default_factory=lambda: ProjectInflight(50))
     http_client: httpx.AsyncClient | None = None
     adapters: dict[str, ProviderAdapter] = field(default_factory=dict)
     extras: dict[str, Any] = field(default_factory=dict)
@@ -161,6 +163,11 @@ def build_services(settings: Settings | None = None, clock: Clock | None = None)
         store=store,
         runner=runner,
         cache=cache,
+        limits=AdapterLimits(
+            max_connections=settings.upstream_connections_max,
+            max_keepalive_connections=min(50, settings.upstream_connections_max),
+        ),
+        inflight=ProjectInflight(settings.project_inflight_max),
     )
     from gateway.routing.wiring import build_routing
 

@@ -7,7 +7,7 @@ import argparse
 import json
 import os
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
@@ -138,6 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
     price_set.add_argument("--cached-input-per-mtok", type=_decimal)
     price_set.add_argument("--currency", default="USD")
     price_set.add_argument("--effective-from", type=_instant, required=True)
+    price_set.add_argument(
+        "--project", type=_uuid, help="the project whose custom model this prices"
+    )
 
     model = sub.add_parser(
         "model", help="per-project custom models and endpoints (recorded as events)"
@@ -154,7 +157,12 @@ def build_parser() -> argparse.ArgumentParser:
     endpoint_add.add_argument("--base-url", required=True)
     endpoint_add.add_argument("--region", default="")
     endpoint_add.add_argument(
-        "--api-key-env", default="", help="NAME of the environment variable holding the key"
+        "--api-key-ref",
+        "--api-key-env",  # the old spelling; an environment name is refused either way
+        dest="api_key_ref",
+        default="",
+        help="byok:<provider>: the project's own key stored with `provider-key set` (the "
+        "server's environment is never used)",
     )
     endpoint_add.add_argument("--models", default="", help="comma-separated allow-list")
 
@@ -166,6 +174,15 @@ def build_parser() -> argparse.ArgumentParser:
     fx_set.add_argument("--quote", required=True)
     fx_set.add_argument("--rate", type=_decimal, required=True)
     fx_set.add_argument("--effective-from", type=_instant, required=True)
+    fx_import = fx.add_parser(
+        "import",
+        help="load the ECB euro reference rates (eurofxref.csv or eurofxref-hist.csv); "
+        "re-importing adds nothing",
+    )
+    fx_import.add_argument("file", help="the CSV as the ECB publishes it (unzipped)")
+    fx_import.add_argument(
+        "--since", type=date.fromisoformat, help="only days from this date (YYYY-MM-DD)"
+    )
 
     actor = sub.add_parser("actor-token", help="issue an X-Actor-Token for a strict project")
     actor.add_argument("--project", type=_uuid, required=True)
@@ -343,6 +360,12 @@ def main(argv: list[str] | None = None) -> int:
     if command == "provider-key":
         return provider_key_admin(settings, args)
     if command == "project":
+        from gateway.admin_checks import check_strict_project
+
+        try:
+            check_strict_project(settings.raw, args.strict)
+        except DomainError as error:
+            return fail(error.code, error.message)
         return run_command(
             settings,
             c.CreateProject(
@@ -374,10 +397,15 @@ def main(argv: list[str] | None = None) -> int:
             ),
         )
     if command == "price":
+        try:
+            model = _price_model(settings, args.model, args.project)
+        except DomainError as error:
+            return fail(error.code, error.message)
         return run_command(
             settings,
             c.SetPrice(
-                model=args.model,
+                model=model,
+                project_id=args.project,
                 input_per_mtok=args.input_per_mtok,
                 output_per_mtok=args.output_per_mtok,
                 cached_input_per_mtok=args.cached_input_per_mtok,
@@ -402,10 +430,12 @@ def main(argv: list[str] | None = None) -> int:
                 name=args.name,
                 base_url=args.base_url,
                 region=args.region,
-                api_key_ref=args.api_key_env,
+                api_key_ref=args.api_key_ref,
                 models=tuple(m.strip() for m in args.models.split(",") if m.strip()),
             ),
         )
+    if command == "fx" and args.action == "import":
+        return fx_import(settings, args)
     if command == "fx":
         return run_command(
             settings,
@@ -443,6 +473,48 @@ def main(argv: list[str] | None = None) -> int:
 
         return run_audit_command(settings, args)
     return fail("unknown_command", command)
+
+
+def fx_import(settings: Settings, args: argparse.Namespace) -> int:
+    from gateway.fx_import import fx_rows, parse_ecb_csv
+
+    try:
+        with open(args.file, "rb") as handle:
+            content = handle.read()
+    except OSError as error:
+        return fail("invalid_request", f"cannot read {args.file}: {error.strerror}")
+    try:
+        days = parse_ecb_csv(content)
+    except DomainError as error:
+        return fail(error.code, error.message)
+    rows = fx_rows(days, since=args.since)
+    status = run_command(settings, c.ImportFxRates(rows=tuple(rows)))
+    if status == 0 and days:
+        print(
+            f"ECB rates of {days[0].day} to {days[-1].day}: {len(rows)} rows",
+            file=sys.stderr,
+        )
+    return status
+
+
+def _price_model(settings: Settings, model: str, project_id: UUID | None) -> str:
+    """The model `price set` may price (gateway/admin_checks.price_model), read from the store."""
+    from eventsourcing.application import AggregateNotFoundError
+
+    from domain.catalog import Catalog
+    from domain.routing import ProjectRouting
+    from gateway.admin_checks import price_model
+
+    routing = None
+    if project_id is not None:
+        app = _open(settings)
+        try:
+            routing = app.repository.get(ProjectRouting.create_id(str(project_id)))
+        except AggregateNotFoundError:
+            routing = None
+        finally:
+            app.close()
+    return price_model(Catalog.shipped(), routing, model, project_id)
 
 
 def project_admin(settings: Settings, args: argparse.Namespace) -> int:

@@ -14,7 +14,7 @@ from typing import Any
 TOKENS_PER_MESSAGE = 3
 TOKENS_REPLY_PRIMER = 3
 TOKENS_PER_IMAGE = 765  # a high-detail 512px-tile image; an upper-side estimate
-TOKENS_PER_DOCUMENT_PAGE_GUESS = 1500
+TOKENS_PER_DOCUMENT_PAGE_GUESS = 1500  # per page: text plus the page image providers add
 TEXT_CHARS_MAX_FOR_EXACT = 2_000_000
 TOKENIZER_PIECE_CHARS = 500_000  # below bpe-openai's 1,000,000-character refusal
 
@@ -62,10 +62,21 @@ def _content_tokens(content: Any) -> int:
             elif kind in ("image_url", "input_image", "image"):
                 total += TOKENS_PER_IMAGE
             elif kind in ("document", "input_file", "file"):
-                total += TOKENS_PER_DOCUMENT_PAGE_GUESS
+                # Providers that read a PDF natively bill every page: size it by its pages.
+                total += TOKENS_PER_DOCUMENT_PAGE_GUESS * _document_pages(part)
             else:
                 total += count_text_tokens(str(part))
     return total
+
+
+def _document_pages(part: dict[str, Any]) -> int:
+    from gateway.routing.documents import estimate_pdf_pages
+
+    inner = part.get("file") if isinstance(part.get("file"), dict) else part
+    data = inner.get("file_data") if isinstance(inner, dict) else None
+    if not isinstance(data, str) or "," not in data:
+        return 1
+    return estimate_pdf_pages(data)
 
 
 def estimate_prompt_tokens(body: dict[str, Any]) -> int:

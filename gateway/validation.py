@@ -310,6 +310,16 @@ def max_output_tokens(body: dict[str, Any], default: int) -> int:
     return default
 
 
+def output_tokens_allowance(body: dict[str, Any], default: int) -> int:
+    """What a request can produce in all: the per-choice allowance times `n` choices (each
+    choice is billed its own output). Reserved at admission and the bound of what an upstream
+    may report (domain/usage.py)."""
+    choices = body.get("n")
+    if not isinstance(choices, int) or isinstance(choices, bool) or choices < 1:
+        choices = 1
+    return max_output_tokens(body, default) * choices
+
+
 def wants_usage_in_stream(body: dict[str, Any]) -> bool:
     options = body.get("stream_options")
     return isinstance(options, dict) and bool(options.get("include_usage"))

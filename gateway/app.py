@@ -63,10 +63,10 @@ from projections.queries import InvalidCursor
 log = logging.getLogger("ledgergate.app")
 
 READ_WAIT_S_MAX = 10.0
+POSITION_MAX = 2**63 - 1  # a log position is a BIGINT
 # How far past the log's head a min_position may be: none. Every position a client holds
 # came from a committed write, so the store's head already includes it.
 MIN_POSITION_AHEAD_OF_HEAD_MAX = 0
-POSITION_MAX = 2**63 - 1  # a log position is a BIGINT
 AUDIT_STATUSES = TERMINAL_STATES | NON_TERMINAL_STATES
 RECONCILIATION_MONTH = re.compile(r"\d{4}-(0[1-9]|1[0-2])")
 

@@ -208,7 +208,7 @@ MIN_POSITION = _query(
     "min_position",
     {"type": "integer", "minimum": 0, "maximum": 2**63 - 1},
     "wait (up to 10 s) until the views have applied this log position; if they have not, "
-    "503 min_position_not_reached (Retry-After: 1)",
+    "503 min_position_not_reached (Retry-After: 1); past the log's head: 400",
 )
 QUERY_PARAMETERS: dict[tuple[str, str], list[dict[str, Any]]] = {
     ("get", "/v1/data/audit"): [
@@ -272,8 +272,9 @@ QUERY_PARAMETERS: dict[tuple[str, str], list[dict[str, Any]]] = {
 # Errors every route may answer: a bad parameter or body (400), the error handler's last
 # resort (500).
 _ALWAYS = (400, 500)
-# What a route that needs a project key adds: a missing/unknown key (401).
-_PROJECT = (401,)
+# What a route that needs a project key adds: a missing/unknown key (401), the project's
+# in-flight limit on this process (429 project_concurrency_exceeded, gateway/fairness.py).
+_PROJECT = (401, 429)
 _ADMIN = (401, 403)  # a wrong admin token; the admin API switched off
 _READ_WAIT = (503,)  # min_position not reached in time
 _PROVIDER = (401, 402, 403, 404, 409, 413, 429, 502, 503, 504)
@@ -323,10 +324,12 @@ _REASONS = {
     404: "not found (model, request, price, …)",
     409: "duplicate_request or a conflicting state",
     413: "payload_too_large",
-    429: "quota_exceeded or the provider's rate limit (retry_after_seconds)",
+    429: "quota_exceeded, project_concurrency_exceeded, or the provider's rate limit "
+    "(retry_after_seconds)",
     500: "internal_error",
     502: "the provider failed",
-    503: "unavailable (no route, PII screening, FX rate, read position not reached, …)",
+    503: "unavailable (no route, PII screening, FX rate, read position not reached, "
+    "gateway_busy, …)",
     504: "the provider timed out",
 }
 _REQUEST_ID_HEADER = {

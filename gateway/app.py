@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import re
 from collections.abc import AsyncIterator
@@ -22,6 +23,8 @@ from domain.errors import InvalidAmount
 from domain.ids import REQUEST_ID_PREFIX, new_request_id
 from domain.money import to_decimal
 from domain.request import NON_TERMINAL_STATES, TERMINAL_STATES
+from domain.routing import ProjectRouting
+from gateway.admin_checks import check_strict_project, price_model
 from gateway.auth import authenticate_key
 from gateway.bootstrap import Services, build_services
 from gateway.chat import Context, chat_completions, record_rejection
@@ -30,16 +33,20 @@ from gateway.embeddings import embeddings
 from gateway.errors import GatewayError, as_gateway_error, error_response
 from gateway.fairness import ProjectConcurrencyMiddleware
 from gateway.jsonable import jsonable
+from gateway.observability import install as install_observability
 from gateway.pii.service import pii_service
 from gateway.read_scope import read_project
 from gateway.read_scope import require_admin as admin_gate
 from gateway.request_history import request_history
 from gateway.responses import JsonResponse
+from gateway.settlement import request_leases
 from gateway.unsupported import install_unsupported_routes
 from gateway.validation import (
+    ADMIN_STRING_CHARS_MAX,
     MODEL_SYNTAX,
     PLAIN_PARAM,
     USER_ID_CHARS_MAX,
+    check_body_strings,
     check_text,
     has_unstorable_text,
     parse_json_body,
@@ -71,6 +78,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         # Load and warm the PII engine in the background: the app serves at once, and a
         # request that needs screening before it is ready waits for it (fail closed).
         pii_service(services).start()
+        leases = request_leases(services).start()
         sweeper = None
         if services.settings.run_sweeper:
             from gateway.sweeper import Sweeper
@@ -85,6 +93,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             audit.stop()
             if sweeper is not None:
                 sweeper.stop()
+            leases.stop()
             await services.aclose()
 
     app = FastAPI(
@@ -209,10 +218,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             return await read_error(request, error)
 
     install_unsupported_routes(app, services)
-
-    @app.get("/health")
-    async def health() -> dict[str, Any]:
-        return {"status": "ok", "position": services.runner.position}
+    install_observability(app, services)  # /health, /ready, /metrics, traces, access log
 
     # --- read side ----------------------------------------------------------------------------
 
@@ -570,7 +576,10 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         try:
             require_admin(request)
             body = parse_json_body(await request.body())
+            check_body_strings(body, chars_max=ADMIN_STRING_CHARS_MAX)
             command = build(body)
+            if inspect.isawaitable(command):  # a builder that must read state first
+                command = await command
             outcome = await services.writer.execute_async(command)
             return JsonResponse(
                 jsonable(outcome.value),
@@ -589,19 +598,21 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         except Exception as error:
             return error_response(as_gateway_error(error), new_request_id())
 
+    def create_project_command(b: dict[str, Any]) -> c.CreateProject:
+        strict = bool(b.get("strict", False))
+        check_strict_project(services.settings.raw, strict)
+        return c.CreateProject(
+            name=str(b["name"]),
+            tier=str(b.get("tier", "unrestricted")),
+            plan=str(b.get("plan", "pro")),
+            currency=str(b.get("currency", "USD")),
+            fee_rate=to_decimal(b.get("fee_rate", "0.05")),
+            strict=strict,
+        )
+
     @app.post("/v1/admin/projects")
     async def admin_project(request: Request) -> Response:
-        return await admin(
-            request,
-            lambda b: c.CreateProject(
-                name=str(b["name"]),
-                tier=str(b.get("tier", "unrestricted")),
-                plan=str(b.get("plan", "pro")),
-                currency=str(b.get("currency", "USD")),
-                fee_rate=to_decimal(b.get("fee_rate", "0.05")),
-                strict=bool(b.get("strict", False)),
-            ),
-        )
+        return await admin(request, create_project_command)
 
     @app.post("/v1/admin/keys")
     async def admin_key(request: Request) -> Response:
@@ -637,21 +648,28 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             ),
         )
 
+    async def price_command(b: dict[str, Any]) -> c.SetPrice:
+        project_id = None if b.get("project_id") is None else UUID(str(b["project_id"]))
+        routing = None
+        if project_id is not None:
+            found = await services.cache.get(ProjectRouting.create_id(str(project_id)))
+            routing = found if isinstance(found, ProjectRouting) else None
+        model = price_model(services.routing.catalog, routing, str(b["model"]), project_id)
+        return c.SetPrice(
+            model=model,
+            project_id=project_id,
+            input_per_mtok=to_decimal(b["input_per_mtok"]),
+            output_per_mtok=to_decimal(b["output_per_mtok"]),
+            cached_input_per_mtok=None
+            if b.get("cached_input_per_mtok") is None
+            else to_decimal(b["cached_input_per_mtok"]),
+            currency=str(b.get("currency", "USD")),
+            effective_from=parse_instant(str(b["effective_from"])),
+        )
+
     @app.post("/v1/admin/prices")
     async def admin_price(request: Request) -> Response:
-        return await admin(
-            request,
-            lambda b: c.SetPrice(
-                model=str(b["model"]),
-                input_per_mtok=to_decimal(b["input_per_mtok"]),
-                output_per_mtok=to_decimal(b["output_per_mtok"]),
-                cached_input_per_mtok=None
-                if b.get("cached_input_per_mtok") is None
-                else to_decimal(b["cached_input_per_mtok"]),
-                currency=str(b.get("currency", "USD")),
-                effective_from=parse_instant(str(b["effective_from"])),
-            ),
-        )
+        return await admin(request, price_command)
 
     def _invalidate_routing(project_id: str) -> None:
         try:

@@ -33,6 +33,7 @@ from projections import queries
 from projections.audit_tree import StoredCheckpoint, record_of
 
 REQUEST_ID_CHARS_MAX = 100
+SIZE_MAX = 2**63 - 1  # BIGINT: a larger size is a client mistake, not a database error
 
 
 def _wants_text(request: Request) -> bool:
@@ -52,8 +53,10 @@ def _int_param(request: Request, name: str, default: int | None = None) -> int |
         raise GatewayError(
             "invalid_request", f"{name} must be a non-negative integer", param=name
         ) from None
-    if value < 0:
-        raise GatewayError("invalid_request", f"{name} must be a non-negative integer", param=name)
+    if not 0 <= value <= SIZE_MAX:
+        raise GatewayError(
+            "invalid_request", f"{name} must be an integer from 0 to {SIZE_MAX}", param=name
+        )
     return value
 
 

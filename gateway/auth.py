@@ -19,6 +19,7 @@ from domain.ids import LIVE_KEY_PREFIX, TEST_KEY_PREFIX, api_key_id, hash_api_ke
 from domain.project import ApiKey, Project
 from gateway.cache import AggregateCache
 from gateway.errors import GatewayError
+from gateway.observability.core import traced_auth
 from gateway.validation import check_text
 
 USER_ID_CHARS_MAX = 256
@@ -61,6 +62,7 @@ def presented_key_id(authorization: str | None) -> UUID | None:
         return None
 
 
+@traced_auth
 async def authenticate_key(
     cache: AggregateCache, authorization: str | None
 ) -> tuple[ApiKey, Project]:

@@ -11,10 +11,10 @@ import httpx
 
 from domain.application import LedgerApplication, open_application
 from domain.clock import Clock, SystemClock
-from domain.writer import GroupCommitWriter
 from gateway.cache import AggregateCache
 from gateway.config import Settings
 from gateway.fairness import ProjectInflight
+from gateway.observability.writer import ObservedWriter
 from gateway.providers.base import AdapterLimits, ProviderAdapter, ProviderEndpoint
 from projections.db import ReadStore
 from projections.runner import ProjectionRunner, default_views
@@ -33,7 +33,7 @@ class Services:
     settings: Settings
     clock: Clock
     app: LedgerApplication
-    writer: GroupCommitWriter
+    writer: ObservedWriter
     store: ReadStore
     runner: ProjectionRunner
     cache: AggregateCache
@@ -154,7 +154,7 @@ def build_services(settings: Settings | None = None, clock: Clock | None = None)
 
     views = default_views() if settings.run_projections else []
     runner = ProjectionRunner(app, store, views, on_notification=on_notification)
-    writer = GroupCommitWriter(app, clock=clock, on_saved=lambda _position: runner.poke())
+    writer = ObservedWriter(app, clock=clock, on_saved=lambda _position: runner.poke())
     services = Services(
         settings=settings,
         clock=clock,

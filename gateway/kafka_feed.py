@@ -94,19 +94,23 @@ def decode_message(message: Any, mapper: Any) -> tuple[int, int, Any]:
     return record.position, previous, event
 
 
-def check_chain(decoded: Sequence[tuple[int, int, Any]], current: int, view: str) -> None:
+def split_at_gap(
+    decoded: Sequence[tuple[int, int, Any]], current: int, view: str
+) -> tuple[Sequence[tuple[int, int, Any]], FeedError | None]:
     """Every new entry must follow the one before it in the log: its previous position is
-    the position reached so far (duplicates and replays, at or below it, are skipped)."""
+    the position reached so far (duplicates and replays, at or below it, are skipped).
+    Returns the entries before the first gap, and the error naming the gap if there is one."""
     last = current
-    for position, previous, _ in decoded:
+    for index, (position, previous, _) in enumerate(decoded):
         if position <= last:
             continue
         if previous != last:
-            raise FeedError(
+            return decoded[:index], FeedError(
                 f"view {view}: position {position} follows {previous} in the log, but the view "
                 f"is at {last}; the events in between are missing from the topic"
             )
         last = position
+    return decoded, None
 
 
 class KafkaFeed:
@@ -128,14 +132,19 @@ class KafkaFeed:
         self.applied = 0  # messages applied or skipped as duplicates
 
     def apply(self, decoded: Sequence[tuple[int, int, Any]]) -> int:
-        """Apply one batch to every view, each in its own transaction with its position."""
-        reached = []
+        """Apply one batch to every view, each in its own transaction with its position; on
+        a gap, apply what precedes it, then raise."""
+        reached, gaps = [], []
         for view in self.views:
             with self.store.transaction() as tx:
                 current = locked_view_position(tx, view)
-                check_chain(decoded, current, view.name)
-                reached.append(apply_by_position(tx, view, decoded, current))
+                usable, gap = split_at_gap(decoded, current, view.name)
+                reached.append(apply_by_position(tx, view, usable, current))
+            if gap is not None:
+                gaps.append(gap)
         self.position = min(reached, default=0)
+        if gaps:  # what came before the gap is applied; nothing after it ever is
+            raise gaps[0]
         self.applied += len(decoded)
         return self.position
 

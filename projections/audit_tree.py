@@ -179,15 +179,23 @@ class MerkleLog:
                 chunk,
             ).fetchall():
                 found[(0, int(row["leaf_index"]))] = bytes(row["leaf_hash"])
-        for start in range(0, len(interior), NODES_PER_QUERY):
-            chunk_keys = interior[start : start + NODES_PER_QUERY]
-            values = ",".join(["(%s, %s)"] * len(chunk_keys))
-            params = [part for key in chunk_keys for part in key]
-            for row in tx.execute(
-                "SELECT level, node_index, hash FROM lg_merkle_nodes "
-                f"WHERE (level, node_index) IN (VALUES {values})",
-                params,
-            ).fetchall():
+        # One statement, one indexed lookup per level: `level = ? AND node_index IN (...)`
+        # (a row-value IN over VALUES makes SQLite scan the whole table).
+        by_level: dict[int, list[int]] = {}
+        for level, index in interior:
+            by_level.setdefault(level, []).append(index)
+        parts: list[str] = []
+        params: list[int] = []
+        for level, indexes in sorted(by_level.items()):
+            for start in range(0, len(indexes), NODES_PER_QUERY):
+                chunk = indexes[start : start + NODES_PER_QUERY]
+                parts.append(
+                    "SELECT level, node_index, hash FROM lg_merkle_nodes WHERE level = %s "
+                    f"AND node_index IN ({','.join(['%s'] * len(chunk))})"
+                )
+                params.extend([level, *chunk])
+        if parts:
+            for row in tx.execute(" UNION ALL ".join(parts), params).fetchall():
                 found[(int(row["level"]), int(row["node_index"]))] = bytes(row["hash"])
         missing = set(wanted) - set(found)
         if missing:

@@ -42,6 +42,7 @@ STATIC_FILES = {
     "dashboard.css": "text/css; charset=utf-8",
     "dashboard.js": "text/javascript; charset=utf-8",
     "charts.js": "text/javascript; charset=utf-8",
+    "proof.js": "text/javascript; charset=utf-8",
 }
 # The picker lists projects in creation order; a gateway with more than this many
 # projects pages with ?after= (the position of the last project of the previous page).

@@ -197,21 +197,25 @@ def test_consistency_proofs_verify_between_signed_checkpoints_and_bad_params_are
                 {"from": "x"},
                 {"from": -1},
                 {"from": 5, "to": 2},
+                {"from": 10**30},
                 {"from": 1, "to": 10**12},
             )
         ]
-        bad_checkpoint = http.get(
-            "/v1/data/audit/lg_req_000/proof",
-            params={"checkpoint": "abc"},
-            headers=tenant.headers(),
-        )
+        bad_checkpoint = [
+            http.get(
+                "/v1/data/audit/lg_req_000/proof",
+                params={"checkpoint": value},
+                headers=tenant.headers(),
+            )
+            for value in ("abc", "-3", str(10**30))
+        ]
     old = open_checkpoint(body["from_checkpoint"], verifier)
     new = open_checkpoint(body["to_checkpoint"], verifier)
     proof = [bytes.fromhex(h) for h in body["proof"]]
     assert verify_consistency(old.size, new.size, old.root, new.root, proof)
     assert body["from_root_hash"] == old.root.hex() and body["to_root_hash"] == new.root.hex()
     assert default_to.status_code == 200 and default_to.json()["to"] >= second.size
-    for response in bad + [bad_checkpoint]:
+    for response in bad + bad_checkpoint:
         assert response.status_code == 400, response.text
         assert response.json()["error"]["code"] == "invalid_request"
 

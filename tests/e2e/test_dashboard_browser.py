@@ -9,8 +9,12 @@ Set LEDGERGATE_DASHBOARD_SCREENSHOT=/path.png to keep a screenshot of the signed
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -83,6 +87,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
                 "LEDGERGATE_DATA_DIR": str(tmp_path_factory.mktemp("dashboard") / "data"),
                 "LEDGERGATE_OPENAI_BASE_URL": upstream.base_url + "/v1",
                 "LEDGERGATE_OPENAI_API_KEY": "sk-test",
+                # Sign checkpoints quickly, so a request's proof is complete within the test.
+                "LEDGERGATE_CHECKPOINT_INTERVAL_S": "0.1",
             }
         )
         try:
@@ -315,6 +321,19 @@ def test_the_audit_log_filters_by_actor_and_pages_with_the_cursor(world: World, 
     pg.click("#audit-apply")
     expect(pg.locator("#audit-page")).to_contain_text("1 rows")
     assert audit_ids(pg) == [world.a_failed]
+    pg.select_option("#f-status", "")
+    pg.fill("#f-since", "2099-01-01T00:00")
+    pg.click("#audit-apply")
+    expect(pg.locator("#audit-page")).to_contain_text("page 1 · 0 rows")
+    expect(pg.locator("#audit-table tbody")).to_contain_text("No request matches")
+    pg.fill("#f-since", "")
+    pg.fill("#f-until", "2000-01-01T00:00")
+    pg.click("#audit-apply")
+    expect(pg.locator("#audit-page")).to_contain_text("page 1 · 0 rows")
+    pg.fill("#f-until", "2099-01-01T00:00")
+    pg.select_option("#f-status", "failed")
+    pg.click("#audit-apply")
+    expect(pg.locator("#audit-page")).to_contain_text("1 rows")
     # A row's id opens the record.
     pg.click(f"#audit-table button[data-request-id='{world.a_failed}']")
     expect(pg.locator(f"#lookup-result[data-request-id='{world.a_failed}']")).to_be_visible()
@@ -426,3 +445,219 @@ def test_a_wrong_token_is_refused_with_a_clear_error(world: World, page: Page) -
     expect(pg.locator("#sign-in-error")).to_contain_text("invalid_api_key")
     expect(pg.locator("#workspace")).to_be_hidden()
     assert pg.evaluate("() => sessionStorage.length") == 0
+
+
+# --- the page's proof checker (proof.js) against RFC 9162 trees built here -----------------
+
+
+def _sha256(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()
+
+
+def _root(leaves: list[bytes]) -> bytes:
+    """RFC 9162 MTH."""
+    if len(leaves) == 1:
+        return _sha256(b"\x00" + leaves[0])
+    split = 1 << ((len(leaves) - 1).bit_length() - 1)
+    return _sha256(b"\x01" + _root(leaves[:split]) + _root(leaves[split:]))
+
+
+def _path(index: int, leaves: list[bytes]) -> list[bytes]:
+    """RFC 9162 PATH(m, D[n])."""
+    if len(leaves) == 1:
+        return []
+    split = 1 << ((len(leaves) - 1).bit_length() - 1)
+    if index < split:
+        return _path(index, leaves[:split]) + [_root(leaves[split:])]
+    return _path(index - split, leaves[split:]) + [_root(leaves[:split])]
+
+
+def _signed_checkpoint(origin: str, size: int, root: bytes, key: Any) -> tuple[str, str]:
+    """A C2SP checkpoint note signed by an Ed25519 key, and its verifier key string."""
+    from cryptography.hazmat.primitives import serialization
+
+    public = key.public_key().public_bytes(
+        serialization.Encoding.Raw, serialization.PublicFormat.Raw
+    )
+    key_id = _sha256(origin.encode() + b"\n\x01" + public)[:4]
+    text = f"{origin}\n{size}\n{base64.b64encode(root).decode()}\n"
+    signature = base64.b64encode(key_id + key.sign(text.encode())).decode()
+    encoded_key = base64.b64encode(b"\x01" + public).decode()
+    vkey = f"{origin}+{key_id.hex()}+{encoded_key}"
+    return f"{text}\n\u2014 {origin} {signature}\n", vkey
+
+
+def _key(seed: int) -> Any:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    return Ed25519PrivateKey.from_private_bytes(_sha256(f"dashboard-{seed}".encode()))
+
+
+def _proof_body(leaves: list[bytes], indices: list[int], size: int, key: Any) -> dict[str, Any]:
+    root = _root(leaves[:size])
+    note, vkey = _signed_checkpoint("gateway.test/audit", size, root, key)
+    return {
+        "checkpoint": {
+            "origin": "gateway.test/audit",
+            "size": size,
+            "root_hash": root.hex(),
+            "note": note,
+            "public_key": vkey,
+        },
+        "events": [
+            {
+                "leaf_index": index,
+                "aggregate_id": f"{index:08d}-aggregate",
+                "version": index + 1,
+                "leaf_hash": _sha256(b"\x00" + leaves[index]).hex(),
+                "leaf": base64.b64encode(leaves[index]).decode(),
+                "covered": index < size,
+                "inclusion_proof": [h.hex() for h in _path(index, leaves[:size])]
+                if index < size
+                else None,
+            }
+            for index in indices
+        ],
+    }
+
+
+def _verify_in_page(pg: Any, body: dict[str, Any], trusted_key: str = "") -> dict[str, Any]:
+    return dict(
+        pg.evaluate(
+            """async ([body, key]) => {
+                const proof = await import('/dashboard/static/proof.js');
+                return await proof.verifyRequestProof(body, key);
+            }""",
+            [body, trusted_key],
+        )
+    )
+
+
+def test_the_proof_checker_verifies_rfc_9162_inclusion_and_the_checkpoint_signature(
+    world: World, page: Page
+) -> None:
+    # The well-known RFC 6962 test leaves: the tree helper above reproduces their root.
+    vectors = [bytes.fromhex(h) for h in ("", "00", "10", "2021", "3031", "40414243",
+               "5051525354555657", "606162636465666768696a6b6c6d6e6f")]  # fmt: skip
+    assert _root(vectors).hex().startswith("5dc9da79a70659a9ad559cb701ded9a2")
+    # A fixed key whose base64 holds a '+' (the verifier key's separator): seeds are tried
+    # in order, so the test is the same on every run.
+    key = next(
+        candidate
+        for seed in range(1000)
+        if "+" in _signed_checkpoint("o", 1, b"\x00" * 32, candidate := _key(seed))[1][11:]
+    )
+    pg = page.page
+    pg.goto(world.url)
+    pg.wait_for_selector("body[data-ready='1']")
+    leaves = [f"leaf {n}".encode() for n in range(13)] + vectors
+    for size in (1, 2, 3, 7, 8, 13, 21):
+        outcome = _verify_in_page(pg, _proof_body(leaves, list(range(size)), size, key))
+        assert outcome["status"] == "verified", (size, outcome)
+        assert outcome["covered"] == size
+    body = _proof_body(leaves, [2, 5, 11], 12, key)
+    assert _verify_in_page(pg, body)["status"] == "verified"
+
+    def failed(mutate: Any, trusted_key: str = "") -> str:
+        copy = json.loads(json.dumps(body))
+        mutate(copy)
+        outcome = _verify_in_page(pg, copy, trusted_key)
+        assert outcome["status"] == "failed", outcome
+        return str(outcome["reason"])
+
+    def flip_sibling(b: dict[str, Any]) -> None:
+        sibling = b["events"][1]["inclusion_proof"][0]
+        b["events"][1]["inclusion_proof"][0] = ("0" if sibling[0] != "0" else "1") + sibling[1:]
+
+    def swap_leaf(b: dict[str, Any]) -> None:
+        b["events"][0]["leaf"] = base64.b64encode(b"another event").decode()
+
+    def forge_size(b: dict[str, Any]) -> None:
+        b["checkpoint"]["note"] = b["checkpoint"]["note"].replace("\n12\n", "\n13\n", 1)
+
+    def wrong_index(b: dict[str, Any]) -> None:
+        b["events"][2]["leaf_index"] = 10
+
+    assert "inclusion proof" in failed(flip_sibling)
+    assert "leaf hash" in failed(swap_leaf)
+    assert "does not verify" in failed(forge_size)
+    assert "inclusion proof" in failed(wrong_index)
+    _, other_key = _signed_checkpoint("gateway.test/audit", 1, b"\x00" * 32, _key(10_000))
+    assert "no signature by the verifier key" in failed(lambda b: None, other_key)
+    # An event after the latest checkpoint is not yet provable, and not called verified.
+    pending = _verify_in_page(pg, _proof_body(leaves, [3, 12], 12, key))
+    assert pending["status"] == "pending" and pending["covered"] == 1
+
+
+def _wait_for_covering_proof(world: World, tenant: Tenant, request_id: str) -> dict[str, Any]:
+    """The proof once a signed checkpoint covers every event of the request (the log signs
+    asynchronously, every 0.1 s here); bounded in time."""
+    deadline = time.monotonic() + 15.0
+    with world.gateway.client() as http:
+        while True:
+            response = http.get(f"/v1/data/audit/{request_id}/proof", headers=tenant.headers())
+            body = response.json()
+            if response.status_code == 200 and body["events"]:
+                if all(event["covered"] for event in body["events"]):
+                    return dict(body)
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no covering checkpoint in time: {body}")
+            time.sleep(0.1)
+
+
+def test_a_request_is_proven_in_the_signed_log_in_the_page_and_a_forgery_is_caught(
+    world: World, page: Page
+) -> None:
+    from playwright.sync_api import expect
+
+    request_id = world.a_completed[1]
+    proof = _wait_for_covering_proof(world, world.a, request_id)
+    with world.gateway.client() as http:
+        vkey = http.get("/v1/audit/public-key", headers=world.a.headers()).json()["public_key"]
+    pg = open_dashboard(page, world, world.a.api_key)
+    look_up(pg, request_id)
+    expect(pg.locator(f"#lookup-result[data-request-id='{request_id}']")).to_be_visible()
+    pg.click("#proof-button")
+    result = pg.locator("#proof-result")
+    expect(result).to_have_attribute("data-status", "verified")
+    expect(result).to_contain_text(f"{len(proof['events'])} events under the checkpoint")
+    screenshot = os.environ.get("LEDGERGATE_DASHBOARD_SCREENSHOT")
+    if screenshot:
+        pg.locator("#proof-box").screenshot(path=str(Path(screenshot).with_suffix(".proof.png")))
+    checks = pg.locator("#proof-checks tbody tr").all_inner_texts()
+    assert len(checks) == 2 + len(proof["events"]) and all("\tok\t" in c for c in checks)
+    # Pinning the published key gives the same answer; pinning another key does not.
+    pg.fill("#proof-key", vkey)
+    pg.click("#proof-button")
+    expect(result).to_have_attribute("data-status", "verified")
+    name = vkey.split("+", 1)[0]
+    other = _signed_checkpoint(name, 1, b"\x00" * 32, _key(20_000))[1]
+    pg.fill("#proof-key", other)
+    pg.click("#proof-button")
+    expect(result).to_have_attribute("data-status", "failed")
+    expect(result).to_contain_text("no signature by the verifier key")
+    pg.fill("#proof-key", "")
+
+    # A gateway that lies: one sibling hash of the real proof changed on the way.
+    def forge(route: Any) -> None:
+        body = route.fetch().json()
+        for event in body["events"]:
+            if event["inclusion_proof"]:
+                first = event["inclusion_proof"][0]
+                event["inclusion_proof"][0] = ("0" if first[0] != "0" else "1") + first[1:]
+                break
+        route.fulfill(json=body)
+
+    pg.route("**/proof", forge)
+    pg.click("#proof-button")
+    expect(result).to_have_attribute("data-status", "failed")
+    expect(result).to_contain_text("NOT verified")
+    expect(result).to_contain_text("inclusion proof does not lead to the signed root")
+    pg.unroute("**/proof")
+    # Another project's request has no proof for this key.
+    foreign = pg.evaluate(
+        """async ([key, id]) => (await fetch('/v1/data/audit/' + id + '/proof',
+                                 {headers: {Authorization: 'Bearer ' + key}})).status""",
+        [world.a.api_key, world.b_completed],
+    )
+    assert foreign == 404

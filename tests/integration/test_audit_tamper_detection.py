@@ -158,3 +158,61 @@ def test_an_edited_export_is_caught_even_when_the_leaf_hash_is_rewritten_too(sql
     found = verify_export(directory, other).divergence
     assert (found.kind, found.checkpoint_size) == ("bad_signature", store.checkpoint_sizes[0])
     assert verify_export(directory, vkey).ok
+
+
+def _top_up(store, reference):
+    from decimal import Decimal
+
+    from domain import commands as c
+    from domain.writer import run_now
+
+    run_now(
+        store.app,
+        c.TopUp(
+            project_id=store.project_id, amount=Decimal("1"), currency="USD", reference=reference
+        ),
+    )
+
+
+def test_positions_with_gaps_from_rolled_back_sequence_values_still_make_one_tree(
+    postgres_database, scratch
+):
+    url = create_schema(postgres_database, "gaps_" + secrets.token_hex(5))
+    store = AuditStore(url, scratch / "data", topups=5)
+    try:
+        for number in range(3):
+            # A transaction that took a position and rolled back leaves a gap for good.
+            store.events(
+                "SELECT nextval(pg_get_serial_sequence('ledgergate_events', 'notification_id'))"
+            )
+            _top_up(store, f"after-gap-{number}")
+        store.merkle.catch_up()
+        store.merkle.checkpoint()
+        leaves = store.merkle.leaves(-1, 1000)
+        positions = [leaf.position for leaf in leaves]
+        assert [leaf.leaf_index for leaf in leaves] == list(range(len(leaves)))
+        assert positions[-1] - positions[0] + 1 > len(positions)  # there are gaps
+        export(store.merkle, scratch / "export")
+        report = verify_export(scratch / "export", store.signer.verifier.vkey())
+        assert report.ok, report.divergence
+        assert report.verified_size == len(leaves)
+    finally:
+        store.close()
+
+
+def test_two_followers_on_one_store_build_one_tree(audit_store, scratch):
+    from projections.audit_tree import MerkleLog
+
+    other = MerkleLog(audit_store.app, audit_store.store, signer=audit_store.signer, every_events=4)
+    for number in range(12):
+        _top_up(audit_store, f"interleaved-{number}")
+        (other if number % 3 else audit_store.merkle).catch_up()
+    other.catch_up()
+    audit_store.merkle.catch_up()
+    events = audit_store.app.recorder.max_notification_id()
+    assert other.size() == audit_store.merkle.frontier.size == other.frontier.size
+    assert audit_store.merkle.leaves(-1, 10_000)[-1].position == events
+    export(audit_store.merkle, scratch / "export")
+    report = verify_export(scratch / "export", audit_store.signer.verifier.vkey())
+    assert report.ok, report.divergence
+    assert report.checkpoints > len(audit_store.checkpoint_sizes)

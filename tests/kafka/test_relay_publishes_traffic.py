@@ -6,9 +6,11 @@ secret, prompt, completion or PII value in any byte of any message."""
 from __future__ import annotations
 
 import base64
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import openai
@@ -16,10 +18,14 @@ import orjson
 import pytest
 
 from domain.audit_log import StoredRecord, export_record
+from gateway.kafka_feed import KafkaFeed
+from gateway.kafka_settings import KafkaSettings
 from gateway.relay import relay_name, relay_position
 from gateway.serving import BackgroundServer
 from gateway.simulator import SimulatorState
-from tests.kafka.topic import read_topic
+from projections.db import ReadStore
+from projections.runner import default_views
+from tests.kafka.topic import read_topic, view_tables
 from tests.support.harness import ADMIN_TOKEN, Gateway, start_gateway
 
 UPSTREAM_KEY = "sk-kafka-upstream-Q7w8e9r0t1y2"
@@ -32,6 +38,7 @@ PROMPT = (
     "My online banking password is hunter2-Kx9-secret."
 )
 RELAY_WAIT_S_MAX = 30.0
+PII_FIRST_REQUEST_TIMEOUT_S = 180.0
 
 
 @pytest.fixture
@@ -59,9 +66,9 @@ def relaying_gateway(
         gateway.server.stop()
 
 
-def _traffic(gateway: Gateway, state: SimulatorState) -> list[str]:
-    """Completed, streamed, PII-screened, BYOK, failed and rejected requests; returns the
-    API keys issued (secrets that must never be published)."""
+def _traffic(gateway: Gateway, state: SimulatorState, *, screened: bool) -> list[str]:
+    """Completed, streamed, PII-screened (if `screened`), BYOK, failed and rejected requests;
+    returns the API keys issued (secrets that must never be published)."""
     rich, byok, poor = gateway.tenant(), gateway.tenant(), gateway.tenant(balance="0.000000001")
     messages = [{"role": "user", "content": PROMPT}]
     client = gateway.openai(rich)
@@ -71,11 +78,13 @@ def _traffic(gateway: Gateway, state: SimulatorState) -> list[str]:
         model="gpt-4o-mini", messages=messages, stream=True
     ):
         pass
-    client.chat.completions.create(
-        model="gpt-4o-mini",
-        messages=messages,
-        extra_body={"pii_policy": {"action": "pseudonymize", "rehydrate_response": True}},
-    )
+    if screened:
+        # The first screened request loads the PII engine (seconds of CPU): a longer timeout.
+        gateway.openai(rich, timeout=PII_FIRST_REQUEST_TIMEOUT_S).chat.completions.create(
+            model="gpt-4o-mini",
+            messages=messages,
+            extra_body={"pii_policy": {"action": "pseudonymize", "rehydrate_response": True}},
+        )
     with gateway.client() as http:
         stored = http.post(
             f"/v1/admin/projects/{byok.project_id}/provider-keys",
@@ -109,7 +118,7 @@ def test_every_event_of_real_traffic_is_published_once_in_log_order_and_nothing_
 ) -> None:
     gateway = relaying_gateway
     topic = kafka_env["LEDGERGATE_KAFKA_TOPIC"]
-    api_keys = _traffic(gateway, simulator[1])
+    api_keys = _traffic(gateway, simulator[1], screened=True)
     target = _wait_for_relay(gateway, topic)
     stored = gateway.services.app.recorder.select_notifications(start=1, limit=100_000)
     assert len(stored) > 40 and stored[-1].id == target
@@ -183,3 +192,41 @@ def test_every_event_of_real_traffic_is_published_once_in_log_order_and_nothing_
         "PiiScreened",
         "ProviderKeySet",
     } <= topics
+
+
+# SQLite here; the kill -9 test builds the audit and balances views from the topic on
+# PostgreSQL (tests/kafka/test_relay_crash_recovery.py).
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_every_view_built_from_the_topic_equals_the_gateways_across_a_consumer_crash(
+    relaying_gateway: Gateway,
+    simulator: tuple[BackgroundServer, SimulatorState],
+    kafka_env: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    gateway = relaying_gateway
+    _traffic(gateway, simulator[1], screened=False)
+    target = _wait_for_relay(gateway, kafka_env["LEDGERGATE_KAFKA_TOPIC"])
+    downstream = ReadStore(None, str(tmp_path / "downstream"))  # a database of its own
+    downstream.migrate()
+    kafka = KafkaSettings.from_env({**kafka_env, "LEDGERGATE_KAFKA_RELAY_BATCH_EVENTS": "500"})
+    try:
+        # The first consumer crashes in the middle of a batch: half of it applied (and
+        # committed in the views), the group offset not committed. The second one, in the
+        # same group, reads that batch again: what was applied is skipped by position.
+        first = KafkaFeed(downstream, default_views(), kafka)
+        apply = first.apply
+
+        def apply_half_then_crash(decoded: Any) -> int:
+            apply(decoded[: len(decoded) // 2])
+            raise RuntimeError("crash in the middle of a batch")
+
+        first.apply = apply_half_then_crash  # type: ignore[method-assign]
+        with pytest.raises(RuntimeError, match="crash in the middle"):
+            first.run(threading.Event())
+        assert 0 < first.position < target
+        second = KafkaFeed(downstream, default_views(), kafka)
+        assert second.run(once=True) == target
+        gateway.settle()
+        assert view_tables(downstream) == view_tables(gateway.services.store)
+    finally:
+        downstream.close()

@@ -3,6 +3,7 @@
 // from the API is inserted as text (textContent / text nodes), never as HTML.
 
 import { stackedBars } from "./charts.js";
+import { verifyRequestProof } from "./proof.js";
 
 const TOKEN_STORAGE = "ledgergate.dashboard.token";
 const PROJECT_STORAGE = "ledgergate.dashboard.project";
@@ -551,14 +552,55 @@ function renderRecord(record) {
     "Never dispatched to a provider.",
     6,
   );
-  document.dispatchEvent(new CustomEvent("ledgergate:record", { detail: record }));
+  resetProof();
 }
 
-export function lookedUpRecord() {
-  return currentRecord;
+// --- the inclusion proof -----------------------------------------------------------------
+
+function resetProof() {
+  const result = $("proof-result");
+  result.textContent = "";
+  result.className = "";
+  delete result.dataset.status;
+  $("proof-checks").hidden = true;
 }
 
-export { api, ApiError, el };
+async function checkProof() {
+  if (!currentRecord) return;
+  resetProof();
+  const result = $("proof-result");
+  const requestId = currentRecord.request_id;
+  result.textContent = "checking…";
+  let outcome;
+  try {
+    const proof = await api(`/v1/data/audit/${encodeURIComponent(requestId)}/proof`);
+    outcome = await verifyRequestProof(proof, $("proof-key").value.trim());
+  } catch (error) {
+    const missing = error instanceof ApiError && error.code === "unsupported_endpoint";
+    outcome = {
+      status: "failed",
+      checks: [],
+      reason: missing ? "this gateway serves no inclusion proofs" : error instanceof ApiError ? error.describe() : String(error),
+    };
+  }
+  if (!currentRecord || currentRecord.request_id !== requestId) return; // another lookup since
+  const labels = { verified: "verified", pending: "not yet provable", failed: "NOT verified" };
+  let text = labels[outcome.status] || outcome.status;
+  if (outcome.status === "verified") text += `: ${outcome.covered} events under the checkpoint signed by ${outcome.key}`;
+  if (outcome.reason) text += `: ${outcome.reason}`;
+  result.textContent = text;
+  result.className = outcome.status === "verified" ? "proof-ok" : outcome.status === "failed" ? "proof-bad" : "muted";
+  result.dataset.status = outcome.status;
+  if (outcome.checks.length) {
+    fillTable(
+      $("proof-checks"),
+      outcome.checks.map((item) => [item.check, item.ok === true ? "ok" : item.ok === false ? "failed" : "pending", item.detail]),
+      "",
+      3,
+    );
+    $("proof-checks").hidden = false;
+  }
+}
 
 // --- wiring ------------------------------------------------------------------------------
 
@@ -579,6 +621,7 @@ function init() {
     event.preventDefault();
     lookUp($("lookup-id").value);
   });
+  $("proof-button").addEventListener("click", checkProof);
   $("audit-filters").addEventListener("submit", (event) => {
     event.preventDefault();
     state.cursors = [];

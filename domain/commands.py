@@ -101,7 +101,8 @@ class SetPrice(Command):
     currency: str
     effective_from: datetime
     cached_input_per_mtok: Decimal | None = None
-    source: str = "admin"
+    source: str = "operator"  # "operator" | "catalog" (domain/pricing.py: which one wins)
+    project_id: UUID | None = None  # set: the price of that project's custom model
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,14 @@ class SetFxRate(Command):
     rate: Decimal
     effective_from: datetime
     source: str = "admin"
+
+
+@dataclass(frozen=True)
+class ImportFxRates(Command):
+    """Many rates at once (an ECB reference-rate file), in one transaction. Each row is
+    (base, quote, rate, effective_from, source); a row already recorded adds nothing."""
+
+    rows: tuple[tuple[str, str, Decimal, datetime, str], ...]
 
 
 @dataclass(frozen=True)
@@ -150,6 +159,9 @@ class Route:
     provider: str
     upstream_model: str
     endpoint_name: str = "default"
+    # The project owning the routed model when it is a custom model: it is priced from that
+    # project's own price book, never from a shared one (domain/pricing.py).
+    price_project_id: UUID | None = None
 
 
 @dataclass(frozen=True)

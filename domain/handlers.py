@@ -36,7 +36,15 @@ from domain.ids import (
     request_aggregate_id,
 )
 from domain.money import quantize_internal
-from domain.pricing import FxBook, FxRate, Price, PriceBook, compute_cost, identity_rate
+from domain.pricing import (
+    LEGACY_CUSTOM_SOURCE_PREFIX,
+    FxBook,
+    FxRate,
+    Price,
+    PriceBook,
+    compute_cost,
+    identity_rate,
+)
 from domain.project import ApiKey, Project
 from domain.request import ABANDONED, COMPLETED, DISPATCHED, FAILED, STREAMING, Request
 from domain.usage import USAGE_SOURCE_CAPPED, check_usage, input_tokens_bound, reported
@@ -101,13 +109,33 @@ def balance_view(account: Account) -> dict[str, str]:
     }
 
 
-def price_in_effect(uow: UnitOfWork, model: str, at: datetime) -> Price:
-    book = uow.find(price_book_id(model))
-    if not isinstance(book, PriceBook):
-        from domain.errors import PriceNotFound
+def price_in_effect(
+    uow: UnitOfWork, model: str, at: datetime, project_id: UUID | None = None
+) -> Price:
+    """The price of `model` at `at`; with `project_id`, of that project's custom model, from
+    its own book only (custom-model prices recorded before per-project books, in the shared
+    book with source "custom:<project>", still count for that project and no other)."""
+    from domain.errors import PriceNotFound
 
+    if project_id is not None:
+        own = uow.find(price_book_id(model, project_id))
+        if isinstance(own, PriceBook):
+            return own.price_at(at)
+        legacy = uow.find(price_book_id(model))
+        if isinstance(legacy, PriceBook):
+            return legacy.price_at(at, legacy_source=f"{LEGACY_CUSTOM_SOURCE_PREFIX}{project_id}")
+        raise PriceNotFound(f"no price has been set for model {model!r}", model=model)
+    book = uow.find(price_book_id(model))
+    if not isinstance(book, PriceBook) or book.project_id is not None:
         raise PriceNotFound(f"no price has been set for model {model!r}", model=model)
     return book.price_at(at)
+
+
+def _price_scope(route: c.Route, project_id: UUID | None) -> UUID | None:
+    """A custom model is priced only for the project that owns it."""
+    if route.price_project_id is not None and route.price_project_id != project_id:
+        raise InvalidCommand("a project's custom model cannot be priced for another project")
+    return route.price_project_id
 
 
 def fx_in_effect(uow: UnitOfWork, base: str, quote: str, at: datetime) -> FxRate:
@@ -134,7 +162,12 @@ def fx_in_effect(uow: UnitOfWork, base: str, quote: str, at: datetime) -> FxRate
     from domain.errors import FxRateNotFound
 
     raise FxRateNotFound(
-        f"no {base}/{quote} FX rate in effect at {at.isoformat()}", base=base, quote=quote
+        f"no {base}/{quote} FX rate in effect at {at.isoformat()}: this is a configuration "
+        "gap, not an outage (retrying will not help). An operator loads the ECB reference "
+        "rates with `ledgergate fx import eurofxref.csv`, or sets one with `ledgergate fx set "
+        f"--base {base} --quote {quote} --rate R --effective-from T`",
+        base=base,
+        quote=quote,
     )
 
 
@@ -275,9 +308,14 @@ def remove_provider_key(cmd: c.RemoveProviderKey, uow: UnitOfWork) -> dict[str, 
 
 
 def set_price(cmd: c.SetPrice, uow: UnitOfWork) -> dict[str, Any]:
-    book = uow.find(price_book_id(cmd.model))
+    book_id = price_book_id(cmd.model, cmd.project_id)
+    book = uow.find(book_id)
     if book is None:
-        book = PriceBook.open(book_id=price_book_id(cmd.model), model=cmd.model)
+        book = PriceBook.open(
+            book_id=book_id,
+            model=cmd.model,
+            project_id=None if cmd.project_id is None else str(cmd.project_id),
+        )
         new = True
     else:
         new = False
@@ -294,6 +332,8 @@ def set_price(cmd: c.SetPrice, uow: UnitOfWork) -> dict[str, Any]:
     return {
         "price_id": price_id,
         "model": book.model,
+        "project_id": book.project_id,
+        "source": cmd.source,
         "input_per_mtok": format(cmd.input_per_mtok, "f"),
         "output_per_mtok": format(cmd.output_per_mtok, "f"),
         "currency": cmd.currency.upper(),
@@ -316,6 +356,31 @@ def set_fx_rate(cmd: c.SetFxRate, uow: UnitOfWork) -> dict[str, Any]:
         "quote": book.quote,
         "rate": format(cmd.rate, "f"),
         "effective_from": cmd.effective_from.isoformat(),
+    }
+
+
+FX_IMPORT_ROWS_MAX = 100_000  # the whole ECB history since 1999 is ~7,000 days × 3 pairs
+
+
+def import_fx_rates(cmd: c.ImportFxRates, uow: UnitOfWork) -> dict[str, Any]:
+    if len(cmd.rows) > FX_IMPORT_ROWS_MAX:
+        raise InvalidCommand(f"an FX import takes at most {FX_IMPORT_ROWS_MAX} rows")
+    books: dict[UUID, FxBook] = {}
+    recorded = 0
+    for base, quote, rate, effective_from, source in cmd.rows:
+        book_id = fx_book_id(base.upper(), quote.upper())
+        book = books.get(book_id) or uow.find(book_id)
+        if book is None:
+            book = FxBook.open(book_id=book_id, base=base, quote=quote)
+            uow.add(book)
+        books[book_id] = book
+        before = len(book.pending_events)
+        book.set_rate(rate=rate, effective_from=effective_from, source=source)
+        recorded += len(book.pending_events) - before
+    return {
+        "rows": len(cmd.rows),
+        "recorded": recorded,
+        "already_recorded": len(cmd.rows) - recorded,
     }
 
 
@@ -369,7 +434,7 @@ def admit_request(cmd: c.AdmitRequest, uow: UnitOfWork) -> dict[str, Any]:
         else plans.fee_rate_for(project.plan, project.fee_rate, cmd.key_source)
     )
     at = cmd.price_at or facts.received_at
-    price = price_in_effect(uow, cmd.route.model, at)
+    price = price_in_effect(uow, cmd.route.model, at, _price_scope(cmd.route, facts.project_id))
     fx = fx_in_effect(uow, price.currency, project.currency, at)
     estimate = compute_cost(
         price=price,
@@ -467,7 +532,9 @@ def redispatch(cmd: c.Redispatch, uow: UnitOfWork) -> dict[str, Any]:
         # Failover to another model: charge that model's price in effect at reception,
         # never the first model's (PriceNotFound refuses the failover target instead).
         at = request.received_at
-        price = price_in_effect(uow, cmd.route.model, at)
+        price = price_in_effect(
+            uow, cmd.route.model, at, _price_scope(cmd.route, request.project_id)
+        )
         fx = fx_in_effect(uow, price.currency, request.terms.currency, at)
         request.reprice(
             model=cmd.route.model,
@@ -921,6 +988,7 @@ HANDLERS: dict[type[c.Command], Callable[[Any, UnitOfWork], Any]] = {
     c.RemoveProviderKey: remove_provider_key,
     c.SetPrice: set_price,
     c.SetFxRate: set_fx_rate,
+    c.ImportFxRates: import_fx_rates,
     c.RecordRejection: record_rejection,
     c.AdmitRequest: admit_request,
     c.Redispatch: redispatch,

@@ -35,10 +35,12 @@ from domain.errors import (
 )
 from domain.ids import idempotent_request_id, new_request_id
 from domain.pii_events import PiiDecision
-from gateway.auth import actor_from, authenticate_key
+from gateway.auth import actor_from, authenticate_key, presented_key_id
 from gateway.bootstrap import Services
-from gateway.byok import byok_adapter
+from gateway.byok import ProjectEndpointKeys, byok_adapter
 from gateway.errors import GatewayError, as_gateway_error, envelope, error_response
+from gateway.json_bytes import canonical_sha256
+from gateway.observability.core import observed_pii_screening
 from gateway.pii.engine import unscreened_decision
 from gateway.pii.firewall import FIREWALL_SCANNER
 from gateway.pii.policy import PiiPolicy
@@ -79,8 +81,12 @@ from gateway.routing.selector import required_capabilities
 from gateway.settlement import request_leases, settle, submit_settlement
 from gateway.tokens import count_text_tokens, estimate_prompt_tokens, prompt_chars
 from gateway.validation import (
+    check_body_strings,
+    check_id,
     output_tokens_allowance,
     parse_json_body,
+    storable_model,
+    upstream_body_of,
     validate_chat_body,
     wants_usage_in_stream,
 )
@@ -88,8 +94,6 @@ from gateway.validation import (
 log = logging.getLogger("ledgergate.chat")
 
 ENDPOINT_CHAT = "chat.completions"
-GATEWAY_FIELDS = ("routing_preferences", "pii_policy", "trace_id")
-TRACE_ID_CHARS_MAX = 128
 IDEMPOTENCY_KEY_CHARS_MAX = 255
 
 
@@ -156,9 +160,7 @@ class Context:
 
 
 def _hash_messages(body: dict[str, Any]) -> str:
-    return hashlib.sha256(
-        orjson.dumps(body.get("messages"), option=orjson.OPT_SORT_KEYS)
-    ).hexdigest()
+    return canonical_sha256(body.get("messages"))
 
 
 async def record_rejection(
@@ -220,6 +222,8 @@ async def chat_completions(http: HttpRequest, services: Services) -> Response:
     ctx = Context(request_id=new_request_id(), started=time.perf_counter(), services=services)
     ctx.received_at = services.clock.now()
     ctx.client_ip = http.client.host if http.client else None
+    # Kept if authentication fails: which key failed (its id, never the key itself).
+    ctx.key_id = presented_key_id(http.headers.get("authorization"))
     try:
         # The key first: a malformed body from a known key is still that project's record.
         key, project = await authenticate_key(services.cache, http.headers.get("authorization"))
@@ -227,17 +231,21 @@ async def chat_completions(http: HttpRequest, services: Services) -> Response:
         use_idempotency_key(ctx, project.id, http.headers.get("idempotency-key"))
         raw = await http.body()
         body = parse_json_body(raw)
-        if isinstance(body.get("model"), str):
-            ctx.model_requested = body["model"][:200]
+        # Before anything reads the body: no NUL or lone surrogate anywhere (storage
+        # refuses them), no nesting past the bound; a model name is kept only once valid.
+        check_body_strings(body)
+        ctx.model_requested = storable_model(body)
         ctx.stream = body.get("stream") is True
         if isinstance(body.get("messages"), list):
             ctx.message_count = len(body["messages"])
         secret = (services.settings.raw.get("LEDGERGATE_ACTOR_TOKEN_SECRET") or "").encode() or None
         ctx.actor_id = actor_from(http.headers, body, project, secret)
         validate_chat_body(body)
-        trace_id = body.get("trace_id") or http.headers.get("x-trace-id")
-        if trace_id is not None:
-            ctx.trace_id = str(trace_id)[:TRACE_ID_CHARS_MAX]
+        trace_header = http.headers.get("x-trace-id")
+        if body.get("trace_id") is not None:
+            ctx.trace_id = body["trace_id"]  # validated above
+        elif trace_header is not None:
+            ctx.trace_id = check_id(trace_header, "x-trace-id")
         ctx.prompt_chars = prompt_chars(body)
         ctx.prompt_sha256 = _hash_messages(body)
         # Documents in any of the three client shapes become one canonical block first, so
@@ -263,6 +271,7 @@ async def chat_completions(http: HttpRequest, services: Services) -> Response:
                 body,
                 services.cache.get,
                 effective=effective,
+                project_keys=ProjectEndpointKeys(services.settings.raw, project),
                 # eu_strict PDFs become text through Mistral OCR first: no model needs PDF input.
                 capabilities=required_capabilities(body) - {"documents"} if ocr else None,
             )
@@ -349,7 +358,7 @@ async def chat_completions(http: HttpRequest, services: Services) -> Response:
             return error_response(gateway_error, ctx.request_id, ctx.headers)
         screened_body = spliced.body
         ctx.headers["X-LG-Documents-Pages"] = str(spliced.pages)
-    upstream_body = {k: v for k, v in screened_body.items() if k not in GATEWAY_FIELDS}
+    upstream_body = upstream_body_of(screened_body)
     if ctx.stream:
         return await _stream(ctx, decision, upstream_body, body, estimated_input)
     return await _complete(ctx, decision, upstream_body, body, estimated_input)
@@ -412,6 +421,7 @@ class Attempts:
         return max(self.ctx.services.settings.request_timeout_s - self.ctx.elapsed_ms() / 1000, 0)
 
 
+@observed_pii_screening
 async def screen_request_pii(
     ctx: Context, services: Services, project_id: UUID, body: dict[str, Any]
 ) -> dict[str, Any]:

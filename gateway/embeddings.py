@@ -16,7 +16,6 @@ import logging
 import time
 from typing import Any
 
-import orjson
 from fastapi import Request as HttpRequest
 from fastapi.responses import Response
 
@@ -24,8 +23,9 @@ from domain import commands as c
 from domain.catalog import Catalog
 from domain.errors import DomainError, ModelCapabilityMissing
 from domain.tiers import EffectiveTier
-from gateway.auth import actor_from, authenticate_key
+from gateway.auth import actor_from, authenticate_key, presented_key_id
 from gateway.bootstrap import Services, adapter_classes
+from gateway.byok import ProjectEndpointKeys
 from gateway.chat import (
     Attempts,
     Context,
@@ -37,6 +37,7 @@ from gateway.chat import (
     screen_request_pii,
 )
 from gateway.errors import GatewayError, as_gateway_error, error_response
+from gateway.json_bytes import dumps
 from gateway.providers.base import UpstreamError
 from gateway.providers.tokens import estimate_embedding_tokens
 from gateway.responses import JsonResponse
@@ -49,14 +50,20 @@ from gateway.routing.requests import (
     route_of,
 )
 from gateway.settlement import settle
-from gateway.validation import parse_json_body, validate_model
+from gateway.validation import (
+    check_body_strings,
+    parse_json_body,
+    storable_model,
+    upstream_body_of,
+    validate_gateway_fields,
+    validate_model,
+)
 
 log = logging.getLogger("ledgergate.embeddings")
 
 ENDPOINT_EMBEDDINGS = "embeddings"
 EMBEDDING_INPUTS_MAX = 2048  # OpenAI's own per-request limit
 EMBEDDING_INPUT_CHARS_MAX = 8 * 1024 * 1024
-GATEWAY_FIELDS = ("routing_preferences", "pii_policy", "trace_id")
 EMBEDDINGS_CAPABILITY = frozenset({"embeddings"})
 
 
@@ -66,6 +73,7 @@ def _invalid(message: str, param: str) -> GatewayError:
 
 def validate_embeddings_body(body: dict[str, Any]) -> None:
     validate_model(body)
+    validate_gateway_fields(body)
     raw = body.get("input")
     if isinstance(raw, str):
         inputs: list[Any] = [raw]
@@ -135,25 +143,27 @@ async def embeddings(http: HttpRequest, services: Services) -> Response:
     ctx = Context(request_id=_new_request_id(), started=time.perf_counter(), services=services)
     ctx.received_at = services.clock.now()
     ctx.client_ip = http.client.host if http.client else None
+    # Kept if authentication fails: which key failed (its id, never the key itself).
+    ctx.key_id = presented_key_id(http.headers.get("authorization"))
     try:
         key, project = await authenticate_key(services.cache, http.headers.get("authorization"))
         ctx.project_id, ctx.key_id = project.id, key.id
         body = parse_json_body(await http.body())
-        if isinstance(body.get("model"), str):
-            ctx.model_requested = body["model"][:200]
+        check_body_strings(body)
+        ctx.model_requested = storable_model(body)
         secret = (services.settings.raw.get("LEDGERGATE_ACTOR_TOKEN_SECRET") or "").encode() or None
         ctx.actor_id = actor_from(http.headers, body, project, secret)
         validate_embeddings_body(body)
         inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
         ctx.message_count = len(inputs)
         ctx.prompt_chars = sum(len(item) for item in inputs if isinstance(item, str))
-        ctx.prompt_sha256 = hashlib.sha256(orjson.dumps(body["input"])).hexdigest()
+        ctx.prompt_sha256 = hashlib.sha256(dumps(body["input"])).hexdigest()
         estimated_input = estimate_embedding_tokens(body["input"])
         # The same PII screening as chat (it walks `input`), before routing and admission,
         # fail closed: a refused request reserves nothing.
         screened_body = await screen_request_pii(ctx, services, project.id, body)
         if screened_body is not body:
-            ctx.prompt_sha256 = hashlib.sha256(orjson.dumps(screened_body.get("input"))).hexdigest()
+            ctx.prompt_sha256 = hashlib.sha256(dumps(screened_body.get("input"))).hexdigest()
         # The router is the only compliance gate, as for chat: a model outside the project's
         # (or the request's tighter) tier is refused here, before anything is reserved.
         effective = effective_tier_for(project, body)
@@ -164,6 +174,7 @@ async def embeddings(http: HttpRequest, services: Services) -> Response:
                 body,
                 services.cache.get,
                 effective=effective,
+                project_keys=ProjectEndpointKeys(services.settings.raw, project),
                 capabilities=EMBEDDINGS_CAPABILITY,
             )
         except ModelCapabilityMissing as error:
@@ -216,7 +227,7 @@ async def embeddings(http: HttpRequest, services: Services) -> Response:
             "X-LG-Cache": "miss",
         }
     )
-    upstream_body = {k: v for k, v in screened_body.items() if k not in GATEWAY_FIELDS}
+    upstream_body = upstream_body_of(screened_body)
     ctx.purge_pii()  # embeddings have no answer text to restore values into
     upstream_started = time.perf_counter()
     attempts = Attempts(ctx, decision)

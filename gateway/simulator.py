@@ -68,6 +68,9 @@ class SimulatorState:
         # Tests of a misbehaving upstream: report these usage fields instead of the counts.
         self.usage_override: dict[str, Any] | None = None
         self.requests: list[dict[str, Any]] = []
+        # The Authorization header of each chat request, so a test can see which credential
+        # reached this upstream (never printed or logged by the simulator).
+        self.authorizations: list[str | None] = []
 
 
 def _error(status: int, message: str, error_type: str, code: str | None = None) -> JsonResponse:
@@ -98,6 +101,7 @@ def create_simulator_app(state: SimulatorState | None = None) -> FastAPI:
                 "missing_required_parameter",
             )
         state.requests.append(body)
+        state.authorizations.append(request.headers.get("authorization"))
         if state.response_delay_s:
             await asyncio.sleep(state.response_delay_s)
         if state.error_status is not None:

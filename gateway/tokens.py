@@ -16,6 +16,7 @@ TOKENS_REPLY_PRIMER = 3
 TOKENS_PER_IMAGE = 765  # a high-detail 512px-tile image; an upper-side estimate
 TOKENS_PER_DOCUMENT_PAGE_GUESS = 1500  # per page: text plus the page image providers add
 TEXT_CHARS_MAX_FOR_EXACT = 2_000_000
+TOKENIZER_PIECE_CHARS = 500_000  # below bpe-openai's 1,000,000-character refusal
 
 
 @functools.lru_cache(maxsize=1)
@@ -30,7 +31,19 @@ def count_text_tokens(text: str) -> int:
         return 0
     if len(text) > TEXT_CHARS_MAX_FOR_EXACT:
         return math.ceil(len(text) / 3)  # bounded work on absurd inputs; errs on the high side
-    return len(_encoding().encode(text))
+    # bpe-openai refuses one piece of 1,000,000 characters or more ("Input too long to
+    # encode safely"): longer texts are counted in pieces cut at whitespace where there is
+    # some (a cut inside a word costs at most a token or two).
+    total = 0
+    start = 0
+    while start < len(text):
+        end = min(start + TOKENIZER_PIECE_CHARS, len(text))
+        if end < len(text):
+            space = text.rfind(" ", start + TOKENIZER_PIECE_CHARS // 2, end)
+            end = space if space > start else end
+        total += len(_encoding().encode(text[start:end]))
+        start = end
+    return total
 
 
 def _content_tokens(content: Any) -> int:

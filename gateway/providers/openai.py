@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import orjson
 
+from gateway import json_bytes
 from gateway.providers.base import (
     ChatResult,
     ChatStream,
@@ -77,7 +78,7 @@ class OpenAIAdapter(ProviderAdapter):
     async def _post(self, path: str, payload: dict[str, Any]) -> Any:
         try:
             response = await self.client.post(
-                self.url(path), content=orjson.dumps(payload), headers=self.headers()
+                self.url(path), content=json_bytes.dumps(payload), headers=self.headers()
             )
         except httpx.HTTPError as error:
             raise error_from_transport(self.provider, error) from None
@@ -109,7 +110,10 @@ class OpenAIAdapter(ProviderAdapter):
         else:
             payload.pop("stream_options", None)
         request = self.client.build_request(
-            "POST", self.url(self.chat_path), content=orjson.dumps(payload), headers=self.headers()
+            "POST",
+            self.url(self.chat_path),
+            content=json_bytes.dumps(payload),
+            headers=self.headers(),
         )
         try:
             response = await self.client.send(request, stream=True)

@@ -1,6 +1,7 @@
-"""Writes one stored-JSON fixture per event class (as the store keeps it) into
-tests/fixtures/events/. Run it only when an event class gains a new version; the fixtures of
-released versions must keep decoding (tests/unit/test_event_fixtures.py).
+"""Writes one stored-JSON fixture per event class and version (as the store keeps it) into
+tests/fixtures/events/<Aggregate>_<Event>_v<N>.json. Run it when an event class gains a new
+version: it writes the fixture of each current version that has none yet and never touches
+a released one, whose fixture must keep decoding (tests/unit/test_event_fixtures.py).
 
     .venv/bin/python -m tests.support.make_event_fixtures
 """
@@ -199,10 +200,12 @@ def main() -> None:
             if notification.topic in seen:
                 continue
             seen.add(notification.topic)
-            name = notification.topic.split(":")[1].replace(".", "_") + "_v1.json"
+            state = json.loads(notification.state)
+            version = int(state.get("class_version", 1))
+            name = notification.topic.split(":")[1].replace(".", "_") + f"_v{version}.json"
             if (OUT / name).exists():
                 continue  # a released version's fixture is never rewritten
-            fixture = {"topic": notification.topic, "state": json.loads(notification.state)}
+            fixture = {"topic": notification.topic, "state": state}
             (OUT / name).write_text(json.dumps(fixture, indent=2, sort_keys=True) + "\n")
             written.append(name)
         app.close()

@@ -359,9 +359,15 @@ async def chat_completions(http: HttpRequest, services: Services) -> Response:
         screened_body = spliced.body
         ctx.headers["X-LG-Documents-Pages"] = str(spliced.pages)
     upstream_body = upstream_body_of(screened_body)
-    if ctx.stream:
-        return await _stream(ctx, decision, upstream_body, body, estimated_input)
-    return await _complete(ctx, decision, upstream_body, body, estimated_input)
+    try:
+        if ctx.stream:
+            return await _stream(ctx, decision, upstream_body, body, estimated_input)
+        return await _complete(ctx, decision, upstream_body, body, estimated_input)
+    except BaseException:
+        # Not settled by the lifecycle (a bug, a cancellation): no lease is held for it, so
+        # the sweeper settles it after its deadline, as it does for a dead process.
+        request_leases(services).release(ctx.request_id)
+        raise
 
 
 def hold_lease(ctx: Context) -> None:

@@ -21,12 +21,15 @@ from domain.clock import Clock
 from domain.errors import (
     DuplicateRequest,
     IllegalTransition,
+    InsufficientFunds,
     InvalidCommand,
     ReservationNotFound,
     UnknownKey,
     UnknownProject,
 )
 from domain.ids import (
+    MODE_LIVE,
+    MODE_TEST,
     account_id,
     api_key_id,
     fx_book_id,
@@ -83,11 +86,24 @@ def _project(uow: UnitOfWork, project_id: UUID) -> Project:
     return project
 
 
-def _account(uow: UnitOfWork, project_id: UUID) -> Account:
-    account = uow.find(account_id(project_id))
+def _account(uow: UnitOfWork, project_id: UUID, mode: str = MODE_LIVE) -> Account:
+    account = uow.find(account_id(project_id, mode))
     if not isinstance(account, Account):
+        if mode == MODE_TEST:
+            raise InsufficientFunds(
+                "this test key's project has no test balance: top one up with `ledgergate "
+                "topup --test` (test keys never use the live balance)",
+                mode=MODE_TEST,
+            )
         raise UnknownProject(f"no account for project {project_id}")
     return account
+
+
+def _request_account(uow: UnitOfWork, request: Request) -> Account:
+    """The account a request reserved on: the live one, or the test one for a test key."""
+    if request.project_id is None:
+        raise IllegalTransition("a request without a project has no account")
+    return _account(uow, request.project_id, getattr(request, "mode", MODE_LIVE))
 
 
 def _request(uow: UnitOfWork, request_id: str) -> Request:
@@ -227,11 +243,30 @@ def revoke_api_key(cmd: c.RevokeApiKey, uow: UnitOfWork) -> dict[str, Any]:
 
 
 def top_up(cmd: c.TopUp, uow: UnitOfWork) -> dict[str, Any]:
-    account = _account(uow, cmd.project_id)
+    if cmd.test:
+        project = _project(uow, cmd.project_id)
+        found = uow.find(account_id(project.id, MODE_TEST))
+        if isinstance(found, Account):
+            account = found
+        else:  # the test balance opens on its first top-up
+            account = Account.open(
+                project_id=project.id,
+                currency=project.currency,
+                account_id=account_id(project.id, MODE_TEST),
+                mode=MODE_TEST,
+            )
+            uow.add(account)
+    else:
+        account = _account(uow, cmd.project_id)
     applied = account.top_up(
         amount=cmd.amount, currency=cmd.currency, reference=cmd.reference, now=uow.clock.now()
     )
-    return {"applied": applied, "reference": cmd.reference.strip(), **balance_view(account)}
+    return {
+        "applied": applied,
+        "reference": cmd.reference.strip(),
+        "mode": MODE_TEST if cmd.test else MODE_LIVE,
+        **balance_view(account),
+    }
 
 
 def adjust_balance(cmd: c.AdjustBalance, uow: UnitOfWork) -> dict[str, Any]:
@@ -448,7 +483,7 @@ def admit_request(cmd: c.AdmitRequest, uow: UnitOfWork) -> dict[str, Any]:
         ocr_fx = fx_in_effect(uow, str(cmd.ocr_estimate["currency"]), project.currency, at)
         ocr_converted = quantize_internal(Decimal(cmd.ocr_estimate["cost"]) * ocr_fx.rate)
         reserve_amount += ocr_converted + quantize_internal(ocr_converted * fee_rate)
-    account = _account(uow, project.id)
+    account = _account(uow, project.id, facts.mode)
     account.reserve(  # raises QuotaExceeded / InsufficientFunds / BudgetExceeded first
         request_id=facts.request_id,
         amount=reserve_amount,
@@ -579,7 +614,7 @@ def _charge(
     terms = request.terms
     if terms is None or request.project_id is None:
         raise IllegalTransition("only an admitted request can be charged")
-    account = _account(uow, request.project_id)
+    account = _request_account(uow, request)
     if not account.has_reservation(request.request_id):
         raise ReservationNotFound("the request's reservation is already settled")
     price = Price(
@@ -675,7 +710,7 @@ def fail_request(cmd: c.FailRequest, uow: UnitOfWork) -> dict[str, Any]:
     provider_cost = charged = fee = Decimal(0)
     usage = cmd.usage
     if request.project_id is not None and request.terms is not None:
-        account = _account(uow, request.project_id)
+        account = _request_account(uow, request)
         if (
             usage is not None
             and (usage.input_tokens or usage.output_tokens)
@@ -716,7 +751,7 @@ def abandon_request(cmd: c.AbandonRequest, uow: UnitOfWork) -> dict[str, Any]:
     now = uow.clock.now()
     charged = released = Decimal(0)
     if request.project_id is not None and request.terms is not None:
-        account = _account(uow, request.project_id)
+        account = _request_account(uow, request)
         if account.has_reservation(request.request_id):
             reserved = account.pending[request.request_id]
             if request.status in (DISPATCHED, STREAMING):

@@ -23,6 +23,7 @@ from fastapi.responses import Response
 from domain import commands as c
 from domain.catalog import Catalog
 from domain.errors import DomainError, ModelCapabilityMissing
+from domain.ids import key_mode
 from domain.tiers import EffectiveTier
 from gateway.auth import actor_from, authenticate_key
 from gateway.bootstrap import Services, adapter_classes
@@ -48,6 +49,7 @@ from gateway.routing.requests import (
     measure_embeddings,
     route_of,
 )
+from gateway.test_mode import router_for
 from gateway.validation import parse_json_body, validate_model
 
 log = logging.getLogger("ledgergate.embeddings")
@@ -137,6 +139,7 @@ async def embeddings(http: HttpRequest, services: Services) -> Response:
     try:
         key, project = await authenticate_key(services.cache, http.headers.get("authorization"))
         ctx.project_id, ctx.key_id = project.id, key.id
+        ctx.mode = key_mode(key.key_prefix)
         body = parse_json_body(await http.body())
         if isinstance(body.get("model"), str):
             ctx.model_requested = body["model"][:200]
@@ -186,7 +189,7 @@ async def embeddings(http: HttpRequest, services: Services) -> Response:
                 route.model, services.routing.catalog, effective, alternatives=[]
             )
         ctx.project = project
-        key_source = ctx.key_source = key_source_for(services, project, route.provider)
+        key_source = ctx.key_source = key_source_for(services, project, route.provider, ctx.mode)
         admission = await services.writer.execute_async(
             c.AdmitRequest(
                 facts=ctx.facts(ENDPOINT_EMBEDDINGS),
@@ -228,7 +231,7 @@ async def embeddings(http: HttpRequest, services: Services) -> Response:
 
     try:
         outcome_of_attempts = await run_with_failover(
-            services.routing.router,
+            router_for(ctx.mode, services.routing.router),
             decision,
             attempt,
             deadline_s=attempts.deadline_s(),

@@ -253,6 +253,31 @@ class FailRequest(Command):
 class AbandonRequest(Command):
     request_id: str
     reason: str = "swept: no terminal state before the deadline"
+    # The sweeper's cutoff: a request whose deadline (its serving process's lease, renewed
+    # by ExtendDeadline) is later than this is still live and is left alone.
+    overdue_before: datetime | None = None
+
+
+@dataclass(frozen=True)
+class ExtendDeadline(Command):
+    """The serving process renews its lease on a request it is still serving."""
+
+    request_id: str
+    deadline_at: datetime
+
+
+@dataclass(frozen=True)
+class JournalUsage(Command):
+    """The upstream answered but the charge could not be made durable: keep the real usage
+    on the request (no Account event), so its settlement, whoever makes it, charges it."""
+
+    request_id: str
+    usage: UsageReport
+    finish_reason: str | None
+    completion_chars: int
+    completion_sha256: str | None
+    latency_ms: int
+    upstream_ms: int
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 import inspect
 import logging
 import re
@@ -23,19 +22,35 @@ from domain.clock import parse_instant
 from domain.errors import InvalidAmount
 from domain.ids import REQUEST_ID_PREFIX, key_mode, new_request_id
 from domain.money import to_decimal
+from domain.request import NON_TERMINAL_STATES, TERMINAL_STATES
 from domain.routing import ProjectRouting
 from gateway.admin_checks import check_strict_project, price_model
 from gateway.auth import authenticate_key
 from gateway.bootstrap import Services, build_services
-from gateway.chat import chat_completions
+from gateway.chat import Context, chat_completions, record_rejection
 from gateway.config import Settings
 from gateway.embeddings import embeddings
 from gateway.errors import GatewayError, as_gateway_error, error_response
+from gateway.fairness import ProjectConcurrencyMiddleware
 from gateway.jsonable import jsonable
+from gateway.observability import install as install_observability
 from gateway.pii.service import pii_service
+from gateway.read_scope import read_project
+from gateway.read_scope import require_admin as admin_gate
+from gateway.request_history import request_history
 from gateway.responses import JsonResponse
+from gateway.settlement import request_leases
 from gateway.unsupported import install_unsupported_routes
-from gateway.validation import parse_json_body
+from gateway.validation import (
+    ADMIN_STRING_CHARS_MAX,
+    MODEL_SYNTAX,
+    PLAIN_PARAM,
+    USER_ID_CHARS_MAX,
+    check_body_strings,
+    check_text,
+    has_unstorable_text,
+    parse_json_body,
+)
 from projections import ledger_queries, queries
 from projections.ledger_entries import (
     RECONCILIATIONS_PAGE_DEFAULT,
@@ -47,6 +62,10 @@ from projections.queries import InvalidCursor
 log = logging.getLogger("ledgergate.app")
 
 READ_WAIT_S_MAX = 10.0
+# How far past the log's head a min_position may be: none. Every position a client holds
+# came from a committed write, so the store's head already includes it.
+MIN_POSITION_AHEAD_OF_HEAD_MAX = 0
+AUDIT_STATUSES = TERMINAL_STATES | NON_TERMINAL_STATES
 RECONCILIATION_MONTH = re.compile(r"\d{4}-(0[1-9]|1[0-2])")
 
 
@@ -59,25 +78,45 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         # Load and warm the PII engine in the background: the app serves at once, and a
         # request that needs screening before it is ready waits for it (fail closed).
         pii_service(services).start()
+        leases = request_leases(services).start()
         sweeper = None
         if services.settings.run_sweeper:
             from gateway.sweeper import Sweeper
 
             sweeper = Sweeper(services).start()
+        from gateway.audit import audit_service
+
+        audit = audit_service(services).start()  # the Merkle log follows the writer
         try:
             yield
         finally:
+            audit.stop()
             if sweeper is not None:
                 sweeper.stop()
+            leases.stop()
             await services.aclose()
 
     app = FastAPI(
         title="Ledgergate", version="0.1.0", lifespan=lifespan, default_response_class=JsonResponse
     )
     app.state.services = services
+    # Outermost: a project past its in-flight limit is refused before any work is done.
+    app.add_middleware(
+        ProjectConcurrencyMiddleware, inflight=services.inflight, cache=services.cache
+    )
 
     @app.middleware("http")
     async def request_id_on_every_response(request: Request, call_next: Any) -> Response:
+        # A NUL, control character or lone surrogate in the path or a query value would
+        # reach SQL parameters (PostgreSQL refuses NUL): refused here, for every route.
+        bad = _unstorable_url_part(request)
+        if bad is not None:
+            error = GatewayError(
+                "invalid_request",
+                f"'{bad}' contains a NUL, a control character or a lone surrogate",
+                param=bad,
+            )
+            return await read_error(request, error)
         response = await call_next(request)
         if "x-request-id" not in response.headers:
             response.headers["X-Request-Id"] = new_request_id()
@@ -91,8 +130,12 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             if error.status_code in (404, 405)
             else str(error.detail)
         )
+        # A 405 names the methods the path does accept (Starlette puts them in `Allow`).
         return error_response(
-            GatewayError(code, message, status=error.status_code), new_request_id()
+            GatewayError(
+                code, message, status=error.status_code, headers=dict(error.headers or {})
+            ),
+            new_request_id(),
         )
 
     @app.exception_handler(RequestValidationError)
@@ -124,7 +167,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         by ?compliance=, and the project's catalog with its custom models."""
         from domain.tiers import effective_tier
 
-        _, project = await authenticate_key(services.cache, request.headers.get("authorization"))
+        project = await read_project(services.cache, services.settings.admin_token, request)
         effective = effective_tier(
             project.tier, request.query_params.get("compliance"), plan=project.plan
         )
@@ -140,7 +183,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             listing = models_listing(catalog, effective, services.clock.now())
             return JsonResponse(listing, headers={"X-Request-Id": new_request_id()})
         except Exception as error:
-            return error_response(as_gateway_error(error), new_request_id())
+            return await read_error(request, error)
 
     @app.get("/v1/models/leaderboard")
     async def models_leaderboard(request: Request) -> Response:
@@ -151,7 +194,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             payload = leaderboard_payload(services.routing.router, effective, catalog)
             return JsonResponse(payload, headers={"X-Request-Id": new_request_id()})
         except Exception as error:
-            return error_response(as_gateway_error(error), new_request_id())
+            return await read_error(request, error)
 
     @app.get("/v1/models/{model:path}")
     async def models_get(request: Request, model: str) -> Response:
@@ -172,19 +215,65 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
                 param="model",
             )
         except Exception as error:
-            return error_response(as_gateway_error(error), new_request_id())
+            return await read_error(request, error)
 
     install_unsupported_routes(app, services)
-
-    @app.get("/health")
-    async def health() -> dict[str, Any]:
-        return {"status": "ok", "position": services.runner.position}
+    install_observability(app, services)  # /health, /ready, /metrics, traces, access log
 
     # --- read side ----------------------------------------------------------------------------
 
     async def project_of(request: Request) -> str:
-        _, project = await authenticate_key(services.cache, request.headers.get("authorization"))
+        """A key's own project, or the admin token's `?project_id=` (gateway/read_scope.py)."""
+        project = await read_project(services.cache, services.settings.admin_token, request)
         return str(project.id)
+
+    async def read_error(request: Request, error: BaseException) -> Response:
+        """A read's error response; bad input from a known project (a bad filter value) is
+        recorded in its audit log like any other rejection."""
+        gateway_error = as_gateway_error(error)
+        request_id = new_request_id()
+        # Bad input (400) is recorded; a lookup that finds nothing (404) is not: the audit
+        # log would otherwise fill with every probe for another project's ids.
+        if gateway_error.status == 400:
+            principal = getattr(request.state, "principal", None)
+            if principal is None and request.headers.get("authorization"):
+                try:
+                    principal = await authenticate_key(
+                        services.cache, request.headers.get("authorization")
+                    )
+                except Exception:  # not a project's request: nothing of theirs to record
+                    principal = None
+            if principal is not None:
+                await record_read_rejection(request, request_id, principal, gateway_error)
+        return error_response(gateway_error, request_id)
+
+    async def record_read_rejection(
+        request: Request, request_id: str, principal: Any, error: GatewayError
+    ) -> None:
+        key, project = principal
+        ctx = Context(request_id=request_id, started=0.0, services=services)
+        ctx.received_at = services.clock.now()
+        ctx.project_id, ctx.key_id = project.id, key.id
+        ctx.client_ip = request.client.host if request.client else None
+        actor = (request.headers.get("x-user-id") or "").strip()
+        try:
+            ctx.actor_id = check_text(actor, "x-user-id", USER_ID_CHARS_MAX) if actor else None
+        except GatewayError:
+            ctx.actor_id = None  # an unusable user id is not recorded either
+        route = request.scope.get("route")
+        path = getattr(route, "path", None)
+        if path is None:  # refused before routing (the middleware): the path if it is plain
+            plain = re.fullmatch(r"/[A-Za-z0-9/_.\-]{0,100}", request.url.path)
+            path = request.url.path if plain else "/v1/unknown"
+        # What is stored names the code and the field, never the value the client sent.
+        stored = GatewayError(
+            error.code,
+            f"{request.method} {path} refused: {error.code}"
+            + (f" (param {error.param})" if error.param else ""),
+            status=error.status,
+            error_type=error.error_type,
+        )
+        await record_rejection(ctx, stored, endpoint=f"{request.method} {path}")
 
     async def wait_for(request: Request) -> None:
         raw = request.query_params.get("min_position")
@@ -196,7 +285,40 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             raise GatewayError(
                 "invalid_request", "min_position must be an integer", param="min_position"
             ) from None
-        await anyio.to_thread.run_sync(services.runner.wait_for, position, READ_WAIT_S_MAX)
+        await require_existing_position(position)
+        # On the event loop: a waiting read holds no worker thread, however many there are.
+        reached = await services.runner.wait_for_async(position, READ_WAIT_S_MAX)
+        if not reached:
+            # Never a 200 with data older than the client asked for: a retryable 503 that
+            # says how far the views are.
+            raise GatewayError(
+                "min_position_not_reached",
+                f"the read models have not reached position {position} within "
+                f"{READ_WAIT_S_MAX:g} s; retry later",
+                param="min_position",
+                extra={
+                    "min_position": position,
+                    "as_of_position": services.runner.views_position_known(),
+                },
+                headers={"Retry-After": "1"},
+            )
+
+    async def require_existing_position(position: int) -> None:
+        """A position past the log's head names no write anyone has made: refuse it (400)
+        instead of waiting for it. The store is asked only when the position is past what
+        this process already knows to exist."""
+        runner = services.runner
+        known = max(runner.follow_position or 0, runner.position, services.writer.last_position)
+        if position <= known + MIN_POSITION_AHEAD_OF_HEAD_MAX:
+            return
+        head = await anyio.to_thread.run_sync(services.app.recorder.max_notification_id)
+        if position > (head or 0) + MIN_POSITION_AHEAD_OF_HEAD_MAX:
+            raise GatewayError(
+                "invalid_request",
+                "min_position is beyond the end of the event log: pass a position this "
+                "gateway returned (X-LG-Ledger-Position, as_of_position)",
+                param="min_position",
+            )
 
     def parse_time(request: Request, name: str) -> datetime | None:
         raw = request.query_params.get(name)
@@ -221,13 +343,30 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
                 raise GatewayError(
                     "invalid_request", "limit must be an integer", param="limit"
                 ) from None
+            status = params.get("status")
+            if status is not None and status not in AUDIT_STATUSES:
+                raise GatewayError(
+                    "invalid_request",
+                    f"status must be one of {', '.join(sorted(AUDIT_STATUSES))}",
+                    param="status",
+                )
+            model = params.get("model")
+            if model is not None and not MODEL_SYNTAX.fullmatch(model):
+                raise GatewayError(
+                    "invalid_request",
+                    "model must be a model name: letters, digits and . _ : / @ - only",
+                    param="model",
+                )
+            actor_id = params.get("actor_id")
+            if actor_id is not None:
+                check_text(actor_id, "actor_id", USER_ID_CHARS_MAX)
             result = await anyio.to_thread.run_sync(
                 lambda: queries.list_audit(
                     services.store,
                     project_id=project_id,
-                    actor_id=params.get("actor_id"),
-                    model=params.get("model"),
-                    status=params.get("status"),
+                    actor_id=actor_id,
+                    model=model,
+                    status=status,
                     since=parse_time(request, "since"),
                     until=parse_time(request, "until"),
                     cursor=params.get("cursor"),
@@ -236,11 +375,11 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             )
             return JsonResponse(result)
         except InvalidCursor as error:
-            return error_response(
-                GatewayError("invalid_cursor", str(error), param="cursor"), new_request_id()
+            return await read_error(
+                request, GatewayError("invalid_cursor", str(error), param="cursor")
             )
         except Exception as error:
-            return error_response(as_gateway_error(error), new_request_id())
+            return await read_error(request, error)
 
     @app.get("/v1/data/audit/{request_id}")
     async def audit_get(request: Request, request_id: str) -> Response:
@@ -266,9 +405,11 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
                     )
                 )
             )
-            return JsonResponse({**record, "as_of_position": position})
+            # The path it took (transitions, route, attempts), from its own events.
+            history = await anyio.to_thread.run_sync(request_history, services.app, request_id)
+            return JsonResponse({**record, **history, "as_of_position": position})
         except Exception as error:
-            return error_response(as_gateway_error(error), new_request_id())
+            return await read_error(request, error)
 
     @app.get("/v1/billing/balance")
     async def balance(request: Request) -> Response:
@@ -286,21 +427,12 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
                 raise GatewayError("project_not_found", "no balance for this project yet")
             return JsonResponse(result)
         except Exception as error:
-            return error_response(as_gateway_error(error), new_request_id())
+            return await read_error(request, error)
 
     # --- admin ----------------------------------------------------------------------------------
 
     def require_admin(request: Request) -> None:
-        token = services.settings.admin_token
-        if not token:
-            raise GatewayError(
-                "admin_api_disabled", "the admin API is off: set LEDGERGATE_ADMIN_TOKEN"
-            )
-        scheme, _, given = (request.headers.get("authorization") or "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(
-            given.strip().encode(), token.encode()
-        ):
-            raise GatewayError("invalid_admin_token", "a valid admin token is required")
+        admin_gate(services.settings.admin_token, request.headers.get("authorization"))
 
     # Reconciliations compare the platform's provider costs with provider invoices: a
     # finance (admin) concern, not a project's, so they need the admin token.
@@ -354,10 +486,103 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         except Exception as error:
             return error_response(as_gateway_error(error), new_request_id())
 
+    @app.get("/v1/admin/projections/dead-letters")
+    async def admin_dead_letters(request: Request) -> Response:
+        from projections.runner import DEAD_LETTERS_PAGE_MAX, list_dead_letters
+
+        try:
+            require_admin(request)
+            view = request.query_params.get("view")
+            if view is not None and view not in {v.name for v in services.runner.views}:
+                raise GatewayError("invalid_request", "view must name a read model", param="view")
+            limit = bounded_int(request, "limit", 100, 1, DEAD_LETTERS_PAGE_MAX)
+            rows = await anyio.to_thread.run_sync(
+                lambda: list_dead_letters(services.store, view=view, limit=limit)
+            )
+            return JsonResponse({"object": "list", "data": rows})
+        except Exception as error:
+            return error_response(as_gateway_error(error), new_request_id())
+
+    @app.get("/v1/admin/auth-failures")
+    async def admin_auth_failures(request: Request) -> Response:
+        """Who failed to authenticate (the presented key's id, never the key), from where,
+        when and how often: rows newest first, or counts with `group_by`."""
+        from projections.auth_failures import (
+            AUTH_FAILURE_CODES,
+            AUTH_FAILURES_PAGE_DEFAULT,
+            AUTH_FAILURES_PAGE_MAX,
+            GROUP_COLUMNS,
+            list_auth_failures,
+        )
+
+        try:
+            require_admin(request)
+            await wait_for(request)
+            params = request.query_params
+            error_code = params.get("error_code")
+            if error_code is not None and error_code not in AUTH_FAILURE_CODES:
+                raise GatewayError(
+                    "invalid_request",
+                    f"error_code must be one of {', '.join(AUTH_FAILURE_CODES)}",
+                    param="error_code",
+                )
+            raw_group = params.get("group_by")
+            group_by = tuple(g.strip() for g in raw_group.split(",")) if raw_group else ()
+            if any(g not in GROUP_COLUMNS for g in group_by) or len(set(group_by)) < len(group_by):
+                raise GatewayError(
+                    "invalid_request",
+                    f"group_by must list some of {', '.join(GROUP_COLUMNS)}",
+                    param="group_by",
+                )
+            key_fingerprint = params.get("key_fingerprint")
+            if key_fingerprint is not None:
+                try:
+                    key_fingerprint = str(UUID(key_fingerprint))
+                except ValueError:
+                    raise GatewayError(
+                        "invalid_request",
+                        "key_fingerprint must be a key id",
+                        param="key_fingerprint",
+                    ) from None
+            client_ip = params.get("client_ip")
+            if client_ip is not None and (len(client_ip) > 64 or not client_ip.isprintable()):
+                raise GatewayError(
+                    "invalid_request", "client_ip is not an address", param="client_ip"
+                )
+            raw_cursor = params.get("cursor")
+            cursor = None
+            if raw_cursor is not None:
+                if not raw_cursor.isdigit() or len(raw_cursor) > 19:
+                    raise GatewayError(
+                        "invalid_cursor", "cursor is not from next_cursor", param="cursor"
+                    )
+                cursor = int(raw_cursor)
+            limit = bounded_int(
+                request, "limit", AUTH_FAILURES_PAGE_DEFAULT, 1, AUTH_FAILURES_PAGE_MAX
+            )
+            since, until = parse_time(request, "since"), parse_time(request, "until")
+            result = await anyio.to_thread.run_sync(
+                lambda: list_auth_failures(
+                    services.store,
+                    since=since,
+                    until=until,
+                    client_ip=client_ip,
+                    key_fingerprint=key_fingerprint,
+                    error_code=error_code,
+                    group_by=group_by,
+                    cursor=cursor,
+                    limit=limit,
+                )
+            )
+            return JsonResponse(result)
+        except Exception as error:
+            return error_response(as_gateway_error(error), new_request_id())
+
     async def admin(request: Request, build: Any) -> Response:
         try:
             require_admin(request)
             body = parse_json_body(await request.body())
+            check_body_strings(body, chars_max=ADMIN_STRING_CHARS_MAX)
             command = build(body)
             if inspect.isawaitable(command):  # a builder that must read state first
                 command = await command
@@ -507,9 +732,51 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     # Plans, quotas, BYOK, usage and pricing reads (the ledger half of issue 5).
     from gateway.ledger_routes import register_ledger_routes
 
-    register_ledger_routes(app, services, project_of=project_of, wait_for=wait_for, admin=admin)
+    register_ledger_routes(
+        app,
+        services,
+        project_of=project_of,
+        wait_for=wait_for,
+        admin=admin,
+        read_error=read_error,
+    )
+
+    # The tamper-evident log (issue 13): checkpoints, the verifier key, proofs.
+    from gateway.audit_routes import register_audit_routes
+
+    register_audit_routes(app, services, project_of=project_of, wait_for=wait_for)
+
+    # The audit dashboard (GET /dashboard) and the admin's project list it needs.
+    from gateway.dashboard import install_dashboard
+
+    install_dashboard(app, services)
 
     return app
+
+
+def bounded_int(request: Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = low - 1
+    if not low <= value <= high:
+        raise GatewayError(
+            "invalid_request", f"{name} must be an integer from {low} to {high}", param=name
+        )
+    return value
+
+
+def _unstorable_url_part(request: Request) -> str | None:
+    """The name of the path or query part holding text storage refuses, if any."""
+    if has_unstorable_text(request.url.path):
+        return "path"
+    for name, value in request.query_params.multi_items():
+        if has_unstorable_text(name) or has_unstorable_text(value):
+            return name if PLAIN_PARAM.fullmatch(name) else "query"
+    return None
 
 
 __all__ = ["create_app", "InvalidAmount"]

@@ -19,6 +19,8 @@ from domain.ids import LIVE_KEY_PREFIX, TEST_KEY_PREFIX, api_key_id, hash_api_ke
 from domain.project import ApiKey, Project
 from gateway.cache import AggregateCache
 from gateway.errors import GatewayError
+from gateway.observability.core import traced_auth
+from gateway.validation import check_text
 
 USER_ID_CHARS_MAX = 256
 ACTOR_TOKEN_TTL_S_MAX = 7 * 24 * 3600
@@ -49,6 +51,18 @@ def bearer_key(authorization: str | None) -> str:
     return token
 
 
+def presented_key_id(authorization: str | None) -> UUID | None:
+    """The id a presented Ledgergate key has (or would have): a uuid5 of its SHA-256, as
+    every key is stored. Recorded with a failed authentication so the operator can tell
+    which key failed how often; the key itself is never kept. None when no well-formed
+    `Bearer lg_…` key was presented."""
+    try:
+        return api_key_id(hash_api_key(bearer_key(authorization)))
+    except GatewayError:
+        return None
+
+
+@traced_auth
 async def authenticate_key(
     cache: AggregateCache, authorization: str | None
 ) -> tuple[ApiKey, Project]:
@@ -75,10 +89,13 @@ def actor_from(
                 "this project is strict: send a signed 'X-Actor-Token' (X-User-Id is not accepted)",
                 param="x-actor-token",
             )
-        return verify_actor_token(token, project.id, secret)
+        return check_text(
+            verify_actor_token(token, project.id, secret), "x-actor-token", USER_ID_CHARS_MAX
+        )
     actor = headers.get("x-user-id")
+    param = "x-user-id"
     if not actor and body is not None and isinstance(body.get("user"), str):
-        actor = body["user"]
+        actor, param = body["user"], "user"
     if not actor or not actor.strip():
         raise GatewayError(
             "missing_user_id",
@@ -90,9 +107,10 @@ def actor_from(
         raise GatewayError(
             "invalid_request",
             f"the user id is longer than {USER_ID_CHARS_MAX} characters",
-            param="x-user-id",
+            param=param,
         )
-    return actor
+    # The actor id is kept in every event of the request: printable, single-line text only.
+    return check_text(actor, param, USER_ID_CHARS_MAX)
 
 
 # --- actor tokens: "<b64url actor>.<expiry unix>.<hex hmac-sha256>" ----------------------------

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 from datetime import UTC, date, datetime, timedelta
@@ -18,7 +17,10 @@ from domain.clock import parse_instant
 from domain.errors import DomainError
 from domain.money import to_decimal
 from domain.writer import run_now
+from gateway.cli_reads import add_read_commands, is_read_command, run_read_command
 from gateway.config import Settings
+from gateway.observability.logs import configure_logging
+from gateway.progress import progress_bar
 
 DEMO_SIMULATED_PROVIDERS = ("openai", "mistral", "moonshot", "xai")
 # Demo FX rates (1 base = rate USD), recorded as FX events with source "demo" so a USD
@@ -212,8 +214,37 @@ def build_parser() -> argparse.ArgumentParser:
         "rebuild", help="drop the read models and replay the event log into them"
     )
     rebuild.add_argument("--view", action="append")
-    projections.add_parser(
+    projections_run = projections.add_parser(
         "run", help="follow the event log and keep the read models current (worker)"
+    )
+    dead_letters = projections.add_parser(
+        "dead-letters", help="list the events a view could not apply (and passed over)"
+    )
+    dead_letters.add_argument("--view")
+    dead_letters.add_argument("--limit", type=int, default=100)
+    projections_run.add_argument(
+        "--source",
+        choices=("log", "kafka"),
+        default="log",
+        help="log: the event store (default); kafka: the relay's topic (LEDGERGATE_KAFKA_*)",
+    )
+    projections_run.add_argument(
+        "--view", action="append", help="only these views (repeatable; default all)"
+    )
+    projections_run.add_argument(
+        "--once", action="store_true", help="apply what is there now, then exit"
+    )
+
+    relay = sub.add_parser(
+        "relay", help="publish the event log to Kafka (the outbox relay)"
+    ).add_subparsers(dest="action", required=True)
+    relay_run = relay.add_parser(
+        "run", help="publish every stored event, in log order, to LEDGERGATE_KAFKA_TOPIC"
+    )
+    relay_run.add_argument(
+        "--once",
+        action="store_true",
+        help="publish everything recorded so far, then exit",
     )
 
     sweep = sub.add_parser(
@@ -280,6 +311,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="also record an adjustment of --project's balance by the total difference",
     )
     reconcile.add_argument("--project", type=_uuid, help="the project --adjust adjusts")
+
+    audit = add_read_commands(
+        sub,
+        project=project,
+        key=key,
+        price=price,
+        fx=fx,
+        model=model,
+        uuid_type=_uuid,
+        instant_type=_instant,
+    )  # list/show commands and `audit show` (gateway/cli_reads.py)
+
+    from gateway.audit_cli import add_audit_commands
+
+    add_audit_commands(sub, audit)  # audit export|status|checkpoint, verify
     return parser
 
 
@@ -308,13 +354,10 @@ def run_command(settings: Settings, command: c.Command) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = Settings.from_env()
-    logging.basicConfig(
-        level=settings.log_level,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per upstream call is noise
+    configure_logging(settings.log_level, settings.raw.get("LEDGERGATE_LOG_FORMAT") or "json")
     command = args.command
+    if is_read_command(args):
+        return run_read_command(settings, args)
     if command == "project" and args.action != "create":
         return project_admin(settings, args)
     if command == "provider-key":
@@ -419,12 +462,20 @@ def main(argv: list[str] | None = None) -> int:
         return serve(settings, args.host, args.port)
     if command == "demo":
         return demo(settings, args.host, args.port, smoke=args.smoke)
+    if command == "projections" and args.action == "run" and args.source == "kafka":
+        return projections_from_kafka(settings, args)
     if command == "projections":
         return projections(settings, args)
+    if command == "relay":
+        return relay_run(settings, args)
     if command == "sweep":
         return sweep(settings, args.grace_seconds)
     if command in ("ledger", "reconcile"):
         return finance(settings, args)
+    if command in ("audit", "verify"):
+        from gateway.audit_cli import run_audit_command
+
+        return run_audit_command(settings, args)
     return fail("unknown_command", command)
 
 
@@ -510,7 +561,8 @@ def serve(settings: Settings, host: str, port: int) -> int:
         host=host,
         port=port,
         log_level=settings.log_level.lower(),
-        access_log=False,
+        access_log=False,  # the gateway writes its own access line (gateway/observability)
+        log_config=None,  # uvicorn's lines go through the configured (JSON) handler
     )
     return 0
 
@@ -524,13 +576,24 @@ def projections(settings: Settings, args: argparse.Namespace) -> int:
     store = ReadStore(settings.database_url, settings.data_dir)
     store.migrate()
 
-    def progress(position: int, target: int) -> None:
-        print(f"  replayed {position:,} / {target:,} events", file=sys.stderr)
-
-    runner = ProjectionRunner(app, store, default_views(), progress=progress)
+    views = default_views()
+    if args.action == "run" and args.view:
+        views = [view for view in views if view.name in args.view]
+    runner = ProjectionRunner(app, store, views)
     try:
+        if args.action == "dead-letters":
+            from projections.runner import list_dead_letters
+
+            rows = list_dead_letters(store, view=args.view, limit=args.limit)
+            emit({"dead_letters": rows, "count": len(rows)})
+            return 0
+        if args.action == "run" and args.once:
+            emit({"source": "log", "position": runner.catch_up()})
+            return 0
         if args.action == "rebuild":
-            position = runner.rebuild(args.view)
+            with progress_bar("replaying the event log") as advance:
+                runner.progress = advance
+                position = runner.rebuild(args.view)
             emit(
                 {
                     "rebuilt": [
@@ -553,6 +616,96 @@ def projections(settings: Settings, args: argparse.Namespace) -> int:
         runner.stop()
         store.close()
         app.close()
+
+
+def _stop_on_signals() -> Any:
+    """SIGTERM/SIGINT end the loop after the batch in hand (its position stored or not)."""
+    import signal
+    import threading
+
+    stop = threading.Event()
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, lambda *_: stop.set())
+    return stop
+
+
+def relay_run(settings: Settings, args: argparse.Namespace) -> int:
+    from domain.application import open_application
+    from gateway.kafka_settings import KafkaConfigError, KafkaSettings
+    from gateway.relay import OutboxRelay
+    from projections.db import ReadStore
+
+    try:
+        kafka = KafkaSettings.from_env(settings.raw)
+        kafka.require_bootstrap()
+    except KafkaConfigError as error:
+        return fail("kafka_not_configured", str(error))
+    app = open_application(settings.database_url, settings.data_dir)
+    store = ReadStore(settings.database_url, settings.data_dir)
+    try:
+        store.migrate()
+        relay = OutboxRelay(app.recorder, store, kafka)
+        stop = _stop_on_signals()
+        if not args.once:
+            print(
+                f"publishing the event log to Kafka topic {kafka.topic}; Ctrl-C to stop",
+                file=sys.stderr,
+            )
+        position = relay.run(stop, once=args.once)
+        emit(
+            {
+                "relay": relay.name,
+                "topic": kafka.topic,
+                "position": position,
+                "published": relay.stats.published,
+                "batches": relay.stats.batches,
+                "failures": relay.stats.failures,
+            }
+        )
+        return 0
+    finally:
+        store.close()
+        app.close()
+
+
+def projections_from_kafka(settings: Settings, args: argparse.Namespace) -> int:
+    """`projections run --source kafka`: build the read models from the relay's topic. Needs
+    no event store: a downstream system runs it against a database of its own."""
+    from gateway.kafka_feed import FeedError, KafkaFeed
+    from gateway.kafka_settings import KafkaConfigError, KafkaSettings
+    from projections.db import ReadStore
+    from projections.runner import default_views
+
+    try:
+        kafka = KafkaSettings.from_env(settings.raw)
+        kafka.require_bootstrap()
+    except KafkaConfigError as error:
+        return fail("kafka_not_configured", str(error))
+    views = [view for view in default_views() if not args.view or view.name in args.view]
+    if not views:
+        return fail("invalid_request", f"no such view: {', '.join(args.view)}")
+    store = ReadStore(settings.database_url, settings.data_dir)
+    try:
+        store.migrate()
+        feed = KafkaFeed(store, views, kafka)
+        if not args.once:
+            print(f"projecting from Kafka topic {kafka.topic}; Ctrl-C to stop", file=sys.stderr)
+        try:
+            position = feed.run(_stop_on_signals(), once=args.once)
+        except FeedError as error:
+            return fail("kafka_feed_refused", str(error))
+        emit(
+            {
+                "source": "kafka",
+                "topic": kafka.topic,
+                "views": [view.name for view in views],
+                "position": position,
+                "messages": feed.applied,
+            }
+        )
+        return 0
+    finally:
+        store.close()
 
 
 def sweep(settings: Settings, grace_s: float | None) -> int:
@@ -591,13 +744,11 @@ def finance(settings: Settings, args: argparse.Namespace) -> int:
     try:
         store.migrate()
 
-        def progress(position: int, target: int) -> None:
-            print(f"  projecting {position:,} / {target:,} events", file=sys.stderr)
-
-        runner = ProjectionRunner(
-            app, store, [LedgerEntriesView(), ReconciliationsView()], progress=progress
-        )
-        runner.catch_up()
+        with progress_bar("bringing the ledger views up to date") as advance:
+            runner = ProjectionRunner(
+                app, store, [LedgerEntriesView(), ReconciliationsView()], progress=advance
+            )
+            runner.catch_up()
         if args.command == "ledger" and args.action == "balance":
             return _ledger_balance(store, args)
         if args.command == "ledger":
@@ -625,10 +776,10 @@ def _ledger_export(store: Any, args: argparse.Namespace) -> int:
     output = args.output or f"ledger-entries.{args.format}"
     position = tracked_position(store, "ledger_entries")
 
-    def progress(rows: int) -> None:
-        print(f"  exported {rows:,} rows", file=sys.stderr)
-
-    path, rows = export_store(store, args.format, output, progress=progress)
+    with progress_bar(f"exporting ledger entries to {output}") as advance:
+        path, rows = export_store(
+            store, args.format, output, progress=lambda done: advance(done, None)
+        )
     emit({"format": args.format, "path": str(path), "rows": rows, "as_of_position": position})
     return 0
 

@@ -16,7 +16,6 @@ import logging
 import time
 from typing import Any
 
-import orjson
 from fastapi import Request as HttpRequest
 from fastapi.responses import Response
 
@@ -25,19 +24,21 @@ from domain.catalog import Catalog
 from domain.errors import DomainError, ModelCapabilityMissing
 from domain.ids import key_mode
 from domain.tiers import EffectiveTier
-from gateway.auth import actor_from, authenticate_key
+from gateway.auth import actor_from, authenticate_key, presented_key_id
 from gateway.bootstrap import Services, adapter_classes
 from gateway.byok import ProjectEndpointKeys
 from gateway.chat import (
     Attempts,
     Context,
     fail_request,
+    hold_lease,
     key_source_for,
     money_header,
     reject,
     screen_request_pii,
 )
 from gateway.errors import GatewayError, as_gateway_error, error_response
+from gateway.json_bytes import dumps
 from gateway.providers.base import UpstreamError
 from gateway.providers.tokens import estimate_embedding_tokens
 from gateway.responses import JsonResponse
@@ -49,15 +50,22 @@ from gateway.routing.requests import (
     measure_embeddings,
     route_of,
 )
+from gateway.settlement import settle
 from gateway.test_mode import router_for
-from gateway.validation import parse_json_body, validate_model
+from gateway.validation import (
+    check_body_strings,
+    parse_json_body,
+    storable_model,
+    upstream_body_of,
+    validate_gateway_fields,
+    validate_model,
+)
 
 log = logging.getLogger("ledgergate.embeddings")
 
 ENDPOINT_EMBEDDINGS = "embeddings"
 EMBEDDING_INPUTS_MAX = 2048  # OpenAI's own per-request limit
 EMBEDDING_INPUT_CHARS_MAX = 8 * 1024 * 1024
-GATEWAY_FIELDS = ("routing_preferences", "pii_policy", "trace_id")
 EMBEDDINGS_CAPABILITY = frozenset({"embeddings"})
 
 
@@ -67,6 +75,7 @@ def _invalid(message: str, param: str) -> GatewayError:
 
 def validate_embeddings_body(body: dict[str, Any]) -> None:
     validate_model(body)
+    validate_gateway_fields(body)
     raw = body.get("input")
     if isinstance(raw, str):
         inputs: list[Any] = [raw]
@@ -136,26 +145,28 @@ async def embeddings(http: HttpRequest, services: Services) -> Response:
     ctx = Context(request_id=_new_request_id(), started=time.perf_counter(), services=services)
     ctx.received_at = services.clock.now()
     ctx.client_ip = http.client.host if http.client else None
+    # Kept if authentication fails: which key failed (its id, never the key itself).
+    ctx.key_id = presented_key_id(http.headers.get("authorization"))
     try:
         key, project = await authenticate_key(services.cache, http.headers.get("authorization"))
         ctx.project_id, ctx.key_id = project.id, key.id
         ctx.mode = key_mode(key.key_prefix)
         body = parse_json_body(await http.body())
-        if isinstance(body.get("model"), str):
-            ctx.model_requested = body["model"][:200]
+        check_body_strings(body)
+        ctx.model_requested = storable_model(body)
         secret = (services.settings.raw.get("LEDGERGATE_ACTOR_TOKEN_SECRET") or "").encode() or None
         ctx.actor_id = actor_from(http.headers, body, project, secret)
         validate_embeddings_body(body)
         inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
         ctx.message_count = len(inputs)
         ctx.prompt_chars = sum(len(item) for item in inputs if isinstance(item, str))
-        ctx.prompt_sha256 = hashlib.sha256(orjson.dumps(body["input"])).hexdigest()
+        ctx.prompt_sha256 = hashlib.sha256(dumps(body["input"])).hexdigest()
         estimated_input = estimate_embedding_tokens(body["input"])
         # The same PII screening as chat (it walks `input`), before routing and admission,
         # fail closed: a refused request reserves nothing.
         screened_body = await screen_request_pii(ctx, services, project.id, body)
         if screened_body is not body:
-            ctx.prompt_sha256 = hashlib.sha256(orjson.dumps(screened_body.get("input"))).hexdigest()
+            ctx.prompt_sha256 = hashlib.sha256(dumps(screened_body.get("input"))).hexdigest()
         # The router is the only compliance gate, as for chat: a model outside the project's
         # (or the request's tighter) tier is refused here, before anything is reserved.
         effective = effective_tier_for(project, body)
@@ -203,6 +214,7 @@ async def embeddings(http: HttpRequest, services: Services) -> Response:
             )
         )
         ctx.admitted = True
+        hold_lease(ctx)
     except Exception as error:
         return await reject(ctx, error, ENDPOINT_EMBEDDINGS)
 
@@ -218,7 +230,7 @@ async def embeddings(http: HttpRequest, services: Services) -> Response:
             "X-LG-Cache": "miss",
         }
     )
-    upstream_body = {k: v for k, v in screened_body.items() if k not in GATEWAY_FIELDS}
+    upstream_body = upstream_body_of(screened_body)
     ctx.purge_pii()  # embeddings have no answer text to restore values into
     upstream_started = time.perf_counter()
     attempts = Attempts(ctx, decision)
@@ -250,7 +262,8 @@ async def embeddings(http: HttpRequest, services: Services) -> Response:
     ctx.headers.update(decision.headers(served))
     upstream_ms = int((time.perf_counter() - upstream_started) * 1000)
     result.body["model"] = body["model"]
-    outcome = await services.writer.execute_async(
+    outcome = await settle(
+        services,
         c.CompleteRequest(
             request_id=ctx.request_id,
             usage=c.UsageReport(
@@ -262,17 +275,21 @@ async def embeddings(http: HttpRequest, services: Services) -> Response:
             latency_ms=ctx.elapsed_ms(),
             upstream_ms=upstream_ms,
             actor_id=ctx.actor_id,
-        )
+        ),
     )
-    charged = outcome.value["charged_amount"]  # type: ignore[index]
     headers = {
         "X-Request-Id": ctx.request_id,
         **ctx.headers,
-        "X-LG-Actual-Cost": money_header(charged),
         "X-LG-Overhead-Ms": str(max(ctx.elapsed_ms() - upstream_ms, 0)),
-        "X-LG-Ledger-Position": str(outcome.position or 0),
         "X-LG-Usage-Source": result.usage.source,
     }
+    if outcome is not None:  # else journalled: charged in the background, answered now
+        settled = outcome.value
+        if not isinstance(settled, dict):
+            raise TypeError("CompleteRequest returned no charge")
+        headers["X-LG-Actual-Cost"] = money_header(settled["charged_amount"])
+        headers["X-LG-Ledger-Position"] = str(outcome.position or 0)
+        headers["X-LG-Usage-Source"] = str(settled.get("usage_source", result.usage.source))
     return JsonResponse(result.body, headers=headers)
 
 

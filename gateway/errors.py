@@ -41,6 +41,8 @@ STATUS_BY_CODE: dict[str, tuple[int, str]] = {
     "invalid_compliance_tier": (400, "invalid_request_error"),
     "compliance_tier_not_in_plan": (403, "permission_error"),
     "no_route_available": (503, "api_error"),
+    "gateway_busy": (503, "api_error"),
+    "project_concurrency_exceeded": (429, "rate_limit_error"),
     "model_does_not_support_documents": (400, "invalid_request_error"),
     "guardrail_violation": (400, "invalid_request_error"),
     "invalid_pii_policy": (400, "invalid_request_error"),
@@ -51,6 +53,7 @@ STATUS_BY_CODE: dict[str, tuple[int, str]] = {
     "invalid_cursor": (400, "invalid_request_error"),
     "unsupported_endpoint": (404, "invalid_request_error"),
     "payload_too_large": (413, "invalid_request_error"),
+    "min_position_not_reached": (503, "api_error"),
     "internal_error": (500, "api_error"),
 }
 

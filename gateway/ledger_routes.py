@@ -24,9 +24,11 @@ from domain.money import check_currency, to_decimal
 from gateway.auth import authenticate_key
 from gateway.bootstrap import Services
 from gateway.byok import set_provider_key_command
-from gateway.errors import GatewayError, as_gateway_error, error_response
+from gateway.errors import GatewayError
+from gateway.read_scope import read_project
 from gateway.responses import JsonResponse
 from gateway.routing.balancer import owning_project
+from gateway.validation import MODEL_SYNTAX
 from projections import ledger_queries
 
 MODEL_CHARS_MAX = 200
@@ -56,6 +58,7 @@ def register_ledger_routes(
     project_of: Callable[[Request], Awaitable[str]],
     wait_for: Callable[[Request], Awaitable[None]],
     admin: Callable[[Request, Any], Awaitable[Response]],
+    read_error: Callable[[Request, BaseException], Awaitable[Response]],
 ) -> None:
     @app.get("/v1/billing/usage")
     async def billing_usage(request: Request) -> Response:
@@ -78,21 +81,18 @@ def register_ledger_routes(
             )
             return JsonResponse(result)
         except ledger_queries.UsageQueryError as error:
-            return error_response(
-                GatewayError("invalid_request", str(error), param=error.param),
-                _request_id(),
+            return await read_error(
+                request, GatewayError("invalid_request", str(error), param=error.param)
             )
         except Exception as error:
-            return error_response(as_gateway_error(error), _request_id())
+            return await read_error(request, error)
 
     @app.get("/v1/billing/plan")
     async def billing_plan(request: Request) -> Response:
         """The plan in force now (a trial turns Pro by the clock), this month's admitted
         requests and when the quota resets, read from the Account (the quota's home)."""
         try:
-            _, project = await authenticate_key(
-                services.cache, request.headers.get("authorization")
-            )
+            project = await read_project(services.cache, services.settings.admin_token, request)
             account = await anyio.to_thread.run_sync(
                 services.cache.get_sync, account_id(project.id)
             )
@@ -100,7 +100,7 @@ def register_ledger_routes(
                 {"object": "plan", **plan_view(project, account, services.clock.now())}
             )
         except Exception as error:
-            return error_response(as_gateway_error(error), _request_id())
+            return await read_error(request, error)
 
     @app.get("/v1/data/pricing")
     async def data_pricing(request: Request) -> Response:
@@ -113,6 +113,12 @@ def register_ledger_routes(
             model = (params.get("model") or "").strip()
             if not model or len(model) > MODEL_CHARS_MAX:
                 raise GatewayError("invalid_request", "model is required", param="model")
+            if not MODEL_SYNTAX.fullmatch(model):
+                raise GatewayError(
+                    "invalid_request",
+                    "model must be a model name: letters, digits and . _ : / @ - only",
+                    param="model",
+                )
             raw_at = params.get("at")
             try:
                 at = parse_instant(raw_at) if raw_at else services.clock.now()
@@ -149,7 +155,7 @@ def register_ledger_routes(
                 )
             return JsonResponse(result)
         except Exception as error:
-            return error_response(as_gateway_error(error), _request_id())
+            return await read_error(request, error)
 
     # --- admin twins of the CLI -----------------------------------------------------------
 

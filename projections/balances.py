@@ -28,6 +28,7 @@ class BalancesView(View):
         Account.ChargePosted,
         Account.ReservationReleased,
         Account.Adjusted,
+        Account.ChargeCorrected,
     )
 
     def apply(self, tx: Tx, event: Any, position: int) -> None:
@@ -76,6 +77,8 @@ class BalancesView(View):
             posted += event.amount
         elif isinstance(event, Account.ReservationReleased):
             pending -= event.amount
+        elif isinstance(event, Account.ChargeCorrected):
+            posted += event.amount
         tx.execute(
             f"UPDATE {table} SET credits = %s, posted = %s, pending = %s, available = %s, updated_at = %s, "
             "position = %s WHERE account_id = %s",  # noqa: S608 - one of two constant names

@@ -5,24 +5,68 @@ notification once, and for each view applies the events past its tracking positi
 moves the position in the same transaction. Several runners (the gateway's and a
 projection worker's) may run at once: the tracking row is locked for the transaction, and
 a view only applies events beyond the position it reads under that lock.
+
+Apart from the views, each runner keeps its own follower position over the log
+(`follow_position`, in memory, starting at the log head when the process starts) and hands
+every event past it to `on_notification`, so the process can drop cached copies of what
+changed. That position never depends on the shared view tracking: when another process has
+already projected an event, this process still sees it (once) and evicts its caches.
+
+A view never stops on an event it cannot apply (a value its table refuses, a bug in the
+view, an event this version cannot decode). The batch is first applied in one go (the fast
+path); if that fails with anything but a storage outage, it is applied again event by event,
+each in a savepoint, and an event that still fails is rolled back alone, recorded in
+`lg_dead_letters` (view, position, topic, error class — never the event's data or the
+error's text, which may carry a client's value), logged, and passed over. The view's
+position then moves on, so every other request's reads stay current. Operators list the
+dead letters (`ledgergate projections dead-letters`, `GET /v1/admin/projections/dead-letters`);
+`projections rebuild` clears a view's dead letters and replays, recording again whatever
+still fails. A storage outage (connection lost, database locked) is not a dead letter: the
+batch is retried whole, later.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from domain.application import LedgerApplication
 from projections.base import View
-from projections.db import ReadStore, Tx
+from projections.db import ReadStore, Tx, iso
 
 log = logging.getLogger("ledgergate.projections")
 
 NOTIFICATIONS_PER_BATCH = 1000
 POLL_INTERVAL_S = 0.05
+DEAD_LETTERS_PAGE_MAX = 1000
+# Errors that say "storage is unavailable now", not "this event cannot be applied": the batch
+# is retried whole later instead of being dead-lettered. (sqlite3's InterfaceError is a bad
+# parameter, deterministic; psycopg's is a broken connection.)
+_TRANSIENT_ERROR_NAMES = frozenset({"OperationalError", "PoolTimeout"})
+
+
+class Undecodable:
+    """A notification this process could not turn into a domain event."""
+
+    def __init__(self, topic: str, error: BaseException) -> None:
+        self.topic = topic
+        self.error = error
+
+
+def is_transient(error: BaseException) -> bool:
+    if isinstance(error, OSError):
+        return True
+    for klass in type(error).__mro__:
+        if klass.__name__ in _TRANSIENT_ERROR_NAMES:
+            return True
+        if klass.__name__ == "InterfaceError" and klass.__module__.startswith("psycopg"):
+            return True
+    return False
 
 
 class ProjectionRunner:
@@ -41,21 +85,28 @@ class ProjectionRunner:
         self.on_notification = on_notification
         self.progress = progress
         self.position = 0
+        # This process's own pass over the log for its caches; None until the first catch_up
+        # (which starts it at the head: nothing is cached before the process starts).
+        self.follow_position: int | None = None
+        self._decoded_recently: dict[int, Any] = {}
+        # Without views: the position every view has reached, as another process writes
+        # them (read once per poll by the runner thread, so waiting readers never query).
+        self.shared_views_position = 0
+        # Read-your-writes waiters on event loops: (position, loop, future). Woken by the
+        # runner thread when the position is reached; no thread is held while waiting.
+        self._async_waiters: list[tuple[int, asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self._waiters_lock = threading.Lock()
         self._wake = threading.Event()
         self._advanced = threading.Condition()
         self._thread: threading.Thread | None = None
         self._stopping = False
         self.errors = 0
+        self.dead_letters = 0  # recorded by this runner since it started
 
     # --- tracking -------------------------------------------------------------------------
 
     def _ensure_tracking(self) -> None:
-        with self.store.transaction() as tx:
-            for view in self.views:
-                tx.execute(
-                    "INSERT INTO lg_tracking (view, position) VALUES (%s, 0) ON CONFLICT (view) DO NOTHING",
-                    (view.name,),
-                )
+        ensure_tracking(self.store, self.views)
 
     def positions(self) -> dict[str, int]:
         with self.store.transaction(write=False) as tx:
@@ -68,26 +119,38 @@ class ProjectionRunner:
     # --- catching up ----------------------------------------------------------------------
 
     def catch_up(self) -> int:
-        """Apply everything recorded so far. Returns the lowest view position."""
+        """Hand every new event to `on_notification`, then apply everything recorded so far
+        to the views. Returns the lowest view position (the follower position without views)."""
+        self._follow()
         if not self.views:
-            return self._follow()
+            self.shared_views_position = self.views_position()
+            self._wake_async_waiters(self.shared_views_position)
+            return self.position
         self._ensure_tracking()
         target = self.app.recorder.max_notification_id() or 0
         while True:
             positions = self.positions()
             lowest = min((positions.get(v.name, 0) for v in self.views), default=0)
+            # Another process may have applied these already: readers here see it at once.
+            self._set_position(lowest)
             notifications = self.app.recorder.select_notifications(
                 start=lowest, limit=NOTIFICATIONS_PER_BATCH, inclusive_of_start=False
             )
             if not notifications:
                 break
-            decoded = [(n.id, n, self.app.mapper.to_domain_event(n)) for n in notifications]
+            recent = self._decoded_recently
+            decoded = [(n.id, n, recent.get(n.id) or self._decode(n)) for n in notifications]
             for view in self.views:
-                with self.store.transaction() as tx:
-                    self._apply_view(tx, view, decoded)
-            if self.on_notification is not None:
-                for _, _notification, event in decoded:
-                    self.on_notification(event)
+                try:
+                    with self.store.transaction() as tx:
+                        self._apply_view(tx, view, decoded)
+                except Exception as error:
+                    if is_transient(error):
+                        raise
+                    # Some event of the batch cannot be applied: again, one savepoint per
+                    # event, so the failing one is recorded and passed over alone.
+                    with self.store.transaction() as tx:
+                        self._apply_view(tx, view, decoded, guarded=True)
             last = decoded[-1][0]
             self._set_position(last)
             if self.progress is not None:
@@ -96,46 +159,115 @@ class ProjectionRunner:
                 break
         return self.position
 
-    def _follow(self) -> int:
-        """Follower mode (no views: another process writes them): only watch the log, so
-        caches can drop what other processes changed."""
+    def _follow(self) -> None:
+        """This process's own pass over the log: every event past `follow_position` goes to
+        `on_notification` (caches drop what any process changed), whoever projected it."""
+        if self.on_notification is None and self.views:
+            return  # a projection worker has no caches to keep fresh
+        if self.follow_position is None:
+            self.follow_position = self.app.recorder.max_notification_id() or 0
+            if not self.views:
+                self._set_position(self.follow_position)
+            return
         while True:
             notifications = self.app.recorder.select_notifications(
-                start=self.position, limit=NOTIFICATIONS_PER_BATCH, inclusive_of_start=False
+                start=self.follow_position, limit=NOTIFICATIONS_PER_BATCH, inclusive_of_start=False
             )
             if not notifications:
-                return self.position
-            if self.on_notification is not None:
-                for notification in notifications:
-                    self.on_notification(self.app.mapper.to_domain_event(notification))
-            self._set_position(notifications[-1].id)
+                return
+            # Kept for the views' pass, which usually reads the same batch right after.
+            self._decoded_recently = {}
+            for notification in notifications:
+                event = self._decode(notification)
+                self._decoded_recently[notification.id] = event
+                if isinstance(event, Undecodable):
+                    continue  # the views record it as a dead letter; nothing to evict by
+                if self.on_notification is not None:
+                    try:
+                        self.on_notification(event)
+                    except Exception:
+                        self.errors += 1
+                        log.exception("cache eviction failed for notification %s", notification.id)
+            self.follow_position = notifications[-1].id
+            if not self.views:
+                self._set_position(self.follow_position)
+            if len(notifications) < NOTIFICATIONS_PER_BATCH:
+                return
 
     def views_position(self) -> int:
         """The position every view in the read store has reached (whoever writes them)."""
         positions = self.positions()
         return min(positions.values()) if positions else 0
 
-    def _apply_view(self, tx: Tx, view: View, decoded: list[tuple[int, Any, Any]]) -> None:
-        lock = " FOR UPDATE" if self.store.dialect == "postgres" else ""
-        row = tx.execute(
-            f"SELECT position FROM lg_tracking WHERE view = %s{lock}", (view.name,)
-        ).fetchone()
-        current = int(row["position"]) if row else 0
-        last = current
-        for position, _, event in decoded:
-            if position <= current:
-                continue  # already applied: replaying it is a no-op
-            if view.handles(event):
-                view.apply(tx, event, position)
-            last = position
-        if last != current:
-            tx.execute("UPDATE lg_tracking SET position = %s WHERE view = %s", (last, view.name))
+    def _decode(self, notification: Any) -> Any:
+        try:
+            return self.app.mapper.to_domain_event(notification)
+        except Exception as error:
+            if is_transient(error):
+                raise
+            return Undecodable(str(notification.topic), error)
+
+    def _apply_view(
+        self, tx: Tx, view: View, decoded: list[tuple[int, Any, Any]], *, guarded: bool = False
+    ) -> None:
+        apply_by_position(
+            tx,
+            view,
+            decoded,
+            locked_view_position(tx, view),
+            dead_letter=self._dead_letter,
+            guarded=guarded,
+        )
+
+    def _dead_letter(
+        self, tx: Tx, view: View, position: int, notification: Any, error: BaseException
+    ) -> None:
+        topic = str(getattr(notification, "topic", ""))
+        error_class = type(error).__name__
+        error_code = getattr(error, "sqlstate", None)
+        originator = getattr(notification, "originator_id", None)
+        self.dead_letters += 1
+        log.error(
+            "view %s could not apply event %d (%s): %s; recorded as a dead letter and passed over",
+            view.name,
+            position,
+            topic,
+            error_class,
+        )
+        tx.execute(
+            "INSERT INTO lg_dead_letters (view, position, topic, originator_id, error_class,"
+            " error_code, recorded_at) VALUES (%s, %s, %s, %s, %s, %s, %s)"
+            " ON CONFLICT (view, position) DO NOTHING",
+            (
+                view.name,
+                position,
+                topic,
+                None if originator is None else str(originator),
+                error_class,
+                error_code if isinstance(error_code, str) else None,
+                iso(datetime.now(UTC)),
+            ),
+        )
 
     def _set_position(self, position: int) -> None:
         with self._advanced:
             if position > self.position:
                 self.position = position
             self._advanced.notify_all()
+        if self.views:
+            self._wake_async_waiters(self.position)
+
+    def _wake_async_waiters(self, position: int) -> None:
+        with self._waiters_lock:
+            if not self._async_waiters:
+                return
+            ready = [w for w in self._async_waiters if w[0] <= position]
+            self._async_waiters = [w for w in self._async_waiters if w[0] > position]
+        for _, loop, future in ready:
+            try:
+                loop.call_soon_threadsafe(_resolve, future)
+            except RuntimeError:  # that loop has closed: nobody waits any more
+                pass
 
     # --- rebuilding -----------------------------------------------------------------------
 
@@ -147,6 +279,7 @@ class ProjectionRunner:
             for view in chosen:
                 view.reset(tx)
                 tx.execute("UPDATE lg_tracking SET position = 0 WHERE view = %s", (view.name,))
+                tx.execute("DELETE FROM lg_dead_letters WHERE view = %s", (view.name,))
         self.position = 0
         return self.catch_up()
 
@@ -187,6 +320,45 @@ class ProjectionRunner:
             self._wake.wait(backoff)
             self._wake.clear()
 
+    def views_position_known(self) -> int:
+        """The views' position as this process last saw it (no query: for the event loop)."""
+        return self.position if self.views else self.shared_views_position
+
+    def reached(self, position: int) -> bool:
+        """Whether every view has applied `position` (as far as this process knows)."""
+        if self.views:
+            return self.position >= position
+        return self.shared_views_position >= position
+
+    async def wait_for_async(self, position: int, timeout_s: float = 5.0) -> bool:
+        """Read-your-writes on an event loop: wait until every view has applied `position`,
+        at most `timeout_s`, without holding a worker thread (a waiter is a future the
+        runner thread resolves). Returns whether the position was reached."""
+        if self.reached(position):
+            return True
+        if self._thread is None:  # nobody follows the log in the background: catch up once
+            await asyncio.to_thread(self.catch_up)
+            if not self.views:
+                self.shared_views_position = self.views_position()
+            return self.reached(position)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        waiter = (position, loop, future)
+        with self._waiters_lock:
+            self._async_waiters.append(waiter)
+        self.poke()
+        try:
+            if self.reached(position):  # reached between the check and the registration
+                return True
+            await asyncio.wait_for(future, timeout_s)
+            return True
+        except TimeoutError:
+            return self.reached(position)
+        finally:
+            with self._waiters_lock:
+                if waiter in self._async_waiters:
+                    self._async_waiters.remove(waiter)
+
     def wait_for(self, position: int, timeout_s: float = 5.0) -> bool:
         """Read-your-writes: block until every view has applied `position`."""
         if not self.views:
@@ -213,8 +385,79 @@ class ProjectionRunner:
         return self.position >= position
 
 
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+# --- applying by position (the log runner above and the Kafka-fed projections share it) ---
+
+
+def ensure_tracking(store: ReadStore, views: Sequence[View]) -> None:
+    with store.transaction() as tx:
+        for view in views:
+            tx.execute(
+                "INSERT INTO lg_tracking (view, position) VALUES (%s, 0) ON CONFLICT (view) DO NOTHING",
+                (view.name,),
+            )
+
+
+def locked_view_position(tx: Tx, view: View) -> int:
+    """The view's tracking position, locked for the transaction (PostgreSQL; SQLite's
+    write transaction is exclusive already)."""
+    lock = " FOR UPDATE" if tx.store.dialect == "postgres" else ""
+    row = tx.execute(
+        f"SELECT position FROM lg_tracking WHERE view = %s{lock}", (view.name,)
+    ).fetchone()
+    return int(row["position"]) if row else 0
+
+
+def apply_by_position(
+    tx: Tx,
+    view: View,
+    decoded: Sequence[tuple[int, Any, Any]],
+    current: int,
+    *,
+    dead_letter: Callable[[Tx, View, int, Any, BaseException], None] | None = None,
+    guarded: bool = False,
+) -> int:
+    """Apply the (position, notification, event) entries past the view's position `current`
+    and move the position in the same transaction. An entry at or below the position reached
+    so far is skipped: replays (and a feed's duplicates) are no-ops. Returns the new position.
+
+    With `dead_letter`, an undecodable event is recorded through it and passed over; with
+    `guarded` too, each event is applied in its own savepoint, and one the view cannot apply
+    is rolled back alone and recorded the same way (never a transient storage error)."""
+    last = current
+    for position, notification, event in decoded:
+        if position <= last:
+            continue  # already applied: replaying it is a no-op
+        if isinstance(event, Undecodable):
+            if dead_letter is None:
+                raise event.error
+            dead_letter(tx, view, position, notification, event.error)
+        elif view.handles(event):
+            if not guarded or dead_letter is None:
+                view.apply(tx, event, position)
+            else:
+                tx.execute("SAVEPOINT lg_apply")
+                try:
+                    view.apply(tx, event, position)
+                except Exception as error:
+                    if is_transient(error):
+                        raise
+                    tx.execute("ROLLBACK TO SAVEPOINT lg_apply")
+                    dead_letter(tx, view, position, notification, error)
+                tx.execute("RELEASE SAVEPOINT lg_apply")
+        last = position
+    if last != current:
+        tx.execute("UPDATE lg_tracking SET position = %s WHERE view = %s", (last, view.name))
+    return last
+
+
 def default_views() -> list[View]:
     from projections.audit import AuditView
+    from projections.auth_failures import AuthFailuresView
     from projections.balances import BalancesView
     from projections.ledger_entries import LedgerEntriesView, ReconciliationsView
     from projections.pricing import PricingHistoryView
@@ -229,4 +472,20 @@ def default_views() -> list[View]:
         PricingHistoryView(),
         LedgerEntriesView(),
         ReconciliationsView(),
+        AuthFailuresView(),
     ]
+
+
+def list_dead_letters(
+    store: ReadStore, *, view: str | None = None, limit: int = 100
+) -> list[dict[str, Any]]:
+    """The events views could not apply, newest first."""
+    limit = max(1, min(limit, DEAD_LETTERS_PAGE_MAX))
+    where, params = ("WHERE view = %s", [view]) if view else ("", [])
+    with store.transaction(write=False) as tx:
+        rows = tx.execute(
+            "SELECT view, position, topic, originator_id, error_class, error_code, recorded_at"
+            f" FROM lg_dead_letters {where} ORDER BY position DESC, view LIMIT %s",  # noqa: S608
+            (*params, limit),
+        ).fetchall()
+    return [{**row, "position": int(row["position"])} for row in rows]

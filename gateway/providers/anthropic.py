@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import orjson
 
+from gateway import json_bytes
 from gateway.providers.base import (
     ChatResult,
     ChatStream,
@@ -304,7 +305,7 @@ class AnthropicAdapter(ProviderAdapter):
             self.provider,
             self.url(),
             self.headers(),
-            orjson.dumps(native),
+            json_bytes.dumps(native),
             "text/event-stream",
         )
         return AnthropicChatStream(self.provider, response, body.get("model") or upstream_model)  # type: ignore[return-value]

@@ -75,6 +75,7 @@ class UpstreamError(Exception):
         hint: str | None = None,
         retryable: bool = False,
         provider_text: bool = False,
+        local: bool = False,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -90,6 +91,10 @@ class UpstreamError(Exception):
         # True when `message` carries the provider's own words, which may echo the prompt:
         # the client sees them, the ledger never records them.
         self.provider_text = provider_text
+        # True when the gateway itself failed before reaching the provider (its own upstream
+        # connection pool was exhausted): says nothing about the provider, so it never feeds
+        # a breaker or the router's statistics.
+        self.local = local
 
 
 @dataclass(slots=True)

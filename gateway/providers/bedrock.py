@@ -20,6 +20,7 @@ from urllib.parse import quote
 import httpx
 import orjson
 
+from gateway import json_bytes
 from gateway.providers.base import (
     ChatResult,
     ChatStream,
@@ -379,7 +380,7 @@ class BedrockAdapter(ProviderAdapter):
         return {key: str(value) for key, value in request.headers.items()}
 
     async def _post_checked(self, url: str, payload: dict[str, Any]) -> Any:
-        content = orjson.dumps(payload)
+        content = json_bytes.dumps(payload)
         headers = self._signed_headers(url, content, "application/json")
         from gateway.providers.errors import error_from_transport
 
@@ -415,7 +416,7 @@ class BedrockAdapter(ProviderAdapter):
             self.provider,
         )
         url = self.url(upstream_model, "converse-stream")
-        content = orjson.dumps(native)
+        content = json_bytes.dumps(native)
         headers = self._signed_headers(url, content, EVENTSTREAM_CONTENT_TYPE)
         response = await open_stream(
             self.client,

@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import orjson
 
+from gateway import json_bytes
 from gateway.providers.base import (
     ChatResult,
     ChatStream,
@@ -276,7 +277,7 @@ class CohereAdapter(ProviderAdapter):
             self.provider,
             self.url("/v2/chat"),
             headers,
-            orjson.dumps(native),
+            json_bytes.dumps(native),
             "text/event-stream",
         )
         return CohereChatStream(self.provider, response, body.get("model") or upstream_model)  # type: ignore[return-value]

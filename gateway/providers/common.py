@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import orjson
 
+from gateway import json_bytes
 from gateway.providers.base import UpstreamError, Usage
 from gateway.providers.errors import error_from_response, error_from_transport, malformed
 
@@ -179,7 +180,9 @@ async def post_json(
 ) -> Any:
     try:
         response = await client.post(
-            url, content=content if content is not None else orjson.dumps(payload), headers=headers
+            url,
+            content=content if content is not None else json_bytes.dumps(payload),
+            headers=headers,
         )
     except httpx.HTTPError as error:
         raise error_from_transport(provider, error) from None

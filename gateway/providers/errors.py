@@ -179,7 +179,22 @@ def error_from_response(provider: str, response: httpx.Response) -> UpstreamErro
     return error_from_status(provider, response.status_code, response.headers, payload, text=text)
 
 
+UPSTREAM_BUSY_RETRY_AFTER_S = 1.0
+
+
 def error_from_transport(provider: str, error: Exception) -> UpstreamError:
+    if isinstance(error, httpx.PoolTimeout):
+        # Our own connection pool had no free connection within the pool timeout: the
+        # provider was never contacted, so this is the gateway being busy, not an outage.
+        return UpstreamError(
+            status=503,
+            code="gateway_busy",
+            message="the gateway has no free upstream connection right now; retry shortly",
+            provider=provider,
+            retry_after_seconds=UPSTREAM_BUSY_RETRY_AFTER_S,
+            retry_after_source="gateway_default",
+            local=True,
+        )
     if isinstance(error, httpx.TimeoutException):
         return UpstreamError(
             status=504,

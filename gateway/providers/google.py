@@ -16,6 +16,7 @@ from urllib.parse import quote
 import httpx
 import orjson
 
+from gateway import json_bytes
 from gateway.providers.base import (
     USAGE_SOURCE_ESTIMATED,
     ChatResult,
@@ -427,7 +428,7 @@ class GoogleAdapter(ProviderAdapter):
             self.provider,
             self.url(upstream_model, "streamGenerateContent") + "?alt=sse",
             self.headers(),
-            orjson.dumps(native),
+            json_bytes.dumps(native),
             "text/event-stream",
         )
         return GeminiChatStream(self.provider, response, body.get("model") or upstream_model)  # type: ignore[return-value]

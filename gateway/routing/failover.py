@@ -4,7 +4,9 @@ Every target was already compliant when the decision was made, and this loop onl
 list, so failover cannot leave the tier. What counts as an endpoint failure (feeds the breaker
 and the statistics, and moves on to the next target): 5xx, 429, timeouts, anything the adapter
 marked retryable. A client error (other 4xx) goes straight back to the caller: another model
-would most likely refuse the same request, and the endpoint did nothing wrong.
+would most likely refuse the same request, and the endpoint did nothing wrong. Neither does
+the gateway's own pool exhaustion (`UpstreamError.local`): it is answered 503 `gateway_busy`
+without touching the breaker or the statistics.
 
 For streaming, `attempt` should return once the first chunk is in (adapters raise
 UpstreamError before that), so failover never happens after bytes reached the client.
@@ -20,6 +22,7 @@ from typing import Generic, TypeVar
 
 from domain.errors import NoRouteAvailable
 from domain.money import Money
+from gateway.observability.core import observed_attempt
 from gateway.providers.base import UpstreamError
 from gateway.routing.decision import RouteDecision, RouteTarget
 from gateway.routing.router import Router
@@ -32,6 +35,7 @@ OUTCOME_SKIPPED = "skipped_breaker_open"
 OUTCOME_CLIENT_ERROR = "client_error"
 OUTCOME_DEADLINE = "deadline_exceeded"
 OUTCOME_NOT_USABLE = "target_not_usable"
+OUTCOME_GATEWAY_BUSY = "gateway_busy"  # our own upstream pool was exhausted
 
 
 class SkipTarget(Exception):
@@ -84,6 +88,8 @@ class FailoverExhausted(UpstreamError):
 
 
 def counts_as_endpoint_failure(error: UpstreamError) -> bool:
+    if error.local:  # the gateway's own pool was exhausted: the endpoint did nothing wrong
+        return False
     return error.retryable or error.status >= 500 or error.status == 429
 
 
@@ -108,6 +114,7 @@ async def run_with_failover(
     choice: its request deadline is the sweeper's, not a limit on a long stream).
     `measure(value)` may return (cost, output_valid) of a success for the statistics.
     """
+    attempt = observed_attempt(attempt)  # a span and the upstream latency per attempt
     started = monotonic()
     deadline_at = None if deadline_s is None else started + deadline_s
     attempts: list[AttemptRecord] = []
@@ -153,10 +160,9 @@ async def run_with_failover(
             latency_ms = (monotonic() - attempt_started) * 1000.0
             if not counts_as_endpoint_failure(error):
                 breaker.release()
+                outcome = OUTCOME_GATEWAY_BUSY if error.local else OUTCOME_CLIENT_ERROR
                 attempts.append(
-                    AttemptRecord(
-                        target.label(), OUTCOME_CLIENT_ERROR, latency_ms, error.status, error.code
-                    )
+                    AttemptRecord(target.label(), outcome, latency_ms, error.status, error.code)
                 )
                 raise
             router.observe(target, success=False, latency_ms=latency_ms, failure_reason=error.code)

@@ -14,6 +14,7 @@ from domain import commands as c
 from domain.errors import InvalidCommand, PriceNotFound
 from domain.money import Money
 from domain.tiers import EffectiveTier, effective_tier
+from gateway.observability.core import traced_routing
 from gateway.providers.base import ChatResult, EmbeddingResult, ProviderEndpoint
 from gateway.routing.balancer import owning_project
 from gateway.routing.decision import RouteDecision, RouteTarget
@@ -73,6 +74,7 @@ def output_valid(body: Mapping[str, Any], answer: Mapping[str, Any]) -> bool | N
     return True
 
 
+@traced_routing
 async def decide_for_request(
     routing: RoutingService,
     project: Any,

@@ -219,6 +219,7 @@ class ProjectRoutingCache:
     def __init__(self, ttl_s: float = PROJECT_ROUTING_TTL_S) -> None:
         self.ttl_s = ttl_s
         self._entries: dict[UUID, tuple[float, ProjectRouting | None]] = {}
+        self._project_of_routing: dict[UUID, UUID] = {}  # aggregate id -> project id
 
     async def get(
         self, project_id: UUID, load: Callable[[UUID], Awaitable[Any]]
@@ -227,15 +228,26 @@ class ProjectRoutingCache:
         entry = self._entries.get(project_id)
         if entry is not None and now - entry[0] < self.ttl_s:
             return entry[1]
-        found = await load(ProjectRouting.create_id(str(project_id)))
+        routing_id = ProjectRouting.create_id(str(project_id))
+        found = await load(routing_id)
         routing = found if isinstance(found, ProjectRouting) else None
         if len(self._entries) > 100_000:
             self._entries.clear()
+            self._project_of_routing.clear()
         self._entries[project_id] = (now, routing)
+        self._project_of_routing[routing_id] = project_id
         return routing
 
     def invalidate(self, project_id: UUID) -> None:
         self._entries.pop(project_id, None)
+
+    def evict(self, aggregate_id: UUID) -> None:
+        """An event of some aggregate was recorded (by any process): if it is a project's
+        ProjectRouting (a custom model or endpoint changed), forget that project's entry,
+        including a cached "none yet"."""
+        project_id = self._project_of_routing.get(aggregate_id)
+        if project_id is not None:
+            self._entries.pop(project_id, None)
 
 
 def catalog_price_commands(

@@ -124,7 +124,7 @@ def test_two_projects_custom_models_of_one_name_are_each_charged_their_own_price
     assert later.status_code == 200, later.text
     for tenant, price in ((a, "1"), (b, "6000"), (a, "1")):
         raw = gateway.openai(tenant).chat.completions.with_raw_response.create(
-            model="shared-llm", messages=MESSAGES, max_tokens=20
+            model="shared-llm", messages=MESSAGES, max_tokens=200
         )
         assert Decimal(raw.headers["x-lg-actual-cost"]) == charged(raw, price, price)
 

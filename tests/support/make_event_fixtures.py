@@ -146,9 +146,56 @@ def main() -> None:
                 ),
             ),
         )
+        # Issue 9: BYOK (fee-only) reservation and charge, a renewed lease, capped usage,
+        # journalled usage, and a swept request corrected to its real usage.
+        own = c.AdmitRequest(
+            facts=facts(),
+            route=c.Route("m", "openai", "m"),
+            estimated_input_tokens=10,
+            max_output_tokens=10,
+            key_source="byok",
+            price_at=now,
+        )
+        run_now(app, own)
+        run_now(app, c.ExtendDeadline(own.facts.request_id, now + timedelta(minutes=20)))
+        run_now(
+            app,
+            c.CompleteRequest(
+                own.facts.request_id, c.UsageReport(10, 10**9), "stop", 2, None, 9, 8
+            ),
+        )
+        journalled = c.AdmitRequest(
+            facts=facts(),
+            route=c.Route("m", "openai", "m"),
+            estimated_input_tokens=10,
+            max_output_tokens=10,
+            fee_rate=Decimal("0.05"),
+            price_at=now,
+        )
+        run_now(app, journalled)
+        run_now(
+            app,
+            c.JournalUsage(
+                journalled.facts.request_id, c.UsageReport(9, 4), "stop", 12, None, 7, 6
+            ),
+        )
+        late = c.AdmitRequest(
+            facts=facts(),
+            route=c.Route("m", "openai", "m"),
+            estimated_input_tokens=10,
+            max_output_tokens=10,
+            fee_rate=Decimal("0.05"),
+            price_at=now,
+        )
+        run_now(app, late)
+        run_now(app, c.AbandonRequest(late.facts.request_id))
+        run_now(
+            app,
+            c.CompleteRequest(late.facts.request_id, c.UsageReport(10, 7), "stop", 14, None, 9, 8),
+        )
         OUT.mkdir(parents=True, exist_ok=True)
         seen: set[str] = set()
-        written = 0
+        written: list[str] = []
         for notification in app.recorder.select_notifications(start=1, limit=10_000):
             if notification.topic in seen:
                 continue
@@ -160,9 +207,9 @@ def main() -> None:
                 continue  # a released version's fixture is never rewritten
             fixture = {"topic": notification.topic, "state": state}
             (OUT / name).write_text(json.dumps(fixture, indent=2, sort_keys=True) + "\n")
-            written += 1
+            written.append(name)
         app.close()
-        print(f"wrote {written} new fixtures of {len(seen)} event classes to {OUT}")
+        print(f"wrote {len(written)} new fixtures to {OUT}: {', '.join(written) or '-'}")
 
 
 if __name__ == "__main__":

@@ -173,3 +173,31 @@ async def test_without_cutting_in_flight_the_deadline_only_stops_further_failove
     with pytest.raises(FailoverExhausted):
         await run_with_failover(router, decision, attempt, deadline_s=0.01, cut_in_flight=False)
     assert len(calls) == 1  # the first attempt ran to its end; no second one started late
+
+
+async def test_our_own_pool_exhaustion_never_counts_against_the_provider(router: Router) -> None:
+    import httpx
+
+    from gateway.providers.errors import error_from_transport
+
+    decision = router.decide("gpt-5", effective_tier("unrestricted"))
+    calls = 0
+
+    async def attempt(target: RouteTarget) -> str:
+        nonlocal calls
+        calls += 1
+        raise error_from_transport("openai", httpx.PoolTimeout("no connection in the pool"))
+
+    for _ in range(3 * router.board.config.consecutive_failures_to_open):
+        with pytest.raises(UpstreamError) as caught:
+            await run_with_failover(router, decision, attempt)
+        assert caught.value.status == 503 and caught.value.code == "gateway_busy"
+        assert caught.value.retry_after_seconds is not None
+    assert calls == 3 * router.board.config.consecutive_failures_to_open  # no failover either
+    breaker = router.board.get(decision.chosen.endpoint_key)
+    assert breaker.state == "closed" and breaker.try_acquire()  # the breaker never opened
+    breaker.release()
+    assert router.stats.get("gpt-5") is None  # and the statistics never saw a failure
+    with pytest.raises(UpstreamError) as caught:
+        await run_with_failover(router, decision, attempt)
+    assert caught.value.code == "gateway_busy"

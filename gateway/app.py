@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from domain import commands as c
 from domain.clock import parse_instant
 from domain.errors import InvalidAmount
-from domain.ids import REQUEST_ID_PREFIX, new_request_id
+from domain.ids import REQUEST_ID_PREFIX, key_mode, new_request_id
 from domain.money import to_decimal
 from domain.request import NON_TERMINAL_STATES, TERMINAL_STATES
 from domain.routing import ProjectRouting
@@ -420,9 +420,15 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     @app.get("/v1/billing/balance")
     async def balance(request: Request) -> Response:
         try:
-            project_id = await project_of(request)
+            # A test key reads its project's test balance (test mode), a live key the live one.
+            key, project = await authenticate_key(
+                services.cache, request.headers.get("authorization")
+            )
+            mode = key_mode(key.key_prefix)
             await wait_for(request)
-            result = await anyio.to_thread.run_sync(queries.get_balance, services.store, project_id)
+            result = await anyio.to_thread.run_sync(
+                queries.get_balance, services.store, str(project.id), mode
+            )
             if result is None:
                 raise GatewayError("project_not_found", "no balance for this project yet")
             return JsonResponse(result)
@@ -651,6 +657,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
                 amount=to_decimal(b["amount"]),
                 currency=str(b["currency"]),
                 reference=str(b["reference"]),
+                test=b.get("test") is True,
             ),
         )
 

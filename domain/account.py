@@ -9,7 +9,11 @@ release for the same request finds no reservation and is refused. Corrections ar
 Adjusted events, never edits.
 
 Per-key daily budgets live here too, because reservations must count against them under
-any concurrency: the Account is the single consistency boundary for money. So does the
+any concurrency: the Account is the single consistency boundary for money. A budget counts
+what a request costs, which is what the balance is debited except with the project's own
+provider key (BYOK): then only the fee is reserved and debited (the provider bills the
+customer directly), while the whole cost still counts toward the key's budget
+(OwnKeyReserved / OwnKeyChargePosted carry that budget amount). So does the
 plan's monthly request count: every admitted request reserves (possibly zero), and the
 count of Reserved events per calendar month (UTC, from `reserved_at`) is derived on replay,
 so the quota check and the count it guards are decided by the same single writer.
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from typing import Any
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
@@ -26,6 +31,7 @@ from eventsourcing.domain import Aggregate, event
 from domain.errors import (
     BudgetExceeded,
     CurrencyMismatch,
+    DuplicateRequest,
     InsufficientFunds,
     InvalidAmount,
     InvalidCommand,
@@ -85,6 +91,30 @@ class Account(Aggregate):
         actor_id: str | None
         posted_at: datetime
 
+    class ChargeCorrected(Aggregate.Event):
+        """A request already settled by the sweeper (charged its estimated input) turned out
+        to be served: the difference to its real usage is debited (`amount` > 0) or given
+        back (`amount` < 0). A correction, never an edit of the earlier charge."""
+
+        request_id: str
+        previous_amount: Decimal  # what the request had been charged before
+        amount: Decimal  # signed difference debited now
+        shortfall_amount: Decimal
+        provider_cost: Decimal  # the real usage's whole provider cost (not a difference)
+        provider_currency: str
+        fee_amount: Decimal
+        key_source: str
+        usage_source: str
+        provider: str
+        model: str
+        upstream_model: str
+        input_tokens: int
+        output_tokens: int
+        cached_tokens: int
+        key_id: UUID | None
+        actor_id: str | None
+        corrected_at: datetime
+
     class ReservationReleased(Aggregate.Event):
         request_id: str
         amount: Decimal
@@ -115,6 +145,9 @@ class Account(Aggregate):
         # A dict, not a set, so the state stays JSON-serialisable for snapshots.
         self.references: dict[str, bool] = {}
         self.monthly_requests: dict[str, int] = {}  # "YYYY-MM" (UTC) -> admitted requests
+        # request_id -> what its reservation counts toward the budget, where that differs
+        # from what it holds from the balance (BYOK).
+        self.pending_budget: dict[str, Decimal] = {}
 
     # --- queries -------------------------------------------------------------------------
 
@@ -134,6 +167,9 @@ class Account(Aggregate):
     def _monthly(self) -> dict[str, int]:
         # setdefault: a snapshot taken before this field existed restores without it.
         return self.__dict__.setdefault("monthly_requests", {})  # type: ignore[no-any-return]
+
+    def _pending_budget(self) -> dict[str, Decimal]:
+        return self.__dict__.setdefault("pending_budget", {})  # type: ignore[no-any-return]
 
     # --- commands ------------------------------------------------------------------------
 
@@ -173,12 +209,23 @@ class Account(Aggregate):
         daily_budget: Decimal | None,
         now: datetime,
         monthly_requests_max: int | None = None,
+        budget_amount: Decimal | None = None,
     ) -> None:
+        """Hold `amount` from the balance; `budget_amount` (default: `amount`) is what the
+        reservation counts toward the key's daily budget (the cost, with a BYOK key)."""
         amount = quantize_internal(amount)
-        if amount < 0:
+        budget = amount if budget_amount is None else quantize_internal(budget_amount)
+        if amount < 0 or budget < 0:
             raise InvalidAmount("a reservation cannot be negative")
         if request_id in self.pending:
-            raise InvalidCommand("this request already holds a reservation")
+            # The request id is the aggregate's identity (derived from the Idempotency-Key
+            # when there is one): a second reservation for it is the same request again —
+            # e.g. another process admitted it between this process's two reads.
+            raise DuplicateRequest(
+                "this request was already admitted; it is not run or charged again",
+                original_request_id=request_id,
+                original_status="admitted",
+            )
         if monthly_requests_max is not None:
             used = self.requests_in_month(now)
             if used >= monthly_requests_max:
@@ -201,17 +248,28 @@ class Account(Aggregate):
         day = now.astimezone(UTC).date()  # budgets reset at 00:00 UTC
         if daily_budget is not None:
             spent = self.spent_on(key_id, day)
-            if spent + amount > daily_budget:
+            if spent + budget > daily_budget:
                 resets_at = next_day_start(now)
                 raise BudgetExceeded(
                     "this key's daily budget would be exceeded",
                     daily_budget=format(daily_budget, "f"),
                     spent_today=format(spent, "f"),
-                    required=format(amount, "f"),
+                    required=format(budget, "f"),
                     currency=self.currency,
                     resets_at=resets_at.isoformat().replace("+00:00", "Z"),
                 )
-        self._reserved(request_id, amount, key_id, day, now)
+        if budget != amount:
+            self.trigger_event(
+                OwnKeyReserved,
+                request_id=request_id,
+                amount=amount,
+                key_id=key_id,
+                budget_day=day,
+                reserved_at=now,
+                budget_amount=budget,
+            )
+        else:
+            self._reserved(request_id, amount, key_id, day, now)
 
     @event(Reserved)
     def _reserved(
@@ -222,11 +280,22 @@ class Account(Aggregate):
         budget_day: date,
         reserved_at: datetime,
     ) -> None:
+        self._hold(request_id, amount, key_id, budget_day, reserved_at, amount)
+
+    def _hold(
+        self,
+        request_id: str,
+        amount: Decimal,
+        key_id: UUID | None,
+        budget_day: date,
+        reserved_at: datetime,
+        budget_amount: Decimal,
+    ) -> None:
         self.pending[request_id] = amount
         self.pending_total += amount
         bucket = _budget_bucket(key_id, budget_day)
         self.pending_buckets[request_id] = bucket
-        self.budget_spend[bucket] = self.budget_spend.get(bucket, ZERO) + amount
+        self.budget_spend[bucket] = self.budget_spend.get(bucket, ZERO) + budget_amount
         monthly = self._monthly()
         month = month_key(reserved_at)
         monthly[month] = monthly.get(month, 0) + 1
@@ -255,14 +324,24 @@ class Account(Aggregate):
         actor_id: str | None,
         now: datetime,
         daily_budget: Decimal | None = None,
+        budget_amount: Decimal | None = None,
+        cap_at_reservation: bool = False,
     ) -> Decimal:
-        """Post the actual charge, release the rest. Returns the amount debited."""
+        """Post the actual charge, release the rest. Returns the amount debited.
+
+        `budget_amount` (default: what is debited) is what the charge counts toward the
+        key's daily budget: with a BYOK key the whole cost, while only the fee is debited.
+        `cap_at_reservation`: usage the upstream reported beyond what the request could
+        produce is never collected beyond the reservation (and is no shortfall either: it
+        is an upstream error, flagged for reconciliation)."""
         if request_id not in self.pending:
             raise ReservationNotFound("no open reservation for this request (already settled?)")
         actual_amount = quantize_internal(actual_amount)
         if actual_amount < 0:
             raise InvalidAmount("a charge cannot be negative")
         reserved = self.pending[request_id]
+        if cap_at_reservation:
+            actual_amount = min(actual_amount, reserved)
         # The balance never goes below zero: beyond the reservation we can only take what is
         # available; the rest is recorded as a shortfall (written off), never as a debt.
         collectable = reserved + self.available
@@ -274,31 +353,37 @@ class Account(Aggregate):
         amount = min(actual_amount, collectable)
         shortfall = actual_amount - amount
         released = max(reserved - amount, ZERO)
-        self._charge_posted(
-            request_id,
-            reserved,
-            amount,
-            released,
-            shortfall,
-            quantize_internal(provider_cost),
-            provider_currency,
-            fx_rate,
-            fx_rate_id,
-            price_id,
-            fee_rate,
-            quantize_internal(fee_amount),
-            key_source,
-            usage_source,
-            provider,
-            model,
-            upstream_model,
-            input_tokens,
-            output_tokens,
-            cached_tokens,
-            key_id,
-            actor_id,
-            now,
-        )
+        facts: dict[str, Any] = {
+            "request_id": request_id,
+            "reserved_amount": reserved,
+            "amount": amount,
+            "released_amount": released,
+            "shortfall_amount": shortfall,
+            "provider_cost": quantize_internal(provider_cost),
+            "provider_currency": provider_currency,
+            "fx_rate": fx_rate,
+            "fx_rate_id": fx_rate_id,
+            "price_id": price_id,
+            "fee_rate": fee_rate,
+            "fee_amount": quantize_internal(fee_amount),
+            "key_source": key_source,
+            "usage_source": usage_source,
+            "provider": provider,
+            "model": model,
+            "upstream_model": upstream_model,
+            "input_tokens": input_tokens,
+            "output_tokens": output_tokens,
+            "cached_tokens": cached_tokens,
+            "key_id": key_id,
+            "actor_id": actor_id,
+            "posted_at": now,
+        }
+        if request_id in self._pending_budget():
+            # Reserved with the project's own key: the budget keeps counting the cost.
+            budgeted = amount if budget_amount is None else quantize_internal(budget_amount)
+            self.trigger_event(OwnKeyChargePosted, budget_amount=budgeted, **facts)
+        else:
+            self._charge_posted(**facts)
         return amount
 
     @event(ChargePosted)
@@ -331,6 +416,90 @@ class Account(Aggregate):
         self._settle(request_id, reserved_amount, amount)
         self.posted += amount
 
+    def correct_charge(
+        self,
+        *,
+        request_id: str,
+        previous_amount: Decimal,
+        actual_amount: Decimal,
+        provider_cost: Decimal,
+        provider_currency: str,
+        fee_amount: Decimal,
+        key_source: str,
+        usage_source: str,
+        provider: str,
+        model: str,
+        upstream_model: str,
+        input_tokens: int,
+        output_tokens: int,
+        cached_tokens: int,
+        key_id: UUID | None,
+        actor_id: str | None,
+        now: datetime,
+    ) -> Decimal:
+        """A swept request that was served after all: debit the difference between its real
+        charge and what the sweep took (never below zero: beyond what is available the rest
+        is a shortfall), or give back an excess. Returns the signed difference applied."""
+        if request_id in self.pending:
+            raise InvalidCommand("a request with an open reservation is charged, not corrected")
+        actual_amount = quantize_internal(actual_amount)
+        previous_amount = quantize_internal(previous_amount)
+        if actual_amount < 0 or previous_amount < 0:
+            raise InvalidAmount("a charge cannot be negative")
+        difference = actual_amount - previous_amount
+        applied = min(difference, max(self.available, ZERO))
+        shortfall = difference - applied if difference > 0 else ZERO
+        if difference <= 0:
+            applied = difference
+        self._charge_corrected(
+            request_id,
+            previous_amount,
+            applied,
+            shortfall,
+            quantize_internal(provider_cost),
+            provider_currency,
+            quantize_internal(fee_amount),
+            key_source,
+            usage_source,
+            provider,
+            model,
+            upstream_model,
+            input_tokens,
+            output_tokens,
+            cached_tokens,
+            key_id,
+            actor_id,
+            now,
+        )
+        return applied
+
+    @event(ChargeCorrected)
+    def _charge_corrected(
+        self,
+        request_id: str,
+        previous_amount: Decimal,
+        amount: Decimal,
+        shortfall_amount: Decimal,
+        provider_cost: Decimal,
+        provider_currency: str,
+        fee_amount: Decimal,
+        key_source: str,
+        usage_source: str,
+        provider: str,
+        model: str,
+        upstream_model: str,
+        input_tokens: int,
+        output_tokens: int,
+        cached_tokens: int,
+        key_id: UUID | None,
+        actor_id: str | None,
+        corrected_at: datetime,
+    ) -> None:
+        self.posted += amount
+        # The correction counts toward the key's budget of the day it is made.
+        bucket = _budget_bucket(key_id, corrected_at.astimezone(UTC).date())
+        self.budget_spend[bucket] = self.budget_spend.get(bucket, ZERO) + amount
+
     def release(self, *, request_id: str, reason: str, now: datetime) -> Decimal:
         if request_id not in self.pending:
             raise ReservationNotFound("no open reservation for this request (already settled?)")
@@ -345,10 +514,12 @@ class Account(Aggregate):
         self._settle(request_id, amount, ZERO)
 
     def _settle(self, request_id: str, reserved: Decimal, kept: Decimal) -> None:
+        """Close a reservation; `kept` is what stays counted toward the budget."""
         del self.pending[request_id]
         self.pending_total -= reserved
+        budgeted = self._pending_budget().pop(request_id, reserved)
         bucket = self.pending_buckets.pop(request_id)
-        self.budget_spend[bucket] = self.budget_spend.get(bucket, ZERO) - reserved + kept
+        self.budget_spend[bucket] = self.budget_spend.get(bucket, ZERO) - budgeted + kept
 
     def adjust(self, *, amount: Decimal, reason: str, reference: str, now: datetime) -> bool:
         amount = quantize_internal(amount)
@@ -375,3 +546,45 @@ class Account(Aggregate):
     ) -> None:
         self.credits += amount
         self.references[reference] = True
+
+
+# Event classes that extend another one are declared after the aggregate: eventsourcing
+# redefines the nested event classes when it builds Account, so a subclass must extend the
+# final class (projections and replays that match ChargePosted or Reserved then match these).
+# Each applies its own effect.
+
+
+class OwnKeyReserved(Account.Reserved):
+    """A reservation with the project's own provider key (BYOK): `amount` (the fee) is held
+    from the balance, `budget_amount` (the whole estimated cost) counts toward the key's
+    daily budget."""
+
+    budget_amount: Decimal
+
+    def apply(self, aggregate: Account) -> None:  # type: ignore[override]
+        aggregate._hold(
+            self.request_id,
+            self.amount,
+            self.key_id,
+            self.budget_day,
+            self.reserved_at,
+            self.budget_amount,
+        )
+        aggregate._pending_budget()[self.request_id] = self.budget_amount
+
+
+class OwnKeyChargePosted(Account.ChargePosted):
+    """A charge with the project's own provider key: `amount` (the fee) is debited, the
+    provider cost is recorded (the provider bills the customer), and `budget_amount`
+    (converted cost + fee) is what the key's daily budget counts."""
+
+    budget_amount: Decimal
+
+    def apply(self, aggregate: Account) -> None:  # type: ignore[override]
+        aggregate._settle(self.request_id, self.reserved_amount, self.budget_amount)
+        aggregate.posted += self.amount
+
+
+for _extension in (OwnKeyReserved, OwnKeyChargePosted):
+    _extension.__qualname__ = f"Account.{_extension.__name__}"
+    setattr(Account, _extension.__name__, _extension)

@@ -101,7 +101,8 @@ class SetPrice(Command):
     currency: str
     effective_from: datetime
     cached_input_per_mtok: Decimal | None = None
-    source: str = "admin"
+    source: str = "operator"  # "operator" | "catalog" (domain/pricing.py: which one wins)
+    project_id: UUID | None = None  # set: the price of that project's custom model
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,14 @@ class SetFxRate(Command):
     rate: Decimal
     effective_from: datetime
     source: str = "admin"
+
+
+@dataclass(frozen=True)
+class ImportFxRates(Command):
+    """Many rates at once (an ECB reference-rate file), in one transaction. Each row is
+    (base, quote, rate, effective_from, source); a row already recorded adds nothing."""
+
+    rows: tuple[tuple[str, str, Decimal, datetime, str], ...]
 
 
 @dataclass(frozen=True)
@@ -150,6 +159,9 @@ class Route:
     provider: str
     upstream_model: str
     endpoint_name: str = "default"
+    # The project owning the routed model when it is a custom model: it is priced from that
+    # project's own price book, never from a shared one (domain/pricing.py).
+    price_project_id: UUID | None = None
 
 
 @dataclass(frozen=True)
@@ -239,6 +251,31 @@ class FailRequest(Command):
 class AbandonRequest(Command):
     request_id: str
     reason: str = "swept: no terminal state before the deadline"
+    # The sweeper's cutoff: a request whose deadline (its serving process's lease, renewed
+    # by ExtendDeadline) is later than this is still live and is left alone.
+    overdue_before: datetime | None = None
+
+
+@dataclass(frozen=True)
+class ExtendDeadline(Command):
+    """The serving process renews its lease on a request it is still serving."""
+
+    request_id: str
+    deadline_at: datetime
+
+
+@dataclass(frozen=True)
+class JournalUsage(Command):
+    """The upstream answered but the charge could not be made durable: keep the real usage
+    on the request (no Account event), so its settlement, whoever makes it, charges it."""
+
+    request_id: str
+    usage: UsageReport
+    finish_reason: str | None
+    completion_chars: int
+    completion_sha256: str | None
+    latency_ms: int
+    upstream_ms: int
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ work once the decision is made.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import fields, replace
+from dataclasses import dataclass, fields, replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -36,9 +36,18 @@ from domain.ids import (
     request_aggregate_id,
 )
 from domain.money import quantize_internal
-from domain.pricing import FxBook, FxRate, Price, PriceBook, compute_cost, identity_rate
+from domain.pricing import (
+    LEGACY_CUSTOM_SOURCE_PREFIX,
+    FxBook,
+    FxRate,
+    Price,
+    PriceBook,
+    compute_cost,
+    identity_rate,
+)
 from domain.project import ApiKey, Project
-from domain.request import COMPLETED, DISPATCHED, FAILED, STREAMING, Request
+from domain.request import ABANDONED, COMPLETED, DISPATCHED, FAILED, STREAMING, Request
+from domain.usage import USAGE_SOURCE_CAPPED, check_usage, input_tokens_bound, reported
 
 FX_INVERSE_QUANTUM = Decimal("0.000000000001")
 
@@ -100,13 +109,33 @@ def balance_view(account: Account) -> dict[str, str]:
     }
 
 
-def price_in_effect(uow: UnitOfWork, model: str, at: datetime) -> Price:
-    book = uow.find(price_book_id(model))
-    if not isinstance(book, PriceBook):
-        from domain.errors import PriceNotFound
+def price_in_effect(
+    uow: UnitOfWork, model: str, at: datetime, project_id: UUID | None = None
+) -> Price:
+    """The price of `model` at `at`; with `project_id`, of that project's custom model, from
+    its own book only (custom-model prices recorded before per-project books, in the shared
+    book with source "custom:<project>", still count for that project and no other)."""
+    from domain.errors import PriceNotFound
 
+    if project_id is not None:
+        own = uow.find(price_book_id(model, project_id))
+        if isinstance(own, PriceBook):
+            return own.price_at(at)
+        legacy = uow.find(price_book_id(model))
+        if isinstance(legacy, PriceBook):
+            return legacy.price_at(at, legacy_source=f"{LEGACY_CUSTOM_SOURCE_PREFIX}{project_id}")
+        raise PriceNotFound(f"no price has been set for model {model!r}", model=model)
+    book = uow.find(price_book_id(model))
+    if not isinstance(book, PriceBook) or book.project_id is not None:
         raise PriceNotFound(f"no price has been set for model {model!r}", model=model)
     return book.price_at(at)
+
+
+def _price_scope(route: c.Route, project_id: UUID | None) -> UUID | None:
+    """A custom model is priced only for the project that owns it."""
+    if route.price_project_id is not None and route.price_project_id != project_id:
+        raise InvalidCommand("a project's custom model cannot be priced for another project")
+    return route.price_project_id
 
 
 def fx_in_effect(uow: UnitOfWork, base: str, quote: str, at: datetime) -> FxRate:
@@ -133,7 +162,12 @@ def fx_in_effect(uow: UnitOfWork, base: str, quote: str, at: datetime) -> FxRate
     from domain.errors import FxRateNotFound
 
     raise FxRateNotFound(
-        f"no {base}/{quote} FX rate in effect at {at.isoformat()}", base=base, quote=quote
+        f"no {base}/{quote} FX rate in effect at {at.isoformat()}: this is a configuration "
+        "gap, not an outage (retrying will not help). An operator loads the ECB reference "
+        "rates with `ledgergate fx import eurofxref.csv`, or sets one with `ledgergate fx set "
+        f"--base {base} --quote {quote} --rate R --effective-from T`",
+        base=base,
+        quote=quote,
     )
 
 
@@ -274,9 +308,14 @@ def remove_provider_key(cmd: c.RemoveProviderKey, uow: UnitOfWork) -> dict[str, 
 
 
 def set_price(cmd: c.SetPrice, uow: UnitOfWork) -> dict[str, Any]:
-    book = uow.find(price_book_id(cmd.model))
+    book_id = price_book_id(cmd.model, cmd.project_id)
+    book = uow.find(book_id)
     if book is None:
-        book = PriceBook.open(book_id=price_book_id(cmd.model), model=cmd.model)
+        book = PriceBook.open(
+            book_id=book_id,
+            model=cmd.model,
+            project_id=None if cmd.project_id is None else str(cmd.project_id),
+        )
         new = True
     else:
         new = False
@@ -293,6 +332,8 @@ def set_price(cmd: c.SetPrice, uow: UnitOfWork) -> dict[str, Any]:
     return {
         "price_id": price_id,
         "model": book.model,
+        "project_id": book.project_id,
+        "source": cmd.source,
         "input_per_mtok": format(cmd.input_per_mtok, "f"),
         "output_per_mtok": format(cmd.output_per_mtok, "f"),
         "currency": cmd.currency.upper(),
@@ -315,6 +356,31 @@ def set_fx_rate(cmd: c.SetFxRate, uow: UnitOfWork) -> dict[str, Any]:
         "quote": book.quote,
         "rate": format(cmd.rate, "f"),
         "effective_from": cmd.effective_from.isoformat(),
+    }
+
+
+FX_IMPORT_ROWS_MAX = 100_000  # the whole ECB history since 1999 is ~7,000 days × 3 pairs
+
+
+def import_fx_rates(cmd: c.ImportFxRates, uow: UnitOfWork) -> dict[str, Any]:
+    if len(cmd.rows) > FX_IMPORT_ROWS_MAX:
+        raise InvalidCommand(f"an FX import takes at most {FX_IMPORT_ROWS_MAX} rows")
+    books: dict[UUID, FxBook] = {}
+    recorded = 0
+    for base, quote, rate, effective_from, source in cmd.rows:
+        book_id = fx_book_id(base.upper(), quote.upper())
+        book = books.get(book_id) or uow.find(book_id)
+        if book is None:
+            book = FxBook.open(book_id=book_id, base=base, quote=quote)
+            uow.add(book)
+        books[book_id] = book
+        before = len(book.pending_events)
+        book.set_rate(rate=rate, effective_from=effective_from, source=source)
+        recorded += len(book.pending_events) - before
+    return {
+        "rows": len(cmd.rows),
+        "recorded": recorded,
+        "already_recorded": len(cmd.rows) - recorded,
     }
 
 
@@ -368,7 +434,7 @@ def admit_request(cmd: c.AdmitRequest, uow: UnitOfWork) -> dict[str, Any]:
         else plans.fee_rate_for(project.plan, project.fee_rate, cmd.key_source)
     )
     at = cmd.price_at or facts.received_at
-    price = price_in_effect(uow, cmd.route.model, at)
+    price = price_in_effect(uow, cmd.route.model, at, _price_scope(cmd.route, facts.project_id))
     fx = fx_in_effect(uow, price.currency, project.currency, at)
     estimate = compute_cost(
         price=price,
@@ -377,13 +443,31 @@ def admit_request(cmd: c.AdmitRequest, uow: UnitOfWork) -> dict[str, Any]:
         input_tokens=cmd.estimated_input_tokens,
         output_tokens=cmd.max_output_tokens,
     )
-    reserve_amount = estimate.total
+    # What the request can cost (the budget counts it) and what can be debited (reserved
+    # from the balance): the same, except with the project's own key, where the provider
+    # bills the customer and only the fee is ours to debit.
+    own_key = cmd.key_source == plans.KEY_SOURCE_BYOK
+    cost_amount = estimate.total
+    reserve_amount = estimate.fee_amount if own_key else estimate.total
     if cmd.ocr_estimate is not None:
-        # OCR runs after admission, so its estimated cost is reserved with the rest.
+        # OCR runs after admission, on the gateway's own OCR key (whatever the key source):
+        # its estimated cost is reserved with the rest.
         ocr_fx = fx_in_effect(uow, str(cmd.ocr_estimate["currency"]), project.currency, at)
         ocr_converted = quantize_internal(Decimal(cmd.ocr_estimate["cost"]) * ocr_fx.rate)
-        reserve_amount += ocr_converted + quantize_internal(ocr_converted * fee_rate)
+        ocr_total = ocr_converted + quantize_internal(ocr_converted * fee_rate)
+        cost_amount += ocr_total
+        reserve_amount += ocr_total
     account = _account(uow, project.id)
+    if account.has_reservation(facts.request_id):
+        # Another process admitted this very request (same Idempotency-Key) between our
+        # read of the request and our read of the account: a duplicate, never a 400.
+        existing = uow.find(request_aggregate_id(facts.request_id))
+        raise DuplicateRequest(
+            "a request with this Idempotency-Key was already admitted; it is not run "
+            "or charged again",
+            original_request_id=facts.request_id,
+            original_status=existing.status if isinstance(existing, Request) else "admitted",
+        )
     account.reserve(  # raises QuotaExceeded / InsufficientFunds / BudgetExceeded first
         request_id=facts.request_id,
         amount=reserve_amount,
@@ -391,6 +475,7 @@ def admit_request(cmd: c.AdmitRequest, uow: UnitOfWork) -> dict[str, Any]:
         daily_budget=cmd.daily_budget,
         now=now,
         monthly_requests_max=quota.monthly_requests_max,
+        budget_amount=cost_amount if own_key else None,
     )
     request = _new_request(facts)
     if cmd.pii_decision is not None:
@@ -428,6 +513,7 @@ def admit_request(cmd: c.AdmitRequest, uow: UnitOfWork) -> dict[str, Any]:
     return {
         "request_id": facts.request_id,
         "reserved_amount": reserve_amount,
+        "estimated_cost": cost_amount,
         "currency": project.currency,
         "price_id": price.price_id,
         "price_effective_from": price.effective_from,
@@ -446,7 +532,9 @@ def redispatch(cmd: c.Redispatch, uow: UnitOfWork) -> dict[str, Any]:
         # Failover to another model: charge that model's price in effect at reception,
         # never the first model's (PriceNotFound refuses the failover target instead).
         at = request.received_at
-        price = price_in_effect(uow, cmd.route.model, at)
+        price = price_in_effect(
+            uow, cmd.route.model, at, _price_scope(cmd.route, request.project_id)
+        )
         fx = fx_in_effect(uow, price.currency, request.terms.currency, at)
         request.reprice(
             model=cmd.route.model,
@@ -501,20 +589,48 @@ def mark_streaming(cmd: c.MarkStreaming, uow: UnitOfWork) -> dict[str, Any]:
     return {"request_id": cmd.request_id, "status": STREAMING}
 
 
-def _charge(
-    uow: UnitOfWork,
-    request: Request,
-    usage: c.UsageReport,
-    actor_id: str | None,
-) -> tuple[Decimal, Decimal, Decimal, Decimal]:
-    """Post the charge for `usage` on the request's admission terms. Returns
-    (provider_cost, charged, fee, shortfall)."""
+@dataclass(frozen=True)
+class _Charge:
+    """A request's charge by the stated rules (README "How money moves")."""
+
+    provider_cost: Decimal
+    debit: Decimal  # what the balance is to be debited (before the never-below-zero rule)
+    budget_amount: Decimal  # what counts toward the key's budget (the whole cost)
+    fee_amount: Decimal
+    usage: c.UsageReport  # the counts charged (capped when the report was implausible)
+    capped: bool
+
+
+def _price_charge(uow: UnitOfWork, request: Request, usage: c.UsageReport) -> _Charge:
+    """Price `usage` on the request's admission terms. An implausible report (domain/usage)
+    is recorded on the request (UsageFlagged) and charged at its bounds, capped later at the
+    reservation. With the project's own key only the fee (and OCR, which runs on the
+    gateway's key) is debited; the provider cost is recorded and budgeted all the same."""
     terms = request.terms
-    if terms is None or request.project_id is None:
+    if terms is None:
         raise IllegalTransition("only an admitted request can be charged")
-    account = _account(uow, request.project_id)
-    if not account.has_reservation(request.request_id):
-        raise ReservationNotFound("the request's reservation is already settled")
+    checked = check_usage(
+        input_tokens=usage.input_tokens,
+        output_tokens=usage.output_tokens,
+        cached_tokens=usage.cached_tokens,
+        estimated_input_tokens=terms.estimated_input_tokens,
+        max_output_tokens=terms.max_output_tokens,
+    )
+    if checked.flagged:
+        request.flag_usage(
+            problems=checked.problems,
+            reported_input_tokens=reported(usage.input_tokens),
+            reported_output_tokens=reported(usage.output_tokens),
+            reported_cached_tokens=reported(usage.cached_tokens),
+            charged_input_tokens=checked.input_tokens,
+            charged_output_tokens=checked.output_tokens,
+            input_tokens_bound=input_tokens_bound(terms.estimated_input_tokens),
+            output_tokens_max=terms.max_output_tokens,
+            flagged_at=uow.clock.now(),
+        )
+        usage = c.UsageReport(
+            checked.input_tokens, checked.output_tokens, checked.cached_tokens, USAGE_SOURCE_CAPPED
+        )
     price = Price(
         price_id=terms.price_id,
         model=request.model or "",
@@ -524,16 +640,17 @@ def _charge(
         effective_from=request.received_at,
     )
     fx = FxRate(terms.fx_rate_id, terms.price_currency, terms.currency, terms.fx_rate, None)
-    key = uow.find(request.key_id) if request.key_id is not None else None
-    daily_budget = key.daily_budget if isinstance(key, ApiKey) else None
     cost = compute_cost(
         price=price,
         fx=fx,
         fee_rate=terms.fee_rate,
-        input_tokens=max(usage.input_tokens, 0),
-        output_tokens=max(usage.output_tokens, 0),
+        input_tokens=usage.input_tokens,
+        output_tokens=usage.output_tokens,
         cached_tokens=usage.cached_tokens,
     )
+    own_key = terms.key_source == plans.KEY_SOURCE_BYOK
+    debit = cost.fee_amount if own_key else cost.total
+    budget_amount = cost.total
     if request.ocr_cost is not None and request.ocr_fx_rate is not None:
         # OCR pages are part of the charge: converted at the rate recorded with them, with
         # the same fee; counted as provider cost when billed in the same currency.
@@ -547,16 +664,41 @@ def _charge(
             fee_amount=cost.fee_amount + ocr_fee,
             total=cost.total + ocr_converted + ocr_fee,
         )
+        debit += ocr_converted + ocr_fee
+        budget_amount += ocr_converted + ocr_fee
+    return _Charge(
+        cost.provider_cost, debit, budget_amount, cost.fee_amount, usage, checked.flagged
+    )
+
+
+def _charge(
+    uow: UnitOfWork,
+    request: Request,
+    usage: c.UsageReport,
+    actor_id: str | None,
+) -> tuple[Decimal, Decimal, Decimal, Decimal, c.UsageReport]:
+    """Post the charge for `usage` on the request's admission terms. Returns
+    (provider_cost, charged, fee, shortfall, usage charged)."""
+    terms = request.terms
+    if terms is None or request.project_id is None:
+        raise IllegalTransition("only an admitted request can be charged")
+    account = _account(uow, request.project_id)
+    if not account.has_reservation(request.request_id):
+        raise ReservationNotFound("the request's reservation is already settled")
+    key = uow.find(request.key_id) if request.key_id is not None else None
+    daily_budget = key.daily_budget if isinstance(key, ApiKey) else None
+    charge = _price_charge(uow, request, usage)
+    usage = charge.usage
     charged = account.post_charge(
         request_id=request.request_id,
-        actual_amount=cost.total,
-        provider_cost=cost.provider_cost,
+        actual_amount=charge.debit,
+        provider_cost=charge.provider_cost,
         provider_currency=terms.price_currency,
         fx_rate=terms.fx_rate,
         fx_rate_id=terms.fx_rate_id,
         price_id=terms.price_id,
         fee_rate=terms.fee_rate,
-        fee_amount=cost.fee_amount,
+        fee_amount=charge.fee_amount,
         key_source=terms.key_source,
         usage_source=usage.usage_source,
         provider=request.provider or "",
@@ -569,19 +711,64 @@ def _charge(
         actor_id=actor_id if actor_id is not None else request.actor_id,
         now=uow.clock.now(),
         daily_budget=daily_budget,
+        budget_amount=charge.budget_amount,
+        cap_at_reservation=charge.capped,
     )
-    return cost.provider_cost, charged, cost.fee_amount, quantize_internal(cost.total - charged)
+    debit = min(charge.debit, terms.reserved_amount) if charge.capped else charge.debit
+    shortfall = quantize_internal(max(debit - charged, Decimal(0)))
+    return charge.provider_cost, charged, charge.fee_amount, shortfall, usage
+
+
+def _correct_swept_charge(
+    uow: UnitOfWork, request: Request, usage: c.UsageReport, actor_id: str | None
+) -> tuple[Decimal, Decimal, Decimal, Decimal, c.UsageReport]:
+    """A request the sweeper abandoned (charged its estimated input) was served after all:
+    charge its real usage as a correction of the sweep's charge."""
+    terms = request.terms
+    if terms is None or request.project_id is None:
+        raise IllegalTransition("only an admitted request can be charged")
+    account = _account(uow, request.project_id)
+    charge = _price_charge(uow, request, usage)
+    previous = getattr(request, "charged_amount", Decimal(0))
+    actual = min(charge.debit, terms.reserved_amount) if charge.capped else charge.debit
+    applied = account.correct_charge(
+        request_id=request.request_id,
+        previous_amount=previous,
+        actual_amount=actual,
+        provider_cost=charge.provider_cost,
+        provider_currency=terms.price_currency,
+        fee_amount=charge.fee_amount,
+        key_source=terms.key_source,
+        usage_source=charge.usage.usage_source,
+        provider=request.provider or "",
+        model=request.model or "",
+        upstream_model=request.upstream_model or "",
+        input_tokens=charge.usage.input_tokens,
+        output_tokens=charge.usage.output_tokens,
+        cached_tokens=charge.usage.cached_tokens,
+        key_id=request.key_id,
+        actor_id=actor_id if actor_id is not None else request.actor_id,
+        now=uow.clock.now(),
+    )
+    charged = quantize_internal(previous + applied)
+    shortfall = quantize_internal(max(actual - charged, Decimal(0)))
+    return charge.provider_cost, charged, charge.fee_amount, shortfall, charge.usage
 
 
 def complete_request(cmd: c.CompleteRequest, uow: UnitOfWork) -> dict[str, Any]:
     request = _request(uow, cmd.request_id)
-    request.check_transition(COMPLETED)
-    provider_cost, charged, fee, shortfall = _charge(uow, request, cmd.usage, cmd.actor_id)
-    request.complete(
-        input_tokens=cmd.usage.input_tokens,
-        output_tokens=cmd.usage.output_tokens,
-        cached_tokens=cmd.usage.cached_tokens,
-        usage_source=cmd.usage.usage_source,
+    swept = request.status == ABANDONED
+    if not swept:
+        request.check_transition(COMPLETED)
+    settle = _correct_swept_charge if swept else _charge
+    provider_cost, charged, fee, shortfall, usage = settle(uow, request, cmd.usage, cmd.actor_id)
+    finish = request.correct_after_sweep if swept else request.complete
+    fields_at = {"corrected_at" if swept else "completed_at": uow.clock.now()}
+    finish(
+        input_tokens=usage.input_tokens,
+        output_tokens=usage.output_tokens,
+        cached_tokens=usage.cached_tokens,
+        usage_source=usage.usage_source,
         finish_reason=cmd.finish_reason,
         provider_cost=provider_cost,
         charged_amount=charged,
@@ -591,13 +778,14 @@ def complete_request(cmd: c.CompleteRequest, uow: UnitOfWork) -> dict[str, Any]:
         completion_sha256=cmd.completion_sha256,
         latency_ms=cmd.latency_ms,
         upstream_ms=cmd.upstream_ms,
-        completed_at=uow.clock.now(),
+        **fields_at,
     )
     return {
         "request_id": cmd.request_id,
         "charged_amount": charged,
         "provider_cost": provider_cost,
         "fee_amount": fee,
+        "usage_source": usage.usage_source,
     }
 
 
@@ -614,7 +802,7 @@ def fail_request(cmd: c.FailRequest, uow: UnitOfWork) -> dict[str, Any]:
             and (usage.input_tokens or usage.output_tokens)
             and account.has_reservation(request.request_id)
         ):
-            provider_cost, charged, fee, _ = _charge(uow, request, usage, cmd.actor_id)
+            provider_cost, charged, fee, _, usage = _charge(uow, request, usage, cmd.actor_id)
         elif account.has_reservation(request.request_id):
             account.release(request_id=request.request_id, reason=cmd.error_code, now=now)
     request.fail(
@@ -645,6 +833,24 @@ def abandon_request(cmd: c.AbandonRequest, uow: UnitOfWork) -> dict[str, Any]:
     request = _request(uow, cmd.request_id)
     if request.is_terminal:
         return {"request_id": cmd.request_id, "status": request.status, "changed": False}
+    if cmd.overdue_before is not None and request.deadline_at > cmd.overdue_before:
+        # Its serving process renewed the lease since the sweeper's read: still live.
+        return {"request_id": cmd.request_id, "status": request.status, "changed": False}
+    journalled = getattr(request, "journalled", None)
+    if journalled is not None:
+        # The upstream answered and its real usage was journalled: settle with that, never
+        # the estimate (the request completed; only its charge was late).
+        fields_ = dict(journalled)
+        usage_report = c.UsageReport(
+            fields_.pop("input_tokens"),
+            fields_.pop("output_tokens"),
+            fields_.pop("cached_tokens"),
+            fields_.pop("usage_source"),
+        )
+        done = complete_request(
+            c.CompleteRequest(request_id=cmd.request_id, usage=usage_report, **fields_), uow
+        )
+        return {**done, "status": COMPLETED, "changed": True}
     request.check_transition("abandoned")
     now = uow.clock.now()
     charged = released = Decimal(0)
@@ -654,7 +860,7 @@ def abandon_request(cmd: c.AbandonRequest, uow: UnitOfWork) -> dict[str, Any]:
             reserved = account.pending[request.request_id]
             if request.status in (DISPATCHED, STREAMING):
                 usage = c.UsageReport(request.terms.estimated_input_tokens, 0, 0, "estimated")
-                _, charged, _, _ = _charge(uow, request, usage, None)
+                _, charged, _, _, _ = _charge(uow, request, usage, None)
                 released = reserved - min(charged, reserved)
             else:
                 released = account.release(
@@ -667,6 +873,29 @@ def abandon_request(cmd: c.AbandonRequest, uow: UnitOfWork) -> dict[str, Any]:
         "changed": True,
         "charged_amount": charged,
     }
+
+
+def extend_deadline(cmd: c.ExtendDeadline, uow: UnitOfWork) -> dict[str, Any]:
+    request = _request(uow, cmd.request_id)
+    extended = request.extend_deadline(deadline_at=cmd.deadline_at, now=uow.clock.now())
+    return {"request_id": cmd.request_id, "extended": extended, "status": request.status}
+
+
+def journal_usage(cmd: c.JournalUsage, uow: UnitOfWork) -> dict[str, Any]:
+    request = _request(uow, cmd.request_id)
+    request.journal_usage(
+        input_tokens=cmd.usage.input_tokens,
+        output_tokens=cmd.usage.output_tokens,
+        cached_tokens=cmd.usage.cached_tokens,
+        usage_source=cmd.usage.usage_source,
+        finish_reason=cmd.finish_reason,
+        completion_chars=cmd.completion_chars,
+        completion_sha256=cmd.completion_sha256,
+        latency_ms=cmd.latency_ms,
+        upstream_ms=cmd.upstream_ms,
+        journalled_at=uow.clock.now(),
+    )
+    return {"request_id": cmd.request_id, "journalled": True}
 
 
 # --- finance ---------------------------------------------------------------------------------
@@ -759,6 +988,7 @@ HANDLERS: dict[type[c.Command], Callable[[Any, UnitOfWork], Any]] = {
     c.RemoveProviderKey: remove_provider_key,
     c.SetPrice: set_price,
     c.SetFxRate: set_fx_rate,
+    c.ImportFxRates: import_fx_rates,
     c.RecordRejection: record_rejection,
     c.AdmitRequest: admit_request,
     c.Redispatch: redispatch,
@@ -767,6 +997,8 @@ HANDLERS: dict[type[c.Command], Callable[[Any, UnitOfWork], Any]] = {
     c.CompleteRequest: complete_request,
     c.FailRequest: fail_request,
     c.AbandonRequest: abandon_request,
+    c.ExtendDeadline: extend_deadline,
+    c.JournalUsage: journal_usage,
     c.RecordReconciliation: record_reconciliation,
 }
 

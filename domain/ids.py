@@ -30,7 +30,11 @@ def idempotent_request_id(project_id: UUID, idempotency_key: str) -> str:
     return REQUEST_ID_PREFIX + digest
 
 
-def price_book_id(model: str) -> UUID:
+def price_book_id(model: str, project_id: UUID | str | None = None) -> UUID:
+    """A shipped model's price book, or with `project_id` that project's own book for its
+    custom model of that name (price identity includes the project for custom models)."""
+    if project_id is not None:
+        return uuid5(NAMESPACE, f"price-book:project:{project_id}:{model}")
     return uuid5(NAMESPACE, f"price-book:{model}")
 
 

@@ -2,6 +2,16 @@
 
 A price or rate is never edited: a new one with a later `effective_from` supersedes it.
 Each has an explicit id, recorded by every charge that used it (pricing provenance).
+
+Which price wins (the one rule; projections/ledger_queries.pricing_at mirrors it): every
+price has a source, `catalog` (seeded from the shipped catalog at start) or `operator`
+(set by an operator, or given with a project's custom model). The latest OPERATOR price in
+effect wins; only when no operator price is in effect does the latest catalog price apply.
+So a catalog seed never supersedes an operator's price, whatever their effective dates.
+
+Price identity: shipped models have one book each (`price_book_id(model)`); a project's
+custom model has a book of its own per project (`price_book_id(model, project_id)`), so two
+projects' models of the same name never share, see or charge each other's prices.
 """
 
 from __future__ import annotations
@@ -18,6 +28,25 @@ from domain.money import check_currency, quantize_internal, token_cost
 
 PRICE_PER_MTOK_MAX = Decimal(100_000)
 FX_RATE_MAX = Decimal(1_000_000)
+PRICE_SOURCE_CATALOG = "catalog"
+PRICE_SOURCE_OPERATOR = "operator"
+PRICE_SOURCES = (PRICE_SOURCE_CATALOG, PRICE_SOURCE_OPERATOR)
+LEGACY_CUSTOM_SOURCE_PREFIX = "custom:"  # custom-model prices recorded before per-project books
+
+
+def price_source_kind(source: str) -> str:
+    """`catalog` or `operator` for any recorded source (older events say "admin" or
+    "custom:<project>": both were set by an operator)."""
+    return PRICE_SOURCE_CATALOG if source == PRICE_SOURCE_CATALOG else PRICE_SOURCE_OPERATOR
+
+
+def catalog_price_id(model: str, effective_from: datetime) -> str:
+    """Deterministic id of a catalog-seeded price: every process seeding the same catalog
+    row names it the same, so a second seeding is recognisably the same price."""
+    return str(uuid.uuid5(_PRICE_NAMESPACE, f"catalog:{model}:{effective_from.isoformat()}"))
+
+
+_PRICE_NAMESPACE = uuid.UUID("0c7b8a52-33a4-4a4e-bb0e-4f3c3b1f5e21")
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +58,7 @@ class Price:
     currency: str
     effective_from: datetime
     cached_input_per_mtok: Decimal | None = None
+    source: str = PRICE_SOURCE_OPERATOR  # as recorded; price_source_kind() says which kind
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,10 +82,18 @@ def _latest_at(entries: list, at: datetime):  # type: ignore[no-untyped-def]
 
 
 class PriceBook(Aggregate):
-    """All prices ever set for one model."""
+    """All prices ever set for one model (of one project, for a custom model)."""
 
     class Opened(Aggregate.Created):
+        """v2 adds `project_id`: the project owning a custom model's book (None: shipped)."""
+
+        class_version = 2
         model: str
+        project_id: str | None
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, object]) -> None:
+            state["project_id"] = None  # v1 books were all global
 
     class PriceSet(Aggregate.Event):
         price_id: str
@@ -67,15 +105,22 @@ class PriceBook(Aggregate):
         source: str
 
     @classmethod
-    def open(cls, *, book_id: uuid.UUID, model: str) -> PriceBook:
+    def open(cls, *, book_id: uuid.UUID, model: str, project_id: str | None = None) -> PriceBook:
         clean = model.strip()
         if not clean or len(clean) > 200:
             raise InvalidCommand("a model name must have 1 to 200 characters")
-        return cls._create(cls.Opened, id=book_id, model=clean)
+        return cls._create(cls.Opened, id=book_id, model=clean, project_id=project_id)
 
-    def __init__(self, model: str) -> None:
+    def __init__(self, model: str, project_id: str | None = None) -> None:
         self.model = model
+        self.project_id = project_id
         self.prices: list[Price] = []
+
+    def catalog_price_recorded(self, effective_from: datetime) -> Price | None:
+        for price in self.prices:
+            if price.source == PRICE_SOURCE_CATALOG and price.effective_from == effective_from:
+                return price
+        return None
 
     def set_price(
         self,
@@ -85,8 +130,13 @@ class PriceBook(Aggregate):
         currency: str,
         effective_from: datetime,
         cached_input_per_mtok: Decimal | None = None,
-        source: str = "admin",
+        source: str = PRICE_SOURCE_OPERATOR,
     ) -> str:
+        """Record a price; returns its id. A catalog row already recorded (same
+        effective_from) is not recorded again: seeding is idempotent, also when two processes
+        seed at once (the loser of the race retries on fresh state and lands here)."""
+        if source not in PRICE_SOURCES:
+            raise InvalidCommand(f"a price source is one of {', '.join(PRICE_SOURCES)}")
         for value in (input_per_mtok, output_per_mtok, cached_input_per_mtok):
             if value is not None and (value < 0 or value > PRICE_PER_MTOK_MAX):
                 raise InvalidCommand(
@@ -94,7 +144,13 @@ class PriceBook(Aggregate):
                 )
         if effective_from.tzinfo is None:
             raise InvalidCommand("effective_from must carry a timezone")
-        price_id = str(uuid.uuid4())
+        if source == PRICE_SOURCE_CATALOG:
+            recorded = self.catalog_price_recorded(effective_from)
+            if recorded is not None:
+                return recorded.price_id
+            price_id = catalog_price_id(self.model, effective_from)
+        else:
+            price_id = str(uuid.uuid4())
         self._price_set(
             price_id,
             input_per_mtok,
@@ -102,7 +158,7 @@ class PriceBook(Aggregate):
             cached_input_per_mtok,
             check_currency(currency),
             effective_from,
-            source[:50],
+            source,
         )
         return price_id
 
@@ -126,11 +182,21 @@ class PriceBook(Aggregate):
                 currency,
                 effective_from,
                 cached_input_per_mtok,
+                source,
             )
         )
 
-    def price_at(self, at: datetime) -> Price:
-        chosen = _latest_at(self.prices, at)
+    def price_at(self, at: datetime, *, legacy_source: str | None = None) -> Price:
+        """The price in effect at `at`: the latest operator price in effect, else the latest
+        catalog price (module docstring). `legacy_source` keeps to prices recorded with that
+        exact source (a project's custom-model prices in a pre-v2 shared book)."""
+        prices = self.prices
+        if legacy_source is not None:
+            prices = [p for p in prices if p.source == legacy_source]
+        operator = [p for p in prices if price_source_kind(p.source) == PRICE_SOURCE_OPERATOR]
+        chosen = _latest_at(operator, at)
+        if chosen is None:
+            chosen = _latest_at([p for p in prices if p.source == PRICE_SOURCE_CATALOG], at)
         if chosen is None:
             raise PriceNotFound(
                 f"no price in effect for model {self.model!r} at {at.isoformat()}", model=self.model
@@ -164,17 +230,37 @@ class FxBook(Aggregate):
         self.rates: list[FxRate] = []
 
     def set_rate(self, *, rate: Decimal, effective_from: datetime, source: str = "admin") -> str:
+        """Record a rate; returns its id. The same rate from the same source at the same
+        instant is already recorded: that id is returned and nothing is recorded again (a
+        re-imported ECB file adds nothing)."""
         if rate <= 0 or rate > FX_RATE_MAX:
             raise InvalidCommand("an FX rate must be positive and sane")
         if effective_from.tzinfo is None:
             raise InvalidCommand("effective_from must carry a timezone")
+        source = source[:50]
+        for recorded in self.rates:
+            if (
+                recorded.effective_from,
+                recorded.rate,
+                self._sources().get(str(recorded.rate_id)),
+            ) == (
+                effective_from,
+                rate,
+                source,
+            ):
+                return str(recorded.rate_id)
         rate_id = str(uuid.uuid4())
-        self._rate_set(rate_id, rate, effective_from, source[:50])
+        self._rate_set(rate_id, rate, effective_from, source)
         return rate_id
 
     @event(RateSet)
     def _rate_set(self, rate_id: str, rate: Decimal, effective_from: datetime, source: str) -> None:
         self.rates.append(FxRate(rate_id, self.base, self.quote, rate, effective_from))
+        self._sources()[rate_id] = source
+
+    def _sources(self) -> dict[str, str]:
+        # rate id -> source; setdefault: state restored from before this existed lacks it.
+        return self.__dict__.setdefault("rate_sources", {})  # type: ignore[no-any-return]
 
     def rate_at(self, at: datetime) -> FxRate:
         chosen = _latest_at(self.rates, at)

@@ -195,6 +195,66 @@ class Request(Aggregate):
         upstream_ms: int
         completed_at: datetime
 
+    class DeadlineExtended(Aggregate.Event):
+        """The process serving this request is alive and still serving it: its lease (the
+        deadline the sweeper honours) is renewed. Only requests that outlive half their
+        deadline get one, so most requests never do."""
+
+        deadline_at: datetime
+        extended_at: datetime
+
+    class UsageFlagged(Aggregate.Event):
+        """The upstream reported usage this request could not have produced (negative, not
+        an integer, beyond n × max output or the input bound): an upstream error. The counts
+        charged are capped (domain/usage.py) and the charge is flagged for reconciliation."""
+
+        problems: tuple[str, ...]
+        reported_input_tokens: str
+        reported_output_tokens: str
+        reported_cached_tokens: str
+        charged_input_tokens: int
+        charged_output_tokens: int
+        input_tokens_bound: int
+        output_tokens_max: int
+        flagged_at: datetime
+
+    class SweepCorrected(Aggregate.Event):
+        """Swept while its process was still serving it (a stall past its lease), then
+        answered: no new state (abandoned stays terminal), but the charge is corrected to the
+        real usage (Account.ChargeCorrected) and the answer still reaches the client."""
+
+        input_tokens: int
+        output_tokens: int
+        cached_tokens: int
+        usage_source: str
+        finish_reason: str | None
+        provider_cost: Decimal
+        charged_amount: Decimal  # the request's whole charge after the correction
+        fee_amount: Decimal
+        shortfall_amount: Decimal
+        completion_chars: int
+        completion_sha256: str | None
+        latency_ms: int
+        upstream_ms: int
+        corrected_at: datetime
+
+    class UsageJournalled(Aggregate.Event):
+        """The upstream answered but the charge could not be made durable yet (the account
+        kept conflicting, or the store failed): the real usage is kept on the request, so
+        whoever settles it — the serving process retrying, or the sweeper — charges it,
+        never an estimate."""
+
+        input_tokens: int
+        output_tokens: int
+        cached_tokens: int
+        usage_source: str
+        finish_reason: str | None
+        completion_chars: int
+        completion_sha256: str | None
+        latency_ms: int
+        upstream_ms: int
+        journalled_at: datetime
+
     class Failed(Aggregate.Event):
         http_status: int
         error_code: str
@@ -258,6 +318,8 @@ class Request(Aggregate):
         self.ocr_currency: str | None = None
         self.ocr_fx_rate: Decimal | None = None
         self.pii_screened = False
+        self.charged_amount: Decimal = Decimal(0)  # what a sweep charged, for a correction
+        self.journalled: dict[str, Any] | None = None  # real usage awaiting its charge
 
     @property
     def is_terminal(self) -> bool:
@@ -529,6 +591,101 @@ class Request(Aggregate):
     ) -> None:
         self.status = COMPLETED
 
+    def extend_deadline(self, *, deadline_at: datetime, now: datetime) -> bool:
+        """Renew the serving process's lease; False (nothing recorded) when the request has
+        ended or the deadline would not move later."""
+        if self.is_terminal or deadline_at <= self.deadline_at:
+            return False
+        self._deadline_extended(deadline_at, now)
+        return True
+
+    @event(DeadlineExtended)
+    def _deadline_extended(self, deadline_at: datetime, extended_at: datetime) -> None:
+        self.deadline_at = deadline_at
+
+    def correct_after_sweep(self, **fields: Any) -> None:
+        if self.status != ABANDONED or getattr(self, "sweep_corrected", False):
+            raise IllegalTransition(
+                f"request {self.request_id}: only a swept request is corrected, once",
+                state=self.status,
+                target="sweep_corrected",
+            )
+        self._sweep_corrected(**fields)
+
+    @event(SweepCorrected)
+    def _sweep_corrected(
+        self,
+        input_tokens: int,
+        output_tokens: int,
+        cached_tokens: int,
+        usage_source: str,
+        finish_reason: str | None,
+        provider_cost: Decimal,
+        charged_amount: Decimal,
+        fee_amount: Decimal,
+        shortfall_amount: Decimal,
+        completion_chars: int,
+        completion_sha256: str | None,
+        latency_ms: int,
+        upstream_ms: int,
+        corrected_at: datetime,
+    ) -> None:
+        self.sweep_corrected = True
+        self.charged_amount = charged_amount
+
+    def flag_usage(self, **fields: Any) -> None:
+        self._usage_flagged(**fields)
+
+    @event(UsageFlagged)
+    def _usage_flagged(
+        self,
+        problems: tuple[str, ...],
+        reported_input_tokens: str,
+        reported_output_tokens: str,
+        reported_cached_tokens: str,
+        charged_input_tokens: int,
+        charged_output_tokens: int,
+        input_tokens_bound: int,
+        output_tokens_max: int,
+        flagged_at: datetime,
+    ) -> None:
+        pass
+
+    def journal_usage(self, **fields: Any) -> None:
+        if self.status not in (DISPATCHED, STREAMING) or self.journalled is not None:
+            raise IllegalTransition(
+                f"request {self.request_id}: usage is journalled once, while it is served",
+                state=self.status,
+                target="usage_journalled",
+            )
+        self._usage_journalled(**fields)
+
+    @event(UsageJournalled)
+    def _usage_journalled(
+        self,
+        input_tokens: int,
+        output_tokens: int,
+        cached_tokens: int,
+        usage_source: str,
+        finish_reason: str | None,
+        completion_chars: int,
+        completion_sha256: str | None,
+        latency_ms: int,
+        upstream_ms: int,
+        journalled_at: datetime,
+    ) -> None:
+        self.journalled = {
+            "input_tokens": input_tokens,
+            "output_tokens": output_tokens,
+            "cached_tokens": cached_tokens,
+            "usage_source": usage_source,
+            "finish_reason": finish_reason,
+            "completion_chars": completion_chars,
+            "completion_sha256": completion_sha256,
+            "latency_ms": latency_ms,
+            "upstream_ms": upstream_ms,
+        }
+
     def fail(self, **fields: Any) -> None:
         self.check_transition(FAILED)
         self._failed(**fields)
@@ -569,3 +726,4 @@ class Request(Aggregate):
         abandoned_at: datetime,
     ) -> None:
         self.status = ABANDONED
+        self.charged_amount = charged_amount

@@ -3,7 +3,9 @@
 Event classes are explicit (never `@event("Name")`), so renaming a method cannot change what is
 stored. Command methods validate; the `@event` methods only apply, because they re-run on replay.
 Events carry primitives, tuples, str-Decimals and aware datetimes only, and never a secret:
-an endpoint's API key is stored as the NAME of the environment variable that holds it.
+an endpoint's API key is a REFERENCE to a key stored (encrypted) for the same project,
+`byok:<provider>`, never a key and never a name in the server's environment (naming
+`LEDGERGATE_SECRET_KEY` there once sent the server's secrets to any URL an admin typed).
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from domain.errors import IllegalTransition, InvalidCommand
 from domain.tiers import KNOWN_PROVIDERS
 
 _NAMESPACE = uuid5(NAMESPACE_URL, "https://ledgergate.dev/routing")
-_ENV_VAR_NAME = re.compile(r"^[A-Z][A-Z0-9_]{0,127}$")
+_ENDPOINT_KEY_REF = re.compile(r"^byok:([a-z]{2,16})$")
+BYOK_REF_PREFIX = "byok:"
 _ENDPOINT_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 
 BREAKER_CLOSED = "closed"
@@ -37,6 +40,13 @@ BREAKER_TRANSITIONS: dict[str, frozenset[str]] = {
     BREAKER_OPEN: frozenset({BREAKER_HALF_OPEN}),
     BREAKER_HALF_OPEN: frozenset({BREAKER_OPEN, BREAKER_CLOSED}),
 }
+
+
+def endpoint_key_ref_provider(api_key_ref: str) -> str | None:
+    """The provider whose project-stored key a reference names, or None when it is not a
+    well-formed `byok:<provider>` reference (a legacy environment name, a pasted key, …)."""
+    match = _ENDPOINT_KEY_REF.match(api_key_ref)
+    return match.group(1) if match else None
 
 
 def endpoint_key(provider: str, name: str) -> str:
@@ -78,7 +88,9 @@ class ProjectRouting(Aggregate):
         name: str
         base_url: str
         region: str
-        api_key_ref: str  # the NAME of an environment variable, never the key
+        # "byok:<provider>": the project's own stored key; "" none. Never a key, never an
+        # environment name (events recorded before this rule may hold one: it is ignored).
+        api_key_ref: str
         models: tuple[str, ...]  # model names it may serve; empty = any of that provider
         added_by: str
 
@@ -166,9 +178,11 @@ class ProjectRouting(Aggregate):
         if "@" in base_url.split("//", 1)[1].split("/", 1)[0]:
             # Credentials in a URL would land in the event log in clear text.
             raise InvalidCommand("base_url must not embed credentials", param="base_url")
-        if api_key_ref and not _ENV_VAR_NAME.match(api_key_ref):
+        if api_key_ref and endpoint_key_ref_provider(api_key_ref) != provider:
             raise InvalidCommand(
-                "api_key_ref is the NAME of an environment variable (A-Z, 0-9, _), not a key",
+                f"api_key_ref may only name this project's own stored {provider} key, "
+                f"'{BYOK_REF_PREFIX}{provider}' (set it with `ledgergate provider-key set`), "
+                "or be empty; never a key and never a server environment variable",
                 param="api_key_ref",
             )
         key = endpoint_key(provider, name)

@@ -16,15 +16,17 @@ from typing import Any, Protocol
 from uuid import UUID
 
 from domain.commands import Command
-from domain.errors import InvalidCommand
+from domain.errors import InvalidCommand, UnknownProject
 from domain.ids import price_book_id
-from domain.pricing import PriceBook
+from domain.pricing import PRICE_SOURCE_OPERATOR, PriceBook
+from domain.project import Project
 from domain.routing import (
     BREAKER_CLOSED,
     BREAKER_OPEN,
     BREAKER_TRANSITIONS,
     EndpointBreaker,
     ProjectRouting,
+    endpoint_key_ref_provider,
 )
 
 
@@ -55,7 +57,7 @@ class AddCustomEndpoint(Command):
     name: str
     base_url: str
     region: str = ""
-    api_key_ref: str = ""  # NAME of the environment variable holding the key
+    api_key_ref: str = ""  # "byok:<provider>": a key stored for this project, or "" for none
     models: tuple[str, ...] = field(default_factory=tuple)
     added_by: str = "admin"
 
@@ -87,11 +89,13 @@ def add_custom_model(cmd: AddCustomModel, uow: UnitOfWorkLike) -> dict[str, Any]
     if is_new:  # only once the command is decided: a refused one leaves nothing behind
         uow.add(routing)
     # Admission prices a request from price events, so the custom model's prices become
-    # price events too (the same effective-dated PriceBook as shipped models).
-    book = uow.find(price_book_id(spec.name))
+    # price events too, in a book of this project's own: price identity includes the project
+    # (another project's model of the same name never shares, sees or charges these).
+    book_id = price_book_id(spec.name, cmd.project_id)
+    book = uow.find(book_id)
     new_book = not isinstance(book, PriceBook)
     if not isinstance(book, PriceBook):
-        book = PriceBook.open(book_id=price_book_id(spec.name), model=spec.name)
+        book = PriceBook.open(book_id=book_id, model=spec.name, project_id=str(cmd.project_id))
     recorded = {price.effective_from for price in book.prices}
     for price in spec.prices:
         if price.effective_from in recorded:
@@ -102,7 +106,7 @@ def add_custom_model(cmd: AddCustomModel, uow: UnitOfWorkLike) -> dict[str, Any]
             cached_input_per_mtok=price.cached_input_per_million,
             currency=price.currency,
             effective_from=price.effective_from,
-            source=f"custom:{cmd.project_id}"[:50],
+            source=PRICE_SOURCE_OPERATOR,
         )
     if new_book:
         uow.add(book)
@@ -123,6 +127,17 @@ def remove_custom_model(cmd: RemoveCustomModel, uow: UnitOfWorkLike) -> dict[str
 
 
 def add_custom_endpoint(cmd: AddCustomEndpoint, uow: UnitOfWorkLike) -> dict[str, Any]:
+    project = uow.find(cmd.project_id)
+    if not isinstance(project, Project):
+        raise UnknownProject(f"no project {cmd.project_id}")
+    if cmd.api_key_ref:
+        named = endpoint_key_ref_provider(cmd.api_key_ref)
+        if named is not None and project.provider_key(named) is None:
+            raise InvalidCommand(
+                f"api_key_ref {cmd.api_key_ref!r} names no key stored for this project; set "
+                f"one first with `ledgergate provider-key set --provider {named}`",
+                param="api_key_ref",
+            )
     routing = _existing_routing(uow, cmd.project_id)
     is_new = routing is None
     if routing is None:

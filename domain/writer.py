@@ -97,12 +97,15 @@ class GroupCommitWriter:
         batch_commands_max: int = BATCH_COMMANDS_MAX,
         cache_aggregates_max: int = CACHE_AGGREGATES_MAX,
         on_saved: Callable[[int], None] | None = None,
+        on_committed: Callable[[int, float, list[Any]], None] | None = None,
     ) -> None:
         self.app = app
         self.clock = clock or SystemClock()
         self.batch_commands_max = batch_commands_max
         self.cache_aggregates_max = cache_aggregates_max
         self.on_saved = on_saved
+        # (commands, seconds, events) of every durable transaction: metrics (gateway/observability).
+        self.on_committed = on_committed
         self._queue: queue.Queue[_Pending | None] = queue.Queue(maxsize=QUEUE_COMMANDS_MAX)
         self._evictions: queue.SimpleQueue[tuple[UUID, int]] = queue.SimpleQueue()
         self._cache: OrderedDict[UUID, Any] = OrderedDict()
@@ -307,12 +310,14 @@ class GroupCommitWriter:
     def _commit(self, decided: _Decided) -> bool:
         """The saver thread: record a decided batch in one transaction, then answer its
         callers. False (callers not answered) when the save failed."""
+        started = time.perf_counter()
         try:
             position = self._save_events(decided.events, decided.snapshots)
         except Exception as error:
             if not isinstance(error, IntegrityError):
                 log.warning("group commit failed, retrying one by one: %s", type(error).__name__)
             return False
+        self._committed(len(decided.batch), started, decided.events)
         for item, value, failure in decided.results:
             if failure is not None:
                 _reject(item.future, failure)
@@ -347,7 +352,11 @@ class GroupCommitWriter:
             uow = UnitOfWork(self._load, self.clock)
             try:
                 value = self._handle(item.command, uow)
-                position = self._save(uow.pending())
+                pending = uow.pending()
+                events = [e for aggregate in pending for e in aggregate.pending_events]
+                started = time.perf_counter()
+                position = self._save(pending)
+                self._committed(1, started, events)
             except DomainError as error:
                 self._forget({k: v for k, v in uow.touched.items() if v.pending_events})
                 self._forget(uow.added)
@@ -382,6 +391,14 @@ class GroupCommitWriter:
                 self.on_saved(position)
         log.debug("saved %d events in %.1f ms", len(events), (time.perf_counter() - started) * 1e3)
         return position
+
+    def _committed(self, commands: int, started: float, events: list[Any]) -> None:
+        if self.on_committed is None or not events:
+            return
+        try:
+            self.on_committed(commands, time.perf_counter() - started, events)
+        except Exception:  # an observer must never fail a write that is already durable
+            log.exception("commit observer failed")
 
     def _handle(self, command: Command, uow: UnitOfWork) -> Any:
         return HANDLERS[type(command)](command, uow)

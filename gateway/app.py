@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import hmac
+import inspect
 import logging
 import re
 from collections.abc import AsyncIterator
@@ -23,20 +23,30 @@ from domain.errors import InvalidAmount
 from domain.ids import REQUEST_ID_PREFIX, new_request_id
 from domain.money import to_decimal
 from domain.request import NON_TERMINAL_STATES, TERMINAL_STATES
+from domain.routing import ProjectRouting
+from gateway.admin_checks import check_strict_project, price_model
 from gateway.auth import authenticate_key
 from gateway.bootstrap import Services, build_services
 from gateway.chat import Context, chat_completions, record_rejection
 from gateway.config import Settings
 from gateway.embeddings import embeddings
 from gateway.errors import GatewayError, as_gateway_error, error_response
+from gateway.fairness import ProjectConcurrencyMiddleware
 from gateway.jsonable import jsonable
+from gateway.observability import install as install_observability
 from gateway.pii.service import pii_service
+from gateway.read_scope import read_project
+from gateway.read_scope import require_admin as admin_gate
+from gateway.request_history import request_history
 from gateway.responses import JsonResponse
+from gateway.settlement import request_leases
 from gateway.unsupported import install_unsupported_routes
 from gateway.validation import (
+    ADMIN_STRING_CHARS_MAX,
     MODEL_SYNTAX,
     PLAIN_PARAM,
     USER_ID_CHARS_MAX,
+    check_body_strings,
     check_text,
     has_unstorable_text,
     parse_json_body,
@@ -52,6 +62,9 @@ from projections.queries import InvalidCursor
 log = logging.getLogger("ledgergate.app")
 
 READ_WAIT_S_MAX = 10.0
+# How far past the log's head a min_position may be: none. Every position a client holds
+# came from a committed write, so the store's head already includes it.
+MIN_POSITION_AHEAD_OF_HEAD_MAX = 0
 AUDIT_STATUSES = TERMINAL_STATES | NON_TERMINAL_STATES
 RECONCILIATION_MONTH = re.compile(r"\d{4}-(0[1-9]|1[0-2])")
 
@@ -65,6 +78,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         # Load and warm the PII engine in the background: the app serves at once, and a
         # request that needs screening before it is ready waits for it (fail closed).
         pii_service(services).start()
+        leases = request_leases(services).start()
         sweeper = None
         if services.settings.run_sweeper:
             from gateway.sweeper import Sweeper
@@ -79,12 +93,17 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             audit.stop()
             if sweeper is not None:
                 sweeper.stop()
+            leases.stop()
             await services.aclose()
 
     app = FastAPI(
         title="Ledgergate", version="0.1.0", lifespan=lifespan, default_response_class=JsonResponse
     )
     app.state.services = services
+    # Outermost: a project past its in-flight limit is refused before any work is done.
+    app.add_middleware(
+        ProjectConcurrencyMiddleware, inflight=services.inflight, cache=services.cache
+    )
 
     @app.middleware("http")
     async def request_id_on_every_response(request: Request, call_next: Any) -> Response:
@@ -148,7 +167,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         by ?compliance=, and the project's catalog with its custom models."""
         from domain.tiers import effective_tier
 
-        _, project = await authenticate_key(services.cache, request.headers.get("authorization"))
+        project = await read_project(services.cache, services.settings.admin_token, request)
         effective = effective_tier(
             project.tier, request.query_params.get("compliance"), plan=project.plan
         )
@@ -199,16 +218,13 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             return await read_error(request, error)
 
     install_unsupported_routes(app, services)
-
-    @app.get("/health")
-    async def health() -> dict[str, Any]:
-        return {"status": "ok", "position": services.runner.position}
+    install_observability(app, services)  # /health, /ready, /metrics, traces, access log
 
     # --- read side ----------------------------------------------------------------------------
 
     async def project_of(request: Request) -> str:
-        key, project = await authenticate_key(services.cache, request.headers.get("authorization"))
-        request.state.principal = (key, project)
+        """A key's own project, or the admin token's `?project_id=` (gateway/read_scope.py)."""
+        project = await read_project(services.cache, services.settings.admin_token, request)
         return str(project.id)
 
     async def read_error(request: Request, error: BaseException) -> Response:
@@ -269,9 +285,9 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             raise GatewayError(
                 "invalid_request", "min_position must be an integer", param="min_position"
             ) from None
-        reached = await anyio.to_thread.run_sync(
-            services.runner.wait_for, position, READ_WAIT_S_MAX
-        )
+        await require_existing_position(position)
+        # On the event loop: a waiting read holds no worker thread, however many there are.
+        reached = await services.runner.wait_for_async(position, READ_WAIT_S_MAX)
         if not reached:
             # Never a 200 with data older than the client asked for: a retryable 503 that
             # says how far the views are.
@@ -282,9 +298,26 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
                 param="min_position",
                 extra={
                     "min_position": position,
-                    "as_of_position": services.runner.views_position(),
+                    "as_of_position": services.runner.views_position_known(),
                 },
                 headers={"Retry-After": "1"},
+            )
+
+    async def require_existing_position(position: int) -> None:
+        """A position past the log's head names no write anyone has made: refuse it (400)
+        instead of waiting for it. The store is asked only when the position is past what
+        this process already knows to exist."""
+        runner = services.runner
+        known = max(runner.follow_position or 0, runner.position, services.writer.last_position)
+        if position <= known + MIN_POSITION_AHEAD_OF_HEAD_MAX:
+            return
+        head = await anyio.to_thread.run_sync(services.app.recorder.max_notification_id)
+        if position > (head or 0) + MIN_POSITION_AHEAD_OF_HEAD_MAX:
+            raise GatewayError(
+                "invalid_request",
+                "min_position is beyond the end of the event log: pass a position this "
+                "gateway returned (X-LG-Ledger-Position, as_of_position)",
+                param="min_position",
             )
 
     def parse_time(request: Request, name: str) -> datetime | None:
@@ -372,7 +405,9 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
                     )
                 )
             )
-            return JsonResponse({**record, "as_of_position": position})
+            # The path it took (transitions, route, attempts), from its own events.
+            history = await anyio.to_thread.run_sync(request_history, services.app, request_id)
+            return JsonResponse({**record, **history, "as_of_position": position})
         except Exception as error:
             return await read_error(request, error)
 
@@ -391,16 +426,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     # --- admin ----------------------------------------------------------------------------------
 
     def require_admin(request: Request) -> None:
-        token = services.settings.admin_token
-        if not token:
-            raise GatewayError(
-                "admin_api_disabled", "the admin API is off: set LEDGERGATE_ADMIN_TOKEN"
-            )
-        scheme, _, given = (request.headers.get("authorization") or "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(
-            given.strip().encode(), token.encode()
-        ):
-            raise GatewayError("invalid_admin_token", "a valid admin token is required")
+        admin_gate(services.settings.admin_token, request.headers.get("authorization"))
 
     # Reconciliations compare the platform's provider costs with provider invoices: a
     # finance (admin) concern, not a project's, so they need the admin token.
@@ -471,11 +497,89 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         except Exception as error:
             return error_response(as_gateway_error(error), new_request_id())
 
+    @app.get("/v1/admin/auth-failures")
+    async def admin_auth_failures(request: Request) -> Response:
+        """Who failed to authenticate (the presented key's id, never the key), from where,
+        when and how often: rows newest first, or counts with `group_by`."""
+        from projections.auth_failures import (
+            AUTH_FAILURE_CODES,
+            AUTH_FAILURES_PAGE_DEFAULT,
+            AUTH_FAILURES_PAGE_MAX,
+            GROUP_COLUMNS,
+            list_auth_failures,
+        )
+
+        try:
+            require_admin(request)
+            await wait_for(request)
+            params = request.query_params
+            error_code = params.get("error_code")
+            if error_code is not None and error_code not in AUTH_FAILURE_CODES:
+                raise GatewayError(
+                    "invalid_request",
+                    f"error_code must be one of {', '.join(AUTH_FAILURE_CODES)}",
+                    param="error_code",
+                )
+            raw_group = params.get("group_by")
+            group_by = tuple(g.strip() for g in raw_group.split(",")) if raw_group else ()
+            if any(g not in GROUP_COLUMNS for g in group_by) or len(set(group_by)) < len(group_by):
+                raise GatewayError(
+                    "invalid_request",
+                    f"group_by must list some of {', '.join(GROUP_COLUMNS)}",
+                    param="group_by",
+                )
+            key_fingerprint = params.get("key_fingerprint")
+            if key_fingerprint is not None:
+                try:
+                    key_fingerprint = str(UUID(key_fingerprint))
+                except ValueError:
+                    raise GatewayError(
+                        "invalid_request",
+                        "key_fingerprint must be a key id",
+                        param="key_fingerprint",
+                    ) from None
+            client_ip = params.get("client_ip")
+            if client_ip is not None and (len(client_ip) > 64 or not client_ip.isprintable()):
+                raise GatewayError(
+                    "invalid_request", "client_ip is not an address", param="client_ip"
+                )
+            raw_cursor = params.get("cursor")
+            cursor = None
+            if raw_cursor is not None:
+                if not raw_cursor.isdigit() or len(raw_cursor) > 19:
+                    raise GatewayError(
+                        "invalid_cursor", "cursor is not from next_cursor", param="cursor"
+                    )
+                cursor = int(raw_cursor)
+            limit = bounded_int(
+                request, "limit", AUTH_FAILURES_PAGE_DEFAULT, 1, AUTH_FAILURES_PAGE_MAX
+            )
+            since, until = parse_time(request, "since"), parse_time(request, "until")
+            result = await anyio.to_thread.run_sync(
+                lambda: list_auth_failures(
+                    services.store,
+                    since=since,
+                    until=until,
+                    client_ip=client_ip,
+                    key_fingerprint=key_fingerprint,
+                    error_code=error_code,
+                    group_by=group_by,
+                    cursor=cursor,
+                    limit=limit,
+                )
+            )
+            return JsonResponse(result)
+        except Exception as error:
+            return error_response(as_gateway_error(error), new_request_id())
+
     async def admin(request: Request, build: Any) -> Response:
         try:
             require_admin(request)
             body = parse_json_body(await request.body())
+            check_body_strings(body, chars_max=ADMIN_STRING_CHARS_MAX)
             command = build(body)
+            if inspect.isawaitable(command):  # a builder that must read state first
+                command = await command
             outcome = await services.writer.execute_async(command)
             return JsonResponse(
                 jsonable(outcome.value),
@@ -494,19 +598,21 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         except Exception as error:
             return error_response(as_gateway_error(error), new_request_id())
 
+    def create_project_command(b: dict[str, Any]) -> c.CreateProject:
+        strict = bool(b.get("strict", False))
+        check_strict_project(services.settings.raw, strict)
+        return c.CreateProject(
+            name=str(b["name"]),
+            tier=str(b.get("tier", "unrestricted")),
+            plan=str(b.get("plan", "pro")),
+            currency=str(b.get("currency", "USD")),
+            fee_rate=to_decimal(b.get("fee_rate", "0.05")),
+            strict=strict,
+        )
+
     @app.post("/v1/admin/projects")
     async def admin_project(request: Request) -> Response:
-        return await admin(
-            request,
-            lambda b: c.CreateProject(
-                name=str(b["name"]),
-                tier=str(b.get("tier", "unrestricted")),
-                plan=str(b.get("plan", "pro")),
-                currency=str(b.get("currency", "USD")),
-                fee_rate=to_decimal(b.get("fee_rate", "0.05")),
-                strict=bool(b.get("strict", False)),
-            ),
-        )
+        return await admin(request, create_project_command)
 
     @app.post("/v1/admin/keys")
     async def admin_key(request: Request) -> Response:
@@ -542,21 +648,28 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             ),
         )
 
+    async def price_command(b: dict[str, Any]) -> c.SetPrice:
+        project_id = None if b.get("project_id") is None else UUID(str(b["project_id"]))
+        routing = None
+        if project_id is not None:
+            found = await services.cache.get(ProjectRouting.create_id(str(project_id)))
+            routing = found if isinstance(found, ProjectRouting) else None
+        model = price_model(services.routing.catalog, routing, str(b["model"]), project_id)
+        return c.SetPrice(
+            model=model,
+            project_id=project_id,
+            input_per_mtok=to_decimal(b["input_per_mtok"]),
+            output_per_mtok=to_decimal(b["output_per_mtok"]),
+            cached_input_per_mtok=None
+            if b.get("cached_input_per_mtok") is None
+            else to_decimal(b["cached_input_per_mtok"]),
+            currency=str(b.get("currency", "USD")),
+            effective_from=parse_instant(str(b["effective_from"])),
+        )
+
     @app.post("/v1/admin/prices")
     async def admin_price(request: Request) -> Response:
-        return await admin(
-            request,
-            lambda b: c.SetPrice(
-                model=str(b["model"]),
-                input_per_mtok=to_decimal(b["input_per_mtok"]),
-                output_per_mtok=to_decimal(b["output_per_mtok"]),
-                cached_input_per_mtok=None
-                if b.get("cached_input_per_mtok") is None
-                else to_decimal(b["cached_input_per_mtok"]),
-                currency=str(b.get("currency", "USD")),
-                effective_from=parse_instant(str(b["effective_from"])),
-            ),
-        )
+        return await admin(request, price_command)
 
     def _invalidate_routing(project_id: str) -> None:
         try:
@@ -625,6 +738,11 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     from gateway.audit_routes import register_audit_routes
 
     register_audit_routes(app, services, project_of=project_of, wait_for=wait_for)
+
+    # The audit dashboard (GET /dashboard) and the admin's project list it needs.
+    from gateway.dashboard import install_dashboard
+
+    install_dashboard(app, services)
 
     return app
 

@@ -1,4 +1,4 @@
-"""`ledgergate audit export|show|checkpoint` and `ledgergate verify` (issue 13).
+"""`ledgergate audit export|status|checkpoint` and `ledgergate verify` (issue 13).
 
 `verify DIR --public-key KEY` checks an export offline; `verify --live` re-hashes the
 store against its latest signed checkpoint and, on a divergence, records an alarm event
@@ -22,15 +22,14 @@ from projections.audit_verify import VerifyReport, export, verify_export
 from projections.signed_note import NoteError, Verifier
 
 
-def add_audit_commands(sub: Any) -> None:
-    audit = sub.add_parser("audit", help="the tamper-evident log").add_subparsers(
-        dest="action", required=True
-    )
+def add_audit_commands(sub: Any, audit: Any) -> None:
+    """Adds `audit export|status|checkpoint` to the `audit` subparsers (which also hold the
+    read command `audit show REQUEST_ID`, gateway/cli_reads.py) and `verify`."""
     audit_export = audit.add_parser(
         "export", help="write every event with its leaf bytes, and every signed checkpoint"
     )
     audit_export.add_argument("--output", required=True, help="directory to write")
-    audit.add_parser("show", help="the tree size, the latest checkpoint and the public key")
+    audit.add_parser("status", help="the tree size, the latest checkpoint and the public key")
     audit.add_parser("checkpoint", help="hash what is new and sign a checkpoint now")
 
     verify = sub.add_parser(

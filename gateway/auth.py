@@ -19,6 +19,7 @@ from domain.ids import LIVE_KEY_PREFIX, TEST_KEY_PREFIX, api_key_id, hash_api_ke
 from domain.project import ApiKey, Project
 from gateway.cache import AggregateCache
 from gateway.errors import GatewayError
+from gateway.observability.core import traced_auth
 from gateway.validation import check_text
 
 USER_ID_CHARS_MAX = 256
@@ -50,6 +51,18 @@ def bearer_key(authorization: str | None) -> str:
     return token
 
 
+def presented_key_id(authorization: str | None) -> UUID | None:
+    """The id a presented Ledgergate key has (or would have): a uuid5 of its SHA-256, as
+    every key is stored. Recorded with a failed authentication so the operator can tell
+    which key failed how often; the key itself is never kept. None when no well-formed
+    `Bearer lg_…` key was presented."""
+    try:
+        return api_key_id(hash_api_key(bearer_key(authorization)))
+    except GatewayError:
+        return None
+
+
+@traced_auth
 async def authenticate_key(
     cache: AggregateCache, authorization: str | None
 ) -> tuple[ApiKey, Project]:

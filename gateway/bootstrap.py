@@ -11,9 +11,10 @@ import httpx
 
 from domain.application import LedgerApplication, open_application
 from domain.clock import Clock, SystemClock
-from domain.writer import GroupCommitWriter
 from gateway.cache import AggregateCache
 from gateway.config import Settings
+from gateway.fairness import ProjectInflight
+from gateway.observability.writer import ObservedWriter
 from gateway.providers.base import AdapterLimits, ProviderAdapter, ProviderEndpoint
 from projections.db import ReadStore
 from projections.runner import ProjectionRunner, default_views
@@ -32,16 +33,18 @@ class Services:
     settings: Settings
     clock: Clock
     app: LedgerApplication
-    writer: GroupCommitWriter
+    writer: ObservedWriter
     store: ReadStore
     runner: ProjectionRunner
     cache: AggregateCache
     limits: AdapterLimits = field(default_factory=AdapterLimits)
+    inflight: ProjectInflight = field(default_factory=lambda: ProjectInflight(50))
     http_client: httpx.AsyncClient | None = None
     adapters: dict[str, ProviderAdapter] = field(default_factory=dict)
     extras: dict[str, Any] = field(default_factory=dict)
     started: bool = False
     routing: Any = None  # gateway.routing.service.RoutingService
+    relay: Any = None  # gateway.relay.OutboxRelay, when LEDGERGATE_RUN_RELAY=1
 
     def start(self) -> None:
         """Synchronous parts: schema, writer thread, projections caught up and following."""
@@ -57,7 +60,21 @@ class Services:
                 seed_catalog_prices(self.routing, self.app, self.writer.submit)
             warm_statistics(self.routing, self.store)
         self.runner.start()  # writes the views, or only follows the log (run_projections off)
+        self._start_relay()
         self.started = True
+
+    def _start_relay(self) -> None:
+        """The optional in-serve Kafka relay: off by default, on with LEDGERGATE_RUN_RELAY=1
+        (then LEDGERGATE_KAFKA_BOOTSTRAP is required). Every worker may run one; a lock in
+        the database keeps exactly one publishing."""
+        from gateway.kafka_settings import KafkaSettings, relay_in_serve_enabled
+
+        if self.relay is not None or not relay_in_serve_enabled(self.settings.raw):
+            return
+        from gateway.relay import OutboxRelay
+
+        kafka = KafkaSettings.from_env(self.settings.raw)
+        self.relay = OutboxRelay(self.app.recorder, self.store, kafka).start()
 
     async def start_async(self) -> None:
         self.start()
@@ -84,6 +101,9 @@ class Services:
         self.close()
 
     def close(self) -> None:
+        if self.relay is not None:
+            self.relay.stop()
+            self.relay = None
         self.runner.stop()
         self.writer.stop()
         self.store.close()
@@ -134,7 +154,7 @@ def build_services(settings: Settings | None = None, clock: Clock | None = None)
 
     views = default_views() if settings.run_projections else []
     runner = ProjectionRunner(app, store, views, on_notification=on_notification)
-    writer = GroupCommitWriter(app, clock=clock, on_saved=lambda _position: runner.poke())
+    writer = ObservedWriter(app, clock=clock, on_saved=lambda _position: runner.poke())
     services = Services(
         settings=settings,
         clock=clock,
@@ -143,6 +163,11 @@ def build_services(settings: Settings | None = None, clock: Clock | None = None)
         store=store,
         runner=runner,
         cache=cache,
+        limits=AdapterLimits(
+            max_connections=settings.upstream_connections_max,
+            max_keepalive_connections=min(50, settings.upstream_connections_max),
+        ),
+        inflight=ProjectInflight(settings.project_inflight_max),
     )
     from gateway.routing.wiring import build_routing
 

@@ -145,6 +145,53 @@ def set_provider_key_command(
     )
 
 
+def server_secret_values(raw_settings: Mapping[str, str]) -> frozenset[str]:
+    """Every secret the gateway holds in its configuration: the admin token, the BYOK and
+    actor-token secrets and every managed provider key. None of them may ever be sent to a
+    project's own endpoint (tests/e2e/test_tenancy_endpoints.py)."""
+    values: set[str] = set()
+    for name, value in raw_settings.items():
+        if not isinstance(value, str) or not name.startswith("LEDGERGATE_"):
+            continue
+        if name in (SECRET_ENV, "LEDGERGATE_ADMIN_TOKEN", "LEDGERGATE_ACTOR_TOKEN_SECRET"):
+            values.add(value.strip())
+        elif name.endswith("_API_KEY"):
+            values.add(value.strip())
+        elif name.endswith("_API_KEYS"):
+            values.update(item.strip() for item in value.split(","))
+    values.discard("")
+    return frozenset(values)
+
+
+class ProjectEndpointKeys:
+    """Resolves a project endpoint's `api_key_ref` at the point of use: only `byok:<provider>`
+    naming a key stored (encrypted) for THIS project resolves, and only to that key; the
+    server's environment is never consulted, and a value equal to one of the server's own
+    secrets is refused even if it was stored as a project key (defence in depth: the admin
+    command already refuses any other reference)."""
+
+    def __init__(self, raw_settings: Mapping[str, str], project: Project) -> None:
+        self._raw = raw_settings
+        self._project = project
+        self.version = (str(project.id), project.version)  # re-sync when the project's keys change
+
+    def __call__(self, api_key_ref: str, provider: str) -> str | None:
+        from domain.routing import endpoint_key_ref_provider
+
+        if endpoint_key_ref_provider(api_key_ref) != provider:
+            return None
+        record = self._project.provider_key(provider)
+        if record is None:
+            return None
+        try:
+            api_key = KeyVault.from_settings(self._raw).open(self._project.id, provider, record)
+        except GatewayError:
+            return None
+        if api_key.strip() in server_secret_values(self._raw):
+            return None
+        return api_key
+
+
 def byok_adapter(
     services: object, project: Project, provider: str, managed: ProviderAdapter | None
 ) -> ProviderAdapter | None:

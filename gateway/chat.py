@@ -35,11 +35,12 @@ from domain.errors import (
 )
 from domain.ids import idempotent_request_id, new_request_id
 from domain.pii_events import PiiDecision
-from gateway.auth import actor_from, authenticate_key
+from gateway.auth import actor_from, authenticate_key, presented_key_id
 from gateway.bootstrap import Services
-from gateway.byok import byok_adapter
+from gateway.byok import ProjectEndpointKeys, byok_adapter
 from gateway.errors import GatewayError, as_gateway_error, envelope, error_response
 from gateway.json_bytes import canonical_sha256
+from gateway.observability.core import observed_pii_screening
 from gateway.pii.engine import unscreened_decision
 from gateway.pii.firewall import FIREWALL_SCANNER
 from gateway.pii.policy import PiiPolicy
@@ -77,11 +78,12 @@ from gateway.routing.requests import (
     route_of,
 )
 from gateway.routing.selector import required_capabilities
+from gateway.settlement import request_leases, settle, submit_settlement
 from gateway.tokens import count_text_tokens, estimate_prompt_tokens, prompt_chars
 from gateway.validation import (
     check_body_strings,
     check_id,
-    max_output_tokens,
+    output_tokens_allowance,
     parse_json_body,
     storable_model,
     upstream_body_of,
@@ -220,6 +222,8 @@ async def chat_completions(http: HttpRequest, services: Services) -> Response:
     ctx = Context(request_id=new_request_id(), started=time.perf_counter(), services=services)
     ctx.received_at = services.clock.now()
     ctx.client_ip = http.client.host if http.client else None
+    # Kept if authentication fails: which key failed (its id, never the key itself).
+    ctx.key_id = presented_key_id(http.headers.get("authorization"))
     try:
         # The key first: a malformed body from a known key is still that project's record.
         key, project = await authenticate_key(services.cache, http.headers.get("authorization"))
@@ -267,6 +271,7 @@ async def chat_completions(http: HttpRequest, services: Services) -> Response:
                 body,
                 services.cache.get,
                 effective=effective,
+                project_keys=ProjectEndpointKeys(services.settings.raw, project),
                 # eu_strict PDFs become text through Mistral OCR first: no model needs PDF input.
                 capabilities=required_capabilities(body) - {"documents"} if ocr else None,
             )
@@ -298,7 +303,7 @@ async def chat_completions(http: HttpRequest, services: Services) -> Response:
             estimated_input = (
                 estimate_prompt_tokens(without_documents(body)) + ocr.input_tokens_estimate
             )
-        max_output = max_output_tokens(body, services.settings.default_max_output_tokens)
+        max_output = output_tokens_allowance(body, services.settings.default_max_output_tokens)
         admission = await services.writer.execute_async(
             c.AdmitRequest(
                 facts=ctx.facts(),
@@ -315,6 +320,7 @@ async def chat_completions(http: HttpRequest, services: Services) -> Response:
             )
         )
         ctx.admitted = True
+        hold_lease(ctx)
     except Exception as error:
         return await reject(ctx, error)
 
@@ -356,6 +362,12 @@ async def chat_completions(http: HttpRequest, services: Services) -> Response:
     if ctx.stream:
         return await _stream(ctx, decision, upstream_body, body, estimated_input)
     return await _complete(ctx, decision, upstream_body, body, estimated_input)
+
+
+def hold_lease(ctx: Context) -> None:
+    """From admission until its settlement is durable, this process holds the request's
+    lease: renewed while it is served, so the sweeper leaves it alone (gateway/settlement)."""
+    request_leases(ctx.services).hold(ctx.request_id, ctx.facts().deadline_at)
 
 
 def key_source_for(services: Services, project: Any, provider: str) -> str:
@@ -409,6 +421,7 @@ class Attempts:
         return max(self.ctx.services.settings.request_timeout_s - self.ctx.elapsed_ms() / 1000, 0)
 
 
+@observed_pii_screening
 async def screen_request_pii(
     ctx: Context, services: Services, project_id: UUID, body: dict[str, Any]
 ) -> dict[str, Any]:
@@ -484,7 +497,8 @@ async def fail_request(
         report = c.UsageReport(
             usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens, usage.source
         )
-    return await ctx.services.writer.execute_async(
+    return await settle(
+        ctx.services,
         c.FailRequest(
             request_id=ctx.request_id,
             http_status=error.status,
@@ -496,7 +510,7 @@ async def fail_request(
             delivered_chunks=delivered_chunks,
             usage=report,
             actor_id=ctx.actor_id,
-        )
+        ),
     )
 
 
@@ -556,7 +570,10 @@ async def _complete(
     choices = result.body.get("choices") or []
     if choices and isinstance(choices[0], dict):
         finish_reason = choices[0].get("finish_reason")
-    outcome = await ctx.services.writer.execute_async(
+    # The provider served it: the charge of its real usage is made durable (retried, or
+    # journalled and retried in the background) and the client gets its answer either way.
+    outcome = await settle(
+        ctx.services,
         c.CompleteRequest(
             request_id=ctx.request_id,
             usage=c.UsageReport(
@@ -571,17 +588,17 @@ async def _complete(
             latency_ms=ctx.elapsed_ms(),
             upstream_ms=upstream_ms,
             actor_id=ctx.actor_id,
-        )
+        ),
     )
-    charged = outcome.value["charged_amount"]  # type: ignore[index]
     total_ms = ctx.elapsed_ms()
     headers = {
         "X-Request-Id": ctx.request_id,
         **ctx.headers,
-        "X-LG-Actual-Cost": money_header(charged),
         "X-LG-Overhead-Ms": str(max(total_ms - upstream_ms, 0)),
-        "X-LG-Ledger-Position": str(outcome.position or 0),
     }
+    if outcome is not None:
+        headers["X-LG-Actual-Cost"] = money_header(outcome.value["charged_amount"])  # type: ignore[index]
+        headers["X-LG-Ledger-Position"] = str(outcome.position or 0)
     return JsonResponse(result.body, headers=headers)
 
 
@@ -721,7 +738,8 @@ async def _stream(
             text = "".join(text_parts)
             usage = stream.usage or fallback_stream_usage(stream, estimated_input, text)
             finished = True
-            await writer.execute_async(
+            await settle(
+                ctx.services,
                 c.CompleteRequest(
                     request_id=ctx.request_id,
                     usage=c.UsageReport(
@@ -736,7 +754,7 @@ async def _stream(
                     latency_ms=ctx.elapsed_ms(),
                     upstream_ms=int((time.perf_counter() - upstream_started) * 1000),
                     actor_id=ctx.actor_id,
-                )
+                ),
             )
             if include_usage:
                 usage_chunk = {
@@ -780,7 +798,8 @@ async def _stream(
                 # awaiting (this coroutine is being cancelled), and stop the upstream call.
                 text = "".join(text_parts)
                 usage = stream.usage or fallback_stream_usage(stream, estimated_input, text)
-                writer.submit(
+                submit_settlement(
+                    ctx.services,
                     c.FailRequest(
                         request_id=ctx.request_id,
                         http_status=499,
@@ -797,7 +816,7 @@ async def _stream(
                             usage.source,
                         ),
                         actor_id=ctx.actor_id,
-                    )
+                    ),
                 )
             ctx.purge_pii()
             try:

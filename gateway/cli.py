@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
@@ -18,7 +17,10 @@ from domain.clock import parse_instant
 from domain.errors import DomainError
 from domain.money import to_decimal
 from domain.writer import run_now
+from gateway.cli_reads import add_read_commands, is_read_command, run_read_command
 from gateway.config import Settings
+from gateway.observability.logs import configure_logging
+from gateway.progress import progress_bar
 
 DEMO_SIMULATED_PROVIDERS = ("openai", "mistral", "moonshot", "xai")
 # Demo FX rates (1 base = rate USD), recorded as FX events with source "demo" so a USD
@@ -136,6 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
     price_set.add_argument("--cached-input-per-mtok", type=_decimal)
     price_set.add_argument("--currency", default="USD")
     price_set.add_argument("--effective-from", type=_instant, required=True)
+    price_set.add_argument(
+        "--project", type=_uuid, help="the project whose custom model this prices"
+    )
 
     model = sub.add_parser(
         "model", help="per-project custom models and endpoints (recorded as events)"
@@ -152,7 +157,12 @@ def build_parser() -> argparse.ArgumentParser:
     endpoint_add.add_argument("--base-url", required=True)
     endpoint_add.add_argument("--region", default="")
     endpoint_add.add_argument(
-        "--api-key-env", default="", help="NAME of the environment variable holding the key"
+        "--api-key-ref",
+        "--api-key-env",  # the old spelling; an environment name is refused either way
+        dest="api_key_ref",
+        default="",
+        help="byok:<provider>: the project's own key stored with `provider-key set` (the "
+        "server's environment is never used)",
     )
     endpoint_add.add_argument("--models", default="", help="comma-separated allow-list")
 
@@ -164,6 +174,15 @@ def build_parser() -> argparse.ArgumentParser:
     fx_set.add_argument("--quote", required=True)
     fx_set.add_argument("--rate", type=_decimal, required=True)
     fx_set.add_argument("--effective-from", type=_instant, required=True)
+    fx_import = fx.add_parser(
+        "import",
+        help="load the ECB euro reference rates (eurofxref.csv or eurofxref-hist.csv); "
+        "re-importing adds nothing",
+    )
+    fx_import.add_argument("file", help="the CSV as the ECB publishes it (unzipped)")
+    fx_import.add_argument(
+        "--since", type=date.fromisoformat, help="only days from this date (YYYY-MM-DD)"
+    )
 
     actor = sub.add_parser("actor-token", help="issue an X-Actor-Token for a strict project")
     actor.add_argument("--project", type=_uuid, required=True)
@@ -192,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
         "rebuild", help="drop the read models and replay the event log into them"
     )
     rebuild.add_argument("--view", action="append")
-    projections.add_parser(
+    projections_run = projections.add_parser(
         "run", help="follow the event log and keep the read models current (worker)"
     )
     dead_letters = projections.add_parser(
@@ -200,6 +219,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     dead_letters.add_argument("--view")
     dead_letters.add_argument("--limit", type=int, default=100)
+    projections_run.add_argument(
+        "--source",
+        choices=("log", "kafka"),
+        default="log",
+        help="log: the event store (default); kafka: the relay's topic (LEDGERGATE_KAFKA_*)",
+    )
+    projections_run.add_argument(
+        "--view", action="append", help="only these views (repeatable; default all)"
+    )
+    projections_run.add_argument(
+        "--once", action="store_true", help="apply what is there now, then exit"
+    )
+
+    relay = sub.add_parser(
+        "relay", help="publish the event log to Kafka (the outbox relay)"
+    ).add_subparsers(dest="action", required=True)
+    relay_run = relay.add_parser(
+        "run", help="publish every stored event, in log order, to LEDGERGATE_KAFKA_TOPIC"
+    )
+    relay_run.add_argument(
+        "--once",
+        action="store_true",
+        help="publish everything recorded so far, then exit",
+    )
 
     sweep = sub.add_parser(
         "sweep", help="abandon requests stuck past their deadline and settle them"
@@ -266,9 +309,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     reconcile.add_argument("--project", type=_uuid, help="the project --adjust adjusts")
 
+    audit = add_read_commands(
+        sub,
+        project=project,
+        key=key,
+        price=price,
+        fx=fx,
+        model=model,
+        uuid_type=_uuid,
+        instant_type=_instant,
+    )  # list/show commands and `audit show` (gateway/cli_reads.py)
+
     from gateway.audit_cli import add_audit_commands
 
-    add_audit_commands(sub)  # audit export|show|checkpoint, verify
+    add_audit_commands(sub, audit)  # audit export|status|checkpoint, verify
     return parser
 
 
@@ -297,18 +351,21 @@ def run_command(settings: Settings, command: c.Command) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = Settings.from_env()
-    logging.basicConfig(
-        level=settings.log_level,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per upstream call is noise
+    configure_logging(settings.log_level, settings.raw.get("LEDGERGATE_LOG_FORMAT") or "json")
     command = args.command
+    if is_read_command(args):
+        return run_read_command(settings, args)
     if command == "project" and args.action != "create":
         return project_admin(settings, args)
     if command == "provider-key":
         return provider_key_admin(settings, args)
     if command == "project":
+        from gateway.admin_checks import check_strict_project
+
+        try:
+            check_strict_project(settings.raw, args.strict)
+        except DomainError as error:
+            return fail(error.code, error.message)
         return run_command(
             settings,
             c.CreateProject(
@@ -340,10 +397,15 @@ def main(argv: list[str] | None = None) -> int:
             ),
         )
     if command == "price":
+        try:
+            model = _price_model(settings, args.model, args.project)
+        except DomainError as error:
+            return fail(error.code, error.message)
         return run_command(
             settings,
             c.SetPrice(
-                model=args.model,
+                model=model,
+                project_id=args.project,
                 input_per_mtok=args.input_per_mtok,
                 output_per_mtok=args.output_per_mtok,
                 cached_input_per_mtok=args.cached_input_per_mtok,
@@ -368,10 +430,12 @@ def main(argv: list[str] | None = None) -> int:
                 name=args.name,
                 base_url=args.base_url,
                 region=args.region,
-                api_key_ref=args.api_key_env,
+                api_key_ref=args.api_key_ref,
                 models=tuple(m.strip() for m in args.models.split(",") if m.strip()),
             ),
         )
+    if command == "fx" and args.action == "import":
+        return fx_import(settings, args)
     if command == "fx":
         return run_command(
             settings,
@@ -394,8 +458,12 @@ def main(argv: list[str] | None = None) -> int:
         return serve(settings, args.host, args.port)
     if command == "demo":
         return demo(settings, args.host, args.port, smoke=args.smoke)
+    if command == "projections" and args.action == "run" and args.source == "kafka":
+        return projections_from_kafka(settings, args)
     if command == "projections":
         return projections(settings, args)
+    if command == "relay":
+        return relay_run(settings, args)
     if command == "sweep":
         return sweep(settings, args.grace_seconds)
     if command in ("ledger", "reconcile"):
@@ -405,6 +473,48 @@ def main(argv: list[str] | None = None) -> int:
 
         return run_audit_command(settings, args)
     return fail("unknown_command", command)
+
+
+def fx_import(settings: Settings, args: argparse.Namespace) -> int:
+    from gateway.fx_import import fx_rows, parse_ecb_csv
+
+    try:
+        with open(args.file, "rb") as handle:
+            content = handle.read()
+    except OSError as error:
+        return fail("invalid_request", f"cannot read {args.file}: {error.strerror}")
+    try:
+        days = parse_ecb_csv(content)
+    except DomainError as error:
+        return fail(error.code, error.message)
+    rows = fx_rows(days, since=args.since)
+    status = run_command(settings, c.ImportFxRates(rows=tuple(rows)))
+    if status == 0 and days:
+        print(
+            f"ECB rates of {days[0].day} to {days[-1].day}: {len(rows)} rows",
+            file=sys.stderr,
+        )
+    return status
+
+
+def _price_model(settings: Settings, model: str, project_id: UUID | None) -> str:
+    """The model `price set` may price (gateway/admin_checks.price_model), read from the store."""
+    from eventsourcing.application import AggregateNotFoundError
+
+    from domain.catalog import Catalog
+    from domain.routing import ProjectRouting
+    from gateway.admin_checks import price_model
+
+    routing = None
+    if project_id is not None:
+        app = _open(settings)
+        try:
+            routing = app.repository.get(ProjectRouting.create_id(str(project_id)))
+        except AggregateNotFoundError:
+            routing = None
+        finally:
+            app.close()
+    return price_model(Catalog.shipped(), routing, model, project_id)
 
 
 def project_admin(settings: Settings, args: argparse.Namespace) -> int:
@@ -447,7 +557,8 @@ def serve(settings: Settings, host: str, port: int) -> int:
         host=host,
         port=port,
         log_level=settings.log_level.lower(),
-        access_log=False,
+        access_log=False,  # the gateway writes its own access line (gateway/observability)
+        log_config=None,  # uvicorn's lines go through the configured (JSON) handler
     )
     return 0
 
@@ -461,10 +572,10 @@ def projections(settings: Settings, args: argparse.Namespace) -> int:
     store = ReadStore(settings.database_url, settings.data_dir)
     store.migrate()
 
-    def progress(position: int, target: int) -> None:
-        print(f"  replayed {position:,} / {target:,} events", file=sys.stderr)
-
-    runner = ProjectionRunner(app, store, default_views(), progress=progress)
+    views = default_views()
+    if args.action == "run" and args.view:
+        views = [view for view in views if view.name in args.view]
+    runner = ProjectionRunner(app, store, views)
     try:
         if args.action == "dead-letters":
             from projections.runner import list_dead_letters
@@ -472,8 +583,13 @@ def projections(settings: Settings, args: argparse.Namespace) -> int:
             rows = list_dead_letters(store, view=args.view, limit=args.limit)
             emit({"dead_letters": rows, "count": len(rows)})
             return 0
+        if args.action == "run" and args.once:
+            emit({"source": "log", "position": runner.catch_up()})
+            return 0
         if args.action == "rebuild":
-            position = runner.rebuild(args.view)
+            with progress_bar("replaying the event log") as advance:
+                runner.progress = advance
+                position = runner.rebuild(args.view)
             emit(
                 {
                     "rebuilt": [
@@ -496,6 +612,96 @@ def projections(settings: Settings, args: argparse.Namespace) -> int:
         runner.stop()
         store.close()
         app.close()
+
+
+def _stop_on_signals() -> Any:
+    """SIGTERM/SIGINT end the loop after the batch in hand (its position stored or not)."""
+    import signal
+    import threading
+
+    stop = threading.Event()
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, lambda *_: stop.set())
+    return stop
+
+
+def relay_run(settings: Settings, args: argparse.Namespace) -> int:
+    from domain.application import open_application
+    from gateway.kafka_settings import KafkaConfigError, KafkaSettings
+    from gateway.relay import OutboxRelay
+    from projections.db import ReadStore
+
+    try:
+        kafka = KafkaSettings.from_env(settings.raw)
+        kafka.require_bootstrap()
+    except KafkaConfigError as error:
+        return fail("kafka_not_configured", str(error))
+    app = open_application(settings.database_url, settings.data_dir)
+    store = ReadStore(settings.database_url, settings.data_dir)
+    try:
+        store.migrate()
+        relay = OutboxRelay(app.recorder, store, kafka)
+        stop = _stop_on_signals()
+        if not args.once:
+            print(
+                f"publishing the event log to Kafka topic {kafka.topic}; Ctrl-C to stop",
+                file=sys.stderr,
+            )
+        position = relay.run(stop, once=args.once)
+        emit(
+            {
+                "relay": relay.name,
+                "topic": kafka.topic,
+                "position": position,
+                "published": relay.stats.published,
+                "batches": relay.stats.batches,
+                "failures": relay.stats.failures,
+            }
+        )
+        return 0
+    finally:
+        store.close()
+        app.close()
+
+
+def projections_from_kafka(settings: Settings, args: argparse.Namespace) -> int:
+    """`projections run --source kafka`: build the read models from the relay's topic. Needs
+    no event store: a downstream system runs it against a database of its own."""
+    from gateway.kafka_feed import FeedError, KafkaFeed
+    from gateway.kafka_settings import KafkaConfigError, KafkaSettings
+    from projections.db import ReadStore
+    from projections.runner import default_views
+
+    try:
+        kafka = KafkaSettings.from_env(settings.raw)
+        kafka.require_bootstrap()
+    except KafkaConfigError as error:
+        return fail("kafka_not_configured", str(error))
+    views = [view for view in default_views() if not args.view or view.name in args.view]
+    if not views:
+        return fail("invalid_request", f"no such view: {', '.join(args.view)}")
+    store = ReadStore(settings.database_url, settings.data_dir)
+    try:
+        store.migrate()
+        feed = KafkaFeed(store, views, kafka)
+        if not args.once:
+            print(f"projecting from Kafka topic {kafka.topic}; Ctrl-C to stop", file=sys.stderr)
+        try:
+            position = feed.run(_stop_on_signals(), once=args.once)
+        except FeedError as error:
+            return fail("kafka_feed_refused", str(error))
+        emit(
+            {
+                "source": "kafka",
+                "topic": kafka.topic,
+                "views": [view.name for view in views],
+                "position": position,
+                "messages": feed.applied,
+            }
+        )
+        return 0
+    finally:
+        store.close()
 
 
 def sweep(settings: Settings, grace_s: float | None) -> int:
@@ -534,13 +740,11 @@ def finance(settings: Settings, args: argparse.Namespace) -> int:
     try:
         store.migrate()
 
-        def progress(position: int, target: int) -> None:
-            print(f"  projecting {position:,} / {target:,} events", file=sys.stderr)
-
-        runner = ProjectionRunner(
-            app, store, [LedgerEntriesView(), ReconciliationsView()], progress=progress
-        )
-        runner.catch_up()
+        with progress_bar("bringing the ledger views up to date") as advance:
+            runner = ProjectionRunner(
+                app, store, [LedgerEntriesView(), ReconciliationsView()], progress=advance
+            )
+            runner.catch_up()
         if args.command == "ledger" and args.action == "balance":
             return _ledger_balance(store, args)
         if args.command == "ledger":
@@ -568,10 +772,10 @@ def _ledger_export(store: Any, args: argparse.Namespace) -> int:
     output = args.output or f"ledger-entries.{args.format}"
     position = tracked_position(store, "ledger_entries")
 
-    def progress(rows: int) -> None:
-        print(f"  exported {rows:,} rows", file=sys.stderr)
-
-    path, rows = export_store(store, args.format, output, progress=progress)
+    with progress_bar(f"exporting ledger entries to {output}") as advance:
+        path, rows = export_store(
+            store, args.format, output, progress=lambda done: advance(done, None)
+        )
     emit({"format": args.format, "path": str(path), "rows": rows, "as_of_position": position})
     return 0
 

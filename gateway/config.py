@@ -51,6 +51,10 @@ class Settings:
     default_max_output_tokens: int = 4096
     platform_fee_rate: Decimal = Decimal("0.05")
     log_level: str = "INFO"
+    # Fairness (gateway/fairness.py): a project's requests in flight on one process, kept
+    # well below the upstream connection pool so one tenant cannot take all of it.
+    project_inflight_max: int = 50
+    upstream_connections_max: int = 200
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -78,6 +82,8 @@ class Settings:
                 values.get("LEDGERGATE_DEFAULT_MAX_OUTPUT_TOKENS") or 4096
             ),
             log_level=values.get("LEDGERGATE_LOG_LEVEL") or "INFO",
+            project_inflight_max=int(values.get("LEDGERGATE_PROJECT_INFLIGHT_MAX") or 50),
+            upstream_connections_max=int(values.get("LEDGERGATE_UPSTREAM_CONNECTIONS_MAX") or 200),
         )
 
     @property

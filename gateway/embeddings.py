@@ -23,12 +23,14 @@ from domain import commands as c
 from domain.catalog import Catalog
 from domain.errors import DomainError, ModelCapabilityMissing
 from domain.tiers import EffectiveTier
-from gateway.auth import actor_from, authenticate_key
+from gateway.auth import actor_from, authenticate_key, presented_key_id
 from gateway.bootstrap import Services, adapter_classes
+from gateway.byok import ProjectEndpointKeys
 from gateway.chat import (
     Attempts,
     Context,
     fail_request,
+    hold_lease,
     key_source_for,
     money_header,
     reject,
@@ -47,6 +49,7 @@ from gateway.routing.requests import (
     measure_embeddings,
     route_of,
 )
+from gateway.settlement import settle
 from gateway.validation import (
     check_body_strings,
     parse_json_body,
@@ -140,6 +143,8 @@ async def embeddings(http: HttpRequest, services: Services) -> Response:
     ctx = Context(request_id=_new_request_id(), started=time.perf_counter(), services=services)
     ctx.received_at = services.clock.now()
     ctx.client_ip = http.client.host if http.client else None
+    # Kept if authentication fails: which key failed (its id, never the key itself).
+    ctx.key_id = presented_key_id(http.headers.get("authorization"))
     try:
         key, project = await authenticate_key(services.cache, http.headers.get("authorization"))
         ctx.project_id, ctx.key_id = project.id, key.id
@@ -169,6 +174,7 @@ async def embeddings(http: HttpRequest, services: Services) -> Response:
                 body,
                 services.cache.get,
                 effective=effective,
+                project_keys=ProjectEndpointKeys(services.settings.raw, project),
                 capabilities=EMBEDDINGS_CAPABILITY,
             )
         except ModelCapabilityMissing as error:
@@ -205,6 +211,7 @@ async def embeddings(http: HttpRequest, services: Services) -> Response:
             )
         )
         ctx.admitted = True
+        hold_lease(ctx)
     except Exception as error:
         return await reject(ctx, error, ENDPOINT_EMBEDDINGS)
 
@@ -252,7 +259,8 @@ async def embeddings(http: HttpRequest, services: Services) -> Response:
     ctx.headers.update(decision.headers(served))
     upstream_ms = int((time.perf_counter() - upstream_started) * 1000)
     result.body["model"] = body["model"]
-    outcome = await services.writer.execute_async(
+    outcome = await settle(
+        services,
         c.CompleteRequest(
             request_id=ctx.request_id,
             usage=c.UsageReport(
@@ -264,17 +272,21 @@ async def embeddings(http: HttpRequest, services: Services) -> Response:
             latency_ms=ctx.elapsed_ms(),
             upstream_ms=upstream_ms,
             actor_id=ctx.actor_id,
-        )
+        ),
     )
-    charged = outcome.value["charged_amount"]  # type: ignore[index]
     headers = {
         "X-Request-Id": ctx.request_id,
         **ctx.headers,
-        "X-LG-Actual-Cost": money_header(charged),
         "X-LG-Overhead-Ms": str(max(ctx.elapsed_ms() - upstream_ms, 0)),
-        "X-LG-Ledger-Position": str(outcome.position or 0),
         "X-LG-Usage-Source": result.usage.source,
     }
+    if outcome is not None:  # else journalled: charged in the background, answered now
+        settled = outcome.value
+        if not isinstance(settled, dict):
+            raise TypeError("CompleteRequest returned no charge")
+        headers["X-LG-Actual-Cost"] = money_header(settled["charged_amount"])
+        headers["X-LG-Ledger-Position"] = str(outcome.position or 0)
+        headers["X-LG-Usage-Source"] = str(settled.get("usage_source", result.usage.source))
     return JsonResponse(result.body, headers=headers)
 
 

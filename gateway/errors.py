@@ -34,7 +34,8 @@ STATUS_BY_CODE: dict[str, tuple[int, str]] = {
     "reconciliation_not_found": (404, "invalid_request_error"),
     "model_not_found": (404, "invalid_request_error"),
     "price_not_found": (404, "invalid_request_error"),
-    "fx_rate_not_found": (503, "api_error"),
+    # A configuration gap, not an outage: retrying cannot help until an operator loads rates.
+    "fx_rate_not_found": (503, "configuration_error"),
     "model_not_compliant": (400, "invalid_request_error"),
     "model_capability_missing": (400, "invalid_request_error"),
     "invalid_compliance_tier": (400, "invalid_request_error"),
@@ -55,6 +56,31 @@ STATUS_BY_CODE: dict[str, tuple[int, str]] = {
     "min_position_not_reached": (503, "api_error"),
     "internal_error": (500, "api_error"),
 }
+
+
+# Statuses the openai SDKs retry by default (408, 409, 429, 5xx). A code listed here is
+# answered with one of them but is not transient: the response says `x-should-retry: false`
+# (which the SDKs honour) so a client does not hammer a gap only an operator can close.
+NON_TRANSIENT_CODES: frozenset[str] = frozenset(
+    {
+        "fx_rate_not_found",
+        "quota_exceeded",  # resets at the next month, not in seconds
+        "duplicate_request",
+        "illegal_transition",
+        "reservation_not_found",
+        "secret_key_missing",
+        "byok_key_unreadable",
+    }
+)
+RETRIED_BY_SDK_STATUSES = frozenset({408, 409, 429})
+
+
+def is_transient(error: GatewayError) -> bool:
+    """May a retry of the same request succeed without anyone changing anything? Every
+    other error status (400, 401, 402, 403, 404, …) is non-transient by nature."""
+    if error.code in NON_TRANSIENT_CODES:
+        return False
+    return error.status in RETRIED_BY_SDK_STATUSES or error.status >= 500
 
 
 class GatewayError(Exception):
@@ -162,4 +188,6 @@ def error_response(
     error: GatewayError, request_id: str, headers: dict[str, str] | None = None
 ) -> JsonResponse:
     merged = {"X-Request-Id": request_id, **error.headers, **(headers or {})}
+    if not is_transient(error):
+        merged["x-should-retry"] = "false"
     return JsonResponse(envelope(error), status_code=error.status, headers=merged)

@@ -25,7 +25,9 @@ from gateway.auth import authenticate_key
 from gateway.bootstrap import Services
 from gateway.byok import set_provider_key_command
 from gateway.errors import GatewayError
+from gateway.read_scope import read_project
 from gateway.responses import JsonResponse
+from gateway.routing.balancer import owning_project
 from gateway.validation import MODEL_SYNTAX
 from projections import ledger_queries
 
@@ -90,9 +92,7 @@ def register_ledger_routes(
         """The plan in force now (a trial turns Pro by the clock), this month's admitted
         requests and when the quota resets, read from the Account (the quota's home)."""
         try:
-            _, project = await authenticate_key(
-                services.cache, request.headers.get("authorization")
-            )
+            project = await read_project(services.cache, services.settings.admin_token, request)
             account = await anyio.to_thread.run_sync(
                 services.cache.get_sync, account_id(project.id)
             )
@@ -127,12 +127,27 @@ def register_ledger_routes(
                     "invalid_request", "at must be an ISO 8601 instant with a timezone", param="at"
                 ) from None
             currency = check_currency(params.get("currency") or project.currency)
-            result = await anyio.to_thread.run_sync(
-                lambda: ledger_queries.pricing_at(
-                    services.store, model=model, at=at, currency=currency
+            # Only models this project can see: the shipped catalog and its own custom
+            # models, whose prices come from its own book (never another project's).
+            project_routing = await services.routing.project_routing.get(
+                project.id, services.cache.get
+            )
+            spec = services.routing.catalog_for(project_routing).get(model)
+            owner = None if spec is None else owning_project(spec)
+            result = (
+                None
+                if spec is None
+                else await anyio.to_thread.run_sync(
+                    lambda: ledger_queries.pricing_at(
+                        services.store,
+                        model=spec.name,
+                        at=at,
+                        currency=currency,
+                        project_id=owner,
+                    )
                 )
             )
-            if result["price"] is None:
+            if result is None or result["price"] is None:
                 raise GatewayError(
                     "price_not_found",
                     f"no price was in effect for {model!r} at {at.isoformat()}",

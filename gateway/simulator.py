@@ -65,7 +65,12 @@ class SimulatorState:
         # Providers often echo the offending input in their error text: "{prompt}" is replaced
         # by the last user message, as such an echo would.
         self.error_message = "simulated failure"
+        # Tests of a misbehaving upstream: report these usage fields instead of the counts.
+        self.usage_override: dict[str, Any] | None = None
         self.requests: list[dict[str, Any]] = []
+        # The Authorization header of each chat request, so a test can see which credential
+        # reached this upstream (never printed or logged by the simulator).
+        self.authorizations: list[str | None] = []
 
 
 def _error(status: int, message: str, error_type: str, code: str | None = None) -> JsonResponse:
@@ -96,6 +101,7 @@ def create_simulator_app(state: SimulatorState | None = None) -> FastAPI:
                 "missing_required_parameter",
             )
         state.requests.append(body)
+        state.authorizations.append(request.headers.get("authorization"))
         if state.response_delay_s:
             await asyncio.sleep(state.response_delay_s)
         if state.error_status is not None:
@@ -122,7 +128,10 @@ def create_simulator_app(state: SimulatorState | None = None) -> FastAPI:
             return response
         reply = state.reply or simulated_reply(body)
         prompt_tokens = estimate_prompt_tokens(body)
-        completion_tokens = count_text_tokens(reply)
+        # `n` choices, each the same reply and each billed its own output, as OpenAI does.
+        requested_n = body.get("n")
+        choices_n = requested_n if isinstance(requested_n, int) and requested_n > 0 else 1
+        completion_tokens = count_text_tokens(reply) * choices_n
         completion_id = "chatcmpl-" + uuid.uuid4().hex[:24]
         created = int(time.time())
         model = str(body.get("model") or "simulated")
@@ -132,6 +141,8 @@ def create_simulator_app(state: SimulatorState | None = None) -> FastAPI:
             "total_tokens": prompt_tokens + completion_tokens,
             "prompt_tokens_details": {"cached_tokens": 0},
         }
+        if state.usage_override is not None:
+            usage = {**usage, **state.usage_override}
         if not body.get("stream"):
             return JsonResponse(
                 {
@@ -141,11 +152,12 @@ def create_simulator_app(state: SimulatorState | None = None) -> FastAPI:
                     "model": model,
                     "choices": [
                         {
-                            "index": 0,
+                            "index": index,
                             "message": {"role": "assistant", "content": reply, "refusal": None},
                             "logprobs": None,
                             "finish_reason": "stop",
                         }
+                        for index in range(choices_n)
                     ],
                     "usage": usage,
                     "system_fingerprint": "fp_ledgergate_sim",

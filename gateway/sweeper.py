@@ -3,8 +3,12 @@ to `abandoned`, settling their reservation by the rule in domain/handlers.abando
 never dispatched → released in full; dispatched or streaming → the estimated input tokens
 are charged at the admission price, output is not, the rest is released.
 
-A request is overdue once its deadline (received_at + LEDGERGATE_REQUEST_TIMEOUT_S) plus a
-grace period has passed: no live process can still be serving it then.
+A request is overdue once its deadline plus a grace period has passed. The deadline is the
+serving process's lease: received_at + LEDGERGATE_REQUEST_TIMEOUT_S, renewed by that process
+(Request.DeadlineExtended, gateway/settlement.py) for as long as it is still serving the
+request. So only requests of dead (or stalled) processes are ever swept; the writer re-checks
+the deadline on the aggregate itself (`overdue_before`), so a renewal that lands between the
+sweeper's read and its write wins. A request with journalled real usage is settled with it.
 """
 
 from __future__ import annotations
@@ -27,11 +31,14 @@ def sweep_once(services: Any, grace_s: float | None = None) -> list[dict[str, An
     swept = []
     for request_id in queries.overdue_requests(services.store, cutoff):
         try:
-            outcome = services.writer.execute(c.AbandonRequest(request_id=request_id))
+            outcome = services.writer.execute(
+                c.AbandonRequest(request_id=request_id, overdue_before=cutoff)
+            )
         except Exception as error:  # one bad request must not stop the sweep
             log.warning("could not sweep %s: %s", request_id, type(error).__name__)
             continue
-        swept.append(outcome.value)
+        if outcome.value.get("changed"):
+            swept.append(outcome.value)
     if swept:
         services.runner.catch_up()
     return swept

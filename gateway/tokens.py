@@ -14,8 +14,9 @@ from typing import Any
 TOKENS_PER_MESSAGE = 3
 TOKENS_REPLY_PRIMER = 3
 TOKENS_PER_IMAGE = 765  # a high-detail 512px-tile image; an upper-side estimate
-TOKENS_PER_DOCUMENT_PAGE_GUESS = 1500
+TOKENS_PER_DOCUMENT_PAGE_GUESS = 1500  # per page: text plus the page image providers add
 TEXT_CHARS_MAX_FOR_EXACT = 2_000_000
+TOKENIZER_PIECE_CHARS = 500_000  # below bpe-openai's 1,000,000-character refusal
 
 
 @functools.lru_cache(maxsize=1)
@@ -30,7 +31,19 @@ def count_text_tokens(text: str) -> int:
         return 0
     if len(text) > TEXT_CHARS_MAX_FOR_EXACT:
         return math.ceil(len(text) / 3)  # bounded work on absurd inputs; errs on the high side
-    return len(_encoding().encode(text))
+    # bpe-openai refuses one piece of 1,000,000 characters or more ("Input too long to
+    # encode safely"): longer texts are counted in pieces cut at whitespace where there is
+    # some (a cut inside a word costs at most a token or two).
+    total = 0
+    start = 0
+    while start < len(text):
+        end = min(start + TOKENIZER_PIECE_CHARS, len(text))
+        if end < len(text):
+            space = text.rfind(" ", start + TOKENIZER_PIECE_CHARS // 2, end)
+            end = space if space > start else end
+        total += len(_encoding().encode(text[start:end]))
+        start = end
+    return total
 
 
 def _content_tokens(content: Any) -> int:
@@ -49,10 +62,21 @@ def _content_tokens(content: Any) -> int:
             elif kind in ("image_url", "input_image", "image"):
                 total += TOKENS_PER_IMAGE
             elif kind in ("document", "input_file", "file"):
-                total += TOKENS_PER_DOCUMENT_PAGE_GUESS
+                # Providers that read a PDF natively bill every page: size it by its pages.
+                total += TOKENS_PER_DOCUMENT_PAGE_GUESS * _document_pages(part)
             else:
                 total += count_text_tokens(str(part))
     return total
+
+
+def _document_pages(part: dict[str, Any]) -> int:
+    from gateway.routing.documents import estimate_pdf_pages
+
+    inner = part.get("file") if isinstance(part.get("file"), dict) else part
+    data = inner.get("file_data") if isinstance(inner, dict) else None
+    if not isinstance(data, str) or "," not in data:
+        return 1
+    return estimate_pdf_pages(data)
 
 
 def estimate_prompt_tokens(body: dict[str, Any]) -> int:

@@ -21,6 +21,8 @@ ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function
 # safe (the JSON encoders fall back to an iterative one past orjson's 255, json_bytes.py).
 NESTING_DEPTH_MAX = 400
 ID_CHARS_MAX = 128
+# Every string of an admin body (names, references, URLs, keys) is kept in an event.
+ADMIN_STRING_CHARS_MAX = 4096
 # Body fields the gateway reads itself and never forwards to a provider (ARCHITECTURE.md).
 GATEWAY_EXTENSION_FIELDS = ("routing_preferences", "pii_policy", "trace_id", "conversation_id")
 # Ids the gateway keeps (trace, conversation, span): letters, digits and . _ : - only. This
@@ -99,16 +101,19 @@ def _check_int(body: dict[str, Any], name: str, low: int, high: int) -> None:
 # --- every string, at any depth ---------------------------------------------------------------
 
 
-def check_body_strings(body: Any, param: str = "") -> None:
+def check_body_strings(body: Any, param: str = "", *, chars_max: int | None = None) -> None:
     """Refuse a body nested deeper than NESTING_DEPTH_MAX or holding a string (a key or a
-    value, anywhere) that storage cannot hold. Iterative: no depth can exhaust the stack.
-    The message names the field, never the rejected value."""
+    value, anywhere) that storage cannot hold, or (with `chars_max`) one longer than that.
+    Iterative: no depth can exhaust the stack. The message names the field, never the
+    rejected value."""
     stack: list[tuple[Any, int, str]] = [(body, 1, param)]
     while stack:
         value, depth, path = stack.pop()
         if isinstance(value, str):
             if _UNSTORABLE.search(value):
                 raise _unstorable(path)
+            if chars_max is not None and len(value) > chars_max:
+                raise _invalid(f"'{path}' is longer than {chars_max} characters", path or "body")
             continue
         if isinstance(value, dict | list):
             if depth > NESTING_DEPTH_MAX:
@@ -303,6 +308,16 @@ def max_output_tokens(body: dict[str, Any], default: int) -> int:
         if isinstance(value, int) and not isinstance(value, bool) and value > 0:
             return value
     return default
+
+
+def output_tokens_allowance(body: dict[str, Any], default: int) -> int:
+    """What a request can produce in all: the per-choice allowance times `n` choices (each
+    choice is billed its own output). Reserved at admission and the bound of what an upstream
+    may report (domain/usage.py)."""
+    choices = body.get("n")
+    if not isinstance(choices, int) or isinstance(choices, bool) or choices < 1:
+        choices = 1
+    return max_output_tokens(body, default) * choices
 
 
 def wants_usage_in_stream(body: dict[str, Any]) -> bool:

@@ -23,6 +23,9 @@ class AuditView(View):
         Request.Completed,
         Request.Failed,
         Request.Abandoned,
+        Request.DeadlineExtended,
+        Request.UsageFlagged,
+        Request.SweepCorrected,
     )
 
     def apply(self, tx: Tx, event: Any, position: int) -> None:
@@ -180,6 +183,32 @@ class AuditView(View):
                 cost=event.charged_amount,
                 usage_source="estimated" if event.charged_amount else None,
                 finished_at=iso(event.abandoned_at),
+            )
+
+        elif isinstance(event, Request.DeadlineExtended):
+            # The serving process renewed its lease: the sweeper reads this deadline.
+            self._update(tx, request_id, position, deadline_at=iso(event.deadline_at))
+        elif isinstance(event, Request.UsageFlagged):
+            self._update(tx, request_id, position, usage_flag=",".join(event.problems))
+        elif isinstance(event, Request.SweepCorrected):
+            # Abandoned stays its state; the record now shows the real usage and charge.
+            self._update(
+                tx,
+                request_id,
+                position,
+                sweep_corrected=1,
+                input_tokens=event.input_tokens,
+                output_tokens=event.output_tokens,
+                cached_tokens=event.cached_tokens,
+                usage_source=event.usage_source,
+                finish_reason=event.finish_reason,
+                cost=event.charged_amount,
+                provider_cost=event.provider_cost,
+                fee_amount=event.fee_amount,
+                shortfall_amount=event.shortfall_amount,
+                completion_chars=event.completion_chars,
+                latency_ms=event.latency_ms,
+                upstream_ms=event.upstream_ms,
             )
 
     @staticmethod

@@ -22,6 +22,7 @@ class BalancesView(View):
         Account.ChargePosted,
         Account.ReservationReleased,
         Account.Adjusted,
+        Account.ChargeCorrected,
     )
 
     def apply(self, tx: Tx, event: Any, position: int) -> None:
@@ -62,6 +63,8 @@ class BalancesView(View):
             posted += event.amount
         elif isinstance(event, Account.ReservationReleased):
             pending -= event.amount
+        elif isinstance(event, Account.ChargeCorrected):
+            posted += event.amount
         tx.execute(
             "UPDATE lg_balances SET credits = %s, posted = %s, pending = %s, available = %s, updated_at = %s, "
             "position = %s WHERE account_id = %s",

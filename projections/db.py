@@ -83,6 +83,7 @@ class ReadStore:
             kwargs: dict[str, Any] = {"row_factory": dict_row, "autocommit": False}
             if options:
                 kwargs["options"] = options
+            self._connect_url, self._connect_kwargs = url, kwargs
             self._pool = ConnectionPool(url, min_size=1, max_size=10, kwargs=kwargs, open=True)
         else:
             self.dialect = "sqlite"
@@ -135,6 +136,16 @@ class ReadStore:
             sqlite_cursor.execute("COMMIT")
         finally:
             sqlite_cursor.close()
+
+    def dedicated_connection(self) -> Any:
+        """A PostgreSQL connection of its own (autocommit, same schema), outside the pool:
+        for session state that must live exactly as long as one holder, such as the Kafka
+        relay's advisory lock."""
+        import psycopg
+
+        if self.dialect != "postgres":
+            raise RuntimeError("dedicated connections exist on PostgreSQL only")
+        return psycopg.connect(self._connect_url, **{**self._connect_kwargs, "autocommit": True})
 
     def sql(self, statement: str) -> str:
         return statement.replace("%s", "?") if self.dialect == "sqlite" else statement

@@ -10,6 +10,11 @@ Mapping from Account events (one event → at most one row, so `position` identi
 | Account.ChargePosted         | charge      | amount debited (converted cost + fee; less than the cost only on a shortfall) |
 | Account.ReservationReleased  | release     | amount given back                        |
 | Account.Adjusted             | adjustment  | signed amount                            |
+| Account.ChargeCorrected      | correction  | signed difference to the real charge (provider_cost and tokens: differences too) |
+
+OwnKeyReserved / OwnKeyChargePosted (BYOK) are Reserved / ChargePosted: their amount is
+what the balance holds / is debited (the fee); the provider cost is recorded all the same.
+A charge whose usage the upstream over- or mis-reported has usage_source "capped".
 
 ChargePosted also releases the rest of its reservation in the same event; that remainder is
 not a separate row: a charge settles its request's whole reservation (see
@@ -80,6 +85,7 @@ class LedgerEntriesView(View):
         Account.ChargePosted,
         Account.ReservationReleased,
         Account.Adjusted,
+        Account.ChargeCorrected,
     )
 
     def __init__(self) -> None:
@@ -164,6 +170,37 @@ class LedgerEntriesView(View):
                 key_source=event.key_source,
                 price_id=event.price_id,
                 fx_rate_id=event.fx_rate_id,
+                usage_source=event.usage_source,
+            )
+        elif isinstance(event, Account.ChargeCorrected):
+            # Differences to the request's earlier charge, so sums over charges stay exact.
+            before = tx.execute(
+                "SELECT provider_cost, input_tokens, output_tokens, cached_tokens, fx_rate, "
+                "price_id, fx_rate_id, fee_amount FROM lg_ledger_entries "
+                "WHERE request_id = %s AND entry_type = 'charge'",
+                (event.request_id,),
+            ).fetchone()
+            earlier = before or {}
+            row.update(
+                entry_type="correction",
+                occurred_at=event.corrected_at,
+                amount=event.amount,
+                request_id=event.request_id,
+                key_id=_str(event.key_id),
+                actor_id=event.actor_id,
+                provider=event.provider,
+                model=event.model,
+                upstream_model=event.upstream_model,
+                input_tokens=event.input_tokens - int(earlier.get("input_tokens") or 0),
+                output_tokens=event.output_tokens - int(earlier.get("output_tokens") or 0),
+                cached_tokens=event.cached_tokens - int(earlier.get("cached_tokens") or 0),
+                provider_cost=event.provider_cost - (as_decimal(earlier.get("provider_cost")) or 0),
+                provider_currency=event.provider_currency,
+                fx_rate=earlier.get("fx_rate"),
+                fee_amount=event.fee_amount - (as_decimal(earlier.get("fee_amount")) or 0),
+                key_source=event.key_source,
+                price_id=earlier.get("price_id"),
+                fx_rate_id=earlier.get("fx_rate_id"),
                 usage_source=event.usage_source,
             )
         else:

@@ -211,18 +211,28 @@ def _time(value: Any) -> str | None:
 
 
 def pricing_at(
-    store: ReadStore, *, model: str, at: datetime, currency: str | None
+    store: ReadStore,
+    *,
+    model: str,
+    at: datetime,
+    currency: str | None,
+    project_id: str | None = None,
 ) -> dict[str, Any]:
     """Which price (and FX rate into `currency`) was in effect at `at`, and which events
-    set them. Same choice as the domain: the latest effective_from <= at wins, the later
-    recording of equal instants wins; a direct FX pair before its inverse."""
+    set them. Same choice as the domain (domain/pricing.py): the latest operator price in
+    effect, else the latest catalog price; the later recording of equal instants wins; a
+    direct FX pair before its inverse. With `project_id`: that project's custom model's
+    prices only; without: shipped models' prices only (never any project's)."""
     moment = _instant(store, at)
+    scope = "project_id = %s" if project_id is not None else "project_id IS NULL"
+    scope_args: tuple[Any, ...] = (project_id,) if project_id is not None else ()
     with store.transaction(write=False) as tx:
         position = _position(tx, "pricing_history")
         price_row = tx.execute(
-            "SELECT * FROM lg_pricing_history WHERE kind = 'price' AND model = %s "
-            "AND effective_from <= %s ORDER BY effective_from DESC, position DESC LIMIT 1",
-            (model, moment),
+            f"SELECT * FROM lg_pricing_history WHERE kind = 'price' AND model = %s AND {scope} "  # noqa: S608 - constant fragments
+            "AND effective_from <= %s ORDER BY CASE WHEN source = 'catalog' THEN 1 ELSE 0 END, "
+            "effective_from DESC, position DESC LIMIT 1",
+            (model, *scope_args, moment),
         ).fetchone()
         fx: dict[str, Any] | None = None
         if price_row is not None and currency and currency != price_row["currency"]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from domain.ids import event_id
-from domain.pricing import FxBook, PriceBook
+from domain.pricing import LEGACY_CUSTOM_SOURCE_PREFIX, FxBook, PriceBook
 from projections.base import View
 from projections.db import Tx, iso
 
@@ -24,9 +24,9 @@ class PricingHistoryView(View):
         book_id = str(event.originator_id)
         if isinstance(event, PriceBook.Opened):
             tx.execute(
-                "INSERT INTO lg_pricing_books (book_id, kind, model) VALUES (%s, 'price', %s) "
-                "ON CONFLICT (book_id) DO NOTHING",
-                (book_id, event.model),
+                "INSERT INTO lg_pricing_books (book_id, kind, model, project_id) "
+                "VALUES (%s, 'price', %s, %s) ON CONFLICT (book_id) DO NOTHING",
+                (book_id, event.model, event.project_id),
             )
             return
         if isinstance(event, FxBook.Opened):
@@ -37,7 +37,8 @@ class PricingHistoryView(View):
             )
             return
         book = tx.execute(
-            "SELECT model, base, quote FROM lg_pricing_books WHERE book_id = %s", (book_id,)
+            "SELECT model, base, quote, project_id FROM lg_pricing_books WHERE book_id = %s",
+            (book_id,),
         ).fetchone()
         if book is None:
             return
@@ -45,10 +46,15 @@ class PricingHistoryView(View):
         recorded_at = instant_value(tx, event.timestamp)
         effective_from = instant_value(tx, event.effective_from)
         if isinstance(event, PriceBook.PriceSet):
+            project_id = book["project_id"]
+            if project_id is None and event.source.startswith(LEGACY_CUSTOM_SOURCE_PREFIX):
+                # A custom model's price recorded before per-project books: whose it is.
+                project_id = event.source[len(LEGACY_CUSTOM_SOURCE_PREFIX) :]
             tx.execute(
                 "INSERT INTO lg_pricing_history (event_id, kind, entry_id, model, currency, input_per_mtok, "
-                "output_per_mtok, cached_input_per_mtok, effective_from, recorded_at, source, position) "
-                "VALUES (%s, 'price', %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (event_id) DO NOTHING",
+                "output_per_mtok, cached_input_per_mtok, effective_from, recorded_at, source, position, "
+                "project_id) VALUES (%s, 'price', %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+                "ON CONFLICT (event_id) DO NOTHING",
                 (
                     the_event_id,
                     event.price_id,
@@ -61,6 +67,7 @@ class PricingHistoryView(View):
                     recorded_at,
                     event.source,
                     position,
+                    project_id,
                 ),
             )
         elif isinstance(event, FxBook.RateSet):

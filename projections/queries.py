@@ -53,6 +53,7 @@ def audit_record(row: dict[str, Any]) -> dict[str, Any]:
         moment = as_datetime(record.get(column))
         record[column] = moment.isoformat() if moment else None
     record["stream"] = bool(record.get("stream"))
+    record["sweep_corrected"] = bool(record.get("sweep_corrected"))
     _pii_fields(record)
     record["pricing"] = {
         "price_id": record.get("price_id"),

@@ -27,6 +27,7 @@ batch is retried whole, later.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -88,6 +89,13 @@ class ProjectionRunner:
         # (which starts it at the head: nothing is cached before the process starts).
         self.follow_position: int | None = None
         self._decoded_recently: dict[int, Any] = {}
+        # Without views: the position every view has reached, as another process writes
+        # them (read once per poll by the runner thread, so waiting readers never query).
+        self.shared_views_position = 0
+        # Read-your-writes waiters on event loops: (position, loop, future). Woken by the
+        # runner thread when the position is reached; no thread is held while waiting.
+        self._async_waiters: list[tuple[int, asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self._waiters_lock = threading.Lock()
         self._wake = threading.Event()
         self._advanced = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -98,12 +106,7 @@ class ProjectionRunner:
     # --- tracking -------------------------------------------------------------------------
 
     def _ensure_tracking(self) -> None:
-        with self.store.transaction() as tx:
-            for view in self.views:
-                tx.execute(
-                    "INSERT INTO lg_tracking (view, position) VALUES (%s, 0) ON CONFLICT (view) DO NOTHING",
-                    (view.name,),
-                )
+        ensure_tracking(self.store, self.views)
 
     def positions(self) -> dict[str, int]:
         with self.store.transaction(write=False) as tx:
@@ -120,12 +123,16 @@ class ProjectionRunner:
         to the views. Returns the lowest view position (the follower position without views)."""
         self._follow()
         if not self.views:
+            self.shared_views_position = self.views_position()
+            self._wake_async_waiters(self.shared_views_position)
             return self.position
         self._ensure_tracking()
         target = self.app.recorder.max_notification_id() or 0
         while True:
             positions = self.positions()
             lowest = min((positions.get(v.name, 0) for v in self.views), default=0)
+            # Another process may have applied these already: readers here see it at once.
+            self._set_position(lowest)
             notifications = self.app.recorder.select_notifications(
                 start=lowest, limit=NOTIFICATIONS_PER_BATCH, inclusive_of_start=False
             )
@@ -171,13 +178,10 @@ class ProjectionRunner:
             # Kept for the views' pass, which usually reads the same batch right after.
             self._decoded_recently = {}
             for notification in notifications:
-                try:
-                    event = self.app.mapper.to_domain_event(notification)
-                except Exception:  # one undecodable event must not stop the caches following
-                    self.errors += 1
-                    log.exception("could not decode notification %s", notification.id)
-                    continue
+                event = self._decode(notification)
                 self._decoded_recently[notification.id] = event
+                if isinstance(event, Undecodable):
+                    continue  # the views record it as a dead letter; nothing to evict by
                 if self.on_notification is not None:
                     try:
                         self.on_notification(event)
@@ -206,33 +210,14 @@ class ProjectionRunner:
     def _apply_view(
         self, tx: Tx, view: View, decoded: list[tuple[int, Any, Any]], *, guarded: bool = False
     ) -> None:
-        lock = " FOR UPDATE" if self.store.dialect == "postgres" else ""
-        row = tx.execute(
-            f"SELECT position FROM lg_tracking WHERE view = %s{lock}", (view.name,)
-        ).fetchone()
-        current = int(row["position"]) if row else 0
-        last = current
-        for position, notification, event in decoded:
-            if position <= current:
-                continue  # already applied: replaying it is a no-op
-            if isinstance(event, Undecodable):
-                self._dead_letter(tx, view, position, notification, event.error)
-            elif view.handles(event):
-                if not guarded:
-                    view.apply(tx, event, position)
-                else:
-                    tx.execute("SAVEPOINT lg_apply")
-                    try:
-                        view.apply(tx, event, position)
-                    except Exception as error:
-                        if is_transient(error):
-                            raise
-                        tx.execute("ROLLBACK TO SAVEPOINT lg_apply")
-                        self._dead_letter(tx, view, position, notification, error)
-                    tx.execute("RELEASE SAVEPOINT lg_apply")
-            last = position
-        if last != current:
-            tx.execute("UPDATE lg_tracking SET position = %s WHERE view = %s", (last, view.name))
+        apply_by_position(
+            tx,
+            view,
+            decoded,
+            locked_view_position(tx, view),
+            dead_letter=self._dead_letter,
+            guarded=guarded,
+        )
 
     def _dead_letter(
         self, tx: Tx, view: View, position: int, notification: Any, error: BaseException
@@ -269,6 +254,20 @@ class ProjectionRunner:
             if position > self.position:
                 self.position = position
             self._advanced.notify_all()
+        if self.views:
+            self._wake_async_waiters(self.position)
+
+    def _wake_async_waiters(self, position: int) -> None:
+        with self._waiters_lock:
+            if not self._async_waiters:
+                return
+            ready = [w for w in self._async_waiters if w[0] <= position]
+            self._async_waiters = [w for w in self._async_waiters if w[0] > position]
+        for _, loop, future in ready:
+            try:
+                loop.call_soon_threadsafe(_resolve, future)
+            except RuntimeError:  # that loop has closed: nobody waits any more
+                pass
 
     # --- rebuilding -----------------------------------------------------------------------
 
@@ -321,6 +320,45 @@ class ProjectionRunner:
             self._wake.wait(backoff)
             self._wake.clear()
 
+    def views_position_known(self) -> int:
+        """The views' position as this process last saw it (no query: for the event loop)."""
+        return self.position if self.views else self.shared_views_position
+
+    def reached(self, position: int) -> bool:
+        """Whether every view has applied `position` (as far as this process knows)."""
+        if self.views:
+            return self.position >= position
+        return self.shared_views_position >= position
+
+    async def wait_for_async(self, position: int, timeout_s: float = 5.0) -> bool:
+        """Read-your-writes on an event loop: wait until every view has applied `position`,
+        at most `timeout_s`, without holding a worker thread (a waiter is a future the
+        runner thread resolves). Returns whether the position was reached."""
+        if self.reached(position):
+            return True
+        if self._thread is None:  # nobody follows the log in the background: catch up once
+            await asyncio.to_thread(self.catch_up)
+            if not self.views:
+                self.shared_views_position = self.views_position()
+            return self.reached(position)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        waiter = (position, loop, future)
+        with self._waiters_lock:
+            self._async_waiters.append(waiter)
+        self.poke()
+        try:
+            if self.reached(position):  # reached between the check and the registration
+                return True
+            await asyncio.wait_for(future, timeout_s)
+            return True
+        except TimeoutError:
+            return self.reached(position)
+        finally:
+            with self._waiters_lock:
+                if waiter in self._async_waiters:
+                    self._async_waiters.remove(waiter)
+
     def wait_for(self, position: int, timeout_s: float = 5.0) -> bool:
         """Read-your-writes: block until every view has applied `position`."""
         if not self.views:
@@ -347,8 +385,79 @@ class ProjectionRunner:
         return self.position >= position
 
 
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+# --- applying by position (the log runner above and the Kafka-fed projections share it) ---
+
+
+def ensure_tracking(store: ReadStore, views: Sequence[View]) -> None:
+    with store.transaction() as tx:
+        for view in views:
+            tx.execute(
+                "INSERT INTO lg_tracking (view, position) VALUES (%s, 0) ON CONFLICT (view) DO NOTHING",
+                (view.name,),
+            )
+
+
+def locked_view_position(tx: Tx, view: View) -> int:
+    """The view's tracking position, locked for the transaction (PostgreSQL; SQLite's
+    write transaction is exclusive already)."""
+    lock = " FOR UPDATE" if tx.store.dialect == "postgres" else ""
+    row = tx.execute(
+        f"SELECT position FROM lg_tracking WHERE view = %s{lock}", (view.name,)
+    ).fetchone()
+    return int(row["position"]) if row else 0
+
+
+def apply_by_position(
+    tx: Tx,
+    view: View,
+    decoded: Sequence[tuple[int, Any, Any]],
+    current: int,
+    *,
+    dead_letter: Callable[[Tx, View, int, Any, BaseException], None] | None = None,
+    guarded: bool = False,
+) -> int:
+    """Apply the (position, notification, event) entries past the view's position `current`
+    and move the position in the same transaction. An entry at or below the position reached
+    so far is skipped: replays (and a feed's duplicates) are no-ops. Returns the new position.
+
+    With `dead_letter`, an undecodable event is recorded through it and passed over; with
+    `guarded` too, each event is applied in its own savepoint, and one the view cannot apply
+    is rolled back alone and recorded the same way (never a transient storage error)."""
+    last = current
+    for position, notification, event in decoded:
+        if position <= last:
+            continue  # already applied: replaying it is a no-op
+        if isinstance(event, Undecodable):
+            if dead_letter is None:
+                raise event.error
+            dead_letter(tx, view, position, notification, event.error)
+        elif view.handles(event):
+            if not guarded or dead_letter is None:
+                view.apply(tx, event, position)
+            else:
+                tx.execute("SAVEPOINT lg_apply")
+                try:
+                    view.apply(tx, event, position)
+                except Exception as error:
+                    if is_transient(error):
+                        raise
+                    tx.execute("ROLLBACK TO SAVEPOINT lg_apply")
+                    dead_letter(tx, view, position, notification, error)
+                tx.execute("RELEASE SAVEPOINT lg_apply")
+        last = position
+    if last != current:
+        tx.execute("UPDATE lg_tracking SET position = %s WHERE view = %s", (last, view.name))
+    return last
+
+
 def default_views() -> list[View]:
     from projections.audit import AuditView
+    from projections.auth_failures import AuthFailuresView
     from projections.balances import BalancesView
     from projections.ledger_entries import LedgerEntriesView, ReconciliationsView
     from projections.pricing import PricingHistoryView
@@ -363,6 +472,7 @@ def default_views() -> list[View]:
         PricingHistoryView(),
         LedgerEntriesView(),
         ReconciliationsView(),
+        AuthFailuresView(),
     ]
 
 

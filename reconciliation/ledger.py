@@ -38,6 +38,7 @@ from reconciliation.schema import (
     DECIMAL_COLUMNS,
     ENTRY_ADJUSTMENT,
     ENTRY_CHARGE,
+    ENTRY_CORRECTION,
     ENTRY_RELEASE,
     ENTRY_RESERVATION,
     ENTRY_TOPUP,
@@ -124,7 +125,7 @@ def balance_as_of(
         )
     by_type = {row["entry_type"]: row["amount"] or ZERO for row in sums.iter_rows(named=True)}
     credits = by_type.get(ENTRY_TOPUP, ZERO) + by_type.get(ENTRY_ADJUSTMENT, ZERO)
-    charged = by_type.get(ENTRY_CHARGE, ZERO)
+    charged = by_type.get(ENTRY_CHARGE, ZERO) + by_type.get(ENTRY_CORRECTION, ZERO)
     pending = pending_frame["pending"][0] or ZERO
     position = position_frame["position"][0]
     # Quantized to the ledger's nano-units so "0" and "0.000000000" never differ in output.

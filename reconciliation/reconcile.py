@@ -34,7 +34,7 @@ from domain.errors import CurrencyMismatch
 from domain.money import quantize_internal
 from reconciliation.errors import InvalidReconciliationRequest, InvoiceFormatError
 from reconciliation.invoices import Invoice
-from reconciliation.schema import ENTRY_CHARGE, validate_schema
+from reconciliation.schema import CHARGE_ENTRY_TYPES, validate_schema
 
 STATUS_MATCH = "match"
 STATUS_OVER = "over"
@@ -197,7 +197,7 @@ def ledger_provider_costs(
     keys = ["model", "day", "provider_currency"] if per_day else ["model", "provider_currency"]
     query = (
         frame.filter(
-            (pl.col("entry_type") == ENTRY_CHARGE)
+            pl.col("entry_type").is_in(CHARGE_ENTRY_TYPES)
             & (pl.col("provider") == provider)
             & (pl.col("occurred_at") >= start)
             & (pl.col("occurred_at") < end)

@@ -25,13 +25,18 @@ ENTRY_RESERVATION = "reservation"
 ENTRY_CHARGE = "charge"
 ENTRY_RELEASE = "release"
 ENTRY_ADJUSTMENT = "adjustment"
+# A swept request served after all: the signed difference to its real charge (its
+# provider_cost and tokens are differences too), counted with the charges.
+ENTRY_CORRECTION = "correction"
 ENTRY_TYPES: tuple[str, ...] = (
     ENTRY_TOPUP,
     ENTRY_RESERVATION,
     ENTRY_CHARGE,
     ENTRY_RELEASE,
     ENTRY_ADJUSTMENT,
+    ENTRY_CORRECTION,
 )
+CHARGE_ENTRY_TYPES: tuple[str, ...] = (ENTRY_CHARGE, ENTRY_CORRECTION)
 
 # Column order is part of the contract: export files are written in this order.
 LEDGER_ENTRIES_SCHEMA = pl.Schema(
@@ -107,11 +112,12 @@ def find_value_problems(entries: pl.LazyFrame, *, limit: int = 10) -> list[str]:
         ("unknown entry_type", ~pl.col("entry_type").is_in(ENTRY_TYPES)),
         (
             "negative amount on a non-adjustment entry",
-            (pl.col("entry_type") != ENTRY_ADJUSTMENT) & (pl.col("amount") < 0),
+            ~pl.col("entry_type").is_in((ENTRY_ADJUSTMENT, ENTRY_CORRECTION))
+            & (pl.col("amount") < 0),
         ),
         (
             "charge without provider",
-            (pl.col("entry_type") == ENTRY_CHARGE) & pl.col("provider").is_null(),
+            pl.col("entry_type").is_in(CHARGE_ENTRY_TYPES) & pl.col("provider").is_null(),
         ),
         (
             "provider_cost without provider_currency",

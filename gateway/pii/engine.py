@@ -24,7 +24,7 @@ import re
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -88,11 +88,14 @@ _WARM_TEXT = {
 _STOPWORDS: dict[str, frozenset[str]] = {
     "en": frozenset(
         "the and is are of to in my your you for with this that what please was have it on "
-        "from at be by can will would could should me we our an".split()
+        "from at be by can will would could should me we our an no not or do does did if as "
+        "so but all there has had his her they them their which who when where how am been "
+        "about into than then some any more also just only here its were".split()
     ),
     "fr": frozenset(
         "le la les et est des une un je vous mon ma mes pour avec dans que qui sur pas au du "
-        "de l d j qu c n s ce cette il elle nous votre vos être depuis merci bonjour aux".split()
+        "de l d j qu c n s ce cette il elle nous votre vos être depuis merci bonjour aux "
+        "à ne où très été déjà ça sont avez".split()
     ),
     "de": frozenset(
         "der die das und ist ich sie mein meine ein eine nicht mit für auf zu den dem bitte "
@@ -114,18 +117,42 @@ _STOPWORDS: dict[str, frozenset[str]] = {
 _WORD = re.compile(r"[^\W\d_]+", re.UNICODE)
 
 
-def detect_language(text: str, default: str = "en", sample_chars: int = 4000) -> str:
-    counts = Counter[str]()
+# How many languages list each stopword: a word several languages share ("la", "no", "de")
+# is weak evidence for each of them, so it counts 1/n.
+_STOPWORD_LANGUAGES = Counter(word for words in _STOPWORDS.values() for word in words)
+# Another language than the default wins only on more weighted evidence than this: one word
+# of its own, or more than one shared word (a shared word weighs 1/2 or less), and only if
+# it outscores the default. "del" alone in an English sentence is a name, not Spanish.
+LANGUAGE_EVIDENCE_MIN = 0.75
+
+
+def detect_language(
+    text: str,
+    default: str = "en",
+    sample_chars: int = 4000,
+    candidates: Iterable[str] | None = None,
+) -> str:
+    """The prompt's language among `candidates` (the screener's configured languages), by
+    weighted stopwords; the default unless another language has clearly more evidence.
+    Ties go to the default, then to the earlier candidate."""
+    order = [
+        lang for lang in (_STOPWORDS if candidates is None else candidates) if lang in _STOPWORDS
+    ]
+    if default not in order:
+        order.insert(0, default)
+    scores = dict.fromkeys(order, 0.0)
     for word in _WORD.findall(text[:sample_chars].lower()):
-        for language, words in _STOPWORDS.items():
-            if word in words:
-                counts[language] += 1
-    if not counts:
-        return default
-    best, best_count = counts.most_common(1)[0]
-    # Ties go to the default rather than to dict order.
-    if counts[default] == best_count:
-        return default
+        languages = _STOPWORD_LANGUAGES.get(word)
+        if not languages:
+            continue
+        for language in order:
+            if word in _STOPWORDS.get(language, ()):
+                scores[language] += 1.0 / languages
+    best, best_score = default, scores[default]
+    for language in order:
+        score = scores[language]
+        if language != default and score >= LANGUAGE_EVIDENCE_MIN and score > best_score:
+            best, best_score = language, score
     return best
 
 
@@ -363,7 +390,10 @@ class PiiScreener:
     def choose_language(self, declared: str, text: str) -> str:
         if declared != LANGUAGE_AUTO and declared in self._languages:
             return declared
-        return detect_language(text)
+        # Ties go to a language with its own NER model (its names are then found best).
+        own_model = [lang for lang in self._languages if lang in self.settings.ner_models]
+        others = [lang for lang in self._languages if lang not in own_model]
+        return detect_language(text, candidates=(own_model + others) or None)
 
     def analyze(
         self,
@@ -383,10 +413,28 @@ class PiiScreener:
         raw = self._analyzer.analyze(
             text=text, language=language, entities=wanted, score_threshold=score_threshold
         )
+        # The small English model splits "Jean-Pierre" into three tokens and then rarely tags
+        # the name (the French one does better on the hyphenated form): when the text holds
+        # hyphenated capitalised compounds, the models also read a same-length copy with
+        # those hyphens as spaces — every offset still points into `text` — and names found
+        # in either reading count, widened to the whole compound.
+        compounds = _hyphenated_names(text)
+        wanted_ner = sorted(set(wanted) & NER_ENTITY_TYPES)
+        if compounds and wanted_ner:
+            raw = list(raw) + list(
+                self._analyzer.analyze(
+                    text=_spaced(text, compounds),
+                    language=language,
+                    entities=wanted_ner,
+                    score_threshold=score_threshold,
+                )
+            )
         borrowed_model = self.ner_language_for(language) != language
         candidates = []
         for result in raw:
             start, end = _trim_span(text, result.start, result.end, result.entity_type)
+            if result.entity_type in NER_ENTITY_TYPES and compounds:
+                start, end = _widen_to_compounds(start, end, compounds)
             if end <= start:
                 continue
             if (
@@ -396,7 +444,8 @@ class PiiScreener:
             ):
                 continue
             candidates.append(Finding(start, end, result.entity_type, float(result.score)))
-        return _without_overlaps(candidates)
+        findings = _without_overlaps(candidates)
+        return _joined_names(text, findings) if compounds else findings
 
     def analyze_patterns(
         self,
@@ -749,6 +798,57 @@ def _propagate_values(
             extra.append(Finding(match.start(), match.end(), entity_type, score))
         widened.append(sorted(findings + extra, key=lambda f: f.start) if extra else findings)
     return widened
+
+
+# A capitalised name part joined to others by hyphens ("Jean-Pierre", "Martin-Lefebvre",
+# "Anna-Karin"), standing alone: not inside an e-mail, a URL, a path or a longer token.
+_HYPHENATED_NAME = re.compile(
+    r"(?<![\w@./\-])[^\W\d_][^\W\d_A-Z]+(?:-[^\W\d_][^\W\d_A-Z]+)+(?![\w@/\-]|\.\w)"
+)
+
+
+def _hyphenated_names(text: str) -> list[tuple[int, int]]:
+    return [
+        (match.start(), match.end())
+        for match in _HYPHENATED_NAME.finditer(text)
+        if all(part[:1].isupper() for part in match.group(0).split("-"))
+    ]
+
+
+def _spaced(text: str, compounds: list[tuple[int, int]]) -> str:
+    chars = list(text)
+    for start, end in compounds:
+        for index in range(start, end):
+            if chars[index] == "-":
+                chars[index] = " "
+    return "".join(chars)
+
+
+def _joined_names(text: str, findings: list[Finding]) -> list[Finding]:
+    """ "Marie-Claire Martin-Lefebvre" is one person: PERSON findings with only a space
+    between them become one finding."""
+    joined: list[Finding] = []
+    for finding in findings:
+        previous = joined[-1] if joined else None
+        if (
+            previous is not None
+            and previous.entity_type == finding.entity_type == "PERSON"
+            and text[previous.end : finding.start] == " "
+        ):
+            joined[-1] = Finding(
+                previous.start, finding.end, "PERSON", max(previous.score, finding.score)
+            )
+        else:
+            joined.append(finding)
+    return joined
+
+
+def _widen_to_compounds(start: int, end: int, compounds: list[tuple[int, int]]) -> tuple[int, int]:
+    """A name found in part of a hyphenated compound covers the whole compound."""
+    for compound_start, compound_end in compounds:
+        if compound_start < end and start < compound_end:
+            start, end = min(start, compound_start), max(end, compound_end)
+    return start, end
 
 
 _POSSESSIVE = re.compile(r"(?:['’]s|['’])$", re.IGNORECASE)

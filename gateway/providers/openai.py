@@ -30,13 +30,22 @@ from gateway.providers.sse import SseTooLarge, iter_sse
 GATEWAY_EXTENSION_FIELDS = ("routing_preferences", "pii_policy", "trace_id")
 
 
+def _reported_count(value: Any) -> Any:
+    """A token count as reported: an integral number as int; a fractional one is kept as it
+    came, so settlement flags it as an upstream error (domain/usage.py) instead of silently
+    truncating it."""
+    if isinstance(value, float) and not value.is_integer():
+        return value
+    return int(value or 0)
+
+
 def usage_from_openai(raw: Any) -> Usage | None:
     if not isinstance(raw, dict):
         return None
     try:
-        prompt = int(raw.get("prompt_tokens") or 0)
-        completion = int(raw.get("completion_tokens") or 0)
-    except (TypeError, ValueError):
+        prompt = _reported_count(raw.get("prompt_tokens"))
+        completion = _reported_count(raw.get("completion_tokens"))
+    except (TypeError, ValueError, OverflowError):
         return None
     details = raw.get("prompt_tokens_details") or {}
     cached = int(details.get("cached_tokens") or 0) if isinstance(details, dict) else 0

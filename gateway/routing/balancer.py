@@ -5,6 +5,10 @@ allow-list (when it has one) and, for region-pinned models (every Bedrock model)
 is in one of the model's regions. That last rule is a compliance rule, not a preference: a
 Frankfurt model must never be sent to a us-east-1 endpoint, so it is checked here, where
 endpoints are chosen, and the property tests check it again.
+
+A project's custom model is served only by the endpoints that project registered: a
+residency rule as well (a private on-prem model must never reach a shared public endpoint,
+not on load balancing, not on failover), checked here for the same reason.
 """
 
 from __future__ import annotations
@@ -29,9 +33,25 @@ class PooledEndpoint:
         return endpoint_key(self.endpoint.provider, self.endpoint.name)
 
 
+CUSTOM_SOURCE_PREFIX = "custom:"
+
+
+def owning_project(spec: ModelSpec) -> str | None:
+    """The project a custom model belongs to (None for shipped catalog models)."""
+    if spec.source.startswith(CUSTOM_SOURCE_PREFIX):
+        return spec.source[len(CUSTOM_SOURCE_PREFIX) :]
+    return None
+
+
 def endpoint_serves(
-    spec: ModelSpec, endpoint: ProviderEndpoint, models: frozenset[str] = frozenset()
+    spec: ModelSpec,
+    endpoint: ProviderEndpoint,
+    models: frozenset[str] = frozenset(),
+    endpoint_project: str | None = None,
 ) -> bool:
+    owner = owning_project(spec)
+    if owner is not None and endpoint_project != owner:
+        return False  # residency: only the owning project's own endpoints
     if endpoint.provider != spec.provider:
         return False
     if models and spec.name not in models:
@@ -83,7 +103,7 @@ class EndpointPool:
                 pooled
                 for pooled in self._by_provider.get(spec.provider, ())
                 if (pooled.project is None or pooled.project == project)
-                and endpoint_serves(spec, pooled.endpoint, pooled.models)
+                and endpoint_serves(spec, pooled.endpoint, pooled.models, pooled.project)
             )
             self._eligible_cache[cache_key] = cached
         return cached

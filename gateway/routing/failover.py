@@ -22,6 +22,7 @@ from typing import Generic, TypeVar
 
 from domain.errors import NoRouteAvailable
 from domain.money import Money
+from gateway.observability.core import observed_attempt
 from gateway.providers.base import UpstreamError
 from gateway.routing.decision import RouteDecision, RouteTarget
 from gateway.routing.router import Router
@@ -113,6 +114,7 @@ async def run_with_failover(
     choice: its request deadline is the sweeper's, not a limit on a long stream).
     `measure(value)` may return (cost, output_valid) of a success for the statistics.
     """
+    attempt = observed_attempt(attempt)  # a span and the upstream latency per attempt
     started = monotonic()
     deadline_at = None if deadline_s is None else started + deadline_s
     attempts: list[AttemptRecord] = []

@@ -5,7 +5,6 @@ measured."""
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import Any
@@ -15,7 +14,9 @@ from domain import commands as c
 from domain.errors import InvalidCommand, PriceNotFound
 from domain.money import Money
 from domain.tiers import EffectiveTier, effective_tier
+from gateway.observability.core import traced_routing
 from gateway.providers.base import ChatResult, EmbeddingResult, ProviderEndpoint
+from gateway.routing.balancer import owning_project
 from gateway.routing.decision import RouteDecision, RouteTarget
 from gateway.routing.selector import required_capabilities
 from gateway.routing.service import RoutingService
@@ -73,6 +74,7 @@ def output_valid(body: Mapping[str, Any], answer: Mapping[str, Any]) -> bool | N
     return True
 
 
+@traced_routing
 async def decide_for_request(
     routing: RoutingService,
     project: Any,
@@ -81,13 +83,15 @@ async def decide_for_request(
     *,
     effective: EffectiveTier | None = None,
     capabilities: frozenset[str] | None = None,
+    project_keys: Callable[[str, str], str | None] | None = None,
 ) -> RouteDecision:
     """`capabilities` overrides what the body needs (e.g. without "documents" when OCR will
-    turn the PDFs into text first)."""
+    turn the PDFs into text first). `project_keys` resolves the project's own endpoints'
+    key references (gateway/byok.ProjectEndpointKeys); without it they carry no key."""
     effective = effective or effective_tier_for(project, body)
     project_routing = await routing.project_routing.get(project.id, load)
     catalog = routing.catalog_for(project_routing)
-    routing.sync_project_endpoints(project_routing, os.environ)
+    routing.sync_project_endpoints(project_routing, project_keys)
     return routing.router.decide(
         body.get("model"),
         effective,
@@ -113,11 +117,13 @@ def ocr_endpoints(routing: RoutingService) -> list[ProviderEndpoint]:
 
 
 def route_of(target: RouteTarget) -> c.Route:
+    owner = owning_project(target.spec)
     return c.Route(
         model=target.spec.name,
         provider=target.spec.provider,
         upstream_model=target.spec.upstream_id,
         endpoint_name=target.endpoint.name,
+        price_project_id=None if owner is None else UUID(owner),
     )
 
 

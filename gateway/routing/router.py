@@ -19,7 +19,7 @@ from domain.catalog import Catalog, ModelSpec
 from domain.errors import NoRouteAvailable
 from domain.money import Money
 from domain.tiers import EffectiveTier
-from gateway.routing.balancer import EndpointPool
+from gateway.routing.balancer import EndpointPool, owning_project
 from gateway.routing.breaker import BreakerBoard
 from gateway.routing.decision import RouteDecision, RouteTarget, ScoredCandidate
 from gateway.routing.selector import (
@@ -94,6 +94,12 @@ class Router:
             # endpoints and keys unless the request opts in (routing_preferences.fallback_models).
             primary = {spec.name for spec in candidates.primary}
             ordered = [spec for spec in ordered if spec.name in primary]
+        if request.mode == MODE_EXPLICIT and request.spec is not None:
+            owner = owning_project(request.spec)
+            if owner is not None:
+                # A named custom model keeps to its project: fallback (when asked for) goes
+                # only to that project's other custom models, never to a shared model.
+                ordered = [spec for spec in ordered if owning_project(spec) == owner]
 
         targets: list[RouteTarget] = []
         unavailable: list[str] = []

@@ -56,7 +56,7 @@ class RoutingService:
         self._http_client: Any = None
         self._catalogs: dict[tuple[UUID, int], Catalog] = {}
         self.project_routing = ProjectRoutingCache()
-        self._synced_versions: dict[str, int] = {}
+        self._synced_versions: dict[str, tuple[int, Any]] = {}
         self._lock = threading.Lock()
 
     # ---- wiring
@@ -88,40 +88,66 @@ class RoutingService:
         self.pool.add(endpoint, models, project)
 
     def sync_project_endpoints(
-        self, routing: ProjectRouting | None, environ: Mapping[str, str]
+        self,
+        routing: ProjectRouting | None,
+        resolve_key: Callable[[str, str], str | None] | None = None,
     ) -> None:
         """Put a project's own endpoints (EndpointAdded events) in the pool, restricted to that
-        project; drop removed ones. Keys come from the environment variable each endpoint
-        names; the events never hold them. Cheap when the aggregate has not changed."""
+        project; drop removed ones. `resolve_key(api_key_ref, provider)` turns a
+        `byok:<provider>` reference into the project's own stored key (gateway/byok.py);
+        nothing here reads the server's environment. An endpoint whose reference does not
+        resolve (a legacy environment name, a key that cannot be decrypted) is left out, so
+        its models fail cleanly instead of being sent anywhere with some other credential.
+        Cheap when the aggregate has not changed (`resolve_key` keys the cache with the
+        project's own version, so a new or removed provider key re-syncs)."""
         if routing is None:
             return
         project = routing.project_id
+        version = (routing.version, getattr(resolve_key, "version", None))
         with self._lock:
-            if self._synced_versions.get(project) == routing.version:
+            if self._synced_versions.get(project) == version:
                 return
-            self._synced_versions[project] = routing.version
+            self._synced_versions[project] = version
         wanted = {}
         for entry in routing.endpoints():
             name = f"p{project.replace('-', '')[:8]}-{entry['name']}"
+            api_key = None
+            if entry["api_key_ref"]:
+                api_key = (
+                    resolve_key(entry["api_key_ref"], entry["provider"]) if resolve_key else None
+                )
+                if api_key is None:
+                    log.warning(
+                        "project %s endpoint %s left out: its api_key_ref names no key stored "
+                        "for the project",
+                        project,
+                        entry["name"],
+                    )
+                    continue
             wanted[(entry["provider"], name)] = (
                 ProviderEndpoint(
                     provider=entry["provider"],
                     base_url=entry["base_url"],
-                    api_key=environ.get(entry["api_key_ref"]) if entry["api_key_ref"] else None,
+                    api_key=api_key,
                     region=entry["region"] or None,
                     name=name,
                 ),
                 entry["models"],
             )
         present = {
-            (pooled.endpoint.provider, pooled.endpoint.name)
+            (pooled.endpoint.provider, pooled.endpoint.name): pooled
             for pooled in self.pool.endpoints()
             if pooled.project == project
         }
-        for provider, name in present - set(wanted):
+        for provider, name in set(present) - set(wanted):
             self.pool.remove(provider, name)
-        for key in set(wanted) - present:
-            endpoint, models = wanted[key]
+        for key, (endpoint, models) in wanted.items():
+            pooled = present.get(key)
+            if pooled is not None and pooled.endpoint == endpoint:
+                continue
+            if pooled is not None:  # its key changed: replace it and its adapter
+                self.pool.remove(*key)
+                self._adapters.pop(pooled.key, None)
             self.pool.add(endpoint, models, project)
 
     def report_breakers_to(self, submit: Callable[[Any], Any]) -> None:

@@ -31,9 +31,12 @@ def build_routing(
 
 
 def seed_catalog_prices(service: RoutingService, app: Any, submit: Callable[[Any], Any]) -> int:
-    """Record the shipped catalog's prices as price events, once (idempotent by
-    model + effective_from). All rows are submitted at once so the group-commit writer saves
-    them in one transaction. Returns how many rows were added."""
+    """Record the shipped catalog's prices as price events, once per (model, effective_from,
+    source "catalog"). The rows read here only spare the writer work: the domain decides
+    (PriceBook.set_price skips a catalog row already recorded, against fresh state when
+    another process seeded first), so two processes starting at once record each row once.
+    All rows are submitted at once so the group-commit writer saves them in one transaction.
+    Returns how many rows were submitted."""
     existing: dict[str, set[Any]] = {}
     for spec in service.catalog.models:
         try:
@@ -41,7 +44,9 @@ def seed_catalog_prices(service: RoutingService, app: Any, submit: Callable[[Any
         except AggregateNotFoundError:
             continue
         if isinstance(book, PriceBook):
-            existing[spec.name] = {price.effective_from for price in book.prices}
+            existing[spec.name] = {
+                price.effective_from for price in book.prices if price.source == "catalog"
+            }
     rows = catalog_price_commands(service.catalog, existing)
     futures = [submit(c.SetPrice(**row)) for row in rows]
     for future in futures:

@@ -196,6 +196,9 @@ def test_a_min_position_wait_that_times_out_is_a_retryable_503_not_stale_data(
     import gateway.app as app_module
 
     monkeypatch.setattr(app_module, "READ_WAIT_S_MAX", 0.3)
+    # A position past the log's head is refused with a 400 without waiting (issue 9 item 2);
+    # widened here so this far position stands for one the views are slow to reach.
+    monkeypatch.setattr(app_module, "MIN_POSITION_AHEAD_OF_HEAD_MAX", 10**13)
     tenant = gateway.tenant()
     with gateway.client() as http:
         response = http.get(

@@ -113,8 +113,10 @@ def test_mistral_embed_serves_an_eu_strict_project_with_route_headers_and_an_exa
 ):
     tenant = gateway.tenant(tier="eu_strict")
     fakes["mistral"].script(prompt_tokens=2500)
+    # Inputs long enough that 2,500 reported tokens are plausible (domain/usage.py: more
+    # than twice the offline estimate plus a slack would be an upstream error, capped).
     raw = gateway.openai(tenant).embeddings.with_raw_response.create(
-        model="mistral-embed", input=["bonjour", "hej"], encoding_format="float"
+        model="mistral-embed", input=["bonjour " * 400, "hej"], encoding_format="float"
     )
     result = raw.parse()
     assert len(result.data) == 2 and result.model == "mistral-embed"

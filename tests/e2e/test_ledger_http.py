@@ -259,7 +259,9 @@ def test_a_byok_project_calls_upstream_with_its_own_key_pays_no_fee_and_the_key_
     [own_charge] = charges_for(gateway, own.project_id)
     [managed_charge] = charges_for(gateway, managed.project_id)
     assert own_charge.key_source == "byok" and own_charge.fee_rate == 0
-    assert own_charge.fee_amount == 0 and own_charge.amount == own_charge.provider_cost
+    # BYOK: the provider bills the project directly, so only the fee (0%) is debited; the
+    # provider cost is recorded (budgets, usage, reconciliation), never debited (issue 9.5).
+    assert own_charge.fee_amount == 0 and own_charge.amount == 0 and own_charge.provider_cost > 0
     assert managed_charge.key_source == "managed" and managed_charge.fee_rate == Decimal("0.05")
     assert managed_charge.fee_amount > 0
     gateway.settle()

@@ -17,6 +17,7 @@ import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
 
+from gateway.observability.logs import JsonFormatter
 from gateway.pii.service import pii_service
 from gateway.serving import BackgroundServer
 from gateway.simulator import SimulatorState
@@ -379,11 +380,22 @@ def test_no_pii_value_reaches_the_event_store_read_models_or_logs(
         stored = b"".join(n.state for n in notifications) + json.dumps(audit).encode()
         files = b"".join(p.read_bytes() for p in data_dir.rglob("*") if p.is_file())
         logs = caplog.text + "".join(str(r.__dict__) for r in caplog.records)
+        # The production log format too: every record as the JSON line it would be.
+        json_formatter = JsonFormatter()
+        json_logs = "\n".join(json_formatter.format(r) for r in caplog.records)
+        assert '"event": "access"' in json_logs or '"event":"access"' in json_logs
+        with gateway.client() as http:
+            metrics = http.get("/metrics").text
+        assert "ledgergate_requests_total" in metrics
         for value in ALL_VALUES:
             encoded = value.encode()
             assert encoded not in stored, f"a PII value is in the event store ({len(value)} chars)"
             assert encoded not in files, "a PII value is in a data file"
             assert value not in logs, "a PII value is in the logs"
+            assert value not in json_logs, "a PII value is in the JSON logs"
+            assert value not in metrics, "a PII value is in the metrics"
+        for secret in (tenant.api_key, "sk-test"):
+            assert secret not in json_logs and secret not in metrics, "a key leaked"
         # The events that were searched are the real thing: decisions are in there.
         assert b"pii_screened" in stored.lower() or b"PiiScreened" in b"".join(
             n.topic.encode() for n in notifications

@@ -420,6 +420,31 @@ def test_a_pdf_is_forwarded_natively_to_providers_that_read_documents(
         )
 
 
+@pytest.mark.parametrize("model", ["gpt-4.1", "gpt-4o-mini", "gpt-5-mini"])
+def test_a_pdf_reaches_openai_vision_models_as_a_file_part_with_base64_data_and_filename(
+    model, fakes, gateway, tenant
+):
+    """OpenAI's chat completions take PDFs as `file` content parts (file_data base64 data
+    URL + filename) on every model with vision (gpt-4o and later), gpt-4.1 included."""
+    fakes["openai"].reset()
+    responses_shape = {
+        "type": "input_file",
+        "filename": "q3 report.pdf",
+        "file_data": "data:application/pdf;base64,JVBERi0xLjQKJSVFT0YK",
+    }
+    for block in (PDF_BLOCK, responses_shape):
+        messages = [{"role": "user", "content": [{"type": "text", "text": "Summarise"}, block]}]
+        gateway.openai(tenant).chat.completions.create(model=model, messages=messages)
+        sent = fakes["openai"].requests[-1]["messages"][0]["content"][1]
+        assert sent == {
+            "type": "file",
+            "file": {
+                "filename": "q3 report.pdf",
+                "file_data": "data:application/pdf;base64,JVBERi0xLjQKJSVFT0YK",
+            },
+        }
+
+
 def test_a_pdf_sent_to_a_model_that_cannot_read_it_is_a_400_listing_alternatives(gateway, tenant):
     anthropic_shape = {
         "type": "document",

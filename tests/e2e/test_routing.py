@@ -160,7 +160,7 @@ def test_failover_moves_to_a_healthy_endpoint_records_the_redispatch_and_opens_t
 
 
 def test_a_custom_model_added_by_admin_is_routable_and_priced_by_its_own_price(
-    sqlite_gateway: Gateway,
+    sqlite_gateway: Gateway, simulator
 ) -> None:
     gateway = sqlite_gateway
     tenant = gateway.tenant()
@@ -189,6 +189,14 @@ def test_a_custom_model_added_by_admin_is_routable_and_priced_by_its_own_price(
             headers=admin,
         )  # fmt: skip
         assert refused.status_code == 400  # an OpenAI-hosted model cannot claim eu_strict
+        # A custom model is served only by its project's own endpoints (residency).
+        endpoint = http.post(
+            f"/v1/admin/projects/{tenant.project_id}/endpoints",
+            json={"provider": "openai", "name": "own", "base_url": simulator[0].base_url + "/v1",
+                  "models": ["acme-support-bot"]},
+            headers=admin,
+        )  # fmt: skip
+        assert endpoint.status_code == 200, endpoint.text
     raw = gateway.openai(tenant).chat.completions.with_raw_response.create(
         model="acme-support-bot", messages=MESSAGES
     )
@@ -242,7 +250,7 @@ def test_a_projects_own_endpoint_serves_that_project_only(
         added = http.post(
             f"/v1/admin/projects/{owner.project_id}/endpoints",
             json={"provider": "openai", "name": "own", "base_url": simulator[0].base_url + "/v1",
-                  "api_key_ref": "ACME_OPENAI_KEY", "models": ["gpt-4o-mini"]},
+                  "models": ["gpt-4o-mini"]},
             headers=admin,
         )  # fmt: skip
         assert added.status_code == 200, added.text

@@ -195,9 +195,9 @@ def test_a_charge_larger_than_the_reservation_never_takes_the_balance_below_zero
 ) -> None:
     project_id = project(writer, "0.004")
     request_id = admit(writer, project_id, 1000, 1000)  # reserves 0.00315
-    charged = complete(
-        writer, request_id, 10_000, 10_000
-    )  # actual 0.0315: far beyond what is there
+    # A prompt that tokenised 3x longer upstream, within what the request could use
+    # (domain/usage.py; usage beyond that is an upstream error, capped at the reservation).
+    charged = complete(writer, request_id, 3_000, 1_000)  # actual 0.00525: beyond what is there
     replay = replay_account(app, project_id)
     assert charged == Decimal("0.004") and replay.available == 0 and replay.lowest_available >= 0
     request = app.repository.get(app.repository.get(account_id(project_id)).id)
@@ -261,10 +261,12 @@ def test_an_eur_account_pays_usd_prices_at_the_recorded_rate_and_an_inverse_pair
         )
     )
     eur = project(writer, "1.00", currency="EUR")
-    charged = complete(writer, admit(writer, eur, 1000, 0), 1_000_000, 0)
+    # The estimate covers the usage: a million input tokens on a 1,000-token estimate would
+    # be an upstream error (domain/usage.py), capped at the reservation.
+    charged = complete(writer, admit(writer, eur, 1_000_000, 0), 1_000_000, 0)
     assert charged == Decimal("0.945000000")  # 1 USD * 0.9 * 1.05
     sek = project(writer, "100.00", currency="SEK")
-    charged_sek = complete(writer, admit(writer, sek, 1000, 0), 1_000_000, 0)
+    charged_sek = complete(writer, admit(writer, sek, 1_000_000, 0), 1_000_000, 0)
     assert charged_sek == Decimal("10.500000000")  # 1 USD / 0.1 * 1.05
     events = [e for e in app.events.get(account_id(eur)) if type(e).__name__ == "ChargePosted"]
     assert events[0].fx_rate_id == rate["rate_id"] and events[0].fx_rate == Decimal("0.9")

@@ -108,7 +108,7 @@ class Gateway:
             base_url=self.base_url + "/v1",
             api_key=tenant.api_key,
             default_headers={"X-User-Id": user},
-            max_retries=0,
+            max_retries=kwargs.pop("max_retries", 0),
             timeout=kwargs.pop("timeout", 30.0),
             **kwargs,
         )

@@ -1,6 +1,7 @@
-"""Writes one stored-JSON fixture per event class (as the store keeps it) into
-tests/fixtures/events/. Run it only when an event class gains a new version; the fixtures of
-released versions must keep decoding (tests/unit/test_event_fixtures.py).
+"""Writes one stored-JSON fixture per event class and version (as the store keeps it) into
+tests/fixtures/events/<Aggregate>_<Event>_v<N>.json. Run it when an event class gains a new
+version: it writes the fixture of each current version that has none yet and never touches
+a released one, whose fixture must keep decoding (tests/unit/test_event_fixtures.py).
 
     .venv/bin/python -m tests.support.make_event_fixtures
 """
@@ -145,17 +146,70 @@ def main() -> None:
                 ),
             ),
         )
+        # Issue 9: BYOK (fee-only) reservation and charge, a renewed lease, capped usage,
+        # journalled usage, and a swept request corrected to its real usage.
+        own = c.AdmitRequest(
+            facts=facts(),
+            route=c.Route("m", "openai", "m"),
+            estimated_input_tokens=10,
+            max_output_tokens=10,
+            key_source="byok",
+            price_at=now,
+        )
+        run_now(app, own)
+        run_now(app, c.ExtendDeadline(own.facts.request_id, now + timedelta(minutes=20)))
+        run_now(
+            app,
+            c.CompleteRequest(
+                own.facts.request_id, c.UsageReport(10, 10**9), "stop", 2, None, 9, 8
+            ),
+        )
+        journalled = c.AdmitRequest(
+            facts=facts(),
+            route=c.Route("m", "openai", "m"),
+            estimated_input_tokens=10,
+            max_output_tokens=10,
+            fee_rate=Decimal("0.05"),
+            price_at=now,
+        )
+        run_now(app, journalled)
+        run_now(
+            app,
+            c.JournalUsage(
+                journalled.facts.request_id, c.UsageReport(9, 4), "stop", 12, None, 7, 6
+            ),
+        )
+        late = c.AdmitRequest(
+            facts=facts(),
+            route=c.Route("m", "openai", "m"),
+            estimated_input_tokens=10,
+            max_output_tokens=10,
+            fee_rate=Decimal("0.05"),
+            price_at=now,
+        )
+        run_now(app, late)
+        run_now(app, c.AbandonRequest(late.facts.request_id))
+        run_now(
+            app,
+            c.CompleteRequest(late.facts.request_id, c.UsageReport(10, 7), "stop", 14, None, 9, 8),
+        )
         OUT.mkdir(parents=True, exist_ok=True)
         seen: set[str] = set()
+        written: list[str] = []
         for notification in app.recorder.select_notifications(start=1, limit=10_000):
             if notification.topic in seen:
                 continue
             seen.add(notification.topic)
-            name = notification.topic.split(":")[1].replace(".", "_") + "_v1.json"
-            fixture = {"topic": notification.topic, "state": json.loads(notification.state)}
+            state = json.loads(notification.state)
+            version = int(state.get("class_version", 1))
+            name = notification.topic.split(":")[1].replace(".", "_") + f"_v{version}.json"
+            if (OUT / name).exists():
+                continue  # a released version's fixture is never rewritten
+            fixture = {"topic": notification.topic, "state": state}
             (OUT / name).write_text(json.dumps(fixture, indent=2, sort_keys=True) + "\n")
+            written.append(name)
         app.close()
-        print(f"wrote {len(seen)} fixtures to {OUT}")
+        print(f"wrote {len(written)} new fixtures to {OUT}: {', '.join(written) or '-'}")
 
 
 if __name__ == "__main__":

@@ -141,3 +141,11 @@ def test_every_gateway_extension_is_removed_before_forwarding() -> None:
         "metadata": {"k": "v"},
     }
     assert upstream_body_of(body) == {"model": "m", "messages": [], "metadata": {"k": "v"}}
+
+
+def test_a_one_megabyte_word_is_counted_in_pieces_instead_of_refused_by_the_tokenizer() -> None:
+    from gateway.tokens import count_text_tokens
+
+    assert count_text_tokens("m" * 1_000_000) == 4 * count_text_tokens("m" * 250_000)
+    spaced = "hello world " * 100_000  # 1.2 M characters, cut at a space
+    assert abs(count_text_tokens(spaced) - 2 * count_text_tokens("hello world " * 50_000)) <= 2

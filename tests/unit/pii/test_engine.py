@@ -304,3 +304,58 @@ async def test_a_name_under_a_name_key_in_tool_arguments_is_pseudonymized(
         "status": "Active",
         "n": 3,
     }
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Hola team, la fiesta is on Friday; no problem.",
+        "Is it del Mar or de la Cruz?",
+        "Please send the file to Carlos de la Vega by Monday.",
+        '{"status": "ok", "holder": "Robert Taylor", "note": "no change"}',
+    ],
+)
+def test_an_english_sentence_with_a_few_words_shared_with_spanish_stays_english(
+    text: str,
+) -> None:
+    assert detect_language(text) == "en"
+
+
+async def test_the_recorded_language_of_an_english_prompt_is_english(
+    screener: PiiScreener,
+) -> None:
+    body = {"messages": [{"role": "user", "content": "Is it del Mar or de la Cruz? No idea."}]}
+    result = await screener.screen(body, parse_pii_policy({}))
+    assert result.decision.language == "en"
+
+
+@pytest.mark.parametrize(
+    ("text", "name"),
+    [
+        ("Please forward the invoice to Jean-Pierre Dubois in Lyon.", "Jean-Pierre Dubois"),
+        ("Our new hire Anna-Karin Lindqvist starts on Monday.", "Anna-Karin Lindqvist"),
+        ("Ask Marie-Claire Martin-Lefebvre to sign the form.", "Marie-Claire Martin-Lefebvre"),
+        ("Mon collègue Jean-Pierre Dubois habite à Lyon.", "Jean-Pierre Dubois"),
+    ],
+)
+async def test_a_hyphenated_name_is_pseudonymized_whole(
+    screener: PiiScreener, text: str, name: str
+) -> None:
+    result = await screener.screen(
+        {"messages": [{"role": "user", "content": text}]}, parse_pii_policy({})
+    )
+    sent = result.body["messages"][0]["content"]
+    for part in name.replace("-", " ").split():
+        assert part not in sent, sent
+    assert "<PERSON_1>" in sent and "<PERSON_2>" not in sent
+
+
+async def test_a_hyphenated_word_in_an_email_address_is_left_to_the_email_recognizer(
+    screener: PiiScreener,
+) -> None:
+    text = "Write to Jean-Pierre.Dubois@example.com about the Coca-Cola order."
+    result = await screener.screen(
+        {"messages": [{"role": "user", "content": text}]}, parse_pii_policy({})
+    )
+    sent = result.body["messages"][0]["content"]
+    assert "Dubois@example.com" not in sent and "<EMAIL_ADDRESS_1>" in sent

@@ -179,7 +179,6 @@ async def test_our_own_pool_exhaustion_never_counts_against_the_provider(router:
     import httpx
 
     from gateway.providers.errors import error_from_transport
-    from gateway.routing.failover import OUTCOME_GATEWAY_BUSY
 
     decision = router.decide("gpt-5", effective_tier("unrestricted"))
     calls = 0

@@ -84,23 +84,29 @@ def test_a_removed_custom_model_is_gone_after_replay() -> None:
     assert app.repository.get(routing.id).custom_models() == ()
 
 
-def test_an_endpoint_stores_the_name_of_its_key_variable_never_the_key() -> None:
+def test_an_endpoint_stores_a_reference_to_the_projects_stored_key_never_the_key() -> None:
     app = embedded_app()
     routing = ProjectRouting("p")
     routing.add_endpoint(
         provider="bedrock", name="stockholm-2", base_url="https://bedrock-runtime.eu-north-1.amazonaws.com",
-        region="eu-north-1", api_key_ref="ACME_BEDROCK_KEY", models=["nova-lite-sweden"], added_by="admin",
+        region="eu-north-1", api_key_ref="byok:bedrock", models=["nova-lite-sweden"], added_by="admin",
     )  # fmt: skip
     app.save(routing)
     (endpoint,) = app.repository.get(routing.id).endpoints()
-    assert endpoint["api_key_ref"] == "ACME_BEDROCK_KEY"
+    assert endpoint["api_key_ref"] == "byok:bedrock"
     assert endpoint["models"] == ("nova-lite-sweden",)
 
 
 @pytest.mark.parametrize(
     "overrides",
     [
-        {"api_key_ref": "sk-live-abc123"},  # looks like a key, not a variable name
+        {"api_key_ref": "sk-live-abc123"},  # looks like a key, not a reference
+        # The server's own secrets, named as environment variables (issue 9, item 9):
+        {"api_key_ref": "LEDGERGATE_SECRET_KEY"},
+        {"api_key_ref": "LEDGERGATE_ADMIN_TOKEN"},
+        {"api_key_ref": "LEDGERGATE_OPENAI_API_KEY"},
+        {"api_key_ref": "ACME_OPENAI_KEY"},
+        {"api_key_ref": "byok:anthropic"},  # another provider's key on an OpenAI endpoint
         {"base_url": "https://user:secret@api.openai.com"},
         {"base_url": "ftp://x"},
         {"provider": "skynet"},
@@ -114,7 +120,7 @@ def test_an_endpoint_that_would_leak_a_secret_or_is_malformed_is_refused(
         "provider": "openai",
         "name": "k2",
         "base_url": "https://api.openai.com/v1",
-        "api_key_ref": "K2",
+        "api_key_ref": "byok:openai",
     }
     arguments.update(overrides)
     with pytest.raises(InvalidCommand):

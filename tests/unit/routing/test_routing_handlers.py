@@ -7,8 +7,9 @@ from uuid import UUID, uuid4
 
 import pytest
 
-from domain.errors import InvalidCommand
+from domain.errors import InvalidCommand, UnknownProject
 from domain.pricing import PriceBook
+from domain.project import Project
 from domain.routing import EndpointBreaker, ProjectRouting
 from domain.routing_handlers import (
     ROUTING_HANDLERS,
@@ -48,9 +49,17 @@ def transition(to_state: str) -> RecordBreakerTransition:
     )  # fmt: skip
 
 
+def a_project() -> Project:
+    return Project.create(
+        name="acme", tier="unrestricted", plan="pro", currency="EUR",
+        fee_rate=Decimal("0.05"), strict=False, now=MOMENT,
+    )  # fmt: skip
+
+
 def test_the_first_custom_model_opens_the_projects_routing_aggregate() -> None:
-    uow = FakeUnitOfWork()
-    project_id = uuid4()
+    project = a_project()
+    uow = FakeUnitOfWork({project.id: project})
+    project_id = project.id
     result = run(AddCustomModel(project_id, custom_model()), uow)
     assert result["model"] == "acme-mistral-ft"
     routing, book = uow.added
@@ -61,6 +70,32 @@ def test_the_first_custom_model_opens_the_projects_routing_aggregate() -> None:
     assert [price.input_per_mtok for price in book.prices] == [Decimal("0.20")]
     run(AddCustomEndpoint(project_id, "mistral", "acme", "https://mistral.acme.test"), uow)
     assert len(uow.added) == 2  # the second command reuses the routing aggregate
+
+
+def test_an_endpoint_key_reference_must_name_a_key_stored_for_that_project() -> None:
+    project = a_project()
+    uow = FakeUnitOfWork({project.id: project})
+    with pytest.raises(InvalidCommand) as refused:
+        run(AddCustomEndpoint(project.id, "openai", "own", "https://llm.acme.test/v1",
+                              api_key_ref="byok:openai"), uow)  # fmt: skip
+    assert refused.value.details["param"] == "api_key_ref"
+    assert "provider-key set" in refused.value.message
+    project.set_provider_key(
+        provider="openai", ciphertext_b64="Y2lwaGVy", nonce_b64="bm9uY2U=",
+        key_fingerprint="f1", secret_fingerprint="s1", now=MOMENT,
+    )  # fmt: skip
+    run(AddCustomEndpoint(project.id, "openai", "own", "https://llm.acme.test/v1",
+                          api_key_ref="byok:openai"), uow)  # fmt: skip
+    (routing,) = uow.added
+    assert routing.endpoints()[0]["api_key_ref"] == "byok:openai"
+
+
+def test_an_endpoint_for_an_unknown_project_is_refused() -> None:
+    with pytest.raises(UnknownProject):
+        run(
+            AddCustomEndpoint(uuid4(), "openai", "own", "https://llm.acme.test/v1"),
+            FakeUnitOfWork(),
+        )
 
 
 def test_a_refused_custom_model_adds_no_aggregate() -> None:

@@ -1,0 +1,23 @@
+"""Metrics (Prometheus), traces (OpenTelemetry), structured logs, /health, /ready, /metrics.
+
+`install(app, services)` wires it all into an app; the request path reaches it through the
+hooks in core.py (one decorator or one call per place)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway.observability.core import Observability
+from gateway.observability.endpoints import install_endpoints
+from gateway.observability.middleware import ObservabilityMiddleware
+
+
+def install(app: Any, services: Any) -> Observability:
+    observability = Observability.for_services(services)
+    observability.bind(services)
+    install_endpoints(app, services, observability)
+    app.add_middleware(ObservabilityMiddleware, observability=observability)
+    return observability
+
+
+__all__ = ["Observability", "install"]

@@ -1,0 +1,215 @@
+"""Settlement of served requests, and the leases that keep live requests from the sweeper.
+
+A request this process admitted is *live* until its settlement (CompleteRequest or
+FailRequest) is durable. While it is live:
+
+* its lease is renewed: when less than half of `LEDGERGATE_REQUEST_TIMEOUT_S` is left before
+  its deadline, the process records `ExtendDeadline` (deadline = now + the timeout). The
+  sweeper only abandons requests whose deadline (plus grace) has passed, so it never takes a
+  request a live process is still serving, however long it streams; a killed process stops
+  renewing and its requests are swept after their last deadline.
+* its settlement never fails the client: a settlement that cannot be made durable (the
+  account kept conflicting with another process after the writer's own retries, or the store
+  failed) is retried against fresh state; if it still fails, the real usage is journalled on
+  the Request (`JournalUsage`, no Account event, so it does not conflict on the account) and
+  the renewer keeps retrying the charge in the background while it keeps the lease. Whoever
+  settles the request — this process, or the sweeper after a crash — charges the journalled
+  real usage, never the estimate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from domain import commands as c
+from domain.errors import DomainError
+
+log = logging.getLogger("ledgergate.settlement")
+
+SETTLE_ATTEMPTS_MAX = 4  # each after the writer's own conflict retries
+SETTLE_BACKOFF_S = 0.05  # doubled per attempt: 50, 100, 200 ms
+RENEW_INTERVAL_S_MAX = 1.0  # also how soon a journalled settlement is retried
+RENEW_INTERVAL_S_MIN = 0.02
+WRITE_TIMEOUT_S = 10.0
+SERVICES_KEY = "request_leases"
+
+
+@dataclass
+class _Live:
+    deadline_at: datetime
+    settlement: c.Command | None = None  # a settlement still to be made durable
+
+
+class RequestLeases:
+    """The requests this process is serving, their leases, and their pending settlements."""
+
+    def __init__(self, services: Any) -> None:
+        self.services = services
+        self._live: dict[str, _Live] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def timeout_s(self) -> float:
+        return float(self.services.settings.request_timeout_s)
+
+    def interval_s(self) -> float:
+        return min(max(self.timeout_s / 10, RENEW_INTERVAL_S_MIN), RENEW_INTERVAL_S_MAX)
+
+    # --- the serving side ---------------------------------------------------------------
+
+    def hold(self, request_id: str, deadline_at: datetime) -> None:
+        with self._lock:
+            self._live[request_id] = _Live(deadline_at)
+
+    def release(self, request_id: str) -> None:
+        with self._lock:
+            self._live.pop(request_id, None)
+
+    def keep_settling(self, request_id: str, settlement: c.Command) -> None:
+        with self._lock:
+            entry = self._live.get(request_id)
+            if entry is None:
+                entry = self._live[request_id] = _Live(self.services.clock.now())
+            entry.settlement = settlement
+
+    def live(self) -> dict[str, datetime]:
+        with self._lock:
+            return {request_id: entry.deadline_at for request_id, entry in self._live.items()}
+
+    def pending_settlements(self) -> list[str]:
+        with self._lock:
+            return [rid for rid, entry in self._live.items() if entry.settlement is not None]
+
+    # --- the renewer ----------------------------------------------------------------------
+
+    def start(self) -> RequestLeases:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="ledgergate-leases", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+            self._thread = None
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s()):
+            try:
+                self.tick()
+            except Exception:  # the renewer must outlive any one bad write
+                log.exception("lease renewal failed; will retry")
+
+    def tick(self) -> None:
+        """Retry pending settlements, then renew the leases that are due."""
+        writer = self.services.writer
+        with self._lock:
+            entries = list(self._live.items())
+        for request_id, entry in entries:
+            if entry.settlement is None:
+                continue
+            try:
+                writer.execute(entry.settlement, WRITE_TIMEOUT_S)
+            except DomainError as error:
+                log.warning("settlement of %s refused: %s", request_id, error.code)
+            except Exception as error:
+                log.warning("settlement of %s still failing: %s", request_id, type(error).__name__)
+                continue
+            self.release(request_id)
+        now = self.services.clock.now()
+        half = timedelta(seconds=self.timeout_s / 2)
+        with self._lock:
+            due = [(rid, e) for rid, e in self._live.items() if e.deadline_at - now < half]
+        for request_id, entry in due:
+            deadline = now + timedelta(seconds=self.timeout_s)
+            try:
+                outcome = writer.execute(
+                    c.ExtendDeadline(request_id=request_id, deadline_at=deadline), WRITE_TIMEOUT_S
+                )
+            except Exception as error:
+                log.warning("could not renew the lease of %s: %s", request_id, type(error).__name__)
+                continue
+            if outcome.value.get("status") in ("completed", "failed", "abandoned", "rejected"):
+                if entry.settlement is None:
+                    self.release(request_id)  # ended elsewhere: nothing left to hold
+                continue
+            entry.deadline_at = deadline
+
+
+def request_leases(services: Any) -> RequestLeases:
+    leases = services.extras.get(SERVICES_KEY)
+    if leases is None:
+        leases = services.extras[SERVICES_KEY] = RequestLeases(services)
+    return leases  # type: ignore[no-any-return]
+
+
+def _journal_of(command: c.CompleteRequest) -> c.JournalUsage:
+    return c.JournalUsage(
+        request_id=command.request_id,
+        usage=command.usage,
+        finish_reason=command.finish_reason,
+        completion_chars=command.completion_chars,
+        completion_sha256=command.completion_sha256,
+        latency_ms=command.latency_ms,
+        upstream_ms=command.upstream_ms,
+    )
+
+
+async def settle(services: Any, command: c.CompleteRequest | c.FailRequest) -> c.Outcome | None:
+    """Make a settlement durable, retrying against fresh state; None when it could not be made
+    durable yet (the real usage is then journalled and the charge retried in the background:
+    the caller still answers the client). A domain error (e.g. the request was already
+    settled) is raised."""
+    leases = request_leases(services)
+    last: BaseException | None = None
+    for attempt in range(SETTLE_ATTEMPTS_MAX):
+        try:
+            outcome = await services.writer.execute_async(command)
+        except DomainError:
+            leases.release(command.request_id)
+            raise
+        except Exception as error:  # a conflict the writer gave up on, a store failure
+            last = error
+            await asyncio.sleep(SETTLE_BACKOFF_S * 2**attempt)
+            continue
+        leases.release(command.request_id)
+        return outcome  # type: ignore[no-any-return]
+    log.error(
+        "settlement of %s not durable after %d attempts (%s): journalling the real usage",
+        command.request_id,
+        SETTLE_ATTEMPTS_MAX,
+        type(last).__name__,
+    )
+    if isinstance(command, c.CompleteRequest):
+        try:
+            await services.writer.execute_async(_journal_of(command))
+        except Exception as error:
+            log.error("could not journal %s either: %s", command.request_id, type(error).__name__)
+    leases.keep_settling(command.request_id, command)
+    return None
+
+
+def submit_settlement(services: Any, command: c.FailRequest) -> None:
+    """Settle without awaiting (a cancelled coroutine, a client gone mid-stream): the lease is
+    released once it is durable, or the renewer retries it."""
+    leases = request_leases(services)
+
+    def done(future: Any) -> None:
+        error = future.exception()
+        if error is None or isinstance(error, DomainError):
+            leases.release(command.request_id)
+        else:
+            leases.keep_settling(command.request_id, command)
+
+    try:
+        services.writer.submit(command).add_done_callback(done)
+    except Exception:
+        leases.keep_settling(command.request_id, command)

@@ -750,7 +750,9 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     # The tamper-evident log (issue 13): checkpoints, the verifier key, proofs.
     from gateway.audit_routes import register_audit_routes
 
-    register_audit_routes(app, services, project_of=project_of, wait_for=wait_for)
+    register_audit_routes(
+        app, services, project_of=project_of, wait_for=wait_for, read_error=read_error
+    )
 
     # The audit dashboard (GET /dashboard) and the admin's project list it needs.
     from gateway.dashboard import install_dashboard

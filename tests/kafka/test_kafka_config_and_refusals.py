@@ -8,12 +8,14 @@ import logging
 import secrets
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import orjson
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 
 from domain.application import open_application
+from domain.audit_log import StoredRecord, export_record
 from gateway.kafka_feed import FeedError, KafkaFeed
 from gateway.kafka_settings import (
     CONSUMER_HEARTBEAT_INTERVAL_MS,
@@ -197,3 +199,31 @@ def test_a_kafka_fed_view_refuses_a_record_whose_bytes_were_altered(
     feed = _feed_from(kafka_env, [*relay_messages[:3], altered, *relay_messages[4:]], tmp_path)
     with pytest.raises(FeedError, match=f"position {target.position}: the leaf hash"):
         feed.run(once=True)
+
+
+def test_an_event_the_view_cannot_decode_is_a_dead_letter_as_in_the_log_runner(
+    kafka_env: dict[str, str], relay_messages: list[Any], tmp_path: Path
+) -> None:
+    """An intact record (its leaf hash matches) whose event class this version does not
+    know: recorded in lg_dead_letters and passed over, the view goes on to the end."""
+    target = relay_messages[2]
+    value = orjson.loads(target.value)
+    record = StoredRecord(
+        value["position"],
+        UUID(value["aggregate_id"]),
+        value["version"],
+        "domain.request:Request.FromAFutureVersion",
+        base64.b64decode(value["state"]),
+    )
+    exported = export_record(record)
+    headers = [
+        (name, exported["leaf_hash"].encode() if name == "ledgergate-leaf-hash" else data)
+        for name, data in target.headers
+    ]
+    unknown = type(target)(target.position, target.key, orjson.dumps(exported), headers)
+    feed = _feed_from(kafka_env, [*relay_messages[:2], unknown, *relay_messages[3:]], tmp_path)
+    assert feed.run(once=True) == relay_messages[-1].position
+    with feed.store.transaction(write=False) as tx:
+        letters = tx.execute("SELECT view, position, topic FROM lg_dead_letters").fetchall()
+    assert letters == [{"view": "audit", "position": target.position, "topic": record.topic}]
+    assert feed.dead_letters == 1

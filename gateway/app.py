@@ -497,6 +497,81 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         except Exception as error:
             return error_response(as_gateway_error(error), new_request_id())
 
+    @app.get("/v1/admin/auth-failures")
+    async def admin_auth_failures(request: Request) -> Response:
+        """Who failed to authenticate (the presented key's id, never the key), from where,
+        when and how often: rows newest first, or counts with `group_by`."""
+        from projections.auth_failures import (
+            AUTH_FAILURE_CODES,
+            AUTH_FAILURES_PAGE_DEFAULT,
+            AUTH_FAILURES_PAGE_MAX,
+            GROUP_COLUMNS,
+            list_auth_failures,
+        )
+
+        try:
+            require_admin(request)
+            await wait_for(request)
+            params = request.query_params
+            error_code = params.get("error_code")
+            if error_code is not None and error_code not in AUTH_FAILURE_CODES:
+                raise GatewayError(
+                    "invalid_request",
+                    f"error_code must be one of {', '.join(AUTH_FAILURE_CODES)}",
+                    param="error_code",
+                )
+            raw_group = params.get("group_by")
+            group_by = tuple(g.strip() for g in raw_group.split(",")) if raw_group else ()
+            if any(g not in GROUP_COLUMNS for g in group_by) or len(set(group_by)) < len(group_by):
+                raise GatewayError(
+                    "invalid_request",
+                    f"group_by must list some of {', '.join(GROUP_COLUMNS)}",
+                    param="group_by",
+                )
+            key_fingerprint = params.get("key_fingerprint")
+            if key_fingerprint is not None:
+                try:
+                    key_fingerprint = str(UUID(key_fingerprint))
+                except ValueError:
+                    raise GatewayError(
+                        "invalid_request",
+                        "key_fingerprint must be a key id",
+                        param="key_fingerprint",
+                    ) from None
+            client_ip = params.get("client_ip")
+            if client_ip is not None and (len(client_ip) > 64 or not client_ip.isprintable()):
+                raise GatewayError(
+                    "invalid_request", "client_ip is not an address", param="client_ip"
+                )
+            raw_cursor = params.get("cursor")
+            cursor = None
+            if raw_cursor is not None:
+                if not raw_cursor.isdigit() or len(raw_cursor) > 19:
+                    raise GatewayError(
+                        "invalid_cursor", "cursor is not from next_cursor", param="cursor"
+                    )
+                cursor = int(raw_cursor)
+            limit = bounded_int(
+                request, "limit", AUTH_FAILURES_PAGE_DEFAULT, 1, AUTH_FAILURES_PAGE_MAX
+            )
+            since, until = parse_time(request, "since"), parse_time(request, "until")
+            result = await anyio.to_thread.run_sync(
+                lambda: list_auth_failures(
+                    services.store,
+                    since=since,
+                    until=until,
+                    client_ip=client_ip,
+                    key_fingerprint=key_fingerprint,
+                    error_code=error_code,
+                    group_by=group_by,
+                    cursor=cursor,
+                    limit=limit,
+                )
+            )
+            return JsonResponse(result)
+        except Exception as error:
+            return error_response(as_gateway_error(error), new_request_id())
+
     async def admin(request: Request, build: Any) -> Response:
         try:
             require_admin(request)

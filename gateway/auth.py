@@ -51,6 +51,17 @@ def bearer_key(authorization: str | None) -> str:
     return token
 
 
+def presented_key_id(authorization: str | None) -> UUID | None:
+    """The id a presented Ledgergate key has (or would have): a uuid5 of its SHA-256, as
+    every key is stored. Recorded with a failed authentication so the operator can tell
+    which key failed how often; the key itself is never kept. None when no well-formed
+    `Bearer lg_…` key was presented."""
+    try:
+        return api_key_id(hash_api_key(bearer_key(authorization)))
+    except GatewayError:
+        return None
+
+
 @traced_auth
 async def authenticate_key(
     cache: AggregateCache, authorization: str | None

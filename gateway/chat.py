@@ -35,7 +35,7 @@ from domain.errors import (
 )
 from domain.ids import idempotent_request_id, new_request_id
 from domain.pii_events import PiiDecision
-from gateway.auth import actor_from, authenticate_key
+from gateway.auth import actor_from, authenticate_key, presented_key_id
 from gateway.bootstrap import Services
 from gateway.byok import ProjectEndpointKeys, byok_adapter
 from gateway.errors import GatewayError, as_gateway_error, envelope, error_response
@@ -222,6 +222,8 @@ async def chat_completions(http: HttpRequest, services: Services) -> Response:
     ctx = Context(request_id=new_request_id(), started=time.perf_counter(), services=services)
     ctx.received_at = services.clock.now()
     ctx.client_ip = http.client.host if http.client else None
+    # Kept if authentication fails: which key failed (its id, never the key itself).
+    ctx.key_id = presented_key_id(http.headers.get("authorization"))
     try:
         # The key first: a malformed body from a known key is still that project's record.
         key, project = await authenticate_key(services.cache, http.headers.get("authorization"))

@@ -23,7 +23,7 @@ from domain import commands as c
 from domain.catalog import Catalog
 from domain.errors import DomainError, ModelCapabilityMissing
 from domain.tiers import EffectiveTier
-from gateway.auth import actor_from, authenticate_key
+from gateway.auth import actor_from, authenticate_key, presented_key_id
 from gateway.bootstrap import Services, adapter_classes
 from gateway.byok import ProjectEndpointKeys
 from gateway.chat import (
@@ -143,6 +143,8 @@ async def embeddings(http: HttpRequest, services: Services) -> Response:
     ctx = Context(request_id=_new_request_id(), started=time.perf_counter(), services=services)
     ctx.received_at = services.clock.now()
     ctx.client_ip = http.client.host if http.client else None
+    # Kept if authentication fails: which key failed (its id, never the key itself).
+    ctx.key_id = presented_key_id(http.headers.get("authorization"))
     try:
         key, project = await authenticate_key(services.cache, http.headers.get("authorization"))
         ctx.project_id, ctx.key_id = project.id, key.id

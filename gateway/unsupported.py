@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from fastapi import Request as HttpRequest
 from fastapi.responses import Response
 
-from gateway.auth import authenticate_key
+from gateway.auth import authenticate_key, presented_key_id
 from gateway.bootstrap import Services
 from gateway.chat import Context, record_rejection
 from gateway.errors import GatewayError, error_response
@@ -82,6 +82,8 @@ async def answer_unsupported(
     ctx = Context(request_id=new_request_id(), started=time.perf_counter(), services=services)
     ctx.received_at = services.clock.now()
     ctx.client_ip = http.client.host if http.client else None
+    # Kept if authentication fails: which key failed (its id, never the key itself).
+    ctx.key_id = presented_key_id(http.headers.get("authorization"))
     try:
         key, project = await authenticate_key(services.cache, http.headers.get("authorization"))
         ctx.project_id, ctx.key_id = project.id, key.id

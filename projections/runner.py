@@ -457,6 +457,7 @@ def apply_by_position(
 
 def default_views() -> list[View]:
     from projections.audit import AuditView
+    from projections.auth_failures import AuthFailuresView
     from projections.balances import BalancesView
     from projections.ledger_entries import LedgerEntriesView, ReconciliationsView
     from projections.pricing import PricingHistoryView
@@ -471,6 +472,7 @@ def default_views() -> list[View]:
         PricingHistoryView(),
         LedgerEntriesView(),
         ReconciliationsView(),
+        AuthFailuresView(),
     ]
 
 

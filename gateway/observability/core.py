@@ -186,7 +186,9 @@ def observed_pii_screening(function: Callable[..., Awaitable[T]]) -> Callable[..
                 raise
             finally:
                 decision = getattr(ctx, "pii_decision", None)
-                if decision is not None:
+                if decision is None:  # neither the request nor the project asked for it
+                    set_attributes(current_span, outcome="not_requested")
+                else:
                     if outcome not in ("ok", "guardrail_violation", "pii_screening_unavailable"):
                         outcome = "refused"
                     observation.observability.metrics.pii_screening.labels(outcome).observe(

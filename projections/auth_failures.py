@@ -1,0 +1,144 @@
+"""Failed authentications, for the operator: who (the presented key's fingerprint, never the
+key), from where (client address), when, and how often.
+
+Built from the Request aggregate's events: a request refused before any project was known
+(`Received` without a project, then `Rejected` with an authentication code). Requests
+refused for other reasons without a project (an anonymous probe of an unsupported path) are
+dropped from this view; everything with a project is in the project's own audit log.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from domain.request import Request
+from projections.base import View
+from projections.db import ReadStore, Tx, iso
+
+AUTH_FAILURE_CODES = ("missing_api_key", "invalid_api_key")
+GROUP_COLUMNS = ("client_ip", "key_fingerprint", "error_code", "endpoint")
+AUTH_FAILURES_PAGE_MAX = 500
+AUTH_FAILURES_PAGE_DEFAULT = 100
+
+
+class AuthFailuresView(View):
+    name = "auth_failures"
+    tables = ("lg_auth_failures",)
+    event_types = (Request.Received, Request.Rejected)
+
+    def handles(self, event: Any) -> bool:
+        if isinstance(event, Request.Received):
+            return event.project_id is None
+        return isinstance(event, Request.Rejected)
+
+    def apply(self, tx: Tx, event: Any, position: int) -> None:
+        aggregate_id = str(event.originator_id)
+        if isinstance(event, Request.Received):
+            tx.execute(
+                """
+                INSERT INTO lg_auth_failures (aggregate_id, request_id, endpoint, client_ip,
+                    key_fingerprint, received_at, position)
+                VALUES (%s, %s, %s, %s, %s, %s, %s)
+                ON CONFLICT (aggregate_id) DO NOTHING
+                """,
+                (
+                    aggregate_id,
+                    event.request_id,
+                    event.endpoint,
+                    event.client_ip,
+                    None if event.key_id is None else str(event.key_id),
+                    iso(event.received_at),
+                    position,
+                ),
+            )
+            return
+        if event.error_code in AUTH_FAILURE_CODES:
+            tx.execute(
+                "UPDATE lg_auth_failures SET error_code = %s, error_message = %s "
+                "WHERE aggregate_id = %s",
+                (event.error_code, event.message, aggregate_id),
+            )
+        else:  # not an authentication failure (or a request with a project: no row)
+            tx.execute("DELETE FROM lg_auth_failures WHERE aggregate_id = %s", (aggregate_id,))
+
+
+def list_auth_failures(
+    store: ReadStore,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    client_ip: str | None = None,
+    key_fingerprint: str | None = None,
+    error_code: str | None = None,
+    group_by: tuple[str, ...] = (),
+    cursor: int | None = None,
+    limit: int = AUTH_FAILURES_PAGE_DEFAULT,
+) -> dict[str, Any]:
+    """Newest first, or with `group_by` one row per group (count, first and last seen),
+    most frequent first. `cursor` is the `next_cursor` of the previous page."""
+    limit = max(1, min(limit, AUTH_FAILURES_PAGE_MAX))
+    clauses = ["error_code IS NOT NULL"]
+    params: list[Any] = []
+    for column, value in (
+        ("client_ip", client_ip),
+        ("key_fingerprint", key_fingerprint),
+        ("error_code", error_code),
+    ):
+        if value is not None:
+            clauses.append(f"{column} = %s")
+            params.append(value)
+    if since is not None:
+        clauses.append("received_at >= %s")
+        params.append(iso(since))
+    if until is not None:
+        clauses.append("received_at < %s")
+        params.append(iso(until))
+    if group_by:
+        unknown = set(group_by) - set(GROUP_COLUMNS)
+        if unknown:
+            raise ValueError(f"cannot group by {sorted(unknown)}")
+        columns = ", ".join(group_by)
+        offset = cursor or 0
+        sql = (
+            f"SELECT {columns}, COUNT(*) AS failures, MIN(received_at) AS first_seen, "  # noqa: S608 - columns are from GROUP_COLUMNS
+            f"MAX(received_at) AS last_seen FROM lg_auth_failures WHERE {' AND '.join(clauses)} "
+            f"GROUP BY {columns} ORDER BY failures DESC, last_seen DESC, {columns} "
+            f"LIMIT %s OFFSET %s"
+        )
+        params.extend([limit + 1, offset])
+    else:
+        if cursor is not None:
+            clauses.append("position < %s")
+            params.append(cursor)
+        sql = (
+            "SELECT request_id, received_at, endpoint, client_ip, key_fingerprint, error_code, "  # noqa: S608 - fixed clauses
+            f"error_message, position FROM lg_auth_failures WHERE {' AND '.join(clauses)} "
+            "ORDER BY position DESC LIMIT %s"
+        )
+        params.append(limit + 1)
+    with store.transaction(write=False) as tx:
+        rows = tx.execute(sql, params).fetchall()
+        tracking = tx.execute(
+            "SELECT position FROM lg_tracking WHERE view = 'auth_failures'"
+        ).fetchone()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    data = []
+    for row in rows:
+        item = dict(row)
+        if "failures" in item:
+            item["failures"] = int(item["failures"])
+        if "position" in item:
+            item["position"] = int(item["position"])
+        data.append(item)
+    next_cursor: str | None = None
+    if more:
+        next_cursor = str((cursor or 0) + limit) if group_by else str(data[-1]["position"])
+    return {
+        "object": "list",
+        "data": data,
+        "group_by": list(group_by),
+        "next_cursor": next_cursor,
+        "as_of_position": int(tracking["position"]) if tracking else 0,
+    }

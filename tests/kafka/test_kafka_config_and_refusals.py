@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import logging
 import secrets
+import threading
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -23,7 +24,14 @@ from gateway.kafka_settings import (
     KafkaConfigError,
     KafkaSettings,
 )
-from gateway.relay import RelayLock, message_for, redacted, relay_name
+from gateway.relay import (
+    OutboxRelay,
+    RelayLock,
+    message_for,
+    redacted,
+    relay_name,
+    store_relay_position,
+)
 from projections.audit import AuditView
 from projections.db import ReadStore
 from tests.kafka.workload import write_lifecycles
@@ -227,3 +235,34 @@ def test_an_event_the_view_cannot_decode_is_a_dead_letter_as_in_the_log_runner(
         letters = tx.execute("SELECT view, position, topic FROM lg_dead_letters").fetchall()
     assert letters == [{"view": "audit", "position": target.position, "topic": record.topic}]
     assert feed.dead_letters == 1
+
+
+def test_relay_once_beside_an_active_relay_waits_for_it_and_never_publishes_itself(
+    tmp_path: Path,
+) -> None:
+    data_dir = str(tmp_path / "data")
+    target = write_lifecycles(None, data_dir, 2)
+    app, store = open_application(None, data_dir), ReadStore(None, data_dir)
+    store.migrate()
+    kafka = KafkaSettings.from_env({"LEDGERGATE_KAFKA_BOOTSTRAP": "127.0.0.1:1"})
+
+    def no_producer(_: KafkaSettings) -> Any:
+        raise AssertionError("a standing-by relay must not publish")
+
+    active = RelayLock.for_store(store, relay_name(kafka.topic))
+    try:
+        assert active.acquire()
+        store_relay_position(store, relay_name(kafka.topic), target)  # the active one's work
+        standby = OutboxRelay(
+            app.recorder, store, kafka, producer_factory=no_producer, topic_setup=no_producer
+        )
+        give_up = threading.Event()  # bounds the test should it not notice
+        timer = threading.Timer(10.0, give_up.set)
+        timer.start()
+        assert standby.run(give_up, once=True) == target
+        assert not give_up.is_set()
+        timer.cancel()
+    finally:
+        active.release()
+        store.close()
+        app.close()

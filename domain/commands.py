@@ -233,6 +233,10 @@ class CompleteRequest(Command):
     latency_ms: int
     upstream_ms: int
     actor_id: str | None = None
+    # Served from the response cache: "hit" with the request the entry was stored by (usage
+    # is then zero: no provider was called). "miss" or "bypass" otherwise.
+    cache: str = "miss"
+    cache_origin_request_id: str | None = None
 
 
 @dataclass(frozen=True)

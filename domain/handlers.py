@@ -814,6 +814,11 @@ def complete_request(cmd: c.CompleteRequest, uow: UnitOfWork) -> dict[str, Any]:
         latency_ms=cmd.latency_ms,
         upstream_ms=cmd.upstream_ms,
         **fields_at,
+        **(
+            {}
+            if swept
+            else {"cache": cmd.cache, "cache_origin_request_id": cmd.cache_origin_request_id}
+        ),
     )
     return {
         "request_id": cmd.request_id,

@@ -201,6 +201,18 @@ class Request(Aggregate):
         latency_ms: int
         upstream_ms: int
         completed_at: datetime
+        # v2: "hit" when the answer came from the response cache (gateway/response_cache.py;
+        # no provider was called, usage and provider cost are zero), "miss" when looked up
+        # and not found, "bypass" when the cache was not used; the hit's origin request.
+        cache: str
+        cache_origin_request_id: str | None
+
+        class_version = 2
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, object]) -> None:
+            state["cache"] = "miss"  # before v2 there was no cache: every request missed
+            state["cache_origin_request_id"] = None
 
     class DeadlineExtended(Aggregate.Event):
         """The process serving this request is alive and still serving it: its lease (the
@@ -599,6 +611,8 @@ class Request(Aggregate):
         latency_ms: int,
         upstream_ms: int,
         completed_at: datetime,
+        cache: str = "miss",
+        cache_origin_request_id: str | None = None,
     ) -> None:
         self.status = COMPLETED
 

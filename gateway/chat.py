@@ -35,7 +35,8 @@ from domain.errors import (
 )
 from domain.ids import MODE_LIVE, MODE_TEST, idempotent_request_id, key_mode, new_request_id
 from domain.pii_events import PiiDecision
-from gateway.auth import actor_from, authenticate_key, presented_key_id
+from gateway import response_cache as rc
+from gateway.auth import actor_from, authenticate_key, bearer_key, presented_key_id
 from gateway.bootstrap import Services
 from gateway.byok import ProjectEndpointKeys, byok_adapter
 from gateway.errors import GatewayError, as_gateway_error, envelope, error_response
@@ -50,6 +51,7 @@ from gateway.pii.service import pii_service
 from gateway.pii.streaming import PiiStreamFilter
 from gateway.providers.base import (
     USAGE_SOURCE_ESTIMATED,
+    ChatResult,
     ChatStream,
     ProviderAdapter,
     UpstreamError,
@@ -77,7 +79,7 @@ from gateway.routing.requests import (
     ocr_endpoints,
     route_of,
 )
-from gateway.routing.selector import required_capabilities
+from gateway.routing.selector import cache_hit_allowed, required_capabilities
 from gateway.settlement import request_leases, settle, submit_settlement
 from gateway.test_mode import refuse_in_test_mode, router_for, simulator_adapter
 from gateway.tokens import count_text_tokens, estimate_prompt_tokens, prompt_chars
@@ -132,6 +134,7 @@ class Context:
     pii_policy: PiiPolicy | None = None
     pii_mapping: Pseudonymizer | None = None
     pii_language: str = "en"
+    cache_plan: rc.CachePlan | None = None  # the response cache's part (gateway/response_cache)
 
     def purge_pii(self) -> None:
         if self.pii_mapping is not None:
@@ -291,6 +294,10 @@ async def chat_completions(http: HttpRequest, services: Services) -> Response:
                 alternatives=error.alternatives,
             ) from None
         route = route_of(decision.chosen)
+        if ocr is None:  # an OCR request is never cached (its documents go to Mistral first)
+            ctx.cache_plan = plan_cache(
+                ctx, http, ENDPOINT_CHAT, body, screened_body, effective, decision
+            )
         # BYOK: the project's own key for the chosen provider, when it has one (fee 0%). The
         # admission prices the fee by this key source; failover keeps to targets of the same.
         ctx.project = project
@@ -338,7 +345,7 @@ async def chat_completions(http: HttpRequest, services: Services) -> Response:
             "X-LG-Estimated-Cost": money_header(terms["reserved_amount"]),
             "X-LG-Currency": terms["currency"],
             "X-LG-Key-Source": key_source,
-            "X-LG-Cache": "miss",
+            "X-LG-Cache": await look_up_cache(ctx, effective),
         }
     )
     if ocr is not None:
@@ -367,13 +374,94 @@ async def chat_completions(http: HttpRequest, services: Services) -> Response:
     upstream_body = upstream_body_of(screened_body)
     try:
         if ctx.stream:
-            return await _stream(ctx, decision, upstream_body, body, estimated_input)
-        return await _complete(ctx, decision, upstream_body, body, estimated_input)
+            response = await _stream(ctx, decision, upstream_body, body, estimated_input)
+            if not isinstance(response, StreamingResponse):
+                release_cache(ctx)  # else the stream's end releases it
+            return response
+        try:
+            return await _complete(ctx, decision, upstream_body, body, estimated_input)
+        finally:
+            release_cache(ctx)
     except BaseException:
+        release_cache(ctx)
         # Not settled by the lifecycle (a bug, a cancellation): no lease is held for it, so
         # the sweeper settles it after its deadline, as it does for a dead process.
         request_leases(services).release(ctx.request_id)
         raise
+
+
+def plan_cache(
+    ctx: Context,
+    http: HttpRequest,
+    endpoint: str,
+    body: dict[str, Any],
+    screened_body: dict[str, Any],
+    effective: Any,
+    decision: RouteDecision,
+) -> rc.CachePlan | None:
+    """The response cache's key for this request (chat and embeddings): bad cache headers
+    are refused here, before anything is reserved."""
+    if ctx.project_id is None:
+        return None
+    return rc.plan_request(
+        http.headers,
+        body,
+        endpoint=endpoint,
+        api_key=bearer_key(http.headers.get("authorization")),
+        project_id=ctx.project_id,
+        scope=effective.cache_scope(),
+        models=tuple(target.spec.name for target in decision.targets),
+        pii_policy=ctx.pii_policy,
+        stream=ctx.stream,
+        screened_body=screened_body,
+    )
+
+
+async def look_up_cache(ctx: Context, effective: Any) -> str:
+    """After admission (the hit passed budgets and quotas like any request): read the entry.
+    A hit from a model the effective tier does not allow is never served (selector's rule)."""
+    plan = ctx.cache_plan
+    if plan is None:
+        return rc.BYPASS
+    await rc.response_cache(ctx.services).lookup(plan)
+    if plan.hit is not None and not cache_hit_allowed(
+        plan.hit.model, effective, ctx.services.routing.catalog
+    ):
+        plan.hit, plan.outcome = None, rc.MISS
+    if plan.hit is not None:
+        ctx.headers.update({"X-LG-Model": plan.hit.model, "X-LG-Provider": plan.hit.provider})
+    return plan.outcome
+
+
+def release_cache(ctx: Context) -> None:
+    if ctx.cache_plan is not None:
+        rc.response_cache(ctx.services).release(ctx.cache_plan)
+
+
+async def store_in_cache(ctx: Context, served: RouteTarget, **entry: Any) -> None:
+    """After settlement: keep what the provider answered (placeholders, not raw PII)."""
+    plan = ctx.cache_plan
+    if plan is None or not plan.store_wanted:
+        return
+    await rc.response_cache(ctx.services).store_entry(
+        plan,
+        rc.CacheEntry(
+            origin_request_id=ctx.request_id,
+            model=served.spec.name,
+            provider=served.spec.provider,
+            **entry,
+        ),
+    )
+
+
+def charged_usage(ctx: Context, usage: Usage) -> c.UsageReport:
+    """What the ledger charges: the provider's usage, or nothing for a cache hit (no provider
+    was called; the client still sees the origin's usage in the body)."""
+    if ctx.cache_plan is not None and ctx.cache_plan.hit is not None:
+        return c.UsageReport(0, 0, 0, rc.USAGE_SOURCE_CACHE)
+    return c.UsageReport(
+        usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens, usage.source
+    )
 
 
 def hold_lease(ctx: Context) -> None:
@@ -552,15 +640,20 @@ async def _complete(
         adapter = await attempts.prepare(target)
         return await adapter.chat(upstream_body, target.spec.upstream_id), target
 
+    hit = ctx.cache_plan.hit if ctx.cache_plan is not None else None
     try:
-        outcome_of_attempts = await run_with_failover(
-            router_for(ctx.mode, ctx.services.routing.router),
-            decision,
-            attempt,
-            deadline_s=attempts.deadline_s(),
-            measure=measure_chat(client_body, ctx.received_at),
-            cut_in_flight=False,
-        )
+        if hit is not None and hit.body is not None:
+            result, served = ChatResult(orjson.loads(orjson.dumps(hit.body)), Usage(0, 0)), None
+        else:
+            outcome_of_attempts = await run_with_failover(
+                router_for(ctx.mode, ctx.services.routing.router),
+                decision,
+                attempt,
+                deadline_s=attempts.deadline_s(),
+                measure=measure_chat(client_body, ctx.received_at),
+                cut_in_flight=False,
+            )
+            result, served = outcome_of_attempts.value
     except Exception as error:
         ctx.purge_pii()
         gateway_error = as_gateway_error(error)
@@ -570,9 +663,11 @@ async def _complete(
             log.exception("adapter failure in %s", ctx.request_id, exc_info=error)
         await fail_request(ctx, gateway_error)
         return error_response(gateway_error, ctx.request_id, ctx.headers)
-    result, served = outcome_of_attempts.value
-    ctx.headers.update(decision.headers(served))
-    upstream_ms = int((time.perf_counter() - upstream_started) * 1000)
+    if served is not None:
+        ctx.headers.update(decision.headers(served))
+    upstream_ms = int((time.perf_counter() - upstream_started) * 1000) if hit is None else 0
+    # What the provider said (placeholders, before rehydration): what the cache may keep.
+    cacheable = None if served is None else orjson.dumps(result.body)
     text = _completion_text(result.body)
     if ctx.pii_policy is not None:
         try:
@@ -600,20 +695,18 @@ async def _complete(
         ctx.services,
         c.CompleteRequest(
             request_id=ctx.request_id,
-            usage=c.UsageReport(
-                result.usage.prompt_tokens,
-                result.usage.completion_tokens,
-                result.usage.cached_tokens,
-                result.usage.source,
-            ),
+            usage=charged_usage(ctx, result.usage),
             finish_reason=finish_reason,
             completion_chars=len(text),
             completion_sha256=hashlib.sha256(text.encode()).hexdigest() if text else None,
             latency_ms=ctx.elapsed_ms(),
             upstream_ms=upstream_ms,
             actor_id=ctx.actor_id,
+            **rc.cache_fields(ctx.cache_plan),
         ),
     )
+    if cacheable is not None and served is not None:
+        await store_in_cache(ctx, served, body=orjson.loads(cacheable))
     total_ms = ctx.elapsed_ms()
     headers = {
         "X-Request-Id": ctx.request_id,
@@ -705,21 +798,29 @@ async def _stream(
             raise
         return opened, opened_iterator, first_chunk, target
 
+    hit = ctx.cache_plan.hit if ctx.cache_plan is not None else None
     try:
-        started = await run_with_failover(
-            router_for(ctx.mode, ctx.services.routing.router),
-            decision,
-            attempt,
-            deadline_s=attempts.deadline_s(),
-            cut_in_flight=False,
-        )
+        if hit is not None and hit.chunks is not None:
+            stream: ChatStream = rc.ReplayStream(hit)
+            iterator = stream.__aiter__()
+            first = await anext(iterator, None)
+            served = decision.chosen
+        else:
+            started = await run_with_failover(
+                router_for(ctx.mode, ctx.services.routing.router),
+                decision,
+                attempt,
+                deadline_s=attempts.deadline_s(),
+                cut_in_flight=False,
+            )
+            stream, iterator, first, served = started.value
     except Exception as error:
         ctx.purge_pii()
         gateway_error = as_gateway_error(error)
         await fail_request(ctx, gateway_error)
         return error_response(gateway_error, ctx.request_id, ctx.headers)
-    stream, iterator, first, served = started.value
-    ctx.headers.update(decision.headers(served))
+    if hit is None:
+        ctx.headers.update(decision.headers(served))
     route = route_of(served)
     first_chunk_ms = int((time.perf_counter() - upstream_started) * 1000)
     overhead_ms = max(ctx.elapsed_ms() - first_chunk_ms, 0)
@@ -741,12 +842,22 @@ async def _stream(
         text_parts: list[str] = []
         finished = False
         last_chunk: dict[str, Any] | None = first
+        # The upstream's chunks as sent (placeholders), for the response cache; None once
+        # too large to keep or when nothing will be stored.
+        keep = ctx.cache_plan is not None and ctx.cache_plan.store_wanted and hit is None
+        kept: list[bytes] | None = [] if keep else None
+        kept_bytes = 0
         try:
             async for chunk in upstream_chunks():
                 # The upstream's own text (placeholders, not restored values) is what gets
                 # counted and hashed.
                 text_parts.append(_chunk_text(chunk))
                 last_chunk = chunk
+                if kept is not None:
+                    kept.append(orjson.dumps(chunk))
+                    kept_bytes += len(kept[-1])
+                    if kept_bytes > rc.ENTRY_BYTES_MAX:
+                        kept = None
                 outgoing = [chunk] if pii_stream is None else await pii_stream.process(chunk)
                 for out in outgoing:
                     if include_usage:
@@ -766,20 +877,27 @@ async def _stream(
                 ctx.services,
                 c.CompleteRequest(
                     request_id=ctx.request_id,
-                    usage=c.UsageReport(
-                        usage.prompt_tokens,
-                        usage.completion_tokens,
-                        usage.cached_tokens,
-                        usage.source,
-                    ),
+                    usage=charged_usage(ctx, usage),
                     finish_reason=stream.finish_reason,
                     completion_chars=len(text),
                     completion_sha256=hashlib.sha256(text.encode()).hexdigest() if text else None,
                     latency_ms=ctx.elapsed_ms(),
-                    upstream_ms=int((time.perf_counter() - upstream_started) * 1000),
+                    upstream_ms=0
+                    if hit is not None
+                    else int((time.perf_counter() - upstream_started) * 1000),
                     actor_id=ctx.actor_id,
+                    **rc.cache_fields(ctx.cache_plan),
                 ),
             )
+            if kept is not None and stream.usage is not None:
+                # Only a stream that ended with the provider's own usage is kept.
+                await store_in_cache(
+                    ctx,
+                    served,
+                    chunks=[orjson.loads(item) for item in kept],
+                    usage=stream.usage.as_openai(),
+                    finish_reason=stream.finish_reason,
+                )
             if include_usage:
                 usage_chunk = {
                     "id": (last_chunk or {}).get("id", ctx.request_id),
@@ -843,6 +961,7 @@ async def _stream(
                     ),
                 )
             ctx.purge_pii()
+            release_cache(ctx)
             try:
                 await asyncio.shield(stream.aclose())
             except Exception:  # closing an already-broken upstream connection

@@ -152,6 +152,8 @@ class AuditView(View):
                 latency_ms=event.latency_ms,
                 upstream_ms=event.upstream_ms,
                 finished_at=iso(event.completed_at),
+                cache=event.cache,
+                cache_origin_request_id=event.cache_origin_request_id,
             )
         elif isinstance(event, Request.Failed):
             self._update(

@@ -81,7 +81,8 @@ class RouterStatsView(View):
                 ),
             )
         elif isinstance(event, Request.Completed):
-            if row["endpoint"] is not None:
+            # A cache hit called no provider: it says nothing about the endpoint.
+            if row["endpoint"] is not None and event.cache != "hit":
                 self._outcome(tx, position, aggregate_id, row, True, event.upstream_ms,
                               event.provider_cost, None, event.completed_at)  # fmt: skip
             self._forget(tx, aggregate_id)

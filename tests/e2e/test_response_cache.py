@@ -290,3 +290,35 @@ def scan_for(gateway: Gateway, tmp_path: Path, needles: list[str]) -> dict[str, 
                             found += [f"{table}: {n}" for n in needles if n in text]
                             rows += table == "lg_response_cache"
     return {"found": found, "lg_response_cache rows": rows}
+
+
+def test_a_pii_answer_is_cached_with_placeholders_and_rehydrated_for_a_second_caller(
+    gateway: Gateway, simulator: tuple[BackgroundServer, SimulatorState], tmp_path: Path
+) -> None:
+    state = simulator[1]
+    state.reply = "Confirmed, <PERSON_1>: the receipt goes to <EMAIL_ADDRESS_1>."
+    tenant = gateway.tenant()
+    policy = {"pii_policy": {"action": "pseudonymize", "rehydrate_response": True}}
+
+    def caller(name: str, email: str, user: str) -> Any:
+        return ask(
+            gateway.openai(tenant, user=user, timeout=180.0),
+            messages=[{"role": "user", "content": f"I'm {name}, mail {email}. Confirm, please."}],
+            extra_body=policy,
+        )
+
+    first = caller("Anna Svensson", "anna.svensson@example.com", "alice")
+    assert first.headers["x-lg-cache"] == "miss"
+    assert first.parse().choices[0].message.content == (
+        "Confirmed, Anna Svensson: the receipt goes to anna.svensson@example.com."
+    )
+    second = caller("Lars Berg", "lars.berg@example.com", "bob")
+    assert second.headers["x-lg-cache"] == "hit"  # the screened prompts are identical
+    assert second.parse().choices[0].message.content == (
+        "Confirmed, Lars Berg: the receipt goes to lars.berg@example.com."
+    )
+    assert len(state.requests) == 1
+    gateway.settle()
+    scan = scan_for(gateway, tmp_path, ["Anna Svensson", "Lars Berg", "lars.berg@", "anna.sv"])
+    assert scan["lg_response_cache rows"] == 1
+    assert scan["found"] == []

@@ -24,22 +24,28 @@ from domain.catalog import Catalog
 from domain.errors import DomainError, ModelCapabilityMissing
 from domain.ids import key_mode
 from domain.tiers import EffectiveTier
+from gateway import response_cache as rc
 from gateway.auth import actor_from, authenticate_key, presented_key_id
 from gateway.bootstrap import Services, adapter_classes
 from gateway.byok import ProjectEndpointKeys
 from gateway.chat import (
     Attempts,
     Context,
+    charged_usage,
     fail_request,
     hold_lease,
     key_source_for,
+    look_up_cache,
     money_header,
+    plan_cache,
     reject,
+    release_cache,
     screen_request_pii,
+    store_in_cache,
 )
 from gateway.errors import GatewayError, as_gateway_error, error_response
 from gateway.json_bytes import dumps
-from gateway.providers.base import UpstreamError
+from gateway.providers.base import EmbeddingResult, UpstreamError, Usage
 from gateway.providers.tokens import estimate_embedding_tokens
 from gateway.responses import JsonResponse
 from gateway.routing.decision import RouteTarget
@@ -200,6 +206,9 @@ async def embeddings(http: HttpRequest, services: Services) -> Response:
                 route.model, services.routing.catalog, effective, alternatives=[]
             )
         ctx.project = project
+        ctx.cache_plan = plan_cache(
+            ctx, http, ENDPOINT_EMBEDDINGS, body, screened_body, effective, decision
+        )
         key_source = ctx.key_source = key_source_for(services, project, route.provider, ctx.mode)
         admission = await services.writer.execute_async(
             c.AdmitRequest(
@@ -227,9 +236,22 @@ async def embeddings(http: HttpRequest, services: Services) -> Response:
             "X-LG-Estimated-Cost": money_header(terms["reserved_amount"]),
             "X-LG-Currency": terms["currency"],
             "X-LG-Key-Source": key_source,
-            "X-LG-Cache": "miss",
+            "X-LG-Cache": await look_up_cache(ctx, effective),
         }
     )
+    try:
+        return await _serve(ctx, services, decision, body, screened_body)
+    finally:
+        release_cache(ctx)
+
+
+async def _serve(
+    ctx: Context,
+    services: Services,
+    decision: Any,
+    body: dict[str, Any],
+    screened_body: dict[str, Any],
+) -> Response:
     upstream_body = upstream_body_of(screened_body)
     ctx.purge_pii()  # embeddings have no answer text to restore values into
     upstream_started = time.perf_counter()
@@ -241,15 +263,21 @@ async def embeddings(http: HttpRequest, services: Services) -> Response:
             raise SkipTarget("embeddings_not_supported", f"{target.endpoint_key} has no embeddings")
         return await adapter.embeddings(upstream_body, target.spec.upstream_id), target
 
+    hit = ctx.cache_plan.hit if ctx.cache_plan is not None else None
     try:
-        outcome_of_attempts = await run_with_failover(
-            router_for(ctx.mode, services.routing.router),
-            decision,
-            attempt,
-            deadline_s=attempts.deadline_s(),
-            measure=measure_embeddings(ctx.received_at),
-            cut_in_flight=False,
-        )
+        if hit is not None and hit.body is not None:
+            prompt_tokens = int((hit.usage or {}).get("prompt_tokens", 0))
+            result, served = EmbeddingResult(hit.body, Usage(prompt_tokens, 0)), None
+        else:
+            outcome_of_attempts = await run_with_failover(
+                router_for(ctx.mode, services.routing.router),
+                decision,
+                attempt,
+                deadline_s=attempts.deadline_s(),
+                measure=measure_embeddings(ctx.received_at),
+                cut_in_flight=False,
+            )
+            result, served = outcome_of_attempts.value
     except Exception as error:
         gateway_error = as_gateway_error(error)
         if gateway_error.status >= 500 and not isinstance(
@@ -258,16 +286,19 @@ async def embeddings(http: HttpRequest, services: Services) -> Response:
             log.exception("adapter failure in %s", ctx.request_id, exc_info=error)
         await fail_request(ctx, gateway_error)
         return error_response(gateway_error, ctx.request_id, ctx.headers)
-    result, served = outcome_of_attempts.value
-    ctx.headers.update(decision.headers(served))
-    upstream_ms = int((time.perf_counter() - upstream_started) * 1000)
+    if served is not None:
+        ctx.headers.update(decision.headers(served))
+    upstream_ms = int((time.perf_counter() - upstream_started) * 1000) if hit is None else 0
     result.body["model"] = body["model"]
     outcome = await settle(
         services,
         c.CompleteRequest(
             request_id=ctx.request_id,
-            usage=c.UsageReport(
-                result.usage.prompt_tokens, 0, result.usage.cached_tokens, result.usage.source
+            usage=charged_usage(
+                ctx,
+                Usage(
+                    result.usage.prompt_tokens, 0, result.usage.cached_tokens, result.usage.source
+                ),
             ),
             finish_reason=None,
             completion_chars=0,
@@ -275,8 +306,16 @@ async def embeddings(http: HttpRequest, services: Services) -> Response:
             latency_ms=ctx.elapsed_ms(),
             upstream_ms=upstream_ms,
             actor_id=ctx.actor_id,
+            **rc.cache_fields(ctx.cache_plan),
         ),
     )
+    if served is not None:
+        await store_in_cache(
+            ctx,
+            served,
+            body=result.body,
+            usage={"prompt_tokens": result.usage.prompt_tokens, "completion_tokens": 0},
+        )
     headers = {
         "X-Request-Id": ctx.request_id,
         **ctx.headers,

@@ -322,3 +322,28 @@ def test_a_pii_answer_is_cached_with_placeholders_and_rehydrated_for_a_second_ca
     scan = scan_for(gateway, tmp_path, ["Anna Svensson", "Lars Berg", "lars.berg@", "anna.sv"])
     assert scan["lg_response_cache rows"] == 1
     assert scan["found"] == []
+
+
+def test_embeddings_are_cached_with_always_and_served_at_zero_cost(
+    gateway: Gateway, upstream: SimulatorState
+) -> None:
+    gateway.set_price("text-embedding-3-small", "0.02", "0")
+    tenant = gateway.tenant()
+    client = gateway.openai(tenant)
+
+    def embed(headers: dict[str, str] | None = None) -> Any:
+        return client.embeddings.with_raw_response.create(
+            model="text-embedding-3-small", input=["alpha", "beta"], extra_headers=headers
+        )
+
+    assert embed().headers["x-lg-cache"] == "bypass"  # auto: embeddings carry no temperature
+    first = embed({"X-LG-Use-Cache": "always"})
+    second = embed({"X-LG-Use-Cache": "always"})
+    assert (first.headers["x-lg-cache"], second.headers["x-lg-cache"]) == ("miss", "hit")
+    vectors = [item.embedding for item in second.parse().data]
+    assert vectors == [item.embedding for item in first.parse().data]
+    assert Decimal(second.headers["x-lg-actual-cost"]) == 0
+    record = audit(gateway, tenant, second.headers["x-request-id"])
+    assert record["cache"] == "hit"
+    assert record["cache_origin_request_id"] == first.headers["x-request-id"]
+    assert record["upstream_ms"] == 0 and Decimal(record["provider_cost"]) == 0

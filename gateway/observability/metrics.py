@@ -36,8 +36,8 @@ from domain.tiers import KNOWN_PROVIDERS
 OTHER = "other"
 NONE = "none"
 KEY_SOURCES = frozenset({"managed", "byok"})
-# X-LG-Cache outcomes: today every request is a "miss" (no cache yet); the semantic cache
-# planned later adds the others.
+# X-LG-Cache outcomes: hit, miss, bypass from the response cache (gateway/response_cache.py);
+# the semantic cache planned later adds semantic_hit.
 CACHE_OUTCOMES = frozenset({"miss", "hit", "semantic_hit", "bypass", "stored"})
 BREAKER_STATES = ("closed", "open", "half_open")
 UPSTREAM_OUTCOMES = frozenset({"ok", "failed", "client_error", "timeout", "skipped", "cancelled"})

@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from domain import commands as c
 from domain.clock import parse_instant
 from domain.errors import InvalidAmount
-from domain.ids import REQUEST_ID_PREFIX, new_request_id
+from domain.ids import REQUEST_ID_PREFIX, key_mode, new_request_id
 from domain.money import to_decimal
 from domain.request import NON_TERMINAL_STATES, TERMINAL_STATES
 from domain.routing import ProjectRouting
@@ -34,6 +34,7 @@ from gateway.errors import GatewayError, as_gateway_error, error_response
 from gateway.fairness import ProjectConcurrencyMiddleware
 from gateway.jsonable import jsonable
 from gateway.observability import install as install_observability
+from gateway.openapi import install_openapi
 from gateway.pii.service import pii_service
 from gateway.read_scope import read_project
 from gateway.read_scope import require_admin as admin_gate
@@ -62,6 +63,7 @@ from projections.queries import InvalidCursor
 log = logging.getLogger("ledgergate.app")
 
 READ_WAIT_S_MAX = 10.0
+POSITION_MAX = 2**63 - 1  # a log position is a BIGINT
 # How far past the log's head a min_position may be: none. Every position a client holds
 # came from a committed write, so the store's head already includes it.
 MIN_POSITION_AHEAD_OF_HEAD_MAX = 0
@@ -282,9 +284,13 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         try:
             position = int(raw)
         except ValueError:
+            position = -1
+        if not 0 <= position <= POSITION_MAX:
             raise GatewayError(
-                "invalid_request", "min_position must be an integer", param="min_position"
-            ) from None
+                "invalid_request",
+                f"min_position must be an integer from 0 to {POSITION_MAX}",
+                param="min_position",
+            )
         await require_existing_position(position)
         # On the event loop: a waiting read holds no worker thread, however many there are.
         reached = await services.runner.wait_for_async(position, READ_WAIT_S_MAX)
@@ -414,9 +420,15 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     @app.get("/v1/billing/balance")
     async def balance(request: Request) -> Response:
         try:
-            project_id = await project_of(request)
+            # A test key reads its project's test balance (test mode), a live key the live one.
+            key, project = await authenticate_key(
+                services.cache, request.headers.get("authorization")
+            )
+            mode = key_mode(key.key_prefix)
             await wait_for(request)
-            result = await anyio.to_thread.run_sync(queries.get_balance, services.store, project_id)
+            result = await anyio.to_thread.run_sync(
+                queries.get_balance, services.store, str(project.id), mode
+            )
             if result is None:
                 raise GatewayError("project_not_found", "no balance for this project yet")
             return JsonResponse(result)
@@ -645,6 +657,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
                 amount=to_decimal(b["amount"]),
                 currency=str(b["currency"]),
                 reference=str(b["reference"]),
+                test=b.get("test") is True,
             ),
         )
 
@@ -737,13 +750,16 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     # The tamper-evident log (issue 13): checkpoints, the verifier key, proofs.
     from gateway.audit_routes import register_audit_routes
 
-    register_audit_routes(app, services, project_of=project_of, wait_for=wait_for)
+    register_audit_routes(
+        app, services, project_of=project_of, wait_for=wait_for, read_error=read_error
+    )
 
     # The audit dashboard (GET /dashboard) and the admin's project list it needs.
     from gateway.dashboard import install_dashboard
 
     install_dashboard(app, services)
 
+    install_openapi(app)  # after every route: the document covers them all
     return app
 
 

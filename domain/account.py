@@ -51,8 +51,16 @@ def _budget_bucket(key_id: UUID | None, day: date) -> str:
 
 class Account(Aggregate):
     class Opened(Aggregate.Created):
+        """v2 adds `mode`: "live", or "test" for a project's separate test balance."""
+
+        class_version = 2
         project_id: UUID
         currency: str
+        mode: str
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, object]) -> None:
+            state["mode"] = "live"  # test balances did not exist before v2
 
     class ToppedUp(Aggregate.Event):
         amount: Decimal
@@ -128,14 +136,23 @@ class Account(Aggregate):
         adjusted_at: datetime
 
     @classmethod
-    def open(cls, *, project_id: UUID, currency: str, account_id: UUID) -> Account:
+    def open(
+        cls, *, project_id: UUID, currency: str, account_id: UUID, mode: str = "live"
+    ) -> Account:
+        if mode not in ("live", "test"):
+            raise InvalidCommand("an account's mode is live or test")
         return cls._create(
-            cls.Opened, id=account_id, project_id=project_id, currency=check_currency(currency)
+            cls.Opened,
+            id=account_id,
+            project_id=project_id,
+            currency=check_currency(currency),
+            mode=mode,
         )
 
-    def __init__(self, project_id: UUID, currency: str) -> None:
+    def __init__(self, project_id: UUID, currency: str, mode: str = "live") -> None:
         self.project_id = project_id
         self.currency = currency
+        self.mode = mode
         self.credits = ZERO
         self.posted = ZERO
         self.pending_total = ZERO

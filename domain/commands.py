@@ -45,6 +45,7 @@ class TopUp(Command):
     amount: Decimal
     currency: str
     reference: str
+    test: bool = False  # the project's separate test balance (lg_test_ keys), opened on first use
 
 
 @dataclass(frozen=True)
@@ -141,6 +142,7 @@ class RequestFacts:
     client_ip: str | None
     received_at: datetime
     deadline_at: datetime
+    mode: str = "live"  # "test" for an lg_test_ key (domain/ids.key_mode)
 
 
 @dataclass(frozen=True)

@@ -21,12 +21,15 @@ from domain.clock import Clock
 from domain.errors import (
     DuplicateRequest,
     IllegalTransition,
+    InsufficientFunds,
     InvalidCommand,
     ReservationNotFound,
     UnknownKey,
     UnknownProject,
 )
 from domain.ids import (
+    MODE_LIVE,
+    MODE_TEST,
     account_id,
     api_key_id,
     fx_book_id,
@@ -84,11 +87,24 @@ def _project(uow: UnitOfWork, project_id: UUID) -> Project:
     return project
 
 
-def _account(uow: UnitOfWork, project_id: UUID) -> Account:
-    account = uow.find(account_id(project_id))
+def _account(uow: UnitOfWork, project_id: UUID, mode: str = MODE_LIVE) -> Account:
+    account = uow.find(account_id(project_id, mode))
     if not isinstance(account, Account):
+        if mode == MODE_TEST:
+            raise InsufficientFunds(
+                "this test key's project has no test balance: top one up with `ledgergate "
+                "topup --test` (test keys never use the live balance)",
+                mode=MODE_TEST,
+            )
         raise UnknownProject(f"no account for project {project_id}")
     return account
+
+
+def _request_account(uow: UnitOfWork, request: Request) -> Account:
+    """The account a request reserved on: the live one, or the test one for a test key."""
+    if request.project_id is None:
+        raise IllegalTransition("a request without a project has no account")
+    return _account(uow, request.project_id, getattr(request, "mode", MODE_LIVE))
 
 
 def _request(uow: UnitOfWork, request_id: str) -> Request:
@@ -228,11 +244,30 @@ def revoke_api_key(cmd: c.RevokeApiKey, uow: UnitOfWork) -> dict[str, Any]:
 
 
 def top_up(cmd: c.TopUp, uow: UnitOfWork) -> dict[str, Any]:
-    account = _account(uow, cmd.project_id)
+    if cmd.test:
+        project = _project(uow, cmd.project_id)
+        found = uow.find(account_id(project.id, MODE_TEST))
+        if isinstance(found, Account):
+            account = found
+        else:  # the test balance opens on its first top-up
+            account = Account.open(
+                project_id=project.id,
+                currency=project.currency,
+                account_id=account_id(project.id, MODE_TEST),
+                mode=MODE_TEST,
+            )
+            uow.add(account)
+    else:
+        account = _account(uow, cmd.project_id)
     applied = account.top_up(
         amount=cmd.amount, currency=cmd.currency, reference=cmd.reference, now=uow.clock.now()
     )
-    return {"applied": applied, "reference": cmd.reference.strip(), **balance_view(account)}
+    return {
+        "applied": applied,
+        "reference": cmd.reference.strip(),
+        "mode": MODE_TEST if cmd.test else MODE_LIVE,
+        **balance_view(account),
+    }
 
 
 def adjust_balance(cmd: c.AdjustBalance, uow: UnitOfWork) -> dict[str, Any]:
@@ -457,7 +492,7 @@ def admit_request(cmd: c.AdmitRequest, uow: UnitOfWork) -> dict[str, Any]:
         ocr_total = ocr_converted + quantize_internal(ocr_converted * fee_rate)
         cost_amount += ocr_total
         reserve_amount += ocr_total
-    account = _account(uow, project.id)
+    account = _account(uow, project.id, facts.mode)
     if account.has_reservation(facts.request_id):
         # Another process admitted this very request (same Idempotency-Key) between our
         # read of the request and our read of the account: a duplicate, never a 400.
@@ -682,7 +717,7 @@ def _charge(
     terms = request.terms
     if terms is None or request.project_id is None:
         raise IllegalTransition("only an admitted request can be charged")
-    account = _account(uow, request.project_id)
+    account = _request_account(uow, request)
     if not account.has_reservation(request.request_id):
         raise ReservationNotFound("the request's reservation is already settled")
     key = uow.find(request.key_id) if request.key_id is not None else None
@@ -727,7 +762,7 @@ def _correct_swept_charge(
     terms = request.terms
     if terms is None or request.project_id is None:
         raise IllegalTransition("only an admitted request can be charged")
-    account = _account(uow, request.project_id)
+    account = _request_account(uow, request)
     charge = _price_charge(uow, request, usage)
     previous = getattr(request, "charged_amount", Decimal(0))
     actual = min(charge.debit, terms.reserved_amount) if charge.capped else charge.debit
@@ -796,7 +831,7 @@ def fail_request(cmd: c.FailRequest, uow: UnitOfWork) -> dict[str, Any]:
     provider_cost = charged = fee = Decimal(0)
     usage = cmd.usage
     if request.project_id is not None and request.terms is not None:
-        account = _account(uow, request.project_id)
+        account = _request_account(uow, request)
         if (
             usage is not None
             and (usage.input_tokens or usage.output_tokens)
@@ -855,7 +890,7 @@ def abandon_request(cmd: c.AbandonRequest, uow: UnitOfWork) -> dict[str, Any]:
     now = uow.clock.now()
     charged = released = Decimal(0)
     if request.project_id is not None and request.terms is not None:
-        account = _account(uow, request.project_id)
+        account = _request_account(uow, request)
         if account.has_reservation(request.request_id):
             reserved = account.pending[request.request_id]
             if request.status in (DISPATCHED, STREAMING):

@@ -13,8 +13,20 @@ LIVE_KEY_PREFIX = "lg_live_"
 TEST_KEY_PREFIX = "lg_test_"
 
 
-def account_id(project_id: UUID) -> UUID:
+MODE_LIVE = "live"
+MODE_TEST = "test"  # lg_test_ keys: simulated upstream, a separate test balance
+
+
+def account_id(project_id: UUID, mode: str = MODE_LIVE) -> UUID:
+    """A project's live account, or with mode "test" its separate test account (test-mode
+    keys are charged there; it never holds or moves real money)."""
+    if mode == MODE_TEST:
+        return uuid5(NAMESPACE, f"test-account:{project_id}")
     return uuid5(NAMESPACE, f"account:{project_id}")
+
+
+def key_mode(key_prefix: str) -> str:
+    return MODE_TEST if key_prefix.startswith(TEST_KEY_PREFIX) else MODE_LIVE
 
 
 def api_key_id(key_hash: str) -> UUID:

@@ -15,7 +15,7 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
 
-from domain.errors import IllegalTransition
+from domain.errors import IllegalTransition, InvalidCommand
 from domain.pii_events import PiiDecision
 
 RECEIVED = "received"
@@ -74,6 +74,13 @@ class Request(Aggregate):
         client_ip: str | None
         received_at: datetime
         deadline_at: datetime
+        mode: str  # v2: "live", or "test" for an lg_test_ key (simulated, test balance)
+
+        class_version = 2
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, object]) -> None:
+            state["mode"] = "live"  # test mode did not exist before v2
 
     class PiiScreened(Aggregate.Event):
         """The PII decision for this request: what policy applied and what screening did.
@@ -279,8 +286,10 @@ class Request(Aggregate):
         abandoned_at: datetime
 
     @classmethod
-    def receive(cls, *, aggregate_id: UUID, **fields: Any) -> Request:
-        return cls._create(cls.Received, id=aggregate_id, **fields)
+    def receive(cls, *, aggregate_id: UUID, mode: str = "live", **fields: Any) -> Request:
+        if mode not in ("live", "test"):
+            raise InvalidCommand("a request's mode is live or test")
+        return cls._create(cls.Received, id=aggregate_id, mode=mode, **fields)
 
     def __init__(
         self,
@@ -299,8 +308,10 @@ class Request(Aggregate):
         client_ip: str | None,
         received_at: datetime,
         deadline_at: datetime,
+        mode: str = "live",
     ) -> None:
         self.request_id = request_id
+        self.mode = mode
         self.project_id = project_id
         self.key_id = key_id
         self.actor_id = actor_id

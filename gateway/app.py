@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from domain import commands as c
 from domain.clock import parse_instant
 from domain.errors import InvalidAmount
-from domain.ids import REQUEST_ID_PREFIX, new_request_id
+from domain.ids import MODE_LIVE, REQUEST_ID_PREFIX, key_mode, new_request_id
 from domain.money import to_decimal
 from domain.request import NON_TERMINAL_STATES, TERMINAL_STATES
 from domain.routing import ProjectRouting
@@ -36,7 +36,7 @@ from gateway.jsonable import jsonable
 from gateway.observability import install as install_observability
 from gateway.openapi import install_openapi
 from gateway.pii.service import pii_service
-from gateway.read_scope import read_project
+from gateway.read_scope import is_admin_token, read_project
 from gateway.read_scope import require_admin as admin_gate
 from gateway.request_history import request_history
 from gateway.responses import JsonResponse
@@ -421,8 +421,16 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     async def balance(request: Request) -> Response:
         try:
             project_id = await project_of(request)
+            # A test key reads its project's test balance (test mode); a live key and the
+            # admin token read the live one.
+            authorization = request.headers.get("authorization") or ""
+            presented = authorization.partition(" ")[2].strip()
+            admin = is_admin_token(services.settings.admin_token, authorization)
+            mode = MODE_LIVE if admin else key_mode(presented)
             await wait_for(request)
-            result = await anyio.to_thread.run_sync(queries.get_balance, services.store, project_id)
+            result = await anyio.to_thread.run_sync(
+                queries.get_balance, services.store, project_id, mode
+            )
             if result is None:
                 raise GatewayError("project_not_found", "no balance for this project yet")
             return JsonResponse(result)
@@ -651,6 +659,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
                 amount=to_decimal(b["amount"]),
                 currency=str(b["currency"]),
                 reference=str(b["reference"]),
+                test=b.get("test") is True,
             ),
         )
 
@@ -743,7 +752,9 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     # The tamper-evident log (issue 13): checkpoints, the verifier key, proofs.
     from gateway.audit_routes import register_audit_routes
 
-    register_audit_routes(app, services, project_of=project_of, wait_for=wait_for)
+    register_audit_routes(
+        app, services, project_of=project_of, wait_for=wait_for, read_error=read_error
+    )
 
     # The audit dashboard (GET /dashboard) and the admin's project list it needs.
     from gateway.dashboard import install_dashboard

@@ -23,11 +23,11 @@ from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse, Response
 
 from domain.audit_log import leaf_bytes
-from domain.ids import REQUEST_ID_PREFIX, new_request_id
+from domain.ids import REQUEST_ID_PREFIX
 from domain.merkle import ProofError
 from gateway.audit import AuditService, audit_service
 from gateway.bootstrap import Services
-from gateway.errors import GatewayError, as_gateway_error, error_response
+from gateway.errors import GatewayError
 from gateway.responses import JsonResponse
 from projections import queries
 from projections.audit_tree import StoredCheckpoint, record_of
@@ -148,7 +148,11 @@ def register_audit_routes(
     *,
     project_of: Callable[[Request], Awaitable[str]],
     wait_for: Callable[[Request], Awaitable[None]],
+    read_error: Callable[[Request, BaseException], Awaitable[Response]],
 ) -> None:
+    """`read_error` answers a failure like every read does (a project's bad input, a 400,
+    is recorded in its audit log)."""
+
     @app.get("/v1/audit/checkpoint")
     async def audit_checkpoint(request: Request) -> Response:
         try:
@@ -161,7 +165,7 @@ def register_audit_routes(
                 return PlainTextResponse(checkpoint.note, media_type="text/plain; charset=utf-8")
             return JsonResponse(_checkpoint_json(checkpoint, service.merkle.origin))
         except Exception as error:
-            return error_response(as_gateway_error(error), new_request_id())
+            return await read_error(request, error)
 
     @app.get("/v1/audit/public-key")
     async def audit_public_key(request: Request) -> Response:
@@ -179,7 +183,7 @@ def register_audit_routes(
                 {"public_key": verifier.vkey(), "origin": verifier.name, "algorithm": "ed25519"}
             )
         except Exception as error:
-            return error_response(as_gateway_error(error), new_request_id())
+            return await read_error(request, error)
 
     @app.get("/v1/data/audit/{request_id}/proof")
     async def audit_proof(request: Request, request_id: str) -> Response:
@@ -205,7 +209,7 @@ def register_audit_routes(
             )
             return JsonResponse(result)
         except Exception as error:
-            return error_response(as_gateway_error(error), new_request_id())
+            return await read_error(request, error)
 
     @app.get("/v1/audit/consistency")
     async def audit_consistency(request: Request) -> Response:
@@ -248,4 +252,4 @@ def register_audit_routes(
             except ProofError as error:
                 raise GatewayError("invalid_request", str(error), param="from") from None
         except Exception as error:
-            return error_response(as_gateway_error(error), new_request_id())
+            return await read_error(request, error)

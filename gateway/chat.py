@@ -33,7 +33,7 @@ from domain.errors import (
     ModelDoesNotSupportDocuments,
     PiiScreeningUnavailable,
 )
-from domain.ids import idempotent_request_id, new_request_id
+from domain.ids import MODE_LIVE, MODE_TEST, idempotent_request_id, key_mode, new_request_id
 from domain.pii_events import PiiDecision
 from gateway.auth import actor_from, authenticate_key, presented_key_id
 from gateway.bootstrap import Services
@@ -79,6 +79,7 @@ from gateway.routing.requests import (
 )
 from gateway.routing.selector import required_capabilities
 from gateway.settlement import request_leases, settle, submit_settlement
+from gateway.test_mode import refuse_in_test_mode, router_for, simulator_adapter
 from gateway.tokens import count_text_tokens, estimate_prompt_tokens, prompt_chars
 from gateway.validation import (
     check_body_strings,
@@ -123,6 +124,7 @@ class Context:
     admitted: bool = False
     project: Any = None  # the caller's Project aggregate, once authenticated
     key_source: str = "managed"  # "byok" when the admission priced the project's own key
+    mode: str = MODE_LIVE  # "test" for an lg_test_ key: simulated, charged to the test balance
     headers: dict[str, str] = field(default_factory=dict)
     # PII: the decision to record (admitted or rejected), and for an admitted request the
     # policy and the in-memory value mapping (purged when the request ends).
@@ -156,6 +158,7 @@ class Context:
             client_ip=self.client_ip,
             received_at=self.received_at,
             deadline_at=deadline,
+            mode=self.mode,
         )
 
 
@@ -228,6 +231,7 @@ async def chat_completions(http: HttpRequest, services: Services) -> Response:
         # The key first: a malformed body from a known key is still that project's record.
         key, project = await authenticate_key(services.cache, http.headers.get("authorization"))
         ctx.project_id, ctx.key_id = project.id, key.id
+        ctx.mode = key_mode(key.key_prefix)
         use_idempotency_key(ctx, project.id, http.headers.get("idempotency-key"))
         raw = await http.body()
         body = parse_json_body(raw)
@@ -264,6 +268,8 @@ async def chat_completions(http: HttpRequest, services: Services) -> Response:
             body,
             ctx.received_at,
         )
+        if ocr is not None:  # OCR would call Mistral for real
+            refuse_in_test_mode(ctx.mode, "document OCR (PDFs on eu_strict)")
         try:
             decision = await decide_for_request(
                 services.routing,
@@ -288,7 +294,7 @@ async def chat_completions(http: HttpRequest, services: Services) -> Response:
         # BYOK: the project's own key for the chosen provider, when it has one (fee 0%). The
         # admission prices the fee by this key source; failover keeps to targets of the same.
         ctx.project = project
-        key_source = ctx.key_source = key_source_for(services, project, route.provider)
+        key_source = ctx.key_source = key_source_for(services, project, route.provider, ctx.mode)
         if ocr is None:
             # The adapter must be able to forward the document natively: never dropped.
             check_document_support(
@@ -359,9 +365,15 @@ async def chat_completions(http: HttpRequest, services: Services) -> Response:
         screened_body = spliced.body
         ctx.headers["X-LG-Documents-Pages"] = str(spliced.pages)
     upstream_body = upstream_body_of(screened_body)
-    if ctx.stream:
-        return await _stream(ctx, decision, upstream_body, body, estimated_input)
-    return await _complete(ctx, decision, upstream_body, body, estimated_input)
+    try:
+        if ctx.stream:
+            return await _stream(ctx, decision, upstream_body, body, estimated_input)
+        return await _complete(ctx, decision, upstream_body, body, estimated_input)
+    except BaseException:
+        # Not settled by the lifecycle (a bug, a cancellation): no lease is held for it, so
+        # the sweeper settles it after its deadline, as it does for a dead process.
+        request_leases(services).release(ctx.request_id)
+        raise
 
 
 def hold_lease(ctx: Context) -> None:
@@ -370,10 +382,13 @@ def hold_lease(ctx: Context) -> None:
     request_leases(ctx.services).hold(ctx.request_id, ctx.facts().deadline_at)
 
 
-def key_source_for(services: Services, project: Any, provider: str) -> str:
+def key_source_for(services: Services, project: Any, provider: str, mode: str = MODE_LIVE) -> str:
     """The key source of a request: "byok" when the project has its own key for `provider`
     (fee 0%), else "managed". The admission prices the fee by it; failover keeps to targets
-    of the same source (Attempts.prepare)."""
+    of the same source (Attempts.prepare). A test-mode request uses no key at all (the
+    simulator answers it): "managed" rules price it on the test balance."""
+    if mode == MODE_TEST:
+        return "managed"
     own = byok_adapter(services, project, provider, services.adapters.get(provider))
     return "byok" if own is not None else "managed"
 
@@ -390,6 +405,9 @@ class Attempts:
 
     async def prepare(self, target: RouteTarget) -> ProviderAdapter:
         services = self.ctx.services
+        if self.ctx.mode == MODE_TEST:
+            # Test mode: the simulator answers; no provider, no managed or project key.
+            return await self._record_attempt(target, simulator_adapter(services))
         managed = services.routing.adapter_for(target)
         own = None
         if self.ctx.project is not None:
@@ -403,6 +421,12 @@ class Attempts:
         adapter = own or managed
         if adapter is None:
             raise SkipTarget("provider_not_configured", f"no adapter for {target.endpoint_key}")
+        return await self._record_attempt(target, adapter)
+
+    async def _record_attempt(
+        self, target: RouteTarget, adapter: ProviderAdapter
+    ) -> ProviderAdapter:
+        services = self.ctx.services
         if target is not self.decision.chosen:
             try:
                 await services.writer.execute_async(
@@ -530,7 +554,7 @@ async def _complete(
 
     try:
         outcome_of_attempts = await run_with_failover(
-            ctx.services.routing.router,
+            router_for(ctx.mode, ctx.services.routing.router),
             decision,
             attempt,
             deadline_s=attempts.deadline_s(),
@@ -683,7 +707,7 @@ async def _stream(
 
     try:
         started = await run_with_failover(
-            ctx.services.routing.router,
+            router_for(ctx.mode, ctx.services.routing.router),
             decision,
             attempt,
             deadline_s=attempts.deadline_s(),

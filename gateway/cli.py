@@ -127,6 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
     topup.add_argument("--amount", type=_decimal, required=True)
     topup.add_argument("--currency", required=True)
     topup.add_argument("--reference", required=True)
+    topup.add_argument(
+        "--test", action="store_true", help="top up the project's test balance (lg_test_ keys)"
+    )
 
     price = sub.add_parser("price", help="effective-dated model prices").add_subparsers(
         dest="action", required=True
@@ -394,6 +397,7 @@ def main(argv: list[str] | None = None) -> int:
                 amount=args.amount,
                 currency=args.currency,
                 reference=args.reference,
+                test=args.test,
             ),
         )
     if command == "price":

@@ -22,6 +22,7 @@ from fastapi.responses import Response
 from domain import commands as c
 from domain.catalog import Catalog
 from domain.errors import DomainError, ModelCapabilityMissing
+from domain.ids import key_mode
 from domain.tiers import EffectiveTier
 from gateway.auth import actor_from, authenticate_key, presented_key_id
 from gateway.bootstrap import Services, adapter_classes
@@ -50,6 +51,7 @@ from gateway.routing.requests import (
     route_of,
 )
 from gateway.settlement import settle
+from gateway.test_mode import router_for
 from gateway.validation import (
     check_body_strings,
     parse_json_body,
@@ -148,6 +150,7 @@ async def embeddings(http: HttpRequest, services: Services) -> Response:
     try:
         key, project = await authenticate_key(services.cache, http.headers.get("authorization"))
         ctx.project_id, ctx.key_id = project.id, key.id
+        ctx.mode = key_mode(key.key_prefix)
         body = parse_json_body(await http.body())
         check_body_strings(body)
         ctx.model_requested = storable_model(body)
@@ -197,7 +200,7 @@ async def embeddings(http: HttpRequest, services: Services) -> Response:
                 route.model, services.routing.catalog, effective, alternatives=[]
             )
         ctx.project = project
-        key_source = ctx.key_source = key_source_for(services, project, route.provider)
+        key_source = ctx.key_source = key_source_for(services, project, route.provider, ctx.mode)
         admission = await services.writer.execute_async(
             c.AdmitRequest(
                 facts=ctx.facts(ENDPOINT_EMBEDDINGS),
@@ -240,7 +243,7 @@ async def embeddings(http: HttpRequest, services: Services) -> Response:
 
     try:
         outcome_of_attempts = await run_with_failover(
-            services.routing.router,
+            router_for(ctx.mode, services.routing.router),
             decision,
             attempt,
             deadline_s=attempts.deadline_s(),

@@ -19,7 +19,10 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
+from uuid import UUID
 
 import orjson
 from eventsourcing.persistence import StoredEvent
@@ -33,8 +36,14 @@ from gateway.kafka_settings import (
 )
 from gateway.relay import HEADER_LEAF_HASH, HEADER_POSITION, HEADER_PREVIOUS
 from projections.base import View
-from projections.db import ReadStore
-from projections.runner import apply_by_position, ensure_tracking, locked_view_position
+from projections.db import ReadStore, Tx, iso
+from projections.runner import (
+    Undecodable,
+    apply_by_position,
+    ensure_tracking,
+    is_transient,
+    locked_view_position,
+)
 
 log = logging.getLogger("ledgergate.kafka_feed")
 
@@ -70,8 +79,20 @@ def event_mapper() -> Any:
     return LedgerApplication(env={"PERSISTENCE_MODULE": "eventsourcing.popo"}).mapper
 
 
-def decode_message(message: Any, mapper: Any) -> tuple[int, int, Any]:
-    """(position, previous position, domain event) from one relay message, verified."""
+@dataclass(frozen=True)
+class MessageInfo:
+    """What the feed keeps of a message beside its event: the chain link, and what a dead
+    letter records (topic, aggregate id — never the state)."""
+
+    previous: int
+    topic: str
+    originator_id: UUID
+
+
+def decode_message(message: Any, mapper: Any) -> tuple[int, MessageInfo, Any]:
+    """(position, message info, domain event) from one relay message, verified. An event
+    this version cannot decode comes back as `Undecodable`, to be dead-lettered like the
+    log runner does."""
     headers = {name: value for name, value in (message.headers or [])}
     try:
         data = orjson.loads(message.value)
@@ -88,22 +109,27 @@ def decode_message(message: Any, mapper: Any) -> tuple[int, int, Any]:
         raise FeedError(f"position {record.position}: position headers missing") from None
     if header_position != record.position or not 0 <= previous < record.position:
         raise FeedError(f"position {record.position}: the position headers disagree")
-    event = mapper.to_domain_event(
-        StoredEvent(record.originator_id, record.originator_version, record.topic, record.state)
-    )
-    return record.position, previous, event
+    info = MessageInfo(previous, record.topic, record.originator_id)
+    try:
+        event = mapper.to_domain_event(
+            StoredEvent(record.originator_id, record.originator_version, record.topic, record.state)
+        )
+    except Exception as error:
+        event = Undecodable(record.topic, error)
+    return record.position, info, event
 
 
 def split_at_gap(
-    decoded: Sequence[tuple[int, int, Any]], current: int, view: str
-) -> tuple[Sequence[tuple[int, int, Any]], FeedError | None]:
+    decoded: Sequence[tuple[int, MessageInfo, Any]], current: int, view: str
+) -> tuple[Sequence[tuple[int, MessageInfo, Any]], FeedError | None]:
     """Every new entry must follow the one before it in the log: its previous position is
     the position reached so far (duplicates and replays, at or below it, are skipped).
     Returns the entries before the first gap, and the error naming the gap if there is one."""
     last = current
-    for index, (position, previous, _) in enumerate(decoded):
+    for index, (position, info, _) in enumerate(decoded):
         if position <= last:
             continue
+        previous = info.previous
         if previous != last:
             return decoded[:index], FeedError(
                 f"view {view}: position {position} follows {previous} in the log, but the view "
@@ -130,16 +156,24 @@ class KafkaFeed:
         self.mapper = event_mapper()
         self.position = 0
         self.applied = 0  # messages applied or skipped as duplicates
+        self.dead_letters = 0  # recorded by this feed since it started
 
-    def apply(self, decoded: Sequence[tuple[int, int, Any]]) -> int:
+    def apply(self, decoded: Sequence[tuple[int, MessageInfo, Any]]) -> int:
         """Apply one batch to every view, each in its own transaction with its position; on
-        a gap, apply what precedes it, then raise."""
+        a gap, apply what precedes it, then raise. An event a view cannot apply is handled
+        as the log runner handles it: the batch again, one savepoint per event, the failing
+        one recorded in lg_dead_letters and passed over — so both builds stay equal."""
         reached, gaps = [], []
         for view in self.views:
-            with self.store.transaction() as tx:
-                current = locked_view_position(tx, view)
-                usable, gap = split_at_gap(decoded, current, view.name)
-                reached.append(apply_by_position(tx, view, usable, current))
+            try:
+                with self.store.transaction() as tx:
+                    position, gap = self._apply_view(tx, view, decoded, guarded=False)
+            except Exception as error:
+                if is_transient(error):
+                    raise
+                with self.store.transaction() as tx:
+                    position, gap = self._apply_view(tx, view, decoded, guarded=True)
+            reached.append(position)
             if gap is not None:
                 gaps.append(gap)
         self.position = min(reached, default=0)
@@ -147,6 +181,43 @@ class KafkaFeed:
             raise gaps[0]
         self.applied += len(decoded)
         return self.position
+
+    def _apply_view(
+        self, tx: Tx, view: View, decoded: Sequence[tuple[int, MessageInfo, Any]], *, guarded: bool
+    ) -> tuple[int, FeedError | None]:
+        current = locked_view_position(tx, view)
+        usable, gap = split_at_gap(decoded, current, view.name)
+        position = apply_by_position(
+            tx, view, usable, current, dead_letter=self._dead_letter, guarded=guarded
+        )
+        return position, gap
+
+    def _dead_letter(
+        self, tx: Tx, view: View, position: int, info: MessageInfo, error: BaseException
+    ) -> None:
+        self.dead_letters += 1
+        log.error(
+            "view %s could not apply event %d (%s) from Kafka: %s; recorded as a dead letter and passed over",
+            view.name,
+            position,
+            info.topic,
+            type(error).__name__,
+        )
+        sqlstate = getattr(error, "sqlstate", None)
+        tx.execute(
+            "INSERT INTO lg_dead_letters (view, position, topic, originator_id, error_class,"
+            " error_code, recorded_at) VALUES (%s, %s, %s, %s, %s, %s, %s)"
+            " ON CONFLICT (view, position) DO NOTHING",
+            (
+                view.name,
+                position,
+                info.topic,
+                str(info.originator_id),
+                type(error).__name__,
+                sqlstate if isinstance(sqlstate, str) else None,
+                iso(datetime.now(UTC)),
+            ),
+        )
 
     def run(self, stop: threading.Event | None = None, *, once: bool = False) -> int:
         """Consume until `stop` is set (with `once`: until the end of the topic as it was

@@ -375,6 +375,11 @@ class OutboxRelay:
                     if not standing_by:
                         log.info("another relay publishes %s; standing by", self.kafka.topic)
                         standing_by = True
+                    if target is not None:
+                        # `once` beside an active relay: done when it has published the target.
+                        self.position = relay_position(self.store, self.name)
+                        if self.position >= target:
+                            break
                     stop.wait(STANDBY_RETRY_S)
                     continue
                 try:

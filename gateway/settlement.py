@@ -36,12 +36,16 @@ SETTLE_BACKOFF_S = 0.05  # doubled per attempt: 50, 100, 200 ms
 RENEW_INTERVAL_S_MAX = 1.0  # also how soon a journalled settlement is retried
 RENEW_INTERVAL_S_MIN = 0.02
 WRITE_TIMEOUT_S = 10.0
+# A lease is renewed for at most this long (or 12 request timeouts, if longer): a request
+# whose settlement was lost to a bug is then left to the sweeper instead of held forever.
+LEASE_HELD_S_MAX = 3600.0
 SERVICES_KEY = "request_leases"
 
 
 @dataclass
 class _Live:
     deadline_at: datetime
+    held_since: datetime
     settlement: c.Command | None = None  # a settlement still to be made durable
 
 
@@ -66,7 +70,7 @@ class RequestLeases:
 
     def hold(self, request_id: str, deadline_at: datetime) -> None:
         with self._lock:
-            self._live[request_id] = _Live(deadline_at)
+            self._live[request_id] = _Live(deadline_at, self.services.clock.now())
 
     def release(self, request_id: str) -> None:
         with self._lock:
@@ -76,7 +80,8 @@ class RequestLeases:
         with self._lock:
             entry = self._live.get(request_id)
             if entry is None:
-                entry = self._live[request_id] = _Live(self.services.clock.now())
+                now = self.services.clock.now()
+                entry = self._live[request_id] = _Live(now, now)
             entry.settlement = settlement
 
     def live(self) -> dict[str, datetime]:
@@ -126,9 +131,14 @@ class RequestLeases:
             self.release(request_id)
         now = self.services.clock.now()
         half = timedelta(seconds=self.timeout_s / 2)
+        held_max = timedelta(seconds=max(LEASE_HELD_S_MAX, 12 * self.timeout_s))
         with self._lock:
             due = [(rid, e) for rid, e in self._live.items() if e.deadline_at - now < half]
         for request_id, entry in due:
+            if entry.settlement is None and now - entry.held_since > held_max:
+                log.warning("lease of %s held too long: left to the sweeper", request_id)
+                self.release(request_id)
+                continue
             deadline = now + timedelta(seconds=self.timeout_s)
             try:
                 outcome = writer.execute(
@@ -167,7 +177,12 @@ async def settle(services: Any, command: c.CompleteRequest | c.FailRequest) -> c
     """Make a settlement durable, retrying against fresh state; None when it could not be made
     durable yet (the real usage is then journalled and the charge retried in the background:
     the caller still answers the client). A domain error (e.g. the request was already
-    settled) is raised."""
+    settled) is raised. Shielded: a caller cancelled mid-retry (the client hung up) does not
+    stop the settlement."""
+    return await asyncio.shield(asyncio.ensure_future(_settle(services, command)))
+
+
+async def _settle(services: Any, command: c.CompleteRequest | c.FailRequest) -> c.Outcome | None:
     leases = request_leases(services)
     last: BaseException | None = None
     for attempt in range(SETTLE_ATTEMPTS_MAX):

@@ -24,6 +24,7 @@ the stored nodes, verified) and the stored frontier is checked to produce the ro
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -104,12 +105,20 @@ def record_of(notification: Any) -> StoredRecord:
 def _request_id_of(app: LedgerApplication, notification: Any) -> str | None:
     """The request an event belongs to when it names one (Request.Received, the account's
     reservation/charge/release). The Request aggregate's other events are found by
-    aggregate id. Decoding failures are not this follower's business: no request id."""
+    aggregate id. Plain JSON state (the default) is searched for the field and parsed only
+    when it is there, so the follower stays cheap; encrypted or compressed state is decoded
+    by the application's mapper. A state that does not decode has no request id here."""
+    mapper = app.mapper
+    state = bytes(notification.state)
     try:
-        event = app.mapper.to_domain_event(notification)
+        if getattr(mapper, "cipher", None) is None and getattr(mapper, "compressor", None) is None:
+            if b'"request_id"' not in state:
+                return None
+            value = json.loads(state).get("request_id")
+        else:
+            value = getattr(mapper.to_domain_event(notification), "request_id", None)
     except Exception:
         return None
-    value = getattr(event, "request_id", None)
     if isinstance(value, str) and value.startswith(REQUEST_ID_PREFIX):
         return value[:100]
     return None

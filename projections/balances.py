@@ -12,9 +12,15 @@ from projections.db import Tx, as_decimal, iso
 ZERO = Decimal(0)
 
 
+def balance_table(mode: str) -> str:
+    """Live balances and test balances (lg_test_ keys) live apart: a test balance never
+    shows in a live read, a total, or a reconciliation."""
+    return "lg_test_balances" if mode == "test" else "lg_balances"
+
+
 class BalancesView(View):
     name = "balances"
-    tables = ("lg_balances",)
+    tables = ("lg_balances", "lg_test_balances")
     event_types = (
         Account.Opened,
         Account.ToppedUp,
@@ -28,9 +34,10 @@ class BalancesView(View):
     def apply(self, tx: Tx, event: Any, position: int) -> None:
         account_id = str(event.originator_id)
         if isinstance(event, Account.Opened):
+            table = balance_table(event.mode)
             tx.execute(
-                "INSERT INTO lg_balances (account_id, project_id, currency, credits, posted, pending, available, "
-                "updated_at, position) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (account_id) DO NOTHING",
+                f"INSERT INTO {table} (account_id, project_id, currency, credits, posted, pending, available, "
+                "updated_at, position) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (account_id) DO NOTHING",  # noqa: S608 - table name from balance_table
                 (
                     account_id,
                     str(event.project_id),
@@ -44,9 +51,16 @@ class BalancesView(View):
                 ),
             )
             return
+        table = "lg_balances"
         row = tx.execute(
             "SELECT credits, posted, pending FROM lg_balances WHERE account_id = %s", (account_id,)
         ).fetchone()
+        if row is None:
+            table = "lg_test_balances"
+            row = tx.execute(
+                "SELECT credits, posted, pending FROM lg_test_balances WHERE account_id = %s",
+                (account_id,),
+            ).fetchone()
         if row is None:
             return
         credits, posted, pending = (
@@ -66,8 +80,8 @@ class BalancesView(View):
         elif isinstance(event, Account.ChargeCorrected):
             posted += event.amount
         tx.execute(
-            "UPDATE lg_balances SET credits = %s, posted = %s, pending = %s, available = %s, updated_at = %s, "
-            "position = %s WHERE account_id = %s",
+            f"UPDATE {table} SET credits = %s, posted = %s, pending = %s, available = %s, updated_at = %s, "
+            "position = %s WHERE account_id = %s",  # noqa: S608 - one of two constant names
             (
                 credits,
                 posted,

@@ -183,10 +183,13 @@ def get_audit(store: ReadStore, request_id: str) -> tuple[dict[str, Any] | None,
     return (audit_record(row) if row else None), position
 
 
-def get_balance(store: ReadStore, project_id: str) -> dict[str, Any] | None:
+def get_balance(store: ReadStore, project_id: str, mode: str = "live") -> dict[str, Any] | None:
+    """The project's live balance, or with mode "test" its test balance (lg_test_ keys)."""
+    table = "lg_test_balances" if mode == "test" else "lg_balances"
     with store.transaction(write=False) as tx:
         row = tx.execute(
-            "SELECT * FROM lg_balances WHERE project_id = %s", (project_id,)
+            f"SELECT * FROM {table} WHERE project_id = %s",  # noqa: S608 - one of two constants
+            (project_id,),
         ).fetchone()
         position_row = tx.execute(
             "SELECT position FROM lg_tracking WHERE view = 'balances'"
@@ -201,6 +204,7 @@ def get_balance(store: ReadStore, project_id: str) -> dict[str, Any] | None:
         "posted": _money(row["posted"]),
         "pending": _money(row["pending"]),
         "available": _money(row["available"]),
+        "mode": mode,
         "as_of_position": int(position_row["position"]) if position_row else 0,
     }
 

@@ -143,14 +143,14 @@ class ProjectionRunner:
             for view in self.views:
                 try:
                     with self.store.transaction() as tx:
-                        self._apply_view(tx, view, decoded)
+                        self._apply_view(tx, view, decoded, read_from=lowest)
                 except Exception as error:
                     if is_transient(error):
                         raise
                     # Some event of the batch cannot be applied: again, one savepoint per
                     # event, so the failing one is recorded and passed over alone.
                     with self.store.transaction() as tx:
-                        self._apply_view(tx, view, decoded, guarded=True)
+                        self._apply_view(tx, view, decoded, read_from=lowest, guarded=True)
             last = decoded[-1][0]
             self._set_position(last)
             if self.progress is not None:
@@ -208,15 +208,22 @@ class ProjectionRunner:
             return Undecodable(str(notification.topic), error)
 
     def _apply_view(
-        self, tx: Tx, view: View, decoded: list[tuple[int, Any, Any]], *, guarded: bool = False
+        self,
+        tx: Tx,
+        view: View,
+        decoded: list[tuple[int, Any, Any]],
+        *,
+        read_from: int,
+        guarded: bool = False,
     ) -> None:
+        current = locked_view_position(tx, view)
+        if current < read_from:
+            # The batch was read past this view's position: it was moved back (a rebuild)
+            # since. Applying the batch would skip what lies between; the next round reads
+            # from the view's own position instead.
+            return
         apply_by_position(
-            tx,
-            view,
-            decoded,
-            locked_view_position(tx, view),
-            dead_letter=self._dead_letter,
-            guarded=guarded,
+            tx, view, decoded, current, dead_letter=self._dead_letter, guarded=guarded
         )
 
     def _dead_letter(

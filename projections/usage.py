@@ -35,6 +35,8 @@ class UsageView(View):
     def apply(self, tx: Tx, event: Any, position: int) -> None:
         account_id = str(event.originator_id)
         if isinstance(event, Account.Opened):
+            if event.mode == "test":
+                return  # test-mode charges are no usage: their account is never known here
             tx.execute(
                 "INSERT INTO lg_usage_accounts (account_id, project_id, currency) VALUES (%s, %s, %s) "
                 "ON CONFLICT (account_id) DO NOTHING",

@@ -32,9 +32,10 @@ import polars as pl
 
 from domain.errors import CurrencyMismatch
 from domain.money import quantize_internal
+from domain.usage import USAGE_SOURCE_CAPPED
 from reconciliation.errors import InvalidReconciliationRequest, InvoiceFormatError
 from reconciliation.invoices import Invoice
-from reconciliation.schema import CHARGE_ENTRY_TYPES, validate_schema
+from reconciliation.schema import CHARGE_ENTRY_TYPES, ENTRY_CHARGE, validate_schema
 
 STATUS_MATCH = "match"
 STATUS_OVER = "over"
@@ -124,6 +125,9 @@ class ReconciliationReport:
     invoice_sha256: str
     invoice_lines_outside_month: int
     model_aliases: Mapping[str, str] = field(default_factory=dict)
+    # Charges whose upstream usage was implausible and capped (domain/usage.py): the ledger
+    # holds the capped cost, so an invoice line above it is expected there.
+    ledger_charges_capped: int = 0
 
     @property
     def discrepancies(self) -> tuple[ReconciliationLine, ...]:
@@ -146,6 +150,7 @@ class ReconciliationReport:
             "lines": [line.to_dict() for line in self.lines],
             "ledger_charges": self.ledger_charges,
             "ledger_charges_without_cost": self.ledger_charges_without_cost,
+            "ledger_charges_capped": self.ledger_charges_capped,
             "ledger_position": self.ledger_position,
             "invoice_layout": self.invoice_layout,
             "invoice_source": self.invoice_source,
@@ -210,11 +215,15 @@ def ledger_provider_costs(
             "input_tokens",
             "output_tokens",
             "position",
+            "entry_type",
+            "usage_source",
         )
         .group_by(keys)
         .agg(
             pl.col("provider_cost").sum().alias("ledger_cost"),
-            pl.len().alias("charges"),
+            # A correction adjusts an earlier charge of the same request: not another charge.
+            (pl.col("entry_type") == ENTRY_CHARGE).sum().alias("charges"),
+            (pl.col("usage_source") == USAGE_SOURCE_CAPPED).sum().alias("charges_capped"),
             pl.col("provider_cost").is_null().sum().alias("charges_without_cost"),
             pl.col("input_tokens").sum().alias("input_tokens"),
             pl.col("output_tokens").sum().alias("output_tokens"),
@@ -335,6 +344,7 @@ def reconcile(
         totals=totals,
         ledger_charges=int(ledger["charges"].sum() or 0),
         ledger_charges_without_cost=int(ledger["charges_without_cost"].sum() or 0),
+        ledger_charges_capped=int(ledger["charges_capped"].sum() or 0),
         ledger_position=max(positions) if positions else None,
         invoice_layout=invoice.layout,
         invoice_source=invoice.source_name,
@@ -484,6 +494,11 @@ def render_table(report: ReconciliationReport) -> str:
     if report.ledger_charges_without_cost:
         lines.append(
             f"warning: {report.ledger_charges_without_cost} ledger charges have no provider_cost"
+        )
+    if report.ledger_charges_capped:
+        lines.append(
+            f"flagged: {report.ledger_charges_capped} ledger charges were capped because the "
+            "upstream reported impossible usage (usage_source capped): check them on the invoice"
         )
     if report.invoice_lines_outside_month:
         lines.append(

@@ -71,9 +71,7 @@ def write_run(
         every_events=1000,
         interval_s=1.0,
     )
-    writer = GroupCommitWriter(
-        app, on_saved=(lambda _position: merkle.poke()) if follower else None
-    ).start()
+    writer = GroupCommitWriter(app).start()  # as in serve: the follower polls, unprompted
     now = datetime.now(UTC)
     writer.execute(
         c.SetPrice(
@@ -92,7 +90,7 @@ def write_run(
     )
     if follower:
         merkle.catch_up()
-        merkle.start(poll_interval_s=0.05)
+        merkle.start()
     start_position = app.recorder.max_notification_id() or 0
     barrier = threading.Barrier(callers + 1)
 

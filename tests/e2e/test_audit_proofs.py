@@ -218,6 +218,15 @@ def test_consistency_proofs_verify_between_signed_checkpoints_and_bad_params_are
     for response in bad + bad_checkpoint:
         assert response.status_code == 400, response.text
         assert response.json()["error"]["code"] == "invalid_request"
+    # Like every read's bad input, the rejections are in the project's audit log.
+    audited_gateway.settle()
+    with audited_gateway.client() as http:
+        rows = http.get(
+            "/v1/data/audit", params={"status": "rejected", "limit": 100}, headers=tenant.headers()
+        ).json()["data"]
+    endpoints = {row["endpoint"] for row in rows}
+    assert "GET /v1/audit/consistency" in endpoints
+    assert "GET /v1/data/audit/{request_id}/proof" in endpoints
 
 
 def test_the_standalone_verifier_imports_nothing_but_the_stdlib_and_cryptography():

@@ -124,7 +124,7 @@ def test_two_projects_custom_models_of_one_name_are_each_charged_their_own_price
     assert later.status_code == 200, later.text
     for tenant, price in ((a, "1"), (b, "6000"), (a, "1")):
         raw = gateway.openai(tenant).chat.completions.with_raw_response.create(
-            model="shared-llm", messages=MESSAGES, max_tokens=20
+            model="shared-llm", messages=MESSAGES, max_tokens=200
         )
         assert Decimal(raw.headers["x-lg-actual-cost"]) == charged(raw, price, price)
 
@@ -307,3 +307,51 @@ def test_a_missing_fx_rate_is_not_retried_by_the_openai_sdk_and_says_what_to_run
     with gateway.client() as http:
         audit = http.get("/v1/data/audit", headers=tenant.headers()).json()["data"]
     assert len(audit) == 1  # one attempt: the SDK honoured x-should-retry
+
+
+# ---- item 13 (part): test mode --------------------------------------------------------------
+
+
+def test_a_test_key_is_answered_by_the_simulator_and_charged_to_the_test_balance_only(
+    gateway: Gateway, simulator: Any
+) -> None:
+    from uuid import UUID
+
+    from domain import commands as c
+
+    _, upstream = simulator  # stands in for the real provider here
+    tenant = gateway.tenant(balance="10.00")
+    created = gateway.execute(c.CreateApiKey(project_id=tenant.project_id, test=True))
+    test_key = Tenant(tenant.project_id, created["api_key"], UUID(created["key_id"]), "USD")
+    client = gateway.openai(test_key)
+    with pytest.raises(openai.APIStatusError) as empty:  # no test balance yet
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    assert empty.value.status_code == 402 and "topup --test" in empty.value.body["message"]
+    topped = admin_post(gateway, "/v1/admin/topups", {"project_id": str(tenant.project_id),
+                        "amount": "3.00", "currency": "USD", "reference": "t1", "test": True})  # fmt: skip
+    assert topped.status_code == 200 and topped.json()["mode"] == "test", topped.text
+    raw = client.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=MESSAGES)
+    answer = raw.parse().choices[0].message.content
+    with client.chat.completions.with_streaming_response.create(
+        model="gpt-4o-mini", messages=MESSAGES, stream=True
+    ) as response:
+        streamed = "".join(c.choices[0].delta.content or "" for c in response.parse() if c.choices)
+    embedding = client.embeddings.create(model="text-embedding-3-small", input="hello")
+    assert answer.startswith("This is Ledgergate's simulated upstream") and streamed
+    assert embedding.data and upstream.requests == []  # the provider never saw a test request
+    charge = Decimal(raw.headers["x-lg-actual-cost"])
+    assert charge > 0
+    gateway.settle()
+    with gateway.client() as http:
+        test_balance = http.get("/v1/billing/balance", headers=test_key.headers()).json()
+        live_balance = http.get("/v1/billing/balance", headers=tenant.headers()).json()
+        audit = http.get("/v1/data/audit", headers=tenant.headers()).json()["data"]
+        usage = http.get("/v1/billing/usage", headers=tenant.headers()).json()
+    assert test_balance["mode"] == "test" and Decimal(test_balance["credits"]) == Decimal(3)
+    assert Decimal(test_balance["posted"]) >= charge and Decimal(test_balance["pending"]) == 0
+    assert live_balance["mode"] == "live" and Decimal(live_balance["available"]) == Decimal(10)
+    assert {record["mode"] for record in audit} == {"test"} and len(audit) == 4
+    assert usage["data"] == []  # test traffic is no usage
+    # And a live key of the same project still reaches the provider and its live balance.
+    gateway.openai(tenant).chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    assert len(upstream.requests) == 1

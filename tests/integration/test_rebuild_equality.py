@@ -88,6 +88,35 @@ def test_replaying_a_batch_twice_changes_nothing(gateway: Gateway, simulator) ->
     ]
     for each in runner.views:
         with gateway.services.store.transaction() as tx:
-            runner._apply_view(tx, each, decoded)
+            runner._apply_view(tx, each, decoded, read_from=0)
     assert snapshot(gateway) == before
     assert runner.view_position(runner.views[0].name) == position
+
+
+def test_a_batch_read_before_a_rebuild_never_skips_the_rebuilt_views_history(
+    gateway: Gateway, simulator, backend
+) -> None:
+    """The background runner may have read a batch past a view's position when a rebuild
+    moves that view back to zero; applying that batch would jump the view over everything
+    before it (seen: an empty usage view after `rebuild` on PostgreSQL)."""
+    mixed_workload(gateway, simulator[1])
+    gateway.settle()
+    before = snapshot(gateway)
+    runner, store = gateway.services.runner, gateway.services.store
+    usage = next(view for view in runner.views if view.name == "usage")
+    read_from = runner.view_position("usage") - 2  # a batch of the last two events
+    batch = [
+        (n.id, n, runner.app.mapper.to_domain_event(n))
+        for n in runner.app.recorder.select_notifications(
+            start=read_from, limit=10, inclusive_of_start=False
+        )
+    ]
+    assert batch, "the workload wrote events"
+    with store.transaction() as tx:  # what a rebuild does first
+        usage.reset(tx)
+        tx.execute("UPDATE lg_tracking SET position = 0 WHERE view = %s", ("usage",))
+    with store.transaction() as tx:  # the stale batch arrives: it must not be applied
+        runner._apply_view(tx, usage, batch, read_from=read_from)
+    assert runner.view_position("usage") == 0
+    runner.catch_up()
+    assert snapshot(gateway) == before

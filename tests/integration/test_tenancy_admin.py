@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import time
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -140,3 +141,21 @@ def test_two_processes_starting_at_once_seed_each_catalog_price_once(
     assert prices and len(keys) == len(set(keys))  # one row per (model, effective_from)
     assert {event.source for event in prices} == {"catalog"}
     assert len(stored_events({**env}, PriceBook.Opened)) == len({key[0] for key in keys})
+
+
+def test_topup_test_fills_the_separate_test_balance_and_leaves_the_live_one(
+    cli_env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from domain.account import Account
+
+    code, project = run_cli(capsys, "project", "create", "--name", "acme")
+    assert code == 0
+    pid = project["project_id"]
+    code, test = run_cli(capsys, "topup", "--project", pid, "--amount", "2", "--currency",
+                         "USD", "--reference", "t", "--test")  # fmt: skip
+    assert code == 0 and test["mode"] == "test" and Decimal(test["credits"]) == 2
+    code, live = run_cli(capsys, "topup", "--project", pid, "--amount", "5", "--currency",
+                         "USD", "--reference", "l")  # fmt: skip
+    assert code == 0 and live["mode"] == "live" and Decimal(live["credits"]) == 5
+    opened = stored_events(cli_env, Account.Opened)
+    assert sorted(event.mode for event in opened) == ["live", "test"]

@@ -6,14 +6,17 @@ from __future__ import annotations
 import base64
 import logging
 import secrets
+import threading
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import orjson
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 
 from domain.application import open_application
+from domain.audit_log import StoredRecord, export_record
 from gateway.kafka_feed import FeedError, KafkaFeed
 from gateway.kafka_settings import (
     CONSUMER_HEARTBEAT_INTERVAL_MS,
@@ -21,7 +24,14 @@ from gateway.kafka_settings import (
     KafkaConfigError,
     KafkaSettings,
 )
-from gateway.relay import RelayLock, message_for, redacted, relay_name
+from gateway.relay import (
+    OutboxRelay,
+    RelayLock,
+    message_for,
+    redacted,
+    relay_name,
+    store_relay_position,
+)
 from projections.audit import AuditView
 from projections.db import ReadStore
 from tests.kafka.workload import write_lifecycles
@@ -197,3 +207,62 @@ def test_a_kafka_fed_view_refuses_a_record_whose_bytes_were_altered(
     feed = _feed_from(kafka_env, [*relay_messages[:3], altered, *relay_messages[4:]], tmp_path)
     with pytest.raises(FeedError, match=f"position {target.position}: the leaf hash"):
         feed.run(once=True)
+
+
+def test_an_event_the_view_cannot_decode_is_a_dead_letter_as_in_the_log_runner(
+    kafka_env: dict[str, str], relay_messages: list[Any], tmp_path: Path
+) -> None:
+    """An intact record (its leaf hash matches) whose event class this version does not
+    know: recorded in lg_dead_letters and passed over, the view goes on to the end."""
+    target = relay_messages[2]
+    value = orjson.loads(target.value)
+    record = StoredRecord(
+        value["position"],
+        UUID(value["aggregate_id"]),
+        value["version"],
+        "domain.request:Request.FromAFutureVersion",
+        base64.b64decode(value["state"]),
+    )
+    exported = export_record(record)
+    headers = [
+        (name, exported["leaf_hash"].encode() if name == "ledgergate-leaf-hash" else data)
+        for name, data in target.headers
+    ]
+    unknown = type(target)(target.position, target.key, orjson.dumps(exported), headers)
+    feed = _feed_from(kafka_env, [*relay_messages[:2], unknown, *relay_messages[3:]], tmp_path)
+    assert feed.run(once=True) == relay_messages[-1].position
+    with feed.store.transaction(write=False) as tx:
+        letters = tx.execute("SELECT view, position, topic FROM lg_dead_letters").fetchall()
+    assert letters == [{"view": "audit", "position": target.position, "topic": record.topic}]
+    assert feed.dead_letters == 1
+
+
+def test_relay_once_beside_an_active_relay_waits_for_it_and_never_publishes_itself(
+    tmp_path: Path,
+) -> None:
+    data_dir = str(tmp_path / "data")
+    target = write_lifecycles(None, data_dir, 2)
+    app, store = open_application(None, data_dir), ReadStore(None, data_dir)
+    store.migrate()
+    kafka = KafkaSettings.from_env({"LEDGERGATE_KAFKA_BOOTSTRAP": "127.0.0.1:1"})
+
+    def no_producer(_: KafkaSettings) -> Any:
+        raise AssertionError("a standing-by relay must not publish")
+
+    active = RelayLock.for_store(store, relay_name(kafka.topic))
+    try:
+        assert active.acquire()
+        store_relay_position(store, relay_name(kafka.topic), target)  # the active one's work
+        standby = OutboxRelay(
+            app.recorder, store, kafka, producer_factory=no_producer, topic_setup=no_producer
+        )
+        give_up = threading.Event()  # bounds the test should it not notice
+        timer = threading.Timer(10.0, give_up.set)
+        timer.start()
+        assert standby.run(give_up, once=True) == target
+        assert not give_up.is_set()
+        timer.cancel()
+    finally:
+        active.release()
+        store.close()
+        app.close()

@@ -364,3 +364,40 @@ def test_every_line_obeys_the_status_rule_and_lines_add_up_to_the_totals(
     assert report.totals.ledger_cost == sum(ledger_costs.values(), Decimal(0))
     assert report.totals.invoice_cost == sum(invoice_costs.values(), Decimal(0))
     assert report.totals.difference == sum((line.difference for line in report.lines), Decimal(0))
+
+
+def test_capped_charges_and_corrections_are_counted_and_flagged_for_finance():
+    from reconciliation.ledger import balance_as_of
+    from tests.unit.reconciliation.builders import at
+
+    ledger = (
+        LedgerBuilder()
+        .topup("2026-08-31 00:00", "100")
+        .charge("2026-09-01 10:00", "r1", "1.10", provider_cost="1.00", usage_source="capped")
+        .charge("2026-09-01 11:00", "r2", "0.22", provider_cost="0.20", usage_source="estimated")
+        # r2 was swept, then answered: the correction adds the difference to its real usage.
+        ._add(
+            "correction",
+            "2026-09-01 11:05",
+            "0.88",
+            request_id="r2",
+            provider="openai",
+            model="gpt-4o",
+            upstream_model="gpt-4o-2024-08-06",
+            provider_cost=Decimal("0.80"),
+            provider_currency="USD",
+            usage_source="provider",
+        )
+    )
+    report = reconcile(
+        ledger.lazy(),
+        invoice("2026-09-01,openai,gpt-4o-2024-08-06,,,2.00,USD"),
+        "openai",
+        "2026-09",
+    )
+    assert report.totals.ledger_cost == Decimal("2.00") and report.is_clean
+    assert report.ledger_charges == 2  # the correction is not a third charge
+    assert report.ledger_charges_capped == 1
+    assert "1 ledger charges were capped" in render_table(report)
+    balance = balance_as_of(ledger.lazy(), "proj_a", at("2026-09-30 00:00"))
+    assert balance.charged == Decimal("2.20") and balance.available == Decimal("97.80")

@@ -314,6 +314,8 @@ class ResponseCacheStore:
     async def lookup(self, plan: CachePlan) -> None:
         """Read the entry (sets `plan.hit`), or become the leader of identical requests, or
         wait for the leader in flight and read again. A store failure is a miss, logged."""
+        if not plan.options.read and not plan.options.write:
+            return  # not consulted: the plan's outcome stands
         if not plan.options.read:
             plan.outcome = BYPASS
             await self._lead(plan)
@@ -392,12 +394,16 @@ def plan_request(
     pii_policy: Any,
     stream: bool,
     screened_body: dict[str, Any],
-) -> CachePlan | None:
-    """The request's cache plan, or None when it does not use the cache at all (bypass).
-    Header errors raise (400) before anything is reserved."""
+) -> CachePlan:
+    """The request's cache plan (one that neither reads nor writes when the request does
+    not use the cache). Header errors raise (400) before anything is reserved."""
     options = options_from(headers)
     if not eligible(options, body) or not (options.read or options.write):
-        return None
+        # Not consulted. `never` (or no-cache with no-store) is a bypass the caller asked for;
+        # a sampled request in `auto` is simply answered by its provider: a miss.
+        unused = CacheOptions(options.mode, read=False, write=False, ttl_s=options.ttl_s)
+        asked = options.mode == MODE_NEVER or not (options.read or options.write)
+        return CachePlan(unused, "", b"", outcome=BYPASS if asked else MISS)
     material = cache_material(
         endpoint=endpoint,
         project_id=project_id,

@@ -65,12 +65,13 @@ def test_auto_mode_caches_a_deterministic_request_and_the_hit_is_audited_at_zero
     assert origin["cache"] == "miss" and Decimal(origin["cost"]) > 0
 
 
-def test_auto_mode_bypasses_a_sampled_request_and_always_caches_it(
+def test_auto_mode_never_caches_a_sampled_request_and_always_caches_it(
     gateway: Gateway, upstream: SimulatorState
 ) -> None:
     client = gateway.openai(gateway.tenant())
-    assert ask(client, temperature=0.7).headers["x-lg-cache"] == "bypass"
-    assert ask(client, temperature=0.7).headers["x-lg-cache"] == "bypass"
+    # Not consulted: the provider answers, a miss (a bypass is what `never` asks for).
+    assert ask(client, temperature=0.7).headers["x-lg-cache"] == "miss"
+    assert ask(client, temperature=0.7).headers["x-lg-cache"] == "miss"
     assert len(upstream.requests) == 2
     seeded = ask(client, temperature=0.7, seed=7)
     assert seeded.headers["x-lg-cache"] == "miss"
@@ -336,7 +337,8 @@ def test_embeddings_are_cached_with_always_and_served_at_zero_cost(
             model="text-embedding-3-small", input=["alpha", "beta"], extra_headers=headers
         )
 
-    assert embed().headers["x-lg-cache"] == "bypass"  # auto: embeddings carry no temperature
+    assert embed().headers["x-lg-cache"] == "miss"  # auto: embeddings carry no temperature
+    assert embed().headers["x-lg-cache"] == "miss"  # … so nothing was stored
     first = embed({"X-LG-Use-Cache": "always"})
     second = embed({"X-LG-Use-Cache": "always"})
     assert (first.headers["x-lg-cache"], second.headers["x-lg-cache"]) == ("miss", "hit")

@@ -44,7 +44,6 @@ from gateway.settlement import request_leases
 from gateway.unsupported import install_unsupported_routes
 from gateway.validation import (
     ADMIN_STRING_CHARS_MAX,
-    MODEL_SYNTAX,
     PLAIN_PARAM,
     USER_ID_CHARS_MAX,
     check_body_strings,
@@ -58,7 +57,6 @@ from projections.ledger_entries import (
     get_reconciliation,
     list_reconciliations,
 )
-from projections.queries import InvalidCursor
 
 log = logging.getLogger("ledgergate.app")
 
@@ -339,51 +337,16 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
 
     @app.get("/v1/data/audit")
     async def audit_list(request: Request) -> Response:
+        from gateway.data_filters import search_audit
+
         try:
             project_id = await project_of(request)
             await wait_for(request)
-            params = request.query_params
-            try:
-                limit = int(params.get("limit", queries.AUDIT_PAGE_DEFAULT))
-            except ValueError:
-                raise GatewayError(
-                    "invalid_request", "limit must be an integer", param="limit"
-                ) from None
-            status = params.get("status")
-            if status is not None and status not in AUDIT_STATUSES:
-                raise GatewayError(
-                    "invalid_request",
-                    f"status must be one of {', '.join(sorted(AUDIT_STATUSES))}",
-                    param="status",
-                )
-            model = params.get("model")
-            if model is not None and not MODEL_SYNTAX.fullmatch(model):
-                raise GatewayError(
-                    "invalid_request",
-                    "model must be a model name: letters, digits and . _ : / @ - only",
-                    param="model",
-                )
-            actor_id = params.get("actor_id")
-            if actor_id is not None:
-                check_text(actor_id, "actor_id", USER_ID_CHARS_MAX)
+            params = dict(request.query_params)
             result = await anyio.to_thread.run_sync(
-                lambda: queries.list_audit(
-                    services.store,
-                    project_id=project_id,
-                    actor_id=actor_id,
-                    model=model,
-                    status=status,
-                    since=parse_time(request, "since"),
-                    until=parse_time(request, "until"),
-                    cursor=params.get("cursor"),
-                    limit=limit,
-                )
+                lambda: search_audit(services.store, project_id, params)
             )
             return JsonResponse(result)
-        except InvalidCursor as error:
-            return await read_error(
-                request, GatewayError("invalid_cursor", str(error), param="cursor")
-            )
         except Exception as error:
             return await read_error(request, error)
 

@@ -717,6 +717,13 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         app, services, project_of=project_of, wait_for=wait_for, read_error=read_error
     )
 
+    # The data API of issue 12: routing, PII decisions, model health, the events feed.
+    from gateway.data_routes import register_data_routes
+
+    register_data_routes(
+        app, services, project_of=project_of, wait_for=wait_for, read_error=read_error
+    )
+
     # The audit dashboard (GET /dashboard) and the admin's project list it needs.
     from gateway.dashboard import install_dashboard
 

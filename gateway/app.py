@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from domain import commands as c
 from domain.clock import parse_instant
 from domain.errors import InvalidAmount
-from domain.ids import REQUEST_ID_PREFIX, key_mode, new_request_id
+from domain.ids import new_request_id
 from domain.money import to_decimal
 from domain.request import NON_TERMINAL_STATES, TERMINAL_STATES
 from domain.routing import ProjectRouting
@@ -29,6 +29,7 @@ from gateway.auth import authenticate_key
 from gateway.bootstrap import Services, build_services
 from gateway.chat import Context, chat_completions, record_rejection
 from gateway.config import Settings
+from gateway.data_filters import balance_read, request_record
 from gateway.embeddings import embeddings
 from gateway.errors import GatewayError, as_gateway_error, error_response
 from gateway.fairness import ProjectConcurrencyMiddleware
@@ -38,7 +39,6 @@ from gateway.openapi import install_openapi
 from gateway.pii.service import pii_service
 from gateway.read_scope import read_project
 from gateway.read_scope import require_admin as admin_gate
-from gateway.request_history import request_history
 from gateway.responses import JsonResponse
 from gateway.settlement import request_leases
 from gateway.unsupported import install_unsupported_routes
@@ -51,7 +51,6 @@ from gateway.validation import (
     has_unstorable_text,
     parse_json_body,
 )
-from projections import ledger_queries, queries
 from projections.ledger_entries import (
     RECONCILIATIONS_PAGE_DEFAULT,
     get_reconciliation,
@@ -73,7 +72,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     services = services or build_services(settings)
 
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(running_app: FastAPI) -> AsyncIterator[None]:
         await services.start_async()
         # Load and warm the PII engine in the background: the app serves at once, and a
         # request that needs screening before it is ready waits for it (fail closed).
@@ -88,7 +87,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
 
         audit = audit_service(services).start()  # the Merkle log follows the writer
         try:
-            yield
+            async with running_app.state.mcp_running:  # the MCP transport's task group
+                yield
         finally:
             audit.stop()
             if sweeper is not None:
@@ -163,24 +163,21 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         return await embeddings(request, services)
 
     async def routing_scope(request: Request) -> tuple[Any, Any]:
-        """(effective tier, catalog) of the caller: its project's tier, optionally tightened
-        by ?compliance=, and the project's catalog with its custom models."""
-        from domain.tiers import effective_tier
+        """(effective tier, catalog) of the caller (gateway/data_filters.routing_scope)."""
+        from gateway.data_filters import routing_scope as scope_of
 
         project = await read_project(services.cache, services.settings.admin_token, request)
-        effective = effective_tier(
-            project.tier, request.query_params.get("compliance"), plan=project.plan
-        )
-        project_routing = await services.routing.project_routing.get(project.id, services.cache.get)
-        return effective, services.routing.catalog_for(project_routing)
+        return await scope_of(services, project, request.query_params.get("compliance"))
 
     @app.get("/v1/models")
     async def models(request: Request) -> Response:
-        from gateway.routing.models_api import models_listing
+        from gateway.data_filters import models_listing_read
 
         try:
-            effective, catalog = await routing_scope(request)
-            listing = models_listing(catalog, effective, services.clock.now())
+            project = await read_project(services.cache, services.settings.admin_token, request)
+            listing = await models_listing_read(
+                services, project, request.query_params.get("compliance")
+            )
             return JsonResponse(listing, headers={"X-Request-Id": new_request_id()})
         except Exception as error:
             return await read_error(request, error)
@@ -355,28 +352,10 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         try:
             project_id = await project_of(request)
             await wait_for(request)
-            if not request_id.startswith(REQUEST_ID_PREFIX) or len(request_id) > 100:
-                raise GatewayError("request_not_found", "no such request", param="request_id")
-            record, position = await anyio.to_thread.run_sync(
-                queries.get_audit, services.store, request_id
+            record = await anyio.to_thread.run_sync(
+                request_record, services, project_id, request_id
             )
-            if record is None or record.get("project_id") != project_id:
-                raise GatewayError(
-                    "request_not_found", "no such request in this project", param="request_id"
-                )
-            pricing = record.get("pricing") or {}
-            pricing.update(  # which events set the price and rate: the provenance
-                await anyio.to_thread.run_sync(
-                    lambda: ledger_queries.pricing_events(
-                        services.store,
-                        price_id=pricing.get("price_id"),
-                        fx_rate_id=pricing.get("fx_rate_id"),
-                    )
-                )
-            )
-            # The path it took (transitions, route, attempts), from its own events.
-            history = await anyio.to_thread.run_sync(request_history, services.app, request_id)
-            return JsonResponse({**record, **history, "as_of_position": position})
+            return JsonResponse(record)
         except Exception as error:
             return await read_error(request, error)
 
@@ -387,13 +366,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             key, project = await authenticate_key(
                 services.cache, request.headers.get("authorization")
             )
-            mode = key_mode(key.key_prefix)
             await wait_for(request)
-            result = await anyio.to_thread.run_sync(
-                queries.get_balance, services.store, str(project.id), mode
-            )
-            if result is None:
-                raise GatewayError("project_not_found", "no balance for this project yet")
+            result = await anyio.to_thread.run_sync(balance_read, services, key, project)
             return JsonResponse(result)
         except Exception as error:
             return await read_error(request, error)
@@ -723,6 +697,11 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     register_data_routes(
         app, services, project_of=project_of, wait_for=wait_for, read_error=read_error
     )
+
+    # The MCP server (POST /v1/mcp): the data reads as tools for agents.
+    from gateway.mcp_server import install_mcp
+
+    app.state.mcp_running = install_mcp(app, services)
 
     # The audit dashboard (GET /dashboard) and the admin's project list it needs.
     from gateway.dashboard import install_dashboard

@@ -1,6 +1,8 @@
-"""The audit search's filters, parsed once from any mapping of strings (a query string, an
-MCP tool's arguments): one home for what a valid filter is, so `/v1/data/audit` and the
-MCP tool `search_audit_logs` accept and refuse exactly the same input."""
+"""The project reads the REST API and the MCP tools share (issue 12): the audit search and
+its filters, parsed once from any mapping (a query string, an MCP tool's arguments), one
+request's record, the balance and the caller's model catalog. One home for what a valid
+filter is, so `/v1/data/audit` and the MCP tool `search_audit_logs` accept and refuse
+exactly the same input and answer the same data."""
 
 from __future__ import annotations
 
@@ -113,4 +115,77 @@ def search_audit(store: Any, project_id: str, params: Mapping[str, Any]) -> dict
         raise GatewayError("invalid_cursor", str(error), param="cursor") from None
 
 
-__all__ = ["AUDIT_FILTERS", "AUDIT_STATUSES", "audit_filters", "parse_time", "search_audit"]
+REQUEST_ID_CHARS_MAX = 100
+
+
+def request_record(services: Any, project_id: str, request_id: str) -> dict[str, Any]:
+    """One request's audit record with its pricing provenance and its path (transitions,
+    route, attempts): GET /v1/data/audit/{id} and the MCP tool get_request. Another
+    project's request is "no such request", as one that does not exist."""
+    from domain.ids import REQUEST_ID_PREFIX
+    from gateway.request_history import request_history
+    from projections import ledger_queries
+
+    if (
+        not isinstance(request_id, str)
+        or not request_id.startswith(REQUEST_ID_PREFIX)
+        or len(request_id) > REQUEST_ID_CHARS_MAX
+    ):
+        raise GatewayError("request_not_found", "no such request", param="request_id")
+    record, position = queries.get_audit(services.store, request_id)
+    if record is None or record.get("project_id") != project_id:
+        raise GatewayError(
+            "request_not_found", "no such request in this project", param="request_id"
+        )
+    pricing = record.get("pricing") or {}
+    pricing.update(  # which events set the price and rate: the provenance
+        ledger_queries.pricing_events(
+            services.store, price_id=pricing.get("price_id"), fx_rate_id=pricing.get("fx_rate_id")
+        )
+    )
+    history = request_history(services.app, request_id)
+    return {**record, **history, "as_of_position": position}
+
+
+def balance_read(services: Any, key: Any, project: Any) -> dict[str, Any]:
+    """The project's balance; a test key reads the test balance (GET /v1/billing/balance,
+    the MCP tool get_balance)."""
+    from domain.ids import key_mode
+
+    result = queries.get_balance(services.store, str(project.id), key_mode(key.key_prefix))
+    if result is None:
+        raise GatewayError("project_not_found", "no balance for this project yet")
+    return result
+
+
+async def routing_scope(services: Any, project: Any, compliance: str | None) -> tuple[Any, Any]:
+    """(effective tier, catalog) of a project: its tier, optionally tightened by
+    `compliance`, and the catalog with its own custom models."""
+    from domain.tiers import effective_tier
+
+    effective = effective_tier(project.tier, compliance, plan=project.plan)
+    project_routing = await services.routing.project_routing.get(project.id, services.cache.get)
+    return effective, services.routing.catalog_for(project_routing)
+
+
+async def models_listing_read(
+    services: Any, project: Any, compliance: str | None = None
+) -> dict[str, Any]:
+    """GET /v1/models and the MCP tool list_models."""
+    from gateway.routing.models_api import models_listing
+
+    effective, catalog = await routing_scope(services, project, compliance)
+    return models_listing(catalog, effective, services.clock.now())
+
+
+__all__ = [
+    "balance_read",
+    "models_listing_read",
+    "request_record",
+    "routing_scope",
+    "AUDIT_FILTERS",
+    "AUDIT_STATUSES",
+    "audit_filters",
+    "parse_time",
+    "search_audit",
+]

@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from domain import commands as c
 from domain.clock import parse_instant
 from domain.errors import InvalidAmount
-from domain.ids import new_request_id
+from domain.ids import MODE_LIVE, key_mode, new_request_id
 from domain.money import to_decimal
 from domain.request import NON_TERMINAL_STATES, TERMINAL_STATES
 from domain.routing import ProjectRouting
@@ -37,7 +37,7 @@ from gateway.jsonable import jsonable
 from gateway.observability import install as install_observability
 from gateway.openapi import install_openapi
 from gateway.pii.service import pii_service
-from gateway.read_scope import read_project
+from gateway.read_scope import is_admin_token, read_project
 from gateway.read_scope import require_admin as admin_gate
 from gateway.responses import JsonResponse
 from gateway.settlement import request_leases
@@ -362,12 +362,15 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     @app.get("/v1/billing/balance")
     async def balance(request: Request) -> Response:
         try:
-            # A test key reads its project's test balance (test mode), a live key the live one.
-            key, project = await authenticate_key(
-                services.cache, request.headers.get("authorization")
-            )
+            project_id = await project_of(request)
+            # A test key reads its project's test balance (test mode); a live key and the
+            # admin token read the live one.
+            authorization = request.headers.get("authorization") or ""
+            presented = authorization.partition(" ")[2].strip()
+            admin = is_admin_token(services.settings.admin_token, authorization)
+            mode = MODE_LIVE if admin else key_mode(presented)
             await wait_for(request)
-            result = await anyio.to_thread.run_sync(balance_read, services, key, project)
+            result = await anyio.to_thread.run_sync(balance_read, services, project_id, mode)
             return JsonResponse(result)
         except Exception as error:
             return await read_error(request, error)

@@ -147,12 +147,10 @@ def request_record(services: Any, project_id: str, request_id: str) -> dict[str,
     return {**record, **history, "as_of_position": position}
 
 
-def balance_read(services: Any, key: Any, project: Any) -> dict[str, Any]:
-    """The project's balance; a test key reads the test balance (GET /v1/billing/balance,
-    the MCP tool get_balance)."""
-    from domain.ids import key_mode
-
-    result = queries.get_balance(services.store, str(project.id), key_mode(key.key_prefix))
+def balance_read(services: Any, project_id: str, mode: str) -> dict[str, Any]:
+    """The project's live or test balance (GET /v1/billing/balance, the MCP tool
+    get_balance)."""
+    result = queries.get_balance(services.store, project_id, mode)
     if result is None:
         raise GatewayError("project_not_found", "no balance for this project yet")
     return result

@@ -30,6 +30,7 @@ from pydantic import Field, ValidationError
 from starlette.requests import Request as StarletteRequest
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from domain.ids import key_mode
 from gateway.auth import authenticate_key
 from gateway.bootstrap import Services
 from gateway.data_filters import (
@@ -157,7 +158,8 @@ def build_mcp_server(services: Services) -> GatewayMCPServer:
         """This project's balance: credits, posted, pending, available (GET
         /v1/billing/balance; a test key reads the test balance)."""
         key, project = await principal(ctx)
-        return await run(in_thread(balance_read, services, key, project))
+        mode = key_mode(key.key_prefix)
+        return await run(in_thread(balance_read, services, str(project.id), mode))
 
     @mcp.tool()
     async def get_usage(

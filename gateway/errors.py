@@ -72,7 +72,9 @@ NON_TRANSIENT_CODES: frozenset[str] = frozenset(
         "byok_key_unreadable",
     }
 )
-RETRIED_BY_SDK_STATUSES = frozenset({408, 409, 429})
+# 409 is retried by the SDKs too, but every 409 the gateway answers (a duplicate, a closed
+# trace, an illegal transition) is a fact, not a race: those all say x-should-retry: false.
+TRANSIENT_STATUSES = frozenset({408, 429})
 
 
 def is_transient(error: GatewayError) -> bool:
@@ -80,7 +82,7 @@ def is_transient(error: GatewayError) -> bool:
     other error status (400, 401, 402, 403, 404, …) is non-transient by nature."""
     if error.code in NON_TRANSIENT_CODES:
         return False
-    return error.status in RETRIED_BY_SDK_STATUSES or error.status >= 500
+    return error.status in TRANSIENT_STATUSES or error.status >= 500
 
 
 class GatewayError(Exception):

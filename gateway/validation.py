@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 
 from gateway.errors import GatewayError
+from gateway.pii import checksums as checks
 
 BODY_BYTES_MAX = 32 * 1024 * 1024
 MESSAGES_MAX = 10_000
@@ -177,8 +178,6 @@ def looks_like_personal_data(value: str) -> bool:
     """The identifiers a checksum confirms (IBAN, payment card, Swedish, German, Italian,
     Spanish and French national ids), or an e-mail address, in a short kept value — a model
     name or an id. Free text (prompts) is the PII engine's job, not this."""
-    from gateway.pii import recognizers as checks  # the one home of the checksums
-
     if _EMAIL.search(value):
         return True
     parts = [value, *re.split(r"[._:/@\-]+", value)]

@@ -3,7 +3,8 @@ pseudonyms restored in answers (also in streams), an output firewall for streame
 and a PII decision recorded per request — counts and types, never values.
 
     policy.py       parse/validate `pii_policy`, project defaults and guardrail rules
-    recognizers.py  checksum-validated EU identifiers (SE, DE, IT, ES, FR, IBAN)
+    checksums.py    the EU identifiers' checksums (SE, DE, IT, ES, FR, IBAN, cards): plain functions
+    recognizers.py  Presidio recognizers wrapping those checksums
     engine.py       PiiScreener: Presidio + spaCy loaded once, screen(body, policy) off-loop
     pseudonymize.py Pseudonymizer: (type, value) -> <TYPE_n>, in memory, purged per request
     rehydrate.py    rehydrate_text / rehydrate_chat_completion / StreamRehydrator

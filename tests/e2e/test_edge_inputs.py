@@ -152,7 +152,8 @@ def test_gateway_only_fields_never_reach_the_provider(gateway, simulator) -> Non
         pii_policy={"enabled": False},
         temperature=0.5,
     )
-    with gateway.client() as http:
+    # A pii_policy makes the gateway load the PII engine on first need (seconds of CPU).
+    with gateway.client(timeout=180) as http:
         response = http.post("/v1/chat/completions", json=body, headers=tenant.headers())
     assert response.status_code == 200, response.text
     forwarded = simulator[1].requests[-1]

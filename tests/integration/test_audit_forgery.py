@@ -40,6 +40,18 @@ def store_env(request, tmp_path, monkeypatch):
     return env
 
 
+@pytest.fixture(autouse=True)
+def audit_logs(caplog):
+    """`ledgergate` configures the process's logging afresh (root handlers replaced), which
+    would drop caplog's handler: hang it on the audit loggers themselves."""
+    loggers = [logging.getLogger("ledgergate.audit"), logging.getLogger("ledgergate.audit_tree")]
+    for logger in loggers:
+        logger.addHandler(caplog.handler)
+    yield
+    for logger in loggers:
+        logger.removeHandler(caplog.handler)
+
+
 def _cli(capsys, *argv):
     status = main(list(argv))
     out = capsys.readouterr().out.strip().splitlines()

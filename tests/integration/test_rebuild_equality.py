@@ -88,7 +88,7 @@ def test_replaying_a_batch_twice_changes_nothing(gateway: Gateway, simulator) ->
     ]
     for each in runner.views:
         with gateway.services.store.transaction() as tx:
-            runner._apply_view(tx, each, decoded)
+            runner._apply_view(tx, each, decoded, read_from=0)
     assert snapshot(gateway) == before
     assert runner.view_position(runner.views[0].name) == position
 

@@ -2,8 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.pii.recognizers import (
-    CaseRobustIbanRecognizer,
+from gateway.pii.checksums import (
     de_tax_id_valid,
     es_dni_valid,
     es_nie_valid,
@@ -13,6 +12,7 @@ from gateway.pii.recognizers import (
     luhn_valid,
     swedish_id_kind,
 )
+from gateway.pii.recognizers import CaseRobustIbanRecognizer
 
 
 @pytest.mark.parametrize(
@@ -115,7 +115,7 @@ def test_italian_fiscal_code_checks_month_day_and_control_letter(text: str, vali
 
 def test_italian_fiscal_code_accepts_omocodia_substitution_with_its_own_control_letter() -> None:
     # Last digit 2 -> N (omocodia); the control letter is recomputed over the new string.
-    from gateway.pii.recognizers import _CF_ODD
+    from gateway.pii.checksums import _CF_ODD
 
     body = "RSSMRA85T10A56N"
     total = sum(

@@ -143,6 +143,7 @@ class RequestFacts:
     received_at: datetime
     deadline_at: datetime
     mode: str = "live"  # "test" for an lg_test_ key (domain/ids.key_mode)
+    conversation_id: str | None = None  # X-Conversation-Id / body conversation_id
 
 
 @dataclass(frozen=True)

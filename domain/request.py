@@ -75,12 +75,17 @@ class Request(Aggregate):
         received_at: datetime
         deadline_at: datetime
         mode: str  # v2: "live", or "test" for an lg_test_ key (simulated, test balance)
+        conversation_id: str | None  # v3: the thread a request belongs to (X-Conversation-Id)
 
-        class_version = 2
+        class_version = 3
 
         @staticmethod
         def upcast_v1_v2(state: dict[str, object]) -> None:
             state["mode"] = "live"  # test mode did not exist before v2
+
+        @staticmethod
+        def upcast_v2_v3(state: dict[str, object]) -> None:
+            state["conversation_id"] = None  # conversations were not recorded before v3
 
     class PiiScreened(Aggregate.Event):
         """The PII decision for this request: what policy applied and what screening did.
@@ -298,10 +303,19 @@ class Request(Aggregate):
         abandoned_at: datetime
 
     @classmethod
-    def receive(cls, *, aggregate_id: UUID, mode: str = "live", **fields: Any) -> Request:
+    def receive(
+        cls,
+        *,
+        aggregate_id: UUID,
+        mode: str = "live",
+        conversation_id: str | None = None,
+        **fields: Any,
+    ) -> Request:
         if mode not in ("live", "test"):
             raise InvalidCommand("a request's mode is live or test")
-        return cls._create(cls.Received, id=aggregate_id, mode=mode, **fields)
+        return cls._create(
+            cls.Received, id=aggregate_id, mode=mode, conversation_id=conversation_id, **fields
+        )
 
     def __init__(
         self,
@@ -321,9 +335,11 @@ class Request(Aggregate):
         received_at: datetime,
         deadline_at: datetime,
         mode: str = "live",
+        conversation_id: str | None = None,
     ) -> None:
         self.request_id = request_id
         self.mode = mode
+        self.conversation_id = conversation_id
         self.project_id = project_id
         self.key_id = key_id
         self.actor_id = actor_id

@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from domain import commands as c
 from domain.clock import parse_instant
 from domain.errors import InvalidAmount
-from domain.ids import MODE_LIVE, REQUEST_ID_PREFIX, key_mode, new_request_id
+from domain.ids import MODE_LIVE, key_mode, new_request_id
 from domain.money import to_decimal
 from domain.request import NON_TERMINAL_STATES, TERMINAL_STATES
 from domain.routing import ProjectRouting
@@ -29,6 +29,7 @@ from gateway.auth import authenticate_key
 from gateway.bootstrap import Services, build_services
 from gateway.chat import Context, chat_completions, record_rejection
 from gateway.config import Settings
+from gateway.data_filters import balance_read, request_record
 from gateway.embeddings import embeddings
 from gateway.errors import GatewayError, as_gateway_error, error_response
 from gateway.fairness import ProjectConcurrencyMiddleware
@@ -38,13 +39,11 @@ from gateway.openapi import install_openapi
 from gateway.pii.service import pii_service
 from gateway.read_scope import is_admin_token, read_project
 from gateway.read_scope import require_admin as admin_gate
-from gateway.request_history import request_history
 from gateway.responses import JsonResponse
 from gateway.settlement import request_leases
 from gateway.unsupported import install_unsupported_routes
 from gateway.validation import (
     ADMIN_STRING_CHARS_MAX,
-    MODEL_SYNTAX,
     PLAIN_PARAM,
     USER_ID_CHARS_MAX,
     check_body_strings,
@@ -52,13 +51,11 @@ from gateway.validation import (
     has_unstorable_text,
     parse_json_body,
 )
-from projections import ledger_queries, queries
 from projections.ledger_entries import (
     RECONCILIATIONS_PAGE_DEFAULT,
     get_reconciliation,
     list_reconciliations,
 )
-from projections.queries import InvalidCursor
 
 log = logging.getLogger("ledgergate.app")
 
@@ -75,7 +72,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     services = services or build_services(settings)
 
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(running_app: FastAPI) -> AsyncIterator[None]:
         await services.start_async()
         # Load and warm the PII engine in the background: the app serves at once, and a
         # request that needs screening before it is ready waits for it (fail closed).
@@ -90,7 +87,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
 
         audit = audit_service(services).start()  # the Merkle log follows the writer
         try:
-            yield
+            async with running_app.state.mcp_running:  # the MCP transport's task group
+                yield
         finally:
             audit.stop()
             if sweeper is not None:
@@ -165,24 +163,21 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         return await embeddings(request, services)
 
     async def routing_scope(request: Request) -> tuple[Any, Any]:
-        """(effective tier, catalog) of the caller: its project's tier, optionally tightened
-        by ?compliance=, and the project's catalog with its custom models."""
-        from domain.tiers import effective_tier
+        """(effective tier, catalog) of the caller (gateway/data_filters.routing_scope)."""
+        from gateway.data_filters import routing_scope as scope_of
 
         project = await read_project(services.cache, services.settings.admin_token, request)
-        effective = effective_tier(
-            project.tier, request.query_params.get("compliance"), plan=project.plan
-        )
-        project_routing = await services.routing.project_routing.get(project.id, services.cache.get)
-        return effective, services.routing.catalog_for(project_routing)
+        return await scope_of(services, project, request.query_params.get("compliance"))
 
     @app.get("/v1/models")
     async def models(request: Request) -> Response:
-        from gateway.routing.models_api import models_listing
+        from gateway.data_filters import models_listing_read
 
         try:
-            effective, catalog = await routing_scope(request)
-            listing = models_listing(catalog, effective, services.clock.now())
+            project = await read_project(services.cache, services.settings.admin_token, request)
+            listing = await models_listing_read(
+                services, project, request.query_params.get("compliance")
+            )
             return JsonResponse(listing, headers={"X-Request-Id": new_request_id()})
         except Exception as error:
             return await read_error(request, error)
@@ -339,51 +334,16 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
 
     @app.get("/v1/data/audit")
     async def audit_list(request: Request) -> Response:
+        from gateway.data_filters import search_audit
+
         try:
             project_id = await project_of(request)
             await wait_for(request)
-            params = request.query_params
-            try:
-                limit = int(params.get("limit", queries.AUDIT_PAGE_DEFAULT))
-            except ValueError:
-                raise GatewayError(
-                    "invalid_request", "limit must be an integer", param="limit"
-                ) from None
-            status = params.get("status")
-            if status is not None and status not in AUDIT_STATUSES:
-                raise GatewayError(
-                    "invalid_request",
-                    f"status must be one of {', '.join(sorted(AUDIT_STATUSES))}",
-                    param="status",
-                )
-            model = params.get("model")
-            if model is not None and not MODEL_SYNTAX.fullmatch(model):
-                raise GatewayError(
-                    "invalid_request",
-                    "model must be a model name: letters, digits and . _ : / @ - only",
-                    param="model",
-                )
-            actor_id = params.get("actor_id")
-            if actor_id is not None:
-                check_text(actor_id, "actor_id", USER_ID_CHARS_MAX)
+            params = dict(request.query_params)
             result = await anyio.to_thread.run_sync(
-                lambda: queries.list_audit(
-                    services.store,
-                    project_id=project_id,
-                    actor_id=actor_id,
-                    model=model,
-                    status=status,
-                    since=parse_time(request, "since"),
-                    until=parse_time(request, "until"),
-                    cursor=params.get("cursor"),
-                    limit=limit,
-                )
+                lambda: search_audit(services.store, project_id, params)
             )
             return JsonResponse(result)
-        except InvalidCursor as error:
-            return await read_error(
-                request, GatewayError("invalid_cursor", str(error), param="cursor")
-            )
         except Exception as error:
             return await read_error(request, error)
 
@@ -392,28 +352,10 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         try:
             project_id = await project_of(request)
             await wait_for(request)
-            if not request_id.startswith(REQUEST_ID_PREFIX) or len(request_id) > 100:
-                raise GatewayError("request_not_found", "no such request", param="request_id")
-            record, position = await anyio.to_thread.run_sync(
-                queries.get_audit, services.store, request_id
+            record = await anyio.to_thread.run_sync(
+                request_record, services, project_id, request_id
             )
-            if record is None or record.get("project_id") != project_id:
-                raise GatewayError(
-                    "request_not_found", "no such request in this project", param="request_id"
-                )
-            pricing = record.get("pricing") or {}
-            pricing.update(  # which events set the price and rate: the provenance
-                await anyio.to_thread.run_sync(
-                    lambda: ledger_queries.pricing_events(
-                        services.store,
-                        price_id=pricing.get("price_id"),
-                        fx_rate_id=pricing.get("fx_rate_id"),
-                    )
-                )
-            )
-            # The path it took (transitions, route, attempts), from its own events.
-            history = await anyio.to_thread.run_sync(request_history, services.app, request_id)
-            return JsonResponse({**record, **history, "as_of_position": position})
+            return JsonResponse(record)
         except Exception as error:
             return await read_error(request, error)
 
@@ -428,11 +370,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             admin = is_admin_token(services.settings.admin_token, authorization)
             mode = MODE_LIVE if admin else key_mode(presented)
             await wait_for(request)
-            result = await anyio.to_thread.run_sync(
-                queries.get_balance, services.store, project_id, mode
-            )
-            if result is None:
-                raise GatewayError("project_not_found", "no balance for this project yet")
+            result = await anyio.to_thread.run_sync(balance_read, services, project_id, mode)
             return JsonResponse(result)
         except Exception as error:
             return await read_error(request, error)
@@ -755,6 +693,18 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     register_audit_routes(
         app, services, project_of=project_of, wait_for=wait_for, read_error=read_error
     )
+
+    # The data API of issue 12: routing, PII decisions, model health, the events feed.
+    from gateway.data_routes import register_data_routes
+
+    register_data_routes(
+        app, services, project_of=project_of, wait_for=wait_for, read_error=read_error
+    )
+
+    # The MCP server (POST /v1/mcp): the data reads as tools for agents.
+    from gateway.mcp_server import install_mcp
+
+    app.state.mcp_running = install_mcp(app, services)
 
     # The audit dashboard (GET /dashboard) and the admin's project list it needs.
     from gateway.dashboard import install_dashboard

@@ -121,6 +121,7 @@ class Context:
     prompt_chars: int = 0
     prompt_sha256: str | None = None
     trace_id: str | None = None
+    conversation_id: str | None = None
     client_ip: str | None = None
     idempotency_key_sha256: str | None = None
     admitted: bool = False
@@ -162,7 +163,18 @@ class Context:
             received_at=self.received_at,
             deadline_at=deadline,
             mode=self.mode,
+            conversation_id=self.conversation_id,
         )
+
+
+def thread_ids(ctx: Context, headers: Any, body: dict[str, Any]) -> None:
+    """The trace and conversation a request joins: the body field (validated with the body)
+    or else its header, same syntax (gateway/validation.check_id). Neither is forwarded."""
+    for name, header in (("trace_id", "x-trace-id"), ("conversation_id", "x-conversation-id")):
+        value = body.get(name)
+        if value is None and headers.get(header) is not None:
+            value = check_id(headers.get(header), header)
+        setattr(ctx, name, value)
 
 
 def _hash_messages(body: dict[str, Any]) -> str:
@@ -248,11 +260,7 @@ async def chat_completions(http: HttpRequest, services: Services) -> Response:
         secret = (services.settings.raw.get("LEDGERGATE_ACTOR_TOKEN_SECRET") or "").encode() or None
         ctx.actor_id = actor_from(http.headers, body, project, secret)
         validate_chat_body(body)
-        trace_header = http.headers.get("x-trace-id")
-        if body.get("trace_id") is not None:
-            ctx.trace_id = body["trace_id"]  # validated above
-        elif trace_header is not None:
-            ctx.trace_id = check_id(trace_header, "x-trace-id")
+        thread_ids(ctx, http.headers, body)
         ctx.prompt_chars = prompt_chars(body)
         ctx.prompt_sha256 = _hash_messages(body)
         # Documents in any of the three client shapes become one canonical block first, so

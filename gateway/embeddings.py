@@ -42,6 +42,7 @@ from gateway.chat import (
     release_cache,
     screen_request_pii,
     store_in_cache,
+    thread_ids,
 )
 from gateway.errors import GatewayError, as_gateway_error, error_response
 from gateway.json_bytes import dumps
@@ -163,6 +164,7 @@ async def embeddings(http: HttpRequest, services: Services) -> Response:
         secret = (services.settings.raw.get("LEDGERGATE_ACTOR_TOKEN_SECRET") or "").encode() or None
         ctx.actor_id = actor_from(http.headers, body, project, secret)
         validate_embeddings_body(body)
+        thread_ids(ctx, http.headers, body)
         inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
         ctx.message_count = len(inputs)
         ctx.prompt_chars = sum(len(item) for item in inputs if isinstance(item, str))

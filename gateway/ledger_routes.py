@@ -7,7 +7,7 @@ and admin helpers so every route answers errors in the same envelope.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, date
 from typing import Any
 from uuid import UUID
@@ -29,7 +29,7 @@ from gateway.read_scope import read_project
 from gateway.responses import JsonResponse
 from gateway.routing.balancer import owning_project
 from gateway.validation import MODEL_SYNTAX
-from projections import ledger_queries
+from projections import data_queries, ledger_queries
 
 MODEL_CHARS_MAX = 200
 
@@ -65,25 +65,11 @@ def register_ledger_routes(
         try:
             project_id = await project_of(request)
             await wait_for(request)
-            params = request.query_params
-            today = services.clock.now().astimezone(UTC).date()
-            since = parse_day(params.get("since"), "since") or today.replace(day=1)
-            until = parse_day(params.get("until"), "until") or today
-            group_by = ledger_queries.parse_group_by(params.get("group_by"))
+            params = dict(request.query_params)
             result = await anyio.to_thread.run_sync(
-                lambda: ledger_queries.usage(
-                    services.store,
-                    project_id=project_id,
-                    group_by=group_by,
-                    since=since,
-                    until=until,
-                )
+                lambda: usage_read(services, project_id, params)
             )
             return JsonResponse(result)
-        except ledger_queries.UsageQueryError as error:
-            return await read_error(
-                request, GatewayError("invalid_request", str(error), param=error.param)
-            )
         except Exception as error:
             return await read_error(request, error)
 
@@ -109,51 +95,7 @@ def register_ledger_routes(
                 services.cache, request.headers.get("authorization")
             )
             await wait_for(request)
-            params = request.query_params
-            model = (params.get("model") or "").strip()
-            if not model or len(model) > MODEL_CHARS_MAX:
-                raise GatewayError("invalid_request", "model is required", param="model")
-            if not MODEL_SYNTAX.fullmatch(model):
-                raise GatewayError(
-                    "invalid_request",
-                    "model must be a model name: letters, digits and . _ : / @ - only",
-                    param="model",
-                )
-            raw_at = params.get("at")
-            try:
-                at = parse_instant(raw_at) if raw_at else services.clock.now()
-            except ValueError:
-                raise GatewayError(
-                    "invalid_request", "at must be an ISO 8601 instant with a timezone", param="at"
-                ) from None
-            currency = check_currency(params.get("currency") or project.currency)
-            # Only models this project can see: the shipped catalog and its own custom
-            # models, whose prices come from its own book (never another project's).
-            project_routing = await services.routing.project_routing.get(
-                project.id, services.cache.get
-            )
-            spec = services.routing.catalog_for(project_routing).get(model)
-            owner = None if spec is None else owning_project(spec)
-            result = (
-                None
-                if spec is None
-                else await anyio.to_thread.run_sync(
-                    lambda: ledger_queries.pricing_at(
-                        services.store,
-                        model=spec.name,
-                        at=at,
-                        currency=currency,
-                        project_id=owner,
-                    )
-                )
-            )
-            if result is None or result["price"] is None:
-                raise GatewayError(
-                    "price_not_found",
-                    f"no price was in effect for {model!r} at {at.isoformat()}",
-                    param="model",
-                )
-            return JsonResponse(result)
+            return JsonResponse(await pricing_read(services, project, dict(request.query_params)))
         except Exception as error:
             return await read_error(request, error)
 
@@ -187,6 +129,82 @@ def register_ledger_routes(
                 services.settings.raw, UUID(project_id), str(b["provider"]), str(b["api_key"])
             ),
         )
+
+
+def usage_read(services: Services, project_id: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    """The project's usage (GET /v1/billing/usage and the MCP tool get_usage)."""
+    today = services.clock.now().astimezone(UTC).date()
+    since = parse_day(params.get("since"), "since") or today.replace(day=1)
+    until = parse_day(params.get("until"), "until") or today
+    try:
+        group_by = ledger_queries.parse_group_by(params.get("group_by"))
+        return ledger_queries.usage(
+            services.store, project_id=project_id, group_by=group_by, since=since, until=until
+        )
+    except ledger_queries.UsageQueryError as error:
+        raise GatewayError("invalid_request", str(error), param=error.param) from None
+
+
+async def pricing_read(
+    services: Services, project: Any, params: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The price (and FX rate) in effect for a model at an instant, or with `history=true`
+    every effective-dated price of the model and every FX rate into the currency (GET
+    /v1/data/pricing and the MCP tool get_pricing). Only models this project can see: the
+    shipped catalog and its own custom models, priced from its own book."""
+    model = str(params.get("model") or "").strip()
+    if not model or len(model) > MODEL_CHARS_MAX:
+        raise GatewayError("invalid_request", "model is required", param="model")
+    if not MODEL_SYNTAX.fullmatch(model):
+        raise GatewayError(
+            "invalid_request",
+            "model must be a model name: letters, digits and . _ : / @ - only",
+            param="model",
+        )
+    raw_history = params.get("history", False)
+    history_text = str(raw_history).lower()
+    if history_text not in ("true", "false", "1", "0"):
+        raise GatewayError("invalid_request", "history must be true or false", param="history")
+    history = history_text in ("true", "1")
+    raw_at = params.get("at")
+    if history and raw_at is not None:
+        raise GatewayError("invalid_request", "at and history=true exclude each other", param="at")
+    try:
+        at = parse_instant(str(raw_at)) if raw_at else services.clock.now()
+    except ValueError:
+        raise GatewayError(
+            "invalid_request", "at must be an ISO 8601 instant with a timezone", param="at"
+        ) from None
+    currency = check_currency(str(params.get("currency") or project.currency))
+    project_routing = await services.routing.project_routing.get(project.id, services.cache.get)
+    spec = services.routing.catalog_for(project_routing).get(model)
+    owner = None if spec is None else owning_project(spec)
+    if spec is not None and history:
+        found = await anyio.to_thread.run_sync(
+            lambda: data_queries.pricing_history(
+                services.store, model=spec.name, currency=currency, project_id=owner
+            )
+        )
+        if found["prices"]:
+            return found
+    result = (
+        None
+        if spec is None or history
+        else await anyio.to_thread.run_sync(
+            lambda: ledger_queries.pricing_at(
+                services.store, model=spec.name, at=at, currency=currency, project_id=owner
+            )
+        )
+    )
+    if result is None or result["price"] is None:
+        raise GatewayError(
+            "price_not_found",
+            f"no price was ever set for {model!r}"
+            if history
+            else f"no price was in effect for {model!r} at {at.isoformat()}",
+            param="model",
+        )
+    return result
 
 
 def _request_id() -> str:

@@ -210,6 +210,13 @@ MIN_POSITION = _query(
     "wait (up to 10 s) until the views have applied this log position; if they have not, "
     "503 min_position_not_reached (Retry-After: 1); past the log's head: 400",
 )
+_DATA_PAGE = [
+    _query("since", _INSTANT),
+    _query("until", _INSTANT),
+    _query("cursor", {"type": "string", "pattern": "^[0-9]{1,19}$"}, "next_cursor of a page"),
+    _query("limit", {"type": "integer", "minimum": 1, "maximum": 500}),
+    MIN_POSITION,
+]
 QUERY_PARAMETERS: dict[tuple[str, str], list[dict[str, Any]]] = {
     ("get", "/v1/data/audit"): [
         _query("actor_id", {"type": "string", "maxLength": 256}),
@@ -234,6 +241,25 @@ QUERY_PARAMETERS: dict[tuple[str, str], list[dict[str, Any]]] = {
         _query("until", _INSTANT),
         _query("limit", {"type": "integer", "minimum": 1, "maximum": 500}),
         _query("cursor", _STRING),
+        _query("conversation_id", _ID, "one thread, oldest first unless order=desc"),
+        _query("trace_id", _ID),
+        _query("key_id", {"type": "string", "format": "uuid"}),
+        _query("provider", {"type": "string", "pattern": "^[a-z0-9][a-z0-9_\\-]{0,63}$"}),
+        _query("order", {"type": "string", "enum": ["asc", "desc"]}),
+        MIN_POSITION,
+    ],
+    ("get", "/v1/data/routing"): _DATA_PAGE,
+    ("get", "/v1/data/pii"): _DATA_PAGE,
+    ("get", "/v1/data/models"): [
+        _query("model", {"type": "string", "maxLength": 200}),
+        _query("since", _INSTANT),
+        _query("until", _INSTANT),
+        MIN_POSITION,
+    ],
+    ("get", "/v1/data/events"): [
+        *_DATA_PAGE[:3],
+        _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}),
+        _query("type", _STRING, "comma-separated event types, e.g. Request.Completed"),
         MIN_POSITION,
     ],
     ("get", "/v1/data/audit/{request_id}"): [MIN_POSITION],
@@ -250,6 +276,7 @@ QUERY_PARAMETERS: dict[tuple[str, str], list[dict[str, Any]]] = {
         {"name": "model", "in": "query", "required": True, "schema": {"type": "string"}},
         _query("at", _INSTANT),
         _query("currency", {"type": "string", "enum": ["EUR", "USD", "SEK"]}),
+        _query("history", {"type": "boolean"}, "every effective-dated price and FX rate"),
         MIN_POSITION,
     ],
     ("get", "/v1/models"): [_query("compliance", _STRING)],
@@ -291,6 +318,10 @@ ERRORS_BY_ROUTE: dict[tuple[str, str], tuple[int, ...]] = {
     ("get", "/v1/billing/usage"): _PROJECT + _READ_WAIT,
     ("get", "/v1/billing/plan"): _PROJECT,
     ("get", "/v1/data/pricing"): _PROJECT + (404,) + _READ_WAIT,
+    ("get", "/v1/data/routing"): _PROJECT + _READ_WAIT,
+    ("get", "/v1/data/pii"): _PROJECT + _READ_WAIT,
+    ("get", "/v1/data/models"): _PROJECT + _READ_WAIT,
+    ("get", "/v1/data/events"): _PROJECT + _READ_WAIT,
     ("get", "/v1/billing/reconciliations"): _ADMIN + _READ_WAIT,
     ("get", "/v1/billing/reconciliations/{reconciliation_id}"): _ADMIN + (404,) + _READ_WAIT,
     ("get", "/health"): (),
@@ -307,6 +338,22 @@ SUCCESS_BY_ROUTE: dict[tuple[str, str], dict[str, Any]] = {
     ("get", "/v1/data/audit"): {JSON: {"schema": {**LIST, "required": ["data", "as_of_position"]}}},
     ("get", "/v1/data/audit/{request_id}"): {JSON: {"schema": AS_OF}},
     ("get", "/v1/billing/balance"): {JSON: {"schema": AS_OF}},
+    ("get", "/v1/data/routing"): {
+        JSON: {"schema": {**LIST, "required": ["data", "as_of_position"]}}
+    },
+    ("get", "/v1/data/pii"): {JSON: {"schema": {**LIST, "required": ["data", "as_of_position"]}}},
+    ("get", "/v1/data/models"): {
+        JSON: {"schema": {**LIST, "required": ["data", "as_of_position"]}}
+    },
+    ("get", "/v1/data/events"): {
+        "application/x-ndjson": {
+            "schema": {
+                **_OBJECT,
+                "description": "one event a line: position, aggregate_id, version, type, "
+                "topic, recorded_at, data (X-LG-Next-Cursor continues after the last line)",
+            }
+        }
+    },
     ("get", "/v1/admin/projections/dead-letters"): {JSON: {"schema": LIST}},
     ("get", "/metrics"): {"text/plain": {"schema": _STRING}},
     ("get", "/v1/audit/checkpoint"): {JSON: {"schema": _OBJECT}, "text/plain": {"schema": _STRING}},

@@ -71,6 +71,9 @@ class SimulatorState:
         # The Authorization header of each chat request, so a test can see which credential
         # reached this upstream (never printed or logged by the simulator).
         self.authorizations: list[str | None] = []
+        # The header names of each chat request (names only), so a test can see that no
+        # gateway-only header (X-Conversation-Id, X-Trace-Id) was forwarded.
+        self.header_names: list[set[str]] = []
 
 
 def _error(status: int, message: str, error_type: str, code: str | None = None) -> JsonResponse:
@@ -102,6 +105,7 @@ def create_simulator_app(state: SimulatorState | None = None) -> FastAPI:
             )
         state.requests.append(body)
         state.authorizations.append(request.headers.get("authorization"))
+        state.header_names.append({name.lower() for name in request.headers})
         if state.response_delay_s:
             await asyncio.sleep(state.response_delay_s)
         if state.error_status is not None:

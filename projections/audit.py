@@ -34,8 +34,8 @@ class AuditView(View):
                 """
                 INSERT INTO lg_audit (request_id, aggregate_id, project_id, key_id, actor_id, endpoint, model_requested,
                     stream, status, message_count, prompt_chars, prompt_sha256, trace_id,
-                    received_at, deadline_at, attempts, position, mode)
-                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, 'received', %s, %s, %s, %s, %s, %s, 0, %s, %s)
+                    received_at, deadline_at, attempts, position, mode, conversation_id)
+                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, 'received', %s, %s, %s, %s, %s, %s, 0, %s, %s, %s)
                 ON CONFLICT (request_id) DO NOTHING
                 """,
                 (
@@ -55,6 +55,7 @@ class AuditView(View):
                     iso(event.deadline_at),
                     position,
                     event.mode,
+                    event.conversation_id,
                 ),
             )
             return

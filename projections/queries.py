@@ -13,6 +13,7 @@ from projections.db import ReadStore, as_datetime, as_decimal, iso
 
 AUDIT_PAGE_MAX = 500
 AUDIT_PAGE_DEFAULT = 50
+AUDIT_ORDERS = ("asc", "desc")
 
 MONEY_COLUMNS = (
     "reserved_amount",
@@ -116,23 +117,39 @@ def list_audit(
     until: datetime | None = None,
     cursor: str | None = None,
     limit: int = AUDIT_PAGE_DEFAULT,
+    conversation_id: str | None = None,
+    trace_id: str | None = None,
+    key_id: str | None = None,
+    provider: str | None = None,
+    order: str | None = None,
 ) -> dict[str, Any]:
-    """Newest first; `cursor` continues after the last row of the previous page."""
+    """Newest first (`order="desc"`), or oldest first (`"asc"`: the default when listing
+    one conversation, so a thread reads in the order it happened); `cursor` continues
+    after the last row of the previous page."""
     limit = max(1, min(limit, AUDIT_PAGE_MAX))
+    if order is None:
+        order = "asc" if conversation_id is not None else "desc"
+    if order not in AUDIT_ORDERS:
+        raise ValueError(f"order must be one of {', '.join(AUDIT_ORDERS)}")
     clauses: list[str] = []
     params: list[Any] = []
     if project_id is not None:
         clauses.append("project_id = %s")
         params.append(project_id)
-    if actor_id is not None:
-        clauses.append("actor_id = %s")
-        params.append(actor_id)
+    for column, value in (
+        ("actor_id", actor_id),
+        ("status", status),
+        ("conversation_id", conversation_id),
+        ("trace_id", trace_id),
+        ("key_id", key_id),
+        ("provider", provider),
+    ):
+        if value is not None:
+            clauses.append(f"{column} = %s")
+            params.append(value)
     if model is not None:
         clauses.append("(model = %s OR model_requested = %s)")
         params.extend([model, model])
-    if status is not None:
-        clauses.append("status = %s")
-        params.append(status)
     if since is not None:
         clauses.append("received_at >= %s")
         params.append(iso(since) if store.dialect == "sqlite" else since)
@@ -141,7 +158,8 @@ def list_audit(
         params.append(iso(until) if store.dialect == "sqlite" else until)
     if cursor:
         received_at, request_id = decode_cursor(cursor)
-        clauses.append("(received_at < %s OR (received_at = %s AND request_id < %s))")
+        after = "<" if order == "desc" else ">"
+        clauses.append(f"(received_at {after} %s OR (received_at = %s AND request_id {after} %s))")
         moment: Any = (
             received_at if store.dialect == "sqlite" else datetime.fromisoformat(received_at)
         )
@@ -154,7 +172,8 @@ def list_audit(
             "SELECT position FROM lg_tracking WHERE view = 'audit'"
         ).fetchone()
         rows = tx.execute(
-            f"SELECT * FROM lg_audit {where} ORDER BY received_at DESC, request_id DESC LIMIT %s",  # noqa: S608
+            f"SELECT * FROM lg_audit {where} "  # noqa: S608 - columns and order are constants
+            f"ORDER BY received_at {order.upper()}, request_id {order.upper()} LIMIT %s",
             (*params, limit + 1),
         ).fetchall()
     has_more = len(rows) > limit

@@ -468,6 +468,7 @@ def default_views() -> list[View]:
     from projections.balances import BalancesView
     from projections.ledger_entries import LedgerEntriesView, ReconciliationsView
     from projections.pricing import PricingHistoryView
+    from projections.project_events import ProjectEventsView
     from projections.router_stats import RouterStatsView
     from projections.usage import UsageView
 
@@ -480,6 +481,7 @@ def default_views() -> list[View]:
         LedgerEntriesView(),
         ReconciliationsView(),
         AuthFailuresView(),
+        ProjectEventsView(),
     ]
 
 

@@ -25,9 +25,11 @@ from gateway.providers.errors import (
     malformed,
 )
 from gateway.providers.sse import SseTooLarge, iter_sse
+from gateway.validation import GATEWAY_EXTENSION_FIELDS as _GATEWAY_EXTENSION_FIELDS
 
 # Fields the gateway accepts beside OpenAI's; never forwarded upstream.
-GATEWAY_EXTENSION_FIELDS = ("routing_preferences", "pii_policy", "trace_id")
+# One home: gateway/validation.py (the same list chat and embeddings strip).
+GATEWAY_EXTENSION_FIELDS = _GATEWAY_EXTENSION_FIELDS
 
 
 def _reported_count(value: Any) -> Any:

@@ -76,6 +76,7 @@ def main() -> None:
                 "127.0.0.1",
                 now,
                 now + timedelta(minutes=10),
+                conversation_id="conv-1",
             )
 
         admit = c.AdmitRequest(

@@ -1,0 +1,207 @@
+"""The project-events index (issue 12): which events of the log are a project's own, in log
+order, each with a screened copy of its fields, for `/v1/data/events` (SIEM pull) and the
+route decisions of `/v1/data/routing`.
+
+A project's own events are those of its own aggregates: the Project itself, its API keys,
+its accounts (live and test), its requests and its routing (custom models, endpoints), and
+the price books of its custom models. An aggregate is tied to its project by the event
+that creates it (a `project_id` field, or the Project's own id); later events of the
+aggregate find the project through `lg_project_aggregates`. Events of shared aggregates
+(the shipped price books, FX rates, breakers, reconciliations) are nobody's and are not
+listed.
+
+What is kept is screened at write time, by field name: no secret (key hashes, ciphertext,
+nonces, fingerprints), no hash of a prompt or completion, no client address. Events carry
+no prompt or completion text and no PII value in the first place (domain/request.py); the
+screen is the second line.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+from projections.base import View
+from projections.db import ReadStore, Tx, iso
+
+EVENTS_PAGE_MAX = 1000
+EVENTS_PAGE_DEFAULT = 100
+# Field names never copied out of an event: secrets, digests of text, addresses.
+WITHHELD_FIELD = re.compile(
+    r"(hash|sha256|fingerprint|cipher|nonce|secret|password|api_key|key_ref|client_ip|sealed)"
+)
+_INTERNAL_FIELDS = ("originator_topic",)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | frozenset | set):
+        return [_plain(v) for v in value]
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, UUID):
+        return str(value)
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return str(value)
+
+
+def screened_fields(event: Any) -> dict[str, Any]:
+    """The event's own fields a project may read back (see the module docstring)."""
+    state = dict(getattr(event, "__dict__", {}))
+    for name in ("originator_id", "originator_version", "timestamp", *_INTERNAL_FIELDS):
+        state.pop(name, None)
+    return {
+        name: _plain(value)
+        for name, value in sorted(state.items())
+        if not WITHHELD_FIELD.search(name)
+    }
+
+
+def _topic(event: Any) -> str:
+    cls = type(event)
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def _short_type(event: Any) -> str:
+    return type(event).__qualname__  # "Request.Received"
+
+
+class ProjectEventsView(View):
+    name = "project_events"
+    tables = ("lg_project_events", "lg_project_aggregates")
+
+    def handles(self, event: Any) -> bool:
+        return True  # every event is looked at: is it one of a project's aggregates?
+
+    def apply(self, tx: Tx, event: Any, position: int) -> None:
+        aggregate_id = str(event.originator_id)
+        project_id = self._owner(tx, event, aggregate_id)
+        if project_id is None:
+            return
+        tx.execute(
+            "INSERT INTO lg_project_events (position, project_id, aggregate_id, version, "
+            "event_type, topic, recorded_at, payload) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
+            "ON CONFLICT (position) DO NOTHING",
+            (
+                position,
+                project_id,
+                aggregate_id,
+                int(event.originator_version),
+                _short_type(event),
+                _topic(event),
+                iso(getattr(event, "timestamp", None)),
+                json.dumps(screened_fields(event), sort_keys=True),
+            ),
+        )
+
+    @staticmethod
+    def _owner(tx: Tx, event: Any, aggregate_id: str) -> str | None:
+        if int(event.originator_version) == 1:
+            # A created aggregate: the Project itself, or one naming its project.
+            if type(event).__qualname__ == "Project.Created":
+                owner: Any = event.originator_id
+            else:
+                owner = getattr(event, "project_id", None)
+            if owner is None:
+                return None
+            tx.execute(
+                "INSERT INTO lg_project_aggregates (aggregate_id, project_id) VALUES (%s, %s) "
+                "ON CONFLICT (aggregate_id) DO NOTHING",
+                (aggregate_id, str(owner)),
+            )
+            return str(owner)
+        row = tx.execute(
+            "SELECT project_id FROM lg_project_aggregates WHERE aggregate_id = %s",
+            (aggregate_id,),
+        ).fetchone()
+        return None if row is None else str(row["project_id"])
+
+
+def _record(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "position": int(row["position"]),
+        "aggregate_id": row["aggregate_id"],
+        "version": int(row["version"]),
+        "type": row["event_type"],
+        "topic": row["topic"],
+        "recorded_at": row["recorded_at"],
+        "data": json.loads(row["payload"]),
+    }
+
+
+def _tracked(tx: Tx) -> int:
+    row = tx.execute("SELECT position FROM lg_tracking WHERE view = 'project_events'").fetchone()
+    return int(row["position"]) if row else 0
+
+
+def list_project_events(
+    store: ReadStore,
+    *,
+    project_id: str,
+    after: int = 0,
+    limit: int = EVENTS_PAGE_DEFAULT,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    types: tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """The project's events after log position `after`, in log order."""
+    limit = max(1, min(limit, EVENTS_PAGE_MAX))
+    clauses = ["project_id = %s", "position > %s"]
+    params: list[Any] = [project_id, after]
+    if since is not None:
+        clauses.append("recorded_at >= %s")
+        params.append(iso(since))
+    if until is not None:
+        clauses.append("recorded_at < %s")
+        params.append(iso(until))
+    if types:
+        clauses.append(f"event_type IN ({', '.join(['%s'] * len(types))})")
+        params.extend(types)
+    with store.transaction(write=False) as tx:
+        position = _tracked(tx)
+        rows = tx.execute(
+            f"SELECT * FROM lg_project_events WHERE {' AND '.join(clauses)} "  # noqa: S608
+            "ORDER BY position LIMIT %s",
+            (*params, limit + 1),
+        ).fetchall()
+    has_more = len(rows) > limit
+    records = [_record(row) for row in rows[:limit]]
+    return {
+        "data": records,
+        "next_cursor": str(records[-1]["position"]) if has_more and records else None,
+        "as_of_position": position,
+    }
+
+
+def events_of_aggregates(
+    store: ReadStore, project_id: str, aggregate_ids: list[str], types: tuple[str, ...]
+) -> list[dict[str, Any]]:
+    """The given aggregates' events of these types, in log order (one project's only)."""
+    if not aggregate_ids:
+        return []
+    with store.transaction(write=False) as tx:
+        rows = tx.execute(
+            "SELECT * FROM lg_project_events WHERE project_id = %s "  # noqa: S608
+            f"AND aggregate_id IN ({', '.join(['%s'] * len(aggregate_ids))}) "
+            f"AND event_type IN ({', '.join(['%s'] * len(types))}) ORDER BY position",
+            (project_id, *aggregate_ids, *types),
+        ).fetchall()
+    return [_record(row) for row in rows]
+
+
+__all__ = [
+    "EVENTS_PAGE_DEFAULT",
+    "EVENTS_PAGE_MAX",
+    "ProjectEventsView",
+    "events_of_aggregates",
+    "list_project_events",
+    "screened_fields",
+]

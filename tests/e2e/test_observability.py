@@ -258,7 +258,14 @@ def test_without_an_otlp_endpoint_tracing_is_off_and_logs_still_carry_the_client
         extra_headers={"traceparent": f"00-{CLIENT_TRACE_ID}-{CLIENT_SPAN_ID}-01"},
     )
     assert "traceresponse" not in raw.headers
-    records = [r for r in caplog.records if getattr(r, "event", None) == "access"]
+    # The access line is written once the answer's last byte has gone out, which can be a
+    # moment after the client has read it: wait for it, boundedly.
+    deadline = time.monotonic() + 5.0
+    while True:
+        records = [r for r in caplog.records if getattr(r, "event", None) == "access"]
+        if records or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
     assert records and records[-1].trace_id == CLIENT_TRACE_ID  # type: ignore[attr-defined]
     assert records[-1].request_id == raw.headers["x-request-id"]  # type: ignore[attr-defined]
 

@@ -141,24 +141,24 @@ providers = pytest.mark.parametrize("provider", ALL_PROVIDERS)
 
 @providers
 def test_a_reply_is_an_openai_completion_charged_to_the_token(provider, fake, gateway, tenant):
-    fake.script(text="Sunny, 21°C.", prompt_tokens=1234, completion_tokens=56)
+    fake.script(text="Sunny, 21°C.", prompt_tokens=234, completion_tokens=56)
     raw = gateway.openai(tenant).chat.completions.with_raw_response.create(
         model=MODELS[provider], messages=MESSAGES
     )
     completion = raw.parse()
     assert completion.choices[0].message.content == "Sunny, 21°C."
     assert completion.choices[0].finish_reason == "stop"
-    assert (completion.usage.prompt_tokens, completion.usage.completion_tokens) == (1234, 56)
+    assert (completion.usage.prompt_tokens, completion.usage.completion_tokens) == (234, 56)
     assert raw.headers["x-lg-provider"] == provider
     spec = gateway.services.routing.catalog.require(MODELS[provider])
     assert raw.headers["x-lg-model"] == spec.name  # an alias is reported by its canonical name
     if provider == "bedrock":  # region-pinned: served only by the Frankfurt endpoint
         assert raw.headers["x-lg-endpoint"] == "bedrock:eu-central-1"
-    charge = expected_charge(1234, 56)
+    charge = expected_charge(234, 56)
     assert Decimal(raw.headers["x-lg-actual-cost"]) == charge
     record = audit(gateway, tenant, raw.headers["x-request-id"])
     assert record["status"] == "completed"
-    assert (record["input_tokens"], record["output_tokens"]) == (1234, 56)
+    assert (record["input_tokens"], record["output_tokens"]) == (234, 56)
     assert record["usage_source"] == "provider"
     assert Decimal(record["cost"]) == charge
     # The upstream received its own wire format with the gateway's key, never the client's.
@@ -601,12 +601,14 @@ def test_invalid_embeddings_bodies_are_a_400_naming_the_field_and_recorded(
 
 def test_an_embedding_is_charged_to_the_token_from_the_providers_count(fakes, gateway, tenant):
     fakes["openai"].reset()
-    fakes["openai"].script(prompt_tokens=4321)
+    fakes["openai"].script(
+        prompt_tokens=321
+    )  # more than our count of "hello", within the bound on real usage (domain/usage.py)
     raw = gateway.openai(tenant).embeddings.with_raw_response.create(
         model=EMBEDDING_MODELS["openai"], input="hello"
     )
-    assert raw.parse().usage.prompt_tokens == 4321
-    assert Decimal(raw.headers["x-lg-actual-cost"]) == expected_charge(4321, 0)
+    assert raw.parse().usage.prompt_tokens == 321
+    assert Decimal(raw.headers["x-lg-actual-cost"]) == expected_charge(321, 0)
     assert raw.headers["x-lg-usage-source"] == "provider"
 
 

@@ -15,7 +15,7 @@ import pytest
 from domain.routing import ProjectRouting
 from gateway.serving import BackgroundServer
 from gateway.simulator import SimulatorState, create_simulator_app
-from tests.support.harness import ADMIN_TOKEN, Gateway, Tenant, start_gateway
+from tests.support.harness import ADMIN_TOKEN, Gateway, Tenant, custom_model, start_gateway
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 MESSAGES = [{"role": "user", "content": "Tell me about residency"}]
@@ -53,20 +53,6 @@ def tenancy_gateway(backend: dict[str, str], upstreams: Any) -> Iterator[Gateway
         gateway.server.stop()
 
 
-def custom_model(name: str, input_price: str, output_price: str, effective_from: str) -> dict:
-    return {
-        "name": name,
-        "provider": "openai",
-        "upstream_id": "gpt-4o-mini",
-        "capabilities": ["chat"],
-        "size_class": "small",
-        "regions": ["us"],
-        "tiers": ["unrestricted"],
-        "prices": [
-            {"effective_from": effective_from, "currency": "USD",
-             "input_per_million": input_price, "output_per_million": output_price}
-        ],
-    }  # fmt: skip
 
 
 def admin_post(gateway: Gateway, path: str, body: dict) -> Any:

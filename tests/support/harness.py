@@ -126,3 +126,26 @@ def start_gateway(env: dict[str, str]) -> Gateway:
     services = build_services(settings)
     server = BackgroundServer(create_app(settings, services)).start()
     return Gateway(server=server, services=services, settings=settings)
+
+
+def custom_model(
+    name: str,
+    input_price: str = "1.00",
+    output_price: str = "2.00",
+    effective_from: str = "2026-01-01T00:00:00Z",
+) -> dict:
+    """A project's custom chat model on OpenAI's gpt-4o-mini (small, US, unrestricted), priced
+    in USD per million tokens from `effective_from`: the body of the admin custom-model API."""
+    return {
+        "name": name,
+        "provider": "openai",
+        "upstream_id": "gpt-4o-mini",
+        "capabilities": ["chat"],
+        "size_class": "small",
+        "regions": ["us"],
+        "tiers": ["unrestricted"],
+        "prices": [
+            {"effective_from": effective_from, "currency": "USD",
+             "input_per_million": input_price, "output_per_million": output_price}
+        ],
+    }  # fmt: skip

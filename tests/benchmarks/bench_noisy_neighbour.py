@@ -24,7 +24,7 @@ import httpx
 
 from gateway.serving import BackgroundServer
 from gateway.simulator import SimulatorState, create_simulator_app
-from tests.support.harness import Gateway, Tenant, start_gateway
+from tests.support.harness import Gateway, Tenant, running_gateway
 
 BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 16}
 DURATION_S_MAX = 120.0
@@ -78,7 +78,7 @@ def main() -> None:
     chats = max(1, min(args.chats, 500))
     state = SimulatorState()
     with BackgroundServer(create_simulator_app(state)) as upstream:
-        gateway = start_gateway(
+        with running_gateway(
             {
                 "LEDGERGATE_DATA_DIR": tempfile.mkdtemp(prefix="lg-bench-noisy-"),
                 "LEDGERGATE_OPENAI_BASE_URL": upstream.base_url + "/v1",
@@ -86,9 +86,7 @@ def main() -> None:
                 "LEDGERGATE_RUN_SWEEPER": "0",
                 "LEDGERGATE_RUN_PROJECTIONS": "0",
             }
-        )
-        try:
-            gateway.set_price("gpt-4o-mini", "0.15", "0.60")
+        ) as gateway:
             loud, calm = gateway.tenant(balance="100.00"), gateway.tenant(balance="100.00")
             with gateway.client(timeout=180) as http:  # one-time loading, before any timing
                 warm = http.post("/v1/chat/completions", json=BODY, headers=loud.headers())
@@ -103,8 +101,6 @@ def main() -> None:
                 return measured, await asyncio.wait_for(noise, DURATION_S_MAX)
 
             beside, noise = asyncio.run(together())
-        finally:
-            gateway.server.stop()
     print(f"quiet tenant, {chats} sequential chats (ms)")
     print(f"{'condition':<28}{'p50':>9}{'p95':>9}{'max':>9}  statuses")
     for label, results in (("alone", alone), ("beside the noisy tenant", beside)):

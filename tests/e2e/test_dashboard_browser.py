@@ -28,7 +28,7 @@ import pytest
 from domain import commands as c
 from gateway.serving import BackgroundServer
 from gateway.simulator import SimulatorState, create_simulator_app
-from tests.support.harness import ADMIN_TOKEN, Gateway, Tenant, start_gateway
+from tests.support.harness import ADMIN_TOKEN, Gateway, Tenant, running_gateway
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -82,7 +82,7 @@ def _chat(client: Any, text: str) -> str:
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     state = SimulatorState()
     with BackgroundServer(create_simulator_app(state)) as upstream:
-        gateway = start_gateway(
+        with running_gateway(
             {
                 "LEDGERGATE_DATA_DIR": str(tmp_path_factory.mktemp("dashboard") / "data"),
                 "LEDGERGATE_OPENAI_BASE_URL": upstream.base_url + "/v1",
@@ -90,9 +90,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
                 # Sign checkpoints quickly, so a request's proof is complete within the test.
                 "LEDGERGATE_CHECKPOINT_INTERVAL_S": "0.1",
             }
-        )
-        try:
-            gateway.set_price("gpt-4o-mini", "0.15", "0.60")
+        ) as gateway:
             a = gateway.tenant(balance="10.00", name="Alpha analytics")
             b = gateway.tenant(balance="5.00", name="Beta bank")
             world = World(gateway=gateway, simulator=state, a=a, b=b)
@@ -122,8 +120,6 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             world.euro_completed = _chat(gateway.openai(world.euro, user="dora"), "Bonjour")
             gateway.settle()
             yield world
-        finally:
-            gateway.server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from projections.runner import list_dead_letters
-from tests.support.harness import ADMIN_TOKEN, Gateway, Tenant, start_gateway
+from tests.support.harness import ADMIN_TOKEN, Gateway, Tenant, running_gateway
 
 NUL = "gpt\x00x"
 SURROGATE = "a\ud800b"
@@ -86,19 +86,15 @@ def running(tmp_path_factory, postgres_database) -> Iterator[tuple[Gateway, Tena
 
     url = create_schema(postgres_database, "fuzz_" + secrets.token_hex(4))
     with BackgroundServer(create_simulator_app(SimulatorState())) as upstream:
-        gateway = start_gateway(
+        with running_gateway(
             {
                 "LEDGERGATE_DATABASE_URL": url,
                 "LEDGERGATE_DATA_DIR": str(tmp_path_factory.mktemp("fuzz")),
                 "LEDGERGATE_OPENAI_BASE_URL": upstream.base_url + "/v1",
                 "LEDGERGATE_OPENAI_API_KEY": "sk-test",
             }
-        )
-        try:
-            gateway.set_price("gpt-4o-mini", "0.15", "0.60")
+        ) as gateway:
             yield gateway, gateway.tenant(balance="50.00")
-        finally:
-            gateway.server.stop()
 
 
 def _send(http: httpx.Client, method: str, url: str, **kwargs: Any) -> int:

@@ -19,7 +19,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from tests.support.harness import ADMIN_TOKEN, Gateway, Tenant, start_gateway
+from tests.support.harness import ADMIN_TOKEN, Gateway, Tenant, running_gateway
 
 EXAMPLES_PER_OPERATION = 10
 
@@ -52,18 +52,14 @@ def running(tmp_path_factory) -> Iterator[tuple[Gateway, Tenant]]:
     waited = app_module.READ_WAIT_S_MAX
     app_module.READ_WAIT_S_MAX = 0.2
     with BackgroundServer(create_simulator_app(SimulatorState())) as upstream:
-        gateway = start_gateway(
+        with running_gateway(
             {
                 "LEDGERGATE_DATA_DIR": str(tmp_path_factory.mktemp("schemathesis")),
                 "LEDGERGATE_OPENAI_BASE_URL": upstream.base_url + "/v1",
                 "LEDGERGATE_OPENAI_API_KEY": "sk-test",
             }
-        )
-        try:
-            gateway.set_price("gpt-4o-mini", "0.15", "0.60")
+        ) as gateway:
             yield gateway, gateway.tenant(balance="500.00")
-        finally:
-            gateway.server.stop()
             app_module.READ_WAIT_S_MAX = waited
 
 

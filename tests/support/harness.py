@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -126,6 +128,18 @@ def start_gateway(env: dict[str, str]) -> Gateway:
     services = build_services(settings)
     server = BackgroundServer(create_app(settings, services)).start()
     return Gateway(server=server, services=services, settings=settings)
+
+
+@contextmanager
+def running_gateway(env: dict[str, str]) -> Iterator[Gateway]:
+    """A gateway on `env` with gpt-4o-mini priced at 0.15 / 0.60 USD per million tokens,
+    stopped on leaving the block."""
+    gateway = start_gateway(env)
+    try:
+        gateway.set_price("gpt-4o-mini", "0.15", "0.60")
+        yield gateway
+    finally:
+        gateway.server.stop()
 
 
 def custom_model(

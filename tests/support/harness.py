@@ -142,6 +142,21 @@ def running_gateway(env: dict[str, str]) -> Iterator[Gateway]:
         gateway.server.stop()
 
 
+@contextmanager
+def simulated_gateway(env: dict[str, str], state: Any = None) -> Iterator[Gateway]:
+    """`running_gateway` on `env` whose OpenAI-format upstream is the built-in simulator
+    (driven by `state`, a SimulatorState, when given)."""
+    from gateway.simulator import SimulatorState, create_simulator_app
+
+    with BackgroundServer(create_simulator_app(state or SimulatorState())) as upstream:
+        upstream_env = {
+            "LEDGERGATE_OPENAI_BASE_URL": upstream.base_url + "/v1",
+            "LEDGERGATE_OPENAI_API_KEY": "sk-test",
+        }
+        with running_gateway({**env, **upstream_env}) as gateway:
+            yield gateway
+
+
 def custom_model(
     name: str,
     input_price: str = "1.00",

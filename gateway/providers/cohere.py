@@ -41,6 +41,7 @@ from gateway.providers.common import (
     unsupported,
 )
 from gateway.providers.errors import error_from_status, malformed
+from gateway.providers.parts import Spelling, content_blocks
 from gateway.providers.sse import iter_sse
 
 FINISH_REASONS = {
@@ -54,26 +55,20 @@ FAILED_FINISH_STATUS = {"ERROR": 502, "TIMEOUT": 504}
 DEFAULT_EMBED_INPUT_TYPE = "search_document"
 
 
+def _image(url: Any) -> dict[str, Any]:
+    return {"type": "image_url", "image_url": {"url": url}}
+
+
+SPELLING = Spelling(
+    text=lambda text: {"type": "text", "text": text},
+    image_as_is=_image,  # Cohere v2 takes OpenAI's image_url part unchanged
+)
+
+
 def _content(provider: str, content: Any) -> Any:
     if content is None or isinstance(content, str):
         return content or ""
-    parts: list[dict[str, Any]] = []
-    for part in content:
-        if not isinstance(part, dict):
-            continue
-        kind = part.get("type")
-        if kind == "text":
-            parts.append({"type": "text", "text": str(part.get("text") or "")})
-        elif kind == "image_url":
-            parts.append(
-                {
-                    "type": "image_url",
-                    "image_url": {"url": (part.get("image_url") or {}).get("url")},
-                }
-            )
-        else:
-            raise unsupported(provider, "messages", f"content part type {str(kind)[:40]!r}")
-    return parts
+    return content_blocks(provider, content, SPELLING)
 
 
 def to_cohere(

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
 import orjson
 
 from gateway import json_bytes
@@ -295,9 +294,6 @@ class AnthropicAdapter(ProviderAdapter):
 
 
 class AnthropicChatStream(TranslatingStream, ChatStream):
-    def __init__(self, provider: str, response: httpx.Response, model: str) -> None:
-        super().__init__(provider, response, model)
-
     async def _translate(self) -> Any:
         usage_start: Usage | None = None
         output_tokens: int | None = None

@@ -37,7 +37,7 @@ from gateway.providers.common import (
     content_text,
     dumps_text,
     embedding_inputs,
-    embeddings_body,
+    embedding_result,
     function_tools,
     max_output_tokens,
     new_completion_id,
@@ -443,18 +443,12 @@ class BedrockAdapter(ProviderAdapter):
         results = await asyncio.gather(*(embed(text) for text in inputs))
         usage = Usage(prompt_tokens=sum(tokens for _, tokens in results), completion_tokens=0)
         vectors = [vector for vector, _ in results]
-        return EmbeddingResult(
-            body=embeddings_body(
-                vectors, body.get("model") or upstream_model, usage, encoding_format
-            ),
-            usage=usage,
+        return embedding_result(
+            vectors, body.get("model") or upstream_model, usage, encoding_format
         )
 
 
 class ConverseChatStream(TranslatingStream, ChatStream):
-    def __init__(self, provider: str, response: httpx.Response, model: str) -> None:
-        super().__init__(provider, response, model)
-
     async def _translate(self) -> Any:
         decoder = EventStreamDecoder()
         tool_index_of_block: dict[int, int] = {}

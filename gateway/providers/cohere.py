@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
 import orjson
 
 from gateway import json_bytes
@@ -28,7 +27,7 @@ from gateway.providers.common import (
     completion_body,
     content_text,
     embedding_inputs,
-    embeddings_body,
+    embedding_result,
     function_tools,
     max_output_tokens,
     new_completion_id,
@@ -298,18 +297,12 @@ class CohereAdapter(ProviderAdapter):
             raise malformed(self.provider, "embeddings missing or of the wrong count")
         billed = ((data.get("meta") or {}).get("billed_units")) or {}
         usage = Usage(prompt_tokens=as_int(billed.get("input_tokens")), completion_tokens=0)
-        return EmbeddingResult(
-            body=embeddings_body(
-                vectors, body.get("model") or upstream_model, usage, encoding_format
-            ),
-            usage=usage,
+        return embedding_result(
+            vectors, body.get("model") or upstream_model, usage, encoding_format
         )
 
 
 class CohereChatStream(TranslatingStream, ChatStream):
-    def __init__(self, provider: str, response: httpx.Response, model: str) -> None:
-        super().__init__(provider, response, model)
-
     async def _translate(self) -> Any:
         tool_index_of_block: dict[int, int] = {}
         ended = False

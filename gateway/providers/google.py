@@ -13,7 +13,6 @@ import mimetypes
 from typing import Any
 from urllib.parse import quote
 
-import httpx
 import orjson
 
 from gateway import json_bytes
@@ -33,7 +32,7 @@ from gateway.providers.common import (
     content_text,
     dumps_text,
     embedding_inputs,
-    embeddings_body,
+    embedding_result,
     function_tools,
     max_output_tokens,
     new_completion_id,
@@ -444,18 +443,12 @@ class GoogleAdapter(ProviderAdapter):
             completion_tokens=0,
             source=USAGE_SOURCE_ESTIMATED,
         )
-        return EmbeddingResult(
-            body=embeddings_body(
-                vectors, body.get("model") or upstream_model, usage, encoding_format
-            ),
-            usage=usage,
+        return embedding_result(
+            vectors, body.get("model") or upstream_model, usage, encoding_format
         )
 
 
 class GeminiChatStream(TranslatingStream, ChatStream):
-    def __init__(self, provider: str, response: httpx.Response, model: str) -> None:
-        super().__init__(provider, response, model)
-
     async def _translate(self) -> Any:
         started: set[int] = set()
         tool_counts: dict[int, int] = {}

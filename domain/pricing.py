@@ -1,4 +1,7 @@
-"""Effective-dated prices and FX rates, and the cost arithmetic that uses them.
+"""Effective-dated prices and FX rates, and the one answer to "which price and FX rate were
+in effect at instant T" (`price_in_effect`, `fx_in_effect`), with the ids of the events that
+set them. The ledger (domain/handlers), the projections' ledger queries and the OCR catalog
+price all ask here; the cost arithmetic that uses them is domain/settlement.py.
 
 A price or rate is never edited: a new one with a later `effective_from` supersedes it.
 Each has an explicit id, recorded by every charge that used it (pricing provenance).
@@ -17,6 +20,7 @@ projects' models of the same name never share, see or charge each other's prices
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -24,7 +28,8 @@ from decimal import Decimal
 from eventsourcing.domain import Aggregate, event
 
 from domain.errors import FxRateNotFound, InvalidCommand, PriceNotFound
-from domain.money import check_currency, quantize_internal, token_cost
+from domain.ids import fx_book_id, price_book_id
+from domain.money import check_currency
 
 PRICE_PER_MTOK_MAX = Decimal(100_000)
 FX_RATE_MAX = Decimal(1_000_000)
@@ -273,33 +278,65 @@ def identity_rate(currency: str) -> FxRate:
     return FxRate(rate_id=None, base=currency, quote=currency, rate=Decimal(1), effective_from=None)
 
 
-@dataclass(frozen=True, slots=True)
-class CostBreakdown:
-    provider_cost: Decimal  # in the price currency
-    converted_cost: Decimal  # in the account currency, before fee
-    fee_amount: Decimal
-    total: Decimal  # converted_cost + fee_amount, what the balance is debited
+# --- the price and FX rate in effect at an instant (the one rule) ---------------------------
+
+FX_INVERSE_QUANTUM = Decimal("0.000000000001")
+Find = Callable[[uuid.UUID], object]  # an aggregate by id, or None (UnitOfWork.find)
 
 
-def compute_cost(
-    *,
-    price: Price,
-    fx: FxRate,
-    fee_rate: Decimal,
-    input_tokens: int,
-    output_tokens: int,
-    cached_tokens: int = 0,
-) -> CostBreakdown:
-    """Provider cost in its own currency, converted at `fx`, plus the platform fee.
-    Kept at internal precision (1e-9, half-even); nothing is rounded for display here."""
-    cached = min(max(cached_tokens, 0), input_tokens)
-    if price.cached_input_per_mtok is not None and cached:
-        uncached_cost = token_cost(input_tokens - cached, price.input_per_mtok)
-        cached_cost = token_cost(cached, price.cached_input_per_mtok)
-        input_cost = uncached_cost + cached_cost
-    else:
-        input_cost = token_cost(input_tokens, price.input_per_mtok)
-    provider_cost = quantize_internal(input_cost + token_cost(output_tokens, price.output_per_mtok))
-    converted = quantize_internal(provider_cost * fx.rate)
-    fee = quantize_internal(converted * fee_rate)
-    return CostBreakdown(provider_cost, converted, fee, converted + fee)
+def price_in_effect(
+    find: Find, model: str, at: datetime, project_id: uuid.UUID | None = None
+) -> Price:
+    """The price of `model` in effect at `at`, with its id (`price_id`, the PriceSet that
+    set it). With `project_id`, of that project's custom model, from its own book only
+    (custom-model prices recorded before per-project books, in the shared book with source
+    "custom:<project>", still count for that project and no other)."""
+    if project_id is not None:
+        own = find(price_book_id(model, project_id))
+        if isinstance(own, PriceBook):
+            return own.price_at(at)
+        legacy = find(price_book_id(model))
+        if isinstance(legacy, PriceBook):
+            return legacy.price_at(at, legacy_source=f"{LEGACY_CUSTOM_SOURCE_PREFIX}{project_id}")
+        raise PriceNotFound(f"no price has been set for model {model!r}", model=model)
+    book = find(price_book_id(model))
+    if not isinstance(book, PriceBook) or book.project_id is not None:
+        raise PriceNotFound(f"no price has been set for model {model!r}", model=model)
+    return book.price_at(at)
+
+
+def _rate_in_effect(book: object, at: datetime) -> FxRate | None:
+    if isinstance(book, FxBook) and any(
+        r.effective_from is not None and r.effective_from <= at for r in book.rates
+    ):
+        return book.rate_at(at)
+    return None
+
+
+def fx_in_effect(find: Find, base: str, quote: str, at: datetime) -> FxRate:
+    """The rate converting `base` into `quote` at `at`, with its id (`rate_id`, the RateSet
+    that set it): the direct pair's rate, else the inverse pair's inverted (12 places), the
+    identity for one currency."""
+    if base == quote:
+        return identity_rate(base)
+    direct = _rate_in_effect(find(fx_book_id(base, quote)), at)
+    if direct is not None:
+        return direct
+    inverse = _rate_in_effect(find(fx_book_id(quote, base)), at)
+    if inverse is not None:
+        return FxRate(
+            rate_id=inverse.rate_id,
+            base=base,
+            quote=quote,
+            rate=(Decimal(1) / inverse.rate).quantize(FX_INVERSE_QUANTUM),
+            effective_from=inverse.effective_from,
+            inverted=True,
+        )
+    raise FxRateNotFound(
+        f"no {base}/{quote} FX rate in effect at {at.isoformat()}: this is a configuration "
+        "gap, not an outage (retrying will not help). An operator loads the ECB reference "
+        "rates with `ledgergate fx import eurofxref.csv`, or sets one with `ledgergate fx set "
+        f"--base {base} --quote {quote} --rate R --effective-from T`",
+        base=base,
+        quote=quote,
+    )

@@ -21,37 +21,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from domain.errors import ComplianceTierNotInPlan
-from domain.settlement import (
-    BYOK_FEE_RATE,
-    DEFAULT_FEE_RATE,
-    KEY_SOURCE_BYOK,
-    KEY_SOURCE_MANAGED,
-    fee_rate_for,
-)
-from domain.vocabulary import Plan, Tier
 
-__all__ = [
-    "BYOK_FEE_RATE",
-    "DEFAULT_FEE_RATE",
-    "ENTERPRISE",
-    "FREE",
-    "KEY_SOURCE_BYOK",
-    "KEY_SOURCE_MANAGED",
-    "PRO",
-    "TRIAL",
-    "Quota",
-    "billing_plan",
-    "check_plan_allows_tier",
-    "check_tier_allowed",
-    "fee_rate_for",
-    "month_key",
-    "monthly_request_limit",
-    "next_day_start",
-    "next_month_start",
-    "quota_for",
-    "rules_plan",
-    "trial_ends_at",
-]
+# The fee rules live in domain/settlement.py; re-exported for older imports.
+from domain.settlement import BYOK_FEE_RATE as BYOK_FEE_RATE
+from domain.settlement import DEFAULT_FEE_RATE as DEFAULT_FEE_RATE
+from domain.settlement import KEY_SOURCE_BYOK as KEY_SOURCE_BYOK
+from domain.settlement import KEY_SOURCE_MANAGED as KEY_SOURCE_MANAGED
+from domain.settlement import fee_rate_for as fee_rate_for
+from domain.vocabulary import Plan, Tier
 
 FREE = Plan.FREE.value
 TRIAL = Plan.TRIAL.value

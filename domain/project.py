@@ -10,12 +10,11 @@ from eventsourcing.domain import Aggregate, event
 
 from domain.errors import InvalidCommand, KeyRevoked
 from domain.money import check_currency
-from domain.plans import DEFAULT_FEE_RATE, ENTERPRISE, check_tier_allowed
+from domain.plans import ENTERPRISE, check_plan_allows_tier
+from domain.settlement import DEFAULT_FEE_RATE
+from domain.vocabulary import PLANS, PROVIDERS, TIERS
 
-TIERS = ("unrestricted", "eu_cloud", "eu_strict", "eu_sweden")
-PLANS = ("free", "trial", "pro", "enterprise")
 FEE_RATE_MAX = Decimal("0.50")
-PROVIDERS = ("openai", "anthropic", "mistral", "google", "bedrock", "cohere", "moonshot", "xai")
 FINGERPRINT_CHARS_MAX = 64
 CIPHERTEXT_CHARS_MAX = 8192
 
@@ -95,7 +94,7 @@ class Project(Aggregate):
         clean_name = name.strip()
         if not clean_name or len(clean_name) > 200:
             raise InvalidCommand("a project name must have 1 to 200 characters")
-        check_tier_allowed(check_plan(plan), check_tier(tier))
+        check_plan_allows_tier(check_plan(plan), check_tier(tier))
         if plan != ENTERPRISE and fee_rate != DEFAULT_FEE_RATE:
             raise InvalidCommand(
                 f"only an enterprise project can carry a negotiated fee (default {DEFAULT_FEE_RATE})"
@@ -133,7 +132,7 @@ class Project(Aggregate):
         self.provider_keys: dict[str, dict[str, str]] = {}
 
     def change_tier(self, tier: str) -> None:
-        check_tier_allowed(self.plan, check_tier(tier))
+        check_plan_allows_tier(self.plan, check_tier(tier))
         if tier == self.tier:
             return
         self._tier_changed(tier)
@@ -143,7 +142,7 @@ class Project(Aggregate):
         self.tier = tier
 
     def change_plan(self, plan: str, now: datetime) -> None:
-        check_tier_allowed(check_plan(plan), self.tier)
+        check_plan_allows_tier(check_plan(plan), self.tier)
         if plan == self.plan:
             return  # re-setting a trial must not restart it
         self._plan_changed(plan, now)

@@ -17,18 +17,20 @@ from eventsourcing.domain import Aggregate, event
 
 from domain.errors import IllegalTransition, InvalidCommand
 from domain.pii_events import PiiDecision
+from domain.vocabulary import MODES, Mode, RequestStatus
+from domain.vocabulary import NON_TERMINAL_STATES as NON_TERMINAL_STATES  # re-exported
+from domain.vocabulary import TERMINAL_STATES as TERMINAL_STATES  # re-exported
 
-RECEIVED = "received"
-ADMITTED = "admitted"
-REJECTED = "rejected"
-DISPATCHED = "dispatched"
-STREAMING = "streaming"
-COMPLETED = "completed"
-FAILED = "failed"
-ABANDONED = "abandoned"
-
-TERMINAL_STATES = frozenset({REJECTED, COMPLETED, FAILED, ABANDONED})
-NON_TERMINAL_STATES = frozenset({RECEIVED, ADMITTED, DISPATCHED, STREAMING})
+# The statuses are spelled once in domain/vocabulary.py; plain strings here because events
+# store them and transitions compare them.
+RECEIVED = RequestStatus.RECEIVED.value
+ADMITTED = RequestStatus.ADMITTED.value
+REJECTED = RequestStatus.REJECTED.value
+DISPATCHED = RequestStatus.DISPATCHED.value
+STREAMING = RequestStatus.STREAMING.value
+COMPLETED = RequestStatus.COMPLETED.value
+FAILED = RequestStatus.FAILED.value
+ABANDONED = RequestStatus.ABANDONED.value
 
 ALLOWED_TRANSITIONS: dict[str, frozenset[str]] = {
     RECEIVED: frozenset({ADMITTED, REJECTED}),
@@ -307,11 +309,11 @@ class Request(Aggregate):
         cls,
         *,
         aggregate_id: UUID,
-        mode: str = "live",
+        mode: str = Mode.LIVE.value,
         conversation_id: str | None = None,
         **fields: Any,
     ) -> Request:
-        if mode not in ("live", "test"):
+        if mode not in MODES:
             raise InvalidCommand("a request's mode is live or test")
         return cls._create(
             cls.Received, id=aggregate_id, mode=mode, conversation_id=conversation_id, **fields
@@ -334,7 +336,7 @@ class Request(Aggregate):
         client_ip: str | None,
         received_at: datetime,
         deadline_at: datetime,
-        mode: str = "live",
+        mode: str = Mode.LIVE.value,
         conversation_id: str | None = None,
     ) -> None:
         self.request_id = request_id

@@ -22,7 +22,7 @@ from eventsourcing.domain import Aggregate, event
 from domain.catalog import Catalog, ModelSpec, spec_from_mapping
 from domain.clock import require_aware
 from domain.errors import IllegalTransition, InvalidCommand
-from domain.tiers import KNOWN_PROVIDERS
+from domain.vocabulary import KNOWN_PROVIDERS
 
 _NAMESPACE = uuid5(NAMESPACE_URL, "https://ledgergate.dev/routing")
 _ENDPOINT_KEY_REF = re.compile(r"^byok:([a-z]{2,16})$")

@@ -22,37 +22,19 @@ from typing import TYPE_CHECKING
 
 from domain.errors import InvalidCommand, UnknownComplianceTier
 from domain.plans import check_plan_allows_tier
-from domain.vocabulary import (
-    EU_OWNED_PROVIDERS,
-    KNOWN_PROVIDERS,
-    NAMED_ONLY_PROVIDERS,
-    TIER_ORDER,
-    Plan,
-    Provider,
-    Tier,
-)
+
+# Tier, TIER_ORDER and the provider sets are spelled in domain/vocabulary.py; re-exported
+# here for the modules that import them from this, their old home.
+from domain.vocabulary import EU_OWNED_PROVIDERS as EU_OWNED_PROVIDERS
+from domain.vocabulary import KNOWN_PROVIDERS as KNOWN_PROVIDERS
+from domain.vocabulary import NAMED_ONLY_PROVIDERS as NAMED_ONLY_PROVIDERS
+from domain.vocabulary import TIER_ORDER as TIER_ORDER
+from domain.vocabulary import Plan, Provider
+from domain.vocabulary import Tier as Tier
 
 if TYPE_CHECKING:
     from domain.catalog import ModelSpec
 
-
-# Tier, TIER_ORDER and the provider sets live in domain/vocabulary.py; re-exported here for
-# the modules that import them from their old home.
-__all__ = [
-    "EU_OWNED_PROVIDERS",
-    "KNOWN_PROVIDERS",
-    "NAMED_ONLY_PROVIDERS",
-    "SWEDEN_REGIONS",
-    "TIER_ORDER",
-    "TIER_RANK",
-    "EffectiveTier",
-    "Tier",
-    "check_tier_claims",
-    "effective_tier",
-    "is_eu_region",
-    "model_allowed",
-    "parse_tier",
-]
 
 TIER_RANK: dict[Tier, int] = {tier: rank for rank, tier in enumerate(TIER_ORDER)}
 

@@ -46,8 +46,6 @@ from domain.settlement import Posting, compute_cost
 from domain.usage import USAGE_SOURCE_CAPPED, check_usage, input_tokens_bound, reported
 from domain.vocabulary import KEY_SOURCES
 
-FX_INVERSE_QUANTUM = pricing.FX_INVERSE_QUANTUM
-
 
 class UnitOfWork:
     """The aggregates one command reads and changes. `get` goes through the writer's cache."""

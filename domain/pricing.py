@@ -20,10 +20,11 @@ projects' models of the same name never share, see or charge each other's prices
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from typing import Protocol, TypeVar
 
 from eventsourcing.domain import Aggregate, event
 
@@ -32,6 +33,7 @@ from domain.ids import fx_book_id, price_book_id
 from domain.money import check_currency
 
 PRICE_PER_MTOK_MAX = Decimal(100_000)
+FX_INVERSE_QUANTUM = Decimal("0.000000000001")  # an inverted FX rate carries 12 places
 FX_RATE_MAX = Decimal(1_000_000)
 PRICE_SOURCE_CATALOG = "catalog"
 PRICE_SOURCE_OPERATOR = "operator"
@@ -76,14 +78,50 @@ class FxRate:
     inverted: bool = False
 
 
-def _latest_at(entries: list, at: datetime):  # type: ignore[no-untyped-def]
-    chosen = None
-    for entry in entries:  # entries are in recording order; the later of equal instants wins
-        if entry.effective_from <= at and (
-            chosen is None or entry.effective_from >= chosen.effective_from
-        ):
+class Dated(Protocol):
+    @property
+    def effective_from(self) -> datetime | None: ...
+
+
+class DatedWithSource(Dated, Protocol):
+    @property
+    def source(self) -> str: ...
+
+
+DatedT = TypeVar("DatedT", bound=Dated)
+SourcedT = TypeVar("SourcedT", bound=DatedWithSource)
+
+
+def rate_chosen(rates: Iterable[DatedT], at: datetime) -> DatedT | None:
+    """The entry in effect at `at` among `rates` (in recording order): the latest
+    `effective_from` not after `at`; of equal instants, the later recorded wins."""
+    chosen: DatedT | None = None
+    for entry in rates:
+        effective_from = entry.effective_from
+        if effective_from is None or effective_from > at:
+            continue
+        chosen_from = None if chosen is None else chosen.effective_from
+        if chosen_from is None or effective_from >= chosen_from:
             chosen = entry
     return chosen
+
+
+def price_chosen(prices: Iterable[SourcedT], at: datetime) -> SourcedT | None:
+    """The price in effect at `at` among `prices` (in recording order): the latest
+    operator price in effect, else the latest catalog price (the module's one rule). The
+    ledger (PriceBook.price_at) and the read side (projections/ledger_queries.pricing_at)
+    both choose with this."""
+    listed = list(prices)
+    operator = [p for p in listed if price_source_kind(p.source) == PRICE_SOURCE_OPERATOR]
+    chosen = rate_chosen(operator, at)
+    if chosen is None:
+        chosen = rate_chosen([p for p in listed if p.source == PRICE_SOURCE_CATALOG], at)
+    return chosen
+
+
+def inverse_rate(rate: Decimal) -> Decimal:
+    """1 / rate at the precision every inverted FX rate carries (12 places)."""
+    return (Decimal(1) / rate).quantize(FX_INVERSE_QUANTUM)
 
 
 class PriceBook(Aggregate):
@@ -198,10 +236,7 @@ class PriceBook(Aggregate):
         prices = self.prices
         if legacy_source is not None:
             prices = [p for p in prices if p.source == legacy_source]
-        operator = [p for p in prices if price_source_kind(p.source) == PRICE_SOURCE_OPERATOR]
-        chosen = _latest_at(operator, at)
-        if chosen is None:
-            chosen = _latest_at([p for p in prices if p.source == PRICE_SOURCE_CATALOG], at)
+        chosen = price_chosen(prices, at)
         if chosen is None:
             raise PriceNotFound(
                 f"no price in effect for model {self.model!r} at {at.isoformat()}", model=self.model
@@ -268,7 +303,7 @@ class FxBook(Aggregate):
         return self.__dict__.setdefault("rate_sources", {})  # type: ignore[no-any-return]
 
     def rate_at(self, at: datetime) -> FxRate:
-        chosen = _latest_at(self.rates, at)
+        chosen = rate_chosen(self.rates, at)
         if chosen is None:
             raise FxRateNotFound(f"no {self.base}/{self.quote} rate in effect at {at.isoformat()}")
         return chosen
@@ -278,9 +313,8 @@ def identity_rate(currency: str) -> FxRate:
     return FxRate(rate_id=None, base=currency, quote=currency, rate=Decimal(1), effective_from=None)
 
 
-# --- the price and FX rate in effect at an instant (the one rule) ---------------------------
+# --- the price and FX rate in effect at an instant, read from the books ---------------------
 
-FX_INVERSE_QUANTUM = Decimal("0.000000000001")
 Find = Callable[[uuid.UUID], object]  # an aggregate by id, or None (UnitOfWork.find)
 
 
@@ -328,7 +362,7 @@ def fx_in_effect(find: Find, base: str, quote: str, at: datetime) -> FxRate:
             rate_id=inverse.rate_id,
             base=base,
             quote=quote,
-            rate=(Decimal(1) / inverse.rate).quantize(FX_INVERSE_QUANTUM),
+            rate=inverse_rate(inverse.rate),
             effective_from=inverse.effective_from,
             inverted=True,
         )

@@ -26,7 +26,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Protocol, TypeVar
 
-from eventsourcing.domain import Aggregate, event
+from eventsourcing.domain import Aggregate
 
 from domain.errors import FxRateNotFound, InvalidCommand, PriceNotFound
 from domain.ids import fx_book_id, price_book_id
@@ -147,6 +147,20 @@ class PriceBook(Aggregate):
         effective_from: datetime
         source: str
 
+        def apply(self, aggregate: PriceBook) -> None:
+            aggregate.prices.append(
+                Price(
+                    price_id=self.price_id,
+                    model=aggregate.model,
+                    input_per_mtok=self.input_per_mtok,
+                    output_per_mtok=self.output_per_mtok,
+                    currency=self.currency,
+                    effective_from=self.effective_from,
+                    cached_input_per_mtok=self.cached_input_per_mtok,
+                    source=self.source,
+                )
+            )
+
     @classmethod
     def open(cls, *, book_id: uuid.UUID, model: str, project_id: str | None = None) -> PriceBook:
         clean = model.strip()
@@ -194,40 +208,17 @@ class PriceBook(Aggregate):
             price_id = catalog_price_id(self.model, effective_from)
         else:
             price_id = str(uuid.uuid4())
-        self._price_set(
-            price_id,
-            input_per_mtok,
-            output_per_mtok,
-            cached_input_per_mtok,
-            check_currency(currency),
-            effective_from,
-            source,
+        self.trigger_event(
+            self.PriceSet,
+            price_id=price_id,
+            input_per_mtok=input_per_mtok,
+            output_per_mtok=output_per_mtok,
+            cached_input_per_mtok=cached_input_per_mtok,
+            currency=check_currency(currency),
+            effective_from=effective_from,
+            source=source,
         )
         return price_id
-
-    @event(PriceSet)
-    def _price_set(
-        self,
-        price_id: str,
-        input_per_mtok: Decimal,
-        output_per_mtok: Decimal,
-        cached_input_per_mtok: Decimal | None,
-        currency: str,
-        effective_from: datetime,
-        source: str,
-    ) -> None:
-        self.prices.append(
-            Price(
-                price_id,
-                self.model,
-                input_per_mtok,
-                output_per_mtok,
-                currency,
-                effective_from,
-                cached_input_per_mtok,
-                source,
-            )
-        )
 
     def price_at(self, at: datetime, *, legacy_source: str | None = None) -> Price:
         """The price in effect at `at`: the latest operator price in effect, else the latest
@@ -256,6 +247,14 @@ class FxBook(Aggregate):
         rate: Decimal
         effective_from: datetime
         source: str
+
+        def apply(self, aggregate: FxBook) -> None:
+            aggregate.rates.append(
+                FxRate(
+                    self.rate_id, aggregate.base, aggregate.quote, self.rate, self.effective_from
+                )
+            )
+            aggregate._sources()[self.rate_id] = self.source
 
     @classmethod
     def open(cls, *, book_id: uuid.UUID, base: str, quote: str) -> FxBook:
@@ -290,13 +289,10 @@ class FxBook(Aggregate):
             ):
                 return str(recorded.rate_id)
         rate_id = str(uuid.uuid4())
-        self._rate_set(rate_id, rate, effective_from, source)
+        self.trigger_event(
+            self.RateSet, rate_id=rate_id, rate=rate, effective_from=effective_from, source=source
+        )
         return rate_id
-
-    @event(RateSet)
-    def _rate_set(self, rate_id: str, rate: Decimal, effective_from: datetime, source: str) -> None:
-        self.rates.append(FxRate(rate_id, self.base, self.quote, rate, effective_from))
-        self._sources()[rate_id] = source
 
     def _sources(self) -> dict[str, str]:
         # rate id -> source; setdefault: state restored from before this existed lacks it.

@@ -15,7 +15,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from domain.clock import require_aware
+from domain.clock import parse_instant, require_aware
 from domain.errors import InvalidCommand, ModelNotFound, PriceNotFound
 from domain.money import Money, check_currency, to_decimal, token_cost
 from domain.tiers import (
@@ -297,8 +297,6 @@ def spec_from_mapping(entry: Mapping[str, Any], *, source: str = "catalog") -> M
 def price_from_mapping(row: Mapping[str, Any]) -> ModelPrice:
     moment = row["effective_from"]
     if isinstance(moment, str):
-        from domain.clock import parse_instant
-
         moment = parse_instant(moment)
     cached = row.get("cached_input_per_million")
     per_page = row.get("per_page")

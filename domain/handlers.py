@@ -41,6 +41,7 @@ from domain.ids import (
 from domain.money import quantize_internal
 from domain.pricing import FxBook, FxRate, Price, PriceBook
 from domain.project import ApiKey, Project
+from domain.reconciliation import ProviderReconciliation, reconciliation_id
 from domain.request import ABANDONED, COMPLETED, DISPATCHED, FAILED, STREAMING, Request
 from domain.settlement import Posting, compute_cost
 from domain.usage import USAGE_SOURCE_CAPPED, check_usage, input_tokens_bound, reported
@@ -473,13 +474,7 @@ def admit_request(cmd: c.AdmitRequest, uow: UnitOfWork) -> dict[str, Any]:
         reserved_amount=reserve_amount,
         estimated_input_tokens=cmd.estimated_input_tokens,
         max_output_tokens=cmd.max_output_tokens,
-        price_id=price.price_id,
-        price_effective_from=price.effective_from,
-        input_price_per_mtok=price.input_per_mtok,
-        output_price_per_mtok=price.output_per_mtok,
-        price_currency=price.currency,
-        fx_rate=fx.rate,
-        fx_rate_id=fx.rate_id,
+        **_priced_by(price, fx),
         fee_rate=fee_rate,
         key_source=cmd.key_source,
         admitted_at=now,
@@ -508,6 +503,36 @@ def admit_request(cmd: c.AdmitRequest, uow: UnitOfWork) -> dict[str, Any]:
     }
 
 
+def _priced_by(price: Price, fx: FxRate) -> dict[str, Any]:
+    """The price and FX rate a request is charged by, as Admitted and Repriced record them
+    (pricing provenance: the ids of the events that set them)."""
+    return {
+        "price_id": price.price_id,
+        "price_effective_from": price.effective_from,
+        "input_price_per_mtok": price.input_per_mtok,
+        "output_price_per_mtok": price.output_per_mtok,
+        "price_currency": price.currency,
+        "fx_rate": fx.rate,
+        "fx_rate_id": fx.rate_id,
+    }
+
+
+def _answered(usage: c.UsageReport, cmd: c.CompleteRequest | c.JournalUsage) -> dict[str, Any]:
+    """The upstream's answer as Completed, SweepCorrected and UsageJournalled record it
+    (Request.JOURNALLED_FIELDS)."""
+    return {
+        "input_tokens": usage.input_tokens,
+        "output_tokens": usage.output_tokens,
+        "cached_tokens": usage.cached_tokens,
+        "usage_source": usage.usage_source,
+        "finish_reason": cmd.finish_reason,
+        "completion_chars": cmd.completion_chars,
+        "completion_sha256": cmd.completion_sha256,
+        "latency_ms": cmd.latency_ms,
+        "upstream_ms": cmd.upstream_ms,
+    }
+
+
 def redispatch(cmd: c.Redispatch, uow: UnitOfWork) -> dict[str, Any]:
     request = _request(uow, cmd.request_id)
     request.check_transition(DISPATCHED)
@@ -521,13 +546,7 @@ def redispatch(cmd: c.Redispatch, uow: UnitOfWork) -> dict[str, Any]:
         fx = fx_in_effect(uow, price.currency, request.terms.currency, at)
         request.reprice(
             model=cmd.route.model,
-            price_id=price.price_id,
-            price_effective_from=price.effective_from,
-            input_price_per_mtok=price.input_per_mtok,
-            output_price_per_mtok=price.output_per_mtok,
-            price_currency=price.currency,
-            fx_rate=fx.rate,
-            fx_rate_id=fx.rate_id,
+            **_priced_by(price, fx),
             repriced_at=uow.clock.now(),
         )
     request.dispatch(
@@ -744,19 +763,11 @@ def complete_request(cmd: c.CompleteRequest, uow: UnitOfWork) -> dict[str, Any]:
     finish = request.correct_after_sweep if swept else request.complete
     fields_at = {"corrected_at" if swept else "completed_at": uow.clock.now()}
     finish(
-        input_tokens=usage.input_tokens,
-        output_tokens=usage.output_tokens,
-        cached_tokens=usage.cached_tokens,
-        usage_source=usage.usage_source,
-        finish_reason=cmd.finish_reason,
+        **_answered(usage, cmd),
         provider_cost=provider_cost,
         charged_amount=charged,
         fee_amount=fee,
         shortfall_amount=shortfall,
-        completion_chars=cmd.completion_chars,
-        completion_sha256=cmd.completion_sha256,
-        latency_ms=cmd.latency_ms,
-        upstream_ms=cmd.upstream_ms,
         **fields_at,
         **(
             {}
@@ -870,18 +881,7 @@ def extend_deadline(cmd: c.ExtendDeadline, uow: UnitOfWork) -> dict[str, Any]:
 
 def journal_usage(cmd: c.JournalUsage, uow: UnitOfWork) -> dict[str, Any]:
     request = _request(uow, cmd.request_id)
-    request.journal_usage(
-        input_tokens=cmd.usage.input_tokens,
-        output_tokens=cmd.usage.output_tokens,
-        cached_tokens=cmd.usage.cached_tokens,
-        usage_source=cmd.usage.usage_source,
-        finish_reason=cmd.finish_reason,
-        completion_chars=cmd.completion_chars,
-        completion_sha256=cmd.completion_sha256,
-        latency_ms=cmd.latency_ms,
-        upstream_ms=cmd.upstream_ms,
-        journalled_at=uow.clock.now(),
-    )
+    request.journal_usage(**_answered(cmd.usage, cmd), journalled_at=uow.clock.now())
     return {"request_id": cmd.request_id, "journalled": True}
 
 
@@ -891,8 +891,6 @@ def journal_usage(cmd: c.JournalUsage, uow: UnitOfWork) -> dict[str, Any]:
 def record_reconciliation(cmd: c.RecordReconciliation, uow: UnitOfWork) -> dict[str, Any]:
     """Record a reconciliation once; optionally adjust a project's balance by the total
     difference in the same transaction. Re-running the same reconciliation records nothing."""
-    from domain.reconciliation import ProviderReconciliation, reconciliation_id
-
     identity = reconciliation_id(
         provider=cmd.provider,
         month=cmd.month,

@@ -10,7 +10,7 @@ and fired with `trigger_event(EventClass, **fields)`: a command method checks, t
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -73,6 +73,9 @@ class AdmissionTerms:
     fx_rate_id: str | None
     fee_rate: Decimal
     key_source: str
+
+
+ADMISSION_TERMS_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(AdmissionTerms))
 
 
 class Request(Aggregate):
@@ -162,19 +165,9 @@ class Request(Aggregate):
             aggregate.model = self.model
             aggregate.provider = self.provider
             aggregate.upstream_model = self.upstream_model
+            # The terms are fields of this event by the same names.
             aggregate.terms = AdmissionTerms(
-                currency=self.currency,
-                reserved_amount=self.reserved_amount,
-                estimated_input_tokens=self.estimated_input_tokens,
-                max_output_tokens=self.max_output_tokens,
-                price_id=self.price_id,
-                input_price_per_mtok=self.input_price_per_mtok,
-                output_price_per_mtok=self.output_price_per_mtok,
-                price_currency=self.price_currency,
-                fx_rate=self.fx_rate,
-                fx_rate_id=self.fx_rate_id,
-                fee_rate=self.fee_rate,
-                key_source=self.key_source,
+                **{name: getattr(self, name) for name in ADMISSION_TERMS_FIELDS}
             )
 
     class RouteDecided(Aggregate.Event):

@@ -4,12 +4,13 @@ the view it reflects (`as_of_position`)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from domain.handlers import FX_INVERSE_QUANTUM
 from domain.money import DISPLAY_QUANTUM
+from domain.pricing import inverse_rate, price_chosen, rate_chosen
 from projections.db import ReadStore, as_datetime, as_decimal, iso
 
 ZERO = Decimal(0)
@@ -193,9 +194,7 @@ def _fx_record(row: dict[str, Any], *, inverted: bool) -> dict[str, Any]:
         # the same way the domain inverts it at admission.
         "base": row["quote"] if inverted else row["base"],
         "quote": row["base"] if inverted else row["quote"],
-        "rate": format((Decimal(1) / rate).quantize(FX_INVERSE_QUANTUM), "f")
-        if inverted
-        else format(rate, "f"),
+        "rate": format(inverse_rate(rate), "f") if inverted else format(rate, "f"),
         "stored_rate": format(rate, "f"),
         "inverted": inverted,
         "effective_from": _time(row["effective_from"]),
@@ -203,6 +202,19 @@ def _fx_record(row: dict[str, Any], *, inverted: bool) -> dict[str, Any]:
         "source": row["source"],
         "position": int(row["position"]),
     }
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    """A pricing-history row as the domain's choice rule reads it."""
+
+    effective_from: datetime | None
+    source: str
+    row: Any
+
+    @classmethod
+    def of(cls, row: Any) -> _Entry:
+        return cls(as_datetime(row["effective_from"]), str(row["source"]), row)
 
 
 def _time(value: Any) -> str | None:
@@ -219,34 +231,37 @@ def pricing_at(
     project_id: str | None = None,
 ) -> dict[str, Any]:
     """Which price (and FX rate into `currency`) was in effect at `at`, and which events
-    set them. Same choice as the domain (domain/pricing.py): the latest operator price in
-    effect, else the latest catalog price; the later recording of equal instants wins; a
-    direct FX pair before its inverse. With `project_id`: that project's custom model's
+    set them. The domain's own choice (domain/pricing.price_chosen / rate_chosen): the latest
+    operator price in effect, else the latest catalog price; the later recording of equal
+    instants wins; a direct FX pair before its inverse. With `project_id`: that project's custom model's
     prices only; without: shipped models' prices only (never any project's)."""
     moment = _instant(store, at)
     scope = "project_id = %s" if project_id is not None else "project_id IS NULL"
     scope_args: tuple[Any, ...] = (project_id,) if project_id is not None else ()
     with store.transaction(write=False) as tx:
         position = _position(tx, "pricing_history")
-        price_row = tx.execute(
+        # The rows in effect by date, in recording order; the domain's rule chooses among them.
+        price_rows = tx.execute(
             f"SELECT * FROM lg_pricing_history WHERE kind = 'price' AND model = %s AND {scope} "  # noqa: S608 - constant fragments
-            "AND effective_from <= %s ORDER BY CASE WHEN source = 'catalog' THEN 1 ELSE 0 END, "
-            "effective_from DESC, position DESC LIMIT 1",
+            "AND effective_from <= %s ORDER BY position",
             (model, *scope_args, moment),
-        ).fetchone()
+        ).fetchall()
+        chosen = price_chosen((_Entry.of(row) for row in price_rows), at)
+        price_row = None if chosen is None else chosen.row
         fx: dict[str, Any] | None = None
         if price_row is not None and currency and currency != price_row["currency"]:
             for base, quote, inverted in (
                 (price_row["currency"], currency, False),
                 (currency, price_row["currency"], True),
             ):
-                row = tx.execute(
+                rate_rows = tx.execute(
                     "SELECT * FROM lg_pricing_history WHERE kind = 'fx' AND base = %s AND quote = %s "
-                    "AND effective_from <= %s ORDER BY effective_from DESC, position DESC LIMIT 1",
+                    "AND effective_from <= %s ORDER BY position",
                     (base, quote, moment),
-                ).fetchone()
-                if row is not None:
-                    fx = _fx_record(row, inverted=inverted)
+                ).fetchall()
+                rate = rate_chosen((_Entry.of(row) for row in rate_rows), at)
+                if rate is not None:
+                    fx = _fx_record(rate.row, inverted=inverted)
                     break
     result: dict[str, Any] = {
         "object": "pricing",

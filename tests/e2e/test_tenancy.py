@@ -202,8 +202,8 @@ def test_a_recorded_endpoint_naming_a_server_variable_is_never_used_with_its_val
     (_, shared), (private_server, private) = upstreams
     tenant = gateway.tenant()
     routing = ProjectRouting(str(tenant.project_id))
-    routing._endpoint_added(  # the event as an older release recorded it, unvalidated
-        provider="openai", name="legacy", base_url=private_server.base_url + "/v1", region="",
+    routing.trigger_event(  # the event as an older release recorded it, unvalidated
+        ProjectRouting.EndpointAdded, provider="openai", name="legacy", base_url=private_server.base_url + "/v1", region="",
         api_key_ref="LEDGERGATE_ADMIN_TOKEN", models=("gpt-4o-mini",), added_by="admin",
     )  # fmt: skip
     gateway.services.app.save(routing)

@@ -166,7 +166,7 @@ class MerkleLog:
     # --- reading the stored tree ---------------------------------------------------------
 
     def _state(self, tx: Tx, *, lock: bool) -> tuple[int, int]:
-        suffix = " FOR UPDATE" if lock and self.store.dialect == "postgres" else ""
+        suffix = tx.for_update if lock else ""
         row = tx.execute(
             f"SELECT size, last_position FROM lg_merkle_state WHERE log = %s{suffix}", (LOG_NAME,)
         ).fetchone()

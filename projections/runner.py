@@ -412,11 +412,7 @@ def ensure_tracking(store: ReadStore, views: Sequence[View]) -> None:
 def locked_view_position(tx: Tx, view: View) -> int:
     """The view's tracking position, locked for the transaction (PostgreSQL; SQLite's
     write transaction is exclusive already)."""
-    lock = " FOR UPDATE" if tx.store.dialect == "postgres" else ""
-    row = tx.execute(
-        f"SELECT position FROM lg_tracking WHERE view = %s{lock}", (view.name,)
-    ).fetchone()
-    return int(row["position"]) if row else 0
+    return tx.tracked_position(view.name, lock=True)
 
 
 def apply_by_position(

@@ -24,6 +24,19 @@ def _event_id(event: Any) -> str:
     return event_id(event.originator_id, event.originator_version)
 
 
+def _price_columns(event: Any) -> dict[str, Any]:
+    """The audit row's price and FX rate columns, as an Admitted or Repriced event sets them."""
+    return {
+        "price_id": event.price_id,
+        "price_effective_from": iso(event.price_effective_from),
+        "input_price_per_mtok": event.input_price_per_mtok,
+        "output_price_per_mtok": event.output_price_per_mtok,
+        "price_currency": event.price_currency,
+        "fx_rate": event.fx_rate,
+        "fx_rate_id": event.fx_rate_id,
+    }
+
+
 def _pricing_json(event: Any) -> str:
     """The price and FX rate an Admitted or Repriced event set, with that event's id."""
     return json.dumps(
@@ -108,10 +121,7 @@ class AuditView(View):
             event,
             position,
             status="rejected",
-            http_status=event.http_status,
-            error_code=event.error_code,
-            error_type=event.error_type,
-            error_message=event.message,
+            **_error_columns(event),
             finished_at=iso(event.rejected_at),
         )
 
@@ -151,13 +161,7 @@ class AuditView(View):
             upstream_model=event.upstream_model,
             currency=event.currency,
             reserved_amount=event.reserved_amount,
-            price_id=event.price_id,
-            price_effective_from=iso(event.price_effective_from),
-            input_price_per_mtok=event.input_price_per_mtok,
-            output_price_per_mtok=event.output_price_per_mtok,
-            price_currency=event.price_currency,
-            fx_rate=event.fx_rate,
-            fx_rate_id=event.fx_rate_id,
+            **_price_columns(event),
             fee_rate=event.fee_rate,
             key_source=event.key_source,
             admitted_at=iso(event.admitted_at),
@@ -174,13 +178,7 @@ class AuditView(View):
             tx,
             event,
             position,
-            price_id=event.price_id,
-            price_effective_from=iso(event.price_effective_from),
-            input_price_per_mtok=event.input_price_per_mtok,
-            output_price_per_mtok=event.output_price_per_mtok,
-            price_currency=event.price_currency,
-            fx_rate=event.fx_rate,
-            fx_rate_id=event.fx_rate_id,
+            **_price_columns(event),
             pricing_event_id=_event_id(event),
             repriced_at=iso(event.repriced_at),
         )
@@ -258,10 +256,7 @@ class AuditView(View):
             event,
             position,
             status="failed",
-            http_status=event.http_status,
-            error_code=event.error_code,
-            error_type=event.error_type,
-            error_message=event.message,
+            **_error_columns(event),
             delivered_chunks=event.delivered_chunks,
             input_tokens=event.input_tokens,
             output_tokens=event.output_tokens,
@@ -308,6 +303,16 @@ class AuditView(View):
             f"UPDATE lg_audit SET {assignments}, position = %s WHERE aggregate_id = %s",  # noqa: S608
             (*columns.values(), position, str(event.originator_id)),
         )
+
+
+def _error_columns(event: Any) -> dict[str, Any]:
+    """What a Rejected or a Failed event says went wrong."""
+    return {
+        "http_status": event.http_status,
+        "error_code": event.error_code,
+        "error_type": event.error_type,
+        "error_message": event.message,
+    }
 
 
 def _settled_usage(event: Any) -> dict[str, Any]:

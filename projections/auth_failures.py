@@ -14,7 +14,7 @@ from typing import Any
 
 from domain.request import Request
 from projections.base import View, reads
-from projections.db import ReadStore, Tx, iso
+from projections.db import ReadStore, Tx, iso, time_range
 
 AUTH_FAILURE_CODES = ("missing_api_key", "invalid_api_key")
 GROUP_COLUMNS = ("client_ip", "key_fingerprint", "error_code", "endpoint")
@@ -88,12 +88,7 @@ def list_auth_failures(
         if value is not None:
             clauses.append(f"{column} = %s")
             params.append(value)
-    if since is not None:
-        clauses.append("received_at >= %s")
-        params.append(iso(since))
-    if until is not None:
-        clauses.append("received_at < %s")
-        params.append(iso(until))
+    time_range(clauses, params, "received_at", since, until, iso)
     if group_by:
         unknown = set(group_by) - set(GROUP_COLUMNS)
         if unknown:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from projections.db import ReadStore, iso, time_text
+from projections.db import ReadStore, iso, time_range, time_text
 from projections.ledger_queries import _fx_record, _price_record
 from projections.project_events import events_of_aggregates
 from projections.queries import _pii_fields
@@ -35,12 +35,7 @@ def pii_decisions(
     limit = max(1, min(limit, PAGE_MAX))
     clauses = ["project_id = %s", "pii_action IS NOT NULL", "received_at IS NOT NULL"]
     params: list[Any] = [project_id]
-    if since is not None:
-        clauses.append("received_at >= %s")
-        params.append(store.instant(since))
-    if until is not None:
-        clauses.append("received_at < %s")
-        params.append(store.instant(until))
+    time_range(clauses, params, "received_at", since, until, store.instant)
     # The cursor is the page's last (received_at, request_id) as an offset-free key.
     with store.transaction(write=False) as tx:
         position = tx.tracked_position("audit")
@@ -105,12 +100,7 @@ def model_health(
     p50/p95 of successes, the last error class; from the router-statistics outcomes."""
     clauses = ["a.project_id = %s"]
     params: list[Any] = [project_id]
-    if since is not None:
-        clauses.append("o.observed_at >= %s")
-        params.append(iso(since))
-    if until is not None:
-        clauses.append("o.observed_at < %s")
-        params.append(iso(until))
+    time_range(clauses, params, "o.observed_at", since, until, iso)
     if model is not None:
         clauses.append("o.model = %s")
         params.append(model)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_UP, Decimal
@@ -96,6 +96,25 @@ def time_text(value: Any) -> str | None:
     """An instant as a read returns it: ISO 8601 with its UTC offset, on every backend."""
     moment = as_datetime(value)
     return moment.isoformat() if moment else None
+
+
+def time_range(
+    clauses: list[str],
+    params: list[Any],
+    column: str,
+    since: datetime | None,
+    until: datetime | None,
+    as_param: Callable[[datetime], Any],
+) -> None:
+    """Add `since <= column < until` (either bound optional) to a query's clauses, each
+    bound turned into a parameter by `as_param` (`ReadStore.instant` for TIMESTAMPTZ
+    columns, `iso` for the instants kept as text on both backends)."""
+    if since is not None:
+        clauses.append(f"{column} >= %s")
+        params.append(as_param(since))
+    if until is not None:
+        clauses.append(f"{column} < %s")
+        params.append(as_param(until))
 
 
 def placeholders(count: int) -> str:

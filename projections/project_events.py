@@ -26,7 +26,7 @@ from typing import Any
 from uuid import UUID
 
 from projections.base import View
-from projections.db import ReadStore, Tx, iso, placeholders
+from projections.db import ReadStore, Tx, iso, placeholders, time_range
 
 EVENTS_PAGE_MAX = 1000
 EVENTS_PAGE_DEFAULT = 100
@@ -157,12 +157,7 @@ def list_project_events(
     limit = max(1, min(limit, EVENTS_PAGE_MAX))
     clauses = ["project_id = %s", "position > %s"]
     params: list[Any] = [project_id, after]
-    if since is not None:
-        clauses.append("recorded_at >= %s")
-        params.append(iso(since))
-    if until is not None:
-        clauses.append("recorded_at < %s")
-        params.append(iso(until))
+    time_range(clauses, params, "recorded_at", since, until, iso)
     if types:
         clauses.append(f"event_type IN ({placeholders(len(types))})")
         params.extend(types)

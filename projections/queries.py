@@ -20,6 +20,7 @@ from projections.db import (
     decimal_text,
     money_text,
     placeholders,
+    time_range,
     time_text,
 )
 
@@ -182,12 +183,7 @@ def list_audit(
     if model is not None:
         clauses.append("(model = %s OR model_requested = %s)")
         params.extend([model, model])
-    if since is not None:
-        clauses.append("received_at >= %s")
-        params.append(store.instant(since))
-    if until is not None:
-        clauses.append("received_at < %s")
-        params.append(store.instant(until))
+    time_range(clauses, params, "received_at", since, until, store.instant)
     if cursor:
         received_at, request_id = decode_cursor(cursor)
         after = "<" if order == "desc" else ">"

@@ -12,6 +12,7 @@ read side's decimal scales (projections/db.py), so every backend reads the same 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from domain.ids import event_id
@@ -22,6 +23,14 @@ from projections.db import Tx, fx_rate_text, iso, money_text, price_text, time_t
 
 def _event_id(event: Any) -> str:
     return event_id(event.originator_id, event.originator_version)
+
+
+def candidate_records(candidates: Iterable[Sequence[Any]]) -> list[dict[str, Any]]:
+    """A route decision's candidates as reads show them: each recorded as (model, sampled
+    score, detail) by gateway/routing/decision.py."""
+    return [
+        {"model": model, "score": score, "detail": detail} for model, score, detail in candidates
+    ]
 
 
 def _price_columns(event: Any) -> dict[str, Any]:
@@ -141,11 +150,7 @@ class AuditView(View):
             "failover": list(event.failover),
             "reason": event.reason,
             "confidence": event.confidence,
-            # (model, sampled score, detail), as gateway/routing/decision.py records them.
-            "candidates": [
-                {"model": model, "score": score, "detail": detail}
-                for model, score, detail in event.candidates
-            ],
+            "candidates": candidate_records(event.candidates),
         }
         self._update(tx, event, position, route_decision=json.dumps(decision, sort_keys=True))
 

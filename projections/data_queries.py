@@ -8,6 +8,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from projections.audit import candidate_records
 from projections.db import ReadStore, iso, time_range, time_text
 from projections.ledger_queries import _fx_record, _price_record
 from projections.project_events import events_of_aggregates
@@ -225,10 +226,8 @@ def route_decisions(
                 },
                 "reason": decided.get("reason"),
                 "confidence": decided.get("confidence"),
-                "candidates": [
-                    {"model": c[0], "endpoint": c[1], "score": c[2]}
-                    for c in decided.get("candidates") or []
-                ],
+                # Was labelled (model, endpoint, score): the stored order is (model, score, detail).
+                "candidates": candidate_records(decided.get("candidates") or []),
                 "failover_plan": decided.get("failover") or [],
                 "attempts": attempts,
                 "failovers": max(0, len(attempts) - 1),

@@ -129,6 +129,14 @@ def test_a_repriced_failover_shows_the_charged_price_the_route_and_every_attempt
         assert decision["requested_model"] == "gpt-4o-mini" and decision["model"] == "gpt-4o-mini"
         assert decision["candidates"] and all(c["score"] for c in decision["candidates"])
 
+        # /v1/data/routing shows the same candidates, labelled as recorded (model, score,
+        # detail), and the failover.
+        with gateway.client() as http:
+            routing = http.get("/v1/data/routing", headers=tenant.headers()).json()["data"]
+        [route] = routing
+        assert route["failovers"] == 1 and route["candidates"] == decision["candidates"]
+        assert all(Decimal(c["score"]) >= 0 for c in route["candidates"])
+
         # The price charged is the failover target's, set by the Repriced event; the
         # admission's stays beside it, set by the Admitted event.
         pricing = record["pricing"]

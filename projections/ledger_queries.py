@@ -11,7 +11,16 @@ from typing import Any
 
 from domain.money import DISPLAY_QUANTUM
 from domain.pricing import inverse_rate, price_chosen, rate_chosen
-from projections.db import ReadStore, as_datetime, as_decimal, iso
+from projections.db import (
+    ReadStore,
+    Tx,
+    as_datetime,
+    as_decimal,
+    fx_rate_text,
+    money_text,
+    price_text,
+    time_text,
+)
 
 ZERO = Decimal(0)
 USAGE_DIMENSIONS = {
@@ -33,14 +42,8 @@ class UsageQueryError(ValueError):
         self.param = param
 
 
-def _position(tx: Any, view: str) -> int:
-    row = tx.execute("SELECT position FROM lg_tracking WHERE view = %s", (view,)).fetchone()
-    return int(row["position"]) if row else 0
-
-
-def _money(value: Any) -> str | None:
-    decimal = as_decimal(value)
-    return None if decimal is None else format(decimal, "f")
+def _position(tx: Tx, view: str) -> int:
+    return tx.tracked_position(view)
 
 
 def _day_text(value: Any) -> str:
@@ -77,9 +80,7 @@ def usage(
         raise UsageQueryError("until is before since", "until")
     if (until - since).days >= USAGE_DAYS_MAX:
         raise UsageQueryError(f"a usage range spans at most {USAGE_DAYS_MAX} days", "since")
-    bounds: tuple[Any, Any] = (
-        (since.isoformat(), until.isoformat()) if store.dialect == "sqlite" else (since, until)
-    )
+    bounds = (store.day(since), store.day(until))
     with store.transaction(write=False) as tx:
         position = _position(tx, "usage")
         rows = tx.execute(
@@ -157,8 +158,8 @@ def _add(bucket: dict[str, Any], row: dict[str, Any]) -> None:
 def _render(bucket: dict[str, Any]) -> dict[str, Any]:
     rendered = dict(bucket)
     for name in ("cost", "fee_amount", "shortfall_amount"):
-        rendered[name] = format(bucket[name], "f")
-    rendered["provider_cost"] = {k: format(v, "f") for k, v in bucket["provider_cost"].items()}
+        rendered[name] = money_text(bucket[name])
+    rendered["provider_cost"] = {k: money_text(v) for k, v in bucket["provider_cost"].items()}
     return rendered
 
 
@@ -166,7 +167,7 @@ def _render(bucket: dict[str, Any]) -> dict[str, Any]:
 
 
 def _instant(store: ReadStore, moment: datetime) -> Any:
-    return iso(moment) if store.dialect == "sqlite" else moment
+    return store.instant(moment)
 
 
 def _price_record(row: dict[str, Any]) -> dict[str, Any]:
@@ -175,11 +176,11 @@ def _price_record(row: dict[str, Any]) -> dict[str, Any]:
         "event_id": row["event_id"],
         "model": row["model"],
         "currency": row["currency"],
-        "input_per_mtok": _money(row["input_per_mtok"]),
-        "output_per_mtok": _money(row["output_per_mtok"]),
-        "cached_input_per_mtok": _money(row["cached_input_per_mtok"]),
-        "effective_from": _time(row["effective_from"]),
-        "recorded_at": _time(row["recorded_at"]),
+        "input_per_mtok": price_text(row["input_per_mtok"]),
+        "output_per_mtok": price_text(row["output_per_mtok"]),
+        "cached_input_per_mtok": price_text(row["cached_input_per_mtok"]),
+        "effective_from": time_text(row["effective_from"]),
+        "recorded_at": time_text(row["recorded_at"]),
         "source": row["source"],
         "position": int(row["position"]),
     }
@@ -194,11 +195,11 @@ def _fx_record(row: dict[str, Any], *, inverted: bool) -> dict[str, Any]:
         # the same way the domain inverts it at admission.
         "base": row["quote"] if inverted else row["base"],
         "quote": row["base"] if inverted else row["quote"],
-        "rate": format(inverse_rate(rate), "f") if inverted else format(rate, "f"),
-        "stored_rate": format(rate, "f"),
+        "rate": fx_rate_text(inverse_rate(rate) if inverted else rate),
+        "stored_rate": fx_rate_text(rate),
         "inverted": inverted,
-        "effective_from": _time(row["effective_from"]),
-        "recorded_at": _time(row["recorded_at"]),
+        "effective_from": time_text(row["effective_from"]),
+        "recorded_at": time_text(row["recorded_at"]),
         "source": row["source"],
         "position": int(row["position"]),
     }
@@ -215,11 +216,6 @@ class _Entry:
     @classmethod
     def of(cls, row: Any) -> _Entry:
         return cls(as_datetime(row["effective_from"]), str(row["source"]), row)
-
-
-def _time(value: Any) -> str | None:
-    moment = as_datetime(value)
-    return moment.isoformat() if moment else None
 
 
 def pricing_at(
@@ -273,7 +269,12 @@ def pricing_at(
         "as_of_position": position,
     }
     if price_row is not None and (not currency or currency == price_row["currency"]):
-        result["fx"] = {"identity": True, "rate": "1", "rate_id": None, "event_id": None}
+        result["fx"] = {
+            "identity": True,
+            "rate": fx_rate_text(1),
+            "rate_id": None,
+            "event_id": None,
+        }
     return result
 
 

@@ -554,7 +554,7 @@ def provider_key_admin(settings: Settings, args: argparse.Namespace) -> int:
 def serve(settings: Settings, host: str, port: int) -> int:
     import uvicorn
 
-    from gateway.app import create_app
+    from gateway.http.app import create_app
 
     uvicorn.run(
         create_app(settings),
@@ -904,7 +904,7 @@ def demo(settings: Settings, host: str, port: int, smoke: bool) -> int:
         file=sys.stderr,
         flush=True,
     )
-    from gateway.app import create_app
+    from gateway.http.app import create_app
 
     if smoke:
         return _demo_smoke(settings, api_key)
@@ -923,7 +923,7 @@ def demo(settings: Settings, host: str, port: int, smoke: bool) -> int:
 def _demo_smoke(settings: Settings, api_key: str) -> int:
     import httpx
 
-    from gateway.app import create_app
+    from gateway.http.app import create_app
     from gateway.serving import BackgroundServer
 
     with BackgroundServer(create_app(settings)) as server:

@@ -59,8 +59,6 @@ def install_endpoints(app: FastAPI, services: Any, observability: Observability)
                     GatewayError(
                         "invalid_metrics_token",
                         "a valid metrics token is required (LEDGERGATE_METRICS_TOKEN)",
-                        status=401,
-                        error_type="authentication_error",
                     ),
                     new_request_id(),
                 )

@@ -44,7 +44,7 @@ CHECKS = [
 
 @pytest.fixture(scope="module")
 def running(tmp_path_factory) -> Iterator[tuple[Gateway, Tenant]]:
-    import gateway.app as app_module
+    import gateway.http.deps as app_module
     from gateway.serving import BackgroundServer
     from gateway.simulator import SimulatorState, create_simulator_app
 

@@ -11,7 +11,7 @@ from uuid import UUID
 import httpx
 
 from domain import commands as c
-from gateway.app import create_app
+from gateway.http.app import create_app
 from gateway.bootstrap import Services, build_services
 from gateway.config import Settings
 from gateway.serving import BackgroundServer

@@ -7,18 +7,27 @@ import argparse
 import json
 import os
 import sys
+import tomllib
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
+from eventsourcing.application import AggregateNotFoundError
+
 from domain import commands as c
+from domain.catalog import Catalog
 from domain.clock import parse_instant
+from domain.commands import Command
 from domain.errors import DomainError
 from domain.money import to_decimal
+from domain.routing import ProjectRouting
 from domain.writer import run_now
+from gateway import admin_commands
 from gateway.cli_reads import add_read_commands, is_read_command, run_read_command
 from gateway.config import Settings
+from gateway.errors import GatewayError
 from gateway.observability.logs import configure_logging
 from gateway.progress import progress_bar
 
@@ -354,7 +363,7 @@ def run_command(settings: Settings, command: c.Command) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = Settings.from_env()
-    configure_logging(settings.log_level, settings.raw.get("LEDGERGATE_LOG_FORMAT") or "json")
+    configure_logging(settings.log_level, settings.log_format)
     command = args.command
     if is_read_command(args):
         return run_read_command(settings, args)
@@ -362,95 +371,18 @@ def main(argv: list[str] | None = None) -> int:
         return project_admin(settings, args)
     if command == "provider-key":
         return provider_key_admin(settings, args)
-    if command == "project":
-        from gateway.admin_checks import check_strict_project
-
-        try:
-            check_strict_project(settings.raw, args.strict)
-        except DomainError as error:
-            return fail(error.code, error.message)
-        return run_command(
-            settings,
-            c.CreateProject(
-                name=args.name,
-                tier=args.tier,
-                plan=args.plan,
-                currency=args.currency,
-                fee_rate=args.fee_rate,
-                strict=args.strict,
-            ),
-        )
-    if command == "key":
-        if args.action == "create":
-            return run_command(
-                settings,
-                c.CreateApiKey(
-                    project_id=args.project, daily_budget=args.daily_budget, test=args.test
-                ),
-            )
-        return run_command(settings, c.RevokeApiKey(key_id=args.key, reason=args.reason))
-    if command == "topup":
-        return run_command(
-            settings,
-            c.TopUp(
-                project_id=args.project,
-                amount=args.amount,
-                currency=args.currency,
-                reference=args.reference,
-                test=args.test,
-            ),
-        )
-    if command == "price":
-        try:
-            model = _price_model(settings, args.model, args.project)
-        except DomainError as error:
-            return fail(error.code, error.message)
-        return run_command(
-            settings,
-            c.SetPrice(
-                model=model,
-                project_id=args.project,
-                input_per_mtok=args.input_per_mtok,
-                output_per_mtok=args.output_per_mtok,
-                cached_input_per_mtok=args.cached_input_per_mtok,
-                currency=args.currency,
-                effective_from=args.effective_from,
-            ),
-        )
-    if command == "model":
-        from domain.routing_handlers import AddCustomEndpoint, AddCustomModel
-
-        if args.action == "add":
-            import tomllib
-
-            with open(args.file, "rb") as handle:
-                entry = tomllib.load(handle)
-            return run_command(settings, AddCustomModel(project_id=args.project, entry=entry))
-        return run_command(
-            settings,
-            AddCustomEndpoint(
-                project_id=args.project,
-                provider=args.provider,
-                name=args.name,
-                base_url=args.base_url,
-                region=args.region,
-                api_key_ref=args.api_key_ref,
-                models=tuple(m.strip() for m in args.models.split(",") if m.strip()),
-            ),
-        )
     if command == "fx" and args.action == "import":
         return fx_import(settings, args)
-    if command == "fx":
-        return run_command(
-            settings,
-            c.SetFxRate(
-                base=args.base, quote=args.quote, rate=args.rate, effective_from=args.effective_from
-            ),
-        )
+    if command in ADMIN_BUILDERS:
+        try:
+            admin_command = ADMIN_BUILDERS[command](settings, args)
+        except DomainError as error:
+            return fail(error.code, error.message)
+        return run_command(settings, admin_command)
     if command == "actor-token":
         from gateway.auth import issue_actor_token
 
-        secret = settings.raw.get("LEDGERGATE_ACTOR_TOKEN_SECRET")
+        secret = settings.actor_token_secret
         if not secret:
             return fail(
                 "actor_tokens_disabled", "set LEDGERGATE_ACTOR_TOKEN_SECRET to issue actor tokens"
@@ -501,41 +433,117 @@ def fx_import(settings: Settings, args: argparse.Namespace) -> int:
     return status
 
 
-def _price_model(settings: Settings, model: str, project_id: UUID | None) -> str:
-    """The model `price set` may price (gateway/admin_checks.price_model), read from the store."""
-    from eventsourcing.application import AggregateNotFoundError
+def _project_routing(settings: Settings, project_id: UUID | None) -> ProjectRouting | None:
+    """A project's custom models, read from the store (None without a project)."""
+    if project_id is None:
+        return None
+    app = _open(settings)
+    try:
+        found = app.repository.get(ProjectRouting.create_id(str(project_id)))
+    except AggregateNotFoundError:
+        return None
+    finally:
+        app.close()
+    return found if isinstance(found, ProjectRouting) else None
 
-    from domain.catalog import Catalog
-    from domain.routing import ProjectRouting
-    from gateway.admin_checks import price_model
 
-    routing = None
-    if project_id is not None:
-        app = _open(settings)
-        try:
-            routing = app.repository.get(ProjectRouting.create_id(str(project_id)))
-        except AggregateNotFoundError:
-            routing = None
-        finally:
-            app.close()
-    return price_model(Catalog.shipped(), routing, model, project_id)
+def _create_project(settings: Settings, args: argparse.Namespace) -> Command:
+    fields = {
+        "name": args.name,
+        "tier": args.tier,
+        "plan": args.plan,
+        "currency": args.currency,
+        "fee_rate": args.fee_rate,
+        "strict": args.strict,
+    }
+    return admin_commands.create_project(settings.raw, fields)
+
+
+def _key(settings: Settings, args: argparse.Namespace) -> Command:
+    if args.action == "create":
+        fields = {"project_id": args.project, "daily_budget": args.daily_budget, "test": args.test}
+        return admin_commands.create_key(fields)
+    return admin_commands.revoke_key(args.key, {"reason": args.reason})
+
+
+def _top_up(settings: Settings, args: argparse.Namespace) -> Command:
+    fields = {
+        "project_id": args.project,
+        "amount": args.amount,
+        "currency": args.currency,
+        "reference": args.reference,
+        "test": args.test,
+    }
+    return admin_commands.top_up(fields)
+
+
+def _set_price(settings: Settings, args: argparse.Namespace) -> Command:
+    fields = {
+        "model": args.model,
+        "project_id": args.project,
+        "input_per_mtok": args.input_per_mtok,
+        "output_per_mtok": args.output_per_mtok,
+        "cached_input_per_mtok": args.cached_input_per_mtok,
+        "currency": args.currency,
+        "effective_from": args.effective_from,
+    }
+    routing = _project_routing(settings, args.project)
+    return admin_commands.set_price(Catalog.shipped(), routing, fields)
+
+
+def _model(settings: Settings, args: argparse.Namespace) -> Command:
+    if args.action == "add":
+        with open(args.file, "rb") as handle:
+            entry = tomllib.load(handle)
+        return admin_commands.add_custom_model(args.project, entry)
+    fields = {
+        "provider": args.provider,
+        "name": args.name,
+        "base_url": args.base_url,
+        "region": args.region,
+        "api_key_ref": args.api_key_ref,
+        "models": args.models,
+    }
+    return admin_commands.add_custom_endpoint(args.project, fields)
+
+
+def _set_fx_rate(settings: Settings, args: argparse.Namespace) -> Command:
+    fields = {
+        "base": args.base,
+        "quote": args.quote,
+        "rate": args.rate,
+        "effective_from": args.effective_from,
+    }
+    return admin_commands.set_fx_rate(fields)
+
+
+# `ledgergate <command>` → the builder of its command (gateway/admin_commands.py, shared with
+# the admin HTTP API). `fx import` is dispatched before this table.
+ADMIN_BUILDERS: dict[str, Callable[[Settings, argparse.Namespace], Command]] = {
+    "project": _create_project,
+    "key": _key,
+    "topup": _top_up,
+    "price": _set_price,
+    "model": _model,
+    "fx": _set_fx_rate,
+}
 
 
 def project_admin(settings: Settings, args: argparse.Namespace) -> int:
     if args.action == "set-plan":
-        return run_command(settings, c.SetPlan(project_id=args.project, plan=args.plan))
-    if args.action == "set-tier":
-        return run_command(settings, c.SetTier(project_id=args.project, tier=args.tier))
-    return run_command(settings, c.SetFeeRate(project_id=args.project, fee_rate=args.fee_rate))
+        command: Command = admin_commands.set_plan(args.project, {"plan": args.plan})
+    elif args.action == "set-tier":
+        command = admin_commands.set_tier(args.project, {"tier": args.tier})
+    else:
+        command = admin_commands.set_fee_rate(args.project, {"fee_rate": args.fee_rate})
+    return run_command(settings, command)
 
 
 def provider_key_admin(settings: Settings, args: argparse.Namespace) -> int:
-    from gateway.byok import set_provider_key_command
-    from gateway.errors import GatewayError
-
     if args.action == "remove":
         return run_command(
-            settings, c.RemoveProviderKey(project_id=args.project, provider=args.provider)
+            settings,
+            admin_commands.remove_provider_key(args.project, {"provider": args.provider}),
         )
     try:
         with open(args.api_key_file, encoding="utf-8") as handle:
@@ -543,7 +551,9 @@ def provider_key_admin(settings: Settings, args: argparse.Namespace) -> int:
     except OSError as error:
         return fail("invalid_request", f"cannot read --api-key-file: {error.strerror}")
     try:
-        command = set_provider_key_command(settings.raw, args.project, args.provider, api_key)
+        command = admin_commands.set_provider_key(
+            settings.raw, args.project, {"provider": args.provider, "api_key": api_key}
+        )
     except GatewayError as error:
         return fail(error.code, error.message)
     except DomainError as error:

@@ -28,6 +28,7 @@ from mcp.shared.exceptions import MCPError
 from mcp_types.jsonrpc import INTERNAL_ERROR, INVALID_PARAMS
 from pydantic import Field, ValidationError
 from starlette.requests import Request as StarletteRequest
+from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from domain.ids import key_mode
@@ -231,8 +232,6 @@ class KeyGate:
 def install_mcp(app: FastAPI, services: Services) -> contextlib.AbstractAsyncContextManager[Any]:
     """Mount the MCP endpoint at exactly /v1/mcp; returns what the app's lifespan must
     enter (the SDK's session manager runs the transport's task group)."""
-    from starlette.routing import Route
-
     mcp = build_mcp_server(services)
     starlette_app = mcp.streamable_http_app(
         streamable_http_path=MCP_PATH,

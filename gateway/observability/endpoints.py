@@ -22,6 +22,7 @@ from fastapi.responses import Response
 
 from gateway.errors import GatewayError, error_response
 from gateway.observability.core import Observability
+from gateway.pii.service import pii_service
 from gateway.responses import JsonResponse
 
 READY_LAG_POSITIONS_MAX_DEFAULT = 1000
@@ -91,8 +92,6 @@ async def readiness(services: Any, lag_max: int) -> list[dict[str, Any]]:
             if lag > lag_max:
                 check["reason"] = f"read models are {lag} positions behind the event log"
             checks.append(check)
-    from gateway.pii.service import pii_service
-
     service = pii_service(services)
     if service.warm_at_start:
         warm = service.screener.ready

@@ -6,7 +6,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
+import threading
+import time
 import tomllib
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
@@ -17,6 +20,7 @@ from uuid import UUID
 from eventsourcing.application import AggregateNotFoundError
 
 from domain import commands as c
+from domain.application import open_application
 from domain.catalog import Catalog
 from domain.clock import parse_instant
 from domain.commands import Command
@@ -25,11 +29,24 @@ from domain.money import to_decimal
 from domain.routing import ProjectRouting
 from domain.writer import run_now
 from gateway import admin_commands
+from gateway.audit_cli import add_audit_commands, run_audit_command
+from gateway.auth import issue_actor_token
+from gateway.bootstrap import build_services
 from gateway.cli_reads import add_read_commands, is_read_command, run_read_command
 from gateway.config import Settings
 from gateway.errors import GatewayError
+from gateway.fx_import import fx_rows, parse_ecb_csv
+from gateway.jsonable import jsonable
+from gateway.kafka_feed import FeedError, KafkaFeed
+from gateway.kafka_settings import KafkaConfigError, KafkaSettings
 from gateway.observability.logs import configure_logging
 from gateway.progress import progress_bar
+from gateway.relay import OutboxRelay
+from gateway.sweeper import sweep_once
+from projections.db import ReadStore
+from projections.ledger_entries import LedgerEntriesView, ReconciliationsView
+from projections.queries import tracked_position
+from projections.runner import ProjectionRunner, default_views
 
 DEMO_SIMULATED_PROVIDERS = ("openai", "mistral", "moonshot", "xai")
 # Demo FX rates (1 base = rate USD), recorded as FX events with source "demo" so a USD
@@ -44,7 +61,6 @@ DEMO_PRICES = (
 
 
 def emit(payload: Any) -> None:
-    from gateway.jsonable import jsonable
 
     print(json.dumps(jsonable(payload), sort_keys=True))
 
@@ -332,14 +348,11 @@ def build_parser() -> argparse.ArgumentParser:
         instant_type=_instant,
     )  # list/show commands and `audit show` (gateway/cli_reads.py)
 
-    from gateway.audit_cli import add_audit_commands
-
     add_audit_commands(sub, audit)  # audit export|status|checkpoint, verify
     return parser
 
 
 def _open(settings: Settings) -> Any:
-    from domain.application import open_application
 
     return open_application(settings.database_url, settings.data_dir)
 
@@ -380,8 +393,6 @@ def main(argv: list[str] | None = None) -> int:
             return fail(error.code, error.message)
         return run_command(settings, admin_command)
     if command == "actor-token":
-        from gateway.auth import issue_actor_token
-
         secret = settings.actor_token_secret
         if not secret:
             return fail(
@@ -405,14 +416,11 @@ def main(argv: list[str] | None = None) -> int:
     if command in ("ledger", "reconcile"):
         return finance(settings, args)
     if command in ("audit", "verify"):
-        from gateway.audit_cli import run_audit_command
-
         return run_audit_command(settings, args)
     return fail("unknown_command", command)
 
 
 def fx_import(settings: Settings, args: argparse.Namespace) -> int:
-    from gateway.fx_import import fx_rows, parse_ecb_csv
 
     try:
         with open(args.file, "rb") as handle:
@@ -562,6 +570,8 @@ def provider_key_admin(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def serve(settings: Settings, host: str, port: int) -> int:
+    # Imported here, not at the top: the web stack loads only for the commands that serve,
+    # so `ledgergate key create` and the reads start fast. Likewise polars (reconcile).
     import uvicorn
 
     from gateway.http.app import create_app
@@ -578,9 +588,6 @@ def serve(settings: Settings, host: str, port: int) -> int:
 
 
 def projections(settings: Settings, args: argparse.Namespace) -> int:
-    from domain.application import open_application
-    from projections.db import ReadStore
-    from projections.runner import ProjectionRunner, default_views
 
     app = open_application(settings.database_url, settings.data_dir)
     store = ReadStore(settings.database_url, settings.data_dir)
@@ -616,7 +623,6 @@ def projections(settings: Settings, args: argparse.Namespace) -> int:
         print("following the event log; Ctrl-C to stop", file=sys.stderr)
         runner.progress = None
         runner.start()
-        import time
 
         while True:
             time.sleep(3600)
@@ -630,8 +636,6 @@ def projections(settings: Settings, args: argparse.Namespace) -> int:
 
 def _stop_on_signals() -> Any:
     """SIGTERM/SIGINT end the loop after the batch in hand (its position stored or not)."""
-    import signal
-    import threading
 
     stop = threading.Event()
     for number in (signal.SIGTERM, signal.SIGINT):
@@ -640,10 +644,6 @@ def _stop_on_signals() -> Any:
 
 
 def relay_run(settings: Settings, args: argparse.Namespace) -> int:
-    from domain.application import open_application
-    from gateway.kafka_settings import KafkaConfigError, KafkaSettings
-    from gateway.relay import OutboxRelay
-    from projections.db import ReadStore
 
     try:
         kafka = KafkaSettings.from_env(settings.raw)
@@ -681,10 +681,6 @@ def relay_run(settings: Settings, args: argparse.Namespace) -> int:
 def projections_from_kafka(settings: Settings, args: argparse.Namespace) -> int:
     """`projections run --source kafka`: build the read models from the relay's topic. Needs
     no event store: a downstream system runs it against a database of its own."""
-    from gateway.kafka_feed import FeedError, KafkaFeed
-    from gateway.kafka_settings import KafkaConfigError, KafkaSettings
-    from projections.db import ReadStore
-    from projections.runner import default_views
 
     try:
         kafka = KafkaSettings.from_env(settings.raw)
@@ -719,8 +715,6 @@ def projections_from_kafka(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def sweep(settings: Settings, grace_s: float | None) -> int:
-    from gateway.bootstrap import build_services
-    from gateway.sweeper import sweep_once
 
     services = build_services(settings)
     services.start()
@@ -740,10 +734,6 @@ def finance(settings: Settings, args: argparse.Namespace) -> int:
     ledger-entries and reconciliations views are brought up to date first, so the answer
     reflects every event recorded before the command started.
     """
-    from domain.application import open_application
-    from projections.db import ReadStore
-    from projections.ledger_entries import LedgerEntriesView, ReconciliationsView
-    from projections.runner import ProjectionRunner
 
     if args.command == "reconcile" and args.adjust and args.project is None:
         return fail("invalid_request", "--adjust needs --project: the project to adjust")
@@ -780,7 +770,6 @@ def _ledger_balance(store: Any, args: argparse.Namespace) -> int:
 
 
 def _ledger_export(store: Any, args: argparse.Namespace) -> int:
-    from projections.queries import tracked_position
     from reconciliation.sources import export_store
 
     output = args.output or f"ledger-entries.{args.format}"

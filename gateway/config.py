@@ -60,6 +60,10 @@ class Settings:
     log_format: str = "json"  # LEDGERGATE_LOG_FORMAT
     seed_catalog_prices: bool = True  # LEDGERGATE_SEED_CATALOG_PRICES
     run_relay: bool = False  # LEDGERGATE_RUN_RELAY: the Kafka relay inside `serve`
+    # Operations: /ready fails when the read models lag the log by more than this; /metrics
+    # wants `Bearer <metrics_token>` when one is set.
+    ready_lag_positions_max: int = 1000
+    metrics_token: str | None = None
     # The standard AWS_* credentials (Bedrock may be configured by them alone, SigV4).
     aws_environment: dict[str, str] = field(default_factory=dict)
 
@@ -95,6 +99,8 @@ class Settings:
             log_format=values.get("LEDGERGATE_LOG_FORMAT") or "json",
             seed_catalog_prices=values.get("LEDGERGATE_SEED_CATALOG_PRICES", "1") != "0",
             run_relay=_truthy(values.get("LEDGERGATE_RUN_RELAY"), False),
+            ready_lag_positions_max=int(values.get("LEDGERGATE_READY_LAG_POSITIONS_MAX") or 1000),
+            metrics_token=values.get("LEDGERGATE_METRICS_TOKEN") or None,
             aws_environment={k: v for k, v in values.items() if k.startswith("AWS_")},
         )
 

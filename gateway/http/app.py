@@ -1,5 +1,5 @@
 """The FastAPI application: wiring only. The routes live in one router per surface
-(gateway/http/{openai,data,billing,admin,unsupported}.py), the errors in one handler
+(gateway/http/{openai,data,billing,admin,unsupported,ops}.py), the errors in one handler
 (gateway/http/handlers.py) over one status table (gateway/errors.py), the dependencies in
 gateway/http/deps.py; the services are built once at start-up (gateway/bootstrap.py)."""
 
@@ -16,7 +16,7 @@ from gateway.bootstrap import Services, build_services
 from gateway.config import Settings
 from gateway.dashboard import install_dashboard
 from gateway.fairness import ProjectConcurrencyMiddleware
-from gateway.http import admin, billing, data, openai, unsupported
+from gateway.http import admin, billing, data, openai, ops, unsupported
 from gateway.http.handlers import install_error_handlers, request_id_on_every_response
 from gateway.mcp_server import install_mcp
 from gateway.observability import install as install_observability
@@ -62,7 +62,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
 
     app.include_router(openai.router)  # chat, embeddings, models, the leaderboard
     app.include_router(unsupported.router)  # OpenAI endpoints not offered here
-    install_observability(app, services)  # /health, /ready, /metrics, traces, access log
+    app.include_router(ops.router)  # /health, /ready, /metrics
+    install_observability(app, services)  # metrics, traces, the access log (middleware)
     app.include_router(data.router)  # audit, the tamper-evident log, the data API, pricing
     app.include_router(billing.router)  # balance, usage, plan, reconciliations
     app.include_router(admin.router)  # every /v1/admin/*

@@ -455,48 +455,22 @@ def _project_routing(settings: Settings, project_id: UUID | None) -> ProjectRout
     return found if isinstance(found, ProjectRouting) else None
 
 
-def _create_project(settings: Settings, args: argparse.Namespace) -> Command:
-    fields = {
-        "name": args.name,
-        "tier": args.tier,
-        "plan": args.plan,
-        "currency": args.currency,
-        "fee_rate": args.fee_rate,
-        "strict": args.strict,
-    }
-    return admin_commands.create_project(settings.raw, fields)
+def _fields(args: argparse.Namespace) -> dict[str, Any]:
+    """The parsed arguments as admin input: the field names of the HTTP bodies (argparse
+    already typed the values; `--project` is `project_id` there)."""
+    fields = vars(args)
+    return {**fields, "project_id": fields.get("project")}
 
 
 def _key(settings: Settings, args: argparse.Namespace) -> Command:
     if args.action == "create":
-        fields = {"project_id": args.project, "daily_budget": args.daily_budget, "test": args.test}
-        return admin_commands.create_key(fields)
-    return admin_commands.revoke_key(args.key, {"reason": args.reason})
-
-
-def _top_up(settings: Settings, args: argparse.Namespace) -> Command:
-    fields = {
-        "project_id": args.project,
-        "amount": args.amount,
-        "currency": args.currency,
-        "reference": args.reference,
-        "test": args.test,
-    }
-    return admin_commands.top_up(fields)
+        return admin_commands.create_key(_fields(args))
+    return admin_commands.revoke_key(args.key, _fields(args))
 
 
 def _set_price(settings: Settings, args: argparse.Namespace) -> Command:
-    fields = {
-        "model": args.model,
-        "project_id": args.project,
-        "input_per_mtok": args.input_per_mtok,
-        "output_per_mtok": args.output_per_mtok,
-        "cached_input_per_mtok": args.cached_input_per_mtok,
-        "currency": args.currency,
-        "effective_from": args.effective_from,
-    }
     routing = _project_routing(settings, args.project)
-    return admin_commands.set_price(Catalog.shipped(), routing, fields)
+    return admin_commands.set_price(Catalog.shipped(), routing, _fields(args))
 
 
 def _model(settings: Settings, args: argparse.Namespace) -> Command:
@@ -504,47 +478,28 @@ def _model(settings: Settings, args: argparse.Namespace) -> Command:
         with open(args.file, "rb") as handle:
             entry = tomllib.load(handle)
         return admin_commands.add_custom_model(args.project, entry)
-    fields = {
-        "provider": args.provider,
-        "name": args.name,
-        "base_url": args.base_url,
-        "region": args.region,
-        "api_key_ref": args.api_key_ref,
-        "models": args.models,
-    }
-    return admin_commands.add_custom_endpoint(args.project, fields)
-
-
-def _set_fx_rate(settings: Settings, args: argparse.Namespace) -> Command:
-    fields = {
-        "base": args.base,
-        "quote": args.quote,
-        "rate": args.rate,
-        "effective_from": args.effective_from,
-    }
-    return admin_commands.set_fx_rate(fields)
+    return admin_commands.add_custom_endpoint(args.project, _fields(args))
 
 
 # `ledgergate <command>` → the builder of its command (gateway/admin_commands.py, shared with
 # the admin HTTP API). `fx import` is dispatched before this table.
 ADMIN_BUILDERS: dict[str, Callable[[Settings, argparse.Namespace], Command]] = {
-    "project": _create_project,
+    "project": lambda settings, args: admin_commands.create_project(settings.raw, _fields(args)),
     "key": _key,
-    "topup": _top_up,
+    "topup": lambda settings, args: admin_commands.top_up(_fields(args)),
     "price": _set_price,
     "model": _model,
-    "fx": _set_fx_rate,
+    "fx": lambda settings, args: admin_commands.set_fx_rate(_fields(args)),
+}
+PROJECT_SETTERS = {
+    "set-plan": admin_commands.set_plan,
+    "set-tier": admin_commands.set_tier,
+    "set-fee": admin_commands.set_fee_rate,
 }
 
 
 def project_admin(settings: Settings, args: argparse.Namespace) -> int:
-    if args.action == "set-plan":
-        command: Command = admin_commands.set_plan(args.project, {"plan": args.plan})
-    elif args.action == "set-tier":
-        command = admin_commands.set_tier(args.project, {"tier": args.tier})
-    else:
-        command = admin_commands.set_fee_rate(args.project, {"fee_rate": args.fee_rate})
-    return run_command(settings, command)
+    return run_command(settings, PROJECT_SETTERS[args.action](args.project, _fields(args)))
 
 
 def provider_key_admin(settings: Settings, args: argparse.Namespace) -> int:

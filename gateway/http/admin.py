@@ -149,19 +149,28 @@ async def admin_fx(request: Request, services: ServicesDep) -> Response:
     return await execute(request, services, build.set_fx_rate)
 
 
-@router.post("/projects/{project_id}/plan")
-async def admin_set_plan(request: Request, services: ServicesDep, project_id: str) -> Response:
-    return await execute(request, services, lambda b: build.set_plan(project_id, b))
+# The admin twins of `ledgergate project set-plan|set-tier|set-fee`: one route each.
+PROJECT_SETTERS: dict[str, Callable[[Any, Body], Command]] = {
+    "plan": build.set_plan,
+    "tier": build.set_tier,
+    "fee": build.set_fee_rate,
+}
 
 
-@router.post("/projects/{project_id}/tier")
-async def admin_set_tier(request: Request, services: ServicesDep, project_id: str) -> Response:
-    return await execute(request, services, lambda b: build.set_tier(project_id, b))
+def _project_setter_route(setter: Callable[[Any, Body], Command]) -> Any:
+    async def handler(request: Request, services: ServicesDep, project_id: str) -> Response:
+        return await execute(request, services, lambda b: setter(project_id, b))
+
+    return handler
 
 
-@router.post("/projects/{project_id}/fee")
-async def admin_set_fee(request: Request, services: ServicesDep, project_id: str) -> Response:
-    return await execute(request, services, lambda b: build.set_fee_rate(project_id, b))
+for _setting, _setter in PROJECT_SETTERS.items():
+    router.add_api_route(
+        f"/projects/{{project_id}}/{_setting}",
+        _project_setter_route(_setter),
+        methods=["POST"],
+        name=f"admin_set_{_setting}",
+    )
 
 
 @router.post("/projects/{project_id}/provider-keys")

@@ -19,7 +19,14 @@ from domain.ids import MODE_LIVE, account_id, key_mode
 from gateway.bootstrap import Services
 from gateway.data_filters import balance_read
 from gateway.errors import GatewayError
-from gateway.http.deps import AdminOnly, CallerProject, ProjectId, ServicesDep, Waited
+from gateway.http.deps import (
+    AdminOnly,
+    CallerProject,
+    ProjectId,
+    ServicesDep,
+    Waited,
+    project_read_route,
+)
 from gateway.read_scope import is_admin_token
 from gateway.responses import JsonResponse
 from projections import ledger_queries
@@ -80,13 +87,9 @@ async def balance(
     return JsonResponse(result)
 
 
-@router.get("/v1/billing/usage")
-async def billing_usage(
-    request: Request, services: ServicesDep, project_id: ProjectId, _waited: Waited
-) -> Response:
-    params = dict(request.query_params)
-    result = await anyio.to_thread.run_sync(lambda: usage_read(services, project_id, params))
-    return JsonResponse(result)
+router.add_api_route(
+    "/v1/billing/usage", project_read_route(usage_read), methods=["GET"], name="billing_usage"
+)
 
 
 @router.get("/v1/billing/plan")

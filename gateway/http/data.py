@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import base64
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import anyio.to_thread
@@ -40,7 +40,13 @@ from gateway.auth import authenticate_key
 from gateway.bootstrap import Services
 from gateway.data_filters import parse_time, request_record, search_audit
 from gateway.errors import GatewayError
-from gateway.http.deps import ProjectId, ServicesDep, Waited, wait_for_min_position
+from gateway.http.deps import (
+    ProjectId,
+    ServicesDep,
+    Waited,
+    project_read_route,
+    wait_for_min_position,
+)
 from gateway.jsonable import jsonable
 from gateway.responses import JsonResponse
 from gateway.routing.balancer import owning_project
@@ -445,20 +451,9 @@ async def audit_consistency(request: Request, services: ServicesDep, _: ProjectI
 # --- the data API (issue 12) ------------------------------------------------------------------
 
 
-def _json_read(read: Callable[[Services, str, Mapping[str, Any]], dict[str, Any]]) -> Any:
-    async def handler(
-        request: Request, services: ServicesDep, project_id: ProjectId, _waited: Waited
-    ) -> Response:
-        params = dict(request.query_params)
-        result = await anyio.to_thread.run_sync(lambda: read(services, project_id, params))
-        return JsonResponse(result)
-
-    return handler
-
-
-router.add_api_route("/v1/data/routing", _json_read(routing_read), methods=["GET"])
-router.add_api_route("/v1/data/pii", _json_read(pii_read), methods=["GET"])
-router.add_api_route("/v1/data/models", _json_read(models_read), methods=["GET"])
+router.add_api_route("/v1/data/routing", project_read_route(routing_read), methods=["GET"])
+router.add_api_route("/v1/data/pii", project_read_route(pii_read), methods=["GET"])
+router.add_api_route("/v1/data/models", project_read_route(models_read), methods=["GET"])
 
 
 @router.get("/v1/data/events")

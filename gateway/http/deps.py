@@ -8,15 +8,18 @@ mistakes answers).
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable, Mapping
+from typing import Annotated, Any
 
 import anyio.to_thread
 from fastapi import Depends, Request
+from fastapi.responses import Response
 
 from domain.project import Project
 from gateway.bootstrap import Services
 from gateway.errors import GatewayError
 from gateway.read_scope import read_project, require_admin
+from gateway.responses import JsonResponse
 
 READ_WAIT_S_MAX = 10.0
 POSITION_MAX = 2**63 - 1  # a log position is a BIGINT
@@ -112,6 +115,21 @@ AdminOnly = Depends(admin_only)
 # `dependencies=[...]` would run first and answer a bad position before a missing key).
 Waited = Annotated[None, Depends(wait_for_min_position)]
 
+
+def project_read_route(read: Callable[[Services, str, Mapping[str, Any]], dict[str, Any]]) -> Any:
+    """A GET route answering `read(services, project id, query parameters)` as JSON, after
+    the caller's project and the position it waits for; the read runs in a worker thread."""
+
+    async def handler(
+        request: Request, services: ServicesDep, project_id: ProjectId, _waited: Waited
+    ) -> Response:
+        params = dict(request.query_params)
+        result = await anyio.to_thread.run_sync(lambda: read(services, project_id, params))
+        return JsonResponse(result)
+
+    return handler
+
+
 __all__ = [
     "AdminOnly",
     "CallerProject",
@@ -124,6 +142,7 @@ __all__ = [
     "admin_only",
     "caller_project",
     "caller_project_id",
+    "project_read_route",
     "services_of",
     "wait_for_min_position",
 ]

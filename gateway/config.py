@@ -66,6 +66,8 @@ class Settings:
     metrics_token: str | None = None
     # The standard AWS_* credentials (Bedrock may be configured by them alone, SigV4).
     aws_environment: dict[str, str] = field(default_factory=dict)
+    # The standard OTEL_* variables (the OTLP endpoint and service name of the traces).
+    otel_environment: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -102,6 +104,7 @@ class Settings:
             ready_lag_positions_max=int(values.get("LEDGERGATE_READY_LAG_POSITIONS_MAX") or 1000),
             metrics_token=values.get("LEDGERGATE_METRICS_TOKEN") or None,
             aws_environment={k: v for k, v in values.items() if k.startswith("AWS_")},
+            otel_environment={k: v for k, v in values.items() if k.startswith("OTEL_")},
         )
 
     @property

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Awaitable, Callable
+from typing import cast
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -91,8 +92,8 @@ async def _unexpected_error(request: Request, error: Exception) -> Response:
     return error_response(as_gateway_error(error), new_request_id())
 
 
-async def _http_error(request: Request, error: Exception) -> Response:
-    assert isinstance(error, StarletteHTTPException)  # registered for that class only
+async def _http_error(request: Request, raised: Exception) -> Response:
+    error = cast(StarletteHTTPException, raised)  # registered for that class only
     unknown = error.status_code in (404, 405)
     code = "unsupported_endpoint" if unknown else "invalid_request"
     message = (
@@ -108,8 +109,8 @@ async def _http_error(request: Request, error: Exception) -> Response:
     )
 
 
-async def _validation_error(request: Request, error: Exception) -> Response:
-    assert isinstance(error, RequestValidationError)  # registered for that class only
+async def _validation_error(request: Request, raised: Exception) -> Response:
+    error = cast(RequestValidationError, raised)  # registered for that class only
     first = error.errors()[0] if error.errors() else {}
     param = ".".join(str(p) for p in first.get("loc", ())[1:]) or None
     return error_response(

@@ -27,20 +27,21 @@ from domain.routing import ProjectRouting
 from gateway.admin_checks import check_strict_project, price_model
 from gateway.auth import authenticate_key
 from gateway.bootstrap import Services, build_services
-from gateway.chat import Context, chat_completions, record_rejection
 from gateway.config import Settings
 from gateway.data_filters import balance_read, request_record
-from gateway.embeddings import embeddings
 from gateway.errors import GatewayError, as_gateway_error, error_response
 from gateway.fairness import ProjectConcurrencyMiddleware
 from gateway.jsonable import jsonable
+from gateway.lifecycle import chat_completions, embeddings
+from gateway.lifecycle.admission import record_rejection
+from gateway.lifecycle.request import Intake
+from gateway.lifecycle.settlement import request_leases
 from gateway.observability import install as install_observability
 from gateway.openapi import install_openapi
 from gateway.pii.service import pii_service
 from gateway.read_scope import is_admin_token, read_project
 from gateway.read_scope import require_admin as admin_gate
 from gateway.responses import JsonResponse
-from gateway.settlement import request_leases
 from gateway.unsupported import install_unsupported_routes
 from gateway.validation import (
     ADMIN_STRING_CHARS_MAX,
@@ -248,8 +249,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         request: Request, request_id: str, principal: Any, error: GatewayError
     ) -> None:
         key, project = principal
-        ctx = Context(request_id=request_id, started=0.0, services=services)
-        ctx.received_at = services.clock.now()
+        ctx = Intake(request_id=request_id, started=0.0, received_at=services.clock.now())
         ctx.project_id, ctx.key_id = project.id, key.id
         ctx.client_ip = request.client.host if request.client else None
         actor = (request.headers.get("x-user-id") or "").strip()
@@ -270,7 +270,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             status=error.status,
             error_type=error.error_type,
         )
-        await record_rejection(ctx, stored, endpoint=f"{request.method} {path}")
+        await record_rejection(services, ctx, stored, endpoint=f"{request.method} {path}")
 
     async def wait_for(request: Request) -> None:
         raw = request.query_params.get("min_position")

@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 import unicodedata
 
+from gateway.pii.policy import NATIONAL_ID_TYPES
+
 # Identifiers written with or without spaces / hyphens / case differences are one value:
 # "SE45 5000 …" and "se4550000…" must share a token, or the model sees two accounts.
 _COMPACT_TYPES = frozenset(
@@ -18,14 +20,8 @@ _COMPACT_TYPES = frozenset(
         "IBAN_CODE",
         "CREDIT_CARD",
         "PHONE_NUMBER",
-        "SE_PERSONNUMMER",
-        "SE_SAMORDNINGSNUMMER",
-        "DE_TAX_ID",
-        "IT_FISCAL_CODE",
-        "ES_DNI",
-        "ES_NIE",
-        "FR_NIR",
     }
+    | NATIONAL_ID_TYPES
 )
 
 PLACEHOLDER_PATTERN = re.compile(r"<([A-Z][A-Z0-9_]*?)_(\d+)>")

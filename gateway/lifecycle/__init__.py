@@ -53,7 +53,8 @@ The walk of one chat request, file by file
    for what was delivered without waiting. A whole answer instead (chat.py `_answer`)
    is output-screened (gateway/pii/stream.py `answer_violation`) and rehydrated.
 9. Completed | failed (lifecycle/settlement.py `complete` / `fail`, the only places
-   `CompleteRequest` and `FailRequest` are built): the writer runs
+   `CompleteRequest` and `FailRequest` are built; `answer_failure` fails and answers a
+   request whose answer never started, in chat, streams and embeddings): the writer runs
    domain/handlers.py `complete_request` / `fail_request` — the Account charges the
    provider cost plus the fee (domain/plans.py, domain/pricing.py) and releases the rest
    of the reservation; the Request completes. A settlement that cannot be made durable is

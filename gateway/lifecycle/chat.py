@@ -19,28 +19,16 @@ from fastapi.responses import Response, StreamingResponse
 
 from domain import commands as c
 from domain.errors import (
+    DomainError,
     ModelCapabilityMissing,
     ModelDoesNotSupportDocuments,
     PiiScreeningUnavailable,
 )
+from gateway.bootstrap import Services
 from gateway.byok import ProjectEndpointKeys
-from gateway.errors import GatewayError, as_gateway_error, error_response
 from gateway.json_bytes import canonical_sha256
-from gateway.lifecycle import caching, settlement
-from gateway.lifecycle.admission import (
-    admit,
-    authenticate,
-    identify_actor,
-    key_source_for,
-    money_header,
-    read_body,
-    receive,
-    reject,
-    screen_request_pii,
-    thread_ids,
-    use_idempotency_key,
-)
-from gateway.lifecycle.dispatch import dispatch, log_unexpected
+from gateway.lifecycle import admission, caching, settlement
+from gateway.lifecycle.dispatch import dispatch
 from gateway.lifecycle.request import ENDPOINT_CHAT, Admission, Intake
 from gateway.lifecycle.stream import stream_chat
 from gateway.pii.rehydrate import rehydrate_chat_completion
@@ -88,12 +76,12 @@ class ChatAdmission:
     ocr: OcrPlan | None  # eu_strict PDFs: read by Mistral OCR before the model
 
 
-async def chat_completions(http: HttpRequest, services: Any) -> Response:
-    intake = receive(http, services)
+async def chat_completions(http: HttpRequest, services: Services) -> Response:
+    intake = admission.receive(http, services)
     try:
         request = await _admit(intake, http, services)
     except Exception as error:
-        return await reject(services, intake, error, ENDPOINT_CHAT)
+        return await admission.reject(services, intake, error, ENDPOINT_CHAT)
     admitted = request.admitted
     headers = dict(admitted.headers)
     headers["X-LG-Cache"] = await caching.look_up(services, admitted, headers)
@@ -105,7 +93,7 @@ async def chat_completions(http: HttpRequest, services: Any) -> Response:
         screened_body = read
     upstream_body = upstream_body_of(screened_body)
     try:
-        if intake.stream:
+        if admitted.facts.stream:
             response = await stream_chat(
                 services, admitted, headers, upstream_body, request.body, request.estimated_input
             )
@@ -122,22 +110,22 @@ async def chat_completions(http: HttpRequest, services: Any) -> Response:
         raise
 
 
-async def _admit(intake: Intake, http: HttpRequest, services: Any) -> ChatAdmission:
-    key, project = await authenticate(intake, http, services)
-    use_idempotency_key(intake, project.id, http.headers.get("idempotency-key"))
-    body = await read_body(intake, http)
+async def _admit(intake: Intake, http: HttpRequest, services: Services) -> ChatAdmission:
+    key, project = await admission.authenticate(intake, http, services)
+    admission.use_idempotency_key(intake, project.id, http.headers.get("idempotency-key"))
+    body = await admission.read_body(intake, http)
     intake.stream = body.get("stream") is True
     if isinstance(body.get("messages"), list):
         intake.message_count = len(body["messages"])
-    identify_actor(intake, http, body, project, services)
+    admission.identify_actor(intake, http, body, project, services)
     validate_chat_body(body)
-    thread_ids(intake, http.headers, body)
+    admission.thread_ids(intake, http.headers, body)
     intake.prompt_chars = prompt_chars(body)
     intake.prompt_sha256 = canonical_sha256(body.get("messages"))
     # Documents in any of the three client shapes become one canonical block first, so
     # the router sees what the request needs.
     body = normalize_documents(body)
-    screened_body = await screen_request_pii(intake, services, project.id, body)
+    screened_body = await admission.screen_request_pii(intake, services, project.id, body)
     # The router is the only compliance gate: a model outside the project's (or the
     # request's tighter) tier is refused here, before anything is reserved.
     effective = effective_tier_for(project, body)
@@ -181,7 +169,7 @@ async def _admit(intake: Intake, http: HttpRequest, services: Any) -> ChatAdmiss
     )
     # BYOK: the project's own key for the chosen provider, when it has one (fee 0%). The
     # admission prices the fee by this key source; failover keeps to targets of the same.
-    key_source = key_source_for(services, project, route.provider, intake.mode)
+    key_source = admission.key_source_for(services, project, route.provider, intake.mode)
     if ocr is None:
         # The adapter must be able to forward the document natively: never dropped.
         check_document_support(
@@ -196,7 +184,7 @@ async def _admit(intake: Intake, http: HttpRequest, services: Any) -> ChatAdmiss
         estimated_input = (
             estimate_prompt_tokens(without_documents(body)) + ocr.input_tokens_estimate
         )
-    admitted = await admit(
+    admitted = await admission.admit(
         intake,
         services,
         endpoint=ENDPOINT_CHAT,
@@ -240,9 +228,7 @@ async def _read_documents(
             )
         )
     except Exception as error:
-        gateway_error = as_gateway_error(error)
-        await settlement.fail(services, admitted, gateway_error)
-        return error_response(gateway_error, admitted.request_id, headers)
+        return await settlement.answer_failure(services, admitted, error, headers)
     headers["X-LG-Documents-Pages"] = str(spliced.pages)
     return spliced.body
 
@@ -271,21 +257,16 @@ async def _answer(
                 services, admitted, call, measure=measure_chat(client_body, admitted.received_at)
             )
     except Exception as error:
-        admitted.purge_pii()
-        gateway_error = as_gateway_error(error)
-        log_unexpected(admitted, error, gateway_error.status)
-        await settlement.fail(services, admitted, gateway_error)
-        return error_response(gateway_error, admitted.request_id, headers)
+        return await settlement.answer_failure(services, admitted, error, headers)
     if served is not None:
         headers.update(admitted.decision.headers(served))
     upstream_ms = int((time.perf_counter() - upstream_started) * 1000) if hit is None else 0
     # What the provider said (placeholders, before rehydration): what the cache may keep.
     cacheable = None if served is None else orjson.dumps(result.body)
-    text = completion_text(result.body)
+    text = settlement.answer_text(result.body, "message")
     refused = await _screen_answer(services, admitted, result.body, text)
     if refused is not None:
-        await settlement.fail(services, admitted, refused)
-        return error_response(refused, admitted.request_id, headers)
+        return await settlement.answer_failure(services, admitted, refused, headers)
     choices = result.body.get("choices") or []
     finish_reason = None
     if choices and isinstance(choices[0], dict):
@@ -306,17 +287,18 @@ async def _answer(
         "X-LG-Overhead-Ms": str(max(admitted.elapsed_ms() - upstream_ms, 0)),
     }
     if outcome is not None:  # else journalled: charged in the background, answered now
-        reply_headers["X-LG-Actual-Cost"] = money_header(outcome.value["charged_amount"])  # type: ignore[index]
+        charged = outcome.value["charged_amount"]  # type: ignore[index]
+        reply_headers["X-LG-Actual-Cost"] = admission.money_header(charged)
         reply_headers["X-LG-Ledger-Position"] = str(outcome.position or 0)
     return JsonResponse(result.body, headers=reply_headers)
 
 
 async def _screen_answer(
     services: Any, admitted: Admission, body: dict[str, Any], text: str
-) -> GatewayError | None:
+) -> DomainError | None:
     """A screened request's answer: refused when it holds a blocked type (or when output
     screening cannot run), else its placeholders restored. The mapping is purged either way.
-    Returns the GatewayError to fail with, or None."""
+    Returns the error to fail with, or None."""
     pii = admitted.pii
     if pii is None:
         return None
@@ -330,23 +312,8 @@ async def _screen_answer(
         violation = PiiScreeningUnavailable("output screening failed")
     if violation is not None:
         pii.purge()
-        return as_gateway_error(violation)
+        return violation
     if pii.policy.wants_rehydration and pii.mapping is not None:
         rehydrate_chat_completion(body, pii.mapping)
     pii.purge()
     return None
-
-
-def completion_text(body: dict[str, Any]) -> str:
-    """A whole answer's text: message content and tool-call arguments."""
-    parts: list[str] = []
-    for choice in body.get("choices") or []:
-        message = choice.get("message") if isinstance(choice, dict) else None
-        if isinstance(message, dict):
-            if isinstance(message.get("content"), str):
-                parts.append(message["content"])
-            for call in message.get("tool_calls") or []:
-                function = call.get("function") if isinstance(call, dict) else None
-                if isinstance(function, dict):
-                    parts.append(str(function.get("arguments") or ""))
-    return "".join(parts)

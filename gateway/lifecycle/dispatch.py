@@ -8,7 +8,6 @@ would bill through the other key source than the one admission priced is skipped
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -16,15 +15,12 @@ from domain import commands as c
 from domain.errors import DomainError
 from domain.ids import MODE_TEST
 from gateway.byok import byok_adapter
-from gateway.errors import GatewayError
 from gateway.lifecycle.request import Admission
-from gateway.providers.base import ProviderAdapter, UpstreamError
+from gateway.providers.base import ProviderAdapter
 from gateway.routing.decision import RouteTarget
-from gateway.routing.failover import FailoverExhausted, Measure, SkipTarget, run_with_failover
+from gateway.routing.failover import Measure, SkipTarget, run_with_failover
 from gateway.routing.requests import route_of
 from gateway.test_mode import router_for, simulator_adapter
-
-log = logging.getLogger("ledgergate.dispatch")
 
 T = TypeVar("T")
 
@@ -103,11 +99,3 @@ async def dispatch(
         cut_in_flight=False,
     )
     return outcome.value
-
-
-def log_unexpected(admitted: Admission, error: BaseException, status: int) -> None:
-    """A 5xx that is not a provider's or the domain's answer is a gateway bug: logged."""
-    if status >= 500 and not isinstance(
-        error, UpstreamError | GatewayError | DomainError | FailoverExhausted
-    ):
-        log.exception("adapter failure in %s", admitted.request_id, exc_info=error)

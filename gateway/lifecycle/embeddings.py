@@ -23,22 +23,10 @@ from domain.errors import ModelCapabilityMissing
 from domain.tiers import EffectiveTier
 from gateway.bootstrap import Services, adapter_classes
 from gateway.byok import ProjectEndpointKeys
-from gateway.errors import GatewayError, as_gateway_error, error_response
+from gateway.errors import GatewayError
 from gateway.json_bytes import canonical_sha256
-from gateway.lifecycle import caching, settlement
-from gateway.lifecycle.admission import (
-    admit,
-    authenticate,
-    identify_actor,
-    key_source_for,
-    money_header,
-    read_body,
-    receive,
-    reject,
-    screen_request_pii,
-    thread_ids,
-)
-from gateway.lifecycle.dispatch import dispatch, log_unexpected
+from gateway.lifecycle import admission, caching, settlement
+from gateway.lifecycle.dispatch import dispatch
 from gateway.lifecycle.request import ENDPOINT_EMBEDDINGS, Admission, Intake
 from gateway.providers.base import EmbeddingResult, ProviderAdapter, Usage
 from gateway.providers.tokens import estimate_embedding_tokens
@@ -133,11 +121,11 @@ def embeddings_not_supported(
 
 
 async def embeddings(http: HttpRequest, services: Services) -> Response:
-    intake = receive(http, services)
+    intake = admission.receive(http, services)
     try:
         admitted, body, screened_body = await _admit(intake, http, services)
     except Exception as error:
-        return await reject(services, intake, error, ENDPOINT_EMBEDDINGS)
+        return await admission.reject(services, intake, error, ENDPOINT_EMBEDDINGS)
     headers = dict(admitted.headers)
     headers["X-LG-Cache"] = await caching.look_up(services, admitted, headers)
     try:
@@ -149,11 +137,11 @@ async def embeddings(http: HttpRequest, services: Services) -> Response:
 async def _admit(
     intake: Intake, http: HttpRequest, services: Services
 ) -> tuple[Admission, dict[str, Any], dict[str, Any]]:
-    key, project = await authenticate(intake, http, services)
-    body = await read_body(intake, http)
-    identify_actor(intake, http, body, project, services)
+    key, project = await admission.authenticate(intake, http, services)
+    body = await admission.read_body(intake, http)
+    admission.identify_actor(intake, http, body, project, services)
     validate_embeddings_body(body)
-    thread_ids(intake, http.headers, body)
+    admission.thread_ids(intake, http.headers, body)
     inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
     intake.message_count = len(inputs)
     intake.prompt_chars = sum(len(item) for item in inputs if isinstance(item, str))
@@ -161,7 +149,9 @@ async def _admit(
     estimated_input = estimate_embedding_tokens(body["input"])
     # The same PII screening as chat (it walks `input`), before routing and admission,
     # fail closed: a refused request reserves nothing.
-    screened_body = await screen_request_pii(intake, services, project.id, body, prompt_of="input")
+    screened_body = await admission.screen_request_pii(
+        intake, services, project.id, body, prompt_of="input"
+    )
     # The router is the only compliance gate, as for chat: a model outside the project's
     # (or the request's tighter) tier is refused here, before anything is reserved.
     effective = effective_tier_for(project, body)
@@ -195,7 +185,7 @@ async def _admit(
     cache_plan = caching.plan(
         intake, http.headers, ENDPOINT_EMBEDDINGS, body, screened_body, effective, decision
     )
-    admitted = await admit(
+    admitted = await admission.admit(
         intake,
         services,
         endpoint=ENDPOINT_EMBEDDINGS,
@@ -203,7 +193,7 @@ async def _admit(
         project=project,
         effective=effective,
         decision=decision,
-        key_source=key_source_for(services, project, route.provider, intake.mode),
+        key_source=admission.key_source_for(services, project, route.provider, intake.mode),
         estimated_input_tokens=estimated_input,
         max_output_tokens=0,
         cache_plan=cache_plan,
@@ -238,10 +228,7 @@ async def _answer(
                 services, admitted, call, measure=measure_embeddings(admitted.received_at)
             )
     except Exception as error:
-        gateway_error = as_gateway_error(error)
-        log_unexpected(admitted, error, gateway_error.status)
-        await settlement.fail(services, admitted, gateway_error)
-        return error_response(gateway_error, admitted.request_id, headers)
+        return await settlement.answer_failure(services, admitted, error, headers)
     if served is not None:
         headers.update(admitted.decision.headers(served))
     upstream_ms = int((time.perf_counter() - upstream_started) * 1000) if hit is None else 0
@@ -271,7 +258,7 @@ async def _answer(
         settled = outcome.value
         if not isinstance(settled, dict):
             raise TypeError("CompleteRequest returned no charge")
-        reply_headers["X-LG-Actual-Cost"] = money_header(settled["charged_amount"])
+        reply_headers["X-LG-Actual-Cost"] = admission.money_header(settled["charged_amount"])
         reply_headers["X-LG-Ledger-Position"] = str(outcome.position or 0)
         reply_headers["X-LG-Usage-Source"] = str(settled.get("usage_source", usage.source))
     return JsonResponse(result.body, headers=reply_headers)

@@ -32,12 +32,15 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from fastapi.responses import Response
+
 from domain import commands as c
 from domain.errors import DomainError
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, as_gateway_error, error_response
 from gateway.lifecycle.request import Admission
-from gateway.providers.base import Usage
+from gateway.providers.base import UpstreamError, Usage
 from gateway.response_cache import USAGE_SOURCE_CACHE, cache_fields
+from gateway.routing.failover import FailoverExhausted
 
 log = logging.getLogger("ledgergate.settlement")
 
@@ -345,3 +348,35 @@ def fail_without_waiting(
     """The same failure, from a coroutine being cancelled (the client went away)."""
     command = _failure(admitted, error, after_first_chunk, delivered_chunks, usage)
     submit_settlement(services, command)
+
+
+async def answer_failure(
+    services: Any, admitted: Admission, error: BaseException, headers: dict[str, str]
+) -> Response:
+    """An admitted request failed before its answer started (no provider answered, the
+    documents could not be read, the answer was refused): its PII mapping is purged, the
+    failure is settled, and the client gets the error envelope with the headers it earned."""
+    admitted.purge_pii()
+    gateway_error = as_gateway_error(error)
+    if gateway_error.status >= 500 and not isinstance(
+        error, UpstreamError | GatewayError | DomainError | FailoverExhausted
+    ):  # a 5xx that is not a provider's or the domain's answer is a gateway bug
+        log.exception("unexpected failure in %s", admitted.request_id, exc_info=error)
+    await fail(services, admitted, gateway_error)
+    return error_response(gateway_error, admitted.request_id, headers)
+
+
+def answer_text(body: dict[str, Any], part: str) -> str:
+    """The answer's text, what a completion counts and hashes: content and tool-call
+    arguments of every choice's `part` ("message" in a whole answer, "delta" in a chunk)."""
+    parts: list[str] = []
+    for choice in body.get("choices") or []:
+        message = choice.get(part) if isinstance(choice, dict) else None
+        if isinstance(message, dict):
+            if isinstance(message.get("content"), str):
+                parts.append(message["content"])
+            for call in message.get("tool_calls") or []:
+                function = call.get("function") if isinstance(call, dict) else None
+                if isinstance(function, dict) and function.get("arguments"):
+                    parts.append(str(function["arguments"]))
+    return "".join(parts)

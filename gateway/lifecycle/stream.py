@@ -20,7 +20,7 @@ from fastapi.responses import Response, StreamingResponse
 
 from domain import commands as c
 from gateway import response_cache as rc
-from gateway.errors import GatewayError, as_gateway_error, envelope, error_response
+from gateway.errors import GatewayError, as_gateway_error, envelope
 from gateway.lifecycle import caching, settlement
 from gateway.lifecycle.dispatch import dispatch
 from gateway.lifecycle.request import Admission
@@ -48,21 +48,6 @@ RECORDING_FAILED = GatewayError(
 
 def sse(data: dict[str, Any]) -> bytes:
     return b"data: " + orjson.dumps(data) + b"\n\n"
-
-
-def chunk_text(chunk: dict[str, Any]) -> str:
-    """A chunk's answer text: content and streamed tool-call arguments."""
-    parts: list[str] = []
-    for choice in chunk.get("choices") or []:
-        delta = choice.get("delta") if isinstance(choice, dict) else None
-        if isinstance(delta, dict):
-            if isinstance(delta.get("content"), str):
-                parts.append(delta["content"])
-            for call in delta.get("tool_calls") or []:
-                function = call.get("function") if isinstance(call, dict) else None
-                if isinstance(function, dict) and function.get("arguments"):
-                    parts.append(str(function["arguments"]))
-    return "".join(parts)
 
 
 def fallback_stream_usage(stream: ChatStream, estimated_input: int, delivered_text: str) -> Usage:
@@ -116,10 +101,7 @@ async def stream_chat(
                 lambda adapter, target: _open(adapter, upstream_body, target),
             )
     except Exception as error:
-        admitted.purge_pii()
-        gateway_error = as_gateway_error(error)
-        await settlement.fail(services, admitted, gateway_error)
-        return error_response(gateway_error, admitted.request_id, headers)
+        return await settlement.answer_failure(services, admitted, error, headers)
     if hit is None:
         headers.update(admitted.decision.headers(served))
     first_chunk_ms = int((time.perf_counter() - upstream_started) * 1000)
@@ -204,7 +186,7 @@ async def _frames(
         async for chunk in upstream_chunks():
             # The upstream's own text (placeholders, not restored values) is what gets
             # counted and hashed.
-            text_parts.append(chunk_text(chunk))
+            text_parts.append(settlement.answer_text(chunk, "delta"))
             last_chunk = chunk
             if kept is not None:
                 kept.append(orjson.dumps(chunk))

@@ -27,7 +27,7 @@ from domain.errors import DomainError, InvalidPiiPolicy, PiiScreeningUnavailable
 from domain.ids import MODE_TEST, idempotent_request_id, key_mode, new_request_id
 from domain.pii_events import PiiDecision
 from gateway.auth import actor_from, authenticate_key, presented_key_id
-from gateway.byok import byok_adapter
+from gateway.byok import ProjectEndpointKeys, byok_adapter
 from gateway.errors import GatewayError, as_gateway_error, error_response
 from gateway.json_bytes import canonical_sha256
 from gateway.lifecycle.request import Admission, Intake, PiiSession
@@ -38,7 +38,7 @@ from gateway.pii.service import pii_service
 from gateway.providers.base import UpstreamError
 from gateway.response_cache import CachePlan
 from gateway.routing.decision import RouteDecision
-from gateway.routing.requests import route_of
+from gateway.routing.requests import decide_for_request, route_of
 from gateway.validation import check_body_strings, check_id, parse_json_body, storable_model
 
 log = logging.getLogger("ledgergate.admission")
@@ -168,6 +168,28 @@ async def screen_request_pii(
     intake.prompt_sha256 = canonical_sha256(hashed.get(prompt_of))
     intake.pii = PiiSession(policy, result.mapping, result.decision.language or "en")
     return result.body
+
+
+async def decide(
+    services: Any,
+    project: Any,
+    body: dict[str, Any],
+    effective: Any,
+    *,
+    capabilities: frozenset[str] | None,
+) -> RouteDecision:
+    """The router's decision: the only compliance gate (a model outside the project's, or
+    the request's tighter, tier is refused here, before anything is reserved), the
+    capabilities the request needs, the failover order, the project's own endpoint keys."""
+    return await decide_for_request(
+        services.routing,
+        project,
+        body,
+        services.cache.get,
+        effective=effective,
+        project_keys=ProjectEndpointKeys(services.settings.raw, project),
+        capabilities=capabilities,
+    )
 
 
 def key_source_for(services: Any, project: Any, provider: str, mode: str) -> str:

@@ -25,7 +25,6 @@ from domain.errors import (
     PiiScreeningUnavailable,
 )
 from gateway.bootstrap import Services
-from gateway.byok import ProjectEndpointKeys
 from gateway.json_bytes import canonical_sha256
 from gateway.lifecycle import admission, caching, settlement
 from gateway.lifecycle.dispatch import dispatch
@@ -51,7 +50,6 @@ from gateway.routing.documents import (
     without_documents,
 )
 from gateway.routing.requests import (
-    decide_for_request,
     effective_tier_for,
     measure_chat,
     ocr_endpoints,
@@ -139,13 +137,11 @@ async def _admit(intake: Intake, http: HttpRequest, services: Services) -> ChatA
     if ocr is not None:  # OCR would call Mistral for real
         refuse_in_test_mode(intake.mode, "document OCR (PDFs on eu_strict)")
     try:
-        decision = await decide_for_request(
-            services.routing,
+        decision = await admission.decide(
+            services,
             project,
             body,
-            services.cache.get,
-            effective=effective,
-            project_keys=ProjectEndpointKeys(services.settings.raw, project),
+            effective,
             # eu_strict PDFs become text through Mistral OCR first: no model needs PDF input.
             capabilities=required_capabilities(body) - {"documents"} if ocr else None,
         )

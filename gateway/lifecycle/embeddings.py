@@ -22,7 +22,6 @@ from domain.catalog import Catalog
 from domain.errors import ModelCapabilityMissing
 from domain.tiers import EffectiveTier
 from gateway.bootstrap import Services, adapter_classes
-from gateway.byok import ProjectEndpointKeys
 from gateway.errors import GatewayError
 from gateway.json_bytes import canonical_sha256
 from gateway.lifecycle import admission, caching, settlement
@@ -34,7 +33,6 @@ from gateway.responses import JsonResponse
 from gateway.routing.decision import RouteTarget
 from gateway.routing.failover import SkipTarget
 from gateway.routing.requests import (
-    decide_for_request,
     effective_tier_for,
     measure_embeddings,
     route_of,
@@ -156,14 +154,8 @@ async def _admit(
     # (or the request's tighter) tier is refused here, before anything is reserved.
     effective = effective_tier_for(project, body)
     try:
-        decision = await decide_for_request(
-            services.routing,
-            project,
-            body,
-            services.cache.get,
-            effective=effective,
-            project_keys=ProjectEndpointKeys(services.settings.raw, project),
-            capabilities=EMBEDDINGS_CAPABILITY,
+        decision = await admission.decide(
+            services, project, body, effective, capabilities=EMBEDDINGS_CAPABILITY
         )
     except ModelCapabilityMissing as error:
         if "embeddings" not in error.missing:

@@ -68,6 +68,9 @@ class Settings:
     # wants `Bearer <metrics_token>` when one is set.
     ready_lag_positions_max: int = 1000
     metrics_token: str | None = None
+    # The response cache's bounds (gateway/response_cache.py ResponseCacheStore).
+    response_cache_entries_max: int = 10_000  # LEDGERGATE_RESPONSE_CACHE_ENTRIES_MAX
+    response_cache_bytes_max: int = 64 * 1024 * 1024  # LEDGERGATE_RESPONSE_CACHE_BYTES_MAX
     # The standard AWS_* credentials (Bedrock may be configured by them alone, SigV4).
     aws_environment: dict[str, str] = field(default_factory=dict)
     # The standard OTEL_* variables (the OTLP endpoint and service name of the traces).
@@ -107,6 +110,13 @@ class Settings:
             run_relay=_truthy(values.get("LEDGERGATE_RUN_RELAY"), False),
             ready_lag_positions_max=int(values.get("LEDGERGATE_READY_LAG_POSITIONS_MAX") or 1000),
             metrics_token=values.get("LEDGERGATE_METRICS_TOKEN") or None,
+            response_cache_entries_max=int(
+                values.get("LEDGERGATE_RESPONSE_CACHE_ENTRIES_MAX")
+                or cls.response_cache_entries_max
+            ),
+            response_cache_bytes_max=int(
+                values.get("LEDGERGATE_RESPONSE_CACHE_BYTES_MAX") or cls.response_cache_bytes_max
+            ),
             aws_environment={k: v for k, v in values.items() if k.startswith("AWS_")},
             otel_environment={k: v for k, v in values.items() if k.startswith("OTEL_")},
         )

@@ -338,18 +338,8 @@ class ResponseCacheStore:
 
 
 def response_cache(services: Any) -> ResponseCacheStore:
-    cache = services.extras.get("response_cache")
-    if cache is None:
-        raw = services.settings.raw
-        cache = services.extras["response_cache"] = ResponseCacheStore(
-            services.store,
-            services.clock,
-            entries_max=int(
-                raw.get("LEDGERGATE_RESPONSE_CACHE_ENTRIES_MAX") or ENTRIES_MAX_DEFAULT
-            ),
-            bytes_max=int(raw.get("LEDGERGATE_RESPONSE_CACHE_BYTES_MAX") or BYTES_MAX_DEFAULT),
-        )
-    return cache
+    """The process's store, built once in gateway/bootstrap.py `build_services`."""
+    return services.response_cache  # type: ignore[no-any-return]
 
 
 def plan_request(

@@ -179,7 +179,7 @@ class AuditService:
 
     def __init__(self, services: Any, *, create_key: bool = True) -> None:
         self.services = services
-        self.settings = AuditSettings.from_raw(services.settings.raw, services.settings.data_dir)
+        self.settings: AuditSettings = services.settings.audit
         self.signer = (
             load_signer(self.settings, create=create_key) if self.settings.enabled else None
         )

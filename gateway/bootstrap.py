@@ -14,7 +14,6 @@ from domain.clock import Clock, SystemClock
 from gateway.cache import AggregateCache
 from gateway.config import Settings
 from gateway.fairness import ProjectInflight
-from gateway.kafka_settings import KafkaSettings
 from gateway.observability.core import Observability
 from gateway.observability.writer import ObservedWriter
 from gateway.pii.service import PiiService
@@ -91,8 +90,7 @@ class Services:
         the database keeps exactly one publishing."""
         if self.relay is not None or not self.settings.run_relay:
             return
-        kafka = KafkaSettings.from_env(self.settings.raw)
-        self.relay = OutboxRelay(self.app.recorder, self.store, kafka).start()
+        self.relay = OutboxRelay(self.app.recorder, self.store, self.settings.kafka).start()
 
     async def start_async(self) -> None:
         self.start()

@@ -8,10 +8,16 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
+from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from domain import vocabulary
 from domain.settlement import DEFAULT_FEE_RATE
+
+if TYPE_CHECKING:
+    from gateway.audit import AuditSettings
+    from gateway.kafka_settings import KafkaSettings
 
 # LEDGERGATE_<P>_BASE_URL / _API_KEY for every provider of the one vocabulary.
 PROVIDERS = tuple(provider.upper() for provider in vocabulary.PROVIDERS)
@@ -124,3 +130,17 @@ class Settings:
     @property
     def data_path(self) -> Path:
         return Path(self.data_dir)
+
+    # Typed sub-settings, parsed once from `raw` on first use: a malformed value is refused
+    # by the command that needs it (KafkaConfigError, AuditConfigError), not by every one.
+    @cached_property
+    def kafka(self) -> KafkaSettings:
+        from gateway.kafka_settings import KafkaSettings
+
+        return KafkaSettings.from_env(self.raw)
+
+    @cached_property
+    def audit(self) -> AuditSettings:
+        from gateway.audit import AuditSettings
+
+        return AuditSettings.from_raw(self.raw, self.data_dir)

@@ -20,7 +20,7 @@ from gateway.pii.service import PiiService
 from gateway.providers.base import AdapterLimits, ProviderAdapter, ProviderEndpoint
 from gateway.providers.registry import ADAPTER_CLASSES, build_adapter, endpoints_from_env
 from gateway.relay import OutboxRelay
-from gateway.response_cache import ResponseCacheStore
+from gateway.response_cache import ResponseCacheStore, build_response_cache
 from gateway.routing.service import RoutingService
 from gateway.routing.wiring import (
     adapter_factory,
@@ -183,12 +183,7 @@ def build_services(settings: Settings | None = None, clock: Clock | None = None)
 
     services.pii = PiiService.from_settings(settings.raw)
     services.leases = RequestLeases(services)
-    services.response_cache = ResponseCacheStore(
-        store,
-        clock,
-        entries_max=settings.response_cache_entries_max,
-        bytes_max=settings.response_cache_bytes_max,
-    )
+    services.response_cache = build_response_cache(services)
     services.observability = Observability.for_services(services)
     services.simulator = build_simulator_adapter(services.limits)
     return services

@@ -337,8 +337,19 @@ class ResponseCacheStore:
             event.set()
 
 
+def build_response_cache(services: Any) -> ResponseCacheStore:
+    """The process's store: built once, by gateway/bootstrap.py `build_services`."""
+    settings = services.settings
+    return ResponseCacheStore(
+        services.store,
+        services.clock,
+        entries_max=settings.response_cache_entries_max,
+        bytes_max=settings.response_cache_bytes_max,
+    )
+
+
 def response_cache(services: Any) -> ResponseCacheStore:
-    """The process's store, built once in gateway/bootstrap.py `build_services`."""
+    """The store built once (`services.response_cache`)."""
     return services.response_cache  # type: ignore[no-any-return]
 
 

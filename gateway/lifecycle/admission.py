@@ -26,6 +26,7 @@ from domain import commands as c
 from domain.errors import DomainError, InvalidPiiPolicy, PiiScreeningUnavailable
 from domain.ids import MODE_TEST, idempotent_request_id, key_mode, new_request_id
 from domain.pii_events import PiiDecision
+from domain.vocabulary import KeySource
 from gateway.auth import actor_from, authenticate_key, presented_key_id
 from gateway.byok import ProjectEndpointKeys, byok_adapter
 from gateway.errors import GatewayError, as_gateway_error, error_response
@@ -104,7 +105,7 @@ def identify_actor(
     intake: Intake, http: HttpRequest, body: dict[str, Any], project: Any, services: Any
 ) -> None:
     """The end user the request is for (header, body `user`, or a signed actor token)."""
-    secret = (services.settings.raw.get("LEDGERGATE_ACTOR_TOKEN_SECRET") or "").encode() or None
+    secret = (services.settings.actor_token_secret or "").encode() or None
     intake.actor_id = actor_from(http.headers, body, project, secret)
 
 
@@ -198,9 +199,9 @@ def key_source_for(services: Any, project: Any, provider: str, mode: str) -> str
     of the same source (dispatch.Attempts). A test-mode request uses no key at all (the
     simulator answers it): "managed" rules price it on the test balance."""
     if mode == MODE_TEST:
-        return "managed"
+        return KeySource.MANAGED.value
     own = byok_adapter(services, project, provider, services.adapters.get(provider))
-    return "byok" if own is not None else "managed"
+    return KeySource.BYOK.value if own is not None else KeySource.MANAGED.value
 
 
 async def admit(

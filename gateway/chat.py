@@ -431,13 +431,14 @@ async def look_up_cache(ctx: Context, effective: Any) -> str:
     plan = ctx.cache_plan
     if plan is None:
         return rc.BYPASS
-    await rc.response_cache(ctx.services).lookup(plan)
+    await rc.response_cache(ctx.services).lookup(plan, effective)
     if plan.hit is not None and not cache_hit_allowed(
         plan.hit.model, effective, ctx.services.routing.catalog
     ):
         plan.hit, plan.outcome = None, rc.MISS
     if plan.hit is not None:
         ctx.headers.update({"X-LG-Model": plan.hit.model, "X-LG-Provider": plan.hit.provider})
+    ctx.headers.update(plan.headers())
     return plan.outcome
 
 

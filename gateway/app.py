@@ -711,6 +711,11 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
 
     install_dashboard(app, services)
 
+    # The response cache's admin surface (issue 14): a project's cache policy.
+    from gateway.http.cache_admin import cache_admin_router
+
+    app.include_router(cache_admin_router(services))
+
     install_openapi(app)  # after every route: the document covers them all
     return app
 

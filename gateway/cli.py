@@ -326,6 +326,10 @@ def build_parser() -> argparse.ArgumentParser:
     from gateway.audit_cli import add_audit_commands
 
     add_audit_commands(sub, audit)  # audit export|status|checkpoint, verify
+
+    from gateway.cache_cli import add_cache_commands
+
+    add_cache_commands(sub, _uuid)  # cache policy|show|purge (issue 14)
     return parser
 
 
@@ -476,6 +480,10 @@ def main(argv: list[str] | None = None) -> int:
         from gateway.audit_cli import run_audit_command
 
         return run_audit_command(settings, args)
+    if command == "cache":
+        from gateway.cache_cli import run_cache_command
+
+        return run_cache_command(settings, args)
     return fail("unknown_command", command)
 
 

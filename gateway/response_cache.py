@@ -220,6 +220,7 @@ class PlanInputs:
     body_eligible_auto: bool  # temperature 0 or a seed: what `auto` caches
     api_key: str = field(repr=False)
     key_mode: str
+    header_options: CacheOptions
     # The caller's identity headers, for the embedding request made on its behalf.
     caller_headers: tuple[tuple[str, str], ...] = field(repr=False, default=())
 
@@ -648,7 +649,6 @@ class ResponseCacheStore:
             except Exception as error:  # the policy unreadable: the request's headers alone
                 log.error("cache policy read failed: %s", type(error).__name__)
         resolved = build_plan(
-            plan.options,
             inputs,
             policy,
             server_secret=self._server_secret,
@@ -851,11 +851,12 @@ def plan_request(
         body_eligible_auto=eligible(CacheOptions(), body),
         api_key=api_key,
         key_mode=key_mode(api_key),
+        header_options=options,
         caller_headers=tuple(
             (name, headers[name]) for name in CALLER_HEADERS if headers.get(name) is not None
         ),
     )
-    return build_plan(options, inputs, DEFAULT_POLICY)
+    return build_plan(inputs, DEFAULT_POLICY)
 
 
 # The caller's identity, carried to the embedding request made on its behalf.
@@ -864,7 +865,6 @@ SERVER_SECRET_ENV = SECRET_ENV  # the server's secret (also BYOK's): sharing der
 
 
 def build_plan(
-    header_options: CacheOptions,
     inputs: PlanInputs,
     policy: CachePolicy,
     *,
@@ -874,6 +874,7 @@ def build_plan(
 ) -> CachePlan:
     """The plan under a policy: the mode (the header's, else the project's default), whether
     the request is cached at all, the secret its keys derive from, the semantic bucket."""
+    header_options = inputs.header_options
     options = (
         header_options
         if header_options.mode_given

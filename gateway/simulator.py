@@ -98,7 +98,8 @@ class SimulatorState:
         self.error_message = "simulated failure"
         # Tests of a misbehaving upstream: report these usage fields instead of the counts.
         self.usage_override: dict[str, Any] | None = None
-        self.requests: list[dict[str, Any]] = []
+        self.requests: list[dict[str, Any]] = []  # chat requests, as received
+        self.embedding_requests: list[dict[str, Any]] = []
         # The Authorization header of each chat request, so a test can see which credential
         # reached this upstream (never printed or logged by the simulator).
         self.authorizations: list[str | None] = []
@@ -257,6 +258,7 @@ def create_simulator_app(state: SimulatorState | None = None) -> FastAPI:
     @app.post("/v1/embeddings")
     async def embeddings(request: Request) -> Response:
         body = orjson.loads(await request.body())
+        state.embedding_requests.append(body)
         inputs = body.get("input")
         items = inputs if isinstance(inputs, list) else [inputs]
         encoding = body.get("encoding_format", "float")

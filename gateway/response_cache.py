@@ -472,14 +472,28 @@ class ResponseCacheStore:
         size = len(sealed) + len(sealed_semantic or "")
         with self.store.transaction() as tx:
             tx.execute("DELETE FROM lg_response_cache WHERE expires_at <= %s", (iso(now),))
+            previous = tx.execute(
+                "SELECT bucket_id FROM lg_response_cache WHERE lookup_id = %s", (lookup_id,)
+            ).fetchone()
+            if previous is not None and previous["bucket_id"]:
+                _count_removal(tx, str(previous["bucket_id"]))  # its vector is replaced
+            bucket_seq = None
+            if bucket_id is not None:
+                counted = tx.execute(
+                    "INSERT INTO lg_semantic_buckets (bucket_id, inserts, removals)"
+                    " VALUES (%s, 1, 0) ON CONFLICT (bucket_id) DO UPDATE"
+                    " SET inserts = lg_semantic_buckets.inserts + 1 RETURNING inserts",
+                    (bucket_id,),
+                ).fetchone()
+                bucket_seq = None if counted is None else int(counted["inserts"])
             tx.execute(
                 "INSERT INTO lg_response_cache (lookup_id, sealed, size_bytes, created_at,"
-                " expires_at, project_id, bucket_id, sealed_semantic)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (lookup_id) DO UPDATE"
+                " expires_at, project_id, bucket_id, bucket_seq, sealed_semantic)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (lookup_id) DO UPDATE"
                 " SET sealed = excluded.sealed, size_bytes = excluded.size_bytes,"
                 " created_at = excluded.created_at, expires_at = excluded.expires_at,"
                 " project_id = excluded.project_id, bucket_id = excluded.bucket_id,"
-                " sealed_semantic = excluded.sealed_semantic",
+                " bucket_seq = excluded.bucket_seq, sealed_semantic = excluded.sealed_semantic",
                 (
                     lookup_id,
                     sealed,
@@ -488,6 +502,7 @@ class ResponseCacheStore:
                     iso(now + timedelta(seconds=ttl_s)),
                     project_id,
                     bucket_id,
+                    bucket_seq,
                     sealed_semantic,
                 ),
             )
@@ -533,7 +548,7 @@ class ResponseCacheStore:
             if entries <= entries_max and total_bytes <= bytes_max:
                 return
             rows = tx.execute(
-                f"SELECT lookup_id, size_bytes FROM lg_response_cache {where}"  # noqa: S608
+                f"SELECT lookup_id, size_bytes, bucket_id FROM lg_response_cache {where}"  # noqa: S608
                 " ORDER BY created_at, lookup_id LIMIT %s",
                 (*params, max(entries - entries_max, 1)),
             ).fetchall()
@@ -543,6 +558,8 @@ class ResponseCacheStore:
                 tx.execute(
                     "DELETE FROM lg_response_cache WHERE lookup_id = %s", (row["lookup_id"],)
                 )
+                if row["bucket_id"]:
+                    _count_removal(tx, str(row["bucket_id"]))
                 entries -= 1
                 total_bytes -= int(row["size_bytes"])
 
@@ -567,33 +584,29 @@ class ResponseCacheStore:
     # --- the semantic index -----------------------------------------------------------------
 
     def refresh_bucket_sync(self, bucket: sc.Bucket) -> sc.BucketIndex | None:
-        """The bucket's index, brought up to date with the store: new rows (from any process)
-        are decrypted and added; when rows disappeared (evicted, purged) it is rebuilt."""
-        now = self.clock.now()
-        now_iso, now_s = iso(now), now.timestamp()
+        """The bucket's index, brought up to date with the store in one primary-key read when
+        nothing changed: rows added since (by any process) are decrypted and added; after an
+        eviction the index is rebuilt; expired rows are masked, then pruned."""
+        now_s = self.clock.now().timestamp()
+        index = self.semantic_index.get(bucket.bucket_id)
         with self.store.transaction(write=False) as tx:
-            stats = tx.execute(
-                "SELECT COUNT(*) AS entries, MAX(created_at) AS newest FROM lg_response_cache"
-                " WHERE bucket_id = %s AND expires_at > %s",
-                (bucket.bucket_id, now_iso),
+            counts = tx.execute(
+                "SELECT inserts, removals FROM lg_semantic_buckets WHERE bucket_id = %s",
+                (bucket.bucket_id,),
             ).fetchone()
-            live = int(stats["entries"]) if stats else 0
-            newest = str(stats["newest"]) if stats and stats["newest"] is not None else ""
-            index = self.semantic_index.get(bucket.bucket_id)
-            if live == 0:
+            if counts is None:
                 self.semantic_index.drop(bucket.bucket_id)
                 return None
-            if (
-                index is not None
-                and index.created_max == newest
-                and index.live_count(now_s) == live
-            ):
+            inserts, removals = int(counts["inserts"]), int(counts["removals"])
+            if index is not None and (index.inserts, index.removals) == (inserts, removals):
+                index.prune(now_s)
                 return index
-            since = "" if index is None or index.live_count(now_s) > live else index.created_max
+            rebuild = index is None or index.removals != removals
+            since = 0 if rebuild or index is None else index.inserts
             rows = tx.execute(
-                "SELECT lookup_id, sealed_semantic, created_at, expires_at FROM lg_response_cache"
-                " WHERE bucket_id = %s AND expires_at > %s AND created_at >= %s",
-                (bucket.bucket_id, now_iso, since),
+                "SELECT lookup_id, sealed_semantic, expires_at, bucket_seq FROM lg_response_cache"
+                " WHERE bucket_id = %s AND bucket_seq > %s AND expires_at > %s",
+                (bucket.bucket_id, since, iso(self.clock.now())),
             ).fetchall()
         opened = []
         for row in rows:
@@ -602,20 +615,14 @@ class ResponseCacheStore:
                 opened.append(
                     (str(row["lookup_id"]), found[0], found[1], sc.epoch_s(row["expires_at"]))
                 )
-        if since == "" or index is None:
-            if not opened:
-                return None
-            index = sc.BucketIndex(opened[0][1].shape[0])
+        if rebuild or index is None:
+            dimensions = opened[0][1].shape[0] if opened else 0
+            index = sc.BucketIndex(dimensions)
         index.extend(opened)
-        index.created_max = newest
-        if index.live_count(now_s) != live and since != "":
-            return self._rebuild_bucket_sync(bucket)
+        index.inserts, index.removals = inserts, removals
+        index.prune(now_s)
         self.semantic_index.put(bucket.bucket_id, index)
         return index
-
-    def _rebuild_bucket_sync(self, bucket: sc.Bucket) -> sc.BucketIndex | None:
-        self.semantic_index.drop(bucket.bucket_id)
-        return self.refresh_bucket_sync(bucket)
 
     def semantic_neighbour_sync(self, plan: CachePlan) -> tuple[CacheEntry, float] | None:
         """The nearest live entry of the plan's bucket above its threshold, opened."""
@@ -778,6 +785,14 @@ class ResponseCacheStore:
             if self._leaders.get(plan.lookup_id) is event:
                 del self._leaders[plan.lookup_id]
             event.set()
+
+
+def _count_removal(tx: Any, bucket_id: str) -> None:
+    """A bucket lost a row other than by expiry: processes holding its index rebuild it."""
+    tx.execute(
+        "UPDATE lg_semantic_buckets SET removals = removals + 1 WHERE bucket_id = %s",
+        (bucket_id,),
+    )
 
 
 def open_entry(lookup_id: str, entry_key: bytes, sealed: str) -> CacheEntry | None:

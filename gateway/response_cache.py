@@ -221,8 +221,10 @@ class PlanInputs:
     api_key: str = field(repr=False)
     key_mode: str
     header_options: CacheOptions
-    # The caller's identity headers, for the embedding request made on its behalf.
+    # The caller's identity (headers, or the body's `user`), for the embedding request made
+    # on its behalf.
     caller_headers: tuple[tuple[str, str], ...] = field(repr=False, default=())
+    user: str | None = None
 
 
 @dataclass
@@ -400,6 +402,7 @@ class EmbedAsk:
     model: str
     text: str = field(repr=False)
     caller_headers: tuple[tuple[str, str], ...] = field(repr=False, default=())
+    user: str | None = None
 
 
 @dataclass(frozen=True)
@@ -729,6 +732,7 @@ class ResponseCacheStore:
                     model=semantic.embedding_model,
                     text=semantic.text,
                     caller_headers=inputs.caller_headers,
+                    user=inputs.user,
                 )
             )
         except Exception as error:
@@ -870,6 +874,7 @@ def plan_request(
         caller_headers=tuple(
             (name, headers[name]) for name in CALLER_HEADERS if headers.get(name) is not None
         ),
+        user=body.get("user") if isinstance(body.get("user"), str) else None,
     )
     return build_plan(inputs, DEFAULT_POLICY)
 

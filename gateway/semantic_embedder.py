@@ -58,7 +58,14 @@ def embedding_model_chooser(services: Any) -> EmbeddingModelChooser:
 
 def router_embedder(services: Any) -> Embedder:
     async def embed(ask: EmbedAsk) -> Embedded:
-        body = orjson.dumps({"model": ask.model, "input": ask.text, "encoding_format": "float"})
+        request: dict[str, Any] = {
+            "model": ask.model,
+            "input": ask.text,
+            "encoding_format": "float",
+        }
+        if ask.user is not None:
+            request["user"] = ask.user  # the actor, when the caller named it in the body
+        body = orjson.dumps(request)
         headers = [
             *((name.encode(), value.encode()) for name, value in ask.caller_headers),
             (b"content-type", b"application/json"),

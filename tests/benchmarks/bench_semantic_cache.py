@@ -139,7 +139,7 @@ def measure(size: int, dimensions: int, lookups: int, database_url: str | None) 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000, 10_000, 100_000])
-    parser.add_argument("--dimensions", type=int, nargs="+", default=[256, 1536])
+    parser.add_argument("--dimensions", type=int, nargs="+", default=[256])
     parser.add_argument("--lookups", type=int, default=200)
     parser.add_argument("--postgres", action="store_true")
     args = parser.parse_args(argv)

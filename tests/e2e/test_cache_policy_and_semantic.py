@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+import orjson
 import psycopg
 import pytest
 
@@ -126,6 +127,15 @@ def test_a_project_default_mode_set_by_the_admin_api_applies_when_the_request_na
         ProjectCachePolicy.create_id(str(tenant.project_id))
     )
     assert aggregate.version == 3 and aggregate.set_by == "admin"
+    with cache_gateway.client() as http:
+        feed = http.get("/v1/data/events?limit=500", headers=tenant.headers())
+    assert feed.status_code == 200, feed.text
+    changes = [
+        orjson.loads(line)
+        for line in feed.text.splitlines()
+        if '"ProjectCachePolicy.PolicySet"' in line
+    ]
+    assert [change["data"]["default_mode"] for change in changes] == ["always", "never"]
     with cache_gateway.client() as http:
         shown = http.get(f"/v1/admin/projects/{tenant.project_id}/cache-policy", headers=ADMIN)
     assert shown.status_code == 200

@@ -80,9 +80,11 @@ def test_the_semantic_text_is_every_message_and_a_long_conversation_is_not_embed
 def test_only_the_text_may_differ_within_a_bucket() -> None:
     fields = {"project": "p", "scope": "tier=unrestricted", "models": ["m"]}
 
-    def bucket(request: dict[str, Any], model: str = "e") -> bytes:
+    def bucket(request: dict[str, Any], model: str = "e", **changed: Any) -> bytes:
         return sc.bucket_material(
-            exact_material_fields=fields, screened_body=request, embedding_model=model
+            exact_material_fields={**fields, **changed},
+            screened_body=request,
+            embedding_model=model,
         )
 
     same = bucket(body("first wording"))
@@ -90,6 +92,9 @@ def test_only_the_text_may_differ_within_a_bucket() -> None:
     assert bucket(body("first wording", max_tokens=5)) != same
     assert bucket(body("first wording", stream=True)) == same  # the stream flag is a field
     assert bucket(body("first wording"), model="other-embedding") != same
+    # Never across tiers or projects: they are fields of the bucket.
+    assert bucket(body("first wording"), scope="tier=eu_strict") != same
+    assert bucket(body("first wording"), project="q") != same
     shorter = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}]}
     assert bucket(shorter) != same
 

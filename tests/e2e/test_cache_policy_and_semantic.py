@@ -434,3 +434,40 @@ def scan_everything(gateway: Gateway, tmp_path: Path, needles: list[str]) -> lis
             data = path.read_bytes()
             found += [f"{path.name}: {n}" for n in needles if n.encode() in data]
     return found
+
+
+def test_a_second_gateway_process_on_the_same_postgresql_serves_the_first_ones_entries(
+    postgres_env: dict[str, str], simulator: tuple[BackgroundServer, SimulatorState]
+) -> None:
+    """Entries and semantic buckets live in the shared store: a gateway that never saw the
+    origin request builds the bucket's index from it (and sees evictions made elsewhere)."""
+    state = simulator[1]
+    state.reply = REPLY
+    env = {
+        **postgres_env,
+        "LEDGERGATE_OPENAI_BASE_URL": simulator[0].base_url + "/v1",
+        "LEDGERGATE_OPENAI_API_KEY": "sk-test",
+        "LEDGERGATE_SECRET_KEY": SERVER_SECRET,
+        "LEDGERGATE_RESPONSE_CACHE_PROJECT_ENTRIES_MAX": "3",
+    }
+    first, second = start_gateway(env), start_gateway(env)
+    try:
+        first.set_price("gpt-4o-mini", "0.15", "0.60")
+        first.set_price("text-embedding-3-small", "0.02", "0")
+        tenant = first.tenant()
+        semantic = {"X-LG-Cache-Semantic": "0.8"}
+        assert ask(first.openai(tenant), semantic).headers["x-lg-cache"] == "miss"
+        served = ask(second.openai(tenant), semantic, messages=PARAPHRASE)
+        assert served.headers["x-lg-cache"] == "hit"
+        assert float(served.headers["x-lg-cache-similarity"]) >= 0.8
+        assert chat_calls(state) == 1
+        # Three more entries of the project on the first gateway: its bound (3 entries, the
+        # embeddings' own entries included) evicts the origin; the second gateway's index
+        # notices and no longer serves it.
+        for text in ("Pancakes?", "Everest?", "Tea?"):
+            ask(first.openai(tenant), messages=[{"role": "user", "content": text}])
+        again = ask(second.openai(tenant), semantic, messages=PARAPHRASE)
+        assert again.headers["x-lg-cache"] == "miss"
+    finally:
+        second.server.stop()
+        first.server.stop()

@@ -24,6 +24,7 @@ from domain.ids import MODE_LIVE, key_mode, new_request_id
 from domain.money import to_decimal
 from domain.request import NON_TERMINAL_STATES, TERMINAL_STATES
 from domain.routing import ProjectRouting
+from domain.settlement import DEFAULT_FEE_RATE
 from gateway.admin_checks import check_strict_project, price_model
 from gateway.auth import authenticate_key
 from gateway.bootstrap import Services, build_services
@@ -558,7 +559,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             tier=str(b.get("tier", "unrestricted")),
             plan=str(b.get("plan", "pro")),
             currency=str(b.get("currency", "USD")),
-            fee_rate=to_decimal(b.get("fee_rate", "0.05")),
+            fee_rate=to_decimal(b.get("fee_rate", DEFAULT_FEE_RATE)),
             strict=strict,
         )
 

@@ -16,6 +16,7 @@ from domain import commands as c
 from domain.clock import parse_instant
 from domain.errors import DomainError
 from domain.money import to_decimal
+from domain.settlement import DEFAULT_FEE_RATE
 from domain.writer import run_now
 from gateway.cli_reads import add_read_commands, is_read_command, run_read_command
 from gateway.config import Settings
@@ -82,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--tier", default="unrestricted")
     create.add_argument("--plan", default="pro")
     create.add_argument("--currency", default="USD")
-    create.add_argument("--fee-rate", type=_decimal, default=Decimal("0.05"))
+    create.add_argument("--fee-rate", type=_decimal, default=DEFAULT_FEE_RATE)
     create.add_argument("--strict", action="store_true")
     set_plan = project.add_parser("set-plan", help="free | trial | pro | enterprise")
     set_plan.add_argument("--project", type=_uuid, required=True)

@@ -10,7 +10,11 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 
-PROVIDERS = ("OPENAI", "ANTHROPIC", "MISTRAL", "GOOGLE", "BEDROCK", "COHERE", "MOONSHOT", "XAI")
+from domain import vocabulary
+from domain.settlement import DEFAULT_FEE_RATE
+
+# LEDGERGATE_<P>_BASE_URL / _API_KEY for every provider of the one vocabulary.
+PROVIDERS = tuple(provider.upper() for provider in vocabulary.PROVIDERS)
 
 
 def _truthy(value: str | None, default: bool) -> bool:
@@ -49,7 +53,7 @@ class Settings:
     run_projections: bool = True
     run_sweeper: bool = True
     default_max_output_tokens: int = 4096
-    platform_fee_rate: Decimal = Decimal("0.05")
+    platform_fee_rate: Decimal = DEFAULT_FEE_RATE
     log_level: str = "INFO"
     # Fairness (gateway/fairness.py): a project's requests in flight on one process, kept
     # well below the upstream connection pool so one tenant cannot take all of it.

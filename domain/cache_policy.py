@@ -89,11 +89,24 @@ class ProjectCachePolicy(Aggregate):
         project_id: str
 
     class PolicySet(Aggregate.Event):
+        """The whole policy after the change (a replay needs no earlier event)."""
+
         default_mode: str
         share_across_keys: bool
         semantic_threshold: str  # a Decimal as text; "" = semantic cache off
         semantic_model: str  # "" = the router's choice
         set_by: str
+
+        def apply(self, aggregate: ProjectCachePolicy) -> None:
+            aggregate.policy = CachePolicy(
+                default_mode=self.default_mode,
+                share_across_keys=self.share_across_keys,
+                semantic_threshold=Decimal(self.semantic_threshold)
+                if self.semantic_threshold
+                else None,
+                semantic_model=self.semantic_model,
+            )
+            aggregate.set_by = self.set_by
 
     @staticmethod
     def create_id(project_id: str) -> UUID:
@@ -103,11 +116,13 @@ class ProjectCachePolicy(Aggregate):
     def __init__(self, project_id: str) -> None:
         self.project_id = project_id
         self.policy = DEFAULT_POLICY
+        self.set_by = ""
 
     def set_policy(self, policy: CachePolicy, *, set_by: str) -> None:
-        """Validate, then record the whole policy (the event method only applies it)."""
+        """Validate, then record the whole policy (the event's apply step sets it)."""
         check_policy(policy)
-        self._policy_set(
+        self.trigger_event(
+            self.PolicySet,
             default_mode=policy.default_mode,
             share_across_keys=policy.share_across_keys,
             semantic_threshold=""
@@ -116,23 +131,6 @@ class ProjectCachePolicy(Aggregate):
             semantic_model=policy.semantic_model,
             set_by=set_by,
         )
-
-    @event(PolicySet)
-    def _policy_set(
-        self,
-        default_mode: str,
-        share_across_keys: bool,
-        semantic_threshold: str,
-        semantic_model: str,
-        set_by: str,
-    ) -> None:
-        self.policy = CachePolicy(
-            default_mode=default_mode,
-            share_across_keys=share_across_keys,
-            semantic_threshold=Decimal(semantic_threshold) if semantic_threshold else None,
-            semantic_model=semantic_model,
-        )
-        self.set_by = set_by
 
 
 def check_policy(policy: CachePolicy) -> None:

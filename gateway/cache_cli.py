@@ -1,5 +1,5 @@
 """`ledgergate cache policy|show|purge`: a project's response-cache policy from the command
-line (the same input rules as the admin API: gateway/cache_policy_input.py), what the
+line (the same input rules as the admin API: gateway/admin_commands.py), what the
 project holds in the store, and an immediate purge of expired entries.
 
     ledgergate cache policy --project ID --default-mode always --share-across-keys \\
@@ -21,8 +21,8 @@ from domain.clock import SystemClock
 from domain.errors import DomainError, UnknownProject
 from domain.project import Project
 from domain.writer import run_now
+from gateway.admin_commands import set_cache_policy
 from gateway.byok import SECRET_ENV
-from gateway.cache_policy_input import cache_policy_command
 from gateway.config import Settings
 from gateway.errors import GatewayError
 from gateway.jsonable import jsonable
@@ -81,7 +81,7 @@ def run_cache_command(settings: Settings, args: argparse.Namespace) -> int:
                 "semantic_threshold": args.semantic_threshold,
                 "semantic_model": args.semantic_model,
             }
-            command = cache_policy_command(
+            command = set_cache_policy(
                 args.project,
                 {name: value for name, value in fields.items() if value is not None},
                 sharing_available=bool((settings.raw.get(SECRET_ENV) or "").strip()),

@@ -59,6 +59,19 @@ class Settings:
     # well below the upstream connection pool so one tenant cannot take all of it.
     project_inflight_max: int = 50
     upstream_connections_max: int = 200
+    # Read once here so no module reads the raw environment for them later.
+    actor_token_secret: str | None = None  # LEDGERGATE_ACTOR_TOKEN_SECRET: signs X-Actor-Token
+    log_format: str = "json"  # LEDGERGATE_LOG_FORMAT
+    seed_catalog_prices: bool = True  # LEDGERGATE_SEED_CATALOG_PRICES
+    run_relay: bool = False  # LEDGERGATE_RUN_RELAY: the Kafka relay inside `serve`
+    # Operations: /ready fails when the read models lag the log by more than this; /metrics
+    # wants `Bearer <metrics_token>` when one is set.
+    ready_lag_positions_max: int = 1000
+    metrics_token: str | None = None
+    # The standard AWS_* credentials (Bedrock may be configured by them alone, SigV4).
+    aws_environment: dict[str, str] = field(default_factory=dict)
+    # The standard OTEL_* variables (the OTLP endpoint and service name of the traces).
+    otel_environment: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -88,6 +101,14 @@ class Settings:
             log_level=values.get("LEDGERGATE_LOG_LEVEL") or "INFO",
             project_inflight_max=int(values.get("LEDGERGATE_PROJECT_INFLIGHT_MAX") or 50),
             upstream_connections_max=int(values.get("LEDGERGATE_UPSTREAM_CONNECTIONS_MAX") or 200),
+            actor_token_secret=values.get("LEDGERGATE_ACTOR_TOKEN_SECRET") or None,
+            log_format=values.get("LEDGERGATE_LOG_FORMAT") or "json",
+            seed_catalog_prices=values.get("LEDGERGATE_SEED_CATALOG_PRICES", "1") != "0",
+            run_relay=_truthy(values.get("LEDGERGATE_RUN_RELAY"), False),
+            ready_lag_positions_max=int(values.get("LEDGERGATE_READY_LAG_POSITIONS_MAX") or 1000),
+            metrics_token=values.get("LEDGERGATE_METRICS_TOKEN") or None,
+            aws_environment={k: v for k, v in values.items() if k.startswith("AWS_")},
+            otel_environment={k: v for k, v in values.items() if k.startswith("OTEL_")},
         )
 
     @property

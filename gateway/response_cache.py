@@ -806,10 +806,6 @@ def open_entry(lookup_id: str, entry_key: bytes, sealed: str) -> CacheEntry | No
 def response_cache(services: Any) -> ResponseCacheStore:
     cache = services.extras.get("response_cache")
     if cache is None:
-        # Imported here: the embedder makes an embeddings request, and gateway.embeddings
-        # imports this module (the composition root wires it once the lifecycle is reshaped).
-        from gateway.semantic_embedder import embedding_model_chooser, router_embedder
-
         raw = services.settings.raw
         cache = services.extras["response_cache"] = ResponseCacheStore(
             services.store,
@@ -827,8 +823,9 @@ def response_cache(services: Any) -> ResponseCacheStore:
             ),
             policy_loader=policy_loader(services.cache.get),
             server_secret=(raw.get(SERVER_SECRET_ENV) or "").strip() or None,
-            embedder=router_embedder(services),
-            embedding_model_for=embedding_model_chooser(services),
+            # The embedder (an embeddings request through the router) is wired by the
+            # composition root (gateway/http/app.py: install_semantic_cache): without it the
+            # semantic cache is off and the exact cache works alone.
         )
     return cache
 

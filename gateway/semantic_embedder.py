@@ -19,13 +19,26 @@ from typing import Any
 import orjson
 from starlette.requests import Request as StarletteRequest
 
-from gateway.embeddings import EMBEDDINGS_CAPABILITY, embeddings
-from gateway.response_cache import EmbedAsk, Embedded, Embedder, EmbeddingModelChooser
+from gateway.lifecycle.embeddings import EMBEDDINGS_CAPABILITY, embeddings
+from gateway.response_cache import (
+    EmbedAsk,
+    Embedded,
+    Embedder,
+    EmbeddingModelChooser,
+    response_cache,
+)
 
 log = logging.getLogger("ledgergate.semantic_cache")
 
 # Preferred where the tier allows them: cheap, and asked in the openai wire format.
 PREFERRED_EMBEDDING_MODELS = ("text-embedding-3-small", "mistral-embed")
+
+
+def install_semantic_cache(services: Any) -> None:
+    """Give the response cache its embedder (the composition root calls this once)."""
+    cache = response_cache(services)
+    cache.embedder = router_embedder(services)
+    cache.embedding_model_for = embedding_model_chooser(services)
 
 
 def embedding_model_chooser(services: Any) -> EmbeddingModelChooser:

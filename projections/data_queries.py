@@ -1,6 +1,6 @@
 """Queries behind the data API of issue 12 (`/v1/data/pii`, `/models`, `/routing`, pricing
 history): each scoped to one project, each answer with the position it reflects. The REST
-handlers (gateway/data_routes.py) and the MCP tools (gateway/mcp_server.py) both call these.
+handlers (gateway/http/data.py) and the MCP tools (gateway/mcp_server.py) both call these.
 """
 
 from __future__ import annotations

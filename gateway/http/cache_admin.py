@@ -4,13 +4,13 @@ across its keys, the semantic cache), read with how much of the store the projec
     POST /v1/admin/projects/{project_id}/cache-policy   {"default_mode": "always", ...}
     GET  /v1/admin/projects/{project_id}/cache-policy
 
-Admin token required. The input is turned into the command by the module the CLI uses too
-(gateway/cache_policy_input.py); the command's event is the record of who changed what.
+Admin token required (the router's dependency). The body becomes the command through the
+builder the CLI uses too (gateway/admin_commands.py, `set_cache_policy`); the command's
+event is the record of who changed what. Errors go to the one exception handler.
 """
 
 from __future__ import annotations
 
-from typing import Any
 from uuid import UUID
 
 import anyio.to_thread
@@ -19,15 +19,15 @@ from fastapi.responses import Response
 
 from domain.cache_policy import ProjectCachePolicy, policy_of
 from domain.errors import UnknownProject
-from domain.ids import new_request_id
 from domain.project import Project
-from gateway.cache_policy_input import cache_policy_command
-from gateway.errors import GatewayError, as_gateway_error, error_response
-from gateway.jsonable import jsonable
-from gateway.read_scope import require_admin
+from gateway import admin_commands as build
+from gateway.errors import GatewayError
+from gateway.http.admin import execute
+from gateway.http.deps import AdminOnly, ServicesDep
 from gateway.response_cache import response_cache
 from gateway.responses import JsonResponse
-from gateway.validation import ADMIN_STRING_CHARS_MAX, check_body_strings, parse_json_body
+
+router = APIRouter(prefix="/v1/admin", dependencies=[AdminOnly])
 
 
 def _project_id(raw: str) -> UUID:
@@ -39,52 +39,33 @@ def _project_id(raw: str) -> UUID:
         ) from None
 
 
-def cache_admin_router(services: Any) -> APIRouter:
-    router = APIRouter()
+@router.post("/projects/{project_id}/cache-policy")
+async def set_cache_policy(request: Request, services: ServicesDep, project_id: str) -> Response:
+    project = _project_id(project_id)
+    sharing = response_cache(services).can_share
+    return await execute(
+        request,
+        services,
+        lambda body: build.set_cache_policy(project, body, sharing_available=sharing),
+    )
 
-    @router.post("/v1/admin/projects/{project_id}/cache-policy")
-    async def set_cache_policy(request: Request, project_id: str) -> Response:
-        try:
-            require_admin(services.settings.admin_token, request.headers.get("authorization"))
-            body = parse_json_body(await request.body())
-            check_body_strings(body, chars_max=ADMIN_STRING_CHARS_MAX)
-            if not isinstance(body, dict):
-                raise GatewayError("invalid_request", "the body must be a JSON object")
-            command = cache_policy_command(
-                _project_id(project_id),
-                body,
-                sharing_available=response_cache(services).can_share,
-            )
-            outcome = await services.writer.execute_async(command)
-            return JsonResponse(
-                jsonable(outcome.value),
-                headers={"X-LG-Ledger-Position": str(outcome.position or 0)},
-            )
-        except Exception as error:
-            return error_response(as_gateway_error(error), new_request_id())
 
-    @router.get("/v1/admin/projects/{project_id}/cache-policy")
-    async def show_cache_policy(request: Request, project_id: str) -> Response:
-        try:
-            require_admin(services.settings.admin_token, request.headers.get("authorization"))
-            project = _project_id(project_id)
-            if not isinstance(await services.cache.get(project), Project):
-                raise UnknownProject(f"project {project} not found")
-            policy = policy_of(await services.cache.get(ProjectCachePolicy.create_id(str(project))))
-            cache = response_cache(services)
-            usage = await anyio.to_thread.run_sync(cache.project_usage_sync, str(project))
-            return JsonResponse(
-                {
-                    "project_id": str(project),
-                    **policy.as_dict(),
-                    "store": {
-                        **usage,
-                        "entries_max": cache.project_entries_max,
-                        "bytes_max": cache.project_bytes_max,
-                    },
-                }
-            )
-        except Exception as error:
-            return error_response(as_gateway_error(error), new_request_id())
-
-    return router
+@router.get("/projects/{project_id}/cache-policy")
+async def show_cache_policy(services: ServicesDep, project_id: str) -> Response:
+    project = _project_id(project_id)
+    if not isinstance(await services.cache.get(project), Project):
+        raise UnknownProject(f"project {project} not found")
+    policy = policy_of(await services.cache.get(ProjectCachePolicy.create_id(str(project))))
+    cache = response_cache(services)
+    usage = await anyio.to_thread.run_sync(cache.project_usage_sync, str(project))
+    return JsonResponse(
+        {
+            "project_id": str(project),
+            **policy.as_dict(),
+            "store": {
+                **usage,
+                "entries_max": cache.project_entries_max,
+                "bytes_max": cache.project_bytes_max,
+            },
+        }
+    )

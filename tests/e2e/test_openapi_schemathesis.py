@@ -44,7 +44,7 @@ CHECKS = [
 
 @pytest.fixture(scope="module")
 def running(tmp_path_factory) -> Iterator[tuple[Gateway, Tenant]]:
-    import gateway.app as app_module
+    import gateway.http.deps as app_module
 
     # A generated min_position far ahead would wait the full 10 s each time.
     waited = app_module.READ_WAIT_S_MAX

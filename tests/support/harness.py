@@ -13,9 +13,9 @@ from uuid import UUID
 import httpx
 
 from domain import commands as c
-from gateway.app import create_app
 from gateway.bootstrap import Services, build_services
 from gateway.config import Settings
+from gateway.http.app import create_app
 from gateway.serving import BackgroundServer
 
 ADMIN_TOKEN = "lg_admin_test_token"

@@ -19,9 +19,9 @@ from domain.clock import Clock
 from domain.ids import account_id, new_request_id
 from domain.settlement import Posting
 from domain.writer import run_now
-from gateway.app import create_app
 from gateway.bootstrap import build_services
 from gateway.config import Settings
+from gateway.http.app import create_app
 from gateway.serving import BackgroundServer
 from tests.support.harness import ADMIN_TOKEN, Gateway
 

@@ -23,8 +23,8 @@ from domain.cache_policy import (
 )
 from domain.errors import InvalidCommand, UnknownProject
 from domain.writer import run_now
+from gateway.admin_commands import set_cache_policy
 from gateway.byok import SecretKeyMissing
-from gateway.cache_policy_input import cache_policy_command
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "events"
 EVENT_CLASSES = (ProjectCachePolicy.Started, ProjectCachePolicy.PolicySet)
@@ -92,22 +92,22 @@ def test_thresholds_parse_as_decimals_in_range() -> None:
 
 def test_admin_input_is_checked_field_by_field_and_sharing_needs_the_server_secret() -> None:
     project_id = uuid4()
-    command = cache_policy_command(
+    command = set_cache_policy(
         project_id, {"default_mode": "never", "semantic_threshold": 0.95}, sharing_available=False
     )
     assert command.default_mode == "never" and command.semantic_threshold == "0.95"
     assert command.share_across_keys is None  # unchanged
     with pytest.raises(SecretKeyMissing):
-        cache_policy_command(project_id, {"share_across_keys": True}, sharing_available=False)
+        set_cache_policy(project_id, {"share_across_keys": True}, sharing_available=False)
     assert (
-        cache_policy_command(
+        set_cache_policy(
             project_id, {"share_across_keys": False}, sharing_available=False
         ).share_across_keys
         is False
     )
     for bad in ({"share_across_keys": 1}, {"default_mode": 3}, {"nope": 1}, {"semantic_model": []}):
         with pytest.raises(InvalidCommand) as caught:
-            cache_policy_command(project_id, bad, sharing_available=True)
+            set_cache_policy(project_id, bad, sharing_available=True)
         assert caught.value.details["param"] == next(iter(bad))
 
 

@@ -830,12 +830,14 @@ def response_cache(services: Any) -> ResponseCacheStore:
     return cache
 
 
-def policy_loader(load: Callable[[UUID], Awaitable[Any]]) -> PolicyLoader:
-    """The project's policy through the aggregate cache (dropped on every new event, from
-    any process: a policy change applies within the cache's bound everywhere)."""
+def policy_loader(load: Callable[..., Awaitable[Any]]) -> PolicyLoader:
+    """The project's policy through the aggregate cache, which also remembers that a project
+    has none (most never set one; read on every request). Either is dropped on the policy's
+    next event, from any process: a change applies within the runner's lag everywhere."""
 
     async def loaded(project_id: UUID) -> CachePolicy:
-        return policy_of(await load(ProjectCachePolicy.create_id(str(project_id))))
+        aggregate_id = ProjectCachePolicy.create_id(str(project_id))
+        return policy_of(await load(aggregate_id, keep_miss=True))
 
     return loaded
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import sqlite3
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from domain.cache_policy import ProjectCachePolicy
 from gateway.cache_cli import run_cache_command
 from gateway.cli import build_parser
 from gateway.config import Settings
+from gateway.response_cache import response_cache
 from gateway.serving import BackgroundServer
 from gateway.simulator import SimulatorState
 from tests.support.harness import ADMIN_TOKEN, Gateway, Tenant, start_gateway
@@ -210,6 +212,13 @@ def test_the_cli_sets_the_policy_and_the_running_gateway_applies_it(
     )
     assert run_cache_command(Settings.from_env(dict(cache_gateway.settings.raw)), bad) == 1
     assert '"code": "invalid_request"' in capsys.readouterr().out
+    show = build_parser().parse_args(["cache", "show", "--project", str(tenant.project_id)])
+    assert run_cache_command(Settings.from_env(dict(cache_gateway.settings.raw)), show) == 0
+    shown = orjson.loads(capsys.readouterr().out)
+    assert shown["default_mode"] == "always" and shown["store"]["entries"] == 1
+    purge = build_parser().parse_args(["cache", "purge"])
+    assert run_cache_command(Settings.from_env(dict(cache_gateway.settings.raw)), purge) == 0
+    assert orjson.loads(capsys.readouterr().out) == {"purged": 0}  # nothing has expired yet
 
 
 # --- sharing across the project's keys -----------------------------------------------------
@@ -322,6 +331,33 @@ def test_the_semantic_cache_never_serves_across_projects_or_keys(
         ask(cache_gateway.openai(other_key), semantic, messages=PARAPHRASE).headers["x-lg-cache"]
         == "hit"
     )
+
+
+def test_a_semantic_entry_past_its_ttl_is_never_served(
+    cache_gateway: Gateway, simulator: tuple[BackgroundServer, SimulatorState]
+) -> None:
+    client = cache_gateway.openai(cache_gateway.tenant())
+    semantic = {"X-LG-Cache-Semantic": "0.8"}
+    assert ask(client, {**semantic, "X-LG-Cache-TTL": "60"}).headers["x-lg-cache"] == "miss"
+    assert ask(client, semantic, messages=PARAPHRASE).headers["x-lg-cache"] == "hit"
+    cache = response_cache(cache_gateway.services)
+    real_clock = cache.clock
+    cache.clock = TravelledClock(timedelta(seconds=61))
+    try:
+        later = ask(client, semantic, messages=PARAPHRASE)
+        assert later.headers["x-lg-cache"] == "miss"
+        assert "x-lg-cache-similarity" not in later.headers
+    finally:
+        cache.clock = real_clock
+    assert chat_calls(simulator[1]) == 2
+
+
+class TravelledClock:
+    def __init__(self, offset: timedelta) -> None:
+        self.offset = offset
+
+    def now(self) -> datetime:
+        return datetime.now(UTC) + self.offset
 
 
 def test_a_project_semantic_default_applies_and_a_request_may_turn_it_off(

@@ -991,3 +991,8 @@ HANDLERS: dict[type[c.Command], Callable[[Any, UnitOfWork], Any]] = {
 from domain.routing_handlers import ROUTING_HANDLERS  # noqa: E402
 
 HANDLERS.update(ROUTING_HANDLERS)
+
+# The response-cache policy per project (issue 14): its own aggregate and handlers.
+from domain.cache_policy import CACHE_POLICY_HANDLERS  # noqa: E402
+
+HANDLERS.update(CACHE_POLICY_HANDLERS)

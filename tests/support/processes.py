@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 
 from gateway.serving import free_port
+from tests.support.harness import openai_upstream_env
 
 ROOT = Path(__file__).resolve().parents[2]
 STARTUP_S_MAX = 60.0
@@ -27,8 +28,7 @@ def process_env(backend: dict[str, str], upstream: str, **extra: str) -> dict[st
         **os.environ,
         **backend,
         "PYTHONPATH": str(ROOT),
-        "LEDGERGATE_OPENAI_BASE_URL": upstream + "/v1",
-        "LEDGERGATE_OPENAI_API_KEY": "sk-test",
+        **openai_upstream_env(upstream),
         **extra,
     }
 

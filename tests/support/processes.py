@@ -33,16 +33,21 @@ def process_env(backend: dict[str, str], upstream: str, **extra: str) -> dict[st
     }
 
 
-def cli(env: dict[str, str], *args: str) -> dict:
-    """Run `python -m gateway.cli *args` to the end; its last output line, as JSON."""
-    done = subprocess.run(
+def run_cli(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    """Run `python -m gateway.cli *args` in `env` from the repository root to the end."""
+    return subprocess.run(
         [sys.executable, "-m", "gateway.cli", *args],
         env=env,
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=timeout,
     )
+
+
+def cli(env: dict[str, str], *args: str) -> dict:
+    """Run `python -m gateway.cli *args` to the end; its last output line, as JSON."""
+    done = run_cli(env, *args)
     assert done.returncode == 0, done.stdout + done.stderr
     return json.loads(done.stdout.strip().splitlines()[-1])
 

@@ -11,9 +11,8 @@ from uuid import UUID
 
 import httpx
 
-from domain.application import open_application
 from domain.ids import request_aggregate_id
-from tests.support.ledger import replay_account
+from tests.support.ledger import replay_account, store_application
 from tests.support.processes import cli, price_gpt_4o_mini, process_env, start_server
 
 
@@ -85,14 +84,9 @@ def test_a_gateway_killed_mid_stream_leaves_an_abandoned_request_and_a_balanced_
 
     assert record["status"] == "abandoned"
     assert record["usage_source"] == "estimated"
-    app = open_application(
-        backend.get("LEDGERGATE_DATABASE_URL"), backend.get("LEDGERGATE_DATA_DIR")
-    )
-    try:
+    with store_application(backend) as app:
         replay = replay_account(app, UUID(project["project_id"]))
         terms = app.repository.get(request_aggregate_id(request_id)).terms
-    finally:
-        app.close()
     # The documented rule: a dispatched request is charged its estimated input tokens at the
     # admission price plus the fee, and no output.
     provider_cost = (

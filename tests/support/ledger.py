@@ -4,6 +4,8 @@ services run on an injected (travelling) clock."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -14,7 +16,7 @@ from eventsourcing.persistence import DatetimeAsISO, JSONTranscoder
 
 from domain import commands as c
 from domain.account import Account
-from domain.application import DateAsISO, LedgerApplication
+from domain.application import DateAsISO, LedgerApplication, open_application
 from domain.clock import Clock
 from domain.ids import account_id, new_request_id
 from domain.settlement import Posting
@@ -65,6 +67,17 @@ def replay_account(app: LedgerApplication, project_id: UUID) -> Replay:
 
 
 MODEL = "gpt-4o-mini"
+
+
+@contextmanager
+def store_application(env: dict[str, str]) -> Iterator[LedgerApplication]:
+    """The ledger application on the store `env` names (LEDGERGATE_DATABASE_URL, else SQLite
+    in LEDGERGATE_DATA_DIR), closed on leaving the block."""
+    app = open_application(env.get("LEDGERGATE_DATABASE_URL"), env.get("LEDGERGATE_DATA_DIR"))
+    try:
+        yield app
+    finally:
+        app.close()
 
 
 def memory_app() -> LedgerApplication:

@@ -4,15 +4,18 @@ services run on an injected (travelling) clock."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
-from eventsourcing.persistence import DatetimeAsISO, JSONTranscoder
+from eventsourcing.persistence import DatetimeAsISO, JSONTranscoder, StoredEvent
 
 from domain import commands as c
 from domain.account import Account
@@ -67,6 +70,24 @@ def replay_account(app: LedgerApplication, project_id: UUID) -> Replay:
 
 
 MODEL = "gpt-4o-mini"
+
+
+def decode_event_fixture(mapper: Any, path: Path) -> tuple[Any, dict[str, Any]]:
+    """The domain event a stored-JSON fixture (tests/fixtures/events) decodes into through
+    `mapper`, and the fixture itself."""
+    fixture = json.loads(path.read_text())
+    stored = StoredEvent(
+        originator_id=uuid4(),
+        originator_version=1,
+        topic=fixture["topic"],
+        state=json.dumps(fixture["state"]).encode(),
+    )
+    return mapper.to_domain_event(stored), fixture
+
+
+def event_fields(event: Any) -> set[str]:
+    """The names of an event's own fields (its aggregate's id and version left out)."""
+    return {f.name for f in dataclasses.fields(event)} - {"originator_id", "originator_version"}
 
 
 @contextmanager

@@ -17,7 +17,13 @@ from domain.clock import FixedClock
 from domain.writer import run_now
 from projections.db import ReadStore
 from projections.runner import ProjectionRunner, default_views
-from tests.support.builders import admit_request, complete_request, funded_project, request_facts
+from tests.support.builders import (
+    admit_request,
+    complete_request,
+    funded_project,
+    request_facts,
+    upstream_failure,
+)
 
 START = datetime(2026, 9, 1, 9, 0, tzinfo=UTC)
 
@@ -55,16 +61,7 @@ class Ledger:
         )
         self.clock.advance(seconds=2)
         if tokens is None:
-            self.run(
-                c.FailRequest(
-                    request_id=request_id,
-                    http_status=502,
-                    error_code="upstream_error",
-                    error_type="api_error",
-                    message="upstream failed",
-                    latency_ms=5,
-                )
-            )
+            self.run(upstream_failure(request_id, message="upstream failed", latency_ms=5))
         else:
             self.run(
                 complete_request(

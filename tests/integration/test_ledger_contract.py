@@ -23,7 +23,13 @@ from domain.errors import (
 )
 from domain.ids import account_id
 from domain.writer import GroupCommitWriter
-from tests.support.builders import admit_request, complete_request, request_facts, unit_price
+from tests.support.builders import (
+    admit_request,
+    complete_request,
+    request_facts,
+    unit_price,
+    upstream_failure,
+)
 from tests.support.ledger import replay_account, store_application
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
@@ -137,16 +143,7 @@ def test_a_charge_is_posted_once_and_the_rest_released(writer, app, priced) -> N
 def test_a_failed_request_without_usage_releases_everything(writer, app, priced) -> None:
     project_id = project(writer, "1.00")
     request_id = admit(writer, project_id)
-    writer.execute(
-        c.FailRequest(
-            request_id=request_id,
-            http_status=502,
-            error_code="upstream_error",
-            error_type="api_error",
-            message="x",
-            latency_ms=1,
-        )
-    )
+    writer.execute(upstream_failure(request_id))
     replay = replay_account(app, project_id)
     assert replay.pending == 0 and replay.posted == 0 and replay.releases == 1
     with pytest.raises(IllegalTransition):

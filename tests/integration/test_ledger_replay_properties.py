@@ -28,6 +28,7 @@ from gateway.config import Settings
 from projections.db import ReadStore
 from projections.queries import all_balances, dump_table
 from projections.runner import ProjectionRunner, default_views
+from tests.support.builders import upstream_failure
 from tests.support.ledger import admit_command
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
@@ -153,16 +154,7 @@ def test_balances_stay_consistent_through_crashes_retries_and_projection_replays
                         )
                     )
                 elif kind == "fail":
-                    harness.run(
-                        c.FailRequest(
-                            request_id=request_id,
-                            http_status=502,
-                            error_code="upstream_error",
-                            error_type="api_error",
-                            message="x",
-                            latency_ms=1,
-                        )
-                    )
+                    harness.run(upstream_failure(request_id))
                 else:
                     harness.run(c.AbandonRequest(request_id=request_id))
             elif kind == "crash":

@@ -100,6 +100,18 @@ def complete_request(
     )
 
 
+def upstream_failure(request_id: str, *, message: str = "x", latency_ms: int = 1) -> c.FailRequest:
+    """The provider's retryable 502 (`upstream_error`) as the end of `request_id`."""
+    return c.FailRequest(
+        request_id=request_id,
+        http_status=502,
+        error_code="upstream_error",
+        error_type="api_error",
+        message=message,
+        latency_ms=latency_ms,
+    )
+
+
 def unit_price(
     at: datetime, model: str = "m", *, currency: str = "USD", days: int = 1
 ) -> c.SetPrice:

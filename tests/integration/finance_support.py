@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from uuid import UUID
 
 import pytest
@@ -21,6 +20,7 @@ from tests.support.builders import (
     admit_request,
     complete_request,
     funded_project,
+    list_price,
     request_facts,
     upstream_failure,
 )
@@ -81,15 +81,7 @@ def ledger_fixture(backend: dict[str, str]) -> Iterator[Ledger]:
     clock = FixedClock(START)
     runner = ProjectionRunner(app, store, default_views())
     setup = Ledger(app, store, runner, clock)
-    setup.run(
-        c.SetPrice(
-            model="gpt-4o-mini",
-            input_per_mtok=Decimal("0.15"),
-            output_per_mtok=Decimal("0.60"),
-            currency="USD",
-            effective_from=START - timedelta(days=1),
-        )
-    )
+    setup.run(list_price(START - timedelta(days=1)))
     yield setup
     store.close()
     app.close()

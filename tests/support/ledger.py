@@ -28,6 +28,7 @@ from gateway.bootstrap import build_services
 from gateway.config import Settings
 from gateway.http.app import create_app
 from gateway.serving import BackgroundServer
+from tests.support.builders import list_price
 from tests.support.harness import ADMIN_TOKEN, Gateway
 
 
@@ -155,15 +156,9 @@ class Ledger:
 
     def price(self, model: str = MODEL, effective_from: datetime | None = None) -> str:
         return str(
-            self.run(
-                c.SetPrice(
-                    model=model,
-                    input_per_mtok=Decimal("0.15"),
-                    output_per_mtok=Decimal("0.60"),
-                    currency="USD",
-                    effective_from=effective_from or self.clock.now() - timedelta(days=400),
-                )
-            )["price_id"]
+            self.run(list_price(effective_from or self.clock.now() - timedelta(days=400), model))[
+                "price_id"
+            ]
         )
 
     def admit(self, project_id: UUID, **kw: Any) -> Any:

@@ -269,12 +269,11 @@ class ReadStore:
     # --- schema ---------------------------------------------------------------------------
 
     def migrate(self) -> list[str]:
-        """Apply the versioned SQL files in migrations/<dialect>/ that are not applied yet."""
-        folder = resources.files("migrations").joinpath(self.dialect)
-        files = sorted(
-            (entry for entry in folder.iterdir() if entry.name.endswith(".sql")),
-            key=lambda e: e.name,
-        )
+        """Apply the versioned SQL files of migrations/ that are not applied yet, in name
+        order. A version is written once, in PostgreSQL's dialect (migrations/postgres/);
+        SQLite runs its translation (`sqlite_script`), or migrations/sqlite/<version>.sql
+        where a file there says something the translation cannot (an override)."""
+        versions = migration_scripts(self.dialect)
         applied: list[str] = []
         with self.transaction() as tx:
             if self.dialect == "postgres":
@@ -285,11 +284,9 @@ class ReadStore:
             done = {
                 row["version"] for row in tx.execute("SELECT version FROM lg_migrations").fetchall()
             }
-            for entry in files:
-                version = entry.name.removesuffix(".sql")
+            for version, script in versions:
                 if version in done:
                     continue
-                script = entry.read_text()
                 for statement in _split_statements(script):
                     tx.cursor.execute(statement)
                 tx.execute(
@@ -298,6 +295,52 @@ class ReadStore:
                 )
                 applied.append(version)
         return applied
+
+
+# PostgreSQL column types → the SQLite affinity each read model stores them as: integers and
+# positions as INTEGER, instants and days as ISO text, money and rates as decimal text (read
+# back through as_decimal), bytes as BLOB, flags as 0/1.
+SQLITE_TYPES = (
+    (re.compile(r"\bBIGINT\b"), "INTEGER"),
+    (re.compile(r"\bTIMESTAMPTZ\b"), "TEXT"),
+    (re.compile(r"\bDATE\b"), "TEXT"),
+    (re.compile(r"\bBYTEA\b"), "BLOB"),
+    (re.compile(r"\bBOOLEAN\b"), "INTEGER"),
+    (re.compile(r"\bNUMERIC\(\d+, ?\d+\)"), "TEXT"),
+    (re.compile(r"\bDOUBLE PRECISION\b"), "REAL"),
+)
+
+
+def sqlite_script(postgres_script: str) -> str:
+    """A migration written for PostgreSQL, as SQLite runs it (column types only: the DDL the
+    read models use is otherwise the same in both)."""
+    for pattern, sqlite_type in SQLITE_TYPES:
+        postgres_script = pattern.sub(sqlite_type, postgres_script)
+    return postgres_script
+
+
+def migration_scripts(dialect: str) -> list[tuple[str, str]]:
+    """(version, script) for every migration, in version order, as `dialect` runs it."""
+    root = resources.files("migrations")
+    postgres = {
+        entry.name.removesuffix(".sql"): entry
+        for entry in root.joinpath("postgres").iterdir()
+        if entry.name.endswith(".sql")
+    }
+    overrides = {
+        entry.name.removesuffix(".sql"): entry
+        for entry in root.joinpath("sqlite").iterdir()
+        if entry.name.endswith(".sql")
+    }
+    scripts: list[tuple[str, str]] = []
+    for version in sorted(postgres.keys() | (overrides.keys() if dialect == "sqlite" else set())):
+        if dialect == "postgres":
+            scripts.append((version, postgres[version].read_text()))
+        elif version in overrides:
+            scripts.append((version, overrides[version].read_text()))
+        else:
+            scripts.append((version, sqlite_script(postgres[version].read_text())))
+    return scripts
 
 
 def _split_statements(script: str) -> list[str]:

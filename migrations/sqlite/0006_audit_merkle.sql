@@ -1,3 +1,5 @@
+-- SQLite override of migrations/postgres/0006_audit_merkle.sql: BIGINT keys stay BIGINT here
+-- (not INTEGER, which would make leaf_index the rowid), as applied since this version.
 -- The tamper-evident log (issue 13): every stored event is one leaf of an RFC 9162 Merkle
 -- tree in log order. Leaf index = ordinal in log order; the position (notification id)
 -- may have gaps. Level-0 nodes are the leaf hashes; lg_merkle_nodes holds every complete

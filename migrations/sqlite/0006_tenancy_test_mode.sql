@@ -1,3 +1,5 @@
+-- SQLite override of migrations/postgres/0006_tenancy_test_mode.sql: SQLite has no
+-- ADD COLUMN IF NOT EXISTS.
 -- Test mode (lg_test_ keys, issue 14 via issue 9): a project's test balance is a second
 -- account (mode 'test'), kept apart from the live balances; the audit says each
 -- request's mode.

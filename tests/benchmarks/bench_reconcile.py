@@ -174,7 +174,7 @@ def write_invoice(ledger: Path, invoice: Path) -> dict[str, str]:
 
 
 def load_store(ledger: Path, data_dir: Path) -> None:
-    """Fill the real `lg_ledger_entries` view table (schema from migrations/sqlite) with the
+    """Fill the real `lg_ledger_entries` view table (schema from the migrations, SQLite dialect) with the
     same rows, the way the projection stores them (money and time as text)."""
     from projections.db import ReadStore
     from projections.ledger_entries import LEDGER_COLUMNS

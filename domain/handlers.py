@@ -50,6 +50,8 @@ from domain.pricing import (
 )
 from domain.project import ApiKey, Project
 from domain.request import ABANDONED, COMPLETED, DISPATCHED, FAILED, STREAMING, Request
+from domain.trace import record_span
+from domain.trace_handlers import admit_to_trace, check_failover_model
 from domain.usage import USAGE_SOURCE_CAPPED, check_usage, input_tokens_bound, reported
 
 FX_INVERSE_QUANTUM = Decimal("0.000000000001")
@@ -503,6 +505,11 @@ def admit_request(cmd: c.AdmitRequest, uow: UnitOfWork) -> dict[str, Any]:
             original_request_id=facts.request_id,
             original_status=existing.status if isinstance(existing, Request) else "admitted",
         )
+    # A governed trace's contract (domain/trace.py) before any reservation; its budget is
+    # a named limit the reservation holds (domain/limits.py).
+    span = (
+        None if cmd.trace is None else admit_to_trace(uow, cmd.trace, facts, cmd.route.model, now)
+    )
     account.reserve(  # raises QuotaExceeded / InsufficientFunds / BudgetExceeded first
         request_id=facts.request_id,
         amount=reserve_amount,
@@ -511,12 +518,15 @@ def admit_request(cmd: c.AdmitRequest, uow: UnitOfWork) -> dict[str, Any]:
         now=now,
         monthly_requests_max=quota.monthly_requests_max,
         budget_amount=cost_amount if own_key else None,
+        limits=() if span is None else (span.limit,),
     )
     request = _new_request(facts)
     if cmd.pii_decision is not None:
         request.record_pii_decision(cmd.pii_decision, now=now)
     if cmd.route_decision is not None:
         request.record_route(**cmd.route_decision, decided_at=now)
+    if span is not None:
+        record_span(request, span, now)
     request.admit(
         model=cmd.route.model,
         provider=cmd.route.provider,
@@ -563,6 +573,7 @@ def admit_request(cmd: c.AdmitRequest, uow: UnitOfWork) -> dict[str, Any]:
 def redispatch(cmd: c.Redispatch, uow: UnitOfWork) -> dict[str, Any]:
     request = _request(uow, cmd.request_id)
     request.check_transition(DISPATCHED)
+    check_failover_model(uow, request, cmd.route.model)  # a trace's allowed models
     if cmd.route.model != request.priced_model and request.terms is not None:
         # Failover to another model: charge that model's price in effect at reception,
         # never the first model's (PriceNotFound refuses the failover target instead).
@@ -1046,3 +1057,8 @@ HANDLERS: dict[type[c.Command], Callable[[Any, UnitOfWork], Any]] = {
 from domain.routing_handlers import ROUTING_HANDLERS  # noqa: E402
 
 HANDLERS.update(ROUTING_HANDLERS)
+
+# Governed traces (open, close, expire) live beside their aggregate.
+from domain.trace_handlers import TRACE_HANDLERS  # noqa: E402
+
+HANDLERS.update(TRACE_HANDLERS)

@@ -17,6 +17,7 @@ import domain.pricing
 import domain.project
 import domain.reconciliation
 import domain.request
+import domain.trace
 from domain.application import LedgerApplication
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "events"
@@ -26,6 +27,7 @@ CORE_MODULES = (
     domain.project,
     domain.reconciliation,
     domain.request,
+    domain.trace,
 )
 
 

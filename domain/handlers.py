@@ -526,7 +526,7 @@ def admit_request(cmd: c.AdmitRequest, uow: UnitOfWork) -> dict[str, Any]:
     if cmd.route_decision is not None:
         request.record_route(**cmd.route_decision, decided_at=now)
     if span is not None:
-        record_span(request, span, now)
+        record_span(request, span, endpoint=facts.endpoint, now=now)
     request.admit(
         model=cmd.route.model,
         provider=cmd.route.provider,

@@ -260,9 +260,12 @@ class SpanJoined(Request.Event):
     the trace's root) and its depth (root's children are depth 1). Recorded at admission,
     with the reservation that held the trace's budget."""
 
+    span_id: str  # the request id
     trace_id: str
     parent_span_id: str | None
     depth: int
+    endpoint: str  # chat.completions | embeddings
+    started_at: datetime  # the request's reception: the span's start
     joined_at: datetime
 
     def apply(self, aggregate: Any) -> None:
@@ -406,12 +409,15 @@ def plan_span(
     return SpanPlan(join.trace_id, join.parent_span_id, depth, trace_limit_name(join.trace_id))
 
 
-def record_span(request: Request, plan: SpanPlan, now: datetime) -> None:
+def record_span(request: Request, plan: SpanPlan, *, endpoint: str, now: datetime) -> None:
     request.trigger_event(
         SpanJoined,
+        span_id=request.request_id,
         trace_id=plan.trace_id,
         parent_span_id=plan.parent_span_id,
         depth=plan.depth,
+        endpoint=endpoint,
+        started_at=request.received_at,
         joined_at=now,
     )
 

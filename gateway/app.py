@@ -701,6 +701,13 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         app, services, project_of=project_of, wait_for=wait_for, read_error=read_error
     )
 
+    # Governed traces (issue 12): /v1/traces and the span tree reads /v1/data/traces.
+    from gateway.http.traces import register_trace_routes
+
+    register_trace_routes(
+        app, services, project_of=project_of, wait_for=wait_for, read_error=read_error
+    )
+
     # The MCP server (POST /v1/mcp): the data reads as tools for agents.
     from gateway.mcp_server import install_mcp
 

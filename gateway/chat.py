@@ -40,6 +40,7 @@ from gateway.auth import actor_from, authenticate_key, bearer_key, presented_key
 from gateway.bootstrap import Services
 from gateway.byok import ProjectEndpointKeys, byok_adapter
 from gateway.errors import GatewayError, as_gateway_error, envelope, error_response
+from gateway.http.traces import observe_refusal, trace_join
 from gateway.json_bytes import canonical_sha256
 from gateway.observability.core import observed_pii_screening
 from gateway.pii.engine import unscreened_decision
@@ -136,6 +137,7 @@ class Context:
     pii_mapping: Pseudonymizer | None = None
     pii_language: str = "en"
     cache_plan: rc.CachePlan | None = None  # the response cache's part (gateway/response_cache)
+    trace_join: c.TraceJoin | None = None  # the governed trace it joins (gateway/http/traces)
 
     def purge_pii(self) -> None:
         if self.pii_mapping is not None:
@@ -175,6 +177,7 @@ def thread_ids(ctx: Context, headers: Any, body: dict[str, Any]) -> None:
         if value is None and headers.get(header) is not None:
             value = check_id(headers.get(header), header)
         setattr(ctx, name, value)
+    ctx.trace_join = trace_join(ctx.trace_id, headers)
 
 
 def _hash_messages(body: dict[str, Any]) -> str:
@@ -227,6 +230,7 @@ async def reject(ctx: Context, error: BaseException, endpoint: str = ENDPOINT_CH
         # quota/balance/validation error that charged nothing) is audited under its own id,
         # so a corrected retry with the same key can still go through.
         ctx.request_id = new_request_id()
+    await observe_refusal(ctx.services, ctx.project_id, ctx.mode, error)  # a trace's expiry
     gateway_error = as_gateway_error(error)
     if gateway_error.status >= 500 and not isinstance(
         error, GatewayError | DomainError | UpstreamError
@@ -338,6 +342,7 @@ async def chat_completions(http: HttpRequest, services: Services) -> Response:
                 if ocr is None
                 else {"cost": ocr.cost_estimate, "currency": ocr.currency},
                 pii_decision=ctx.pii_decision,
+                trace=ctx.trace_join,
             )
         )
         ctx.admitted = True

@@ -222,6 +222,7 @@ async def embeddings(http: HttpRequest, services: Services) -> Response:
                 daily_budget=key.daily_budget,
                 route_decision=decision.as_event_fields(),
                 pii_decision=ctx.pii_decision,
+                trace=ctx.trace_join,
             )
         )
         ctx.admitted = True

@@ -55,6 +55,15 @@ STATUS_BY_CODE: dict[str, tuple[int, str]] = {
     "payload_too_large": (413, "invalid_request_error"),
     "min_position_not_reached": (503, "api_error"),
     "internal_error": (500, "api_error"),
+    # Governed traces (domain/trace.py) and the named limits on the Account (domain/limits.py).
+    "trace_not_found": (404, "invalid_request_error"),
+    "trace_parent_not_found": (400, "invalid_request_error"),
+    "trace_model_not_allowed": (403, "permission_error"),
+    "trace_depth_exceeded": (400, "invalid_request_error"),
+    "trace_closed": (409, "invalid_request_error"),
+    "trace_budget_exceeded": (402, "insufficient_quota"),
+    "limit_exceeded": (402, "insufficient_quota"),
+    "limit_closed": (409, "invalid_request_error"),
 }
 
 
@@ -70,6 +79,8 @@ NON_TRANSIENT_CODES: frozenset[str] = frozenset(
         "reservation_not_found",
         "secret_key_missing",
         "byok_key_unreadable",
+        "trace_closed",  # a closed trace stays closed: retrying cannot help
+        "limit_closed",
     }
 )
 # 409 is retried by the SDKs too, but every 409 the gateway answers (a duplicate, a closed

@@ -48,7 +48,7 @@ class TravellingClock(FixedClock):
 def ledger() -> Ledger:
     ledger = Ledger(TravellingClock(NOW))
     ledger.price()
-    ledger.price("gpt-4o")
+    ledger.price("gpt-4.1")
     return ledger
 
 
@@ -118,7 +118,7 @@ def test_each_contract_rule_refuses_before_anything_is_reserved(ledger) -> None:
     other_model = admit_command(project, ledger.clock.now())
     other_model = replace(
         other_model,
-        route=c.Route(model="gpt-4o", provider="openai", upstream_model="gpt-4o"),
+        route=c.Route(model="gpt-4.1", provider="openai", upstream_model="gpt-4.1"),
         trace=c.TraceJoin(trace_id),
     )
     with pytest.raises(TraceModelNotAllowed) as refused:

@@ -1,0 +1,432 @@
+"""Governed traces over HTTP (issue 12): `POST /v1/traces`, `GET /v1/traces/{id}`,
+`POST /v1/traces/{id}/close` (API key auth), and the reads `/v1/data/traces` and
+`/v1/data/traces/{id}` (the span tree; `?format=otlp` exports OTLP/JSON).
+
+Each operation is one function of (services, caller, input) so the MCP tools
+(gateway/mcp_server.py) return exactly what the REST twin does. The rules are the domain's
+(domain/trace.py, domain/limits.py); this module parses input, resolves `allowed_models`
+through the project's catalog, screens what is kept (name, metadata) for personal data,
+and turns a request's `trace_id` / `X-Trace-Id` / `X-Parent-Span-Id` into its join.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from decimal import Decimal
+from typing import Any
+
+import anyio.to_thread
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+
+from domain import commands as c
+from domain.errors import DomainError
+from domain.ids import REQUEST_ID_PREFIX, key_mode
+from domain.money import to_decimal
+from domain.trace import (
+    ALLOWED_MODELS_MAX,
+    MAX_DEPTH_DEFAULT,
+    METADATA_ENTRIES_MAX,
+    METADATA_KEY_CHARS_MAX,
+    METADATA_VALUE_CHARS_MAX,
+    RESOLVED_MODELS_MAX,
+    TRACE_NAME_CHARS_MAX,
+    CloseTrace,
+    ExpireTrace,
+    OpenTrace,
+    TraceContract,
+    TraceNotFound,
+    is_governed_trace_id,
+    new_trace_id,
+)
+from gateway.auth import authenticate_key
+from gateway.data_filters import parse_time, routing_scope
+from gateway.errors import GatewayError
+from gateway.otlp_export import trace_as_otlp
+from gateway.pii.policy import LANGUAGE_AUTO
+from gateway.pii.service import pii_service
+from gateway.responses import JsonResponse
+from gateway.routing.selector import (
+    MODE_EXPLICIT,
+    parse_model_field,
+    select_candidates,
+)
+from gateway.validation import (
+    MODEL_SYNTAX,
+    USER_ID_CHARS_MAX,
+    check_body_strings,
+    check_id,
+    check_text,
+    looks_like_personal_data,
+    parse_json_body,
+)
+from projections import traces as trace_queries
+
+CURSOR_DIGITS_MAX = 19
+OPEN_FIELDS = frozenset(
+    {"name", "budget", "max_depth", "allowed_models", "expires_in_s", "metadata"}
+)
+TRACE_STATUS_FILTERS = trace_queries.TRACE_STATUSES
+FORMATS = ("json", "otlp")
+SPAN_ID_CHARS_MAX = 100
+
+
+def _invalid(message: str, param: str) -> GatewayError:
+    return GatewayError("invalid_request", message, param=param)
+
+
+# --- a request joining a trace ----------------------------------------------------------------
+
+
+def trace_join(trace_id: str | None, headers: Mapping[str, Any]) -> c.TraceJoin | None:
+    """The governed trace a chat or embeddings request joins (its `trace_id`, from the body
+    or `X-Trace-Id`, already checked as an id), with `X-Parent-Span-Id` (default: the
+    trace's root). A trace id that is not a governed one (`lg_tr_…`) is a free-form
+    correlation label and joins nothing; a parent span needs a governed trace."""
+    parent = headers.get("x-parent-span-id")
+    if parent is not None:
+        parent = check_id(parent, "x-parent-span-id")
+        if not parent.startswith(REQUEST_ID_PREFIX) or len(parent) > SPAN_ID_CHARS_MAX:
+            raise _invalid(
+                "'x-parent-span-id' must be a span id of the trace (an lg_req_ request id)",
+                "x-parent-span-id",
+            )
+    if not is_governed_trace_id(trace_id):
+        if parent is not None:
+            raise _invalid(
+                "'x-parent-span-id' needs a governed trace (trace_id or X-Trace-Id lg_tr_…)",
+                "x-parent-span-id",
+            )
+        return None
+    assert trace_id is not None
+    return c.TraceJoin(trace_id=trace_id, parent_span_id=parent)
+
+
+async def observe_refusal(services: Any, project_id: Any, mode: str, error: BaseException) -> None:
+    """A request refused because its trace expired: record the expiry (first observed)."""
+    if not isinstance(error, DomainError) or error.code != "trace_closed":
+        return
+    if error.details.get("reason") != "expired":
+        return
+    trace_id = error.details.get("trace_id") or str(error.details.get("limit", ""))[6:]
+    if not is_governed_trace_id(str(trace_id)):
+        return
+    try:
+        await services.writer.execute_async(
+            ExpireTrace(trace_id=str(trace_id), project_id=project_id, mode=mode)
+        )
+    except Exception:  # the refusal still stands; the expiry is recorded by the next look
+        return
+
+
+# --- opening, reading, closing ------------------------------------------------------------------
+
+
+def _int_field(body: Mapping[str, Any], name: str, default: int | None) -> int | None:
+    value = body.get(name, default)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _invalid(f"'{name}' must be an integer", name)
+    return value
+
+
+def _screen_kept_text(services: Any, project_id: Any, texts: list[tuple[str, str]]) -> None:
+    """What a trace keeps (its name, its metadata) lands in events: never personal data.
+    The identifiers a checksum confirms and e-mail addresses are refused always; with a PII
+    policy for the project, its screener looks for the policy's entity types too (the same
+    screening a prompt gets). Fails closed when that screening cannot run."""
+    for param, text in texts:
+        if looks_like_personal_data(text):
+            raise _invalid(f"'{param}' looks like personal data; keep it out of a trace", param)
+    service = pii_service(services)
+    policy = service.policy_for(project_id, None)
+    if policy is None or not policy.enabled:
+        return
+    language = "en" if policy.language == LANGUAGE_AUTO else policy.language
+    for param, text in texts:
+        findings = service.screener.analyze(
+            text, language, policy.entity_types, policy.score_threshold
+        )
+        if findings:
+            types = ", ".join(sorted({finding.entity_type for finding in findings}))
+            raise _invalid(f"'{param}' contains personal data ({types})", param)
+
+
+def _metadata(body: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    raw = body.get("metadata")
+    if raw is None:
+        return ()
+    if not isinstance(raw, dict) or len(raw) > METADATA_ENTRIES_MAX:
+        raise _invalid(
+            f"'metadata' must be an object of at most {METADATA_ENTRIES_MAX} string values",
+            "metadata",
+        )
+    pairs = []
+    for key, value in sorted(raw.items()):
+        if not isinstance(value, str):
+            raise _invalid("'metadata' values must be strings", "metadata")
+        if not key or len(key) > METADATA_KEY_CHARS_MAX:
+            raise _invalid(
+                f"a metadata key has 1 to {METADATA_KEY_CHARS_MAX} characters", "metadata"
+            )
+        check_text(value, "metadata", METADATA_VALUE_CHARS_MAX)
+        pairs.append((str(key), value))
+    return tuple(pairs)
+
+
+async def resolve_allowed_models(
+    services: Any, project: Any, entries: Any
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(as given, model names): a name or alias is its catalog model; a shorthand (`auto`,
+    `eu-strict`, a size or variant) is every model it can route to within the project's
+    tier. A model outside the tier is refused here, as chat would refuse it."""
+    if (
+        not isinstance(entries, list)
+        or not 1 <= len(entries) <= ALLOWED_MODELS_MAX
+        or not all(isinstance(entry, str) and MODEL_SYNTAX.fullmatch(entry) for entry in entries)
+    ):
+        raise _invalid(
+            f"'allowed_models' must list 1 to {ALLOWED_MODELS_MAX} model names, aliases or "
+            "shorthands",
+            "allowed_models",
+        )
+    effective, catalog = await routing_scope(services, project, None)
+    resolved: dict[str, None] = {}
+    for entry in entries:
+        request = parse_model_field(entry, catalog)
+        candidates = select_candidates(request, catalog, effective, frozenset())
+        chosen = candidates.primary if request.mode == MODE_EXPLICIT else candidates.all()
+        for spec in chosen:
+            resolved[spec.name] = None
+    if len(resolved) > RESOLVED_MODELS_MAX:
+        raise _invalid("'allowed_models' resolves to too many models", "allowed_models")
+    requested = tuple(dict.fromkeys(entry.strip().lower() for entry in entries))
+    return requested, tuple(sorted(resolved))
+
+
+async def open_trace(services: Any, principal: tuple[Any, Any], body: Any, actor: str | None):
+    """POST /v1/traces: the contract parsed, resolved and screened, then opened."""
+    key, project = principal
+    if not isinstance(body, dict):
+        raise _invalid("the body must be a JSON object", "body")
+    unknown = sorted(set(body) - OPEN_FIELDS)
+    if unknown:
+        raise _invalid(f"unknown field {unknown[0][:40]!r}", unknown[0][:40])
+    name = body.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise _invalid(f"'name' must be 1 to {TRACE_NAME_CHARS_MAX} characters", "name")
+    check_text(name, "name", TRACE_NAME_CHARS_MAX)
+    if "budget" not in body:
+        raise _invalid("'budget' is required (an amount in the project's currency)", "budget")
+    try:
+        budget: Decimal = to_decimal(body["budget"])
+    except DomainError as error:
+        raise _invalid(f"'budget': {error.message}", "budget") from None
+    max_depth = _int_field(body, "max_depth", MAX_DEPTH_DEFAULT)
+    expires_in_s = _int_field(body, "expires_in_s", None)
+    metadata = _metadata(body)
+    requested, allowed = await resolve_allowed_models(services, project, body.get("allowed_models"))
+    kept = [("name", name)] + [(f"metadata.{k}", v) for k, v in metadata]
+    kept += [(f"metadata.{k}", k) for k, _ in metadata]
+    await anyio.to_thread.run_sync(lambda: _screen_kept_text(services, project.id, kept))
+    contract = TraceContract(
+        trace_id=new_trace_id(),
+        project_id=project.id,
+        mode=key_mode(key.key_prefix),
+        key_id=key.id,
+        actor_id=actor,
+        name=name.strip(),
+        budget=budget,
+        max_depth=int(max_depth if max_depth is not None else MAX_DEPTH_DEFAULT),
+        allowed_models_requested=requested,
+        allowed_models=allowed,
+        expires_in_s=expires_in_s,
+        metadata=metadata,
+    )
+    outcome = await services.writer.execute_async(OpenTrace(contract))
+    return outcome.value
+
+
+def _trace_id_in_path(trace_id: str) -> str:
+    if not is_governed_trace_id(trace_id):
+        # Not one of ours: reads exactly like an unknown trace (and is never recorded).
+        raise TraceNotFound("no such trace in this project", param="trace_id")
+    return trace_id
+
+
+async def show_trace(services: Any, principal: tuple[Any, Any], trace_id: str) -> Any:
+    """GET /v1/traces/{id}: the contract and the live budget, from the aggregates (an
+    expiry seen here is recorded: ExpireTrace records nothing when none is due)."""
+    key, project = principal
+    command = ExpireTrace(
+        trace_id=_trace_id_in_path(trace_id), project_id=project.id, mode=key_mode(key.key_prefix)
+    )
+    return (await services.writer.execute_async(command)).value
+
+
+async def close_trace(services: Any, principal: tuple[Any, Any], trace_id: str) -> Any:
+    key, project = principal
+    command = CloseTrace(
+        trace_id=_trace_id_in_path(trace_id),
+        project_id=project.id,
+        mode=key_mode(key.key_prefix),
+        key_id=key.id,
+    )
+    return (await services.writer.execute_async(command)).value
+
+
+# --- the data reads ------------------------------------------------------------------------------
+
+
+def _limit(params: Mapping[str, Any]) -> int:
+    raw = params.get("limit")
+    if raw is None:
+        return trace_queries.TRACES_PAGE_DEFAULT
+    try:
+        value = int(raw)
+    except (TypeError, ValueError):
+        value = 0
+    if not 1 <= value <= trace_queries.TRACES_PAGE_MAX:
+        raise _invalid(
+            f"limit must be an integer from 1 to {trace_queries.TRACES_PAGE_MAX}", "limit"
+        )
+    return value
+
+
+def _cursor(params: Mapping[str, Any]) -> int:
+    raw = params.get("cursor")
+    if raw is None or raw == "":
+        return 0
+    text = str(raw)
+    if not text.isdigit() or len(text) > CURSOR_DIGITS_MAX:
+        raise GatewayError("invalid_cursor", "cursor is not from next_cursor", param="cursor")
+    return int(text)
+
+
+def traces_filters(params: Mapping[str, Any]) -> dict[str, Any]:
+    """The filters of `/v1/data/traces` and the MCP tool `list_traces`, or a 400."""
+    since, until = parse_time(params, "since"), parse_time(params, "until")
+    if since is not None and until is not None and since > until:
+        raise _invalid("since must not be after until", "since")
+    status = params.get("status")
+    if status is not None and status not in TRACE_STATUS_FILTERS:
+        raise _invalid(f"status must be one of {', '.join(TRACE_STATUS_FILTERS)}", "status")
+    return {
+        "since": since,
+        "until": until,
+        "status": status,
+        "after": _cursor(params),
+        "limit": _limit(params),
+    }
+
+
+def traces_read(services: Any, project_id: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    return trace_queries.list_traces(
+        services.store, project_id=project_id, now=services.clock.now(), **traces_filters(params)
+    )
+
+
+def trace_tree_read(
+    services: Any, project_id: str, trace_id: Any, params: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """`/v1/data/traces/{id}` and the MCP tool `get_trace`: the span tree with its roll-ups,
+    or (`format=otlp`) the same spans as OTLP/JSON."""
+    output = (params or {}).get("format", "json")
+    if output not in FORMATS:
+        raise _invalid(f"format must be one of {', '.join(FORMATS)}", "format")
+    if not isinstance(trace_id, str) or not is_governed_trace_id(trace_id):
+        raise TraceNotFound("no such trace in this project", param="trace_id")
+    tree = trace_queries.get_trace_tree(
+        services.store, project_id=project_id, trace_id=trace_id, now=services.clock.now()
+    )
+    if tree is None:
+        raise TraceNotFound("no such trace in this project", param="trace_id")
+    if output == "otlp":
+        return trace_as_otlp(tree, project_id=project_id)
+    return tree
+
+
+# --- routes ---------------------------------------------------------------------------------------
+
+
+def register_trace_routes(
+    app: FastAPI,
+    services: Any,
+    *,
+    project_of: Callable[[Request], Awaitable[str]],
+    wait_for: Callable[[Request], Awaitable[None]],
+    read_error: Callable[[Request, BaseException], Awaitable[Response]],
+) -> None:
+    async def principal_of(request: Request) -> tuple[Any, Any]:
+        principal = await authenticate_key(services.cache, request.headers.get("authorization"))
+        request.state.principal = principal  # a bad input is then recorded for this project
+        return principal
+
+    def actor_of(request: Request) -> str | None:
+        actor = (request.headers.get("x-user-id") or "").strip()
+        return check_text(actor, "x-user-id", USER_ID_CHARS_MAX) if actor else None
+
+    @app.post("/v1/traces")
+    async def post_trace(request: Request) -> Response:
+        try:
+            principal = await principal_of(request)
+            body = parse_json_body(await request.body())
+            check_body_strings(body)
+            trace = await open_trace(services, principal, body, actor_of(request))
+            return JsonResponse(trace, status_code=201)
+        except Exception as error:
+            return await read_error(request, error)
+
+    @app.get("/v1/traces/{trace_id}")
+    async def get_trace(request: Request, trace_id: str) -> Response:
+        try:
+            return JsonResponse(await show_trace(services, await principal_of(request), trace_id))
+        except Exception as error:
+            return await read_error(request, error)
+
+    @app.post("/v1/traces/{trace_id}/close")
+    async def post_close(request: Request, trace_id: str) -> Response:
+        try:
+            return JsonResponse(await close_trace(services, await principal_of(request), trace_id))
+        except Exception as error:
+            return await read_error(request, error)
+
+    @app.get("/v1/data/traces")
+    async def data_traces(request: Request) -> Response:
+        try:
+            project_id = await project_of(request)
+            await wait_for(request)
+            params = dict(request.query_params)
+            result = await anyio.to_thread.run_sync(
+                lambda: traces_read(services, project_id, params)
+            )
+            return JsonResponse(result)
+        except Exception as error:
+            return await read_error(request, error)
+
+    @app.get("/v1/data/traces/{trace_id}")
+    async def data_trace(request: Request, trace_id: str) -> Response:
+        try:
+            project_id = await project_of(request)
+            await wait_for(request)
+            params = dict(request.query_params)
+            result = await anyio.to_thread.run_sync(
+                lambda: trace_tree_read(services, project_id, trace_id, params)
+            )
+            return JsonResponse(result)
+        except Exception as error:
+            return await read_error(request, error)
+
+
+__all__ = [
+    "close_trace",
+    "observe_refusal",
+    "open_trace",
+    "register_trace_routes",
+    "show_trace",
+    "trace_join",
+    "trace_tree_read",
+    "traces_filters",
+    "traces_read",
+]

@@ -374,7 +374,7 @@ def register_trace_routes(
             body = parse_json_body(await request.body())
             check_body_strings(body)
             trace = await open_trace(services, principal, body, actor_of(request))
-            return JsonResponse(trace, status_code=201)
+            return JsonResponse(trace)
         except Exception as error:
             return await read_error(request, error)
 

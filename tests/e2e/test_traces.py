@@ -60,7 +60,7 @@ def open_trace(gateway: Gateway, tenant: Tenant, **contract: Any) -> dict[str, A
     body.update(contract)
     with gateway.client() as http:
         response = http.post("/v1/traces", json=body, headers=tenant.headers())
-    assert response.status_code == 201, response.text
+    assert response.status_code == 200, response.text
     return dict(response.json())
 
 

@@ -131,11 +131,12 @@ def _int_field(body: Mapping[str, Any], name: str, default: int | None) -> int |
     return value
 
 
-def _screen_kept_text(services: Any, project_id: Any, texts: list[tuple[str, str]]) -> None:
+async def screen_kept_text(services: Any, project_id: Any, texts: list[tuple[str, str]]) -> None:
     """What a trace keeps (its name, its metadata) lands in events: never personal data.
     The identifiers a checksum confirms and e-mail addresses are refused always; with a PII
     policy for the project, its screener looks for the policy's entity types too (the same
-    screening a prompt gets). Fails closed when that screening cannot run."""
+    screening a prompt gets, on the screener's own threads). Fails closed when that
+    screening cannot run (503 pii_screening_unavailable)."""
     for param, text in texts:
         if looks_like_personal_data(text):
             raise _invalid(f"'{param}' looks like personal data; keep it out of a trace", param)
@@ -143,10 +144,12 @@ def _screen_kept_text(services: Any, project_id: Any, texts: list[tuple[str, str
     policy = service.policy_for(project_id, None)
     if policy is None or not policy.enabled:
         return
+    screener = service.screener
+    await screener.ensure_loaded()
     language = "en" if policy.language == LANGUAGE_AUTO else policy.language
     for param, text in texts:
-        findings = service.screener.analyze(
-            text, language, policy.entity_types, policy.score_threshold
+        findings = await screener.run_in_worker(
+            screener.analyze, text, language, policy.entity_types, policy.score_threshold
         )
         if findings:
             types = ", ".join(sorted({finding.entity_type for finding in findings}))
@@ -229,7 +232,7 @@ async def open_trace(services: Any, principal: tuple[Any, Any], body: Any, actor
     requested, allowed = await resolve_allowed_models(services, project, body.get("allowed_models"))
     kept = [("name", name)] + [(f"metadata.{k}", v) for k, v in metadata]
     kept += [(f"metadata.{k}", k) for k, _ in metadata]
-    await anyio.to_thread.run_sync(lambda: _screen_kept_text(services, project.id, kept))
+    await screen_kept_text(services, project.id, kept)
     contract = TraceContract(
         trace_id=new_trace_id(),
         project_id=project.id,

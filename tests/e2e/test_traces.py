@@ -421,3 +421,55 @@ def test_the_span_is_recorded_on_the_request_and_embeddings_join_too(clocked, si
     tree = read(gateway, f"/v1/data/traces/{trace['id']}", tenant).json()
     [child] = tree["root"]["children"][0]["children"]
     assert child["span_id"] == request_id and child["endpoint"] == "embeddings"
+
+
+@pytest.fixture
+def screened_gateway(
+    sqlite_env: dict[str, str], simulator: tuple[BackgroundServer, SimulatorState]
+) -> Iterator[Gateway]:
+    """A gateway whose projects have a PII policy: a prompt is screened, and so is what a
+    trace keeps."""
+    gateway = start_clocked_gateway(
+        {
+            **sqlite_env,
+            "LEDGERGATE_OPENAI_BASE_URL": simulator[0].base_url + "/v1",
+            "LEDGERGATE_OPENAI_API_KEY": "sk-test",
+            "LEDGERGATE_RUN_SWEEPER": "false",
+            "LEDGERGATE_PII_PROJECT_POLICIES": json.dumps({"*": {"default": {"action": "redact"}}}),
+        },
+        FixedClock(START),
+    )
+    try:
+        gateway.set_price("gpt-4o-mini", "0.15", "0.60", effective_from=START - timedelta(days=1))
+        yield gateway
+    finally:
+        gateway.server.stop()
+
+
+def test_trace_metadata_is_screened_by_the_projects_pii_policy_and_never_stored(
+    screened_gateway: Gateway,
+) -> None:
+    gateway = screened_gateway
+    tenant = gateway.tenant()
+    phone = "+46 70 123 45 67"
+    with gateway.client(timeout=300) as http:  # the first screening loads the PII engine
+        refused_answer = http.post(
+            "/v1/traces",
+            json={
+                "name": "support agent",
+                "budget": "1",
+                "allowed_models": ["gpt-4o-mini"],
+                "metadata": {"contact": f"call me on {phone}"},
+            },
+            headers=tenant.headers(),
+        )
+    assert refused_answer.status_code == 400, refused_answer.text
+    error = refused_answer.json()["error"]
+    assert error["param"] == "metadata.contact" and "PHONE_NUMBER" in error["message"]
+    assert phone not in refused_answer.text
+    accepted = open_trace(gateway, tenant, metadata={"ticket": "OPS-17"})
+    assert accepted["metadata"] == {"ticket": "OPS-17"}
+    for notification in gateway.services.app.recorder.select_notifications(start=1, limit=10_000):
+        assert b"123 45 67" not in notification.state
+    [rejection] = [r for r in audit_rows(gateway, tenant) if r["status"] == "rejected"]
+    assert rejection["error_code"] == "invalid_request" and phone not in json.dumps(rejection)

@@ -473,3 +473,20 @@ def test_trace_metadata_is_screened_by_the_projects_pii_policy_and_never_stored(
         assert b"123 45 67" not in notification.state
     [rejection] = [r for r in audit_rows(gateway, tenant) if r["status"] == "rejected"]
     assert rejection["error_code"] == "invalid_request" and phone not in json.dumps(rejection)
+
+
+def test_auto_routes_within_the_trace_allowed_models_and_a_named_model_is_never_swapped(
+    clocked,
+) -> None:
+    gateway, _, _ = clocked
+    tenant = gateway.tenant()
+    outside = gateway.openai(tenant).chat.completions.with_raw_response.create(
+        model="auto", messages=MESSAGES, max_tokens=5
+    )
+    assert outside.headers["x-lg-model"] != "gpt-4.1"  # what auto picks without a trace
+    trace = open_trace(gateway, tenant, allowed_models=["gpt-4.1"])
+    for model in ("auto", "auto:fast", "auto:best"):
+        served = chat(gateway, tenant, trace["id"], model=model)
+        assert served.headers["x-lg-model"] == "gpt-4.1", model
+    named = refused(lambda: chat(gateway, tenant, trace["id"], model="gpt-4o-mini"))
+    assert named.status_code == 403 and named.body["code"] == "trace_model_not_allowed"

@@ -40,7 +40,7 @@ from gateway.auth import actor_from, authenticate_key, bearer_key, presented_key
 from gateway.bootstrap import Services
 from gateway.byok import ProjectEndpointKeys, byok_adapter
 from gateway.errors import GatewayError, as_gateway_error, envelope, error_response
-from gateway.http.traces import narrow_to_trace, observe_refusal, trace_join
+from gateway.http.traces import observe_refusal, trace_allowed_models, trace_join
 from gateway.json_bytes import canonical_sha256
 from gateway.observability.core import observed_pii_screening
 from gateway.pii.engine import unscreened_decision
@@ -295,6 +295,7 @@ async def chat_completions(http: HttpRequest, services: Services) -> Response:
                 project_keys=ProjectEndpointKeys(services.settings.raw, project),
                 # eu_strict PDFs become text through Mistral OCR first: no model needs PDF input.
                 capabilities=required_capabilities(body) - {"documents"} if ocr else None,
+                allowed_models=await trace_allowed_models(services, ctx.trace_join, project.id),
             )
         except ModelCapabilityMissing as error:
             if "documents" not in error.missing:
@@ -305,7 +306,6 @@ async def chat_completions(http: HttpRequest, services: Services) -> Response:
                 model=body["model"].strip()[:200],
                 alternatives=error.alternatives,
             ) from None
-        decision = await narrow_to_trace(services, ctx.trace_join, project.id, decision)
         route = route_of(decision.chosen)
         if ocr is None:  # an OCR request is never cached (its documents go to Mistral first)
             ctx.cache_plan = plan_cache(

@@ -45,7 +45,7 @@ from gateway.chat import (
     thread_ids,
 )
 from gateway.errors import GatewayError, as_gateway_error, error_response
-from gateway.http.traces import narrow_to_trace
+from gateway.http.traces import trace_allowed_models
 from gateway.json_bytes import dumps
 from gateway.providers.base import EmbeddingResult, UpstreamError, Usage
 from gateway.providers.tokens import estimate_embedding_tokens
@@ -188,6 +188,7 @@ async def embeddings(http: HttpRequest, services: Services) -> Response:
                 effective=effective,
                 project_keys=ProjectEndpointKeys(services.settings.raw, project),
                 capabilities=EMBEDDINGS_CAPABILITY,
+                allowed_models=await trace_allowed_models(services, ctx.trace_join, project.id),
             )
         except ModelCapabilityMissing as error:
             if "embeddings" not in error.missing:
@@ -201,7 +202,6 @@ async def embeddings(http: HttpRequest, services: Services) -> Response:
                 effective,
                 error.alternatives,
             ) from None
-        decision = await narrow_to_trace(services, ctx.trace_join, project.id, decision)
         route = route_of(decision.chosen)
         if not _provider_has_embeddings(route.provider):
             # Only a custom model can claim embeddings for such a provider: refuse it before

@@ -12,7 +12,6 @@ and turns a request's `trace_id` / `X-Trace-Id` / `X-Parent-Span-Id` into its jo
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
@@ -49,7 +48,6 @@ from gateway.otlp_export import trace_as_otlp
 from gateway.pii.policy import LANGUAGE_AUTO
 from gateway.pii.service import pii_service
 from gateway.responses import JsonResponse
-from gateway.routing.decision import RouteDecision
 from gateway.routing.selector import (
     MODE_EXPLICIT,
     parse_model_field,
@@ -106,32 +104,17 @@ def trace_join(trace_id: str | None, headers: Mapping[str, Any]) -> c.TraceJoin 
     return c.TraceJoin(trace_id=trace_id, parent_span_id=parent)
 
 
-def within_allowed_models(decision: RouteDecision, allowed: frozenset[str]) -> RouteDecision:
-    """A trace's `allowed_models` narrow the router's choice: `auto` and shorthands route
-    among the allowed models only, failover never leaves them. A named model is never
-    swapped (outside the contract it is refused: 403 trace_model_not_allowed at admission);
-    if nothing the router proposed is allowed, the decision stands and admission refuses."""
-    if decision.mode == MODE_EXPLICIT:
-        failover = tuple(t for t in decision.failover if t.spec.name in allowed)
-        return replace(decision, failover=failover)
-    targets = [target for target in decision.targets if target.spec.name in allowed]
-    if not targets or targets[0] is decision.chosen:
-        return replace(decision, failover=tuple(targets[1:])) if targets else decision
-    reason = f"within the trace's allowed_models; {decision.reason}"
-    return replace(decision, chosen=targets[0], failover=tuple(targets[1:]), reason=reason)
-
-
-async def narrow_to_trace(
-    services: Any, join: c.TraceJoin | None, project_id: Any, decision: RouteDecision
-) -> RouteDecision:
-    """The route decision within the joined trace's allowed models (a cached read of the
-    trace: the writer checks the contract again at admission, exactly)."""
+async def trace_allowed_models(
+    services: Any, join: c.TraceJoin | None, project_id: Any
+) -> frozenset[str] | None:
+    """The joined trace's allowed models, for the router to choose among (a cached read of
+    the trace: the writer checks the contract again at admission, exactly)."""
     if join is None:
-        return decision
+        return None
     trace = await services.cache.get(trace_aggregate_id(join.trace_id))
     if not isinstance(trace, Trace) or trace.project_id != project_id:
-        return decision  # admission answers trace_not_found
-    return within_allowed_models(decision, frozenset(trace.allowed_models))
+        return None  # admission answers trace_not_found
+    return frozenset(trace.allowed_models)
 
 
 async def observe_refusal(services: Any, project_id: Any, mode: str, error: BaseException) -> None:

@@ -501,3 +501,14 @@ def get_trace_tree(
         "truncated": truncated,
         "as_of_position": position,
     }
+
+
+def expired_open_traces(store: ReadStore, now: datetime, limit: int = 100) -> list[dict[str, Any]]:
+    """Traces past their `expires_at` whose expiry is not recorded yet (for the sweep)."""
+    with store.transaction(write=False) as tx:
+        rows = tx.execute(
+            "SELECT trace_id, project_id, mode FROM lg_traces WHERE status = 'open' "
+            "AND expires_at IS NOT NULL AND expires_at <= %s ORDER BY expires_at LIMIT %s",
+            (iso(now), limit),
+        ).fetchall()
+    return [dict(row) for row in rows]

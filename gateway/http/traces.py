@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from decimal import Decimal
 from typing import Any
+from uuid import UUID
 
 import anyio.to_thread
 from fastapi import FastAPI, Request
@@ -132,6 +133,23 @@ async def observe_refusal(services: Any, project_id: Any, mode: str, error: Base
         )
     except Exception:  # the refusal still stands; the expiry is recorded by the next look
         return
+
+
+def sweep_expired_traces(services: Any, limit: int = 100) -> list[str]:
+    """Record the expiry of traces nobody has looked at since it happened (the sweeper's
+    round; expiry itself needs no sweep: the Account's limit applies it by time)."""
+    swept = []
+    for row in trace_queries.expired_open_traces(services.store, services.clock.now(), limit):
+        try:
+            services.writer.execute(
+                ExpireTrace(
+                    trace_id=row["trace_id"], project_id=UUID(row["project_id"]), mode=row["mode"]
+                )
+            )
+        except Exception:  # noqa: S112 - one bad trace must not stop the sweep
+            continue
+        swept.append(str(row["trace_id"]))
+    return swept
 
 
 # --- opening, reading, closing ------------------------------------------------------------------

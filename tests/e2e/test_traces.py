@@ -24,6 +24,7 @@ from domain.clock import FixedClock
 from domain.ids import account_id, request_aggregate_id
 from domain.limits import LimitsHeld
 from domain.trace import SpanJoined, Trace, trace_aggregate_id
+from gateway.http.traces import sweep_expired_traces
 from gateway.serving import BackgroundServer
 from gateway.simulator import SimulatorState
 from tests.support.harness import ADMIN_TOKEN, Gateway, Tenant
@@ -488,3 +489,25 @@ def test_auto_routes_within_the_trace_allowed_models_and_a_named_model_is_never_
         assert served.headers["x-lg-model"] == "gpt-4.1", model
     named = refused(lambda: chat(gateway, tenant, trace["id"], model="gpt-4o-mini"))
     assert named.status_code == 403 and named.body["code"] == "trace_model_not_allowed"
+
+
+def test_the_sweep_records_the_expiry_of_a_trace_nobody_looked_at(clocked) -> None:
+    gateway, clock, _ = clocked
+    tenant = gateway.tenant()
+    untouched = open_trace(gateway, tenant, expires_in_s=30)
+    lasting = open_trace(gateway, tenant)
+    gateway.settle()
+    assert sweep_expired_traces(gateway.services) == []  # nothing due yet
+    clock.set(clock.now() + timedelta(seconds=31))
+    gateway.settle()
+    assert sweep_expired_traces(gateway.services) == [untouched["id"]]
+    trace = gateway.services.app.repository.get(trace_aggregate_id(untouched["id"]))
+    assert isinstance(trace, Trace) and trace.expired_at == START + timedelta(seconds=31)
+    gateway.settle()
+    assert sweep_expired_traces(gateway.services) == []  # recorded once
+    listed = read(gateway, "/v1/data/traces", tenant, status="expired").json()["data"]
+    assert [t["id"] for t in listed] == [untouched["id"]] and listed[0]["expired_at"]
+    assert (
+        read(gateway, "/v1/data/traces", tenant, status="open").json()["data"][0]["id"]
+        == (lasting["id"])
+    )

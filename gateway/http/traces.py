@@ -11,18 +11,17 @@ and turns a request's `trace_id` / `X-Trace-Id` / `X-Parent-Span-Id` into its jo
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
 import anyio.to_thread
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from domain import commands as c
 from domain.errors import DomainError
-from domain.ids import REQUEST_ID_PREFIX, key_mode
+from domain.ids import key_mode
 from domain.money import to_decimal
 from domain.trace import (
     ALLOWED_MODELS_MAX,
@@ -35,16 +34,16 @@ from domain.trace import (
     CloseTrace,
     ExpireTrace,
     OpenTrace,
-    Trace,
     TraceContract,
     TraceNotFound,
     is_governed_trace_id,
     new_trace_id,
-    trace_aggregate_id,
 )
 from gateway.auth import authenticate_key
+from gateway.bootstrap import Services
 from gateway.data_filters import parse_time, routing_scope
 from gateway.errors import GatewayError
+from gateway.http.deps import ProjectId, ServicesDep, Waited, project_read_route
 from gateway.otlp_export import trace_as_otlp
 from gateway.pii.policy import LANGUAGE_AUTO
 from gateway.pii.service import pii_service
@@ -58,7 +57,6 @@ from gateway.validation import (
     MODEL_SYNTAX,
     USER_ID_CHARS_MAX,
     check_body_strings,
-    check_id,
     check_text,
     looks_like_personal_data,
     parse_json_body,
@@ -76,63 +74,6 @@ SPAN_ID_CHARS_MAX = 100
 
 def _invalid(message: str, param: str) -> GatewayError:
     return GatewayError("invalid_request", message, param=param)
-
-
-# --- a request joining a trace ----------------------------------------------------------------
-
-
-def trace_join(trace_id: str | None, headers: Mapping[str, Any]) -> c.TraceJoin | None:
-    """The governed trace a chat or embeddings request joins (its `trace_id`, from the body
-    or `X-Trace-Id`, already checked as an id), with `X-Parent-Span-Id` (default: the
-    trace's root). A trace id that is not a governed one (`lg_tr_…`) is a free-form
-    correlation label and joins nothing; a parent span needs a governed trace."""
-    parent = headers.get("x-parent-span-id")
-    if parent is not None:
-        parent = check_id(parent, "x-parent-span-id")
-        if not parent.startswith(REQUEST_ID_PREFIX) or len(parent) > SPAN_ID_CHARS_MAX:
-            raise _invalid(
-                "'x-parent-span-id' must be a span id of the trace (an lg_req_ request id)",
-                "x-parent-span-id",
-            )
-    if not is_governed_trace_id(trace_id):
-        if parent is not None:
-            raise _invalid(
-                "'x-parent-span-id' needs a governed trace (trace_id or X-Trace-Id lg_tr_…)",
-                "x-parent-span-id",
-            )
-        return None
-    assert trace_id is not None
-    return c.TraceJoin(trace_id=trace_id, parent_span_id=parent)
-
-
-async def trace_allowed_models(
-    services: Any, join: c.TraceJoin | None, project_id: Any
-) -> frozenset[str] | None:
-    """The joined trace's allowed models, for the router to choose among (a cached read of
-    the trace: the writer checks the contract again at admission, exactly)."""
-    if join is None:
-        return None
-    trace = await services.cache.get(trace_aggregate_id(join.trace_id))
-    if not isinstance(trace, Trace) or trace.project_id != project_id:
-        return None  # admission answers trace_not_found
-    return frozenset(trace.allowed_models)
-
-
-async def observe_refusal(services: Any, project_id: Any, mode: str, error: BaseException) -> None:
-    """A request refused because its trace expired: record the expiry (first observed)."""
-    if not isinstance(error, DomainError) or error.code != "trace_closed":
-        return
-    if error.details.get("reason") != "expired":
-        return
-    trace_id = error.details.get("trace_id") or str(error.details.get("limit", ""))[6:]
-    if not is_governed_trace_id(str(trace_id)):
-        return
-    try:
-        await services.writer.execute_async(
-            ExpireTrace(trace_id=str(trace_id), project_id=project_id, mode=mode)
-        )
-    except Exception:  # the refusal still stands; the expiry is recorded by the next look
-        return
 
 
 def sweep_expired_traces(services: Any, limit: int = 100) -> list[str]:
@@ -385,83 +326,57 @@ def trace_tree_read(
 
 # --- routes ---------------------------------------------------------------------------------------
 
+router = APIRouter()
 
-def register_trace_routes(
-    app: FastAPI,
-    services: Any,
-    *,
-    project_of: Callable[[Request], Awaitable[str]],
-    wait_for: Callable[[Request], Awaitable[None]],
-    read_error: Callable[[Request, BaseException], Awaitable[Response]],
-) -> None:
-    async def principal_of(request: Request) -> tuple[Any, Any]:
-        principal = await authenticate_key(services.cache, request.headers.get("authorization"))
-        request.state.principal = principal  # a bad input is then recorded for this project
-        return principal
 
-    def actor_of(request: Request) -> str | None:
-        actor = (request.headers.get("x-user-id") or "").strip()
-        return check_text(actor, "x-user-id", USER_ID_CHARS_MAX) if actor else None
+async def _principal(request: Request, services: Services) -> tuple[Any, Any]:
+    """The caller's key and project (an API key only: a trace belongs to a project)."""
+    return await authenticate_key(services.cache, request.headers.get("authorization"))
 
-    @app.post("/v1/traces")
-    async def post_trace(request: Request) -> Response:
-        try:
-            principal = await principal_of(request)
-            body = parse_json_body(await request.body())
-            check_body_strings(body)
-            trace = await open_trace(services, principal, body, actor_of(request))
-            return JsonResponse(trace)
-        except Exception as error:
-            return await read_error(request, error)
 
-    @app.get("/v1/traces/{trace_id}")
-    async def get_trace(request: Request, trace_id: str) -> Response:
-        try:
-            return JsonResponse(await show_trace(services, await principal_of(request), trace_id))
-        except Exception as error:
-            return await read_error(request, error)
+def _actor(request: Request) -> str | None:
+    actor = (request.headers.get("x-user-id") or "").strip()
+    return check_text(actor, "x-user-id", USER_ID_CHARS_MAX) if actor else None
 
-    @app.post("/v1/traces/{trace_id}/close")
-    async def post_close(request: Request, trace_id: str) -> Response:
-        try:
-            return JsonResponse(await close_trace(services, await principal_of(request), trace_id))
-        except Exception as error:
-            return await read_error(request, error)
 
-    @app.get("/v1/data/traces")
-    async def data_traces(request: Request) -> Response:
-        try:
-            project_id = await project_of(request)
-            await wait_for(request)
-            params = dict(request.query_params)
-            result = await anyio.to_thread.run_sync(
-                lambda: traces_read(services, project_id, params)
-            )
-            return JsonResponse(result)
-        except Exception as error:
-            return await read_error(request, error)
+@router.post("/v1/traces")
+async def post_trace(request: Request, services: ServicesDep) -> Response:
+    principal = await _principal(request, services)
+    body = parse_json_body(await request.body())
+    check_body_strings(body)
+    return JsonResponse(await open_trace(services, principal, body, _actor(request)))
 
-    @app.get("/v1/data/traces/{trace_id}")
-    async def data_trace(request: Request, trace_id: str) -> Response:
-        try:
-            project_id = await project_of(request)
-            await wait_for(request)
-            params = dict(request.query_params)
-            result = await anyio.to_thread.run_sync(
-                lambda: trace_tree_read(services, project_id, trace_id, params)
-            )
-            return JsonResponse(result)
-        except Exception as error:
-            return await read_error(request, error)
+
+@router.get("/v1/traces/{trace_id}")
+async def get_trace(request: Request, services: ServicesDep, trace_id: str) -> Response:
+    return JsonResponse(await show_trace(services, await _principal(request, services), trace_id))
+
+
+@router.post("/v1/traces/{trace_id}/close")
+async def post_close(request: Request, services: ServicesDep, trace_id: str) -> Response:
+    return JsonResponse(await close_trace(services, await _principal(request, services), trace_id))
+
+
+router.add_api_route("/v1/data/traces", project_read_route(traces_read), methods=["GET"])
+
+
+@router.get("/v1/data/traces/{trace_id}")
+async def data_trace(
+    request: Request, services: ServicesDep, project_id: ProjectId, _waited: Waited, trace_id: str
+) -> Response:
+    params = dict(request.query_params)
+    result = await anyio.to_thread.run_sync(
+        lambda: trace_tree_read(services, project_id, trace_id, params)
+    )
+    return JsonResponse(result)
 
 
 __all__ = [
     "close_trace",
-    "observe_refusal",
     "open_trace",
-    "register_trace_routes",
+    "router",
     "show_trace",
-    "trace_join",
+    "sweep_expired_traces",
     "trace_tree_read",
     "traces_filters",
     "traces_read",

@@ -9,7 +9,7 @@ import pytest
 
 from domain.tiers import effective_tier
 from gateway.errors import GatewayError
-from gateway.http.traces import trace_join
+from gateway.lifecycle.traces import trace_join
 from gateway.otlp_export import trace_as_otlp
 from tests.unit.routing.conftest import make_router
 

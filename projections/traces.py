@@ -18,12 +18,11 @@ from __future__ import annotations
 import json
 from datetime import datetime
 from decimal import Decimal
-from functools import singledispatchmethod
 from typing import Any
 
 from domain.request import Request
 from domain.trace import SpanJoined, Trace
-from projections.base import View
+from projections.base import View, reads
 from projections.db import ReadStore, Tx, as_datetime, as_decimal, iso
 
 ZERO = Decimal(0)
@@ -40,31 +39,11 @@ def _money(value: Any) -> str:
 class TraceSpansView(View):
     name = "trace_spans"
     tables = ("lg_traces", "lg_trace_spans")
-    event_types = (
-        Trace.Opened,
-        Trace.Closed,
-        Trace.Expired,
-        SpanJoined,
-        Request.Dispatched,
-        Request.Repriced,
-        Request.StreamingStarted,
-        Request.Completed,
-        Request.Failed,
-        Request.Abandoned,
-        Request.SweepCorrected,
-    )
-
-    def apply(self, tx: Tx, event: Any, position: int) -> None:
-        self._apply(event, tx, position)
-
-    @singledispatchmethod
-    def _apply(self, event: Any, tx: Tx, position: int) -> None:
-        raise TypeError(f"{type(event).__qualname__} is not a trace event")  # pragma: no cover
 
     # --- traces ----------------------------------------------------------------------------
 
-    @_apply.register
-    def _opened(self, event: Trace.Opened, tx: Tx, position: int) -> None:
+    @reads(Trace.Opened)
+    def _opened(self, tx: Tx, event: Trace.Opened, position: int) -> None:
         tx.execute(
             "INSERT INTO lg_traces (trace_id, aggregate_id, project_id, mode, name, status, budget, currency, "
             "max_depth, allowed_models, resolved_models, metadata, opened_at, expires_at, "
@@ -91,16 +70,16 @@ class TraceSpansView(View):
             ),
         )
 
-    @_apply.register
-    def _closed(self, event: Trace.Closed, tx: Tx, position: int) -> None:
+    @reads(Trace.Closed)
+    def _closed(self, tx: Tx, event: Trace.Closed, position: int) -> None:
         tx.execute(
             "UPDATE lg_traces SET status = 'closed', closed_at = %s, position = %s "
             "WHERE aggregate_id = %s",
             (iso(event.closed_at), position, str(event.originator_id)),
         )
 
-    @_apply.register
-    def _expired(self, event: Trace.Expired, tx: Tx, position: int) -> None:
+    @reads(Trace.Expired)
+    def _expired(self, tx: Tx, event: Trace.Expired, position: int) -> None:
         tx.execute(
             "UPDATE lg_traces SET status = 'expired', expired_at = %s, position = %s "
             "WHERE aggregate_id = %s",
@@ -109,8 +88,8 @@ class TraceSpansView(View):
 
     # --- spans -----------------------------------------------------------------------------
 
-    @_apply.register
-    def _joined(self, event: SpanJoined, tx: Tx, position: int) -> None:
+    @reads(SpanJoined)
+    def _joined(self, tx: Tx, event: SpanJoined, position: int) -> None:
         trace = tx.execute(
             "SELECT project_id FROM lg_traces WHERE trace_id = %s", (event.trace_id,)
         ).fetchone()
@@ -144,8 +123,8 @@ class TraceSpansView(View):
         if inserted:
             self._roll_up(tx, span_id, position, spans=1, started_at=started)
 
-    @_apply.register
-    def _dispatched(self, event: Request.Dispatched, tx: Tx, position: int) -> None:
+    @reads(Request.Dispatched)
+    def _dispatched(self, tx: Tx, event: Request.Dispatched, position: int) -> None:
         self._update_span(
             tx,
             event,
@@ -154,12 +133,12 @@ class TraceSpansView(View):
             (event.model, event.provider, int(event.attempt)),
         )
 
-    @_apply.register
-    def _repriced(self, event: Request.Repriced, tx: Tx, position: int) -> None:
+    @reads(Request.Repriced)
+    def _repriced(self, tx: Tx, event: Request.Repriced, position: int) -> None:
         self._update_span(tx, event, position, "model = %s", (event.model,))
 
-    @_apply.register
-    def _streaming(self, event: Request.StreamingStarted, tx: Tx, position: int) -> None:
+    @reads(Request.StreamingStarted)
+    def _streaming(self, tx: Tx, event: Request.StreamingStarted, position: int) -> None:
         self._update_span(
             tx,
             event,
@@ -168,20 +147,20 @@ class TraceSpansView(View):
             (int(event.first_chunk_ms),),
         )
 
-    @_apply.register
-    def _completed(self, event: Request.Completed, tx: Tx, position: int) -> None:
+    @reads(Request.Completed)
+    def _completed(self, tx: Tx, event: Request.Completed, position: int) -> None:
         self._settle(tx, event, position, "completed", event.completed_at, None)
 
-    @_apply.register
-    def _failed(self, event: Request.Failed, tx: Tx, position: int) -> None:
+    @reads(Request.Failed)
+    def _failed(self, tx: Tx, event: Request.Failed, position: int) -> None:
         self._settle(tx, event, position, "failed", event.failed_at, event.error_code)
 
-    @_apply.register
-    def _abandoned(self, event: Request.Abandoned, tx: Tx, position: int) -> None:
+    @reads(Request.Abandoned)
+    def _abandoned(self, tx: Tx, event: Request.Abandoned, position: int) -> None:
         self._settle(tx, event, position, "abandoned", event.abandoned_at, None)
 
-    @_apply.register
-    def _corrected(self, event: Request.SweepCorrected, tx: Tx, position: int) -> None:
+    @reads(Request.SweepCorrected)
+    def _corrected(self, tx: Tx, event: Request.SweepCorrected, position: int) -> None:
         self._settle(tx, event, position, "abandoned", event.corrected_at, None)
 
     # --- the roll-up -----------------------------------------------------------------------

@@ -41,7 +41,7 @@ from domain.trace import (
 )
 from gateway.auth import authenticate_key
 from gateway.bootstrap import Services
-from gateway.data_filters import parse_time, routing_scope
+from gateway.data_filters import page_cursor, page_limit, routing_scope, time_window
 from gateway.errors import GatewayError
 from gateway.http.deps import ProjectId, ServicesDep, Waited, project_read_route
 from gateway.otlp_export import trace_as_otlp
@@ -63,7 +63,6 @@ from gateway.validation import (
 )
 from projections import traces as trace_queries
 
-CURSOR_DIGITS_MAX = 19
 OPEN_FIELDS = frozenset(
     {"name", "budget", "max_depth", "allowed_models", "expires_in_s", "metadata"}
 )
@@ -256,46 +255,13 @@ async def close_trace(services: Any, principal: tuple[Any, Any], trace_id: str) 
 # --- the data reads ------------------------------------------------------------------------------
 
 
-def _limit(params: Mapping[str, Any]) -> int:
-    raw = params.get("limit")
-    if raw is None:
-        return trace_queries.TRACES_PAGE_DEFAULT
-    try:
-        value = int(raw)
-    except (TypeError, ValueError):
-        value = 0
-    if not 1 <= value <= trace_queries.TRACES_PAGE_MAX:
-        raise _invalid(
-            f"limit must be an integer from 1 to {trace_queries.TRACES_PAGE_MAX}", "limit"
-        )
-    return value
-
-
-def _cursor(params: Mapping[str, Any]) -> int:
-    raw = params.get("cursor")
-    if raw is None or raw == "":
-        return 0
-    text = str(raw)
-    if not text.isdigit() or len(text) > CURSOR_DIGITS_MAX:
-        raise GatewayError("invalid_cursor", "cursor is not from next_cursor", param="cursor")
-    return int(text)
-
-
 def traces_filters(params: Mapping[str, Any]) -> dict[str, Any]:
     """The filters of `/v1/data/traces` and the MCP tool `list_traces`, or a 400."""
-    since, until = parse_time(params, "since"), parse_time(params, "until")
-    if since is not None and until is not None and since > until:
-        raise _invalid("since must not be after until", "since")
     status = params.get("status")
     if status is not None and status not in TRACE_STATUS_FILTERS:
         raise _invalid(f"status must be one of {', '.join(TRACE_STATUS_FILTERS)}", "status")
-    return {
-        "since": since,
-        "until": until,
-        "status": status,
-        "after": _cursor(params),
-        "limit": _limit(params),
-    }
+    limit = page_limit(params, trace_queries.TRACES_PAGE_DEFAULT, trace_queries.TRACES_PAGE_MAX)
+    return {**time_window(params), "status": status, "after": page_cursor(params), "limit": limit}
 
 
 def traces_read(services: Any, project_id: str, params: Mapping[str, Any]) -> dict[str, Any]:

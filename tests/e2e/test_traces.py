@@ -28,7 +28,7 @@ from gateway.http.traces import sweep_expired_traces
 from gateway.serving import BackgroundServer
 from gateway.simulator import SimulatorState
 from tests.support.harness import ADMIN_TOKEN, Gateway, Tenant
-from tests.support.ledger import start_clocked_gateway
+from tests.support.traces import clocked_gateway
 
 MESSAGES = [{"role": "user", "content": "Plan the next step of the research."}]
 START = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
@@ -39,21 +39,8 @@ def clocked(
     backend: dict[str, str], simulator: tuple[BackgroundServer, SimulatorState]
 ) -> Iterator[tuple[Gateway, FixedClock, SimulatorState]]:
     clock = FixedClock(START)
-    gateway = start_clocked_gateway(
-        {
-            **backend,
-            "LEDGERGATE_OPENAI_BASE_URL": simulator[0].base_url + "/v1",
-            "LEDGERGATE_OPENAI_API_KEY": "sk-test",
-            "LEDGERGATE_RUN_SWEEPER": "false",
-        },
-        clock,
-    )
-    try:
-        for model, prices in (("gpt-4o-mini", ("0.15", "0.60")), ("gpt-4.1", ("2.00", "8.00"))):
-            gateway.set_price(model, *prices, effective_from=START - timedelta(days=30))
+    for gateway in clocked_gateway(backend, simulator[0].base_url, clock):
         yield gateway, clock, simulator[1]
-    finally:
-        gateway.server.stop()
 
 
 def open_trace(gateway: Gateway, tenant: Tenant, **contract: Any) -> dict[str, Any]:
@@ -430,21 +417,13 @@ def screened_gateway(
 ) -> Iterator[Gateway]:
     """A gateway whose projects have a PII policy: a prompt is screened, and so is what a
     trace keeps."""
-    gateway = start_clocked_gateway(
-        {
-            **sqlite_env,
-            "LEDGERGATE_OPENAI_BASE_URL": simulator[0].base_url + "/v1",
-            "LEDGERGATE_OPENAI_API_KEY": "sk-test",
-            "LEDGERGATE_RUN_SWEEPER": "false",
-            "LEDGERGATE_PII_PROJECT_POLICIES": json.dumps({"*": {"default": {"action": "redact"}}}),
-        },
+    policies = json.dumps({"*": {"default": {"action": "redact"}}})
+    yield from clocked_gateway(
+        sqlite_env,
+        simulator[0].base_url,
         FixedClock(START),
+        LEDGERGATE_PII_PROJECT_POLICIES=policies,
     )
-    try:
-        gateway.set_price("gpt-4o-mini", "0.15", "0.60", effective_from=START - timedelta(days=1))
-        yield gateway
-    finally:
-        gateway.server.stop()
 
 
 def test_trace_metadata_is_screened_by_the_projects_pii_policy_and_never_stored(

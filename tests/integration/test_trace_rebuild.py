@@ -21,7 +21,7 @@ from gateway.serving import BackgroundServer
 from gateway.simulator import SimulatorState
 from projections.traces import TraceSpansView
 from tests.support.harness import Gateway
-from tests.support.ledger import start_clocked_gateway
+from tests.support.traces import clocked_gateway
 
 ROOT = Path(__file__).resolve().parents[2]
 MESSAGES = [{"role": "user", "content": "Summarise the ledger."}]
@@ -33,20 +33,8 @@ def clocked(
     backend: dict[str, str], simulator: tuple[BackgroundServer, SimulatorState]
 ) -> Iterator[tuple[Gateway, FixedClock]]:
     clock = FixedClock(START)
-    gateway = start_clocked_gateway(
-        {
-            **backend,
-            "LEDGERGATE_OPENAI_BASE_URL": simulator[0].base_url + "/v1",
-            "LEDGERGATE_OPENAI_API_KEY": "sk-test",
-            "LEDGERGATE_RUN_SWEEPER": "false",
-        },
-        clock,
-    )
-    try:
-        gateway.set_price("gpt-4o-mini", "0.15", "0.60", effective_from=START - timedelta(days=1))
+    for gateway in clocked_gateway(backend, simulator[0].base_url, clock):
         yield gateway, clock
-    finally:
-        gateway.server.stop()
 
 
 def rows(gateway: Gateway) -> dict[str, list[tuple[str, ...]]]:

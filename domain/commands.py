@@ -170,6 +170,16 @@ class Route:
 
 
 @dataclass(frozen=True)
+class TraceJoin:
+    """A request's place in a governed trace, as the client asked (body `trace_id` or
+    `X-Trace-Id`, `X-Parent-Span-Id`): checked against the contract at admission
+    (domain/trace.py)."""
+
+    trace_id: str
+    parent_span_id: str | None = None
+
+
+@dataclass(frozen=True)
 class AdmitRequest(Command):
     """Receive, reserve and dispatch in one transaction, so all three are durable before
     any provider is called. If the reservation is refused, the request is recorded as
@@ -190,6 +200,7 @@ class AdmitRequest(Command):
     ocr_estimate: Mapping[str, Any] | None = None
 
     pii_decision: PiiDecision | None = None  # recorded between received and admitted
+    trace: TraceJoin | None = None  # a governed trace this request joins as a span
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,8 @@ from domain.project import ApiKey, Project
 from domain.reconciliation import ProviderReconciliation, reconciliation_id
 from domain.request import ABANDONED, COMPLETED, DISPATCHED, FAILED, STREAMING, Request
 from domain.settlement import Posting, compute_cost
+from domain.trace import record_span
+from domain.trace_handlers import admit_to_trace, check_failover_model
 from domain.usage import USAGE_SOURCE_CAPPED, check_usage, input_tokens_bound, reported
 from domain.vocabulary import KEY_SOURCES
 
@@ -452,6 +454,11 @@ def admit_request(cmd: c.AdmitRequest, uow: UnitOfWork) -> dict[str, Any]:
             original_request_id=facts.request_id,
             original_status=existing.status if isinstance(existing, Request) else "admitted",
         )
+    # A governed trace's contract (domain/trace.py) before any reservation; its budget is
+    # a named limit the reservation holds (domain/limits.py).
+    span = None
+    if cmd.trace is not None:
+        span = admit_to_trace(uow, cmd.trace, facts, cmd.route.model, now)
     account.reserve(  # raises QuotaExceeded / InsufficientFunds / BudgetExceeded first
         request_id=facts.request_id,
         amount=reserve_amount,
@@ -460,12 +467,15 @@ def admit_request(cmd: c.AdmitRequest, uow: UnitOfWork) -> dict[str, Any]:
         now=now,
         monthly_requests_max=quota.monthly_requests_max,
         budget_amount=cost_amount if own_key else None,
+        limits=() if span is None else (span.limit,),
     )
     request = _new_request(facts)
     if cmd.pii_decision is not None:
         request.record_pii_decision(cmd.pii_decision, now=now)
     if cmd.route_decision is not None:
         request.record_route(**cmd.route_decision, decided_at=now)
+    if span is not None:
+        record_span(request, span, endpoint=facts.endpoint, now=now)
     request.admit(
         model=cmd.route.model,
         provider=cmd.route.provider,
@@ -536,6 +546,7 @@ def _answered(usage: c.UsageReport, cmd: c.CompleteRequest | c.JournalUsage) -> 
 def redispatch(cmd: c.Redispatch, uow: UnitOfWork) -> dict[str, Any]:
     request = _request(uow, cmd.request_id)
     request.check_transition(DISPATCHED)
+    check_failover_model(uow, request, cmd.route.model)  # a trace's allowed models
     if cmd.route.model != request.priced_model and request.terms is not None:
         # Failover to another model: charge that model's price in effect at reception,
         # never the first model's (PriceNotFound refuses the failover target instead).
@@ -996,3 +1007,7 @@ HANDLERS.update(ROUTING_HANDLERS)
 from domain.cache_policy import CACHE_POLICY_HANDLERS  # noqa: E402
 
 HANDLERS.update(CACHE_POLICY_HANDLERS)
+# Governed traces (open, close, expire) live beside their aggregate.
+from domain.trace_handlers import TRACE_HANDLERS  # noqa: E402
+
+HANDLERS.update(TRACE_HANDLERS)

@@ -54,6 +54,42 @@ def parse_time(params: Mapping[str, Any], name: str) -> Any:
         raise _invalid(f"{name} must be an ISO 8601 instant with a timezone", name) from None
 
 
+CURSOR_DIGITS_MAX = 19  # a log position is a BIGINT
+
+
+def page_limit(params: Mapping[str, Any], default: int, high: int) -> int:
+    """A page's `limit`: absent → `default`, else an integer from 1 to `high` (or a 400)."""
+    raw = params.get("limit")
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except (TypeError, ValueError):
+        value = 0
+    if not 1 <= value <= high:
+        raise _invalid(f"limit must be an integer from 1 to {high}", "limit")
+    return value
+
+
+def page_cursor(params: Mapping[str, Any]) -> int:
+    """A position cursor (the `next_cursor` of a page): digits only, 0 when absent."""
+    raw = params.get("cursor")
+    if raw is None or raw == "":
+        return 0
+    text = str(raw)
+    if not text.isdigit() or len(text) > CURSOR_DIGITS_MAX:
+        raise GatewayError("invalid_cursor", "cursor is not from next_cursor", param="cursor")
+    return int(text)
+
+
+def time_window(params: Mapping[str, Any]) -> dict[str, Any]:
+    """`since` and `until` (ISO 8601 with a zone), `since` not after `until`."""
+    since, until = parse_time(params, "since"), parse_time(params, "until")
+    if since is not None and until is not None and since > until:
+        raise _invalid("since must not be after until", "since")
+    return {"since": since, "until": until}
+
+
 def audit_filters(params: Mapping[str, Any]) -> dict[str, Any]:
     """Keyword arguments for projections.queries.list_audit, or a 400 naming the filter."""
     raw_limit = params.get("limit", queries.AUDIT_PAGE_DEFAULT)
@@ -176,6 +212,9 @@ async def models_listing_read(
 
 
 __all__ = [
+    "page_cursor",
+    "page_limit",
+    "time_window",
     "balance_read",
     "models_listing_read",
     "request_record",

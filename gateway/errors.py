@@ -65,9 +65,20 @@ ERRORS: dict[str, ErrorKind] = {
     "invalid_metrics_token": ErrorKind(401, _AUTH),
     "admin_api_disabled": ErrorKind(403, _PERMISSION),
     "compliance_tier_not_in_plan": ErrorKind(403, _PERMISSION),
+    # a governed trace's contract (domain/trace.py)
+    "trace_model_not_allowed": ErrorKind(403, _PERMISSION),
+    "trace_depth_exceeded": ErrorKind(400, _INVALID),
+    "trace_parent_not_found": ErrorKind(400, _INVALID),
     # money and quotas
     "insufficient_balance": ErrorKind(402, _QUOTA),
     "budget_exceeded": ErrorKind(402, _QUOTA),
+    # named limits on the Account (domain/limits.py): a trace's, a credential's
+    "limit_exceeded": ErrorKind(402, _QUOTA),
+    "limit_closed": ErrorKind(409, _INVALID, retryable=False),
+    "trace_budget_exceeded": ErrorKind(402, _QUOTA),
+    "trace_closed": ErrorKind(409, _INVALID, retryable=False),
+    "credential_budget_exceeded": ErrorKind(402, _QUOTA),
+    "credential_revoked": ErrorKind(401, _AUTH),  # the credential's limit closed (issue 14)
     "quota_exceeded": ErrorKind(429, _RATE, retryable=False),  # resets next month, not in seconds
     "project_concurrency_exceeded": ErrorKind(429, _RATE),
     # lookups that find nothing
@@ -77,6 +88,7 @@ ERRORS: dict[str, ErrorKind] = {
     "checkpoint_not_found": ErrorKind(404, _INVALID),
     "model_not_found": ErrorKind(404, _INVALID),
     "price_not_found": ErrorKind(404, _INVALID),
+    "trace_not_found": ErrorKind(404, _INVALID),
     "unsupported_endpoint": ErrorKind(404, _INVALID),
     # Every 409 the gateway answers (a duplicate, an illegal transition) is a fact, not a
     # race: the SDKs retry 409 by default, so these say x-should-retry: false.

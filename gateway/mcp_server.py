@@ -43,10 +43,13 @@ from gateway.data_filters import (
 from gateway.errors import as_gateway_error, error_response
 from gateway.http.billing import usage_read
 from gateway.http.data import models_read, pricing_read
+from gateway.http.traces import trace_tree_read, traces_read
 
 MCP_PATH = "/v1/mcp"
 # A JSON-RPC error's `data.code` carries the gateway's own error code (invalid_request, …).
-NOT_FOUND_CODES = frozenset({"request_not_found", "price_not_found", "project_not_found"})
+NOT_FOUND_CODES = frozenset(
+    {"request_not_found", "price_not_found", "project_not_found", "trace_not_found"}
+)
 
 Instant = Annotated[
     str | None, Field(description="ISO 8601 instant with a timezone, e.g. 2026-12-01T00:00:00Z")
@@ -143,6 +146,35 @@ def build_mcp_server(services: Services) -> GatewayMCPServer:
         provenance, PII decision (GET /v1/data/audit/{request_id})."""
         _, project = await principal(ctx)
         return await run(in_thread(request_record, services, str(project.id), request_id))
+
+    @mcp.tool()
+    async def list_traces(
+        ctx: Context,
+        status: Annotated[str | None, Field(description="open, closed or expired")] = None,
+        since: Instant = None,
+        until: Instant = None,
+        cursor: Annotated[str | None, Field(description="next_cursor of a page")] = None,
+        limit: Annotated[int | None, Field(ge=1, le=200)] = None,
+    ) -> dict[str, Any]:
+        """This project's governed traces in the order they were opened, with their
+        contract (budget, max depth, allowed models), status and totals (GET
+        /v1/data/traces)."""
+        _, project = await principal(ctx)
+        params = present(status=status, since=since, until=until, cursor=cursor, limit=limit)
+        return await run(in_thread(traces_read, services, str(project.id), params))
+
+    @mcp.tool()
+    async def get_trace(
+        ctx: Context,
+        trace_id: Annotated[str, Field(description="lg_tr_ and 32 hex digits")],
+        format: Annotated[str | None, Field(description="json (default) or otlp")] = None,
+    ) -> dict[str, Any]:
+        """One trace's span tree: each span's model, provider, status, tokens, cost and
+        timings, with cost, tokens and latency rolled up each subtree; format=otlp gives
+        OTLP/JSON (GET /v1/data/traces/{trace_id})."""
+        _, project = await principal(ctx)
+        params = present(format=format)
+        return await run(in_thread(trace_tree_read, services, str(project.id), trace_id, params))
 
     @mcp.tool()
     async def get_model_health(

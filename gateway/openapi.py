@@ -193,6 +193,26 @@ AS_OF = {
     "additionalProperties": True,
 }
 
+TRACE_REQUEST = {
+    "type": "object",
+    "required": ["name", "budget", "allowed_models"],
+    "properties": {
+        "name": {"type": "string", "minLength": 1, "maxLength": 200},
+        "budget": {"type": "string", "description": "an amount in the project's currency"},
+        "max_depth": {"type": "integer", "minimum": 1, "maximum": 32},
+        "allowed_models": {
+            "type": "array",
+            "items": {"type": "string"},
+            "minItems": 1,
+            "maxItems": 32,
+            "description": "model names, aliases or shorthands (auto, eu-strict, …)",
+        },
+        "expires_in_s": {"type": "integer", "minimum": 1, "maximum": 604800},
+        "metadata": {"type": "object", "additionalProperties": {"type": "string"}},
+    },
+    "additionalProperties": False,
+}
+
 # --- query parameters ----------------------------------------------------------------------
 
 
@@ -263,6 +283,16 @@ QUERY_PARAMETERS: dict[tuple[str, str], list[dict[str, Any]]] = {
         MIN_POSITION,
     ],
     ("get", "/v1/data/audit/{request_id}"): [MIN_POSITION],
+    ("get", "/v1/data/traces"): [
+        *_DATA_PAGE[:3],
+        _query("limit", {"type": "integer", "minimum": 1, "maximum": 200}),
+        _query("status", {"type": "string", "enum": ["open", "closed", "expired"]}),
+        MIN_POSITION,
+    ],
+    ("get", "/v1/data/traces/{trace_id}"): [
+        _query("format", {"type": "string", "enum": ["json", "otlp"]}, "otlp: OTLP/JSON"),
+        MIN_POSITION,
+    ],
     ("get", "/v1/billing/balance"): [MIN_POSITION],
     ("get", "/v1/billing/usage"): [
         _query(
@@ -322,6 +352,11 @@ ERRORS_BY_ROUTE: dict[tuple[str, str], tuple[int, ...]] = {
     ("get", "/v1/data/pii"): _PROJECT + _READ_WAIT,
     ("get", "/v1/data/models"): _PROJECT + _READ_WAIT,
     ("get", "/v1/data/events"): _PROJECT + _READ_WAIT,
+    ("post", "/v1/traces"): _PROJECT + (403, 404, 413, 503),
+    ("get", "/v1/traces/{trace_id}"): _PROJECT + (404,),
+    ("post", "/v1/traces/{trace_id}/close"): _PROJECT + (404, 413),
+    ("get", "/v1/data/traces"): _PROJECT + _READ_WAIT,
+    ("get", "/v1/data/traces/{trace_id}"): _PROJECT + (404,) + _READ_WAIT,
     ("get", "/v1/billing/reconciliations"): _ADMIN + _READ_WAIT,
     ("get", "/v1/billing/reconciliations/{reconciliation_id}"): _ADMIN + (404,) + _READ_WAIT,
     ("get", "/health"): (),
@@ -354,6 +389,10 @@ SUCCESS_BY_ROUTE: dict[tuple[str, str], dict[str, Any]] = {
             }
         }
     },
+    ("get", "/v1/data/traces"): {
+        JSON: {"schema": {**LIST, "required": ["data", "as_of_position"]}}
+    },
+    ("get", "/v1/data/traces/{trace_id}"): {JSON: {"schema": _OBJECT}},
     ("get", "/v1/admin/projections/dead-letters"): {JSON: {"schema": LIST}},
     ("get", "/metrics"): {"text/plain": {"schema": _STRING}},
     ("get", "/v1/audit/checkpoint"): {JSON: {"schema": _OBJECT}, "text/plain": {"schema": _STRING}},
@@ -362,6 +401,7 @@ SUCCESS_BY_ROUTE: dict[tuple[str, str], dict[str, Any]] = {
 BODY_BY_ROUTE: dict[tuple[str, str], dict[str, Any]] = {
     ("post", "/v1/chat/completions"): CHAT_REQUEST,
     ("post", "/v1/embeddings"): EMBEDDINGS_REQUEST,
+    ("post", "/v1/traces"): TRACE_REQUEST,
 }
 _REASONS = {
     400: "invalid request (invalid_request, invalid_json, …), naming the `param`",

@@ -19,6 +19,7 @@ from datetime import timedelta
 from typing import Any
 
 from domain import commands as c
+from gateway.http.traces import sweep_expired_traces
 from projections import queries
 
 log = logging.getLogger("ledgergate.sweeper")
@@ -66,5 +67,8 @@ class Sweeper:
                 swept = sweep_once(self.services)
                 if swept:
                     log.info("swept %d abandoned requests", len(swept))
+                expired = sweep_expired_traces(self.services)  # gateway/http/traces.py
+                if expired:
+                    log.info("recorded the expiry of %d traces", len(expired))
             except Exception:
                 log.exception("sweep failed; will retry")

@@ -419,6 +419,7 @@ def default_views() -> list[View]:
     from projections.pricing import PricingHistoryView
     from projections.project_events import ProjectEventsView
     from projections.router_stats import RouterStatsView
+    from projections.traces import TraceSpansView
     from projections.usage import UsageView
 
     return [
@@ -431,6 +432,7 @@ def default_views() -> list[View]:
         ReconciliationsView(),
         AuthFailuresView(),
         ProjectEventsView(),
+        TraceSpansView(),
     ]
 
 

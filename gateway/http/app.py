@@ -16,7 +16,7 @@ from gateway.bootstrap import Services, build_services
 from gateway.config import Settings
 from gateway.dashboard import install_dashboard
 from gateway.fairness import ProjectConcurrencyMiddleware
-from gateway.http import admin, billing, cache_admin, data, openai, ops, unsupported
+from gateway.http import admin, billing, cache_admin, data, openai, ops, traces, unsupported
 from gateway.http.handlers import install_error_handlers, request_id_on_every_response
 from gateway.lifecycle.settlement import request_leases
 from gateway.mcp_server import install_mcp
@@ -67,6 +67,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     install_observability(app, services)  # metrics, traces, the access log (middleware)
     app.include_router(data.router)  # audit, the tamper-evident log, the data API, pricing
     app.include_router(billing.router)  # balance, usage, plan, reconciliations
+    app.include_router(traces.router)  # governed traces and their span-tree reads
     app.include_router(admin.router)  # every /v1/admin/*
     app.include_router(cache_admin.router)  # /v1/admin/projects/{id}/cache-policy
     install_semantic_cache(services)  # the response cache embeds prompts through the router

@@ -38,7 +38,10 @@ from domain.project import Project
 from gateway.audit import AuditService, audit_service
 from gateway.auth import authenticate_key
 from gateway.bootstrap import Services
-from gateway.data_filters import parse_time, request_record, search_audit
+from gateway.data_filters import page_cursor as _cursor
+from gateway.data_filters import page_limit as _limit
+from gateway.data_filters import request_record, search_audit
+from gateway.data_filters import time_window as _window
 from gateway.errors import GatewayError
 from gateway.http.deps import (
     ProjectId,
@@ -57,43 +60,12 @@ from projections.project_events import EVENTS_PAGE_DEFAULT, EVENTS_PAGE_MAX, lis
 
 MODEL_CHARS_MAX = 200
 
-CURSOR_DIGITS_MAX = 19
 EVENT_TYPE_SYNTAX = re.compile(r"[A-Z][A-Za-z]{0,63}\.[A-Z][A-Za-z]{0,63}")
 EVENT_TYPES_MAX = 20
 
 
 def _invalid(message: str, param: str) -> GatewayError:
     return GatewayError("invalid_request", message, param=param)
-
-
-def _limit(params: Mapping[str, Any], default: int, high: int) -> int:
-    raw = params.get("limit")
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except (TypeError, ValueError):
-        value = 0
-    if not 1 <= value <= high:
-        raise _invalid(f"limit must be an integer from 1 to {high}", "limit")
-    return value
-
-
-def _cursor(params: Mapping[str, Any]) -> int:
-    raw = params.get("cursor")
-    if raw is None or raw == "":
-        return 0
-    text = str(raw)
-    if not text.isdigit() or len(text) > CURSOR_DIGITS_MAX:
-        raise GatewayError("invalid_cursor", "cursor is not from next_cursor", param="cursor")
-    return int(text)
-
-
-def _window(params: Mapping[str, Any]) -> dict[str, Any]:
-    since, until = parse_time(params, "since"), parse_time(params, "until")
-    if since is not None and until is not None and since > until:
-        raise _invalid("since must not be after until", "since")
-    return {"since": since, "until": until}
 
 
 def _model(params: Mapping[str, Any]) -> str | None:

@@ -33,6 +33,7 @@ from gateway.errors import GatewayError, as_gateway_error, error_response
 from gateway.json_bytes import canonical_sha256
 from gateway.lifecycle.request import Admission, Intake, PiiSession
 from gateway.lifecycle.settlement import hold_lease
+from gateway.lifecycle.traces import observe_refusal, trace_allowed_models, trace_join
 from gateway.observability.core import observed_pii_screening
 from gateway.pii.engine import unscreened_decision
 from gateway.pii.service import pii_service
@@ -117,6 +118,7 @@ def thread_ids(intake: Intake, headers: Any, body: dict[str, Any]) -> None:
         if value is None and headers.get(header) is not None:
             value = check_id(headers.get(header), header)
         setattr(intake, name, value)
+    intake.trace_join = trace_join(intake.trace_id, headers)  # governed: lg_tr_…
 
 
 def _not_screened(raw_policy: Any, failure_code: str) -> PiiDecision:
@@ -178,6 +180,7 @@ async def decide(
     effective: Any,
     *,
     capabilities: frozenset[str] | None,
+    trace: c.TraceJoin | None = None,
 ) -> RouteDecision:
     """The router's decision: the only compliance gate (a model outside the project's, or
     the request's tighter, tier is refused here, before anything is reserved), the
@@ -190,6 +193,8 @@ async def decide(
         effective=effective,
         project_keys=ProjectEndpointKeys(services.settings.raw, project),
         capabilities=capabilities,
+        # A governed trace's allowed models: auto and shorthands choose among them.
+        allowed_models=await trace_allowed_models(services, trace, project.id),
     )
 
 
@@ -233,6 +238,7 @@ async def admit(
             route_decision=decision.as_event_fields(),
             ocr_estimate=ocr_estimate,
             pii_decision=intake.pii_decision,
+            trace=intake.trace_join,  # the contract is checked in the writer, exactly
         )
     )
     intake.admitted = True
@@ -286,6 +292,7 @@ async def reject(services: Any, intake: Intake, error: BaseException, endpoint: 
         # quota/balance/validation error that charged nothing) is audited under its own id,
         # so a corrected retry with the same key can still go through.
         intake.request_id = new_request_id()
+    await observe_refusal(services, intake.project_id, intake.mode, error)  # a trace's expiry
     gateway_error = as_gateway_error(error)
     if gateway_error.status >= 500 and not isinstance(
         error, GatewayError | DomainError | UpstreamError

@@ -144,6 +144,7 @@ async def _admit(intake: Intake, http: HttpRequest, services: Services) -> ChatA
             effective,
             # eu_strict PDFs become text through Mistral OCR first: no model needs PDF input.
             capabilities=required_capabilities(body) - {"documents"} if ocr else None,
+            trace=intake.trace_join,
         )
     except ModelCapabilityMissing as error:
         if "documents" not in error.missing:

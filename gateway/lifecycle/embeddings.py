@@ -154,7 +154,12 @@ async def _admit(
     effective = effective_tier_for(project, body)
     try:
         decision = await admission.decide(
-            services, project, body, effective, capabilities=EMBEDDINGS_CAPABILITY
+            services,
+            project,
+            body,
+            effective,
+            capabilities=EMBEDDINGS_CAPABILITY,
+            trace=intake.trace_join,
         )
     except ModelCapabilityMissing as error:
         if "embeddings" not in error.missing:

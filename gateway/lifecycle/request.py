@@ -68,6 +68,7 @@ class Intake:
     prompt_chars: int = 0
     prompt_sha256: str | None = None
     trace_id: str | None = None
+    trace_join: c.TraceJoin | None = None  # the governed trace it joins (lifecycle/traces)
     conversation_id: str | None = None
     client_ip: str | None = None
     idempotency_key_sha256: str | None = None

@@ -84,6 +84,7 @@ async def decide_for_request(
     effective: EffectiveTier | None = None,
     capabilities: frozenset[str] | None = None,
     project_keys: Callable[[str, str], str | None] | None = None,
+    allowed_models: frozenset[str] | None = None,
 ) -> RouteDecision:
     """`capabilities` overrides what the body needs (e.g. without "documents" when OCR will
     turn the PDFs into text first). `project_keys` resolves the project's own endpoints'
@@ -100,6 +101,7 @@ async def decide_for_request(
         catalog=catalog,
         project=str(project.id),
         fallback_models=fallback_models_requested(body),
+        allowed_models=allowed_models,
     )
 
 

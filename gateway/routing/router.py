@@ -72,15 +72,21 @@ class Router:
         catalog: Catalog | None = None,
         project: str | None = None,
         fallback_models: bool = False,
+        allowed_models: frozenset[str] | None = None,
     ) -> RouteDecision:
         """`catalog` overrides the router's for one call (a project's catalog with its custom
         models); prices for ranking then come from that catalog too. `project` admits that
-        project's own endpoints besides the shared ones."""
+        project's own endpoints besides the shared ones. `allowed_models` (a governed
+        trace's contract) drops every other candidate: auto and shorthands choose among
+        them, failover stays within them; a named model is kept (never swapped: outside
+        the contract, admission refuses it)."""
         active = catalog or self.catalog
         request = parse_model_field(model, active)
         candidates = select_candidates(
             request, active, capabilities=capabilities, effective=effective
         )
+        if allowed_models is not None:
+            candidates = candidates.within(allowed_models)
         variant = request.variant or ("" if request.mode == MODE_EXPLICIT else "smart")
         scorer = self.scorer if active is self.catalog else self._scorer_for(active)
         sampled: dict[str, SampledScore] = {}

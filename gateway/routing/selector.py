@@ -61,6 +61,18 @@ class CandidateSet:
     def all(self) -> tuple[ModelSpec, ...]:
         return self.primary + self.fallbacks
 
+    def within(self, allowed: frozenset[str]) -> CandidateSet:
+        """Only the allowed models (a governed trace's contract). A named model stays
+        primary whatever the contract says (it is refused at admission, never swapped);
+        when no candidate is allowed the set is unchanged, and admission refuses."""
+        fallbacks = tuple(spec for spec in self.fallbacks if spec.name in allowed)
+        if self.request.mode == MODE_EXPLICIT:
+            return CandidateSet(self.request, self.effective, self.primary, fallbacks)
+        primary = tuple(spec for spec in self.primary if spec.name in allowed)
+        if not primary and not fallbacks:
+            return self
+        return CandidateSet(self.request, self.effective, primary, fallbacks)
+
 
 def parse_model_field(raw: object, catalog: Catalog) -> ModelRequest:
     if not isinstance(raw, str) or not raw.strip():

@@ -162,6 +162,11 @@ BAD_FILTERS = [
     ("/v1/data/events", {"cursor": "-1"}, "cursor"),
     ("/v1/data/events", {"limit": "100000"}, "limit"),
     ("/v1/data/pricing", {"model": "gpt-4o-mini", "history": "maybe"}, "history"),
+    ("/v1/data/audit", {"status": "bogus"}, "status"),
+    ("/v1/data/audit", {"key_id": "nope"}, "key_id"),
+    ("/v1/data/audit", {"order": "sideways"}, "order"),
+    ("/v1/data/traces", {"status": "bogus"}, "status"),
+    ("/v1/data/traces", {"cursor": "x"}, "cursor"),
 ]  # fmt: skip
 
 

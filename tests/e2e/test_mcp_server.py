@@ -18,7 +18,7 @@ from tests.support.harness import Gateway, Tenant
 MESSAGES = [{"role": "user", "content": "What is double-entry bookkeeping?"}]
 TOOLS = {
     "search_audit_logs", "get_request", "get_model_health", "get_balance", "get_usage",
-    "get_pricing", "list_models",
+    "get_pricing", "list_models", "list_traces", "get_trace",
 }  # fmt: skip
 
 
@@ -56,7 +56,17 @@ def rest(gateway: Gateway, tenant: Tenant, path: str, **params: Any) -> Any:
     return response.json()
 
 
-async def session_run(gateway: Gateway, tenant: Tenant, request_id: str) -> dict[str, Any]:
+def open_trace(gateway: Gateway, tenant: Tenant) -> str:
+    body = {"name": "mcp agent", "budget": "1.00", "allowed_models": ["gpt-4o-mini"]}
+    with gateway.client() as http:
+        response = http.post("/v1/traces", json=body, headers=tenant.headers())
+    assert response.status_code == 200, response.text
+    return str(response.json()["id"])
+
+
+async def session_run(
+    gateway: Gateway, tenant: Tenant, request_id: str, trace_id: str
+) -> dict[str, Any]:
     results: dict[str, Any] = {}
     headers = {"Authorization": f"Bearer {tenant.api_key}"}
     async with httpx2.AsyncClient(headers=headers, timeout=30) as http:
@@ -77,6 +87,8 @@ async def session_run(gateway: Gateway, tenant: Tenant, request_id: str) -> dict
                     "get_usage": {"group_by": "model"},
                     "get_pricing": {"model": "gpt-4o-mini"},
                     "list_models": {},
+                    "list_traces": {"limit": 5},
+                    "get_trace": {"trace_id": trace_id},
                 }
                 for name, args in arguments.items():
                     result = await session.call_tool(name, args)
@@ -89,15 +101,18 @@ def test_the_official_client_lists_and_calls_every_tool_with_the_rest_twins_data
     gateway: Gateway,
 ) -> None:
     tenant = gateway.tenant()
+    trace_id = open_trace(gateway, tenant)
     request_id = (
         gateway.openai(tenant)
         .chat.completions.with_raw_response.create(
-            model="gpt-4o-mini", messages=MESSAGES, extra_headers={"X-Conversation-Id": "c-1"}
+            model="gpt-4o-mini",
+            messages=MESSAGES,
+            extra_headers={"X-Conversation-Id": "c-1", "X-Trace-Id": trace_id},
         )
         .headers["x-request-id"]
     )
     gateway.settle()
-    results = asyncio.run(session_run(gateway, tenant, request_id))
+    results = asyncio.run(session_run(gateway, tenant, request_id, trace_id))
     assert results["server"] == "ledgergate"
     assert set(results["tools"]) == TOOLS
     for name, schema in results["tools"].items():
@@ -114,6 +129,13 @@ def test_the_official_client_lists_and_calls_every_tool_with_the_rest_twins_data
     pricing = rest(gateway, tenant, "/v1/data/pricing", model="gpt-4o-mini")
     assert results["get_pricing"]["price"] == pricing["price"]
     assert results["list_models"] == rest(gateway, tenant, "/v1/models")
+    assert results["list_traces"] == rest(gateway, tenant, "/v1/data/traces", limit=5)
+    assert [t["id"] for t in results["list_traces"]["data"]] == [trace_id]
+    assert results["get_trace"] == rest(gateway, tenant, f"/v1/data/traces/{trace_id}")
+    [span] = results["get_trace"]["root"]["children"]
+    assert span["span_id"] == request_id and results["tools"]["get_trace"]["required"] == [
+        "trace_id"
+    ]
 
 
 def test_raw_json_rpc_bad_arguments_and_isolation(gateway: Gateway) -> None:
@@ -139,6 +161,14 @@ def test_raw_json_rpc_bad_arguments_and_isolation(gateway: Gateway) -> None:
     theirs = call(gateway, other, "search_audit_logs", {})
     assert json.loads(theirs["result"]["content"][0]["text"])["data"] == []
     assert request_id not in json.dumps(theirs)
+    trace_id = open_trace(gateway, tenant)
+    gateway.settle()
+    not_theirs = call(gateway, other, "get_trace", {"trace_id": trace_id})
+    assert not_theirs["error"]["data"]["code"] == "trace_not_found"
+    no_traces = call(gateway, other, "list_traces", {})
+    assert json.loads(no_traces["result"]["content"][0]["text"])["data"] == []
+    mine = call(gateway, tenant, "get_trace", {"trace_id": trace_id, "format": "otlp"})
+    assert "resourceSpans" in json.loads(mine["result"]["content"][0]["text"])
 
     # Bad arguments: JSON-RPC errors naming the argument, never a 500 or a tool result.
     for name, arguments, param in (
@@ -151,6 +181,11 @@ def test_raw_json_rpc_bad_arguments_and_isolation(gateway: Gateway) -> None:
         ("get_pricing", {"model": "no such model here"}, "model"),
         ("get_usage", {"group_by": "colour"}, "group_by"),
         ("get_model_health", {"model": 5}, "model"),
+        ("list_traces", {"status": "bogus"}, "status"),
+        ("list_traces", {"since": "yesterday"}, "since"),
+        ("list_traces", {"cursor": "x"}, "cursor"),
+        ("get_trace", {}, "trace_id"),
+        ("get_trace", {"trace_id": "lg_tr_" + "0" * 32, "format": "xml"}, "format"),
     ):
         answer = call(gateway, tenant, name, arguments)
         assert "result" not in answer, (name, arguments, answer)

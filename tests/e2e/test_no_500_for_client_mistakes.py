@@ -102,6 +102,7 @@ def test_any_chat_body_gets_an_answer_or_a_structured_client_error(running, body
             "/v1/admin/prices",
             "/v1/admin/fx-rates",
             "/v1/admin/keys",
+            "/v1/traces",
         ]
     ),
 )
@@ -145,6 +146,7 @@ def test_any_query_on_the_read_api_gets_a_structured_answer(running, params) -> 
             "/v1/billing/usage",
             "/v1/data/pricing",
             "/v1/billing/balance",
+            "/v1/data/traces",
         ):
             response = http.get(path, params=params, headers=tenant.headers())
             assert_structured_client_error(response)

@@ -13,6 +13,7 @@ import domain.pricing
 import domain.project
 import domain.reconciliation
 import domain.request
+import domain.trace
 from domain.application import LedgerApplication
 from tests.support.ledger import decode_event_fixture, event_fields
 
@@ -23,6 +24,7 @@ CORE_MODULES = (
     domain.project,
     domain.reconciliation,
     domain.request,
+    domain.trace,
 )
 
 

@@ -1,0 +1,60 @@
+-- The trace-span projection (issue 12, projections/traces.py): governed traces with their
+-- totals, and one row per span (request) with its own figures and its subtree's roll-up.
+-- Money is canonical decimal text, instants fixed-width UTC ISO text (projections/db.iso).
+CREATE TABLE IF NOT EXISTS lg_traces (
+    trace_id TEXT PRIMARY KEY,
+    aggregate_id TEXT NOT NULL UNIQUE,
+    project_id TEXT NOT NULL,
+    mode TEXT NOT NULL,
+    name TEXT NOT NULL,
+    status TEXT NOT NULL,
+    budget TEXT NOT NULL,
+    currency TEXT NOT NULL,
+    max_depth BIGINT NOT NULL,
+    allowed_models TEXT NOT NULL,
+    resolved_models TEXT NOT NULL,
+    metadata TEXT NOT NULL,
+    opened_at TEXT NOT NULL,
+    expires_at TEXT,
+    closed_at TEXT,
+    expired_at TEXT,
+    spans BIGINT NOT NULL,
+    cost TEXT NOT NULL,
+    input_tokens BIGINT NOT NULL,
+    output_tokens BIGINT NOT NULL,
+    last_finished_at TEXT,
+    opened_position BIGINT NOT NULL,
+    position BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS lg_traces_project ON lg_traces (project_id, opened_at, trace_id);
+CREATE TABLE IF NOT EXISTS lg_trace_spans (
+    span_id TEXT PRIMARY KEY,
+    aggregate_id TEXT NOT NULL UNIQUE,
+    trace_id TEXT NOT NULL,
+    project_id TEXT NOT NULL,
+    parent_span_id TEXT,
+    depth BIGINT NOT NULL,
+    endpoint TEXT NOT NULL,
+    status TEXT NOT NULL,
+    model TEXT,
+    provider TEXT,
+    attempts BIGINT NOT NULL,
+    input_tokens BIGINT NOT NULL,
+    output_tokens BIGINT NOT NULL,
+    cached_tokens BIGINT NOT NULL,
+    cost TEXT NOT NULL,
+    started_at TEXT NOT NULL,
+    first_chunk_ms BIGINT,
+    finished_at TEXT,
+    latency_ms BIGINT,
+    error_code TEXT,
+    subtree_spans BIGINT NOT NULL,
+    subtree_cost TEXT NOT NULL,
+    subtree_input_tokens BIGINT NOT NULL,
+    subtree_output_tokens BIGINT NOT NULL,
+    subtree_started_at TEXT NOT NULL,
+    subtree_finished_at TEXT,
+    joined_position BIGINT NOT NULL,
+    position BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS lg_trace_spans_trace ON lg_trace_spans (trace_id, joined_position);

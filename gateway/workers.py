@@ -38,6 +38,7 @@ import uvicorn
 from domain.application import is_postgres_url
 from gateway.config import Settings
 from gateway.observability.logs import configure_logging
+from gateway.tokens import warm_tokenizer
 
 log = logging.getLogger("ledgergate.workers")
 
@@ -86,6 +87,7 @@ def create_worker_app() -> Any:
 
     settings = Settings.from_env()
     configure_process_logging(settings)
+    warm_tokenizer()  # before this worker takes its first connection
     return create_app(settings)
 
 
@@ -144,6 +146,7 @@ def serve(settings: Settings, host: str, port: int, workers: int = 1) -> int:
     if workers == 1:
         from gateway.app import create_app
 
+        warm_tokenizer()  # before the socket opens: the first request must not load it
         uvicorn.run(create_app(settings), host=host, port=port, **options)
         return 0
     projection_worker: ProjectionWorker | None = None

@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import shutil
 import socket
 import statistics
@@ -50,6 +51,9 @@ LITELLM_VERSION = "1.106.2"
 LITELLM_FORBIDDEN_VERSIONS = ("1.107.0",)  # a compromised release: never install it
 LITELLM_VENV = ROOT / ".bench" / "litellm-venv"
 MODEL = "gpt-4o-mini"
+# LiteLLM refuses to start without a master key; with one, it authenticates every request
+# (in memory, no database), as Ledgergate does with its keys.
+LITELLM_MASTER_KEY = "sk-" + secrets.token_hex(32)
 PROMPT = "Hello, how are you today?"
 STARTUP_S_MAX = 180.0
 CONCURRENCIES = (1, 32)
@@ -285,6 +289,8 @@ def start_litellm(python: Path, upstream: str, workers: int, work: Path) -> Targ
         f"      model: openai/{MODEL}\n"
         f"      api_base: {upstream}/v1\n"
         "      api_key: sk-bench\n"
+        "general_settings:\n"
+        f"  master_key: {LITELLM_MASTER_KEY}\n"
         "litellm_settings:\n"
         "  drop_params: true\n"
         "  telemetry: false\n"
@@ -322,7 +328,7 @@ def start_litellm(python: Path, upstream: str, workers: int, work: Path) -> Targ
     target = Target(
         f"litellm x{workers}",
         base,
-        {"Authorization": "Bearer sk-bench"},
+        {"Authorization": f"Bearer {LITELLM_MASTER_KEY}"},
         process,
         ready_s=ready_s,
     )

@@ -16,6 +16,7 @@ from gateway.config import Settings
 from gateway.fairness import ProjectInflight
 from gateway.observability.writer import ObservedWriter
 from gateway.providers.base import AdapterLimits, ProviderAdapter, ProviderEndpoint
+from gateway.write_locks import locks_for
 from projections.db import ReadStore
 from projections.runner import ProjectionRunner, default_views
 
@@ -154,7 +155,14 @@ def build_services(settings: Settings | None = None, clock: Clock | None = None)
 
     views = default_views() if settings.run_projections else []
     runner = ProjectionRunner(app, store, views, on_notification=on_notification)
-    writer = ObservedWriter(app, clock=clock, on_saved=lambda _position: runner.poke())
+    # Several processes on one PostgreSQL take turns on a hot Account instead of colliding
+    # (gateway/write_locks.py); SQLite has one serving process and needs none.
+    writer = ObservedWriter(
+        app,
+        clock=clock,
+        on_saved=lambda _position: runner.poke(),
+        locks=locks_for(settings.database_url),
+    )
     services = Services(
         settings=settings,
         clock=clock,

@@ -91,6 +91,18 @@ def create_worker_app() -> Any:
     return create_app(settings)
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: the kernel sends it SIGTERM when the supervisor dies,
+    even by kill -9, so a projection worker is never left running on its own."""
+    if sys.platform != "linux":
+        return
+    import ctypes
+    import signal
+
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 class ProjectionWorker:
     """The one projection process beside N serving processes, restarted if it exits."""
 
@@ -113,6 +125,7 @@ class ProjectionWorker:
             env=self.env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,  # it prints its position; the log lines go to stderr
+            preexec_fn=_die_with_parent,
         )
 
     def _keep_alive(self) -> None:
@@ -140,32 +153,43 @@ class ProjectionWorker:
             process.wait(STOP_S_MAX)
 
 
-def serve(settings: Settings, host: str, port: int, workers: int = 1) -> int:
+def serve(
+    settings: Settings,
+    host: str,
+    port: int,
+    workers: int = 1,
+    projection_worker: bool | None = None,
+) -> int:
+    """Serve in the foreground until a signal. `projection_worker` (default: on when
+    workers > 1) runs the projections in their own process and none in the serving ones."""
     check_workers(settings, workers)
     options = server_options(settings)
-    if workers == 1:
-        from gateway.app import create_app
-
-        warm_tokenizer()  # before the socket opens: the first request must not load it
-        uvicorn.run(create_app(settings), host=host, port=port, **options)
-        return 0
-    projection_worker: ProjectionWorker | None = None
-    if os.environ.get("LEDGERGATE_RUN_PROJECTIONS", "").strip().lower() not in ("0", "false"):
-        projection_worker = ProjectionWorker(dict(os.environ)).start()
-    # The spawned serving processes inherit this environment: they follow the log only.
-    os.environ["LEDGERGATE_RUN_PROJECTIONS"] = "0"
+    separate = workers > 1 if projection_worker is None else projection_worker
+    projections: ProjectionWorker | None = None
+    if separate:
+        if settings.run_projections:  # else the operator runs the worker elsewhere
+            projections = ProjectionWorker(dict(os.environ)).start()
+        # The serving processes (spawned ones inherit the environment) follow the log only.
+        os.environ["LEDGERGATE_RUN_PROJECTIONS"] = "0"
+        settings = Settings.from_env()
     try:
-        uvicorn.run(
-            "gateway.workers:create_worker_app",
-            factory=True,
-            host=host,
-            port=port,
-            workers=workers,
-            **options,
-        )
+        if workers == 1:
+            from gateway.app import create_app
+
+            warm_tokenizer()  # before the socket opens: the first request must not load it
+            uvicorn.run(create_app(settings), host=host, port=port, **options)
+        else:
+            uvicorn.run(
+                "gateway.workers:create_worker_app",
+                factory=True,
+                host=host,
+                port=port,
+                workers=workers,
+                **options,
+            )
     finally:
-        if projection_worker is not None:
-            projection_worker.stop()
+        if projections is not None:
+            projections.stop()
     return 0
 
 
@@ -177,11 +201,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument(
+        "--projection-worker",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="projections in their own process (default: on with --workers > 1)",
+    )
     arguments = parser.parse_args(argv)
     settings = Settings.from_env()
     configure_process_logging(settings)
     try:
-        return serve(settings, arguments.host, arguments.port, arguments.workers)
+        return serve(
+            settings,
+            arguments.host,
+            arguments.port,
+            arguments.workers,
+            arguments.projection_worker,
+        )
     except WorkersRefused as error:
         print(str(error), file=sys.stderr)
         return 2

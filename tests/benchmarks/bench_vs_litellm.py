@@ -259,6 +259,9 @@ def start_ledgergate(env: dict[str, str], headers: dict[str, str], workers: int)
             str(port),
             "--workers",
             str(workers),
+            # As in production (docker-compose.yml): the views are projected by their own
+            # process, for 1 and 2 workers alike, so the two counts compare like for like.
+            "--projection-worker",
         ],
         env=env,
         cwd=ROOT,

@@ -65,6 +65,10 @@ QUEUE_COMMANDS_MAX = 100_000
 # writer have a turn: long enough to amortise a lock hand-over (a few round trips and a
 # catch-up read) over many batches, short enough to add little to a waiting request.
 LOCK_HOLD_S_MAX = 0.02
+# How long an idle writer keeps its locks for a next command before letting go: saves a
+# lock hand-over and a catch-up read per request at low concurrency; another process waits
+# at most this long more for an idle one.
+LOCK_LINGER_S = 0.003
 
 
 class AggregateLocks(Protocol):
@@ -138,6 +142,7 @@ class GroupCommitWriter:
         on_committed: Callable[[int, float, list[Any]], None] | None = None,
         locks: AggregateLocks | None = None,
         lock_hold_s_max: float = LOCK_HOLD_S_MAX,
+        lock_linger_s: float = LOCK_LINGER_S,
     ) -> None:
         self.app = app
         self.clock = clock or SystemClock()
@@ -154,6 +159,7 @@ class GroupCommitWriter:
         self.last_position: int = 0
         self.locks = locks
         self.lock_hold_s_max = lock_hold_s_max
+        self.lock_linger_s = lock_linger_s
         self._held: set[UUID] = set()
         self._held_since = 0.0
         self.stats = {
@@ -222,8 +228,16 @@ class GroupCommitWriter:
                     inflight = None
                     continue
                 if self._held and self._queue.empty():
-                    self._release_locks()  # idle: another process may write these now
-                first = self._queue.get()
+                    # Idle with locks held: linger a moment for the next command (a request's
+                    # settlement follows its admission within milliseconds), then let go so
+                    # another process may write these Accounts.
+                    try:
+                        first = self._queue.get(timeout=self.lock_linger_s)
+                    except queue.Empty:
+                        self._release_locks()
+                        first = self._queue.get()
+                else:
+                    first = self._queue.get()
                 if first is None:
                     return
                 batch = [first]

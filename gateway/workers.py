@@ -38,7 +38,6 @@ import uvicorn
 from domain.application import is_postgres_url
 from gateway.config import Settings
 from gateway.observability.logs import configure_logging
-from gateway.tokens import warm_tokenizer
 
 log = logging.getLogger("ledgergate.workers")
 
@@ -83,11 +82,10 @@ def configure_process_logging(settings: Settings) -> None:
 
 def create_worker_app() -> Any:
     """The app factory each spawned worker calls (uvicorn imports it by name)."""
-    from gateway.app import create_app
+    from gateway.http.app import create_app
 
     settings = Settings.from_env()
     configure_process_logging(settings)
-    warm_tokenizer()  # before this worker takes its first connection
     return create_app(settings)
 
 
@@ -174,9 +172,8 @@ def serve(
         settings = Settings.from_env()
     try:
         if workers == 1:
-            from gateway.app import create_app
+            from gateway.http.app import create_app
 
-            warm_tokenizer()  # before the socket opens: the first request must not load it
             uvicorn.run(create_app(settings), host=host, port=port, **options)
         else:
             uvicorn.run(

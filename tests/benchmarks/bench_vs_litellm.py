@@ -55,7 +55,7 @@ MODEL = "gpt-4o-mini"
 # (in memory, no database), as Ledgergate does with its keys.
 LITELLM_MASTER_KEY = "sk-" + secrets.token_hex(32)
 PROMPT = "Hello, how are you today?"
-STARTUP_S_MAX = 180.0
+STARTUP_S_MAX = 300.0  # two LiteLLM workers start slowly on a loaded 2-core machine
 CONCURRENCIES = (1, 32)
 MODES = ("json", "stream")
 WARMUP_S = 2
@@ -464,72 +464,89 @@ def run(arguments: argparse.Namespace) -> dict[str, Any]:
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is missing: apt-get install wrk")
     python = litellm_python()
-    results: dict[str, Any] = {"rows": [], "starts": [], "load": []}
+    results: dict[str, Any] = {"rows": [], "starts": [], "load": [], "errors": []}
     work = Path(tempfile.mkdtemp(prefix="lg-vs-litellm-"))
     with upstream_process() as upstream, temporary_database("lg_bench") as database_url:
         env = ledgergate_env(database_url, upstream, str(work / "data"))
         headers = ledgergate_tenant(env)
-        direct_scripts = {s: wrk_script(work, "direct", {}, s) for s in (False, True)}
         for workers in arguments.workers:
             log(f"workers={workers}: starting ledgergate and litellm")
-            lg = start_ledgergate(env, headers, workers)
-            lite = start_litellm(python, upstream, workers, work)
             try:
-                for target in (lg, lite):
-                    results["starts"].append(
-                        {
-                            "name": target.name,
-                            "ready_s": target.ready_s,
-                            "first_ms": target.first_request_ms,
-                            "rss": target.rss(),
-                        }
-                    )
-                scripts = {
-                    (t.name, s): wrk_script(work, t.name, t.headers, s)
-                    for t in (lg, lite)
-                    for s in (False, True)
-                }
-                for target in (lg, lite):  # warm both (connection pools, first-use paths)
-                    for stream in (False, True):
-                        wrk(target.base_url, scripts[(target.name, stream)], 8, WARMUP_S)
-                samples: dict[tuple[str, str, int], list[Measured]] = {}
-                for round_number in range(arguments.rounds):
-                    results["load"].append(os.getloadavg()[0])
-                    order = (lg, lite) if round_number % 2 == 0 else (lite, lg)
-                    for mode in MODES:
-                        stream = mode == "stream"
-                        for concurrency in CONCURRENCIES:
-                            direct = wrk(
-                                upstream, direct_scripts[stream], concurrency, arguments.seconds
-                            )
-                            samples.setdefault(("direct", mode, concurrency), []).append(direct)
-                            for target in order:
-                                measured = wrk(
-                                    target.base_url,
-                                    scripts[(target.name, stream)],
-                                    concurrency,
-                                    arguments.seconds,
-                                )
-                                kind = "lg" if target is lg else "litellm"
-                                samples.setdefault((kind, mode, concurrency), []).append(measured)
-                            log(
-                                f"  round {round_number + 1}/{arguments.rounds} {mode:6} "
-                                f"c={concurrency:<2}: lg {samples[('lg', mode, concurrency)][-1].rps:7.1f}"
-                                f" req/s, litellm {samples[('litellm', mode, concurrency)][-1].rps:7.1f}"
-                                f" req/s (load {os.getloadavg()[0]:.1f})"
-                            )
-                for mode in MODES:
-                    for concurrency in CONCURRENCIES:
-                        results["rows"].append(summarise(workers, mode, concurrency, samples))
-                for target in (lg, lite):
-                    results["starts"].append(
-                        {"name": target.name + " (after load)", "rss": target.rss()}
-                    )
-            finally:
-                stop(lg.process)
-                stop(lite.process)
+                measure_workers(results, arguments, env, headers, python, upstream, workers, work)
+            except SystemExit as error:  # one worker count failing must not lose the others
+                log(f"workers={workers} not measured: {error}")
+                results["errors"].append(f"workers={workers}: {error}")
     shutil.rmtree(work, ignore_errors=True)
     return results
+
+
+def measure_workers(
+    results: dict[str, Any],
+    arguments: argparse.Namespace,
+    env: dict[str, str],
+    headers: dict[str, str],
+    python: Path,
+    upstream: str,
+    workers: int,
+    work: Path,
+) -> None:
+    direct_scripts = {s: wrk_script(work, "direct", {}, s) for s in (False, True)}
+    lg = start_ledgergate(env, headers, workers)
+    try:
+        lite = start_litellm(python, upstream, workers, work)
+    except BaseException:
+        stop(lg.process)
+        raise
+    try:
+        for target in (lg, lite):
+            results["starts"].append(
+                {
+                    "name": target.name,
+                    "ready_s": target.ready_s,
+                    "first_ms": target.first_request_ms,
+                    "rss": target.rss(),
+                }
+            )
+        scripts = {
+            (t.name, s): wrk_script(work, t.name, t.headers, s)
+            for t in (lg, lite)
+            for s in (False, True)
+        }
+        for target in (lg, lite):  # warm both (connection pools, first-use paths)
+            for stream in (False, True):
+                wrk(target.base_url, scripts[(target.name, stream)], 8, WARMUP_S)
+        samples: dict[tuple[str, str, int], list[Measured]] = {}
+        for round_number in range(arguments.rounds):
+            results["load"].append(os.getloadavg()[0])
+            order = (lg, lite) if round_number % 2 == 0 else (lite, lg)
+            for mode in MODES:
+                stream = mode == "stream"
+                for concurrency in CONCURRENCIES:
+                    direct = wrk(upstream, direct_scripts[stream], concurrency, arguments.seconds)
+                    samples.setdefault(("direct", mode, concurrency), []).append(direct)
+                    for target in order:
+                        measured = wrk(
+                            target.base_url,
+                            scripts[(target.name, stream)],
+                            concurrency,
+                            arguments.seconds,
+                        )
+                        kind = "lg" if target is lg else "litellm"
+                        samples.setdefault((kind, mode, concurrency), []).append(measured)
+                    log(
+                        f"  round {round_number + 1}/{arguments.rounds} {mode:6} "
+                        f"c={concurrency:<2}: lg {samples[('lg', mode, concurrency)][-1].rps:7.1f}"
+                        f" req/s, litellm {samples[('litellm', mode, concurrency)][-1].rps:7.1f}"
+                        f" req/s (load {os.getloadavg()[0]:.1f})"
+                    )
+        for mode in MODES:
+            for concurrency in CONCURRENCIES:
+                results["rows"].append(summarise(workers, mode, concurrency, samples))
+        for target in (lg, lite):
+            results["starts"].append({"name": target.name + " (after load)", "rss": target.rss()})
+    finally:
+        stop(lg.process)
+        stop(lite.process)
 
 
 def summarise(
@@ -602,6 +619,8 @@ def print_report(results: dict[str, Any]) -> None:
             )
         else:
             print(f"{start['name']:14}: RSS {rss}")
+    for error in results["errors"]:
+        print(f"NOT MEASURED: {error}")
     loads = results["load"]
     print(
         f"load average (1 min) at the rounds: {', '.join(f'{x:.1f}' for x in loads)} "

@@ -14,6 +14,20 @@ Failure handling:
   the error;
 - an unexpected exception inside a handler aborts the batch the same way, so no
   half-applied state is ever saved.
+
+Several processes on one store (`serve --workers N`, replicas): each has its own writer, so
+each caches the same hot Account and their saves would collide. With a lock strategy
+(`locks=`, gateway/write_locks.py: PostgreSQL advisory locks), the writer first takes the
+cross-process lock of every Account its batch contends for (domain/contention.py), catches
+its cached copy up from the store (`events.get(id, gt=cached.version)`: only the few events
+other processes recorded since), decides, saves, and keeps the lock while it has more work,
+so a busy process pays for the lock once per busy period, not per batch. It lets go when
+its queue runs dry, or after LOCK_HOLD_S_MAX so another process's writer gets its turn.
+Deadlock-free by construction: a writer only blocks on a lock while it holds none (it then
+takes them in sorted order); while holding some it only *tries* the others, and on a
+refusal lets go of everything and waits in order. The lock is for throughput, not for
+exactness: a write outside it (a command the contention rule misses, a lost lock
+connection) is still refused by the store's optimistic concurrency and retried.
 """
 
 from __future__ import annotations
@@ -25,10 +39,10 @@ import queue
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, InvalidStateError, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError
@@ -37,6 +51,7 @@ from eventsourcing.persistence import IntegrityError, RecordConflictError
 from domain.application import LedgerApplication
 from domain.clock import Clock, SystemClock
 from domain.commands import Command, Outcome
+from domain.contention import CONTENDED_TYPES, contended_aggregates
 from domain.errors import DomainError
 from domain.handlers import HANDLERS, UnitOfWork
 
@@ -46,6 +61,33 @@ BATCH_COMMANDS_MAX = 512
 CACHE_AGGREGATES_MAX = 50_000
 CONFLICT_RETRIES_MAX = 5
 QUEUE_COMMANDS_MAX = 100_000
+# How long a busy writer keeps its cross-process locks before it lets another process's
+# writer have a turn: long enough to amortise a lock hand-over (a few round trips and a
+# catch-up read) over many batches, short enough to add little to a waiting request.
+LOCK_HOLD_S_MAX = 0.02
+# How long an idle writer keeps its locks for a next command before letting go: saves a
+# lock hand-over and a catch-up read per request at low concurrency; another process waits
+# at most this long more for an idle one.
+LOCK_LINGER_S = 0.003
+
+
+class AggregateLocks(Protocol):
+    """Cross-process mutual exclusion per aggregate id, injected from the infrastructure
+    side (domain/ never talks to a database driver). Locks are held by this process until
+    `release_all`; a crashed process's locks are freed by the server."""
+
+    def try_acquire(self, aggregate_ids: Sequence[UUID]) -> bool:
+        """All of them, without waiting, or none (False)."""
+        ...
+
+    def acquire(self, aggregate_ids: Sequence[UUID]) -> None:
+        """All of them, in the given order, waiting as long as it takes (bounded by the
+        strategy's own timeout, which raises)."""
+        ...
+
+    def release_all(self) -> None: ...
+
+    def close(self) -> None: ...
 
 
 def _resolve(future: Future[Outcome], outcome: Outcome) -> None:
@@ -98,6 +140,9 @@ class GroupCommitWriter:
         cache_aggregates_max: int = CACHE_AGGREGATES_MAX,
         on_saved: Callable[[int], None] | None = None,
         on_committed: Callable[[int, float, list[Any]], None] | None = None,
+        locks: AggregateLocks | None = None,
+        lock_hold_s_max: float = LOCK_HOLD_S_MAX,
+        lock_linger_s: float = LOCK_LINGER_S,
     ) -> None:
         self.app = app
         self.clock = clock or SystemClock()
@@ -112,7 +157,20 @@ class GroupCommitWriter:
         self._thread: threading.Thread | None = None
         self._stopping = False
         self.last_position: int = 0
-        self.stats = {"batches": 0, "commands": 0, "batch_failures": 0, "retries": 0}
+        self.locks = locks
+        self.lock_hold_s_max = lock_hold_s_max
+        self.lock_linger_s = lock_linger_s
+        self._held: set[UUID] = set()
+        self._held_since = 0.0
+        self.stats = {
+            "batches": 0,
+            "commands": 0,
+            "batch_failures": 0,
+            "retries": 0,
+            "lock_acquisitions": 0,
+            "lock_waits": 0,
+            "caught_up_events": 0,
+        }
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -131,6 +189,8 @@ class GroupCommitWriter:
         self._thread.join(timeout)
         self._thread = None
         self._saver.shutdown(wait=True)
+        if self.locks is not None:
+            self.locks.close()
 
     # --- submitting -----------------------------------------------------------------------
 
@@ -167,7 +227,17 @@ class GroupCommitWriter:
                     self._finish(inflight)  # nothing to overlap with: settle k first
                     inflight = None
                     continue
-                first = self._queue.get()
+                if self._held and self._queue.empty():
+                    # Idle with locks held: linger a moment for the next command (a request's
+                    # settlement follows its admission within milliseconds), then let go so
+                    # another process may write these Accounts.
+                    try:
+                        first = self._queue.get(timeout=self.lock_linger_s)
+                    except queue.Empty:
+                        self._release_locks()
+                        first = self._queue.get()
+                else:
+                    first = self._queue.get()
                 if first is None:
                     return
                 batch = [first]
@@ -182,6 +252,8 @@ class GroupCommitWriter:
                         break
                     batch.append(item)
                 try:
+                    if self.locks is not None:
+                        inflight = self._secure_locks(batch, inflight)
                     try:
                         decided: _Decided | None = self._decide(batch)
                     except _BatchAborted:
@@ -198,6 +270,7 @@ class GroupCommitWriter:
                 except Exception as error:  # never let one bad batch stop every later write
                     log.exception("writer batch failed unexpectedly; failing its callers")
                     self._cache.clear()
+                    self._release_locks()
                     failed = batch + (list(inflight[1].batch) if inflight is not None else [])
                     inflight = None
                     for item in failed:
@@ -207,7 +280,78 @@ class GroupCommitWriter:
         finally:
             if inflight is not None:
                 self._finish(inflight)
+            self._release_locks()
             self._drain_stopped()
+
+    # --- cross-process locks --------------------------------------------------------------
+
+    def _secure_locks(
+        self, batch: list[_Pending], inflight: tuple[Future[bool], _Decided] | None
+    ) -> tuple[Future[bool], _Decided] | None:
+        """Hold the lock of every aggregate the batch contends for before deciding it, and
+        bring the cached copies of newly locked ones up to date. Returns the batch still
+        being saved (None once it had to be settled first)."""
+        assert self.locks is not None
+        wanted: set[UUID] = set()
+        for item in batch:
+            try:
+                wanted |= contended_aggregates(item.command, self._load)
+            except Exception:  # a bad command fails in its handler, not here
+                log.debug("no contention rule for %s", type(item.command).__name__)
+        if self._held and time.monotonic() - self._held_since > self.lock_hold_s_max:
+            # Fairness: this writer has had the locks long enough; finish what it saves
+            # under them, let go, and queue up behind any other process that waits.
+            self._settle(inflight)
+            inflight = None
+            self._release_locks()
+        missing = wanted - self._held
+        if not missing:
+            return inflight
+        # A catch-up must start from durable state: settle the batch in flight first (its
+        # decisions may sit in the cached copies).
+        self._settle(inflight)
+        inflight = None
+        if not self.locks.try_acquire(sorted(missing)):
+            # Never wait while holding: let go of everything, then wait in sorted order.
+            self._release_locks()
+            missing = set(wanted)
+            self.stats["lock_waits"] += 1
+            self.locks.acquire(sorted(missing))
+        if not self._held:
+            self._held_since = time.monotonic()
+        self._held |= missing
+        self.stats["lock_acquisitions"] += 1
+        self._catch_up(missing)
+        return inflight
+
+    def _settle(self, inflight: tuple[Future[bool], _Decided] | None) -> None:
+        if inflight is not None:
+            self._finish(inflight)
+
+    def _release_locks(self) -> None:
+        if not self._held or self.locks is None:
+            return
+        self._held.clear()
+        try:
+            self.locks.release_all()
+        except Exception:  # the strategy drops its connection: the server frees the locks
+            log.warning("releasing write locks failed", exc_info=True)
+
+    def _catch_up(self, aggregate_ids: set[UUID]) -> None:
+        """Apply to each cached copy the events other processes recorded since its version
+        (we hold its lock: no more can arrive until we let go)."""
+        for aggregate_id in aggregate_ids:
+            cached = self._cache.get(aggregate_id)
+            if cached is None:
+                continue  # loaded fresh from the store when first needed
+            try:
+                event: Any
+                for event in self.app.events.get(aggregate_id, gt=cached.version):
+                    cached = event.mutate(cached)
+                    self.stats["caught_up_events"] += 1
+            except Exception:
+                log.warning("catch-up of %s failed; reloading it", aggregate_id, exc_info=True)
+                self._cache.pop(aggregate_id, None)
 
     def _drain_stopped(self) -> None:
         while True:
@@ -226,6 +370,10 @@ class GroupCommitWriter:
                 return
             cached = self._cache.get(aggregate_id)
             if cached is not None and cached.version < version:
+                if self.locks is not None and isinstance(cached, CONTENDED_TYPES):
+                    # Kept: caught up from the store when its lock is next taken, which is
+                    # far cheaper than reloading a hot Account (snapshot + events).
+                    continue
                 del self._cache[aggregate_id]
 
     def _load(self, aggregate_id: UUID) -> Any | None:
@@ -419,10 +567,25 @@ class GroupCommitWriter:
         return position
 
 
-def run_now(app: LedgerApplication, command: Command, clock: Clock | None = None) -> Outcome:
-    """Decide and save one command without a writer thread (admin CLI, tests)."""
+def run_now(
+    app: LedgerApplication,
+    command: Command,
+    clock: Clock | None = None,
+    locks: AggregateLocks | None = None,
+) -> Outcome:
+    """Decide and save one command without a writer thread (admin CLI, tests). With
+    `locks`, under the same cross-process locks the serving writers take, so an admin
+    top-up never collides with a busy gateway's writes to the same Account."""
     writer = GroupCommitWriter(app, clock=clock)
-    uow = UnitOfWork(writer._load, writer.clock)
-    value = writer._handle(command, uow)
-    position = writer._save(uow.pending())
+    if locks is not None:
+        contended = contended_aggregates(command, writer._load)
+        writer._cache.clear()  # loaded again under the lock
+        locks.acquire(sorted(contended))
+    try:
+        uow = UnitOfWork(writer._load, writer.clock)
+        value = writer._handle(command, uow)
+        position = writer._save(uow.pending())
+    finally:
+        if locks is not None:
+            locks.release_all()
     return Outcome(value, position)

@@ -29,6 +29,7 @@ from gateway.routing.wiring import (
     warm_statistics,
 )
 from gateway.test_mode import build_simulator_adapter
+from gateway.write_locks import locks_for
 from projections.db import ReadStore
 from projections.runner import ProjectionRunner, default_views
 
@@ -159,7 +160,14 @@ def build_services(settings: Settings | None = None, clock: Clock | None = None)
 
     views = default_views() if settings.run_projections else []
     runner = ProjectionRunner(app, store, views, on_notification=on_notification)
-    writer = ObservedWriter(app, clock=clock, on_saved=lambda _position: runner.poke())
+    # Several processes on one PostgreSQL take turns on a hot Account instead of colliding
+    # (gateway/write_locks.py); SQLite has one serving process and needs none.
+    writer = ObservedWriter(
+        app,
+        clock=clock,
+        on_saved=lambda _position: runner.poke(),
+        locks=locks_for(settings.database_url),
+    )
     routing = build_routing(
         list(endpoints_from_settings(settings).values()), settings.raw, clock, writer.submit
     )

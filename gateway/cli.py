@@ -45,6 +45,7 @@ from gateway.observability.logs import configure_logging
 from gateway.progress import progress_bar
 from gateway.relay import OutboxRelay
 from gateway.sweeper import sweep_once
+from gateway.write_locks import locks_for
 from projections.db import ReadStore
 from projections.ledger_entries import LedgerEntriesView, ReconciliationsView
 from projections.queries import tracked_position
@@ -222,6 +223,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the gateway")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="serving processes sharing the port (PostgreSQL only for more than one)",
+    )
+    serve.add_argument(
+        "--projection-worker",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="project the views in their own process (default: on with --workers > 1)",
+    )
 
     demo = sub.add_parser(
         "demo", help="run everything on the embedded default with a simulated upstream"
@@ -362,11 +375,16 @@ def _open(settings: Settings) -> Any:
 
 def run_command(settings: Settings, command: c.Command) -> int:
     app = _open(settings)
+    # Under the serving writers' cross-process locks (PostgreSQL): a top-up never collides
+    # with a busy gateway's writes to the same Account.
+    locks = locks_for(settings.database_url)
     try:
-        outcome = run_now(app, command)
+        outcome = run_now(app, command, locks=locks)
     except DomainError as error:
         return fail(error.code, error.message)
     finally:
+        if locks is not None:
+            locks.close()
         app.close()
     emit(
         {**outcome.value, "position": outcome.position}
@@ -405,7 +423,7 @@ def main(argv: list[str] | None = None) -> int:
         emit({"actor_token": token, "actor": args.actor, "project_id": str(args.project)})
         return 0
     if command == "serve":
-        return serve(settings, args.host, args.port)
+        return serve(settings, args.host, args.port, args.workers, args.projection_worker)
     if command == "demo":
         return demo(settings, args.host, args.port, smoke=args.smoke)
     if command == "projections" and args.action == "run" and args.source == "kafka":
@@ -531,22 +549,21 @@ def provider_key_admin(settings: Settings, args: argparse.Namespace) -> int:
     return run_command(settings, command)
 
 
-def serve(settings: Settings, host: str, port: int) -> int:
+def serve(
+    settings: Settings,
+    host: str,
+    port: int,
+    workers: int = 1,
+    projection_worker: bool | None = None,
+) -> int:
     # Imported here, not at the top: the web stack loads only for the commands that serve,
     # so `ledgergate key create` and the reads start fast. Likewise polars (reconcile).
-    import uvicorn
+    from gateway import workers as serving
 
-    from gateway.http.app import create_app
-
-    uvicorn.run(
-        create_app(settings),
-        host=host,
-        port=port,
-        log_level=settings.log_level.lower(),
-        access_log=False,  # the gateway writes its own access line (gateway/observability)
-        log_config=None,  # uvicorn's lines go through the configured (JSON) handler
-    )
-    return 0
+    try:
+        return serving.serve(settings, host, port, workers, projection_worker)
+    except serving.WorkersRefused as error:
+        return fail("invalid_workers", str(error))
 
 
 def projections(settings: Settings, args: argparse.Namespace) -> int:

@@ -94,10 +94,27 @@ class ProjectConcurrencyMiddleware:
             )
             await error_response(error, new_request_id())(scope, receive, send)
             return
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self.inflight.release(project_id)
+
+        async def send_and_release_at_the_end(message: MutableMapping[str, Any]) -> None:
+            await send(message)
+            if message.get("type") == "http.response.body" and not message.get("more_body"):
+                # The last byte is out: the client's exchange is over. What the app still
+                # does after it (the settlement's durable commit) is the gateway's work and
+                # must not count against the tenant's next request (a client at 32
+                # connections otherwise saw 429s with 50 allowed).
+                release()
+
         try:
-            await self.app(scope, receive, send)
+            await self.app(scope, receive, send_and_release_at_the_end)
         finally:
-            self.inflight.release(project_id)
+            release()
 
     async def _project_of(self, scope: Scope) -> UUID | None:
         path = str(scope.get("path", ""))

@@ -26,6 +26,13 @@ def _encoding() -> Any:
     return bpe_openai.get_encoding("o200k_base")
 
 
+def warm_tokenizer() -> None:
+    """Load the tokenizer tables now (seconds of CPU: bpe-openai decodes every table it
+    ships on import), at start-up before the process reports ready, not on the first
+    request that needs an estimate (issue 11: the first request took 0.7–12 s)."""
+    _encoding().encode("warm")
+
+
 def count_text_tokens(text: str) -> int:
     if not text:
         return 0

@@ -26,6 +26,7 @@ from gateway.pii.service import pii_service
 from gateway.responses import JsonResponse
 from gateway.semantic_embedder import install_semantic_cache
 from gateway.sweeper import Sweeper
+from gateway.tokens import warm_tokenizer
 
 
 def create_app(settings: Settings | None = None, services: Services | None = None) -> FastAPI:
@@ -34,6 +35,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     @asynccontextmanager
     async def lifespan(running_app: FastAPI) -> AsyncIterator[None]:
         await services.start_async()
+        # Before the first connection is accepted: the first request must not pay for it.
+        warm_tokenizer()
         # Load and warm the PII engine in the background: the app serves at once, and a
         # request that needs screening before it is ready waits for it (fail closed).
         pii_service(services).start()

@@ -1,0 +1,224 @@
+"""`ledgergate serve --workers N`: N gateway processes on one machine, one PostgreSQL.
+
+The process supervisor is uvicorn's own (`uvicorn.run(..., workers=N)`): the parent binds
+the socket once and hands it to N spawned workers, restarts a worker that dies (kill -9
+included), forwards SIGINT/SIGTERM to all of them (each drains: its lifespan stops the
+sweeper, the leases and the writer after the requests in flight) and SIGHUP restarts them.
+A worker accepts connections only once its lifespan start-up has finished, so a request
+never reaches a worker that is not ready; /ready answers for the worker that takes it.
+
+What runs once and what runs N times, with N > 1:
+- the projections run ONCE, in a projection worker the supervisor starts beside the
+  serving processes (`ledgergate projections run`, restarted if it exits) — the serving
+  processes only follow the log (their caches) and never write views, which takes the views
+  out of the request path. With LEDGERGATE_RUN_PROJECTIONS=0 set by the operator, none is
+  started here: the operator runs it elsewhere (docker-compose.yml's projection worker);
+- the sweeper runs in every serving process, which is safe N times: it only abandons a
+  request whose lease (deadline) has run out, the abandon is a guarded state transition
+  decided under the request's Account lock (gateway/write_locks.py), and a second sweeper's
+  abandon of the same request is refused as already terminal;
+- every money limit stays exact across the N processes: each process's single writer takes
+  the cross-process lock of the Accounts it decides on (domain/writer.py).
+
+SQLite is one process only (its file lock serialises writers, and the single-writer design
+relies on owning the store): more than one worker on SQLite is refused with a clear error.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import threading
+from typing import Any
+
+import uvicorn
+
+from domain.application import is_postgres_url
+from gateway.config import Settings
+from gateway.observability.logs import configure_logging
+
+log = logging.getLogger("ledgergate.workers")
+
+WORKERS_MAX = 64
+PROJECTION_RESTART_S = 1.0
+STOP_S_MAX = 10.0
+
+
+class WorkersRefused(ValueError):
+    """--workers was asked for where it cannot be exact (SQLite) or makes no sense."""
+
+
+def server_options(settings: Settings) -> dict[str, Any]:
+    """Uvicorn's options for a gateway process: uvloop and httptools (named, so a missing
+    one fails loudly instead of silently falling back to the slow pure-Python parts)."""
+    return {
+        "loop": "uvloop",
+        "http": "httptools",
+        "log_level": settings.log_level.lower(),
+        "access_log": False,  # the gateway writes its own access line (gateway/observability)
+        "log_config": None,  # uvicorn's lines go through the configured (JSON) handler
+    }
+
+
+def check_workers(settings: Settings, workers: int) -> None:
+    if workers < 1 or workers > WORKERS_MAX:
+        raise WorkersRefused(f"--workers must be between 1 and {WORKERS_MAX}")
+    if workers > 1 and not is_postgres_url(settings.database_url):
+        raise WorkersRefused(
+            "--workers > 1 needs PostgreSQL (LEDGERGATE_DATABASE_URL=postgresql://…): the "
+            "embedded SQLite store is served by one process"
+        )
+
+
+def configure_process_logging(settings: Settings) -> None:
+    """Before anything else logs: a spawned worker starts from a bare interpreter, and a
+    library that configures logging on first use (the MCP SDK installs a rich-text handler
+    on the root logger) must find ours already there. Rendering every upstream call and
+    access line as a rich table cost a fifth of a worker's CPU in a profile."""
+    configure_logging(settings.log_level, settings.raw.get("LEDGERGATE_LOG_FORMAT") or "json")
+
+
+def create_worker_app() -> Any:
+    """The app factory each spawned worker calls (uvicorn imports it by name)."""
+    from gateway.http.app import create_app
+
+    settings = Settings.from_env()
+    configure_process_logging(settings)
+    return create_app(settings)
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: the kernel sends it SIGTERM when the supervisor dies,
+    even by kill -9, so a projection worker is never left running on its own."""
+    if sys.platform != "linux":
+        return
+    import ctypes
+    import signal
+
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+class ProjectionWorker:
+    """The one projection process beside N serving processes, restarted if it exits."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+        self._process: subprocess.Popen[bytes] | None = None
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(
+            target=self._keep_alive, name="ledgergate-projection-worker", daemon=True
+        )
+
+    def start(self) -> ProjectionWorker:
+        self._spawn()
+        self._thread.start()
+        return self
+
+    def _spawn(self) -> None:
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "gateway.cli", "projections", "run"],
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,  # it prints its position; the log lines go to stderr
+            preexec_fn=_die_with_parent,
+        )
+
+    def _keep_alive(self) -> None:
+        while not self._stopping.wait(PROJECTION_RESTART_S):
+            process = self._process
+            if process is not None and process.poll() is not None:
+                log.warning("projection worker exited (%s); restarting it", process.returncode)
+                self._spawn()
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._thread.join(STOP_S_MAX)
+        process = self._process
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(STOP_S_MAX)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(STOP_S_MAX)
+
+
+def serve(
+    settings: Settings,
+    host: str,
+    port: int,
+    workers: int = 1,
+    projection_worker: bool | None = None,
+) -> int:
+    """Serve in the foreground until a signal. `projection_worker` (default: on when
+    workers > 1) runs the projections in their own process and none in the serving ones."""
+    check_workers(settings, workers)
+    options = server_options(settings)
+    separate = workers > 1 if projection_worker is None else projection_worker
+    projections: ProjectionWorker | None = None
+    if separate:
+        if settings.run_projections:  # else the operator runs the worker elsewhere
+            projections = ProjectionWorker(dict(os.environ)).start()
+        # The serving processes (spawned ones inherit the environment) follow the log only.
+        os.environ["LEDGERGATE_RUN_PROJECTIONS"] = "0"
+        settings = Settings.from_env()
+    try:
+        if workers == 1:
+            from gateway.http.app import create_app
+
+            uvicorn.run(create_app(settings), host=host, port=port, **options)
+        else:
+            uvicorn.run(
+                "gateway.workers:create_worker_app",
+                factory=True,
+                host=host,
+                port=port,
+                workers=workers,
+                **options,
+            )
+    finally:
+        if projections is not None:
+            projections.stop()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m gateway.workers --port P --workers N` (what `ledgergate serve` runs)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="ledgergate serve")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument(
+        "--projection-worker",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="projections in their own process (default: on with --workers > 1)",
+    )
+    arguments = parser.parse_args(argv)
+    settings = Settings.from_env()
+    configure_process_logging(settings)
+    try:
+        return serve(
+            settings,
+            arguments.host,
+            arguments.port,
+            arguments.workers,
+            arguments.projection_worker,
+        )
+    except WorkersRefused as error:
+        print(str(error), file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1046,3 +1046,8 @@ HANDLERS: dict[type[c.Command], Callable[[Any, UnitOfWork], Any]] = {
 from domain.routing_handlers import ROUTING_HANDLERS  # noqa: E402
 
 HANDLERS.update(ROUTING_HANDLERS)
+
+# Temporary credentials (issue 14): issuance and revocation, beside their aggregate.
+from domain.credentials import CREDENTIAL_HANDLERS  # noqa: E402
+
+HANDLERS.update(CREDENTIAL_HANDLERS)

@@ -711,6 +711,11 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
 
     install_dashboard(app, services)
 
+    # Temporary credentials (issue 14): POST /v1/credentials, /v1/credentials/{id}/revoke.
+    from gateway.http.credentials import router as credentials_router
+
+    app.include_router(credentials_router)
+
     install_openapi(app)  # after every route: the document covers them all
     return app
 

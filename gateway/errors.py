@@ -193,3 +193,20 @@ def error_response(
     if not is_transient(error):
         merged["x-should-retry"] = "false"
     return JsonResponse(envelope(error), status_code=error.status, headers=merged)
+
+
+# Temporary credentials (issue 14; domain/credentials.py).
+STATUS_BY_CODE.update(
+    {
+        "credential_expired": (401, "authentication_error"),
+        "credential_revoked": (401, "authentication_error"),
+        "credential_model_not_granted": (403, "permission_error"),
+        "credential_cannot_issue": (403, "permission_error"),
+        "credential_actor_mismatch": (403, "permission_error"),
+        "credential_budget_exceeded": (402, "insufficient_quota"),
+        "credential_not_found": (404, "invalid_request_error"),
+        # A configuration gap (no signing secret), not an outage.
+        "credentials_disabled": (503, "configuration_error"),
+    }
+)
+NON_TRANSIENT_CODES = NON_TRANSIENT_CODES | {"credentials_disabled"}

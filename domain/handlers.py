@@ -1047,7 +1047,9 @@ from domain.routing_handlers import ROUTING_HANDLERS  # noqa: E402
 
 HANDLERS.update(ROUTING_HANDLERS)
 
-# Temporary credentials (issue 14): issuance and revocation, beside their aggregate.
+# Issue 14: temporary credentials (issue, revoke) and cost control (downgrade threshold).
+from domain.cost_control import COST_CONTROL_HANDLERS  # noqa: E402
 from domain.credentials import CREDENTIAL_HANDLERS  # noqa: E402
 
 HANDLERS.update(CREDENTIAL_HANDLERS)
+HANDLERS.update(COST_CONTROL_HANDLERS)

@@ -243,6 +243,13 @@ class ApiKey(Aggregate):
         reason: str
         revoked_at: datetime
 
+    class DowngradeThresholdSet(Aggregate.Event):
+        """Issue 14: below this much left of its daily budget, the key's router-chosen
+        requests go to the cheapest compliant model that fits (None: no downgrade)."""
+
+        threshold: Decimal | None
+        set_at: datetime
+
     @classmethod
     def create(
         cls,
@@ -293,3 +300,27 @@ class ApiKey(Aggregate):
     @event(Revoked)
     def _revoked(self, reason: str, revoked_at: datetime) -> None:
         self.revoked = True
+
+    @property
+    def downgrade_threshold(self) -> Decimal | None:
+        # Keys created before the threshold existed have none (no attribute on replay).
+        return self.__dict__.get("_downgrade_threshold")  # type: ignore[no-any-return]
+
+    def set_downgrade_threshold(self, threshold: Decimal | None, now: datetime) -> bool:
+        """False (nothing recorded) when the threshold is already that."""
+        if threshold is not None:
+            if self.daily_budget is None:
+                raise InvalidCommand(
+                    "a downgrade threshold applies to a daily budget: this key has none",
+                    param="threshold",
+                )
+            if threshold <= 0:
+                raise InvalidCommand("a downgrade threshold must be positive", param="threshold")
+        if threshold == self.downgrade_threshold:
+            return False
+        self._downgrade_threshold_set(threshold, now)
+        return True
+
+    @event(DowngradeThresholdSet)
+    def _downgrade_threshold_set(self, threshold: Decimal | None, set_at: datetime) -> None:
+        self._downgrade_threshold = threshold

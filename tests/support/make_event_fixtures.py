@@ -194,6 +194,21 @@ def main() -> None:
             app,
             c.CompleteRequest(late.facts.request_id, c.UsageReport(10, 7), "stop", 14, None, 9, 8),
         )
+        # Issue 14: a key's downgrade threshold; a temporary credential used by a request,
+        # then revoked.
+        from domain.cost_control import SetKeyDowngradeThreshold
+        from domain.credentials import IssueCredential, RevokeCredential, record_credential_use
+        from domain.ids import request_aggregate_id
+
+        budgeted = run_now(
+            app, c.CreateApiKey(project_id=project_id, daily_budget=Decimal("5"))
+        ).value
+        run_now(app, SetKeyDowngradeThreshold(UUID(budgeted["key_id"]), Decimal("1")))
+        run_now(app, IssueCredential("fixture-jti", UUID(budgeted["key_id"]), "hs256-fixture"))
+        used = app.repository.get(request_aggregate_id(late.facts.request_id))
+        record_credential_use(used, "fixture-jti", now)
+        app.save(used)
+        run_now(app, RevokeCredential("fixture-jti", project_id, "key:fixture"))
         OUT.mkdir(parents=True, exist_ok=True)
         seen: set[str] = set()
         written: list[str] = []

@@ -13,6 +13,7 @@ from eventsourcing.domain import CanMutateAggregate
 from eventsourcing.persistence import StoredEvent
 
 import domain.account
+import domain.credentials
 import domain.pricing
 import domain.project
 import domain.reconciliation
@@ -22,6 +23,7 @@ from domain.application import LedgerApplication
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "events"
 CORE_MODULES = (
     domain.account,
+    domain.credentials,
     domain.pricing,
     domain.project,
     domain.reconciliation,

@@ -21,6 +21,7 @@ so the quota check and the count it guards are decided by the same single writer
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
@@ -38,6 +39,7 @@ from domain.errors import (
     QuotaExceeded,
     ReservationNotFound,
 )
+from domain.limits import check_limits, hold_limits, limit_headroom, settle_limits
 from domain.money import check_currency, quantize_internal
 from domain.plans import month_key, next_day_start, next_month_start
 
@@ -227,9 +229,11 @@ class Account(Aggregate):
         now: datetime,
         monthly_requests_max: int | None = None,
         budget_amount: Decimal | None = None,
+        limits: Sequence[str] = (),
     ) -> None:
         """Hold `amount` from the balance; `budget_amount` (default: `amount`) is what the
-        reservation counts toward the key's daily budget (the cost, with a BYOK key)."""
+        reservation counts toward the key's daily budget (the cost, with a BYOK key) and
+        toward each named limit in `limits` (a trace, a credential: domain/limits.py)."""
         amount = quantize_internal(amount)
         budget = amount if budget_amount is None else quantize_internal(budget_amount)
         if amount < 0 or budget < 0:
@@ -275,6 +279,7 @@ class Account(Aggregate):
                     currency=self.currency,
                     resets_at=resets_at.isoformat().replace("+00:00", "Z"),
                 )
+        check_limits(self, limits, budget, now, self.currency)
         if budget != amount:
             self.trigger_event(
                 OwnKeyReserved,
@@ -287,6 +292,7 @@ class Account(Aggregate):
             )
         else:
             self._reserved(request_id, amount, key_id, day, now)
+        hold_limits(self, request_id=request_id, names=limits, amount=budget, now=now)
 
     @event(Reserved)
     def _reserved(
@@ -367,6 +373,9 @@ class Account(Aggregate):
             # tokenised longer upstream) is collected only up to the budget's headroom.
             spent = self.budget_spend.get(self.pending_buckets[request_id], ZERO)
             collectable = min(collectable, reserved + max(daily_budget - spent, ZERO))
+        headroom = limit_headroom(self, request_id)  # the same for each named limit held
+        if headroom is not None:
+            collectable = min(collectable, reserved + headroom)
         amount = min(actual_amount, collectable)
         shortfall = actual_amount - amount
         released = max(reserved - amount, ZERO)
@@ -537,6 +546,7 @@ class Account(Aggregate):
         budgeted = self._pending_budget().pop(request_id, reserved)
         bucket = self.pending_buckets.pop(request_id)
         self.budget_spend[bucket] = self.budget_spend.get(bucket, ZERO) - budgeted + kept
+        settle_limits(self, request_id, kept)
 
     def adjust(self, *, amount: Decimal, reason: str, reference: str, now: datetime) -> bool:
         amount = quantize_internal(amount)

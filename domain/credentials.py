@@ -33,6 +33,14 @@ from eventsourcing.domain import Aggregate, event
 from domain.commands import Command
 from domain.errors import DomainError, InvalidCommand, UnknownKey, UnknownProject
 from domain.ids import NAMESPACE, account_id, key_mode
+from domain.limits import (
+    KIND_CREDENTIAL,
+    CredentialBudgetExceeded,  # noqa: F401  (re-exported: the credential budget's 402)
+    _limits,
+    close_limit,
+    limit_name,
+    open_limit,
+)
 from domain.money import quantize_internal
 from domain.project import ApiKey, Project
 from domain.request import Request
@@ -43,6 +51,7 @@ CREDENTIAL_MODELS_MAX = 32
 MODEL_NAME_CHARS_MAX = 200
 CREDENTIAL_USER_CHARS_MAX = 256
 REVOKE_REASON_CHARS_MAX = 200
+JTI_SYNTAX_CHARS_MAX = 64
 JTI_SYNTAX = re.compile(r"[A-Za-z0-9_-]{1,64}")
 # Budgets are money in the project's currency; bounded so a typo cannot open a limit no
 # balance could ever reach (it would be no limit at all).
@@ -81,12 +90,6 @@ class CredentialActorMismatch(DomainError):
     code = "credential_actor_mismatch"
 
 
-class CredentialBudgetExceeded(DomainError):
-    """Spend beyond the credential's budget: 402, like a key's daily budget."""
-
-    code = "credential_budget_exceeded"
-
-
 class UnknownCredential(DomainError):
     """No credential of that id for this project (another project's is answered the same)."""
 
@@ -102,8 +105,8 @@ def credential_id(jti: str) -> UUID:
 
 
 def credential_limit_name(jti: str) -> str:
-    """The name of a credential's limit on its project's Account."""
-    return f"credential:{jti}"
+    """The name of a credential's limit on its project's Account (domain/limits.py)."""
+    return limit_name(KIND_CREDENTIAL, jti)
 
 
 def check_jti(jti: str) -> str:
@@ -374,15 +377,18 @@ def issue_credential(cmd: IssueCredential, uow: Any) -> dict[str, Any]:
     actor = check_actor(cmd.actor_id)
     mode = key_mode(key.key_prefix)
     account = uow.find(account_id(project.id, mode))
+    if account is None:
+        raise InvalidCommand(
+            "this key's project has no balance to issue a credential on (a test key's "
+            "project needs a test balance: `ledgergate topup --test`)"
+        )
     now = uow.clock.now()
     expires_at = now + timedelta(seconds=ttl)
-    if budget is not None:
-        if account is None:
-            raise InvalidCommand(
-                "this key's project has no balance to hold a credential budget on", param="budget"
-            )
-        # The budget is a limit on the Account: reservations count toward it there.
-        open_limit(account, credential_limit_name(jti), budget, expires_at, now)
+    # Every credential is a limit on the Account (capped by its budget, or uncapped): each
+    # reservation made with it holds against the limit, so its budget, its expiry and its
+    # revocation are decided by the Account's single writer, exactly, in every process.
+    prune_expired_limits(account, now)
+    open_limit(account, name=credential_limit_name(jti), cap=budget, expires_at=expires_at, now=now)
     credential = Credential.issue(
         jti=jti,
         project_id=project.id,
@@ -407,12 +413,11 @@ def revoke_credential(cmd: RevokeCredential, uow: Any) -> dict[str, Any]:
         raise UnknownCredential("no such credential for this project", param="jti")
     now = uow.clock.now()
     changed = credential.revoke(reason=cmd.reason, revoked_by=cmd.revoked_by, now=now)
-    if changed and credential.budget is not None:
-        account = uow.find(account_id(credential.project_id, credential.mode))
-        if account is not None:
-            # On the Account too: a reservation decided on a stale Account conflicts with
-            # this event and is retried on fresh state, where the limit is closed.
-            close_limit(account, credential_limit_name(jti), now)
+    account = uow.find(account_id(credential.project_id, credential.mode))
+    if changed and account is not None:
+        # On the Account too: a reservation decided on a stale Account (another process)
+        # conflicts with this event and is retried on fresh state, where the limit is closed.
+        close_limit(account, name=credential_limit_name(jti), reason="revoked", now=now)
     return {**credential_view(credential), "changed": changed}
 
 
@@ -437,20 +442,40 @@ def credential_view(credential: Credential) -> dict[str, Any]:
     }
 
 
-# --- the Account side (the credential's money limit) -----------------------------------------
-#
-# Until the Account's generic named limits exist (issue 12's traces need them too), these two
-# functions are the one seam: they open and close a credential's limit on the Account.
+# --- the Account side ------------------------------------------------------------------------
+
+EXPIRED_LIMITS_CLOSED_PER_ISSUE_MAX = 16  # amortised: each issuance tidies a few
 
 
-def open_limit(
-    account: Any, name: str, amount: Decimal, expires_at: datetime, now: datetime
-) -> None:
-    account.open_limit(name=name, amount=amount, expires_at=expires_at, now=now)
+def prune_expired_limits(account: Any, now: datetime) -> int:
+    """Close credential limits past their expiry (what is pending still settles; a closed,
+    settled limit leaves the Account's state), so the open limits stay bounded by the live
+    credentials however many a frontend mints. At most a few per issuance."""
+    expired = [
+        name
+        for name, limit in _limits(account).items()
+        if limit["kind"] == KIND_CREDENTIAL
+        and limit["closed_reason"] is None
+        and limit["expires_at"] is not None
+        and now >= limit["expires_at"]
+    ][:EXPIRED_LIMITS_CLOSED_PER_ISSUE_MAX]
+    for name in expired:
+        close_limit(account, name=name, reason="expired", now=now)
+    return len(expired)
 
 
-def close_limit(account: Any, name: str, now: datetime) -> None:
-    account.close_limit(name=name, now=now)
+def credential_for_admission(
+    uow: Any, jti: str, *, project_id: UUID, model: str, now: datetime
+) -> tuple[str, ...]:
+    """The admission's credential rules, decided by the writer on the aggregate (never a
+    cache): usable (not revoked, not expired) and granting the routed model. Returns the
+    limits the reservation holds against (the credential's)."""
+    credential = uow.find(credential_id(check_jti(jti)))
+    if not isinstance(credential, Credential) or credential.project_id != project_id:
+        raise CredentialRevoked("unknown credential", jti=jti[:JTI_SYNTAX_CHARS_MAX])
+    credential.check_usable(now)
+    credential.check_model(model)
+    return (credential_limit_name(credential.jti),)
 
 
 CREDENTIAL_HANDLERS: dict[type, Callable[[Any, Any], Any]] = {

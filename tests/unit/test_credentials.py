@@ -256,3 +256,84 @@ def test_a_request_names_the_credential_it_was_made_with_and_replays_it() -> Non
     assert replayed.credential_id == "jti-1"
     kinds = [type(e) for e in app.events.get(request.id)]
     assert kinds[-1] is CredentialUsed and CredentialUsed.__qualname__ == "Request.CredentialUsed"
+
+
+# --- the credential's limit on the Account ---------------------------------------------------
+
+
+def test_every_credential_is_a_limit_on_the_account_capped_by_its_budget() -> None:
+    from domain.ids import account_id
+    from domain.limits import limit_status
+
+    ledger, project_id, key_id = _ledger_with_key()
+    capped, uncapped = new_jti(), new_jti()
+    ledger.run(
+        IssueCredential(
+            jti=capped, issuing_key_id=key_id, signing_key_id="k", budget=Decimal("0.25")
+        )
+    )
+    ledger.run(IssueCredential(jti=uncapped, issuing_key_id=key_id, signing_key_id="k"))
+    account = ledger.app.repository.get(account_id(project_id))
+    assert limit_status(account, f"credential:{capped}", START)["cap"] == Decimal("0.25")
+    assert limit_status(account, f"credential:{uncapped}", START)["cap"] is None
+
+
+def test_a_reservation_with_a_credential_past_its_budget_is_a_402_and_revocation_closes_it() -> (
+    None
+):
+    from domain.credentials import CredentialBudgetExceeded, credential_for_admission
+    from domain.handlers import UnitOfWork
+    from domain.ids import account_id
+    from domain.limits import CredentialClosed
+
+    ledger, project_id, key_id = _ledger_with_key()
+    jti = new_jti()
+    ledger.run(
+        IssueCredential(
+            jti=jti,
+            issuing_key_id=key_id,
+            signing_key_id="k",
+            budget=Decimal("1.00"),
+            models=("gpt-4o-mini",),
+        )
+    )
+    uow = UnitOfWork(lambda i: ledger.app.repository.get(i), ledger.clock)
+    names = credential_for_admission(
+        uow, jti, project_id=project_id, model="gpt-4o-mini", now=START
+    )
+    with pytest.raises(CredentialModelNotGranted):
+        credential_for_admission(uow, jti, project_id=project_id, model="gpt-4o", now=START)
+    account = ledger.app.repository.get(account_id(project_id))
+    reserve = {"key_id": key_id, "daily_budget": None, "now": START, "limits": names}
+    account.reserve(request_id="r1", amount=Decimal("0.60"), **reserve)
+    with pytest.raises(CredentialBudgetExceeded) as refused:
+        account.reserve(request_id="r2", amount=Decimal("0.41"), **reserve)
+    assert refused.value.code == "credential_budget_exceeded"
+    ledger.app.save(account)
+    ledger.run(RevokeCredential(jti=jti, project_id=project_id, revoked_by="key:x"))
+    account = ledger.app.repository.get(account_id(project_id))
+    with pytest.raises(CredentialClosed) as closed:
+        account.reserve(request_id="r3", amount=Decimal("0.01"), **reserve)
+    assert closed.value.code == "credential_revoked"
+    with pytest.raises(CredentialRevoked):
+        credential_for_admission(
+            UnitOfWork(lambda i: ledger.app.repository.get(i), ledger.clock),
+            jti,
+            project_id=project_id,
+            model="gpt-4o-mini",
+            now=START,
+        )
+
+
+def test_issuing_closes_expired_credential_limits_so_the_account_state_stays_bounded() -> None:
+    from domain.ids import account_id
+    from domain.limits import limit_status
+
+    ledger, project_id, key_id = _ledger_with_key()
+    old = new_jti()
+    ledger.run(IssueCredential(jti=old, issuing_key_id=key_id, signing_key_id="k", ttl_seconds=5))
+    assert isinstance(ledger.clock, FixedClock)
+    ledger.clock.advance(seconds=6)
+    ledger.run(IssueCredential(jti=new_jti(), issuing_key_id=key_id, signing_key_id="k"))
+    account = ledger.app.repository.get(account_id(project_id))
+    assert limit_status(account, f"credential:{old}", ledger.clock.now()) is None

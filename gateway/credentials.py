@@ -174,6 +174,10 @@ class CredentialKey:
         return self.key.daily_budget
 
     @property
+    def downgrade_threshold(self) -> Decimal | None:
+        return self.key.downgrade_threshold
+
+    @property
     def revoked(self) -> bool:
         return bool(self.key.revoked or self.credential.revoked)
 
@@ -274,3 +278,57 @@ __all__ = [
     "new_jti",
     "signer_of",
 ]
+
+
+# --- the request path's credential rules (admission) ------------------------------------------
+
+
+def restrict_to_grant(decision: Any, credential: Credential | None) -> Any:
+    """The router's decision kept inside the credential's grant of models: a named model
+    outside it is refused (403); `auto` and shorthands keep only granted targets (failover
+    included), refused when none is left. The writer checks the chosen model again."""
+    from dataclasses import replace
+
+    from domain.credentials import CredentialModelNotGranted
+
+    if credential is None or not credential.models:
+        return decision
+    granted = [target for target in decision.targets if credential.grants(target.spec.name)]
+    if not granted or decision.mode == "explicit" and decision.chosen not in granted:
+        model = (
+            decision.chosen.spec.name if decision.mode == "explicit" else decision.requested_model
+        )
+        raise CredentialModelNotGranted(
+            f"this credential does not grant the model {model[:200]!r}",
+            model=model[:200],
+            granted=list(credential.models),
+        )
+    if len(granted) == len(decision.targets):
+        return decision
+    return replace(decision, chosen=granted[0], failover=tuple(granted[1:]))
+
+
+def credential_actor(
+    credential: Credential, headers: Any, body: Mapping[str, Any] | None
+) -> str | None:
+    """The acting user of a credential's request: the user it fixes (another one named by
+    `X-User-Id` or the body's `user` is refused), or None when it fixes none (the usual
+    rules then apply)."""
+    if credential.actor_id is None:
+        return None
+    requested = headers.get("x-user-id")
+    if requested is None and body is not None and isinstance(body.get("user"), str):
+        requested = body["user"]
+    return credential.actor_for(requested.strip() if isinstance(requested, str) else None)
+
+
+class CredentialAuthenticator:
+    """What `gateway.auth.authenticate_key` asks when the Bearer is a credential: attached
+    to the aggregate cache at start (bootstrap), so every surface that authenticates a key
+    takes a credential too, with one rule."""
+
+    def __init__(self, services: Any) -> None:
+        self._services = services
+
+    async def authenticate(self, token: str) -> tuple[CredentialKey, Project]:
+        return await authenticate_credential(self._services, token, self._services.clock.now())

@@ -8,7 +8,6 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-import openai
 import pytest
 
 from domain import commands as c

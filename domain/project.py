@@ -250,6 +250,9 @@ class ApiKey(Aggregate):
         threshold: Decimal | None
         set_at: datetime
 
+        def apply(self, aggregate: ApiKey) -> None:
+            aggregate.__dict__["_downgrade_threshold"] = self.threshold
+
     @classmethod
     def create(
         cls,
@@ -318,9 +321,5 @@ class ApiKey(Aggregate):
                 raise InvalidCommand("a downgrade threshold must be positive", param="threshold")
         if threshold == self.downgrade_threshold:
             return False
-        self._downgrade_threshold_set(threshold, now)
+        self.trigger_event(self.DowngradeThresholdSet, threshold=threshold, set_at=now)
         return True
-
-    @event(DowngradeThresholdSet)
-    def _downgrade_threshold_set(self, threshold: Decimal | None, set_at: datetime) -> None:
-        self._downgrade_threshold = threshold

@@ -31,6 +31,9 @@ class AggregateCache:
         # that read the store just before another process's event must not be cached stale.
         self._loading: dict[UUID, int] = {}
         self._evicted_while_loading: dict[UUID, int] = {}
+        # Temporary credentials (gateway/credentials.CredentialAuthenticator), attached at
+        # start: what authenticate_key asks when the Bearer is a credential, not a key.
+        self.credentials: Any = None
 
     def get_sync(self, aggregate_id: UUID) -> Any | None:
         now = time.monotonic()

@@ -229,21 +229,11 @@ async def authenticate_credential(
     return CredentialKey(key, credential), project
 
 
-def bearer_token(authorization: str | None) -> str | None:
-    """The token of `Bearer <token>`, or None when the header is absent or another scheme."""
-    if not authorization:
-        return None
-    scheme, _, token = authorization.strip().partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token:
-        return None
-    return token
-
-
 def presented_credential(authorization: str | None) -> str | None:
     """The token when the header presents a credential (a JWT) rather than an API key."""
-    token = bearer_token(authorization)
-    return token if token is not None and looks_like_credential(token) else None
+    from gateway.auth import credential_token
+
+    return credential_token(authorization)
 
 
 async def authenticate_bearer(services: Any, authorization: str | None) -> tuple[Any, Project]:
@@ -332,3 +322,12 @@ class CredentialAuthenticator:
 
     async def authenticate(self, token: str) -> tuple[CredentialKey, Project]:
         return await authenticate_credential(self._services, token, self._services.clock.now())
+
+    def project_of(self, authorization: str | None) -> UUID | None:
+        return project_of_credential(self._services, authorization)
+
+
+def attach_credentials(services: Any) -> None:
+    """At start: every surface that authenticates a key (gateway/auth.authenticate_key, the
+    fairness gate) takes a temporary credential too."""
+    services.cache.credentials = CredentialAuthenticator(services)

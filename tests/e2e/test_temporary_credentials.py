@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -77,8 +78,9 @@ def audit_of(gateway: Gateway, tenant: Tenant) -> list[dict[str, Any]]:
 
 
 def test_a_credential_is_a_bearer_for_chat_embeddings_models_and_data_reads_through_the_sdk(
-    gateway: Gateway,
+    gateway: Gateway, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.DEBUG)
     tenant = gateway.tenant(balance="5.00")
     credential = minted(gateway, tenant, models=["gpt-4o-mini", "text-embedding-3-small"])
     token = credential["token"]
@@ -104,6 +106,7 @@ def test_a_credential_is_a_bearer_for_chat_embeddings_models_and_data_reads_thro
     notifications = gateway.services.app.recorder.select_notifications(start=1, limit=100_000)
     assert all(token.encode() not in n.state for n in notifications)
     assert all(token.split(".")[2].encode() not in n.state for n in notifications)
+    assert caplog.records and token.split(".")[2] not in caplog.text  # nor in any log line
 
 
 def test_a_model_outside_the_grant_is_a_403_and_auto_stays_inside_the_grant(

@@ -273,29 +273,72 @@ __all__ = [
 # --- the request path's credential rules (admission) ------------------------------------------
 
 
-def restrict_to_grant(decision: Any, credential: Credential | None) -> Any:
-    """The router's decision kept inside the credential's grant of models: a named model
-    outside it is refused (403); `auto` and shorthands keep only granted targets (failover
-    included), refused when none is left. The writer checks the chosen model again."""
-    from dataclasses import replace
+def check_named_model_granted(
+    model_field: Any, catalog: Any, credential: Credential | None
+) -> None:
+    """A named model outside the credential's grant: 403, before any routing. (`auto` and
+    shorthands are routed inside the grant instead: `granted_catalog`.)"""
+    from domain.credentials import CredentialModelNotGranted
+    from gateway.routing.selector import MODE_EXPLICIT, parse_model_field
 
+    if credential is None or not credential.models:
+        return
+    request = parse_model_field(model_field, catalog)  # unknown model: 404 as for any key
+    if request.mode == MODE_EXPLICIT and request.spec is not None:
+        if not credential.grants(request.spec.name):
+            raise CredentialModelNotGranted(
+                f"this credential does not grant the model {request.spec.name!r}",
+                model=request.spec.name,
+                granted=list(credential.models),
+            )
+
+
+def granted_catalog(credential: Credential | None) -> Any:
+    """The router's catalog narrowed to the credential's grant (None: no narrowing), so
+    `auto`, shorthands, variants and failover all stay inside it."""
+    from domain.catalog import Catalog
+
+    if credential is None or not credential.models:
+        return None
+
+    def narrow(catalog: Catalog) -> Catalog:
+        kept = tuple(spec for spec in catalog.models if credential.grants(spec.name))
+        return Catalog(models=kept, usd_per_unit=catalog.usd_per_unit)
+
+    return narrow
+
+
+def grant_refusal(error: Exception, credential: Credential | None) -> Exception:
+    """A router refusal met only because the grant left no model that can serve the
+    request (no compliant or capable model among the granted ones) is the grant's 403."""
+    from domain.credentials import CredentialModelNotGranted
+    from domain.errors import ModelCapabilityMissing, ModelNotCompliant
+
+    if credential is None or not credential.models:
+        return error
+    if isinstance(error, ModelNotCompliant | ModelCapabilityMissing):
+        return CredentialModelNotGranted(
+            "none of the models this credential grants can serve this request",
+            granted=list(credential.models),
+        )
+    return error
+
+
+def restrict_to_grant(decision: Any, credential: Credential | None) -> Any:
+    """The last check on a decision (routed with `granted_catalog`): every target inside
+    the credential's grant, or the grant's 403. The writer checks the admitted model again."""
     from domain.credentials import CredentialModelNotGranted
 
     if credential is None or not credential.models:
         return decision
-    granted = [target for target in decision.targets if credential.grants(target.spec.name)]
-    if not granted or decision.mode == "explicit" and decision.chosen not in granted:
-        model = (
-            decision.chosen.spec.name if decision.mode == "explicit" else decision.requested_model
-        )
+    outside = [t.spec.name for t in decision.targets if not credential.grants(t.spec.name)]
+    if outside:
         raise CredentialModelNotGranted(
-            f"this credential does not grant the model {model[:200]!r}",
-            model=model[:200],
+            f"this credential does not grant the model {outside[0][:200]!r}",
+            model=outside[0][:200],
             granted=list(credential.models),
         )
-    if len(granted) == len(decision.targets):
-        return decision
-    return replace(decision, chosen=granted[0], failover=tuple(granted[1:]))
+    return decision
 
 
 def credential_actor(

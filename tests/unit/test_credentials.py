@@ -337,3 +337,67 @@ def test_issuing_closes_expired_credential_limits_so_the_account_state_stays_bou
     ledger.run(IssueCredential(jti=new_jti(), issuing_key_id=key_id, signing_key_id="k"))
     account = ledger.app.repository.get(account_id(project_id))
     assert limit_status(account, f"credential:{old}", ledger.clock.now()) is None
+
+
+# --- the request path's rules (gateway/credentials.py) ----------------------------------------
+
+
+def _credential(models: tuple[str, ...] = (), actor: str | None = None) -> Credential:
+    return Credential.issue(
+        jti="j1",
+        project_id=UUID(int=1),
+        issuing_key_id=UUID(int=2),
+        mode="live",
+        models=models,
+        actor_id=actor,
+        budget=None,
+        currency="USD",
+        signing_key_id="k",
+        issued_at=START,
+        expires_at=START + timedelta(minutes=10),
+    )
+
+
+def test_the_grant_narrows_auto_and_refuses_a_named_model_outside_it() -> None:
+    from domain.errors import ModelNotCompliant
+    from domain.tiers import effective_tier
+    from gateway.credentials import (
+        check_named_model_granted,
+        grant_refusal,
+        granted_catalog,
+        restrict_to_grant,
+    )
+    from tests.unit.routing.conftest import make_router
+
+    router = make_router()
+    tier = effective_tier("unrestricted")
+    assert granted_catalog(_credential()) is None and granted_catalog(None) is None
+    granted = _credential(("gpt-4o-mini", "mistral-small"))
+    narrow = granted_catalog(granted)
+    catalog = narrow(router.catalog)
+    for field in ("auto", "auto:best", "auto:floor", "eu-cloud"):
+        try:
+            decision = router.decide(field, tier, catalog=catalog)
+        except ModelNotCompliant as error:  # nothing granted qualifies: the grant's 403
+            assert grant_refusal(error, granted).code == "credential_model_not_granted"
+            continue
+        assert {t.spec.name for t in decision.targets} <= {"gpt-4o-mini", "mistral-small"}
+        assert restrict_to_grant(decision, granted) is decision
+    check_named_model_granted("gpt-4o-mini", router.catalog, granted)
+    with pytest.raises(CredentialModelNotGranted) as refused:
+        check_named_model_granted("gpt-5", router.catalog, granted)
+    assert refused.value.details["granted"] == ["gpt-4o-mini", "mistral-small"]
+    with pytest.raises(CredentialModelNotGranted):  # a decision made outside the grant
+        restrict_to_grant(router.decide("gpt-5", tier), granted)
+
+
+def test_a_credential_fixing_its_user_takes_it_from_no_header_and_refuses_another() -> None:
+    from gateway.credentials import credential_actor
+
+    fixed = _credential(actor="kiosk-7")
+    assert credential_actor(fixed, {}, None) == "kiosk-7"
+    assert credential_actor(fixed, {"x-user-id": "kiosk-7"}, None) == "kiosk-7"
+    assert credential_actor(fixed, {}, {"user": "kiosk-7"}) == "kiosk-7"
+    with pytest.raises(CredentialActorMismatch):
+        credential_actor(fixed, {"x-user-id": "mallory"}, None)
+    assert credential_actor(_credential(), {"x-user-id": "anyone"}, None) is None

@@ -1,5 +1,9 @@
 """The project's prepaid ledger, two-phase like TigerBeetle's pending transfers.
 
+Each event is declared once, with its stored fields and its effect (`apply`), and fired with
+`trigger_event(EventClass, **fields)`; a charge's pricing and usage facts arrive as one
+frozen `Posting` (domain/settlement.py).
+
     available = credits - posted - pending   (never below zero)
 
 A request reserves an estimate before dispatch (pending), then one ChargePosted turns the
@@ -27,7 +31,7 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.domain import Aggregate, event
+from eventsourcing.domain import Aggregate
 
 from domain.errors import (
     BudgetExceeded,
@@ -42,6 +46,8 @@ from domain.errors import (
 from domain.limits import check_limits, hold_limits, limit_headroom, settle_limits
 from domain.money import check_currency, quantize_internal
 from domain.plans import month_key, next_day_start, next_month_start
+from domain.settlement import Posting
+from domain.vocabulary import MODES, Mode
 
 ZERO = Decimal(0)
 REFERENCE_LENGTH_MAX = 200
@@ -69,12 +75,26 @@ class Account(Aggregate):
         reference: str
         topped_up_at: datetime
 
+        def apply(self, aggregate: Account) -> None:
+            aggregate.credits += self.amount
+            aggregate.references[self.reference] = True
+
     class Reserved(Aggregate.Event):
         request_id: str
         amount: Decimal
         key_id: UUID | None
         budget_day: date
         reserved_at: datetime
+
+        def apply(self, aggregate: Account) -> None:
+            aggregate._hold(
+                self.request_id,
+                self.amount,
+                self.key_id,
+                self.budget_day,
+                self.reserved_at,
+                self.amount,
+            )
 
     class ChargePosted(Aggregate.Event):
         request_id: str
@@ -101,6 +121,10 @@ class Account(Aggregate):
         actor_id: str | None
         posted_at: datetime
 
+        def apply(self, aggregate: Account) -> None:
+            aggregate._settle(self.request_id, self.reserved_amount, self.amount)
+            aggregate.posted += self.amount
+
     class ChargeCorrected(Aggregate.Event):
         """A request already settled by the sweeper (charged its estimated input) turned out
         to be served: the difference to its real usage is debited (`amount` > 0) or given
@@ -125,11 +149,20 @@ class Account(Aggregate):
         actor_id: str | None
         corrected_at: datetime
 
+        def apply(self, aggregate: Account) -> None:
+            aggregate.posted += self.amount
+            # The correction counts toward the key's budget of the day it is made.
+            bucket = _budget_bucket(self.key_id, self.corrected_at.astimezone(UTC).date())
+            aggregate.budget_spend[bucket] = aggregate.budget_spend.get(bucket, ZERO) + self.amount
+
     class ReservationReleased(Aggregate.Event):
         request_id: str
         amount: Decimal
         reason: str
         released_at: datetime
+
+        def apply(self, aggregate: Account) -> None:
+            aggregate._settle(self.request_id, self.amount, ZERO)
 
     class Adjusted(Aggregate.Event):
         amount: Decimal  # signed: + credit, - debit
@@ -137,11 +170,15 @@ class Account(Aggregate):
         reference: str
         adjusted_at: datetime
 
+        def apply(self, aggregate: Account) -> None:
+            aggregate.credits += self.amount
+            aggregate.references[self.reference] = True
+
     @classmethod
     def open(
-        cls, *, project_id: UUID, currency: str, account_id: UUID, mode: str = "live"
+        cls, *, project_id: UUID, currency: str, account_id: UUID, mode: str = Mode.LIVE.value
     ) -> Account:
-        if mode not in ("live", "test"):
+        if mode not in MODES:
             raise InvalidCommand("an account's mode is live or test")
         return cls._create(
             cls.Opened,
@@ -151,7 +188,7 @@ class Account(Aggregate):
             mode=mode,
         )
 
-    def __init__(self, project_id: UUID, currency: str, mode: str = "live") -> None:
+    def __init__(self, project_id: UUID, currency: str, mode: str = Mode.LIVE.value) -> None:
         self.project_id = project_id
         self.currency = currency
         self.mode = mode
@@ -211,13 +248,8 @@ class Account(Aggregate):
             )
         if clean in self.references:
             return False
-        self._topped_up(amount, clean, now)
+        self.trigger_event(self.ToppedUp, amount=amount, reference=clean, topped_up_at=now)
         return True
-
-    @event(ToppedUp)
-    def _topped_up(self, amount: Decimal, reference: str, topped_up_at: datetime) -> None:
-        self.credits += amount
-        self.references[reference] = True
 
     def reserve(
         self,
@@ -280,30 +312,18 @@ class Account(Aggregate):
                     resets_at=resets_at.isoformat().replace("+00:00", "Z"),
                 )
         check_limits(self, limits, budget, now, self.currency)
+        facts: dict[str, Any] = {
+            "request_id": request_id,
+            "amount": amount,
+            "key_id": key_id,
+            "budget_day": day,
+            "reserved_at": now,
+        }
         if budget != amount:
-            self.trigger_event(
-                OwnKeyReserved,
-                request_id=request_id,
-                amount=amount,
-                key_id=key_id,
-                budget_day=day,
-                reserved_at=now,
-                budget_amount=budget,
-            )
+            self.trigger_event(OwnKeyReserved, budget_amount=budget, **facts)
         else:
-            self._reserved(request_id, amount, key_id, day, now)
+            self.trigger_event(self.Reserved, **facts)
         hold_limits(self, request_id=request_id, names=limits, amount=budget, now=now)
-
-    @event(Reserved)
-    def _reserved(
-        self,
-        request_id: str,
-        amount: Decimal,
-        key_id: UUID | None,
-        budget_day: date,
-        reserved_at: datetime,
-    ) -> None:
-        self._hold(request_id, amount, key_id, budget_day, reserved_at, amount)
 
     def _hold(
         self,
@@ -328,23 +348,7 @@ class Account(Aggregate):
         *,
         request_id: str,
         actual_amount: Decimal,
-        provider_cost: Decimal,
-        provider_currency: str,
-        fx_rate: Decimal,
-        fx_rate_id: str | None,
-        price_id: str | None,
-        fee_rate: Decimal,
-        fee_amount: Decimal,
-        key_source: str,
-        usage_source: str,
-        provider: str,
-        model: str,
-        upstream_model: str,
-        input_tokens: int,
-        output_tokens: int,
-        cached_tokens: int,
-        key_id: UUID | None,
-        actor_id: str | None,
+        posting: Posting,
         now: datetime,
         daily_budget: Decimal | None = None,
         budget_amount: Decimal | None = None,
@@ -385,23 +389,7 @@ class Account(Aggregate):
             "amount": amount,
             "released_amount": released,
             "shortfall_amount": shortfall,
-            "provider_cost": quantize_internal(provider_cost),
-            "provider_currency": provider_currency,
-            "fx_rate": fx_rate,
-            "fx_rate_id": fx_rate_id,
-            "price_id": price_id,
-            "fee_rate": fee_rate,
-            "fee_amount": quantize_internal(fee_amount),
-            "key_source": key_source,
-            "usage_source": usage_source,
-            "provider": provider,
-            "model": model,
-            "upstream_model": upstream_model,
-            "input_tokens": input_tokens,
-            "output_tokens": output_tokens,
-            "cached_tokens": cached_tokens,
-            "key_id": key_id,
-            "actor_id": actor_id,
+            **posting.charge_fields(),
             "posted_at": now,
         }
         if request_id in self._pending_budget():
@@ -409,38 +397,8 @@ class Account(Aggregate):
             budgeted = amount if budget_amount is None else quantize_internal(budget_amount)
             self.trigger_event(OwnKeyChargePosted, budget_amount=budgeted, **facts)
         else:
-            self._charge_posted(**facts)
+            self.trigger_event(self.ChargePosted, **facts)
         return amount
-
-    @event(ChargePosted)
-    def _charge_posted(
-        self,
-        request_id: str,
-        reserved_amount: Decimal,
-        amount: Decimal,
-        released_amount: Decimal,
-        shortfall_amount: Decimal,
-        provider_cost: Decimal,
-        provider_currency: str,
-        fx_rate: Decimal,
-        fx_rate_id: str | None,
-        price_id: str | None,
-        fee_rate: Decimal,
-        fee_amount: Decimal,
-        key_source: str,
-        usage_source: str,
-        provider: str,
-        model: str,
-        upstream_model: str,
-        input_tokens: int,
-        output_tokens: int,
-        cached_tokens: int,
-        key_id: UUID | None,
-        actor_id: str | None,
-        posted_at: datetime,
-    ) -> None:
-        self._settle(request_id, reserved_amount, amount)
-        self.posted += amount
 
     def correct_charge(
         self,
@@ -448,19 +406,7 @@ class Account(Aggregate):
         request_id: str,
         previous_amount: Decimal,
         actual_amount: Decimal,
-        provider_cost: Decimal,
-        provider_currency: str,
-        fee_amount: Decimal,
-        key_source: str,
-        usage_source: str,
-        provider: str,
-        model: str,
-        upstream_model: str,
-        input_tokens: int,
-        output_tokens: int,
-        cached_tokens: int,
-        key_id: UUID | None,
-        actor_id: str | None,
+        posting: Posting,
         now: datetime,
     ) -> Decimal:
         """A swept request that was served after all: debit the difference between its real
@@ -477,67 +423,29 @@ class Account(Aggregate):
         shortfall = difference - applied if difference > 0 else ZERO
         if difference <= 0:
             applied = difference
-        self._charge_corrected(
-            request_id,
-            previous_amount,
-            applied,
-            shortfall,
-            quantize_internal(provider_cost),
-            provider_currency,
-            quantize_internal(fee_amount),
-            key_source,
-            usage_source,
-            provider,
-            model,
-            upstream_model,
-            input_tokens,
-            output_tokens,
-            cached_tokens,
-            key_id,
-            actor_id,
-            now,
+        self.trigger_event(
+            self.ChargeCorrected,
+            request_id=request_id,
+            previous_amount=previous_amount,
+            amount=applied,
+            shortfall_amount=shortfall,
+            **posting.correction_fields(),
+            corrected_at=now,
         )
         return applied
-
-    @event(ChargeCorrected)
-    def _charge_corrected(
-        self,
-        request_id: str,
-        previous_amount: Decimal,
-        amount: Decimal,
-        shortfall_amount: Decimal,
-        provider_cost: Decimal,
-        provider_currency: str,
-        fee_amount: Decimal,
-        key_source: str,
-        usage_source: str,
-        provider: str,
-        model: str,
-        upstream_model: str,
-        input_tokens: int,
-        output_tokens: int,
-        cached_tokens: int,
-        key_id: UUID | None,
-        actor_id: str | None,
-        corrected_at: datetime,
-    ) -> None:
-        self.posted += amount
-        # The correction counts toward the key's budget of the day it is made.
-        bucket = _budget_bucket(key_id, corrected_at.astimezone(UTC).date())
-        self.budget_spend[bucket] = self.budget_spend.get(bucket, ZERO) + amount
 
     def release(self, *, request_id: str, reason: str, now: datetime) -> Decimal:
         if request_id not in self.pending:
             raise ReservationNotFound("no open reservation for this request (already settled?)")
         amount = self.pending[request_id]
-        self._reservation_released(request_id, amount, reason[:100], now)
+        self.trigger_event(
+            self.ReservationReleased,
+            request_id=request_id,
+            amount=amount,
+            reason=reason[:100],
+            released_at=now,
+        )
         return amount
-
-    @event(ReservationReleased)
-    def _reservation_released(
-        self, request_id: str, amount: Decimal, reason: str, released_at: datetime
-    ) -> None:
-        self._settle(request_id, amount, ZERO)
 
     def _settle(self, request_id: str, reserved: Decimal, kept: Decimal) -> None:
         """Close a reservation; `kept` is what stays counted toward the budget."""
@@ -564,15 +472,10 @@ class Account(Aggregate):
                 required=str(-amount),
                 currency=self.currency,
             )
-        self._adjusted(amount, reason[:200], clean, now)
+        self.trigger_event(
+            self.Adjusted, amount=amount, reason=reason[:200], reference=clean, adjusted_at=now
+        )
         return True
-
-    @event(Adjusted)
-    def _adjusted(
-        self, amount: Decimal, reason: str, reference: str, adjusted_at: datetime
-    ) -> None:
-        self.credits += amount
-        self.references[reference] = True
 
 
 # Event classes that extend another one are declared after the aggregate: eventsourcing

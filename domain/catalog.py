@@ -15,9 +15,10 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from domain.clock import require_aware
+from domain.clock import parse_instant, require_aware
 from domain.errors import InvalidCommand, ModelNotFound, PriceNotFound
 from domain.money import Money, check_currency, to_decimal, token_cost
+from domain.pricing import rate_chosen
 from domain.tiers import (
     TIER_RANK,
     EffectiveTier,
@@ -141,14 +142,10 @@ class ModelSpec:
         return capability in self.capabilities
 
     def price_at(self, moment: datetime) -> ModelPrice:
-        """The price row in effect at `moment` (the latest one not after it)."""
+        """The price row in effect at `moment` (the latest one not after it): the OCR
+        per-page price too. The one dated choice of domain/pricing.rate_chosen."""
         moment = require_aware(moment)
-        chosen: ModelPrice | None = None
-        for price in self.prices:
-            if price.effective_from <= moment:
-                chosen = price
-            else:
-                break
+        chosen = rate_chosen(self.prices, moment)
         if chosen is None:
             raise PriceNotFound(
                 f"no price for {self.name} at {moment.isoformat()}", model=self.name
@@ -297,8 +294,6 @@ def spec_from_mapping(entry: Mapping[str, Any], *, source: str = "catalog") -> M
 def price_from_mapping(row: Mapping[str, Any]) -> ModelPrice:
     moment = row["effective_from"]
     if isinstance(moment, str):
-        from domain.clock import parse_instant
-
         moment = parse_instant(moment)
     cached = row.get("cached_input_per_million")
     per_page = row.get("per_page")

@@ -10,6 +10,8 @@ from typing import Any
 from uuid import UUID
 
 from domain.pii_events import PiiDecision
+from domain.settlement import DEFAULT_FEE_RATE
+from domain.vocabulary import KeySource, Mode, Plan, Tier
 
 
 class Command:
@@ -19,10 +21,10 @@ class Command:
 @dataclass(frozen=True)
 class CreateProject(Command):
     name: str
-    tier: str = "unrestricted"
-    plan: str = "pro"
+    tier: str = Tier.UNRESTRICTED.value
+    plan: str = Plan.PRO.value
     currency: str = "USD"
-    fee_rate: Decimal = Decimal("0.05")
+    fee_rate: Decimal = DEFAULT_FEE_RATE
     strict: bool = False
 
 
@@ -142,7 +144,7 @@ class RequestFacts:
     client_ip: str | None
     received_at: datetime
     deadline_at: datetime
-    mode: str = "live"  # "test" for an lg_test_ key (domain/ids.key_mode)
+    mode: str = Mode.LIVE.value  # "test" for an lg_test_ key (domain/ids.key_mode)
     conversation_id: str | None = None  # X-Conversation-Id / body conversation_id
 
 
@@ -154,6 +156,7 @@ class RecordRejection(Command):
     error_type: str
     message: str
     pii_decision: PiiDecision | None = None  # recorded before the rejection when screening ran
+    credential_id: str | None = None  # the temporary credential presented (its jti)
 
 
 @dataclass(frozen=True)
@@ -177,9 +180,9 @@ class AdmitRequest(Command):
     route: Route
     estimated_input_tokens: int
     max_output_tokens: int
-    # None: derived from the project's plan and the key source (domain/plans.fee_rate_for).
+    # None: derived from the project's plan and the key source (settlement.fee_rate_for).
     fee_rate: Decimal | None = None
-    key_source: str = "managed"
+    key_source: str = KeySource.MANAGED.value
     daily_budget: Decimal | None = None
     price_at: datetime | None = None  # defaults to facts.received_at
     # RouteDecision.as_event_fields() from gateway/routing: recorded as Request.RouteDecided.
@@ -188,6 +191,9 @@ class AdmitRequest(Command):
     ocr_estimate: Mapping[str, Any] | None = None
 
     pii_decision: PiiDecision | None = None  # recorded between received and admitted
+    # A temporary credential (its jti, domain/credentials.py): its rules are decided here
+    # on its aggregate, and the reservation holds against its limit on the Account.
+    credential_id: str | None = None
 
 
 @dataclass(frozen=True)

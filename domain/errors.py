@@ -138,8 +138,13 @@ class ModelCapabilityMissing(DomainError):
         return [str(item) for item in value] if isinstance(value, list | tuple) else []
 
 
-class ComplianceTierNotInPlan(DomainError):
-    """The Free plan is unrestricted-tier only. details: tier, plan."""
+class ComplianceTierNotInPlan(InvalidCommand):
+    """The Free plan is unrestricted-tier only. details: tier, plan.
+
+    Raised by the one plan <-> tier rule (domain/plans.check_plan_allows_tier) on every
+    path: an admin's project create, tier change or plan change, and a request's tier or
+    routing preference. An InvalidCommand by kind (the command cannot be carried out), with
+    its own code so the client sees one status (403: the plan does not entitle it)."""
 
     code = "compliance_tier_not_in_plan"
 

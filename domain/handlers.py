@@ -15,9 +15,10 @@ from typing import Any
 from uuid import UUID
 
 from domain import commands as c
-from domain import plans
+from domain import plans, pricing, settlement
 from domain.account import Account
 from domain.clock import Clock
+from domain.credentials import credential_for_admission, record_credential_use
 from domain.errors import (
     DuplicateRequest,
     IllegalTransition,
@@ -39,20 +40,13 @@ from domain.ids import (
     request_aggregate_id,
 )
 from domain.money import quantize_internal
-from domain.pricing import (
-    LEGACY_CUSTOM_SOURCE_PREFIX,
-    FxBook,
-    FxRate,
-    Price,
-    PriceBook,
-    compute_cost,
-    identity_rate,
-)
+from domain.pricing import FxBook, FxRate, Price, PriceBook
 from domain.project import ApiKey, Project
+from domain.reconciliation import ProviderReconciliation, reconciliation_id
 from domain.request import ABANDONED, COMPLETED, DISPATCHED, FAILED, STREAMING, Request
+from domain.settlement import Posting, compute_cost
 from domain.usage import USAGE_SOURCE_CAPPED, check_usage, input_tokens_bound, reported
-
-FX_INVERSE_QUANTUM = Decimal("0.000000000001")
+from domain.vocabulary import KEY_SOURCES
 
 
 class UnitOfWork:
@@ -128,23 +122,13 @@ def balance_view(account: Account) -> dict[str, str]:
 def price_in_effect(
     uow: UnitOfWork, model: str, at: datetime, project_id: UUID | None = None
 ) -> Price:
-    """The price of `model` at `at`; with `project_id`, of that project's custom model, from
-    its own book only (custom-model prices recorded before per-project books, in the shared
-    book with source "custom:<project>", still count for that project and no other)."""
-    from domain.errors import PriceNotFound
+    """The price in effect at `at` (domain/pricing.price_in_effect), read through `uow`."""
+    return pricing.price_in_effect(uow.find, model, at, project_id)
 
-    if project_id is not None:
-        own = uow.find(price_book_id(model, project_id))
-        if isinstance(own, PriceBook):
-            return own.price_at(at)
-        legacy = uow.find(price_book_id(model))
-        if isinstance(legacy, PriceBook):
-            return legacy.price_at(at, legacy_source=f"{LEGACY_CUSTOM_SOURCE_PREFIX}{project_id}")
-        raise PriceNotFound(f"no price has been set for model {model!r}", model=model)
-    book = uow.find(price_book_id(model))
-    if not isinstance(book, PriceBook) or book.project_id is not None:
-        raise PriceNotFound(f"no price has been set for model {model!r}", model=model)
-    return book.price_at(at)
+
+def fx_in_effect(uow: UnitOfWork, base: str, quote: str, at: datetime) -> FxRate:
+    """The FX rate in effect at `at` (domain/pricing.fx_in_effect), read through `uow`."""
+    return pricing.fx_in_effect(uow.find, base, quote, at)
 
 
 def _price_scope(route: c.Route, project_id: UUID | None) -> UUID | None:
@@ -152,39 +136,6 @@ def _price_scope(route: c.Route, project_id: UUID | None) -> UUID | None:
     if route.price_project_id is not None and route.price_project_id != project_id:
         raise InvalidCommand("a project's custom model cannot be priced for another project")
     return route.price_project_id
-
-
-def fx_in_effect(uow: UnitOfWork, base: str, quote: str, at: datetime) -> FxRate:
-    if base == quote:
-        return identity_rate(base)
-    direct = uow.find(fx_book_id(base, quote))
-    if isinstance(direct, FxBook) and any(
-        r.effective_from is not None and r.effective_from <= at for r in direct.rates
-    ):
-        return direct.rate_at(at)
-    inverse = uow.find(fx_book_id(quote, base))
-    if isinstance(inverse, FxBook) and any(
-        r.effective_from is not None and r.effective_from <= at for r in inverse.rates
-    ):
-        rate = inverse.rate_at(at)
-        return FxRate(
-            rate_id=rate.rate_id,
-            base=base,
-            quote=quote,
-            rate=(Decimal(1) / rate.rate).quantize(FX_INVERSE_QUANTUM),
-            effective_from=rate.effective_from,
-            inverted=True,
-        )
-    from domain.errors import FxRateNotFound
-
-    raise FxRateNotFound(
-        f"no {base}/{quote} FX rate in effect at {at.isoformat()}: this is a configuration "
-        "gap, not an outage (retrying will not help). An operator loads the ECB reference "
-        "rates with `ledgergate fx import eurofxref.csv`, or sets one with `ledgergate fx set "
-        f"--base {base} --quote {quote} --rate R --effective-from T`",
-        base=base,
-        quote=quote,
-    )
 
 
 # --- admin -------------------------------------------------------------------------------
@@ -291,9 +242,10 @@ def plan_view(project: Project, account: Account | None, now: datetime) -> dict[
         "requests_this_month": None if account is None else account.requests_in_month(now),
         "quota_resets_at": plans.next_month_start(now).isoformat(),
         "fee_rate_managed": format(
-            plans.fee_rate_for(project.plan, project.fee_rate, plans.KEY_SOURCE_MANAGED), "f"
+            settlement.fee_rate_for(project.plan, project.fee_rate, settlement.KEY_SOURCE_MANAGED),
+            "f",
         ),
-        "fee_rate_byok": format(plans.BYOK_FEE_RATE, "f"),
+        "fee_rate_byok": format(settlement.BYOK_FEE_RATE, "f"),
         "byok_providers": sorted(project.provider_keys_view()),
     }
 
@@ -332,7 +284,7 @@ def set_provider_key(cmd: c.SetProviderKey, uow: UnitOfWork) -> dict[str, Any]:
         "provider": cmd.provider.strip().lower(),
         "key_fingerprint": cmd.key_fingerprint,
         "secret_fingerprint": cmd.secret_fingerprint,
-        "key_source": plans.KEY_SOURCE_BYOK,
+        "key_source": settlement.KEY_SOURCE_BYOK,
     }
 
 
@@ -430,6 +382,8 @@ def _new_request(facts: c.RequestFacts) -> Request:
 
 def record_rejection(cmd: c.RecordRejection, uow: UnitOfWork) -> dict[str, Any]:
     request = _new_request(cmd.facts)
+    if cmd.credential_id is not None:
+        record_credential_use(request, cmd.credential_id, uow.clock.now())
     if cmd.pii_decision is not None:
         request.record_pii_decision(cmd.pii_decision, now=uow.clock.now())
     request.reject(
@@ -459,14 +413,14 @@ def admit_request(cmd: c.AdmitRequest, uow: UnitOfWork) -> dict[str, Any]:
                 original_request_id=existing.request_id,
                 original_status=existing.status,
             )
-    if cmd.key_source not in (plans.KEY_SOURCE_MANAGED, plans.KEY_SOURCE_BYOK):
+    if cmd.key_source not in KEY_SOURCES:
         raise InvalidCommand(f"unknown key source {cmd.key_source[:20]!r}")
     project = _project(uow, facts.project_id)
     quota = plans.quota_for(project.plan, project.plan_changed_at, now)
     fee_rate = (
         cmd.fee_rate
         if cmd.fee_rate is not None
-        else plans.fee_rate_for(project.plan, project.fee_rate, cmd.key_source)
+        else settlement.fee_rate_for(project.plan, project.fee_rate, cmd.key_source)
     )
     at = cmd.price_at or facts.received_at
     price = price_in_effect(uow, cmd.route.model, at, _price_scope(cmd.route, facts.project_id))
@@ -481,17 +435,15 @@ def admit_request(cmd: c.AdmitRequest, uow: UnitOfWork) -> dict[str, Any]:
     # What the request can cost (the budget counts it) and what can be debited (reserved
     # from the balance): the same, except with the project's own key, where the provider
     # bills the customer and only the fee is ours to debit.
-    own_key = cmd.key_source == plans.KEY_SOURCE_BYOK
-    cost_amount = estimate.total
-    reserve_amount = estimate.fee_amount if own_key else estimate.total
+    own_key = settlement.is_own_key(cmd.key_source)
+    reserve_amount, cost_amount = settlement.debit_and_budget(estimate, cmd.key_source)
     if cmd.ocr_estimate is not None:
         # OCR runs after admission, on the gateway's own OCR key (whatever the key source):
         # its estimated cost is reserved with the rest.
         ocr_fx = fx_in_effect(uow, str(cmd.ocr_estimate["currency"]), project.currency, at)
-        ocr_converted = quantize_internal(Decimal(cmd.ocr_estimate["cost"]) * ocr_fx.rate)
-        ocr_total = ocr_converted + quantize_internal(ocr_converted * fee_rate)
-        cost_amount += ocr_total
-        reserve_amount += ocr_total
+        ocr = settlement.ocr_addon(Decimal(cmd.ocr_estimate["cost"]), ocr_fx.rate, fee_rate)
+        cost_amount += ocr.total
+        reserve_amount += ocr.total
     account = _account(uow, project.id, facts.mode)
     if account.has_reservation(facts.request_id):
         # Another process admitted this very request (same Idempotency-Key) between our
@@ -503,6 +455,12 @@ def admit_request(cmd: c.AdmitRequest, uow: UnitOfWork) -> dict[str, Any]:
             original_request_id=facts.request_id,
             original_status=existing.status if isinstance(existing, Request) else "admitted",
         )
+    limits: tuple[str, ...] = ()
+    if cmd.credential_id is not None:
+        # Revoked, expired or outside its grant: refused before anything is reserved.
+        limits = credential_for_admission(
+            uow, cmd.credential_id, project_id=project.id, model=cmd.route.model, now=now
+        )
     account.reserve(  # raises QuotaExceeded / InsufficientFunds / BudgetExceeded first
         request_id=facts.request_id,
         amount=reserve_amount,
@@ -511,8 +469,11 @@ def admit_request(cmd: c.AdmitRequest, uow: UnitOfWork) -> dict[str, Any]:
         now=now,
         monthly_requests_max=quota.monthly_requests_max,
         budget_amount=cost_amount if own_key else None,
+        limits=limits,  # the credential's budget, revocation and expiry (domain/limits.py)
     )
     request = _new_request(facts)
+    if cmd.credential_id is not None:
+        record_credential_use(request, cmd.credential_id, now)
     if cmd.pii_decision is not None:
         request.record_pii_decision(cmd.pii_decision, now=now)
     if cmd.route_decision is not None:
@@ -525,13 +486,7 @@ def admit_request(cmd: c.AdmitRequest, uow: UnitOfWork) -> dict[str, Any]:
         reserved_amount=reserve_amount,
         estimated_input_tokens=cmd.estimated_input_tokens,
         max_output_tokens=cmd.max_output_tokens,
-        price_id=price.price_id,
-        price_effective_from=price.effective_from,
-        input_price_per_mtok=price.input_per_mtok,
-        output_price_per_mtok=price.output_per_mtok,
-        price_currency=price.currency,
-        fx_rate=fx.rate,
-        fx_rate_id=fx.rate_id,
+        **_priced_by(price, fx),
         fee_rate=fee_rate,
         key_source=cmd.key_source,
         admitted_at=now,
@@ -560,9 +515,46 @@ def admit_request(cmd: c.AdmitRequest, uow: UnitOfWork) -> dict[str, Any]:
     }
 
 
+def _priced_by(price: Price, fx: FxRate) -> dict[str, Any]:
+    """The price and FX rate a request is charged by, as Admitted and Repriced record them
+    (pricing provenance: the ids of the events that set them)."""
+    return {
+        "price_id": price.price_id,
+        "price_effective_from": price.effective_from,
+        "input_price_per_mtok": price.input_per_mtok,
+        "output_price_per_mtok": price.output_per_mtok,
+        "price_currency": price.currency,
+        "fx_rate": fx.rate,
+        "fx_rate_id": fx.rate_id,
+    }
+
+
+def _answered(usage: c.UsageReport, cmd: c.CompleteRequest | c.JournalUsage) -> dict[str, Any]:
+    """The upstream's answer as Completed, SweepCorrected and UsageJournalled record it
+    (Request.JOURNALLED_FIELDS)."""
+    return {
+        "input_tokens": usage.input_tokens,
+        "output_tokens": usage.output_tokens,
+        "cached_tokens": usage.cached_tokens,
+        "usage_source": usage.usage_source,
+        "finish_reason": cmd.finish_reason,
+        "completion_chars": cmd.completion_chars,
+        "completion_sha256": cmd.completion_sha256,
+        "latency_ms": cmd.latency_ms,
+        "upstream_ms": cmd.upstream_ms,
+    }
+
+
 def redispatch(cmd: c.Redispatch, uow: UnitOfWork) -> dict[str, Any]:
     request = _request(uow, cmd.request_id)
     request.check_transition(DISPATCHED)
+    credential = getattr(request, "credential_id", None)
+    if credential is not None and request.project_id is not None:
+        # A failover target stays inside the credential's grant (the reservation holds).
+        credential_for_admission(
+            uow, credential, project_id=request.project_id, model=cmd.route.model,
+            now=uow.clock.now(),
+        )  # fmt: skip
     if cmd.route.model != request.priced_model and request.terms is not None:
         # Failover to another model: charge that model's price in effect at reception,
         # never the first model's (PriceNotFound refuses the failover target instead).
@@ -573,13 +565,7 @@ def redispatch(cmd: c.Redispatch, uow: UnitOfWork) -> dict[str, Any]:
         fx = fx_in_effect(uow, price.currency, request.terms.currency, at)
         request.reprice(
             model=cmd.route.model,
-            price_id=price.price_id,
-            price_effective_from=price.effective_from,
-            input_price_per_mtok=price.input_per_mtok,
-            output_price_per_mtok=price.output_per_mtok,
-            price_currency=price.currency,
-            fx_rate=fx.rate,
-            fx_rate_id=fx.rate_id,
+            **_priced_by(price, fx),
             repriced_at=uow.clock.now(),
         )
     request.dispatch(
@@ -683,26 +669,50 @@ def _price_charge(uow: UnitOfWork, request: Request, usage: c.UsageReport) -> _C
         output_tokens=usage.output_tokens,
         cached_tokens=usage.cached_tokens,
     )
-    own_key = terms.key_source == plans.KEY_SOURCE_BYOK
-    debit = cost.fee_amount if own_key else cost.total
-    budget_amount = cost.total
+    debit, budget_amount = settlement.debit_and_budget(cost, terms.key_source)
     if request.ocr_cost is not None and request.ocr_fx_rate is not None:
         # OCR pages are part of the charge: converted at the rate recorded with them, with
         # the same fee; counted as provider cost when billed in the same currency.
-        ocr_converted = quantize_internal(request.ocr_cost * request.ocr_fx_rate)
-        ocr_fee = quantize_internal(ocr_converted * terms.fee_rate)
+        ocr = settlement.ocr_addon(request.ocr_cost, request.ocr_fx_rate, terms.fee_rate)
         same_currency = request.ocr_currency == terms.price_currency
         cost = replace(
             cost,
             provider_cost=cost.provider_cost + (request.ocr_cost if same_currency else 0),
-            converted_cost=cost.converted_cost + ocr_converted,
-            fee_amount=cost.fee_amount + ocr_fee,
-            total=cost.total + ocr_converted + ocr_fee,
+            converted_cost=cost.converted_cost + ocr.converted_cost,
+            fee_amount=cost.fee_amount + ocr.fee_amount,
+            total=cost.total + ocr.total,
         )
-        debit += ocr_converted + ocr_fee
-        budget_amount += ocr_converted + ocr_fee
+        debit += ocr.total
+        budget_amount += ocr.total
     return _Charge(
         cost.provider_cost, debit, budget_amount, cost.fee_amount, usage, checked.flagged
+    )
+
+
+def _posting(request: Request, charge: _Charge, actor_id: str | None) -> Posting:
+    """What a charge of `request` records beside its amounts (one place for post and
+    correction alike)."""
+    terms = request.terms
+    if terms is None:
+        raise IllegalTransition("only an admitted request can be charged")
+    return Posting(
+        provider_cost=charge.provider_cost,
+        provider_currency=terms.price_currency,
+        fx_rate=terms.fx_rate,
+        fx_rate_id=terms.fx_rate_id,
+        price_id=terms.price_id,
+        fee_rate=terms.fee_rate,
+        fee_amount=charge.fee_amount,
+        key_source=terms.key_source,
+        usage_source=charge.usage.usage_source,
+        provider=request.provider or "",
+        model=request.model or "",
+        upstream_model=request.upstream_model or "",
+        input_tokens=charge.usage.input_tokens,
+        output_tokens=charge.usage.output_tokens,
+        cached_tokens=charge.usage.cached_tokens,
+        key_id=request.key_id,
+        actor_id=actor_id if actor_id is not None else request.actor_id,
     )
 
 
@@ -727,23 +737,7 @@ def _charge(
     charged = account.post_charge(
         request_id=request.request_id,
         actual_amount=charge.debit,
-        provider_cost=charge.provider_cost,
-        provider_currency=terms.price_currency,
-        fx_rate=terms.fx_rate,
-        fx_rate_id=terms.fx_rate_id,
-        price_id=terms.price_id,
-        fee_rate=terms.fee_rate,
-        fee_amount=charge.fee_amount,
-        key_source=terms.key_source,
-        usage_source=usage.usage_source,
-        provider=request.provider or "",
-        model=request.model or "",
-        upstream_model=request.upstream_model or "",
-        input_tokens=usage.input_tokens,
-        output_tokens=usage.output_tokens,
-        cached_tokens=usage.cached_tokens,
-        key_id=request.key_id,
-        actor_id=actor_id if actor_id is not None else request.actor_id,
+        posting=_posting(request, charge, actor_id),
         now=uow.clock.now(),
         daily_budget=daily_budget,
         budget_amount=charge.budget_amount,
@@ -770,19 +764,7 @@ def _correct_swept_charge(
         request_id=request.request_id,
         previous_amount=previous,
         actual_amount=actual,
-        provider_cost=charge.provider_cost,
-        provider_currency=terms.price_currency,
-        fee_amount=charge.fee_amount,
-        key_source=terms.key_source,
-        usage_source=charge.usage.usage_source,
-        provider=request.provider or "",
-        model=request.model or "",
-        upstream_model=request.upstream_model or "",
-        input_tokens=charge.usage.input_tokens,
-        output_tokens=charge.usage.output_tokens,
-        cached_tokens=charge.usage.cached_tokens,
-        key_id=request.key_id,
-        actor_id=actor_id if actor_id is not None else request.actor_id,
+        posting=_posting(request, charge, actor_id),
         now=uow.clock.now(),
     )
     charged = quantize_internal(previous + applied)
@@ -800,19 +782,11 @@ def complete_request(cmd: c.CompleteRequest, uow: UnitOfWork) -> dict[str, Any]:
     finish = request.correct_after_sweep if swept else request.complete
     fields_at = {"corrected_at" if swept else "completed_at": uow.clock.now()}
     finish(
-        input_tokens=usage.input_tokens,
-        output_tokens=usage.output_tokens,
-        cached_tokens=usage.cached_tokens,
-        usage_source=usage.usage_source,
-        finish_reason=cmd.finish_reason,
+        **_answered(usage, cmd),
         provider_cost=provider_cost,
         charged_amount=charged,
         fee_amount=fee,
         shortfall_amount=shortfall,
-        completion_chars=cmd.completion_chars,
-        completion_sha256=cmd.completion_sha256,
-        latency_ms=cmd.latency_ms,
-        upstream_ms=cmd.upstream_ms,
         **fields_at,
         **(
             {}
@@ -898,8 +872,11 @@ def abandon_request(cmd: c.AbandonRequest, uow: UnitOfWork) -> dict[str, Any]:
         account = _request_account(uow, request)
         if account.has_reservation(request.request_id):
             reserved = account.pending[request.request_id]
-            if request.status in (DISPATCHED, STREAMING):
-                usage = c.UsageReport(request.terms.estimated_input_tokens, 0, 0, "estimated")
+            billed = settlement.abandoned_usage(
+                request.status, request.terms.estimated_input_tokens
+            )
+            if billed is not None:
+                usage = c.UsageReport(*billed, settlement.USAGE_SOURCE_ESTIMATED)
                 _, charged, _, _, _ = _charge(uow, request, usage, None)
                 released = reserved - min(charged, reserved)
             else:
@@ -923,18 +900,7 @@ def extend_deadline(cmd: c.ExtendDeadline, uow: UnitOfWork) -> dict[str, Any]:
 
 def journal_usage(cmd: c.JournalUsage, uow: UnitOfWork) -> dict[str, Any]:
     request = _request(uow, cmd.request_id)
-    request.journal_usage(
-        input_tokens=cmd.usage.input_tokens,
-        output_tokens=cmd.usage.output_tokens,
-        cached_tokens=cmd.usage.cached_tokens,
-        usage_source=cmd.usage.usage_source,
-        finish_reason=cmd.finish_reason,
-        completion_chars=cmd.completion_chars,
-        completion_sha256=cmd.completion_sha256,
-        latency_ms=cmd.latency_ms,
-        upstream_ms=cmd.upstream_ms,
-        journalled_at=uow.clock.now(),
-    )
+    request.journal_usage(**_answered(cmd.usage, cmd), journalled_at=uow.clock.now())
     return {"request_id": cmd.request_id, "journalled": True}
 
 
@@ -944,8 +910,6 @@ def journal_usage(cmd: c.JournalUsage, uow: UnitOfWork) -> dict[str, Any]:
 def record_reconciliation(cmd: c.RecordReconciliation, uow: UnitOfWork) -> dict[str, Any]:
     """Record a reconciliation once; optionally adjust a project's balance by the total
     difference in the same transaction. Re-running the same reconciliation records nothing."""
-    from domain.reconciliation import ProviderReconciliation, reconciliation_id
-
     identity = reconciliation_id(
         provider=cmd.provider,
         month=cmd.month,

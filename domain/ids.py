@@ -7,14 +7,16 @@ import hashlib
 import secrets
 from uuid import UUID, uuid5
 
+from domain.vocabulary import Mode
+
 NAMESPACE = UUID("6f1d7c36-2f4b-4a8e-9f0c-5b7f0c1e2a90")
 REQUEST_ID_PREFIX = "lg_req_"
 LIVE_KEY_PREFIX = "lg_live_"
 TEST_KEY_PREFIX = "lg_test_"
 
 
-MODE_LIVE = "live"
-MODE_TEST = "test"  # lg_test_ keys: simulated upstream, a separate test balance
+MODE_LIVE = Mode.LIVE.value
+MODE_TEST = Mode.TEST.value  # lg_test_ keys: simulated upstream, a separate test balance
 
 
 def account_id(project_id: UUID, mode: str = MODE_LIVE) -> UUID:

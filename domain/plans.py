@@ -8,22 +8,32 @@
 Nothing runs on a schedule: the trial's end is derived from `plan_changed_at` and the
 clock each time the plan is consulted, so a frozen, travelling clock tests it exactly.
 
-Fees: DEFAULT_FEE_RATE on managed-key usage, 0 on bring-your-own-key usage, and an
-Enterprise project's negotiated rate (Project.fee_rate) in place of the default.
+The plan <-> tier rule has its one home here (`check_plan_allows_tier`): whichever path
+reaches it (a project created or changed by an admin, a request's tier or routing
+preference) it raises ComplianceTierNotInPlan, one code and one status.
+
+Fees live in domain/settlement.py (re-exported here for older imports).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 
-from domain.errors import InvalidCommand
+from domain.errors import ComplianceTierNotInPlan
 
-FREE = "free"
-TRIAL = "trial"
-PRO = "pro"
-ENTERPRISE = "enterprise"
+# The fee rules live in domain/settlement.py; re-exported for older imports.
+from domain.settlement import BYOK_FEE_RATE as BYOK_FEE_RATE
+from domain.settlement import DEFAULT_FEE_RATE as DEFAULT_FEE_RATE
+from domain.settlement import KEY_SOURCE_BYOK as KEY_SOURCE_BYOK
+from domain.settlement import KEY_SOURCE_MANAGED as KEY_SOURCE_MANAGED
+from domain.settlement import fee_rate_for as fee_rate_for
+from domain.vocabulary import Plan, Tier
+
+FREE = Plan.FREE.value
+TRIAL = Plan.TRIAL.value
+PRO = Plan.PRO.value
+ENTERPRISE = Plan.ENTERPRISE.value
 
 TRIAL_DAYS = 30
 MONTHLY_REQUESTS_MAX: dict[str, int | None] = {
@@ -33,14 +43,10 @@ MONTHLY_REQUESTS_MAX: dict[str, int | None] = {
 }
 # The tiers each plan may use; None means every tier.
 ALLOWED_TIERS: dict[str, frozenset[str] | None] = {
-    FREE: frozenset({"unrestricted"}),
+    FREE: frozenset({Tier.UNRESTRICTED.value}),
     PRO: None,
     ENTERPRISE: None,
 }
-DEFAULT_FEE_RATE = Decimal("0.05")
-BYOK_FEE_RATE = Decimal(0)
-KEY_SOURCE_MANAGED = "managed"
-KEY_SOURCE_BYOK = "byok"
 
 
 def rules_plan(plan: str) -> str:
@@ -64,10 +70,17 @@ def monthly_request_limit(plan: str) -> int | None:
     return MONTHLY_REQUESTS_MAX[rules_plan(plan)]
 
 
-def check_tier_allowed(plan: str, tier: str) -> None:
+def check_plan_allows_tier(plan: str, tier: str) -> None:
+    """The Free plan is unrestricted-tier only; every other plan allows every tier.
+
+    One code (`compliance_tier_not_in_plan`, HTTP 403 permission_error) on every path: the
+    request is well formed, the plan does not entitle the project to it — the same answer
+    whether an admin sets the tier, the plan is downgraded, or a request asks for the tier.
+    """
     allowed = ALLOWED_TIERS[rules_plan(plan)]
+    tier = str(tier)
     if allowed is not None and tier not in allowed:
-        raise InvalidCommand(
+        raise ComplianceTierNotInPlan(
             f"the {plan} plan allows only the {', '.join(sorted(allowed))} tier; "
             f"tier {tier!r} needs Pro, Trial or Enterprise",
             plan=plan,
@@ -75,12 +88,7 @@ def check_tier_allowed(plan: str, tier: str) -> None:
         )
 
 
-def fee_rate_for(plan: str, negotiated_fee_rate: Decimal, key_source: str) -> Decimal:
-    if key_source == KEY_SOURCE_BYOK:
-        return BYOK_FEE_RATE
-    if plan == ENTERPRISE:
-        return negotiated_fee_rate
-    return DEFAULT_FEE_RATE
+check_tier_allowed = check_plan_allows_tier  # the name project.py and older callers use
 
 
 def month_key(moment: datetime) -> str:

@@ -1,4 +1,7 @@
-"""Effective-dated prices and FX rates, and the cost arithmetic that uses them.
+"""Effective-dated prices and FX rates, and the one answer to "which price and FX rate were
+in effect at instant T" (`price_in_effect`, `fx_in_effect`), with the ids of the events that
+set them. The ledger (domain/handlers), the projections' ledger queries and the OCR catalog
+price all ask here; the cost arithmetic that uses them is domain/settlement.py.
 
 A price or rate is never edited: a new one with a later `effective_from` supersedes it.
 Each has an explicit id, recorded by every charge that used it (pricing provenance).
@@ -17,16 +20,20 @@ projects' models of the same name never share, see or charge each other's prices
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from typing import Protocol, TypeVar
 
-from eventsourcing.domain import Aggregate, event
+from eventsourcing.domain import Aggregate
 
 from domain.errors import FxRateNotFound, InvalidCommand, PriceNotFound
-from domain.money import check_currency, quantize_internal, token_cost
+from domain.ids import fx_book_id, price_book_id
+from domain.money import check_currency
 
 PRICE_PER_MTOK_MAX = Decimal(100_000)
+FX_INVERSE_QUANTUM = Decimal("0.000000000001")  # an inverted FX rate carries 12 places
 FX_RATE_MAX = Decimal(1_000_000)
 PRICE_SOURCE_CATALOG = "catalog"
 PRICE_SOURCE_OPERATOR = "operator"
@@ -71,14 +78,50 @@ class FxRate:
     inverted: bool = False
 
 
-def _latest_at(entries: list, at: datetime):  # type: ignore[no-untyped-def]
-    chosen = None
-    for entry in entries:  # entries are in recording order; the later of equal instants wins
-        if entry.effective_from <= at and (
-            chosen is None or entry.effective_from >= chosen.effective_from
-        ):
+class Dated(Protocol):
+    @property
+    def effective_from(self) -> datetime | None: ...
+
+
+class DatedWithSource(Dated, Protocol):
+    @property
+    def source(self) -> str: ...
+
+
+DatedT = TypeVar("DatedT", bound=Dated)
+SourcedT = TypeVar("SourcedT", bound=DatedWithSource)
+
+
+def rate_chosen(rates: Iterable[DatedT], at: datetime) -> DatedT | None:
+    """The entry in effect at `at` among `rates` (in recording order): the latest
+    `effective_from` not after `at`; of equal instants, the later recorded wins."""
+    chosen: DatedT | None = None
+    for entry in rates:
+        effective_from = entry.effective_from
+        if effective_from is None or effective_from > at:
+            continue
+        chosen_from = None if chosen is None else chosen.effective_from
+        if chosen_from is None or effective_from >= chosen_from:
             chosen = entry
     return chosen
+
+
+def price_chosen(prices: Iterable[SourcedT], at: datetime) -> SourcedT | None:
+    """The price in effect at `at` among `prices` (in recording order): the latest
+    operator price in effect, else the latest catalog price (the module's one rule). The
+    ledger (PriceBook.price_at) and the read side (projections/ledger_queries.pricing_at)
+    both choose with this."""
+    listed = list(prices)
+    operator = [p for p in listed if price_source_kind(p.source) == PRICE_SOURCE_OPERATOR]
+    chosen = rate_chosen(operator, at)
+    if chosen is None:
+        chosen = rate_chosen([p for p in listed if p.source == PRICE_SOURCE_CATALOG], at)
+    return chosen
+
+
+def inverse_rate(rate: Decimal) -> Decimal:
+    """1 / rate at the precision every inverted FX rate carries (12 places)."""
+    return (Decimal(1) / rate).quantize(FX_INVERSE_QUANTUM)
 
 
 class PriceBook(Aggregate):
@@ -103,6 +146,20 @@ class PriceBook(Aggregate):
         currency: str
         effective_from: datetime
         source: str
+
+        def apply(self, aggregate: PriceBook) -> None:
+            aggregate.prices.append(
+                Price(
+                    price_id=self.price_id,
+                    model=aggregate.model,
+                    input_per_mtok=self.input_per_mtok,
+                    output_per_mtok=self.output_per_mtok,
+                    currency=self.currency,
+                    effective_from=self.effective_from,
+                    cached_input_per_mtok=self.cached_input_per_mtok,
+                    source=self.source,
+                )
+            )
 
     @classmethod
     def open(cls, *, book_id: uuid.UUID, model: str, project_id: str | None = None) -> PriceBook:
@@ -151,40 +208,17 @@ class PriceBook(Aggregate):
             price_id = catalog_price_id(self.model, effective_from)
         else:
             price_id = str(uuid.uuid4())
-        self._price_set(
-            price_id,
-            input_per_mtok,
-            output_per_mtok,
-            cached_input_per_mtok,
-            check_currency(currency),
-            effective_from,
-            source,
+        self.trigger_event(
+            self.PriceSet,
+            price_id=price_id,
+            input_per_mtok=input_per_mtok,
+            output_per_mtok=output_per_mtok,
+            cached_input_per_mtok=cached_input_per_mtok,
+            currency=check_currency(currency),
+            effective_from=effective_from,
+            source=source,
         )
         return price_id
-
-    @event(PriceSet)
-    def _price_set(
-        self,
-        price_id: str,
-        input_per_mtok: Decimal,
-        output_per_mtok: Decimal,
-        cached_input_per_mtok: Decimal | None,
-        currency: str,
-        effective_from: datetime,
-        source: str,
-    ) -> None:
-        self.prices.append(
-            Price(
-                price_id,
-                self.model,
-                input_per_mtok,
-                output_per_mtok,
-                currency,
-                effective_from,
-                cached_input_per_mtok,
-                source,
-            )
-        )
 
     def price_at(self, at: datetime, *, legacy_source: str | None = None) -> Price:
         """The price in effect at `at`: the latest operator price in effect, else the latest
@@ -193,10 +227,7 @@ class PriceBook(Aggregate):
         prices = self.prices
         if legacy_source is not None:
             prices = [p for p in prices if p.source == legacy_source]
-        operator = [p for p in prices if price_source_kind(p.source) == PRICE_SOURCE_OPERATOR]
-        chosen = _latest_at(operator, at)
-        if chosen is None:
-            chosen = _latest_at([p for p in prices if p.source == PRICE_SOURCE_CATALOG], at)
+        chosen = price_chosen(prices, at)
         if chosen is None:
             raise PriceNotFound(
                 f"no price in effect for model {self.model!r} at {at.isoformat()}", model=self.model
@@ -216,6 +247,14 @@ class FxBook(Aggregate):
         rate: Decimal
         effective_from: datetime
         source: str
+
+        def apply(self, aggregate: FxBook) -> None:
+            aggregate.rates.append(
+                FxRate(
+                    self.rate_id, aggregate.base, aggregate.quote, self.rate, self.effective_from
+                )
+            )
+            aggregate._sources()[self.rate_id] = self.source
 
     @classmethod
     def open(cls, *, book_id: uuid.UUID, base: str, quote: str) -> FxBook:
@@ -250,20 +289,17 @@ class FxBook(Aggregate):
             ):
                 return str(recorded.rate_id)
         rate_id = str(uuid.uuid4())
-        self._rate_set(rate_id, rate, effective_from, source)
+        self.trigger_event(
+            self.RateSet, rate_id=rate_id, rate=rate, effective_from=effective_from, source=source
+        )
         return rate_id
-
-    @event(RateSet)
-    def _rate_set(self, rate_id: str, rate: Decimal, effective_from: datetime, source: str) -> None:
-        self.rates.append(FxRate(rate_id, self.base, self.quote, rate, effective_from))
-        self._sources()[rate_id] = source
 
     def _sources(self) -> dict[str, str]:
         # rate id -> source; setdefault: state restored from before this existed lacks it.
         return self.__dict__.setdefault("rate_sources", {})  # type: ignore[no-any-return]
 
     def rate_at(self, at: datetime) -> FxRate:
-        chosen = _latest_at(self.rates, at)
+        chosen = rate_chosen(self.rates, at)
         if chosen is None:
             raise FxRateNotFound(f"no {self.base}/{self.quote} rate in effect at {at.isoformat()}")
         return chosen
@@ -273,33 +309,64 @@ def identity_rate(currency: str) -> FxRate:
     return FxRate(rate_id=None, base=currency, quote=currency, rate=Decimal(1), effective_from=None)
 
 
-@dataclass(frozen=True, slots=True)
-class CostBreakdown:
-    provider_cost: Decimal  # in the price currency
-    converted_cost: Decimal  # in the account currency, before fee
-    fee_amount: Decimal
-    total: Decimal  # converted_cost + fee_amount, what the balance is debited
+# --- the price and FX rate in effect at an instant, read from the books ---------------------
+
+Find = Callable[[uuid.UUID], object]  # an aggregate by id, or None (UnitOfWork.find)
 
 
-def compute_cost(
-    *,
-    price: Price,
-    fx: FxRate,
-    fee_rate: Decimal,
-    input_tokens: int,
-    output_tokens: int,
-    cached_tokens: int = 0,
-) -> CostBreakdown:
-    """Provider cost in its own currency, converted at `fx`, plus the platform fee.
-    Kept at internal precision (1e-9, half-even); nothing is rounded for display here."""
-    cached = min(max(cached_tokens, 0), input_tokens)
-    if price.cached_input_per_mtok is not None and cached:
-        uncached_cost = token_cost(input_tokens - cached, price.input_per_mtok)
-        cached_cost = token_cost(cached, price.cached_input_per_mtok)
-        input_cost = uncached_cost + cached_cost
-    else:
-        input_cost = token_cost(input_tokens, price.input_per_mtok)
-    provider_cost = quantize_internal(input_cost + token_cost(output_tokens, price.output_per_mtok))
-    converted = quantize_internal(provider_cost * fx.rate)
-    fee = quantize_internal(converted * fee_rate)
-    return CostBreakdown(provider_cost, converted, fee, converted + fee)
+def price_in_effect(
+    find: Find, model: str, at: datetime, project_id: uuid.UUID | None = None
+) -> Price:
+    """The price of `model` in effect at `at`, with its id (`price_id`, the PriceSet that
+    set it). With `project_id`, of that project's custom model, from its own book only
+    (custom-model prices recorded before per-project books, in the shared book with source
+    "custom:<project>", still count for that project and no other)."""
+    if project_id is not None:
+        own = find(price_book_id(model, project_id))
+        if isinstance(own, PriceBook):
+            return own.price_at(at)
+        legacy = find(price_book_id(model))
+        if isinstance(legacy, PriceBook):
+            return legacy.price_at(at, legacy_source=f"{LEGACY_CUSTOM_SOURCE_PREFIX}{project_id}")
+        raise PriceNotFound(f"no price has been set for model {model!r}", model=model)
+    book = find(price_book_id(model))
+    if not isinstance(book, PriceBook) or book.project_id is not None:
+        raise PriceNotFound(f"no price has been set for model {model!r}", model=model)
+    return book.price_at(at)
+
+
+def _rate_in_effect(book: object, at: datetime) -> FxRate | None:
+    if isinstance(book, FxBook) and any(
+        r.effective_from is not None and r.effective_from <= at for r in book.rates
+    ):
+        return book.rate_at(at)
+    return None
+
+
+def fx_in_effect(find: Find, base: str, quote: str, at: datetime) -> FxRate:
+    """The rate converting `base` into `quote` at `at`, with its id (`rate_id`, the RateSet
+    that set it): the direct pair's rate, else the inverse pair's inverted (12 places), the
+    identity for one currency."""
+    if base == quote:
+        return identity_rate(base)
+    direct = _rate_in_effect(find(fx_book_id(base, quote)), at)
+    if direct is not None:
+        return direct
+    inverse = _rate_in_effect(find(fx_book_id(quote, base)), at)
+    if inverse is not None:
+        return FxRate(
+            rate_id=inverse.rate_id,
+            base=base,
+            quote=quote,
+            rate=inverse_rate(inverse.rate),
+            effective_from=inverse.effective_from,
+            inverted=True,
+        )
+    raise FxRateNotFound(
+        f"no {base}/{quote} FX rate in effect at {at.isoformat()}: this is a configuration "
+        "gap, not an outage (retrying will not help). An operator loads the ECB reference "
+        "rates with `ledgergate fx import eurofxref.csv`, or sets one with `ledgergate fx set "
+        f"--base {base} --quote {quote} --rate R --effective-from T`",
+        base=base,
+        quote=quote,
+    )

@@ -6,16 +6,15 @@ from datetime import datetime
 from decimal import Decimal
 from uuid import UUID
 
-from eventsourcing.domain import Aggregate, event
+from eventsourcing.domain import Aggregate
 
 from domain.errors import InvalidCommand, KeyRevoked
 from domain.money import check_currency
-from domain.plans import DEFAULT_FEE_RATE, ENTERPRISE, check_tier_allowed
+from domain.plans import ENTERPRISE, check_plan_allows_tier
+from domain.settlement import DEFAULT_FEE_RATE
+from domain.vocabulary import PLANS, PROVIDERS, TIERS
 
-TIERS = ("unrestricted", "eu_cloud", "eu_strict", "eu_sweden")
-PLANS = ("free", "trial", "pro", "enterprise")
 FEE_RATE_MAX = Decimal("0.50")
-PROVIDERS = ("openai", "anthropic", "mistral", "google", "bedrock", "cohere", "moonshot", "xai")
 FINGERPRINT_CHARS_MAX = 64
 CIPHERTEXT_CHARS_MAX = 8192
 
@@ -58,12 +57,22 @@ class Project(Aggregate):
     class TierChanged(Aggregate.Event):
         tier: str
 
+        def apply(self, aggregate: Project) -> None:
+            aggregate.tier = self.tier
+
     class PlanChanged(Aggregate.Event):
         plan: str
         changed_at: datetime
 
+        def apply(self, aggregate: Project) -> None:
+            aggregate.plan = self.plan
+            aggregate.plan_changed_at = self.changed_at
+
     class FeeRateChanged(Aggregate.Event):
         fee_rate: Decimal
+
+        def apply(self, aggregate: Project) -> None:
+            aggregate.fee_rate = self.fee_rate
 
     class ProviderKeySet(Aggregate.Event):
         """A bring-your-own provider key, AES-GCM encrypted by the gateway. Only the
@@ -76,9 +85,21 @@ class Project(Aggregate):
         secret_fingerprint: str  # which LEDGERGATE_SECRET_KEY encrypted it (rotation)
         set_at: datetime
 
+        def apply(self, aggregate: Project) -> None:
+            aggregate._keys()[self.provider] = {
+                "ciphertext_b64": self.ciphertext_b64,
+                "nonce_b64": self.nonce_b64,
+                "key_fingerprint": self.key_fingerprint,
+                "secret_fingerprint": self.secret_fingerprint,
+                "set_at": self.set_at.isoformat(),
+            }
+
     class ProviderKeyRemoved(Aggregate.Event):
         provider: str
         removed_at: datetime
+
+        def apply(self, aggregate: Project) -> None:
+            aggregate._keys().pop(self.provider, None)
 
     @classmethod
     def create(
@@ -95,7 +116,7 @@ class Project(Aggregate):
         clean_name = name.strip()
         if not clean_name or len(clean_name) > 200:
             raise InvalidCommand("a project name must have 1 to 200 characters")
-        check_tier_allowed(check_plan(plan), check_tier(tier))
+        check_plan_allows_tier(check_plan(plan), check_tier(tier))
         if plan != ENTERPRISE and fee_rate != DEFAULT_FEE_RATE:
             raise InvalidCommand(
                 f"only an enterprise project can carry a negotiated fee (default {DEFAULT_FEE_RATE})"
@@ -133,25 +154,16 @@ class Project(Aggregate):
         self.provider_keys: dict[str, dict[str, str]] = {}
 
     def change_tier(self, tier: str) -> None:
-        check_tier_allowed(self.plan, check_tier(tier))
+        check_plan_allows_tier(self.plan, check_tier(tier))
         if tier == self.tier:
             return
-        self._tier_changed(tier)
-
-    @event(TierChanged)
-    def _tier_changed(self, tier: str) -> None:
-        self.tier = tier
+        self.trigger_event(self.TierChanged, tier=tier)
 
     def change_plan(self, plan: str, now: datetime) -> None:
-        check_tier_allowed(check_plan(plan), self.tier)
+        check_plan_allows_tier(check_plan(plan), self.tier)
         if plan == self.plan:
             return  # re-setting a trial must not restart it
-        self._plan_changed(plan, now)
-
-    @event(PlanChanged)
-    def _plan_changed(self, plan: str, changed_at: datetime) -> None:
-        self.plan = plan
-        self.plan_changed_at = changed_at
+        self.trigger_event(self.PlanChanged, plan=plan, changed_at=now)
 
     def change_fee_rate(self, fee_rate: Decimal) -> None:
         if self.plan != ENTERPRISE:
@@ -160,11 +172,7 @@ class Project(Aggregate):
                 f"{self.plan} (fee {DEFAULT_FEE_RATE} on managed keys, 0 on its own keys)",
                 plan=self.plan,
             )
-        self._fee_rate_changed(check_fee_rate(fee_rate))
-
-    @event(FeeRateChanged)
-    def _fee_rate_changed(self, fee_rate: Decimal) -> None:
-        self.fee_rate = fee_rate
+        self.trigger_event(self.FeeRateChanged, fee_rate=check_fee_rate(fee_rate))
 
     def set_provider_key(
         self,
@@ -184,38 +192,22 @@ class Project(Aggregate):
         for fingerprint in (key_fingerprint, secret_fingerprint):
             if not fingerprint or len(fingerprint) > FINGERPRINT_CHARS_MAX:
                 raise InvalidCommand("a key fingerprint is missing or too long")
-        self._provider_key_set(
-            provider, ciphertext_b64, nonce_b64, key_fingerprint, secret_fingerprint, now
+        self.trigger_event(
+            self.ProviderKeySet,
+            provider=provider,
+            ciphertext_b64=ciphertext_b64,
+            nonce_b64=nonce_b64,
+            key_fingerprint=key_fingerprint,
+            secret_fingerprint=secret_fingerprint,
+            set_at=now,
         )
-
-    @event(ProviderKeySet)
-    def _provider_key_set(
-        self,
-        provider: str,
-        ciphertext_b64: str,
-        nonce_b64: str,
-        key_fingerprint: str,
-        secret_fingerprint: str,
-        set_at: datetime,
-    ) -> None:
-        self._keys()[provider] = {
-            "ciphertext_b64": ciphertext_b64,
-            "nonce_b64": nonce_b64,
-            "key_fingerprint": key_fingerprint,
-            "secret_fingerprint": secret_fingerprint,
-            "set_at": set_at.isoformat(),
-        }
 
     def remove_provider_key(self, provider: str, now: datetime) -> bool:
         provider = check_provider(provider)
         if provider not in self._keys():
             return False
-        self._provider_key_removed(provider, now)
+        self.trigger_event(self.ProviderKeyRemoved, provider=provider, removed_at=now)
         return True
-
-    @event(ProviderKeyRemoved)
-    def _provider_key_removed(self, provider: str, removed_at: datetime) -> None:
-        self._keys().pop(provider, None)
 
     def provider_keys_view(self) -> dict[str, str]:
         """provider -> key fingerprint: what may be shown (no ciphertext, no key)."""
@@ -242,6 +234,9 @@ class ApiKey(Aggregate):
     class Revoked(Aggregate.Event):
         reason: str
         revoked_at: datetime
+
+        def apply(self, aggregate: ApiKey) -> None:
+            aggregate.revoked = True
 
     class DowngradeThresholdSet(Aggregate.Event):
         """Issue 14: below this much left of its daily budget, the key's router-chosen
@@ -298,11 +293,7 @@ class ApiKey(Aggregate):
     def revoke(self, reason: str, now: datetime) -> None:
         if self.revoked:
             return
-        self._revoked(reason[:200], now)
-
-    @event(Revoked)
-    def _revoked(self, reason: str, revoked_at: datetime) -> None:
-        self.revoked = True
+        self.trigger_event(self.Revoked, reason=reason[:200], revoked_at=now)
 
     @property
     def downgrade_threshold(self) -> Decimal | None:

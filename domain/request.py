@@ -3,32 +3,37 @@
     received → admitted | rejected → dispatched → streaming → completed | failed | abandoned
 
 Events carry no prompt or completion text: sizes, counts and SHA-256 hashes only.
+
+Each event is declared once, with its stored fields and its effect on the request (`apply`),
+and fired with `trigger_event(EventClass, **fields)`: a command method checks, then triggers.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.domain import Aggregate, event
+from eventsourcing.domain import Aggregate
 
 from domain.errors import IllegalTransition, InvalidCommand
 from domain.pii_events import PiiDecision
+from domain.vocabulary import MODES, Mode, RequestStatus
+from domain.vocabulary import NON_TERMINAL_STATES as NON_TERMINAL_STATES  # re-exported
+from domain.vocabulary import TERMINAL_STATES as TERMINAL_STATES  # re-exported
 
-RECEIVED = "received"
-ADMITTED = "admitted"
-REJECTED = "rejected"
-DISPATCHED = "dispatched"
-STREAMING = "streaming"
-COMPLETED = "completed"
-FAILED = "failed"
-ABANDONED = "abandoned"
-
-TERMINAL_STATES = frozenset({REJECTED, COMPLETED, FAILED, ABANDONED})
-NON_TERMINAL_STATES = frozenset({RECEIVED, ADMITTED, DISPATCHED, STREAMING})
+# The statuses are spelled once in domain/vocabulary.py; plain strings here because events
+# store them and transitions compare them.
+RECEIVED = RequestStatus.RECEIVED.value
+ADMITTED = RequestStatus.ADMITTED.value
+REJECTED = RequestStatus.REJECTED.value
+DISPATCHED = RequestStatus.DISPATCHED.value
+STREAMING = RequestStatus.STREAMING.value
+COMPLETED = RequestStatus.COMPLETED.value
+FAILED = RequestStatus.FAILED.value
+ABANDONED = RequestStatus.ABANDONED.value
 
 ALLOWED_TRANSITIONS: dict[str, frozenset[str]] = {
     RECEIVED: frozenset({ADMITTED, REJECTED}),
@@ -37,6 +42,19 @@ ALLOWED_TRANSITIONS: dict[str, frozenset[str]] = {
     DISPATCHED: frozenset({DISPATCHED, STREAMING, COMPLETED, FAILED, ABANDONED}),
     STREAMING: frozenset({COMPLETED, FAILED, ABANDONED}),
 }
+# The usage a UsageJournalled keeps on the request until it is charged (its stored fields
+# but the instant): whoever settles the request charges exactly these.
+JOURNALLED_FIELDS: tuple[str, ...] = (
+    "input_tokens",
+    "output_tokens",
+    "cached_tokens",
+    "usage_source",
+    "finish_reason",
+    "completion_chars",
+    "completion_sha256",
+    "latency_ms",
+    "upstream_ms",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +73,9 @@ class AdmissionTerms:
     fx_rate_id: str | None
     fee_rate: Decimal
     key_source: str
+
+
+ADMISSION_TERMS_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(AdmissionTerms))
 
 
 class Request(Aggregate):
@@ -106,12 +127,18 @@ class Request(Aggregate):
         failure_code: str
         screened_at: datetime
 
+        def apply(self, aggregate: Request) -> None:
+            aggregate.pii_screened = True
+
     class Rejected(Aggregate.Event):
         http_status: int
         error_code: str
         error_type: str
         message: str
         rejected_at: datetime
+
+        def apply(self, aggregate: Request) -> None:
+            aggregate.status = REJECTED
 
     class Admitted(Aggregate.Event):
         model: str
@@ -132,6 +159,17 @@ class Request(Aggregate):
         key_source: str
         admitted_at: datetime
 
+        def apply(self, aggregate: Request) -> None:
+            aggregate.status = ADMITTED
+            aggregate.priced_model = self.model
+            aggregate.model = self.model
+            aggregate.provider = self.provider
+            aggregate.upstream_model = self.upstream_model
+            # The terms are fields of this event by the same names.
+            aggregate.terms = AdmissionTerms(
+                **{name: getattr(self, name) for name in ADMISSION_TERMS_FIELDS}
+            )
+
     class RouteDecided(Aggregate.Event):
         """Why this model and endpoint: the router's candidates and their sampled scores.
         Recorded with admission, before any provider is called (gateway/routing)."""
@@ -150,6 +188,9 @@ class Request(Aggregate):
         candidates: tuple[tuple[str, str, str], ...]
         decided_at: datetime
 
+        def apply(self, aggregate: Request) -> None:
+            aggregate.route_recorded = True
+
     class Repriced(Aggregate.Event):
         """Failover moved the request to another model: later charges use that model's
         price in effect at reception (the reservation stays as it was)."""
@@ -163,6 +204,19 @@ class Request(Aggregate):
         fx_rate: Decimal
         fx_rate_id: str | None
         repriced_at: datetime
+
+        def apply(self, aggregate: Request) -> None:
+            if aggregate.terms is not None:
+                aggregate.terms = replace(
+                    aggregate.terms,
+                    price_id=self.price_id,
+                    input_price_per_mtok=self.input_price_per_mtok,
+                    output_price_per_mtok=self.output_price_per_mtok,
+                    price_currency=self.price_currency,
+                    fx_rate=self.fx_rate,
+                    fx_rate_id=self.fx_rate_id,
+                )
+            aggregate.priced_model = self.model
 
     class DocumentsProcessed(Aggregate.Event):
         """PDFs turned into markdown by OCR before the model saw them (eu_strict: Mistral
@@ -179,6 +233,11 @@ class Request(Aggregate):
         fx_rate_id: str | None
         processed_at: datetime
 
+        def apply(self, aggregate: Request) -> None:
+            aggregate.ocr_cost = self.cost
+            aggregate.ocr_currency = self.price_currency
+            aggregate.ocr_fx_rate = self.fx_rate
+
     class Dispatched(Aggregate.Event):
         provider: str
         model: str
@@ -187,9 +246,18 @@ class Request(Aggregate):
         attempt: int
         dispatched_at: datetime
 
+        def apply(self, aggregate: Request) -> None:
+            aggregate.status = DISPATCHED
+            aggregate.provider = self.provider
+            aggregate.model = self.model
+            aggregate.upstream_model = self.upstream_model
+
     class StreamingStarted(Aggregate.Event):
         first_chunk_ms: int
         started_at: datetime
+
+        def apply(self, aggregate: Request) -> None:
+            aggregate.status = STREAMING
 
     class Completed(Aggregate.Event):
         input_tokens: int
@@ -219,6 +287,9 @@ class Request(Aggregate):
             state["cache"] = "miss"  # before v2 there was no cache: every request missed
             state["cache_origin_request_id"] = None
 
+        def apply(self, aggregate: Request) -> None:
+            aggregate.status = COMPLETED
+
     class DeadlineExtended(Aggregate.Event):
         """The process serving this request is alive and still serving it: its lease (the
         deadline the sweeper honours) is renewed. Only requests that outlive half their
@@ -226,6 +297,9 @@ class Request(Aggregate):
 
         deadline_at: datetime
         extended_at: datetime
+
+        def apply(self, aggregate: Request) -> None:
+            aggregate.deadline_at = self.deadline_at
 
     class UsageFlagged(Aggregate.Event):
         """The upstream reported usage this request could not have produced (negative, not
@@ -241,6 +315,7 @@ class Request(Aggregate):
         input_tokens_bound: int
         output_tokens_max: int
         flagged_at: datetime
+        # No state change: the flag is a fact for the audit and reconciliation.
 
     class SweepCorrected(Aggregate.Event):
         """Swept while its process was still serving it (a stall past its lease), then
@@ -262,6 +337,10 @@ class Request(Aggregate):
         upstream_ms: int
         corrected_at: datetime
 
+        def apply(self, aggregate: Request) -> None:
+            aggregate.sweep_corrected = True
+            aggregate.charged_amount = self.charged_amount
+
     class UsageJournalled(Aggregate.Event):
         """The upstream answered but the charge could not be made durable yet (the account
         kept conflicting, or the store failed): the real usage is kept on the request, so
@@ -279,6 +358,9 @@ class Request(Aggregate):
         upstream_ms: int
         journalled_at: datetime
 
+        def apply(self, aggregate: Request) -> None:
+            aggregate.journalled = {name: getattr(self, name) for name in JOURNALLED_FIELDS}
+
     class Failed(Aggregate.Event):
         http_status: int
         error_code: str
@@ -295,6 +377,9 @@ class Request(Aggregate):
         latency_ms: int
         failed_at: datetime
 
+        def apply(self, aggregate: Request) -> None:
+            aggregate.status = FAILED
+
     class Abandoned(Aggregate.Event):
         reason: str
         state_before: str
@@ -302,16 +387,20 @@ class Request(Aggregate):
         released_amount: Decimal
         abandoned_at: datetime
 
+        def apply(self, aggregate: Request) -> None:
+            aggregate.status = ABANDONED
+            aggregate.charged_amount = self.charged_amount
+
     @classmethod
     def receive(
         cls,
         *,
         aggregate_id: UUID,
-        mode: str = "live",
+        mode: str = Mode.LIVE.value,
         conversation_id: str | None = None,
         **fields: Any,
     ) -> Request:
-        if mode not in ("live", "test"):
+        if mode not in MODES:
             raise InvalidCommand("a request's mode is live or test")
         return cls._create(
             cls.Received, id=aggregate_id, mode=mode, conversation_id=conversation_id, **fields
@@ -334,7 +423,7 @@ class Request(Aggregate):
         client_ip: str | None,
         received_at: datetime,
         deadline_at: datetime,
-        mode: str = "live",
+        mode: str = Mode.LIVE.value,
         conversation_id: str | None = None,
     ) -> None:
         self.request_id = request_id
@@ -359,6 +448,7 @@ class Request(Aggregate):
         self.pii_screened = False
         self.charged_amount: Decimal = Decimal(0)  # what a sweep charged, for a correction
         self.journalled: dict[str, Any] | None = None  # real usage awaiting its charge
+        self.sweep_corrected = False  # getattr below: older snapshots lack it
 
     @property
     def is_terminal(self) -> bool:
@@ -381,194 +471,71 @@ class Request(Aggregate):
                 state=self.status,
                 target="pii_screened",
             )
-        self._pii_screened(
-            decision.policy_received,
-            decision.processed,
-            decision.action,
-            decision.sensitivity,
-            decision.language,
-            tuple((str(name), int(count)) for name, count in decision.entity_counts),
-            decision.entities_detected,
-            decision.redactions_applied,
-            float(decision.latency_ms),
-            decision.policy_source,
-            decision.blocked,
-            tuple(decision.blocked_entity_types),
-            decision.failure_code,
-            now,
+        self.trigger_event(
+            self.PiiScreened,
+            policy_received=decision.policy_received,
+            processed=decision.processed,
+            action=decision.action,
+            sensitivity=decision.sensitivity,
+            language=decision.language,
+            entity_counts=tuple((str(name), int(count)) for name, count in decision.entity_counts),
+            entities_detected=decision.entities_detected,
+            redactions_applied=decision.redactions_applied,
+            latency_ms=float(decision.latency_ms),
+            policy_source=decision.policy_source,
+            blocked=decision.blocked,
+            blocked_entity_types=tuple(decision.blocked_entity_types),
+            failure_code=decision.failure_code,
+            screened_at=now,
         )
-
-    @event(PiiScreened)
-    def _pii_screened(
-        self,
-        policy_received: bool,
-        processed: bool,
-        action: str,
-        sensitivity: str,
-        language: str,
-        entity_counts: tuple[tuple[str, int], ...],
-        entities_detected: int,
-        redactions_applied: int,
-        latency_ms: float,
-        policy_source: str,
-        blocked: bool,
-        blocked_entity_types: tuple[str, ...],
-        failure_code: str,
-        screened_at: datetime,
-    ) -> None:
-        self.pii_screened = True
 
     def reject(
         self, *, http_status: int, error_code: str, error_type: str, message: str, now: datetime
     ) -> None:
         self.check_transition(REJECTED)
-        self._rejected(http_status, error_code, error_type, message[:500], now)
-
-    @event(Rejected)
-    def _rejected(
-        self,
-        http_status: int,
-        error_code: str,
-        error_type: str,
-        message: str,
-        rejected_at: datetime,
-    ) -> None:
-        self.status = REJECTED
-
-    def admit(self, **fields: Any) -> None:
-        self.check_transition(ADMITTED)
-        self._admitted(**fields)
-
-    @event(Admitted)
-    def _admitted(
-        self,
-        model: str,
-        provider: str,
-        upstream_model: str,
-        currency: str,
-        reserved_amount: Decimal,
-        estimated_input_tokens: int,
-        max_output_tokens: int,
-        price_id: str,
-        price_effective_from: datetime,
-        input_price_per_mtok: Decimal,
-        output_price_per_mtok: Decimal,
-        price_currency: str,
-        fx_rate: Decimal,
-        fx_rate_id: str | None,
-        fee_rate: Decimal,
-        key_source: str,
-        admitted_at: datetime,
-    ) -> None:
-        self.status = ADMITTED
-        self.priced_model = model
-        self.model = model
-        self.provider = provider
-        self.upstream_model = upstream_model
-        self.terms = AdmissionTerms(
-            currency=currency,
-            reserved_amount=reserved_amount,
-            estimated_input_tokens=estimated_input_tokens,
-            max_output_tokens=max_output_tokens,
-            price_id=price_id,
-            input_price_per_mtok=input_price_per_mtok,
-            output_price_per_mtok=output_price_per_mtok,
-            price_currency=price_currency,
-            fx_rate=fx_rate,
-            fx_rate_id=fx_rate_id,
-            fee_rate=fee_rate,
-            key_source=key_source,
+        self.trigger_event(
+            self.Rejected,
+            http_status=http_status,
+            error_code=error_code,
+            error_type=error_type,
+            message=message[:500],
+            rejected_at=now,
         )
 
+    def admit(self, **fields: Any) -> None:
+        """`fields`: the stored fields of Admitted (the terms settlement prices by)."""
+        self.check_transition(ADMITTED)
+        self.trigger_event(self.Admitted, **fields)
+
     def record_route(self, **fields: Any) -> None:
-        """The route decision; recorded once, before admission."""
+        """The route decision (the stored fields of RouteDecided); recorded once, before
+        admission."""
         if self.status != RECEIVED or self.route_recorded:
             raise IllegalTransition(
                 f"request {self.request_id}: the route is decided once, before admission",
                 state=self.status,
                 target="route_decided",
             )
-        self._route_decided(**fields)
-
-    @event(RouteDecided)
-    def _route_decided(
-        self,
-        requested_model: str,
-        mode: str,
-        variant: str,
-        tier: str,
-        model: str,
-        provider: str,
-        upstream_model: str,
-        endpoint: str,
-        failover: tuple[str, ...],
-        reason: str,
-        confidence: str,
-        candidates: tuple[tuple[str, str, str], ...],
-        decided_at: datetime,
-    ) -> None:
-        self.route_recorded = True
+        self.trigger_event(self.RouteDecided, **fields)
 
     def reprice(self, **fields: Any) -> None:
-        if self.status not in (ADMITTED, DISPATCHED) or self.terms is None:
-            raise IllegalTransition(
-                f"request {self.request_id} cannot be repriced in state {self.status}",
-                state=self.status,
-                target="repriced",
-            )
-        self._repriced(**fields)
-
-    @event(Repriced)
-    def _repriced(
-        self,
-        model: str,
-        price_id: str,
-        price_effective_from: datetime,
-        input_price_per_mtok: Decimal,
-        output_price_per_mtok: Decimal,
-        price_currency: str,
-        fx_rate: Decimal,
-        fx_rate_id: str | None,
-        repriced_at: datetime,
-    ) -> None:
-        if self.terms is not None:
-            self.terms = replace(
-                self.terms,
-                price_id=price_id,
-                input_price_per_mtok=input_price_per_mtok,
-                output_price_per_mtok=output_price_per_mtok,
-                price_currency=price_currency,
-                fx_rate=fx_rate,
-                fx_rate_id=fx_rate_id,
-            )
-        self.priced_model = model
+        """`fields`: the stored fields of Repriced (the failover target's price and rate)."""
+        self._check_priced_once_admitted("repriced", again=False)
+        self.trigger_event(self.Repriced, **fields)
 
     def record_documents(self, **fields: Any) -> None:
-        if self.status not in (ADMITTED, DISPATCHED) or self.ocr_cost is not None:
-            raise IllegalTransition(
-                f"request {self.request_id}: documents are processed once, after admission",
-                state=self.status,
-                target="documents_processed",
-            )
-        self._documents_processed(**fields)
+        """`fields`: the stored fields of DocumentsProcessed (OCR pages and their price)."""
+        self._check_priced_once_admitted("documents_processed", again=self.ocr_cost is not None)
+        self.trigger_event(self.DocumentsProcessed, **fields)
 
-    @event(DocumentsProcessed)
-    def _documents_processed(
-        self,
-        documents: int,
-        pages: int,
-        ocr_model: str,
-        per_page: Decimal,
-        price_currency: str,
-        price_effective_from: datetime,
-        cost: Decimal,
-        fx_rate: Decimal,
-        fx_rate_id: str | None,
-        processed_at: datetime,
-    ) -> None:
-        self.ocr_cost = cost
-        self.ocr_currency = price_currency
-        self.ocr_fx_rate = fx_rate
+    def _check_priced_once_admitted(self, target: str, *, again: bool) -> None:
+        """Repricing and OCR pricing happen after admission and before the answer."""
+        if self.status not in (ADMITTED, DISPATCHED) or self.terms is None or again:
+            raise IllegalTransition(
+                f"request {self.request_id} cannot record {target} in state {self.status}",
+                state=self.status,
+                target=target,
+            )
 
     def dispatch(
         self,
@@ -581,190 +548,73 @@ class Request(Aggregate):
         now: datetime,
     ) -> None:
         self.check_transition(DISPATCHED)
-        self._dispatched(provider, model, upstream_model, endpoint_name, attempt, now)
-
-    @event(Dispatched)
-    def _dispatched(
-        self,
-        provider: str,
-        model: str,
-        upstream_model: str,
-        endpoint_name: str,
-        attempt: int,
-        dispatched_at: datetime,
-    ) -> None:
-        self.status = DISPATCHED
-        self.provider = provider
-        self.model = model
-        self.upstream_model = upstream_model
+        self.trigger_event(
+            self.Dispatched,
+            provider=provider,
+            model=model,
+            upstream_model=upstream_model,
+            endpoint_name=endpoint_name,
+            attempt=attempt,
+            dispatched_at=now,
+        )
 
     def start_streaming(self, *, first_chunk_ms: int, now: datetime) -> None:
         self.check_transition(STREAMING)
-        self._streaming_started(first_chunk_ms, now)
-
-    @event(StreamingStarted)
-    def _streaming_started(self, first_chunk_ms: int, started_at: datetime) -> None:
-        self.status = STREAMING
+        self.trigger_event(self.StreamingStarted, first_chunk_ms=first_chunk_ms, started_at=now)
 
     def complete(self, **fields: Any) -> None:
+        """`fields`: the stored fields of Completed; `cache` defaults to "miss"."""
         self.check_transition(COMPLETED)
-        self._completed(**fields)
-
-    @event(Completed)
-    def _completed(
-        self,
-        input_tokens: int,
-        output_tokens: int,
-        cached_tokens: int,
-        usage_source: str,
-        finish_reason: str | None,
-        provider_cost: Decimal,
-        charged_amount: Decimal,
-        fee_amount: Decimal,
-        shortfall_amount: Decimal,
-        completion_chars: int,
-        completion_sha256: str | None,
-        latency_ms: int,
-        upstream_ms: int,
-        completed_at: datetime,
-        cache: str = "miss",
-        cache_origin_request_id: str | None = None,
-    ) -> None:
-        self.status = COMPLETED
+        fields.setdefault("cache", "miss")
+        fields.setdefault("cache_origin_request_id", None)
+        self.trigger_event(self.Completed, **fields)
 
     def extend_deadline(self, *, deadline_at: datetime, now: datetime) -> bool:
         """Renew the serving process's lease; False (nothing recorded) when the request has
         ended or the deadline would not move later."""
         if self.is_terminal or deadline_at <= self.deadline_at:
             return False
-        self._deadline_extended(deadline_at, now)
+        self.trigger_event(self.DeadlineExtended, deadline_at=deadline_at, extended_at=now)
         return True
 
-    @event(DeadlineExtended)
-    def _deadline_extended(self, deadline_at: datetime, extended_at: datetime) -> None:
-        self.deadline_at = deadline_at
-
     def correct_after_sweep(self, **fields: Any) -> None:
+        """`fields`: the stored fields of SweepCorrected."""
         if self.status != ABANDONED or getattr(self, "sweep_corrected", False):
             raise IllegalTransition(
                 f"request {self.request_id}: only a swept request is corrected, once",
                 state=self.status,
                 target="sweep_corrected",
             )
-        self._sweep_corrected(**fields)
-
-    @event(SweepCorrected)
-    def _sweep_corrected(
-        self,
-        input_tokens: int,
-        output_tokens: int,
-        cached_tokens: int,
-        usage_source: str,
-        finish_reason: str | None,
-        provider_cost: Decimal,
-        charged_amount: Decimal,
-        fee_amount: Decimal,
-        shortfall_amount: Decimal,
-        completion_chars: int,
-        completion_sha256: str | None,
-        latency_ms: int,
-        upstream_ms: int,
-        corrected_at: datetime,
-    ) -> None:
-        self.sweep_corrected = True
-        self.charged_amount = charged_amount
+        self.trigger_event(self.SweepCorrected, **fields)
 
     def flag_usage(self, **fields: Any) -> None:
-        self._usage_flagged(**fields)
-
-    @event(UsageFlagged)
-    def _usage_flagged(
-        self,
-        problems: tuple[str, ...],
-        reported_input_tokens: str,
-        reported_output_tokens: str,
-        reported_cached_tokens: str,
-        charged_input_tokens: int,
-        charged_output_tokens: int,
-        input_tokens_bound: int,
-        output_tokens_max: int,
-        flagged_at: datetime,
-    ) -> None:
-        pass
+        """`fields`: the stored fields of UsageFlagged."""
+        self.trigger_event(self.UsageFlagged, **fields)
 
     def journal_usage(self, **fields: Any) -> None:
+        """`fields`: the stored fields of UsageJournalled."""
         if self.status not in (DISPATCHED, STREAMING) or self.journalled is not None:
             raise IllegalTransition(
                 f"request {self.request_id}: usage is journalled once, while it is served",
                 state=self.status,
                 target="usage_journalled",
             )
-        self._usage_journalled(**fields)
-
-    @event(UsageJournalled)
-    def _usage_journalled(
-        self,
-        input_tokens: int,
-        output_tokens: int,
-        cached_tokens: int,
-        usage_source: str,
-        finish_reason: str | None,
-        completion_chars: int,
-        completion_sha256: str | None,
-        latency_ms: int,
-        upstream_ms: int,
-        journalled_at: datetime,
-    ) -> None:
-        self.journalled = {
-            "input_tokens": input_tokens,
-            "output_tokens": output_tokens,
-            "cached_tokens": cached_tokens,
-            "usage_source": usage_source,
-            "finish_reason": finish_reason,
-            "completion_chars": completion_chars,
-            "completion_sha256": completion_sha256,
-            "latency_ms": latency_ms,
-            "upstream_ms": upstream_ms,
-        }
+        self.trigger_event(self.UsageJournalled, **fields)
 
     def fail(self, **fields: Any) -> None:
+        """`fields`: the stored fields of Failed."""
         self.check_transition(FAILED)
-        self._failed(**fields)
-
-    @event(Failed)
-    def _failed(
-        self,
-        http_status: int,
-        error_code: str,
-        error_type: str,
-        message: str,
-        after_first_chunk: bool,
-        delivered_chunks: int,
-        input_tokens: int,
-        output_tokens: int,
-        usage_source: str,
-        provider_cost: Decimal,
-        charged_amount: Decimal,
-        fee_amount: Decimal,
-        latency_ms: int,
-        failed_at: datetime,
-    ) -> None:
-        self.status = FAILED
+        self.trigger_event(self.Failed, **fields)
 
     def abandon(
         self, *, reason: str, charged_amount: Decimal, released_amount: Decimal, now: datetime
     ) -> None:
         self.check_transition(ABANDONED)
-        self._abandoned(reason, self.status, charged_amount, released_amount, now)
-
-    @event(Abandoned)
-    def _abandoned(
-        self,
-        reason: str,
-        state_before: str,
-        charged_amount: Decimal,
-        released_amount: Decimal,
-        abandoned_at: datetime,
-    ) -> None:
-        self.status = ABANDONED
-        self.charged_amount = charged_amount
+        self.trigger_event(
+            self.Abandoned,
+            reason=reason,
+            state_before=self.status,
+            charged_amount=charged_amount,
+            released_amount=released_amount,
+            abandoned_at=now,
+        )

@@ -1,7 +1,8 @@
 """Aggregates of the router: per-project custom models/endpoints and per-endpoint breakers.
 
 Event classes are explicit (never `@event("Name")`), so renaming a method cannot change what is
-stored. Command methods validate; the `@event` methods only apply, because they re-run on replay.
+stored; each declares its fields and its effect (`apply`, re-run on replay: no validation, no
+clocks, no IO) once. Command methods validate, then `trigger_event(EventClass, **fields)`.
 Events carry primitives, tuples, str-Decimals and aware datetimes only, and never a secret:
 an endpoint's API key is a REFERENCE to a key stored (encrypted) for the same project,
 `byok:<provider>`, never a key and never a name in the server's environment (naming
@@ -22,11 +23,32 @@ from eventsourcing.domain import Aggregate, event
 from domain.catalog import Catalog, ModelSpec, spec_from_mapping
 from domain.clock import require_aware
 from domain.errors import IllegalTransition, InvalidCommand
-from domain.tiers import KNOWN_PROVIDERS
+from domain.vocabulary import KNOWN_PROVIDERS
 
 _NAMESPACE = uuid5(NAMESPACE_URL, "https://ledgergate.dev/routing")
 _ENDPOINT_KEY_REF = re.compile(r"^byok:([a-z]{2,16})$")
 BYOK_REF_PREFIX = "byok:"
+# The stored fields of CustomModelAdded that make a custom model's entry (models.toml shape;
+# `prices` is turned from rows into tables, `added_by` is not part of the model).
+_MODEL_ENTRY_FIELDS: tuple[str, ...] = (
+    "name",
+    "aliases",
+    "provider",
+    "upstream_id",
+    "family",
+    "capabilities",
+    "size_class",
+    "regions",
+    "tiers",
+    "named_only",
+    "pin_region",
+    "quality",
+    "latency_ms_typical",
+    "context_window",
+    "max_output_tokens",
+    "prices",
+)
+_MODEL_TUPLE_FIELDS: tuple[str, ...] = ("aliases", "capabilities", "regions", "tiers")
 _ENDPOINT_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 
 BREAKER_CLOSED = "closed"
@@ -79,9 +101,27 @@ class ProjectRouting(Aggregate):
         prices: tuple[tuple[str, str, str, str], ...]  # (effective_from iso, currency, in, out)
         added_by: str
 
+        def apply(self, aggregate: ProjectRouting) -> None:
+            entry: dict[str, Any] = {name: getattr(self, name) for name in _MODEL_ENTRY_FIELDS}
+            for name in _MODEL_TUPLE_FIELDS:  # lists once replayed from JSON
+                entry[name] = tuple(entry[name])
+            entry["prices"] = [
+                {
+                    "effective_from": row[0],
+                    "currency": row[1],
+                    "input_per_million": row[2],
+                    "output_per_million": row[3],
+                }
+                for row in self.prices
+            ]
+            aggregate._models[self.name] = entry
+
     class CustomModelRemoved(Aggregate.Event):
         name: str
         removed_by: str
+
+        def apply(self, aggregate: ProjectRouting) -> None:
+            aggregate._models.pop(self.name, None)
 
     class EndpointAdded(Aggregate.Event):
         provider: str
@@ -94,10 +134,23 @@ class ProjectRouting(Aggregate):
         models: tuple[str, ...]  # model names it may serve; empty = any of that provider
         added_by: str
 
+        def apply(self, aggregate: ProjectRouting) -> None:
+            aggregate._endpoints[endpoint_key(self.provider, self.name)] = {
+                "provider": self.provider,
+                "name": self.name,
+                "base_url": self.base_url,
+                "region": self.region,
+                "api_key_ref": self.api_key_ref,
+                "models": tuple(self.models),
+            }
+
     class EndpointRemoved(Aggregate.Event):
         provider: str
         name: str
         removed_by: str
+
+        def apply(self, aggregate: ProjectRouting) -> None:
+            aggregate._endpoints.pop(endpoint_key(self.provider, self.name), None)
 
     @staticmethod
     def create_id(project_id: str) -> UUID:
@@ -123,7 +176,8 @@ class ProjectRouting(Aggregate):
         catalog = (shipped or Catalog.shipped()).with_models(*self.custom_models())
         # Raises on a name/alias clash with shipped or earlier custom models.
         catalog.with_models(spec)
-        self._custom_model_added(
+        self.trigger_event(
+            self.CustomModelAdded,
             name=spec.name,
             aliases=spec.aliases,
             provider=spec.provider,
@@ -156,7 +210,7 @@ class ProjectRouting(Aggregate):
         key = name.strip().lower()
         if key not in self._models:
             raise InvalidCommand(f"project has no custom model {key[:80]!r}", param="name")
-        self._custom_model_removed(name=key, removed_by=removed_by)
+        self.trigger_event(self.CustomModelRemoved, name=key, removed_by=removed_by)
 
     def add_endpoint(
         self,
@@ -188,7 +242,8 @@ class ProjectRouting(Aggregate):
         key = endpoint_key(provider, name)
         if key in self._endpoints:
             raise InvalidCommand(f"endpoint {key} already exists", param="name")
-        self._endpoint_added(
+        self.trigger_event(
+            self.EndpointAdded,
             provider=provider,
             name=name,
             base_url=base_url,
@@ -201,7 +256,9 @@ class ProjectRouting(Aggregate):
     def remove_endpoint(self, provider: str, name: str, *, removed_by: str) -> None:
         if endpoint_key(provider, name) not in self._endpoints:
             raise InvalidCommand(f"no endpoint {endpoint_key(provider, name)}", param="name")
-        self._endpoint_removed(provider=provider, name=name, removed_by=removed_by)
+        self.trigger_event(
+            self.EndpointRemoved, provider=provider, name=name, removed_by=removed_by
+        )
 
     # ---- queries
 
@@ -213,84 +270,6 @@ class ProjectRouting(Aggregate):
 
     def endpoints(self) -> tuple[dict[str, Any], ...]:
         return tuple(dict(entry) for entry in self._endpoints.values())
-
-    # ---- event application (re-runs on replay: no validation, no clocks, no IO)
-
-    @event(CustomModelAdded)
-    def _custom_model_added(
-        self,
-        name: str,
-        aliases: tuple[str, ...],
-        provider: str,
-        upstream_id: str,
-        family: str,
-        capabilities: tuple[str, ...],
-        size_class: str,
-        regions: tuple[str, ...],
-        tiers: tuple[str, ...],
-        named_only: bool,
-        pin_region: bool,
-        quality: str,
-        latency_ms_typical: int,
-        context_window: int,
-        max_output_tokens: int,
-        prices: tuple[tuple[str, str, str, str], ...],
-        added_by: str,
-    ) -> None:
-        self._models[name] = {
-            "name": name,
-            "aliases": tuple(aliases),
-            "provider": provider,
-            "upstream_id": upstream_id,
-            "family": family,
-            "capabilities": tuple(capabilities),
-            "size_class": size_class,
-            "regions": tuple(regions),
-            "tiers": tuple(tiers),
-            "named_only": named_only,
-            "pin_region": pin_region,
-            "quality": quality,
-            "latency_ms_typical": latency_ms_typical,
-            "context_window": context_window,
-            "max_output_tokens": max_output_tokens,
-            "prices": [
-                {
-                    "effective_from": row[0],
-                    "currency": row[1],
-                    "input_per_million": row[2],
-                    "output_per_million": row[3],
-                }
-                for row in prices
-            ],
-        }
-
-    @event(CustomModelRemoved)
-    def _custom_model_removed(self, name: str, removed_by: str) -> None:
-        self._models.pop(name, None)
-
-    @event(EndpointAdded)
-    def _endpoint_added(
-        self,
-        provider: str,
-        name: str,
-        base_url: str,
-        region: str,
-        api_key_ref: str,
-        models: tuple[str, ...],
-        added_by: str,
-    ) -> None:
-        self._endpoints[endpoint_key(provider, name)] = {
-            "provider": provider,
-            "name": name,
-            "base_url": base_url,
-            "region": region,
-            "api_key_ref": api_key_ref,
-            "models": tuple(models),
-        }
-
-    @event(EndpointRemoved)
-    def _endpoint_removed(self, provider: str, name: str, removed_by: str) -> None:
-        self._endpoints.pop(endpoint_key(provider, name), None)
 
 
 class EndpointBreaker(Aggregate):
@@ -312,14 +291,24 @@ class EndpointBreaker(Aggregate):
         cooldown_s: str  # str-Decimal
         observed_at: datetime
 
+        def apply(self, aggregate: EndpointBreaker) -> None:
+            aggregate.state = BREAKER_OPEN
+            aggregate.times_opened += 1
+
     class HalfOpened(Aggregate.Event):
         reason: str
         observed_at: datetime
+
+        def apply(self, aggregate: EndpointBreaker) -> None:
+            aggregate.state = BREAKER_HALF_OPEN
 
     class Closed(Aggregate.Event):
         reason: str
         probe_successes: int
         observed_at: datetime
+
+        def apply(self, aggregate: EndpointBreaker) -> None:
+            aggregate.state = BREAKER_CLOSED
 
     @staticmethod
     def create_id(endpoint_key: str) -> UUID:
@@ -351,7 +340,8 @@ class EndpointBreaker(Aggregate):
         observed_at: datetime,
     ) -> None:
         self._check(BREAKER_OPEN)
-        self._opened(
+        self.trigger_event(
+            self.Opened,
             reason=reason[:200],
             failures_in_window=failures_in_window,
             requests_in_window=requests_in_window,
@@ -362,11 +352,14 @@ class EndpointBreaker(Aggregate):
 
     def half_open(self, *, reason: str, observed_at: datetime) -> None:
         self._check(BREAKER_HALF_OPEN)
-        self._half_opened(reason=reason[:200], observed_at=require_aware(observed_at))
+        self.trigger_event(
+            self.HalfOpened, reason=reason[:200], observed_at=require_aware(observed_at)
+        )
 
     def close(self, *, reason: str, probe_successes: int, observed_at: datetime) -> None:
         self._check(BREAKER_CLOSED)
-        self._closed(
+        self.trigger_event(
+            self.Closed,
             reason=reason[:200],
             probe_successes=probe_successes,
             observed_at=require_aware(observed_at),
@@ -395,24 +388,3 @@ class EndpointBreaker(Aggregate):
             )
         else:
             raise InvalidCommand(f"unknown breaker state {to_state[:20]!r}")
-
-    @event(Opened)
-    def _opened(
-        self,
-        reason: str,
-        failures_in_window: int,
-        requests_in_window: int,
-        consecutive_failures: int,
-        cooldown_s: str,
-        observed_at: datetime,
-    ) -> None:
-        self.state = BREAKER_OPEN
-        self.times_opened += 1
-
-    @event(HalfOpened)
-    def _half_opened(self, reason: str, observed_at: datetime) -> None:
-        self.state = BREAKER_HALF_OPEN
-
-    @event(Closed)
-    def _closed(self, reason: str, probe_successes: int, observed_at: datetime) -> None:
-        self.state = BREAKER_CLOSED

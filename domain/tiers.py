@@ -18,36 +18,28 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import TYPE_CHECKING
 
-from domain.errors import ComplianceTierNotInPlan, InvalidCommand, UnknownComplianceTier
+from domain.errors import InvalidCommand, UnknownComplianceTier
+from domain.plans import check_plan_allows_tier
+
+# Tier, TIER_ORDER and the provider sets are spelled in domain/vocabulary.py; re-exported
+# here for the modules that import them from this, their old home.
+from domain.vocabulary import EU_OWNED_PROVIDERS as EU_OWNED_PROVIDERS
+from domain.vocabulary import KNOWN_PROVIDERS as KNOWN_PROVIDERS
+from domain.vocabulary import NAMED_ONLY_PROVIDERS as NAMED_ONLY_PROVIDERS
+from domain.vocabulary import TIER_ORDER as TIER_ORDER
+from domain.vocabulary import Plan, Provider
+from domain.vocabulary import Tier as Tier
 
 if TYPE_CHECKING:
     from domain.catalog import ModelSpec
 
 
-class Tier(StrEnum):
-    UNRESTRICTED = "unrestricted"
-    EU_CLOUD = "eu_cloud"
-    EU_STRICT = "eu_strict"
-    EU_SWEDEN = "eu_sweden"
-
-
-# Loosest to strictest. Used to name the effective tier and to order display, never to decide
-# membership (membership is the set rule in EffectiveTier.allows).
-TIER_ORDER: tuple[Tier, ...] = (Tier.UNRESTRICTED, Tier.EU_CLOUD, Tier.EU_STRICT, Tier.EU_SWEDEN)
 TIER_RANK: dict[Tier, int] = {tier: rank for rank, tier in enumerate(TIER_ORDER)}
 
-FREE_PLAN = "free"
-
-# Vendor and region facts behind the tier claims (checked for shipped and custom models alike).
-EU_OWNED_PROVIDERS: frozenset[str] = frozenset({"mistral"})
-NAMED_ONLY_PROVIDERS: frozenset[str] = frozenset({"moonshot", "xai"})
+# Region facts behind the tier claims (checked for shipped and custom models alike).
 SWEDEN_REGIONS: frozenset[str] = frozenset({"eu-north-1"})
-KNOWN_PROVIDERS: frozenset[str] = frozenset(
-    {"openai", "anthropic", "mistral", "google", "bedrock", "cohere", "moonshot", "xai"}
-)
 
 
 def parse_tier(text: object, *, param: str = "routing_preferences.compliance") -> Tier:
@@ -79,7 +71,7 @@ class EffectiveTier:
     """The requirements a request's route must meet. `required` only ever grows."""
 
     required: frozenset[Tier]
-    plan: str = "paid"
+    plan: str = Plan.PRO.value  # any plan but Free allows every tier
 
     @property
     def name(self) -> Tier:
@@ -101,7 +93,7 @@ class EffectiveTier:
         if requested is None:
             return self
         tier = parse_tier(requested)
-        _check_plan(tier, self.plan)
+        check_plan_allows_tier(self.plan, tier)
         if tier in self.required:
             return self
         return EffectiveTier(required=self.required | {tier}, plan=self.plan)
@@ -112,17 +104,8 @@ class EffectiveTier:
         return "tier=" + self.label
 
 
-def _check_plan(tier: Tier, plan: str) -> None:
-    if plan == FREE_PLAN and tier is not Tier.UNRESTRICTED:
-        raise ComplianceTierNotInPlan(
-            f"the Free plan is unrestricted-tier only; {tier.value} needs a paid plan",
-            tier=tier.value,
-            plan=plan,
-        )
-
-
 def effective_tier(
-    project_tier: Tier | str, requested: Tier | str | None = None, plan: str = "paid"
+    project_tier: Tier | str, requested: Tier | str | None = None, plan: str = Plan.PRO.value
 ) -> EffectiveTier:
     """The tier a request runs under: the project's, tightened by the request, never loosened.
 
@@ -130,7 +113,7 @@ def effective_tier(
     requirement stays); a Free-plan project or request asking for any EU tier is refused.
     """
     base = parse_tier(project_tier, param="project.tier")
-    _check_plan(base, plan)
+    check_plan_allows_tier(plan, base)
     return EffectiveTier(required=frozenset({Tier.UNRESTRICTED, base}), plan=plan).tightened(
         requested
     )
@@ -177,7 +160,7 @@ def check_tier_claims(
             refuse(f"{provider} models are unrestricted-tier only")
         if not named_only:
             refuse(f"{provider} models are used only when named (named_only = true)")
-    if provider == "bedrock" and not pin_region:
+    if provider == Provider.BEDROCK and not pin_region:
         refuse("bedrock models must pin their region (the endpoint region decides residency)")
     eu_tiers = tier_set - {Tier.UNRESTRICTED}
     if eu_tiers:

@@ -58,26 +58,31 @@ def check_usage(
 ) -> CheckedUsage:
     problems: list[str] = []
     input_max = input_tokens_bound(estimated_input_tokens)
+    charged_input = _bounded(
+        input_tokens, input_max, "input_tokens", "beyond_bound", problems, invalid=input_max
+    )
     output_max = max(max_output_tokens, 0)
-    if not _is_count(input_tokens):
-        problems.append("input_tokens_invalid")
-        input_tokens = input_max
-    elif input_tokens > input_max:
-        problems.append("input_tokens_beyond_bound")
-        input_tokens = input_max
-    if not _is_count(output_tokens):
-        problems.append("output_tokens_invalid")
-        output_tokens = output_max
-    elif output_tokens > output_max:
-        problems.append("output_tokens_beyond_max")
-        output_tokens = output_max
-    if not _is_count(cached_tokens):
-        problems.append("cached_tokens_invalid")
-        cached_tokens = 0
-    elif cached_tokens > input_tokens:
-        problems.append("cached_tokens_beyond_input")
-        cached_tokens = input_tokens
-    return CheckedUsage(input_tokens, output_tokens, cached_tokens, tuple(problems))
+    charged_output = _bounded(
+        output_tokens, output_max, "output_tokens", "beyond_max", problems, invalid=output_max
+    )
+    charged_cached = _bounded(
+        cached_tokens, charged_input, "cached_tokens", "beyond_input", problems, invalid=0
+    )
+    return CheckedUsage(charged_input, charged_output, charged_cached, tuple(problems))
+
+
+def _bounded(
+    value: Any, bound: int, name: str, beyond: str, problems: list[str], *, invalid: int
+) -> int:
+    """`value` if it is a count within `bound`; else the problem is noted and `invalid`
+    (not a count) or `bound` (beyond it) is charged instead."""
+    if not _is_count(value):
+        problems.append(f"{name}_invalid")
+        return invalid
+    if value > bound:
+        problems.append(f"{name}_{beyond}")
+        return bound
+    return int(value)
 
 
 def reported(value: Any) -> str:

@@ -13,9 +13,20 @@ from domain.application import LedgerApplication, open_application
 from domain.clock import Clock, SystemClock
 from gateway.cache import AggregateCache
 from gateway.config import Settings
+from gateway.credentials import CredentialSigner, attach_credentials
 from gateway.fairness import ProjectInflight
+from gateway.kafka_settings import KafkaSettings
 from gateway.observability.writer import ObservedWriter
 from gateway.providers.base import AdapterLimits, ProviderAdapter, ProviderEndpoint
+from gateway.providers.registry import ADAPTER_CLASSES, build_adapter, endpoints_from_env
+from gateway.relay import OutboxRelay
+from gateway.routing.service import RoutingService
+from gateway.routing.wiring import (
+    adapter_factory,
+    build_routing,
+    seed_catalog_prices,
+    warm_statistics,
+)
 from projections.db import ReadStore
 from projections.runner import ProjectionRunner, default_views
 
@@ -23,8 +34,6 @@ log = logging.getLogger("ledgergate")
 
 
 def adapter_classes() -> dict[str, type[ProviderAdapter]]:
-    from gateway.providers.registry import ADAPTER_CLASSES
-
     return dict(ADAPTER_CLASSES)
 
 
@@ -37,14 +46,16 @@ class Services:
     store: ReadStore
     runner: ProjectionRunner
     cache: AggregateCache
+    routing: RoutingService
     limits: AdapterLimits = field(default_factory=AdapterLimits)
     inflight: ProjectInflight = field(default_factory=lambda: ProjectInflight(50))
     http_client: httpx.AsyncClient | None = None
     adapters: dict[str, ProviderAdapter] = field(default_factory=dict)
     extras: dict[str, Any] = field(default_factory=dict)
     started: bool = False
-    routing: Any = None  # gateway.routing.service.RoutingService
-    relay: Any = None  # gateway.relay.OutboxRelay, when LEDGERGATE_RUN_RELAY=1
+    relay: OutboxRelay | None = None  # when LEDGERGATE_RUN_RELAY=1
+    # Temporary credentials' signer (gateway/credentials.py); None: credentials are off.
+    credential_signer: CredentialSigner | None = None
 
     def start(self) -> None:
         """Synchronous parts: schema, writer thread, projections caught up and following."""
@@ -53,12 +64,9 @@ class Services:
         self.store.migrate()
         self.writer.start()
         self.runner.catch_up()
-        if self.routing is not None:
-            from gateway.routing.wiring import seed_catalog_prices, warm_statistics
-
-            if self.settings.raw.get("LEDGERGATE_SEED_CATALOG_PRICES", "1") != "0":
-                seed_catalog_prices(self.routing, self.app, self.writer.submit)
-            warm_statistics(self.routing, self.store)
+        if self.settings.seed_catalog_prices:
+            seed_catalog_prices(self.routing, self.app, self.writer.submit)
+        warm_statistics(self.routing, self.store)
         self.runner.start()  # writes the views, or only follows the log (run_projections off)
         self._start_relay()
         self.started = True
@@ -67,12 +75,8 @@ class Services:
         """The optional in-serve Kafka relay: off by default, on with LEDGERGATE_RUN_RELAY=1
         (then LEDGERGATE_KAFKA_BOOTSTRAP is required). Every worker may run one; a lock in
         the database keeps exactly one publishing."""
-        from gateway.kafka_settings import KafkaSettings, relay_in_serve_enabled
-
-        if self.relay is not None or not relay_in_serve_enabled(self.settings.raw):
+        if self.relay is not None or not self.settings.run_relay:
             return
-        from gateway.relay import OutboxRelay
-
         kafka = KafkaSettings.from_env(self.settings.raw)
         self.relay = OutboxRelay(self.app.recorder, self.store, kafka).start()
 
@@ -87,12 +91,9 @@ class Services:
                 ),
             )
             self.adapters = build_adapters(self.settings, self.http_client)
-            if self.routing is not None:
-                from gateway.routing.wiring import adapter_factory
-
-                self.routing.bind_adapters(
-                    adapter_factory(adapter_classes(), self.http_client), self.http_client
-                )
+            self.routing.bind_adapters(
+                adapter_factory(adapter_classes(), self.http_client), self.http_client
+            )
 
     async def aclose(self) -> None:
         if self.http_client is not None:
@@ -117,24 +118,16 @@ class Services:
         aggregates it decides on; the routing cache holds custom models and endpoints."""
         self.cache.evict(event.originator_id, event.originator_version)
         self.writer.evict(event.originator_id, event.originator_version)
-        if self.routing is not None:
-            self.routing.project_routing.evict(event.originator_id)
+        self.routing.project_routing.evict(event.originator_id)
 
 
 def endpoints_from_settings(settings: Settings) -> dict[str, ProviderEndpoint]:
     """All eight providers, from LEDGERGATE_<P>_BASE_URL / _API_KEY (+ LEDGERGATE_BEDROCK_REGION);
     Bedrock may also be configured by the standard AWS_* credentials alone (SigV4)."""
-    import os
-
-    from gateway.providers.registry import endpoints_from_env
-
-    aws = {k: v for k, v in os.environ.items() if k.startswith("AWS_")}
-    return endpoints_from_env({**aws, **settings.raw})
+    return endpoints_from_env({**settings.aws_environment, **settings.raw})
 
 
 def build_adapters(settings: Settings, client: httpx.AsyncClient) -> dict[str, ProviderAdapter]:
-    from gateway.providers.registry import build_adapter
-
     return {
         name: build_adapter(name, endpoint, client)
         for name, endpoint in endpoints_from_settings(settings).items()
@@ -155,6 +148,9 @@ def build_services(settings: Settings | None = None, clock: Clock | None = None)
     views = default_views() if settings.run_projections else []
     runner = ProjectionRunner(app, store, views, on_notification=on_notification)
     writer = ObservedWriter(app, clock=clock, on_saved=lambda _position: runner.poke())
+    routing = build_routing(
+        list(endpoints_from_settings(settings).values()), settings.raw, clock, writer.submit
+    )
     services = Services(
         settings=settings,
         clock=clock,
@@ -163,16 +159,15 @@ def build_services(settings: Settings | None = None, clock: Clock | None = None)
         store=store,
         runner=runner,
         cache=cache,
+        routing=routing,
         limits=AdapterLimits(
             max_connections=settings.upstream_connections_max,
             max_keepalive_connections=min(50, settings.upstream_connections_max),
         ),
         inflight=ProjectInflight(settings.project_inflight_max),
     )
-    from gateway.routing.wiring import build_routing
-
-    services.routing = build_routing(
-        list(endpoints_from_settings(settings).values()), settings.raw, clock, writer.submit
-    )
+    services.credential_signer = CredentialSigner.from_settings(settings)
+    # Every surface that authenticates an API key takes a temporary credential too.
+    attach_credentials(services)
     services_ref.append(services)
     return services

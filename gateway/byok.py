@@ -44,8 +44,6 @@ class SecretKeyMissing(GatewayError):
             "secret_key_missing",
             f"bring-your-own provider keys need {SECRET_ENV} (at least {SECRET_CHARS_MIN} "
             "characters) on the gateway; it is missing or too short",
-            status=503,
-            error_type="api_error",
         )
 
 
@@ -110,8 +108,6 @@ class KeyVault:
                 "byok_key_unreadable",
                 f"this project's {provider} key was stored under another {SECRET_ENV}; "
                 "set the key again",
-                status=503,
-                error_type="api_error",
             )
         try:
             plain = self._aead.decrypt(  # (nonce, ciphertext, associated data)
@@ -123,8 +119,6 @@ class KeyVault:
             raise GatewayError(
                 "byok_key_unreadable",
                 f"this project's {provider} key could not be decrypted; set it again",
-                status=503,
-                error_type="api_error",
             ) from None
         return plain.decode()
 

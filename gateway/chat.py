@@ -925,7 +925,6 @@ async def _stream(
                         GatewayError(
                             "internal_error",
                             "the gateway failed to record this request",
-                            status=500,
                         )
                     )
                 )

@@ -6,21 +6,48 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
+import threading
+import time
+import tomllib
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
+from eventsourcing.application import AggregateNotFoundError
+
 from domain import commands as c
+from domain.application import open_application
+from domain.catalog import Catalog
 from domain.clock import parse_instant
+from domain.commands import Command
 from domain.errors import DomainError
 from domain.money import to_decimal
+from domain.routing import ProjectRouting
+from domain.settlement import DEFAULT_FEE_RATE
 from domain.writer import run_now
+from gateway import admin_commands
+from gateway.audit_cli import add_audit_commands, run_audit_command
+from gateway.auth import issue_actor_token
+from gateway.bootstrap import build_services
 from gateway.cli_reads import add_read_commands, is_read_command, run_read_command
 from gateway.config import Settings
+from gateway.errors import GatewayError
+from gateway.fx_import import fx_rows, parse_ecb_csv
+from gateway.jsonable import jsonable
+from gateway.kafka_feed import FeedError, KafkaFeed
+from gateway.kafka_settings import KafkaConfigError, KafkaSettings
 from gateway.observability.logs import configure_logging
 from gateway.progress import progress_bar
+from gateway.relay import OutboxRelay
+from gateway.sweeper import sweep_once
+from projections.db import ReadStore
+from projections.ledger_entries import LedgerEntriesView, ReconciliationsView
+from projections.queries import tracked_position
+from projections.runner import ProjectionRunner, default_views
 
 DEMO_SIMULATED_PROVIDERS = ("openai", "mistral", "moonshot", "xai")
 # Demo FX rates (1 base = rate USD), recorded as FX events with source "demo" so a USD
@@ -35,7 +62,6 @@ DEMO_PRICES = (
 
 
 def emit(payload: Any) -> None:
-    from gateway.jsonable import jsonable
 
     print(json.dumps(jsonable(payload), sort_keys=True))
 
@@ -82,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--tier", default="unrestricted")
     create.add_argument("--plan", default="pro")
     create.add_argument("--currency", default="USD")
-    create.add_argument("--fee-rate", type=_decimal, default=Decimal("0.05"))
+    create.add_argument("--fee-rate", type=_decimal, default=DEFAULT_FEE_RATE)
     create.add_argument("--strict", action="store_true")
     set_plan = project.add_parser("set-plan", help="free | trial | pro | enterprise")
     set_plan.add_argument("--project", type=_uuid, required=True)
@@ -323,14 +349,11 @@ def build_parser() -> argparse.ArgumentParser:
         instant_type=_instant,
     )  # list/show commands and `audit show` (gateway/cli_reads.py)
 
-    from gateway.audit_cli import add_audit_commands
-
     add_audit_commands(sub, audit)  # audit export|status|checkpoint, verify
     return parser
 
 
 def _open(settings: Settings) -> Any:
-    from domain.application import open_application
 
     return open_application(settings.database_url, settings.data_dir)
 
@@ -354,7 +377,7 @@ def run_command(settings: Settings, command: c.Command) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = Settings.from_env()
-    configure_logging(settings.log_level, settings.raw.get("LEDGERGATE_LOG_FORMAT") or "json")
+    configure_logging(settings.log_level, settings.log_format)
     command = args.command
     if is_read_command(args):
         return run_read_command(settings, args)
@@ -362,95 +385,16 @@ def main(argv: list[str] | None = None) -> int:
         return project_admin(settings, args)
     if command == "provider-key":
         return provider_key_admin(settings, args)
-    if command == "project":
-        from gateway.admin_checks import check_strict_project
-
-        try:
-            check_strict_project(settings.raw, args.strict)
-        except DomainError as error:
-            return fail(error.code, error.message)
-        return run_command(
-            settings,
-            c.CreateProject(
-                name=args.name,
-                tier=args.tier,
-                plan=args.plan,
-                currency=args.currency,
-                fee_rate=args.fee_rate,
-                strict=args.strict,
-            ),
-        )
-    if command == "key":
-        if args.action == "create":
-            return run_command(
-                settings,
-                c.CreateApiKey(
-                    project_id=args.project, daily_budget=args.daily_budget, test=args.test
-                ),
-            )
-        return run_command(settings, c.RevokeApiKey(key_id=args.key, reason=args.reason))
-    if command == "topup":
-        return run_command(
-            settings,
-            c.TopUp(
-                project_id=args.project,
-                amount=args.amount,
-                currency=args.currency,
-                reference=args.reference,
-                test=args.test,
-            ),
-        )
-    if command == "price":
-        try:
-            model = _price_model(settings, args.model, args.project)
-        except DomainError as error:
-            return fail(error.code, error.message)
-        return run_command(
-            settings,
-            c.SetPrice(
-                model=model,
-                project_id=args.project,
-                input_per_mtok=args.input_per_mtok,
-                output_per_mtok=args.output_per_mtok,
-                cached_input_per_mtok=args.cached_input_per_mtok,
-                currency=args.currency,
-                effective_from=args.effective_from,
-            ),
-        )
-    if command == "model":
-        from domain.routing_handlers import AddCustomEndpoint, AddCustomModel
-
-        if args.action == "add":
-            import tomllib
-
-            with open(args.file, "rb") as handle:
-                entry = tomllib.load(handle)
-            return run_command(settings, AddCustomModel(project_id=args.project, entry=entry))
-        return run_command(
-            settings,
-            AddCustomEndpoint(
-                project_id=args.project,
-                provider=args.provider,
-                name=args.name,
-                base_url=args.base_url,
-                region=args.region,
-                api_key_ref=args.api_key_ref,
-                models=tuple(m.strip() for m in args.models.split(",") if m.strip()),
-            ),
-        )
     if command == "fx" and args.action == "import":
         return fx_import(settings, args)
-    if command == "fx":
-        return run_command(
-            settings,
-            c.SetFxRate(
-                base=args.base, quote=args.quote, rate=args.rate, effective_from=args.effective_from
-            ),
-        )
+    if command in ADMIN_BUILDERS:
+        try:
+            admin_command = ADMIN_BUILDERS[command](settings, args)
+        except DomainError as error:
+            return fail(error.code, error.message)
+        return run_command(settings, admin_command)
     if command == "actor-token":
-        from gateway.auth import issue_actor_token
-
-        secret = settings.raw.get("LEDGERGATE_ACTOR_TOKEN_SECRET")
+        secret = settings.actor_token_secret
         if not secret:
             return fail(
                 "actor_tokens_disabled", "set LEDGERGATE_ACTOR_TOKEN_SECRET to issue actor tokens"
@@ -473,14 +417,11 @@ def main(argv: list[str] | None = None) -> int:
     if command in ("ledger", "reconcile"):
         return finance(settings, args)
     if command in ("audit", "verify"):
-        from gateway.audit_cli import run_audit_command
-
         return run_audit_command(settings, args)
     return fail("unknown_command", command)
 
 
 def fx_import(settings: Settings, args: argparse.Namespace) -> int:
-    from gateway.fx_import import fx_rows, parse_ecb_csv
 
     try:
         with open(args.file, "rb") as handle:
@@ -501,41 +442,72 @@ def fx_import(settings: Settings, args: argparse.Namespace) -> int:
     return status
 
 
-def _price_model(settings: Settings, model: str, project_id: UUID | None) -> str:
-    """The model `price set` may price (gateway/admin_checks.price_model), read from the store."""
-    from eventsourcing.application import AggregateNotFoundError
+def _project_routing(settings: Settings, project_id: UUID | None) -> ProjectRouting | None:
+    """A project's custom models, read from the store (None without a project)."""
+    if project_id is None:
+        return None
+    app = _open(settings)
+    try:
+        found = app.repository.get(ProjectRouting.create_id(str(project_id)))
+    except AggregateNotFoundError:
+        return None
+    finally:
+        app.close()
+    return found if isinstance(found, ProjectRouting) else None
 
-    from domain.catalog import Catalog
-    from domain.routing import ProjectRouting
-    from gateway.admin_checks import price_model
 
-    routing = None
-    if project_id is not None:
-        app = _open(settings)
-        try:
-            routing = app.repository.get(ProjectRouting.create_id(str(project_id)))
-        except AggregateNotFoundError:
-            routing = None
-        finally:
-            app.close()
-    return price_model(Catalog.shipped(), routing, model, project_id)
+def _fields(args: argparse.Namespace) -> dict[str, Any]:
+    """The parsed arguments as admin input: the field names of the HTTP bodies (argparse
+    already typed the values; `--project` is `project_id` there)."""
+    fields = vars(args)
+    return {**fields, "project_id": fields.get("project")}
+
+
+def _key(settings: Settings, args: argparse.Namespace) -> Command:
+    if args.action == "create":
+        return admin_commands.create_key(_fields(args))
+    return admin_commands.revoke_key(args.key, _fields(args))
+
+
+def _set_price(settings: Settings, args: argparse.Namespace) -> Command:
+    routing = _project_routing(settings, args.project)
+    return admin_commands.set_price(Catalog.shipped(), routing, _fields(args))
+
+
+def _model(settings: Settings, args: argparse.Namespace) -> Command:
+    if args.action == "add":
+        with open(args.file, "rb") as handle:
+            entry = tomllib.load(handle)
+        return admin_commands.add_custom_model(args.project, entry)
+    return admin_commands.add_custom_endpoint(args.project, _fields(args))
+
+
+# `ledgergate <command>` → the builder of its command (gateway/admin_commands.py, shared with
+# the admin HTTP API). `fx import` is dispatched before this table.
+ADMIN_BUILDERS: dict[str, Callable[[Settings, argparse.Namespace], Command]] = {
+    "project": lambda settings, args: admin_commands.create_project(settings.raw, _fields(args)),
+    "key": _key,
+    "topup": lambda settings, args: admin_commands.top_up(_fields(args)),
+    "price": _set_price,
+    "model": _model,
+    "fx": lambda settings, args: admin_commands.set_fx_rate(_fields(args)),
+}
+PROJECT_SETTERS = {
+    "set-plan": admin_commands.set_plan,
+    "set-tier": admin_commands.set_tier,
+    "set-fee": admin_commands.set_fee_rate,
+}
 
 
 def project_admin(settings: Settings, args: argparse.Namespace) -> int:
-    if args.action == "set-plan":
-        return run_command(settings, c.SetPlan(project_id=args.project, plan=args.plan))
-    if args.action == "set-tier":
-        return run_command(settings, c.SetTier(project_id=args.project, tier=args.tier))
-    return run_command(settings, c.SetFeeRate(project_id=args.project, fee_rate=args.fee_rate))
+    return run_command(settings, PROJECT_SETTERS[args.action](args.project, _fields(args)))
 
 
 def provider_key_admin(settings: Settings, args: argparse.Namespace) -> int:
-    from gateway.byok import set_provider_key_command
-    from gateway.errors import GatewayError
-
     if args.action == "remove":
         return run_command(
-            settings, c.RemoveProviderKey(project_id=args.project, provider=args.provider)
+            settings,
+            admin_commands.remove_provider_key(args.project, {"provider": args.provider}),
         )
     try:
         with open(args.api_key_file, encoding="utf-8") as handle:
@@ -543,7 +515,9 @@ def provider_key_admin(settings: Settings, args: argparse.Namespace) -> int:
     except OSError as error:
         return fail("invalid_request", f"cannot read --api-key-file: {error.strerror}")
     try:
-        command = set_provider_key_command(settings.raw, args.project, args.provider, api_key)
+        command = admin_commands.set_provider_key(
+            settings.raw, args.project, {"provider": args.provider, "api_key": api_key}
+        )
     except GatewayError as error:
         return fail(error.code, error.message)
     except DomainError as error:
@@ -552,9 +526,11 @@ def provider_key_admin(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def serve(settings: Settings, host: str, port: int) -> int:
+    # Imported here, not at the top: the web stack loads only for the commands that serve,
+    # so `ledgergate key create` and the reads start fast. Likewise polars (reconcile).
     import uvicorn
 
-    from gateway.app import create_app
+    from gateway.http.app import create_app
 
     uvicorn.run(
         create_app(settings),
@@ -568,9 +544,6 @@ def serve(settings: Settings, host: str, port: int) -> int:
 
 
 def projections(settings: Settings, args: argparse.Namespace) -> int:
-    from domain.application import open_application
-    from projections.db import ReadStore
-    from projections.runner import ProjectionRunner, default_views
 
     app = open_application(settings.database_url, settings.data_dir)
     store = ReadStore(settings.database_url, settings.data_dir)
@@ -606,7 +579,6 @@ def projections(settings: Settings, args: argparse.Namespace) -> int:
         print("following the event log; Ctrl-C to stop", file=sys.stderr)
         runner.progress = None
         runner.start()
-        import time
 
         while True:
             time.sleep(3600)
@@ -620,8 +592,6 @@ def projections(settings: Settings, args: argparse.Namespace) -> int:
 
 def _stop_on_signals() -> Any:
     """SIGTERM/SIGINT end the loop after the batch in hand (its position stored or not)."""
-    import signal
-    import threading
 
     stop = threading.Event()
     for number in (signal.SIGTERM, signal.SIGINT):
@@ -630,10 +600,6 @@ def _stop_on_signals() -> Any:
 
 
 def relay_run(settings: Settings, args: argparse.Namespace) -> int:
-    from domain.application import open_application
-    from gateway.kafka_settings import KafkaConfigError, KafkaSettings
-    from gateway.relay import OutboxRelay
-    from projections.db import ReadStore
 
     try:
         kafka = KafkaSettings.from_env(settings.raw)
@@ -671,10 +637,6 @@ def relay_run(settings: Settings, args: argparse.Namespace) -> int:
 def projections_from_kafka(settings: Settings, args: argparse.Namespace) -> int:
     """`projections run --source kafka`: build the read models from the relay's topic. Needs
     no event store: a downstream system runs it against a database of its own."""
-    from gateway.kafka_feed import FeedError, KafkaFeed
-    from gateway.kafka_settings import KafkaConfigError, KafkaSettings
-    from projections.db import ReadStore
-    from projections.runner import default_views
 
     try:
         kafka = KafkaSettings.from_env(settings.raw)
@@ -709,8 +671,6 @@ def projections_from_kafka(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def sweep(settings: Settings, grace_s: float | None) -> int:
-    from gateway.bootstrap import build_services
-    from gateway.sweeper import sweep_once
 
     services = build_services(settings)
     services.start()
@@ -730,10 +690,6 @@ def finance(settings: Settings, args: argparse.Namespace) -> int:
     ledger-entries and reconciliations views are brought up to date first, so the answer
     reflects every event recorded before the command started.
     """
-    from domain.application import open_application
-    from projections.db import ReadStore
-    from projections.ledger_entries import LedgerEntriesView, ReconciliationsView
-    from projections.runner import ProjectionRunner
 
     if args.command == "reconcile" and args.adjust and args.project is None:
         return fail("invalid_request", "--adjust needs --project: the project to adjust")
@@ -770,7 +726,6 @@ def _ledger_balance(store: Any, args: argparse.Namespace) -> int:
 
 
 def _ledger_export(store: Any, args: argparse.Namespace) -> int:
-    from projections.queries import tracked_position
     from reconciliation.sources import export_store
 
     output = args.output or f"ledger-entries.{args.format}"
@@ -904,7 +859,7 @@ def demo(settings: Settings, host: str, port: int, smoke: bool) -> int:
         file=sys.stderr,
         flush=True,
     )
-    from gateway.app import create_app
+    from gateway.http.app import create_app
 
     if smoke:
         return _demo_smoke(settings, api_key)
@@ -923,7 +878,7 @@ def demo(settings: Settings, host: str, port: int, smoke: bool) -> int:
 def _demo_smoke(settings: Settings, api_key: str) -> int:
     import httpx
 
-    from gateway.app import create_app
+    from gateway.http.app import create_app
     from gateway.serving import BackgroundServer
 
     with BackgroundServer(create_app(settings)) as server:

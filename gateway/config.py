@@ -10,7 +10,11 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 
-PROVIDERS = ("OPENAI", "ANTHROPIC", "MISTRAL", "GOOGLE", "BEDROCK", "COHERE", "MOONSHOT", "XAI")
+from domain import vocabulary
+from domain.settlement import DEFAULT_FEE_RATE
+
+# LEDGERGATE_<P>_BASE_URL / _API_KEY for every provider of the one vocabulary.
+PROVIDERS = tuple(provider.upper() for provider in vocabulary.PROVIDERS)
 
 
 def _truthy(value: str | None, default: bool) -> bool:
@@ -49,12 +53,29 @@ class Settings:
     run_projections: bool = True
     run_sweeper: bool = True
     default_max_output_tokens: int = 4096
-    platform_fee_rate: Decimal = Decimal("0.05")
+    platform_fee_rate: Decimal = DEFAULT_FEE_RATE
     log_level: str = "INFO"
     # Fairness (gateway/fairness.py): a project's requests in flight on one process, kept
     # well below the upstream connection pool so one tenant cannot take all of it.
     project_inflight_max: int = 50
     upstream_connections_max: int = 200
+    # Read once here so no module reads the raw environment for them later.
+    actor_token_secret: str | None = None  # LEDGERGATE_ACTOR_TOKEN_SECRET: signs X-Actor-Token
+    log_format: str = "json"  # LEDGERGATE_LOG_FORMAT
+    seed_catalog_prices: bool = True  # LEDGERGATE_SEED_CATALOG_PRICES
+    run_relay: bool = False  # LEDGERGATE_RUN_RELAY: the Kafka relay inside `serve`
+    # Operations: /ready fails when the read models lag the log by more than this; /metrics
+    # wants `Bearer <metrics_token>` when one is set.
+    ready_lag_positions_max: int = 1000
+    metrics_token: str | None = None
+    # Temporary credentials (issue 14): the HS256 secret that signs them (32+ bytes; unset,
+    # credentials are off), and earlier secrets that still verify what they signed.
+    credential_secret: str | None = None  # LEDGERGATE_CREDENTIAL_SECRET
+    credential_previous_secrets: tuple[str, ...] = ()  # LEDGERGATE_CREDENTIAL_PREVIOUS_SECRETS
+    # The standard AWS_* credentials (Bedrock may be configured by them alone, SigV4).
+    aws_environment: dict[str, str] = field(default_factory=dict)
+    # The standard OTEL_* variables (the OTLP endpoint and service name of the traces).
+    otel_environment: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -84,6 +105,20 @@ class Settings:
             log_level=values.get("LEDGERGATE_LOG_LEVEL") or "INFO",
             project_inflight_max=int(values.get("LEDGERGATE_PROJECT_INFLIGHT_MAX") or 50),
             upstream_connections_max=int(values.get("LEDGERGATE_UPSTREAM_CONNECTIONS_MAX") or 200),
+            actor_token_secret=values.get("LEDGERGATE_ACTOR_TOKEN_SECRET") or None,
+            log_format=values.get("LEDGERGATE_LOG_FORMAT") or "json",
+            seed_catalog_prices=values.get("LEDGERGATE_SEED_CATALOG_PRICES", "1") != "0",
+            run_relay=_truthy(values.get("LEDGERGATE_RUN_RELAY"), False),
+            ready_lag_positions_max=int(values.get("LEDGERGATE_READY_LAG_POSITIONS_MAX") or 1000),
+            metrics_token=values.get("LEDGERGATE_METRICS_TOKEN") or None,
+            credential_secret=values.get("LEDGERGATE_CREDENTIAL_SECRET") or None,
+            credential_previous_secrets=tuple(
+                part.strip()
+                for part in (values.get("LEDGERGATE_CREDENTIAL_PREVIOUS_SECRETS") or "").split(",")
+                if part.strip()
+            ),
+            aws_environment={k: v for k, v in values.items() if k.startswith("AWS_")},
+            otel_environment={k: v for k, v in values.items() if k.startswith("OTEL_")},
         )
 
     @property

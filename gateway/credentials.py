@@ -37,7 +37,6 @@ from domain.project import ApiKey, Project
 from gateway.errors import GatewayError
 
 SECRET_SETTING = "LEDGERGATE_CREDENTIAL_SECRET"
-PREVIOUS_SECRETS_SETTING = "LEDGERGATE_CREDENTIAL_PREVIOUS_SECRETS"
 SECRET_BYTES_MIN = 32  # HS256's key should be at least as long as its output (RFC 7518 §3.2)
 ALGORITHM = "HS256"
 ISSUER = "ledgergate"
@@ -84,17 +83,14 @@ class CredentialSigner:
         self._by_kid = {key_fingerprint(s): s for s in (*previous, secret)}
 
     @classmethod
-    def from_settings(cls, raw: Mapping[str, str]) -> CredentialSigner | None:
+    def from_settings(cls, settings: Any) -> CredentialSigner | None:
         """None when no secret is configured: credentials are then off (503 on minting)."""
-        secret = (raw.get(SECRET_SETTING) or "").encode()
-        if not secret:
+        if not settings.credential_secret:
             return None
-        previous = tuple(
-            part.strip().encode()
-            for part in (raw.get(PREVIOUS_SECRETS_SETTING) or "").split(",")
-            if part.strip()
+        return cls(
+            settings.credential_secret.encode(),
+            tuple(secret.encode() for secret in settings.credential_previous_secrets),
         )
-        return cls(secret, previous)
 
     def mint(self, view: Mapping[str, Any], *, issued_at: datetime, expires_at: datetime) -> str:
         """The token for an issued credential (its ledger view, domain/credentials.credential_view)."""
@@ -192,11 +188,8 @@ def credential_of(key: Any) -> Credential | None:
 
 
 def signer_of(services: Any) -> CredentialSigner | None:
-    """The process's signer, built once from the settings."""
-    extras = services.extras
-    if "credential_signer" not in extras:
-        extras["credential_signer"] = CredentialSigner.from_settings(services.settings.raw)
-    return extras["credential_signer"]  # type: ignore[no-any-return]
+    """The process's signer, built once at start (gateway/bootstrap.py)."""
+    return services.credential_signer  # type: ignore[no-any-return]
 
 
 def load_credential_fresh(app: Any, jti: str) -> Credential | None:

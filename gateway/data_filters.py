@@ -12,10 +12,14 @@ from typing import Any
 from uuid import UUID
 
 from domain.clock import parse_instant
+from domain.ids import REQUEST_ID_PREFIX
 from domain.request import NON_TERMINAL_STATES, TERMINAL_STATES
+from domain.tiers import effective_tier
 from gateway.errors import GatewayError
+from gateway.request_history import request_history
+from gateway.routing.models_api import models_listing
 from gateway.validation import MODEL_SYNTAX, USER_ID_CHARS_MAX, check_id, check_text
-from projections import queries
+from projections import ledger_queries, queries
 
 AUDIT_STATUSES = TERMINAL_STATES | NON_TERMINAL_STATES
 PROVIDER_SYNTAX = re.compile(r"[a-z0-9][a-z0-9_\-]{0,63}")
@@ -122,9 +126,6 @@ def request_record(services: Any, project_id: str, request_id: str) -> dict[str,
     """One request's audit record with its pricing provenance and its path (transitions,
     route, attempts): GET /v1/data/audit/{id} and the MCP tool get_request. Another
     project's request is "no such request", as one that does not exist."""
-    from domain.ids import REQUEST_ID_PREFIX
-    from gateway.request_history import request_history
-    from projections import ledger_queries
 
     if (
         not isinstance(request_id, str)
@@ -159,7 +160,6 @@ def balance_read(services: Any, project_id: str, mode: str) -> dict[str, Any]:
 async def routing_scope(services: Any, project: Any, compliance: str | None) -> tuple[Any, Any]:
     """(effective tier, catalog) of a project: its tier, optionally tightened by
     `compliance`, and the catalog with its own custom models."""
-    from domain.tiers import effective_tier
 
     effective = effective_tier(project.tier, compliance, plan=project.plan)
     project_routing = await services.routing.project_routing.get(project.id, services.cache.get)
@@ -170,7 +170,6 @@ async def models_listing_read(
     services: Any, project: Any, compliance: str | None = None
 ) -> dict[str, Any]:
     """GET /v1/models and the MCP tool list_models."""
-    from gateway.routing.models_api import models_listing
 
     effective, catalog = await routing_scope(services, project, compliance)
     return models_listing(catalog, effective, services.clock.now())

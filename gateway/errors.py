@@ -8,79 +8,136 @@ SSE frame with an `error` key (gateway/chat.py).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from domain.errors import DomainError
 from gateway.providers.base import UpstreamError
 from gateway.responses import JsonResponse
 
-# code -> (HTTP status, OpenAI error type)
-STATUS_BY_CODE: dict[str, tuple[int, str]] = {
-    "invalid_request": (400, "invalid_request_error"),
-    "invalid_json": (400, "invalid_request_error"),
-    "invalid_amount": (400, "invalid_request_error"),
-    "currency_mismatch": (400, "invalid_request_error"),
-    "missing_user_id": (400, "invalid_request_error"),
-    "invalid_actor_token": (401, "authentication_error"),
-    "missing_api_key": (401, "authentication_error"),
-    "invalid_api_key": (401, "authentication_error"),
-    "invalid_admin_token": (401, "authentication_error"),
-    "admin_api_disabled": (403, "permission_error"),
-    "insufficient_balance": (402, "insufficient_quota"),
-    "budget_exceeded": (402, "insufficient_quota"),
-    "quota_exceeded": (429, "rate_limit_error"),
-    "project_not_found": (404, "invalid_request_error"),
-    "request_not_found": (404, "invalid_request_error"),
-    "reconciliation_not_found": (404, "invalid_request_error"),
-    "model_not_found": (404, "invalid_request_error"),
-    "price_not_found": (404, "invalid_request_error"),
-    # A configuration gap, not an outage: retrying cannot help until an operator loads rates.
-    "fx_rate_not_found": (503, "configuration_error"),
-    "model_not_compliant": (400, "invalid_request_error"),
-    "model_capability_missing": (400, "invalid_request_error"),
-    "invalid_compliance_tier": (400, "invalid_request_error"),
-    "compliance_tier_not_in_plan": (403, "permission_error"),
-    "no_route_available": (503, "api_error"),
-    "gateway_busy": (503, "api_error"),
-    "project_concurrency_exceeded": (429, "rate_limit_error"),
-    "model_does_not_support_documents": (400, "invalid_request_error"),
-    "guardrail_violation": (400, "invalid_request_error"),
-    "invalid_pii_policy": (400, "invalid_request_error"),
-    "pii_screening_unavailable": (503, "api_error"),
-    "illegal_transition": (409, "invalid_request_error"),
-    "reservation_not_found": (409, "invalid_request_error"),
-    "duplicate_request": (409, "invalid_request_error"),
-    "invalid_cursor": (400, "invalid_request_error"),
-    "unsupported_endpoint": (404, "invalid_request_error"),
-    "payload_too_large": (413, "invalid_request_error"),
-    "min_position_not_reached": (503, "api_error"),
-    "internal_error": (500, "api_error"),
+
+@dataclass(frozen=True)
+class ErrorKind:
+    """What a client sees for an error code: the HTTP status, the OpenAI error `type`, and
+    whether a retry may help. `retryable=False` says a retry cannot help whatever the status
+    (the response carries `x-should-retry: false` even on a 429 or 5xx, which the SDKs
+    honour); `True` leaves it to the status (408, 429 and 5xx are retried, the rest not)."""
+
+    status: int
+    error_type: str
+    retryable: bool = True
+
+
+_INVALID = "invalid_request_error"
+_AUTH = "authentication_error"
+_PERMISSION = "permission_error"
+_QUOTA = "insufficient_quota"
+_RATE = "rate_limit_error"
+_API = "api_error"
+_TIMEOUT = "timeout_error"
+
+# The one table: every code the domain (domain/errors.py), the gateway (GatewayError) and
+# the provider adapters (UpstreamError) answer. tests/unit/test_error_table.py walks them all.
+ERRORS: dict[str, ErrorKind] = {
+    # bad input
+    "invalid_request": ErrorKind(400, _INVALID),
+    "invalid_json": ErrorKind(400, _INVALID),
+    "invalid_amount": ErrorKind(400, _INVALID),
+    "currency_mismatch": ErrorKind(400, _INVALID),
+    "missing_user_id": ErrorKind(400, _INVALID),
+    "invalid_cursor": ErrorKind(400, _INVALID),
+    "invalid_pii_policy": ErrorKind(400, _INVALID),
+    "guardrail_violation": ErrorKind(400, _INVALID),
+    "invalid_compliance_tier": ErrorKind(400, _INVALID),
+    "model_not_compliant": ErrorKind(400, _INVALID),
+    "model_capability_missing": ErrorKind(400, _INVALID),
+    "model_does_not_support_documents": ErrorKind(400, _INVALID),
+    "embeddings_not_supported": ErrorKind(400, _INVALID),
+    "payload_too_large": ErrorKind(413, _INVALID),
+    # who is asking
+    "invalid_actor_token": ErrorKind(401, _AUTH),
+    "missing_api_key": ErrorKind(401, _AUTH),
+    "invalid_api_key": ErrorKind(401, _AUTH),
+    "invalid_admin_token": ErrorKind(401, _AUTH),
+    "invalid_metrics_token": ErrorKind(401, _AUTH),
+    "admin_api_disabled": ErrorKind(403, _PERMISSION),
+    "compliance_tier_not_in_plan": ErrorKind(403, _PERMISSION),
+    # temporary credentials (domain/credentials.py)
+    "credential_expired": ErrorKind(401, _AUTH),
+    "credential_revoked": ErrorKind(401, _AUTH),
+    "credential_model_not_granted": ErrorKind(403, _PERMISSION),
+    "credential_cannot_issue": ErrorKind(403, _PERMISSION),
+    "credential_actor_mismatch": ErrorKind(403, _PERMISSION),
+    "credential_not_found": ErrorKind(404, _INVALID),
+    "credentials_disabled": ErrorKind(503, "configuration_error", retryable=False),
+    # money and quotas
+    "insufficient_balance": ErrorKind(402, _QUOTA),
+    "budget_exceeded": ErrorKind(402, _QUOTA),
+    # named limits on the Account (domain/limits.py): a trace's, a credential's
+    "limit_exceeded": ErrorKind(402, _QUOTA),
+    "limit_closed": ErrorKind(409, _INVALID, retryable=False),
+    "trace_budget_exceeded": ErrorKind(402, _QUOTA),
+    "trace_closed": ErrorKind(409, _INVALID, retryable=False),
+    "credential_budget_exceeded": ErrorKind(402, _QUOTA),
+    "quota_exceeded": ErrorKind(429, _RATE, retryable=False),  # resets next month, not in seconds
+    "project_concurrency_exceeded": ErrorKind(429, _RATE),
+    # lookups that find nothing
+    "project_not_found": ErrorKind(404, _INVALID),
+    "request_not_found": ErrorKind(404, _INVALID),
+    "reconciliation_not_found": ErrorKind(404, _INVALID),
+    "checkpoint_not_found": ErrorKind(404, _INVALID),
+    "model_not_found": ErrorKind(404, _INVALID),
+    "price_not_found": ErrorKind(404, _INVALID),
+    "unsupported_endpoint": ErrorKind(404, _INVALID),
+    # Every 409 the gateway answers (a duplicate, an illegal transition) is a fact, not a
+    # race: the SDKs retry 409 by default, so these say x-should-retry: false.
+    "illegal_transition": ErrorKind(409, _INVALID, retryable=False),
+    "reservation_not_found": ErrorKind(409, _INVALID, retryable=False),
+    "duplicate_request": ErrorKind(409, _INVALID, retryable=False),
+    # configuration gaps, not outages: retrying cannot help until an operator acts
+    "fx_rate_not_found": ErrorKind(503, "configuration_error", retryable=False),
+    "secret_key_missing": ErrorKind(503, _API, retryable=False),
+    "byok_key_unreadable": ErrorKind(503, _API, retryable=False),
+    # the gateway cannot answer now
+    "no_route_available": ErrorKind(503, _API),
+    "gateway_busy": ErrorKind(503, _API),
+    "pii_screening_unavailable": ErrorKind(503, _API),
+    "min_position_not_reached": ErrorKind(503, _API),
+    "audit_log_disabled": ErrorKind(503, _API),
+    "internal_error": ErrorKind(500, _API),
+    # the provider's answer, as the adapters map it (gateway/providers/errors.py); an
+    # adapter may pass through the provider's own 4xx status for the same code
+    "unsupported_parameter": ErrorKind(400, _INVALID),
+    "invalid_value": ErrorKind(400, _INVALID),
+    "invalid_image_url": ErrorKind(400, _INVALID),
+    "invalid_tool_arguments": ErrorKind(400, _INVALID),
+    "invalid_tool_result": ErrorKind(400, _INVALID),
+    "upstream_authentication_failed": ErrorKind(401, _AUTH),
+    "insufficient_quota": ErrorKind(429, _RATE),
+    "upstream_error": ErrorKind(502, _API),
+    "upstream_connection_error": ErrorKind(502, _API),
+    "upstream_unreachable": ErrorKind(502, _API),
+    "upstream_malformed_response": ErrorKind(502, _API),
+    "upstream_stream_truncated": ErrorKind(502, _API),
+    "ocr_failed": ErrorKind(502, _API),
+    "upstream_overloaded": ErrorKind(503, _API),
+    "upstream_timeout": ErrorKind(504, _TIMEOUT),
+    "deadline_exceeded": ErrorKind(504, _TIMEOUT),
 }
-
-
-# Statuses the openai SDKs retry by default (408, 409, 429, 5xx). A code listed here is
-# answered with one of them but is not transient: the response says `x-should-retry: false`
-# (which the SDKs honour) so a client does not hammer a gap only an operator can close.
-NON_TRANSIENT_CODES: frozenset[str] = frozenset(
-    {
-        "fx_rate_not_found",
-        "quota_exceeded",  # resets at the next month, not in seconds
-        "duplicate_request",
-        "illegal_transition",
-        "reservation_not_found",
-        "secret_key_missing",
-        "byok_key_unreadable",
-    }
-)
-# 409 is retried by the SDKs too, but every 409 the gateway answers (a duplicate, a closed
-# trace, an illegal transition) is a fact, not a race: those all say x-should-retry: false.
+# An unknown code is a client mistake until it is in the table (the test fails first).
+UNKNOWN_CODE = ErrorKind(400, _INVALID)
+# The statuses the openai SDKs retry by default besides 5xx (409 is answered only for facts).
 TRANSIENT_STATUSES = frozenset({408, 429})
+
+
+def error_kind(code: str) -> ErrorKind:
+    return ERRORS.get(code, UNKNOWN_CODE)
 
 
 def is_transient(error: GatewayError) -> bool:
     """May a retry of the same request succeed without anyone changing anything? Every
     other error status (400, 401, 402, 403, 404, …) is non-transient by nature."""
-    if error.code in NON_TRANSIENT_CODES:
+    if not error_kind(error.code).retryable:
         return False
     return error.status in TRANSIENT_STATUSES or error.status >= 500
 
@@ -100,11 +157,13 @@ class GatewayError(Exception):
         headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
-        default_status, default_type = STATUS_BY_CODE.get(code, (400, "invalid_request_error"))
+        kind = error_kind(code)
         self.code = code
         self.message = message
-        self.status = status or default_status
-        self.error_type = error_type or default_type
+        # `status` / `error_type` only where the status is data of another table: an
+        # unsupported endpoint's 404 or 501, Starlette's 405, a provider's answer.
+        self.status = status or kind.status
+        self.error_type = error_type or kind.error_type
         self.param = param
         self.extra = extra or {}
         self.headers = headers or {}
@@ -115,7 +174,6 @@ class GatewayError(Exception):
 
 
 def from_domain(error: DomainError) -> GatewayError:
-    status, error_type = STATUS_BY_CODE.get(error.code, (400, "invalid_request_error"))
     extra = {
         k: v
         for k, v in error.details.items()
@@ -130,8 +188,6 @@ def from_domain(error: DomainError) -> GatewayError:
     return GatewayError(
         error.code,
         error.message,
-        status=status,
-        error_type=error_type,
         param=param if isinstance(param, str) else None,
         extra=extra,
         headers=headers,
@@ -171,7 +227,7 @@ def as_gateway_error(error: BaseException) -> GatewayError:
         return from_domain(error)
     if isinstance(error, UpstreamError):
         return from_upstream(error)
-    return GatewayError("internal_error", "the gateway failed to handle this request", status=500)
+    return GatewayError("internal_error", "the gateway failed to handle this request")
 
 
 def envelope(error: GatewayError) -> dict[str, Any]:
@@ -194,19 +250,3 @@ def error_response(
         merged["x-should-retry"] = "false"
     return JsonResponse(envelope(error), status_code=error.status, headers=merged)
 
-
-# Temporary credentials (issue 14; domain/credentials.py).
-STATUS_BY_CODE.update(
-    {
-        "credential_expired": (401, "authentication_error"),
-        "credential_revoked": (401, "authentication_error"),
-        "credential_model_not_granted": (403, "permission_error"),
-        "credential_cannot_issue": (403, "permission_error"),
-        "credential_actor_mismatch": (403, "permission_error"),
-        "credential_budget_exceeded": (402, "insufficient_quota"),
-        "credential_not_found": (404, "invalid_request_error"),
-        # A configuration gap (no signing secret), not an outage.
-        "credentials_disabled": (503, "configuration_error"),
-    }
-)
-NON_TRANSIENT_CODES = NON_TRANSIENT_CODES | {"credentials_disabled"}

@@ -8,7 +8,7 @@ gateway's error envelope); each tool authenticates the headers of the POST carry
 again (a cache hit) and reads that key's project only.
 
 Every tool calls the same function as its REST twin (gateway/data_filters.py,
-gateway/data_routes.py, gateway/ledger_routes.py), so it answers the same data. Bad
+gateway/http/data.py, gateway/http/billing.py), so it answers the same data. Bad
 arguments (a wrong type, a missing field, an unknown tool, a filter the API refuses) are a
 JSON-RPC error `-32602` naming the argument, never a 500 and never a tool result.
 """
@@ -28,6 +28,7 @@ from mcp.shared.exceptions import MCPError
 from mcp_types.jsonrpc import INTERNAL_ERROR, INVALID_PARAMS
 from pydantic import Field, ValidationError
 from starlette.requests import Request as StarletteRequest
+from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from domain.ids import key_mode
@@ -39,9 +40,9 @@ from gateway.data_filters import (
     request_record,
     search_audit,
 )
-from gateway.data_routes import models_read
 from gateway.errors import as_gateway_error, error_response
-from gateway.ledger_routes import pricing_read, usage_read
+from gateway.http.billing import usage_read
+from gateway.http.data import models_read, pricing_read
 
 MCP_PATH = "/v1/mcp"
 # A JSON-RPC error's `data.code` carries the gateway's own error code (invalid_request, …).
@@ -231,8 +232,6 @@ class KeyGate:
 def install_mcp(app: FastAPI, services: Services) -> contextlib.AbstractAsyncContextManager[Any]:
     """Mount the MCP endpoint at exactly /v1/mcp; returns what the app's lifespan must
     enter (the SDK's session manager runs the transport's task group)."""
-    from starlette.routing import Route
-
     mcp = build_mcp_server(services)
     starlette_app = mcp.streamable_http_app(
         streamable_http_path=MCP_PATH,

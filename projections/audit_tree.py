@@ -49,6 +49,7 @@ from domain.merkle import (
     verify_consistency,
 )
 from projections.db import ReadStore, Tx, iso
+from projections.following import BackgroundFollower
 from projections.signed_note import Checkpoint, Signer
 
 log = logging.getLogger("ledgergate.audit_tree")
@@ -131,7 +132,11 @@ def bounded(value: float, bounds: tuple[float, float], name: str) -> float:
     return value
 
 
-class MerkleLog:
+class MerkleLog(BackgroundFollower):
+    thread_name = "ledgergate-audit-tree"
+    failure_message = "audit tree catch-up failed; retrying"
+    log = log
+
     def __init__(
         self,
         app: LedgerApplication,
@@ -154,10 +159,7 @@ class MerkleLog:
         self.last_position = 0
         self._last_checkpoint_at = time.monotonic()
         self._lock = threading.Lock()
-        self._wake = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._stopping = False
-        self.errors = 0
+        self._init_following()
 
     @property
     def origin(self) -> str | None:
@@ -166,7 +168,7 @@ class MerkleLog:
     # --- reading the stored tree ---------------------------------------------------------
 
     def _state(self, tx: Tx, *, lock: bool) -> tuple[int, int]:
-        suffix = " FOR UPDATE" if lock and self.store.dialect == "postgres" else ""
+        suffix = tx.for_update if lock else ""
         row = tx.execute(
             f"SELECT size, last_position FROM lg_merkle_state WHERE log = %s{suffix}", (LOG_NAME,)
         ).fetchone()
@@ -431,37 +433,11 @@ class MerkleLog:
 
     # --- running in the background ---------------------------------------------------------
 
-    def poke(self) -> None:
-        self._wake.set()
-
     def start(self, poll_interval_s: float = POLL_INTERVAL_S) -> MerkleLog:
-        if self._thread is None:
-            self._stopping = False
-            self._thread = threading.Thread(
-                target=self._run, args=(poll_interval_s,), name="ledgergate-audit-tree", daemon=True
-            )
-            self._thread.start()
-        return self
+        return super().start(poll_interval_s)
 
-    def stop(self, timeout: float = 10.0) -> None:
-        self._stopping = True
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
-
-    def _run(self, poll_interval_s: float) -> None:
-        backoff = poll_interval_s
-        while not self._stopping:
-            try:
-                self.catch_up()
-                backoff = poll_interval_s
-            except Exception:  # keep following; the error is logged, not swallowed
-                self.errors += 1
-                log.exception("audit tree catch-up failed; retrying")
-                backoff = min(backoff * 2, 5.0)
-            self._wake.wait(min(backoff, self.interval_s))
-            self._wake.clear()
+    def _wait_s(self, backoff_s: float) -> float:
+        return min(backoff_s, self.interval_s)  # a checkpoint may fall due meanwhile
 
 
 def _leaf_row(row: dict[str, Any]) -> LeafRow:

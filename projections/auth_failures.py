@@ -13,8 +13,8 @@ from datetime import datetime
 from typing import Any
 
 from domain.request import Request
-from projections.base import View
-from projections.db import ReadStore, Tx, iso
+from projections.base import View, reads
+from projections.db import ReadStore, Tx, iso, time_range
 
 AUTH_FAILURE_CODES = ("missing_api_key", "invalid_api_key")
 GROUP_COLUMNS = ("client_ip", "key_fingerprint", "error_code", "endpoint")
@@ -25,34 +25,34 @@ AUTH_FAILURES_PAGE_DEFAULT = 100
 class AuthFailuresView(View):
     name = "auth_failures"
     tables = ("lg_auth_failures",)
-    event_types = (Request.Received, Request.Rejected)
 
     def handles(self, event: Any) -> bool:
-        if isinstance(event, Request.Received):
-            return event.project_id is None
-        return isinstance(event, Request.Rejected)
+        # A request with a project is in that project's audit log, not here.
+        return super().handles(event) and getattr(event, "project_id", None) is None
 
-    def apply(self, tx: Tx, event: Any, position: int) -> None:
+    @reads(Request.Received)
+    def _received(self, tx: Tx, event: Any, position: int) -> None:
+        tx.execute(
+            """
+            INSERT INTO lg_auth_failures (aggregate_id, request_id, endpoint, client_ip,
+                key_fingerprint, received_at, position)
+            VALUES (%s, %s, %s, %s, %s, %s, %s)
+            ON CONFLICT (aggregate_id) DO NOTHING
+            """,
+            (
+                str(event.originator_id),
+                event.request_id,
+                event.endpoint,
+                event.client_ip,
+                None if event.key_id is None else str(event.key_id),
+                iso(event.received_at),
+                position,
+            ),
+        )
+
+    @reads(Request.Rejected)
+    def _rejected(self, tx: Tx, event: Any, position: int) -> None:
         aggregate_id = str(event.originator_id)
-        if isinstance(event, Request.Received):
-            tx.execute(
-                """
-                INSERT INTO lg_auth_failures (aggregate_id, request_id, endpoint, client_ip,
-                    key_fingerprint, received_at, position)
-                VALUES (%s, %s, %s, %s, %s, %s, %s)
-                ON CONFLICT (aggregate_id) DO NOTHING
-                """,
-                (
-                    aggregate_id,
-                    event.request_id,
-                    event.endpoint,
-                    event.client_ip,
-                    None if event.key_id is None else str(event.key_id),
-                    iso(event.received_at),
-                    position,
-                ),
-            )
-            return
         if event.error_code in AUTH_FAILURE_CODES:
             tx.execute(
                 "UPDATE lg_auth_failures SET error_code = %s, error_message = %s "
@@ -88,12 +88,7 @@ def list_auth_failures(
         if value is not None:
             clauses.append(f"{column} = %s")
             params.append(value)
-    if since is not None:
-        clauses.append("received_at >= %s")
-        params.append(iso(since))
-    if until is not None:
-        clauses.append("received_at < %s")
-        params.append(iso(until))
+    time_range(clauses, params, "received_at", since, until, iso)
     if group_by:
         unknown = set(group_by) - set(GROUP_COLUMNS)
         if unknown:
@@ -119,9 +114,7 @@ def list_auth_failures(
         params.append(limit + 1)
     with store.transaction(write=False) as tx:
         rows = tx.execute(sql, params).fetchall()
-        tracking = tx.execute(
-            "SELECT position FROM lg_tracking WHERE view = 'auth_failures'"
-        ).fetchone()
+        position = tx.tracked_position("auth_failures")
     more = len(rows) > limit
     rows = rows[:limit]
     data = []
@@ -140,5 +133,5 @@ def list_auth_failures(
         "data": data,
         "group_by": list(group_by),
         "next_cursor": next_cursor,
-        "as_of_position": int(tracking["position"]) if tracking else 0,
+        "as_of_position": position,
     }

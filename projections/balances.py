@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
 from domain.account import Account
-from projections.base import View
+from projections.base import View, reads
 from projections.db import Tx, as_decimal, iso
 
 ZERO = Decimal(0)
@@ -18,67 +19,59 @@ def balance_table(mode: str) -> str:
     return "lg_test_balances" if mode == "test" else "lg_balances"
 
 
+# How each event moves a balance: (credits, posted, pending) deltas. Available is always
+# credits - posted - pending.
+_BALANCE_MOVES: dict[type[Any], Callable[[Any], tuple[Decimal, Decimal, Decimal]]] = {
+    Account.ToppedUp: lambda e: (e.amount, ZERO, ZERO),
+    Account.Adjusted: lambda e: (e.amount, ZERO, ZERO),
+    Account.Reserved: lambda e: (ZERO, ZERO, e.amount),
+    Account.ChargePosted: lambda e: (ZERO, e.amount, -e.reserved_amount),
+    Account.ReservationReleased: lambda e: (ZERO, ZERO, -e.amount),
+    Account.ChargeCorrected: lambda e: (ZERO, e.amount, ZERO),
+}
+
+
 class BalancesView(View):
     name = "balances"
     tables = ("lg_balances", "lg_test_balances")
-    event_types = (
-        Account.Opened,
-        Account.ToppedUp,
-        Account.Reserved,
-        Account.ChargePosted,
-        Account.ReservationReleased,
-        Account.Adjusted,
-        Account.ChargeCorrected,
-    )
 
-    def apply(self, tx: Tx, event: Any, position: int) -> None:
+    @reads(Account.Opened)
+    def _opened(self, tx: Tx, event: Any, position: int) -> None:
+        table = balance_table(event.mode)
+        tx.execute(
+            f"INSERT INTO {table} (account_id, project_id, currency, credits, posted, pending, available, "
+            "updated_at, position) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (account_id) DO NOTHING",  # noqa: S608 - table name from balance_table
+            (
+                str(event.originator_id),
+                str(event.project_id),
+                event.currency,
+                ZERO,
+                ZERO,
+                ZERO,
+                ZERO,
+                iso(event.timestamp),
+                position,
+            ),
+        )
+
+    @reads(*_BALANCE_MOVES)
+    def _moved(self, tx: Tx, event: Any, position: int) -> None:
         account_id = str(event.originator_id)
-        if isinstance(event, Account.Opened):
-            table = balance_table(event.mode)
-            tx.execute(
-                f"INSERT INTO {table} (account_id, project_id, currency, credits, posted, pending, available, "
-                "updated_at, position) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (account_id) DO NOTHING",  # noqa: S608 - table name from balance_table
-                (
-                    account_id,
-                    str(event.project_id),
-                    event.currency,
-                    ZERO,
-                    ZERO,
-                    ZERO,
-                    ZERO,
-                    iso(event.timestamp),
-                    position,
-                ),
-            )
-            return
-        table = "lg_balances"
-        row = tx.execute(
-            "SELECT credits, posted, pending FROM lg_balances WHERE account_id = %s", (account_id,)
-        ).fetchone()
-        if row is None:
-            table = "lg_test_balances"
+        for table in ("lg_balances", "lg_test_balances"):
             row = tx.execute(
-                "SELECT credits, posted, pending FROM lg_test_balances WHERE account_id = %s",
+                f"SELECT credits, posted, pending FROM {table} WHERE account_id = %s",  # noqa: S608 - constant names
                 (account_id,),
             ).fetchone()
-        if row is None:
+            if row is not None:
+                break
+        else:
             return
         credits, posted, pending = (
-            as_decimal(row[k]) or ZERO for k in ("credits", "posted", "pending")
+            (as_decimal(row[name]) or ZERO) + delta
+            for name, delta in zip(
+                ("credits", "posted", "pending"), _BALANCE_MOVES[type(event)](event), strict=True
+            )
         )
-        if isinstance(event, Account.ToppedUp):
-            credits += event.amount
-        elif isinstance(event, Account.Adjusted):
-            credits += event.amount
-        elif isinstance(event, Account.Reserved):
-            pending += event.amount
-        elif isinstance(event, Account.ChargePosted):
-            pending -= event.reserved_amount
-            posted += event.amount
-        elif isinstance(event, Account.ReservationReleased):
-            pending -= event.amount
-        elif isinstance(event, Account.ChargeCorrected):
-            posted += event.amount
         tx.execute(
             f"UPDATE {table} SET credits = %s, posted = %s, pending = %s, available = %s, updated_at = %s, "
             "position = %s WHERE account_id = %s",  # noqa: S608 - one of two constant names

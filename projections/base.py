@@ -1,4 +1,10 @@
-"""What a view is: a name, the tables it owns, and how it applies one event.
+"""What a view is: a name, the tables it owns, and one handler per event class it reads.
+
+A view declares its handlers with `@reads(EventClass, ...)`; the classes's table of
+handlers (`handlers`: event class → method name) is built once, when the class is defined,
+and `event_types` — the events the view reads — is that table's keys. The runner asks
+`handles(event)` and calls `apply`, which dispatches on the event's class: no isinstance
+ladder, and a view states in one place which events it reads.
 
 The runner calls `apply` inside a transaction that also moves the view's tracking
 position, so a view's rows and its position always agree, and replaying a position that
@@ -7,22 +13,54 @@ was already applied is a no-op.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, ClassVar, TypeVar
 
 from projections.db import Tx
+
+Handler = TypeVar("Handler", bound=Callable[..., None])
+_READS_ATTRIBUTE = "_lg_reads"
+
+
+def reads(*event_classes: type[Any]) -> Callable[[Handler], Handler]:
+    """Mark a view method as the handler of these event classes: `(self, tx, event, position)`."""
+
+    def mark(method: Handler) -> Handler:
+        setattr(method, _READS_ATTRIBUTE, (*getattr(method, _READS_ATTRIBUTE, ()), *event_classes))
+        return method
+
+    return mark
 
 
 class View:
     name: str = ""
     tables: tuple[str, ...] = ()
-    # Event classes this view reacts to; others are skipped cheaply.
-    event_types: tuple[type[Any], ...] = ()
+    # Event class → name of the method that applies it (built by __init_subclass__; a
+    # subclass may override a handler by defining a method of the same name).
+    handlers: ClassVar[dict[type[Any], str]] = {}
+    # The event classes this view reads (the keys of `handlers`); others are skipped cheaply.
+    event_types: ClassVar[tuple[type[Any], ...]] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        table: dict[type[Any], str] = {}
+        for klass in reversed(cls.__mro__):  # bases first, so a subclass's marks win
+            own: dict[type[Any], str] = {}
+            for attribute, value in vars(klass).items():
+                for event_class in getattr(value, _READS_ATTRIBUTE, ()):
+                    if own.setdefault(event_class, attribute) != attribute:
+                        raise TypeError(f"{klass.__name__} reads {event_class.__qualname__} twice")
+            table.update(own)
+        cls.handlers = table
+        cls.event_types = tuple(table)
 
     def handles(self, event: Any) -> bool:
-        return isinstance(event, self.event_types)
+        return type(event) in self.handlers
 
     def apply(self, tx: Tx, event: Any, position: int) -> None:
-        raise NotImplementedError
+        handler = self.handlers.get(type(event))
+        if handler is not None:
+            getattr(self, handler)(tx, event, position)
 
     def reset(self, tx: Tx) -> None:
         for table in self.tables:

@@ -1,6 +1,6 @@
 """Queries behind the data API of issue 12 (`/v1/data/pii`, `/models`, `/routing`, pricing
 history): each scoped to one project, each answer with the position it reflects. The REST
-handlers (gateway/data_routes.py) and the MCP tools (gateway/mcp_server.py) both call these.
+handlers (gateway/http/data.py) and the MCP tools (gateway/mcp_server.py) both call these.
 """
 
 from __future__ import annotations
@@ -8,7 +8,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from projections.db import ReadStore, Tx, as_datetime, iso
+from projections.audit import candidate_records
+from projections.db import ReadStore, iso, time_range, time_text
 from projections.ledger_queries import _fx_record, _price_record
 from projections.project_events import events_of_aggregates
 from projections.queries import _pii_fields
@@ -19,20 +20,6 @@ PAGE_DEFAULT = 50
 HEALTH_OUTCOMES_MAX = 20_000
 ROUTE_TYPES = ("Request.RouteDecided",)
 ATTEMPT_TYPES = ("Request.Received", "Request.Dispatched", "Request.Failed", "Request.Completed")
-
-
-def _position(tx: Tx, view: str) -> int:
-    row = tx.execute("SELECT position FROM lg_tracking WHERE view = %s", (view,)).fetchone()
-    return int(row["position"]) if row else 0
-
-
-def _instant(store: ReadStore, moment: datetime) -> Any:
-    return iso(moment) if store.dialect == "sqlite" else moment
-
-
-def _time(value: Any) -> str | None:
-    moment = as_datetime(value)
-    return moment.isoformat() if moment else None
 
 
 def pii_decisions(
@@ -49,15 +36,10 @@ def pii_decisions(
     limit = max(1, min(limit, PAGE_MAX))
     clauses = ["project_id = %s", "pii_action IS NOT NULL", "received_at IS NOT NULL"]
     params: list[Any] = [project_id]
-    if since is not None:
-        clauses.append("received_at >= %s")
-        params.append(_instant(store, since))
-    if until is not None:
-        clauses.append("received_at < %s")
-        params.append(_instant(store, until))
+    time_range(clauses, params, "received_at", since, until, store.instant)
     # The cursor is the page's last (received_at, request_id) as an offset-free key.
     with store.transaction(write=False) as tx:
-        position = _position(tx, "audit")
+        position = tx.tracked_position("audit")
         rows = tx.execute(
             "SELECT request_id, endpoint, status, received_at, pii_policy_received, "
             "pii_processed, pii_action, pii_sensitivity, pii_language, pii_entity_counts, "
@@ -71,7 +53,7 @@ def pii_decisions(
     for row in rows[:limit]:
         record = dict(row)
         _pii_fields(record)
-        record["received_at"] = _time(record["received_at"])
+        record["received_at"] = time_text(record["received_at"])
         data.append(
             {
                 "request_id": record["request_id"],
@@ -119,17 +101,12 @@ def model_health(
     p50/p95 of successes, the last error class; from the router-statistics outcomes."""
     clauses = ["a.project_id = %s"]
     params: list[Any] = [project_id]
-    if since is not None:
-        clauses.append("o.observed_at >= %s")
-        params.append(iso(since))
-    if until is not None:
-        clauses.append("o.observed_at < %s")
-        params.append(iso(until))
+    time_range(clauses, params, "o.observed_at", since, until, iso)
     if model is not None:
         clauses.append("o.model = %s")
         params.append(model)
     with store.transaction(write=False) as tx:
-        position = _position(tx, "router_stats")
+        position = tx.tracked_position("router_stats")
         rows = tx.execute(
             "SELECT o.model, o.provider, o.endpoint, o.success, o.latency_ms, o.error_code, "
             "o.observed_at FROM lg_router_outcomes o JOIN lg_audit a "
@@ -249,10 +226,8 @@ def route_decisions(
                 },
                 "reason": decided.get("reason"),
                 "confidence": decided.get("confidence"),
-                "candidates": [
-                    {"model": c[0], "endpoint": c[1], "score": c[2]}
-                    for c in decided.get("candidates") or []
-                ],
+                # Was labelled (model, endpoint, score): the stored order is (model, score, detail).
+                "candidates": candidate_records(decided.get("candidates") or []),
                 "failover_plan": decided.get("failover") or [],
                 "attempts": attempts,
                 "failovers": max(0, len(attempts) - 1),
@@ -276,7 +251,7 @@ def pricing_history(
     scope = "project_id = %s" if project_id is not None else "project_id IS NULL"
     scope_args: tuple[Any, ...] = (project_id,) if project_id is not None else ()
     with store.transaction(write=False) as tx:
-        position = _position(tx, "pricing_history")
+        position = tx.tracked_position("pricing_history")
         prices = tx.execute(
             f"SELECT * FROM lg_pricing_history WHERE kind = 'price' AND model = %s AND {scope} "  # noqa: S608
             "ORDER BY effective_from, position",

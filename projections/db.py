@@ -1,16 +1,29 @@
 """The read-model database: the same PostgreSQL database as the event store in production,
-a separate SQLite file (views.sqlite) on the embedded default. SQL is written once with
-`%s` placeholders; for SQLite they become `?`."""
+a separate SQLite file (views.sqlite) on the embedded default.
+
+Every SQLite/PostgreSQL difference the views and queries meet is defined here, once:
+- placeholders: SQL is written once with `%s`; for SQLite they become `?` (`placeholders(n)`
+  spells an IN list);
+- instants: TIMESTAMPTZ on PostgreSQL, fixed-width ISO text on SQLite (`ReadStore.instant`);
+  a few tables keep instants as that ISO text on both (lg_router_outcomes.observed_at,
+  lg_auth_failures.received_at, lg_project_events.recorded_at): those take `iso()`;
+- days: DATE on PostgreSQL, YYYY-MM-DD text on SQLite (`ReadStore.day`);
+- positions and row locks: a view's tracking row, locked for the transaction on PostgreSQL
+  (`Tx.tracked_position`, `Tx.for_update`; SQLite's write transaction is exclusive already);
+- decimals: NUMERIC(38, 9) / NUMERIC(38, 12) on PostgreSQL, exact text on SQLite; a read
+  renders them one way on both (`decimal_text` and the scales below);
+- upserts: `INSERT ... ON CONFLICT (...) DO NOTHING | DO UPDATE` is the same on both.
+"""
 
 from __future__ import annotations
 
 import re
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
-from decimal import Decimal
+from datetime import UTC, date, datetime
+from decimal import ROUND_HALF_UP, Decimal
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -45,6 +58,70 @@ def as_decimal(value: Any) -> Decimal | None:
     return value if isinstance(value, Decimal) else Decimal(str(value))
 
 
+# --- one rendering of every decimal a read returns (README "Decimals in reads") ------------
+# A fixed scale per kind, the scale PostgreSQL stores it at, on every backend: money at the
+# internal scale 1e-9 ("12.500000000"), prices per million tokens at 1e-9, FX rates at
+# 1e-12, fee rates at 1e-6. Rounding ROUND_HALF_UP, as PostgreSQL's NUMERIC rounds.
+MONEY_SCALE = 9
+PRICE_SCALE = 9
+FX_RATE_SCALE = 12
+FEE_RATE_SCALE = 6
+
+
+def decimal_text(value: Any, scale: int) -> str | None:
+    """`value` (Decimal, text or number as a backend returns it) at `scale` decimals."""
+    decimal = as_decimal(value)
+    if decimal is None:
+        return None
+    return format(decimal.quantize(Decimal(1).scaleb(-scale), rounding=ROUND_HALF_UP), "f")
+
+
+def money_text(value: Any) -> str | None:
+    return decimal_text(value, MONEY_SCALE)
+
+
+def price_text(value: Any) -> str | None:
+    return decimal_text(value, PRICE_SCALE)
+
+
+def fx_rate_text(value: Any) -> str | None:
+    return decimal_text(value, FX_RATE_SCALE)
+
+
+def fee_rate_text(value: Any) -> str | None:
+    return decimal_text(value, FEE_RATE_SCALE)
+
+
+def time_text(value: Any) -> str | None:
+    """An instant as a read returns it: ISO 8601 with its UTC offset, on every backend."""
+    moment = as_datetime(value)
+    return moment.isoformat() if moment else None
+
+
+def time_range(
+    clauses: list[str],
+    params: list[Any],
+    column: str,
+    since: datetime | None,
+    until: datetime | None,
+    as_param: Callable[[datetime], Any],
+) -> None:
+    """Add `since <= column < until` (either bound optional) to a query's clauses, each
+    bound turned into a parameter by `as_param` (`ReadStore.instant` for TIMESTAMPTZ
+    columns, `iso` for the instants kept as text on both backends)."""
+    if since is not None:
+        clauses.append(f"{column} >= %s")
+        params.append(as_param(since))
+    if until is not None:
+        clauses.append(f"{column} < %s")
+        params.append(as_param(until))
+
+
+def placeholders(count: int) -> str:
+    """`%s, %s, ...` for an IN list of `count` values."""
+    return ", ".join(["%s"] * count)
+
+
 class Tx:
     """One transaction on the read store, dialect-neutral."""
 
@@ -66,6 +143,25 @@ class Tx:
     @property
     def rowcount(self) -> int:
         return int(self.cursor.rowcount)
+
+    @property
+    def for_update(self) -> str:
+        """The suffix that locks the rows a SELECT reads for the transaction: " FOR UPDATE"
+        on PostgreSQL; nothing on SQLite, whose write transaction is exclusive already."""
+        return " FOR UPDATE" if self.store.dialect == "postgres" else ""
+
+    def tracked_position(self, view: str, *, lock: bool = False) -> int:
+        """The position `view` has applied (0 before its first event). With `lock`, the
+        tracking row is locked for the transaction on PostgreSQL (SQLite's write
+        transaction is exclusive already)."""
+        suffix = self.for_update if lock else ""
+        row = self.execute(
+            f"SELECT position FROM lg_tracking WHERE view = %s{suffix}", (view,)
+        ).fetchone()
+        return int(row["position"]) if row else 0
+
+    def instant(self, moment: datetime | None) -> Any:
+        return self.store.instant(moment)
 
 
 class ReadStore:
@@ -146,6 +242,16 @@ class ReadStore:
         if self.dialect != "postgres":
             raise RuntimeError("dedicated connections exist on PostgreSQL only")
         return psycopg.connect(self._connect_url, **{**self._connect_kwargs, "autocommit": True})
+
+    def instant(self, moment: datetime | None) -> Any:
+        """An instant as a parameter: aware datetime on PostgreSQL, ISO text on SQLite."""
+        if moment is None:
+            return None
+        return iso(moment) if self.dialect == "sqlite" else moment
+
+    def day(self, day: date) -> Any:
+        """A UTC day as a parameter: DATE on PostgreSQL, YYYY-MM-DD text on SQLite."""
+        return day.isoformat() if self.dialect == "sqlite" else day
 
     def sql(self, statement: str) -> str:
         return statement.replace("%s", "?") if self.dialect == "sqlite" else statement

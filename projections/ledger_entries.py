@@ -34,8 +34,8 @@ from typing import Any
 from domain.account import Account
 from domain.ids import event_id
 from domain.reconciliation import ProviderReconciliation
-from projections.base import View
-from projections.db import ReadStore, Tx, as_datetime, as_decimal, iso
+from projections.base import View, reads
+from projections.db import ReadStore, Tx, as_decimal, iso, money_text, placeholders, time_text
 
 LEDGER_COLUMNS: tuple[str, ...] = (
     "position",
@@ -65,7 +65,7 @@ LEDGER_COLUMNS: tuple[str, ...] = (
 )
 _INSERT_ENTRY = (
     f"INSERT INTO lg_ledger_entries ({', '.join(LEDGER_COLUMNS)}) "  # noqa: S608 - constants
-    f"VALUES ({', '.join(['%s'] * len(LEDGER_COLUMNS))}) ON CONFLICT (position) DO NOTHING"
+    f"VALUES ({placeholders(len(LEDGER_COLUMNS))}) ON CONFLICT (position) DO NOTHING"
 )
 RECONCILIATIONS_PAGE_MAX = 200
 RECONCILIATIONS_PAGE_DEFAULT = 50
@@ -78,15 +78,6 @@ def _str(value: Any) -> str | None:
 class LedgerEntriesView(View):
     name = "ledger_entries"
     tables = ("lg_ledger_entries", "lg_ledger_accounts")
-    event_types = (
-        Account.Opened,
-        Account.ToppedUp,
-        Account.Reserved,
-        Account.ChargePosted,
-        Account.ReservationReleased,
-        Account.Adjusted,
-        Account.ChargeCorrected,
-    )
 
     def __init__(self) -> None:
         # Account.Opened never changes, so caching (project, currency) per account is safe;
@@ -110,113 +101,123 @@ class LedgerEntriesView(View):
             self._accounts[account_id] = known
         return known
 
-    def apply(self, tx: Tx, event: Any, position: int) -> None:
+    @reads(Account.Opened)
+    def _opened(self, tx: Tx, event: Any, position: int) -> None:
+        if event.mode == "test":
+            return  # test balances move no real money: never in the finance ledger
         account_id = str(event.originator_id)
-        if isinstance(event, Account.Opened):
-            if event.mode == "test":
-                return  # test balances move no real money: never in the finance ledger
-            tx.execute(
-                "INSERT INTO lg_ledger_accounts (account_id, project_id, currency) "
-                "VALUES (%s, %s, %s) ON CONFLICT (account_id) DO NOTHING",
-                (account_id, str(event.project_id), event.currency),
-            )
-            self._accounts[account_id] = (str(event.project_id), event.currency)
-            return
-        account = self._account(tx, account_id)
+        tx.execute(
+            "INSERT INTO lg_ledger_accounts (account_id, project_id, currency) "
+            "VALUES (%s, %s, %s) ON CONFLICT (account_id) DO NOTHING",
+            (account_id, str(event.project_id), event.currency),
+        )
+        self._accounts[account_id] = (str(event.project_id), event.currency)
+
+    @reads(Account.ToppedUp)
+    def _topped_up(self, tx: Tx, event: Any, position: int) -> None:
+        self._entry(tx, event, position, entry_type="topup", occurred_at=event.topped_up_at,
+                    amount=event.amount)  # fmt: skip
+
+    @reads(Account.Adjusted)
+    def _adjusted(self, tx: Tx, event: Any, position: int) -> None:
+        self._entry(tx, event, position, entry_type="adjustment", occurred_at=event.adjusted_at,
+                    amount=event.amount)  # fmt: skip
+
+    @reads(Account.Reserved)
+    def _reserved(self, tx: Tx, event: Any, position: int) -> None:
+        self._entry(tx, event, position, entry_type="reservation", occurred_at=event.reserved_at,
+                    amount=event.amount, request_id=event.request_id, key_id=_str(event.key_id))  # fmt: skip
+
+    @reads(Account.ReservationReleased)
+    def _released(self, tx: Tx, event: Any, position: int) -> None:
+        self._entry(tx, event, position, entry_type="release", occurred_at=event.released_at,
+                    amount=event.amount, request_id=event.request_id)  # fmt: skip
+
+    @reads(Account.ChargePosted)
+    def _charge_posted(self, tx: Tx, event: Any, position: int) -> None:
+        self._entry(
+            tx,
+            event,
+            position,
+            **_charge_fields(event),
+            entry_type="charge",
+            occurred_at=event.posted_at,
+            input_tokens=event.input_tokens,
+            output_tokens=event.output_tokens,
+            cached_tokens=event.cached_tokens,
+            provider_cost=event.provider_cost,
+            fx_rate=event.fx_rate,
+            fee_amount=event.fee_amount,
+            price_id=event.price_id,
+            fx_rate_id=event.fx_rate_id,
+        )
+
+    @reads(Account.ChargeCorrected)
+    def _charge_corrected(self, tx: Tx, event: Any, position: int) -> None:
+        # Differences to the request's earlier charge, so sums over charges stay exact.
+        before = tx.execute(
+            "SELECT provider_cost, input_tokens, output_tokens, cached_tokens, fx_rate, "
+            "price_id, fx_rate_id, fee_amount FROM lg_ledger_entries "
+            "WHERE request_id = %s AND entry_type = 'charge'",
+            (event.request_id,),
+        ).fetchone()
+        earlier = before or {}
+        self._entry(
+            tx,
+            event,
+            position,
+            **_charge_fields(event),
+            entry_type="correction",
+            occurred_at=event.corrected_at,
+            input_tokens=event.input_tokens - int(earlier.get("input_tokens") or 0),
+            output_tokens=event.output_tokens - int(earlier.get("output_tokens") or 0),
+            cached_tokens=event.cached_tokens - int(earlier.get("cached_tokens") or 0),
+            provider_cost=event.provider_cost - (as_decimal(earlier.get("provider_cost")) or 0),
+            fx_rate=earlier.get("fx_rate"),
+            fee_amount=event.fee_amount - (as_decimal(earlier.get("fee_amount")) or 0),
+            price_id=earlier.get("price_id"),
+            fx_rate_id=earlier.get("fx_rate_id"),
+        )
+
+    def _entry(self, tx: Tx, event: Any, position: int, **fields: Any) -> None:
+        """One ledger row for a money-moving event of a known (live) account."""
+        account = self._account(tx, str(event.originator_id))
         if account is None:
-            return  # an account event before its Opened cannot happen in one log
+            return  # a test account, or an account event before its Opened (not in one log)
         project_id, currency = account
         row: dict[str, Any] = {
             "position": position,
             "entry_id": event_id(event.originator_id, event.originator_version),
             "project_id": project_id,
             "currency": currency,
+            **fields,
+            "occurred_at": iso(fields["occurred_at"]),
         }
-        if isinstance(event, Account.ToppedUp):
-            row.update(entry_type="topup", occurred_at=event.topped_up_at, amount=event.amount)
-        elif isinstance(event, Account.Adjusted):
-            row.update(entry_type="adjustment", occurred_at=event.adjusted_at, amount=event.amount)
-        elif isinstance(event, Account.Reserved):
-            row.update(
-                entry_type="reservation",
-                occurred_at=event.reserved_at,
-                amount=event.amount,
-                request_id=event.request_id,
-                key_id=_str(event.key_id),
-            )
-        elif isinstance(event, Account.ReservationReleased):
-            row.update(
-                entry_type="release",
-                occurred_at=event.released_at,
-                amount=event.amount,
-                request_id=event.request_id,
-            )
-        elif isinstance(event, Account.ChargePosted):
-            row.update(
-                entry_type="charge",
-                occurred_at=event.posted_at,
-                amount=event.amount,
-                request_id=event.request_id,
-                key_id=_str(event.key_id),
-                actor_id=event.actor_id,
-                provider=event.provider,
-                model=event.model,
-                upstream_model=event.upstream_model,
-                input_tokens=event.input_tokens,
-                output_tokens=event.output_tokens,
-                cached_tokens=event.cached_tokens,
-                provider_cost=event.provider_cost,
-                provider_currency=event.provider_currency,
-                fx_rate=event.fx_rate,
-                fee_amount=event.fee_amount,
-                key_source=event.key_source,
-                price_id=event.price_id,
-                fx_rate_id=event.fx_rate_id,
-                usage_source=event.usage_source,
-            )
-        elif isinstance(event, Account.ChargeCorrected):
-            # Differences to the request's earlier charge, so sums over charges stay exact.
-            before = tx.execute(
-                "SELECT provider_cost, input_tokens, output_tokens, cached_tokens, fx_rate, "
-                "price_id, fx_rate_id, fee_amount FROM lg_ledger_entries "
-                "WHERE request_id = %s AND entry_type = 'charge'",
-                (event.request_id,),
-            ).fetchone()
-            earlier = before or {}
-            row.update(
-                entry_type="correction",
-                occurred_at=event.corrected_at,
-                amount=event.amount,
-                request_id=event.request_id,
-                key_id=_str(event.key_id),
-                actor_id=event.actor_id,
-                provider=event.provider,
-                model=event.model,
-                upstream_model=event.upstream_model,
-                input_tokens=event.input_tokens - int(earlier.get("input_tokens") or 0),
-                output_tokens=event.output_tokens - int(earlier.get("output_tokens") or 0),
-                cached_tokens=event.cached_tokens - int(earlier.get("cached_tokens") or 0),
-                provider_cost=event.provider_cost - (as_decimal(earlier.get("provider_cost")) or 0),
-                provider_currency=event.provider_currency,
-                fx_rate=earlier.get("fx_rate"),
-                fee_amount=event.fee_amount - (as_decimal(earlier.get("fee_amount")) or 0),
-                key_source=event.key_source,
-                price_id=earlier.get("price_id"),
-                fx_rate_id=earlier.get("fx_rate_id"),
-                usage_source=event.usage_source,
-            )
-        else:
-            return
-        row["occurred_at"] = iso(row["occurred_at"])
         tx.execute(_INSERT_ENTRY, tuple(row.get(column) for column in LEDGER_COLUMNS))
+
+
+def _charge_fields(event: Any) -> dict[str, Any]:
+    """What a charge and its correction both carry from their event."""
+    return {
+        "amount": event.amount,
+        "request_id": event.request_id,
+        "key_id": _str(event.key_id),
+        "actor_id": event.actor_id,
+        "provider": event.provider,
+        "model": event.model,
+        "upstream_model": event.upstream_model,
+        "provider_currency": event.provider_currency,
+        "key_source": event.key_source,
+        "usage_source": event.usage_source,
+    }
 
 
 class ReconciliationsView(View):
     name = "reconciliations"
     tables = ("lg_reconciliations",)
-    event_types = (ProviderReconciliation.ReconciliationRecorded,)
 
-    def apply(self, tx: Tx, event: Any, position: int) -> None:
+    @reads(ProviderReconciliation.ReconciliationRecorded)
+    def _recorded(self, tx: Tx, event: Any, position: int) -> None:
         tx.execute(
             """
             INSERT INTO lg_reconciliations (reconciliation_id, provider, month, currency, per_day,
@@ -258,10 +259,6 @@ class ReconciliationsView(View):
 # --- queries ---------------------------------------------------------------------------------
 
 
-def _instant(store: ReadStore, moment: datetime) -> Any:
-    return iso(moment) if store.dialect == "sqlite" else moment
-
-
 def ledger_entries_query(
     store: ReadStore,
     *,
@@ -292,7 +289,7 @@ def ledger_entries_query(
     for operator, moment in ((">=", since), ("<", before), ("<=", until)):
         if moment is not None:
             clauses.append(f"occurred_at {operator} %s")
-            params.append(_instant(store, moment))
+            params.append(store.instant(moment))
     where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
     selected = ", ".join(select_list if select_list is not None else columns)
     sql = f"SELECT {selected} FROM lg_ledger_entries {where} ORDER BY position"  # noqa: S608
@@ -344,8 +341,7 @@ def ledger_entries_position(store: ReadStore) -> int:
 
 
 def _tracked(tx: Tx) -> int:
-    row = tx.execute("SELECT position FROM lg_tracking WHERE view = 'ledger_entries'").fetchone()
-    return int(row["position"]) if row else 0
+    return tx.tracked_position("ledger_entries")
 
 
 def project_currency(store: ReadStore, project_id: str) -> str | None:
@@ -385,11 +381,7 @@ def _tuple_rows(store: ReadStore, tx: Tx) -> None:
 
 
 def _reconciliation_record(row: dict[str, Any], *, with_lines: bool) -> dict[str, Any]:
-    def money(value: Any) -> str | None:
-        amount = as_decimal(value)
-        return None if amount is None else format(amount, "f")
-
-    recorded_at = as_datetime(row["recorded_at"])
+    money = money_text
     record: dict[str, Any] = {
         "object": "reconciliation",
         "id": row["reconciliation_id"],
@@ -417,7 +409,7 @@ def _reconciliation_record(row: dict[str, Any], *, with_lines: bool) -> dict[str
             "project_id": row["adjustment_project_id"],
             "amount": money(row["adjustment_amount"]),
         },
-        "recorded_at": recorded_at.isoformat() if recorded_at else None,
+        "recorded_at": time_text(row["recorded_at"]),
         "position": int(row["position"]),
     }
     if with_lines:
@@ -449,9 +441,7 @@ def list_reconciliations(
         params.append(month)
     where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
     with store.transaction(write=False) as tx:
-        position_row = tx.execute(
-            "SELECT position FROM lg_tracking WHERE view = 'reconciliations'"
-        ).fetchone()
+        position = tx.tracked_position("reconciliations")
         rows = tx.execute(
             f"SELECT * FROM lg_reconciliations {where} "  # noqa: S608
             "ORDER BY recorded_at DESC, reconciliation_id DESC LIMIT %s",
@@ -461,7 +451,7 @@ def list_reconciliations(
         "object": "list",
         "data": [_reconciliation_record(row, with_lines=with_lines) for row in rows[:limit]],
         "has_more": len(rows) > limit,
-        "as_of_position": int(position_row["position"]) if position_row else 0,
+        "as_of_position": position,
     }
 
 
@@ -469,13 +459,10 @@ def get_reconciliation(
     store: ReadStore, reconciliation_id: str
 ) -> tuple[dict[str, Any] | None, int]:
     with store.transaction(write=False) as tx:
-        position_row = tx.execute(
-            "SELECT position FROM lg_tracking WHERE view = 'reconciliations'"
-        ).fetchone()
+        position = tx.tracked_position("reconciliations")
         row = tx.execute(
             "SELECT * FROM lg_reconciliations WHERE reconciliation_id = %s", (reconciliation_id,)
         ).fetchone()
-    position = int(position_row["position"]) if position_row else 0
     return (_reconciliation_record(row, with_lines=True) if row else None), position
 
 

@@ -4,13 +4,23 @@ the view it reflects (`as_of_position`)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from domain.handlers import FX_INVERSE_QUANTUM
 from domain.money import DISPLAY_QUANTUM
-from projections.db import ReadStore, as_datetime, as_decimal, iso
+from domain.pricing import inverse_rate, price_chosen, rate_chosen
+from projections.db import (
+    ReadStore,
+    Tx,
+    as_datetime,
+    as_decimal,
+    fx_rate_text,
+    money_text,
+    price_text,
+    time_text,
+)
 
 ZERO = Decimal(0)
 USAGE_DIMENSIONS = {
@@ -32,14 +42,8 @@ class UsageQueryError(ValueError):
         self.param = param
 
 
-def _position(tx: Any, view: str) -> int:
-    row = tx.execute("SELECT position FROM lg_tracking WHERE view = %s", (view,)).fetchone()
-    return int(row["position"]) if row else 0
-
-
-def _money(value: Any) -> str | None:
-    decimal = as_decimal(value)
-    return None if decimal is None else format(decimal, "f")
+def _position(tx: Tx, view: str) -> int:
+    return tx.tracked_position(view)
 
 
 def _day_text(value: Any) -> str:
@@ -76,9 +80,7 @@ def usage(
         raise UsageQueryError("until is before since", "until")
     if (until - since).days >= USAGE_DAYS_MAX:
         raise UsageQueryError(f"a usage range spans at most {USAGE_DAYS_MAX} days", "since")
-    bounds: tuple[Any, Any] = (
-        (since.isoformat(), until.isoformat()) if store.dialect == "sqlite" else (since, until)
-    )
+    bounds = (store.day(since), store.day(until))
     with store.transaction(write=False) as tx:
         position = _position(tx, "usage")
         rows = tx.execute(
@@ -156,8 +158,8 @@ def _add(bucket: dict[str, Any], row: dict[str, Any]) -> None:
 def _render(bucket: dict[str, Any]) -> dict[str, Any]:
     rendered = dict(bucket)
     for name in ("cost", "fee_amount", "shortfall_amount"):
-        rendered[name] = format(bucket[name], "f")
-    rendered["provider_cost"] = {k: format(v, "f") for k, v in bucket["provider_cost"].items()}
+        rendered[name] = money_text(bucket[name])
+    rendered["provider_cost"] = {k: money_text(v) for k, v in bucket["provider_cost"].items()}
     return rendered
 
 
@@ -165,7 +167,7 @@ def _render(bucket: dict[str, Any]) -> dict[str, Any]:
 
 
 def _instant(store: ReadStore, moment: datetime) -> Any:
-    return iso(moment) if store.dialect == "sqlite" else moment
+    return store.instant(moment)
 
 
 def _price_record(row: dict[str, Any]) -> dict[str, Any]:
@@ -174,11 +176,11 @@ def _price_record(row: dict[str, Any]) -> dict[str, Any]:
         "event_id": row["event_id"],
         "model": row["model"],
         "currency": row["currency"],
-        "input_per_mtok": _money(row["input_per_mtok"]),
-        "output_per_mtok": _money(row["output_per_mtok"]),
-        "cached_input_per_mtok": _money(row["cached_input_per_mtok"]),
-        "effective_from": _time(row["effective_from"]),
-        "recorded_at": _time(row["recorded_at"]),
+        "input_per_mtok": price_text(row["input_per_mtok"]),
+        "output_per_mtok": price_text(row["output_per_mtok"]),
+        "cached_input_per_mtok": price_text(row["cached_input_per_mtok"]),
+        "effective_from": time_text(row["effective_from"]),
+        "recorded_at": time_text(row["recorded_at"]),
         "source": row["source"],
         "position": int(row["position"]),
     }
@@ -193,21 +195,27 @@ def _fx_record(row: dict[str, Any], *, inverted: bool) -> dict[str, Any]:
         # the same way the domain inverts it at admission.
         "base": row["quote"] if inverted else row["base"],
         "quote": row["base"] if inverted else row["quote"],
-        "rate": format((Decimal(1) / rate).quantize(FX_INVERSE_QUANTUM), "f")
-        if inverted
-        else format(rate, "f"),
-        "stored_rate": format(rate, "f"),
+        "rate": fx_rate_text(inverse_rate(rate) if inverted else rate),
+        "stored_rate": fx_rate_text(rate),
         "inverted": inverted,
-        "effective_from": _time(row["effective_from"]),
-        "recorded_at": _time(row["recorded_at"]),
+        "effective_from": time_text(row["effective_from"]),
+        "recorded_at": time_text(row["recorded_at"]),
         "source": row["source"],
         "position": int(row["position"]),
     }
 
 
-def _time(value: Any) -> str | None:
-    moment = as_datetime(value)
-    return moment.isoformat() if moment else None
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    """A pricing-history row as the domain's choice rule reads it."""
+
+    effective_from: datetime | None
+    source: str
+    row: Any
+
+    @classmethod
+    def of(cls, row: Any) -> _Entry:
+        return cls(as_datetime(row["effective_from"]), str(row["source"]), row)
 
 
 def pricing_at(
@@ -219,34 +227,37 @@ def pricing_at(
     project_id: str | None = None,
 ) -> dict[str, Any]:
     """Which price (and FX rate into `currency`) was in effect at `at`, and which events
-    set them. Same choice as the domain (domain/pricing.py): the latest operator price in
-    effect, else the latest catalog price; the later recording of equal instants wins; a
-    direct FX pair before its inverse. With `project_id`: that project's custom model's
+    set them. The domain's own choice (domain/pricing.price_chosen / rate_chosen): the latest
+    operator price in effect, else the latest catalog price; the later recording of equal
+    instants wins; a direct FX pair before its inverse. With `project_id`: that project's custom model's
     prices only; without: shipped models' prices only (never any project's)."""
     moment = _instant(store, at)
     scope = "project_id = %s" if project_id is not None else "project_id IS NULL"
     scope_args: tuple[Any, ...] = (project_id,) if project_id is not None else ()
     with store.transaction(write=False) as tx:
         position = _position(tx, "pricing_history")
-        price_row = tx.execute(
+        # The rows in effect by date, in recording order; the domain's rule chooses among them.
+        price_rows = tx.execute(
             f"SELECT * FROM lg_pricing_history WHERE kind = 'price' AND model = %s AND {scope} "  # noqa: S608 - constant fragments
-            "AND effective_from <= %s ORDER BY CASE WHEN source = 'catalog' THEN 1 ELSE 0 END, "
-            "effective_from DESC, position DESC LIMIT 1",
+            "AND effective_from <= %s ORDER BY position",
             (model, *scope_args, moment),
-        ).fetchone()
+        ).fetchall()
+        chosen = price_chosen((_Entry.of(row) for row in price_rows), at)
+        price_row = None if chosen is None else chosen.row
         fx: dict[str, Any] | None = None
         if price_row is not None and currency and currency != price_row["currency"]:
             for base, quote, inverted in (
                 (price_row["currency"], currency, False),
                 (currency, price_row["currency"], True),
             ):
-                row = tx.execute(
+                rate_rows = tx.execute(
                     "SELECT * FROM lg_pricing_history WHERE kind = 'fx' AND base = %s AND quote = %s "
-                    "AND effective_from <= %s ORDER BY effective_from DESC, position DESC LIMIT 1",
+                    "AND effective_from <= %s ORDER BY position",
                     (base, quote, moment),
-                ).fetchone()
-                if row is not None:
-                    fx = _fx_record(row, inverted=inverted)
+                ).fetchall()
+                rate = rate_chosen((_Entry.of(row) for row in rate_rows), at)
+                if rate is not None:
+                    fx = _fx_record(rate.row, inverted=inverted)
                     break
     result: dict[str, Any] = {
         "object": "pricing",
@@ -258,7 +269,12 @@ def pricing_at(
         "as_of_position": position,
     }
     if price_row is not None and (not currency or currency == price_row["currency"]):
-        result["fx"] = {"identity": True, "rate": "1", "rate_id": None, "event_id": None}
+        result["fx"] = {
+            "identity": True,
+            "rate": fx_rate_text(1),
+            "rate_id": None,
+            "event_id": None,
+        }
     return result
 
 

@@ -26,7 +26,7 @@ from typing import Any
 from uuid import UUID
 
 from projections.base import View
-from projections.db import ReadStore, Tx, iso
+from projections.db import ReadStore, Tx, iso, placeholders, time_range
 
 EVENTS_PAGE_MAX = 1000
 EVENTS_PAGE_DEFAULT = 100
@@ -78,8 +78,10 @@ class ProjectEventsView(View):
     name = "project_events"
     tables = ("lg_project_events", "lg_project_aggregates")
 
+    # No table of handlers: this view reads every event (is it one of a project's
+    # aggregates?) and applies them all the same way.
     def handles(self, event: Any) -> bool:
-        return True  # every event is looked at: is it one of a project's aggregates?
+        return True
 
     def apply(self, tx: Tx, event: Any, position: int) -> None:
         aggregate_id = str(event.originator_id)
@@ -138,8 +140,7 @@ def _record(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def _tracked(tx: Tx) -> int:
-    row = tx.execute("SELECT position FROM lg_tracking WHERE view = 'project_events'").fetchone()
-    return int(row["position"]) if row else 0
+    return tx.tracked_position("project_events")
 
 
 def list_project_events(
@@ -156,14 +157,9 @@ def list_project_events(
     limit = max(1, min(limit, EVENTS_PAGE_MAX))
     clauses = ["project_id = %s", "position > %s"]
     params: list[Any] = [project_id, after]
-    if since is not None:
-        clauses.append("recorded_at >= %s")
-        params.append(iso(since))
-    if until is not None:
-        clauses.append("recorded_at < %s")
-        params.append(iso(until))
+    time_range(clauses, params, "recorded_at", since, until, iso)
     if types:
-        clauses.append(f"event_type IN ({', '.join(['%s'] * len(types))})")
+        clauses.append(f"event_type IN ({placeholders(len(types))})")
         params.extend(types)
     with store.transaction(write=False) as tx:
         position = _tracked(tx)
@@ -190,8 +186,8 @@ def events_of_aggregates(
     with store.transaction(write=False) as tx:
         rows = tx.execute(
             "SELECT * FROM lg_project_events WHERE project_id = %s "  # noqa: S608
-            f"AND aggregate_id IN ({', '.join(['%s'] * len(aggregate_ids))}) "
-            f"AND event_type IN ({', '.join(['%s'] * len(types))}) ORDER BY position",
+            f"AND aggregate_id IN ({placeholders(len(aggregate_ids))}) "
+            f"AND event_type IN ({placeholders(len(types))}) ORDER BY position",
             (project_id, *aggregate_ids, *types),
         ).fetchall()
     return [_record(row) for row in rows]

@@ -9,23 +9,37 @@ from decimal import Decimal
 from typing import Any
 
 from domain.request import NON_TERMINAL_STATES
-from projections.db import ReadStore, as_datetime, as_decimal, iso
+from projections.balances import balance_table
+from projections.db import (
+    FEE_RATE_SCALE,
+    FX_RATE_SCALE,
+    MONEY_SCALE,
+    PRICE_SCALE,
+    ReadStore,
+    as_decimal,
+    decimal_text,
+    money_text,
+    placeholders,
+    time_range,
+    time_text,
+)
 
 AUDIT_PAGE_MAX = 500
 AUDIT_PAGE_DEFAULT = 50
 AUDIT_ORDERS = ("asc", "desc")
 
-MONEY_COLUMNS = (
-    "reserved_amount",
-    "cost",
-    "provider_cost",
-    "fee_amount",
-    "shortfall_amount",
-    "input_price_per_mtok",
-    "output_price_per_mtok",
-    "fx_rate",
-    "fee_rate",
-)
+# Each decimal column of the audit row and the scale it reads at (projections/db.py).
+DECIMAL_COLUMNS = {
+    "reserved_amount": MONEY_SCALE,
+    "cost": MONEY_SCALE,
+    "provider_cost": MONEY_SCALE,
+    "fee_amount": MONEY_SCALE,
+    "shortfall_amount": MONEY_SCALE,
+    "input_price_per_mtok": PRICE_SCALE,
+    "output_price_per_mtok": PRICE_SCALE,
+    "fx_rate": FX_RATE_SCALE,
+    "fee_rate": FEE_RATE_SCALE,
+}
 TIME_COLUMNS = (
     "received_at",
     "deadline_at",
@@ -33,29 +47,27 @@ TIME_COLUMNS = (
     "dispatched_at",
     "finished_at",
     "price_effective_from",
+    "repriced_at",
 )
+# How an attempt ended when the request ended in this state (earlier attempts failed over).
+_LAST_ATTEMPT_OUTCOME = {"completed": "completed", "failed": "failed", "abandoned": "abandoned"}
 
 
 class InvalidCursor(ValueError):
     pass
 
 
-def _money(value: Any) -> str | None:
-    decimal = as_decimal(value)
-    return None if decimal is None else format(decimal, "f")
-
-
 def audit_record(row: dict[str, Any]) -> dict[str, Any]:
     record = dict(row)
     record.pop("aggregate_id", None)
-    for column in MONEY_COLUMNS:
-        record[column] = _money(record.get(column))
+    for column, scale in DECIMAL_COLUMNS.items():
+        record[column] = decimal_text(record.get(column), scale)
     for column in TIME_COLUMNS:
-        moment = as_datetime(record.get(column))
-        record[column] = moment.isoformat() if moment else None
+        record[column] = time_text(record.get(column))
     record["stream"] = bool(record.get("stream"))
     record["sweep_corrected"] = bool(record.get("sweep_corrected"))
     _pii_fields(record)
+    admission = _json(record.pop("admission_pricing", None))
     record["pricing"] = {
         "price_id": record.get("price_id"),
         "effective_from": record.get("price_effective_from"),
@@ -65,8 +77,30 @@ def audit_record(row: dict[str, Any]) -> dict[str, Any]:
         "fx_rate": record.get("fx_rate"),
         "fx_rate_id": record.get("fx_rate_id"),
         "fee_rate": record.get("fee_rate"),
+        # The request event that set this price and rate: Admitted, or a failover's Repriced.
+        "set_by_event_id": record.pop("pricing_event_id", None),
+        "repriced": record.get("repriced_at") is not None,
+        "repriced_at": record.pop("repriced_at", None),
+        "admission": admission,
     }
+    record["route_decision"] = _json(record.get("route_decision"))
+    record["ocr"] = _json(record.get("ocr"))
+    record["attempt_log"] = _attempt_log(record.get("attempt_log"), record.get("status"))
     return record
+
+
+def _json(text: Any) -> Any:
+    return json.loads(text) if text else None
+
+
+def _attempt_log(text: Any, status: Any) -> list[dict[str, Any]]:
+    """Every dispatch attempt in order, with how it ended: each but the last failed over;
+    the last ended as the request did (None while it is in flight)."""
+    attempts: list[dict[str, Any]] = _json(text) or []
+    for index, attempt in enumerate(attempts):
+        last = index == len(attempts) - 1
+        attempt["outcome"] = _LAST_ATTEMPT_OUTCOME.get(str(status)) if last else "failed_over"
+    return attempts
 
 
 def _pii_fields(record: dict[str, Any]) -> None:
@@ -102,8 +136,7 @@ def decode_cursor(cursor: str) -> tuple[str, str]:
 
 def tracked_position(store: ReadStore, view: str) -> int:
     with store.transaction(write=False) as tx:
-        row = tx.execute("SELECT position FROM lg_tracking WHERE view = %s", (view,)).fetchone()
-    return int(row["position"]) if row else 0
+        return tx.tracked_position(view)
 
 
 def list_audit(
@@ -150,27 +183,16 @@ def list_audit(
     if model is not None:
         clauses.append("(model = %s OR model_requested = %s)")
         params.extend([model, model])
-    if since is not None:
-        clauses.append("received_at >= %s")
-        params.append(iso(since) if store.dialect == "sqlite" else since)
-    if until is not None:
-        clauses.append("received_at < %s")
-        params.append(iso(until) if store.dialect == "sqlite" else until)
+    time_range(clauses, params, "received_at", since, until, store.instant)
     if cursor:
         received_at, request_id = decode_cursor(cursor)
         after = "<" if order == "desc" else ">"
         clauses.append(f"(received_at {after} %s OR (received_at = %s AND request_id {after} %s))")
-        moment: Any = (
-            received_at if store.dialect == "sqlite" else datetime.fromisoformat(received_at)
-        )
-        if store.dialect == "sqlite":
-            moment = iso(datetime.fromisoformat(received_at))
+        moment = store.instant(datetime.fromisoformat(received_at))
         params.extend([moment, moment, request_id])
     where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
     with store.transaction(write=False) as tx:
-        position_row = tx.execute(
-            "SELECT position FROM lg_tracking WHERE view = 'audit'"
-        ).fetchone()
+        position = tx.tracked_position("audit")
         rows = tx.execute(
             f"SELECT * FROM lg_audit {where} "  # noqa: S608 - columns and order are constants
             f"ORDER BY received_at {order.upper()}, request_id {order.upper()} LIMIT %s",
@@ -188,43 +210,38 @@ def list_audit(
         "data": records,
         "has_more": has_more,
         "next_cursor": next_cursor,
-        "as_of_position": int(position_row["position"]) if position_row else 0,
+        "as_of_position": position,
     }
 
 
 def get_audit(store: ReadStore, request_id: str) -> tuple[dict[str, Any] | None, int]:
     with store.transaction(write=False) as tx:
-        position_row = tx.execute(
-            "SELECT position FROM lg_tracking WHERE view = 'audit'"
-        ).fetchone()
+        position = tx.tracked_position("audit")
         row = tx.execute("SELECT * FROM lg_audit WHERE request_id = %s", (request_id,)).fetchone()
-    position = int(position_row["position"]) if position_row else 0
     return (audit_record(row) if row else None), position
 
 
 def get_balance(store: ReadStore, project_id: str, mode: str = "live") -> dict[str, Any] | None:
     """The project's live balance, or with mode "test" its test balance (lg_test_ keys)."""
-    table = "lg_test_balances" if mode == "test" else "lg_balances"
+    table = balance_table(mode)
     with store.transaction(write=False) as tx:
         row = tx.execute(
             f"SELECT * FROM {table} WHERE project_id = %s",  # noqa: S608 - one of two constants
             (project_id,),
         ).fetchone()
-        position_row = tx.execute(
-            "SELECT position FROM lg_tracking WHERE view = 'balances'"
-        ).fetchone()
+        position = tx.tracked_position("balances")
     if row is None:
         return None
     return {
         "object": "balance",
         "project_id": row["project_id"],
         "currency": row["currency"],
-        "credits": _money(row["credits"]),
-        "posted": _money(row["posted"]),
-        "pending": _money(row["pending"]),
-        "available": _money(row["available"]),
+        "credits": money_text(row["credits"]),
+        "posted": money_text(row["posted"]),
+        "pending": money_text(row["pending"]),
+        "available": money_text(row["available"]),
         "mode": mode,
-        "as_of_position": int(position_row["position"]) if position_row else 0,
+        "as_of_position": position,
     }
 
 
@@ -243,11 +260,11 @@ def all_balances(store: ReadStore) -> dict[str, dict[str, Decimal]]:
 def overdue_requests(store: ReadStore, now: datetime, limit: int = 1000) -> list[str]:
     """Requests with no terminal state whose deadline has passed (the sweeper's work list)."""
     states = sorted(NON_TERMINAL_STATES)
-    placeholders = ", ".join(["%s"] * len(states))
-    cutoff: Any = iso(now) if store.dialect == "sqlite" else now
+
+    cutoff = store.instant(now)
     with store.transaction(write=False) as tx:
         rows = tx.execute(
-            f"SELECT request_id FROM lg_audit WHERE status IN ({placeholders}) AND deadline_at < %s "  # noqa: S608
+            f"SELECT request_id FROM lg_audit WHERE status IN ({placeholders(len(states))}) AND deadline_at < %s "  # noqa: S608
             "ORDER BY deadline_at LIMIT %s",
             (*states, cutoff, limit),
         ).fetchall()

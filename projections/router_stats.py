@@ -18,7 +18,7 @@ from decimal import Decimal
 from typing import Any
 
 from domain.request import Request
-from projections.base import View
+from projections.base import View, reads
 from projections.db import ReadStore, Tx, as_decimal, iso
 
 OUTCOMES_WARM_START_MAX = 20_000
@@ -32,67 +32,80 @@ def counts_as_endpoint_failure(http_status: int) -> bool:
 class RouterStatsView(View):
     name = "router_stats"
     tables = ("lg_router_attempts", "lg_router_outcomes")
-    event_types = (
-        Request.Admitted,
-        Request.Repriced,
-        Request.Dispatched,
-        Request.Completed,
-        Request.Failed,
-        Request.Abandoned,
-    )
 
-    def apply(self, tx: Tx, event: Any, position: int) -> None:
+    @reads(Request.Admitted)
+    def _admitted(self, tx: Tx, event: Any, position: int) -> None:
+        tx.execute(
+            "INSERT INTO lg_router_attempts (request_aggregate_id, model, provider, endpoint, attempt, "
+            "price_currency, position) VALUES (%s, %s, %s, NULL, 0, %s, %s) "
+            "ON CONFLICT (request_aggregate_id) DO NOTHING",
+            (str(event.originator_id), event.model, event.provider, event.price_currency, position),
+        )
+
+    @reads(Request.Repriced)
+    def _repriced(self, tx: Tx, event: Any, position: int) -> None:
+        tx.execute(
+            "UPDATE lg_router_attempts SET price_currency = %s, position = %s "
+            "WHERE request_aggregate_id = %s",
+            (event.price_currency, position, str(event.originator_id)),
+        )
+
+    @reads(Request.Dispatched)
+    def _dispatched(self, tx: Tx, event: Any, position: int) -> None:
         aggregate_id = str(event.originator_id)
-        if isinstance(event, Request.Admitted):
-            tx.execute(
-                "INSERT INTO lg_router_attempts (request_aggregate_id, model, provider, endpoint, attempt, "
-                "price_currency, position) VALUES (%s, %s, %s, NULL, 0, %s, %s) "
-                "ON CONFLICT (request_aggregate_id) DO NOTHING",
-                (aggregate_id, event.model, event.provider, event.price_currency, position),
-            )
+        row = self._in_flight(tx, aggregate_id)
+        if row is None:
             return
-        row = tx.execute(
+        if row["endpoint"] is not None and int(row["attempt"]) >= 1:
+            self._outcome(tx, position, aggregate_id, row, False, None, None, "failover",
+                          event.dispatched_at)  # fmt: skip
+        tx.execute(
+            "UPDATE lg_router_attempts SET model = %s, provider = %s, endpoint = %s, attempt = %s, "
+            "position = %s WHERE request_aggregate_id = %s",
+            (
+                event.model,
+                event.provider,
+                f"{event.provider}:{event.endpoint_name}",
+                event.attempt,
+                position,
+                aggregate_id,
+            ),
+        )
+
+    @reads(Request.Completed)
+    def _completed(self, tx: Tx, event: Any, position: int) -> None:
+        aggregate_id = str(event.originator_id)
+        row = self._in_flight(tx, aggregate_id)
+        # A cache hit called no provider: it says nothing about the endpoint.
+        if row is not None and row["endpoint"] is not None and event.cache != "hit":
+            self._outcome(tx, position, aggregate_id, row, True, event.upstream_ms,
+                          event.provider_cost, None, event.completed_at)  # fmt: skip
+        self._forget(tx, aggregate_id)
+
+    @reads(Request.Failed)
+    def _failed(self, tx: Tx, event: Any, position: int) -> None:
+        aggregate_id = str(event.originator_id)
+        row = self._in_flight(tx, aggregate_id)
+        if (
+            row is not None
+            and row["endpoint"] is not None
+            and counts_as_endpoint_failure(event.http_status)
+        ):
+            self._outcome(tx, position, aggregate_id, row, False, None, None,
+                          event.error_code, event.failed_at)  # fmt: skip
+        self._forget(tx, aggregate_id)
+
+    @reads(Request.Abandoned)
+    def _abandoned(self, tx: Tx, event: Any, position: int) -> None:
+        self._forget(tx, str(event.originator_id))
+
+    @staticmethod
+    def _in_flight(tx: Tx, aggregate_id: str) -> dict[str, Any] | None:
+        return tx.execute(
             "SELECT model, provider, endpoint, attempt, price_currency FROM lg_router_attempts "
             "WHERE request_aggregate_id = %s",
             (aggregate_id,),
         ).fetchone()
-        if row is None:
-            return
-        if isinstance(event, Request.Repriced):
-            tx.execute(
-                "UPDATE lg_router_attempts SET price_currency = %s, position = %s "
-                "WHERE request_aggregate_id = %s",
-                (event.price_currency, position, aggregate_id),
-            )
-        elif isinstance(event, Request.Dispatched):
-            if row["endpoint"] is not None and int(row["attempt"]) >= 1:
-                self._outcome(tx, position, aggregate_id, row, False, None, None, "failover",
-                              event.dispatched_at)  # fmt: skip
-            tx.execute(
-                "UPDATE lg_router_attempts SET model = %s, provider = %s, endpoint = %s, attempt = %s, "
-                "position = %s WHERE request_aggregate_id = %s",
-                (
-                    event.model,
-                    event.provider,
-                    f"{event.provider}:{event.endpoint_name}",
-                    event.attempt,
-                    position,
-                    aggregate_id,
-                ),
-            )
-        elif isinstance(event, Request.Completed):
-            # A cache hit called no provider: it says nothing about the endpoint.
-            if row["endpoint"] is not None and event.cache != "hit":
-                self._outcome(tx, position, aggregate_id, row, True, event.upstream_ms,
-                              event.provider_cost, None, event.completed_at)  # fmt: skip
-            self._forget(tx, aggregate_id)
-        elif isinstance(event, Request.Failed):
-            if row["endpoint"] is not None and counts_as_endpoint_failure(event.http_status):
-                self._outcome(tx, position, aggregate_id, row, False, None, None,
-                              event.error_code, event.failed_at)  # fmt: skip
-            self._forget(tx, aggregate_id)
-        elif isinstance(event, Request.Abandoned):
-            self._forget(tx, aggregate_id)
 
     @staticmethod
     def _forget(tx: Tx, aggregate_id: str) -> None:

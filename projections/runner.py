@@ -38,6 +38,7 @@ from typing import Any
 from domain.application import LedgerApplication
 from projections.base import View
 from projections.db import ReadStore, Tx, iso
+from projections.following import BackgroundFollower
 
 log = logging.getLogger("ledgergate.projections")
 
@@ -69,7 +70,11 @@ def is_transient(error: BaseException) -> bool:
     return False
 
 
-class ProjectionRunner:
+class ProjectionRunner(BackgroundFollower):
+    thread_name = "ledgergate-projections"
+    failure_message = "projection catch-up failed; retrying"
+    log = log
+
     def __init__(
         self,
         app: LedgerApplication,
@@ -96,11 +101,8 @@ class ProjectionRunner:
         # runner thread when the position is reached; no thread is held while waiting.
         self._async_waiters: list[tuple[int, asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
         self._waiters_lock = threading.Lock()
-        self._wake = threading.Event()
         self._advanced = threading.Condition()
-        self._thread: threading.Thread | None = None
-        self._stopping = False
-        self.errors = 0
+        self._init_following()
         self.dead_letters = 0  # recorded by this runner since it started
 
     # --- tracking -------------------------------------------------------------------------
@@ -292,40 +294,8 @@ class ProjectionRunner:
 
     # --- running in the background --------------------------------------------------------
 
-    def poke(self) -> None:
-        self._wake.set()
-
     def start(self, poll_interval_s: float = POLL_INTERVAL_S) -> ProjectionRunner:
-        if self._thread is None:
-            self._stopping = False
-            self._thread = threading.Thread(
-                target=self._run,
-                args=(poll_interval_s,),
-                name="ledgergate-projections",
-                daemon=True,
-            )
-            self._thread.start()
-        return self
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self._stopping = True
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
-
-    def _run(self, poll_interval_s: float) -> None:
-        backoff = poll_interval_s
-        while not self._stopping:
-            try:
-                self.catch_up()
-                backoff = poll_interval_s
-            except Exception:  # keep following the log; the error is logged, not swallowed
-                self.errors += 1
-                log.exception("projection catch-up failed; retrying")
-                backoff = min(backoff * 2, 5.0)
-            self._wake.wait(backoff)
-            self._wake.clear()
+        return super().start(poll_interval_s)
 
     def views_position_known(self) -> int:
         """The views' position as this process last saw it (no query: for the event loop)."""
@@ -412,11 +382,7 @@ def ensure_tracking(store: ReadStore, views: Sequence[View]) -> None:
 def locked_view_position(tx: Tx, view: View) -> int:
     """The view's tracking position, locked for the transaction (PostgreSQL; SQLite's
     write transaction is exclusive already)."""
-    lock = " FOR UPDATE" if tx.store.dialect == "postgres" else ""
-    row = tx.execute(
-        f"SELECT position FROM lg_tracking WHERE view = %s{lock}", (view.name,)
-    ).fetchone()
-    return int(row["position"]) if row else 0
+    return tx.tracked_position(view.name, lock=True)
 
 
 def apply_by_position(

@@ -14,7 +14,7 @@ from decimal import Decimal
 from typing import Any
 
 from domain.account import Account
-from projections.base import View
+from projections.base import View, reads
 from projections.db import Tx, as_decimal
 
 ZERO = Decimal(0)
@@ -22,36 +22,31 @@ COUNTERS = ("requests", "input_tokens", "output_tokens", "cached_tokens")
 AMOUNTS = ("cost", "provider_cost", "fee_amount", "shortfall_amount")
 
 
-def day_value(tx: Tx, day: Any) -> Any:
-    """DATE on PostgreSQL, YYYY-MM-DD text on SQLite."""
-    return day.isoformat() if tx.store.dialect == "sqlite" else day
-
-
 class UsageView(View):
     name = "usage"
     tables = ("lg_usage", "lg_usage_accounts")
-    event_types = (Account.Opened, Account.ChargePosted)
 
-    def apply(self, tx: Tx, event: Any, position: int) -> None:
-        account_id = str(event.originator_id)
-        if isinstance(event, Account.Opened):
-            if event.mode == "test":
-                return  # test-mode charges are no usage: their account is never known here
-            tx.execute(
-                "INSERT INTO lg_usage_accounts (account_id, project_id, currency) VALUES (%s, %s, %s) "
-                "ON CONFLICT (account_id) DO NOTHING",
-                (account_id, str(event.project_id), event.currency),
-            )
-            return
+    @reads(Account.Opened)
+    def _opened(self, tx: Tx, event: Any, position: int) -> None:
+        if event.mode == "test":
+            return  # test-mode charges are no usage: their account is never known here
+        tx.execute(
+            "INSERT INTO lg_usage_accounts (account_id, project_id, currency) VALUES (%s, %s, %s) "
+            "ON CONFLICT (account_id) DO NOTHING",
+            (str(event.originator_id), str(event.project_id), event.currency),
+        )
+
+    @reads(Account.ChargePosted)
+    def _charge_posted(self, tx: Tx, event: Any, position: int) -> None:
         account = tx.execute(
             "SELECT project_id, currency FROM lg_usage_accounts WHERE account_id = %s",
-            (account_id,),
+            (str(event.originator_id),),
         ).fetchone()
         if account is None:
             return
         key = (
             account["project_id"],
-            day_value(tx, event.posted_at.astimezone(UTC).date()),
+            tx.store.day(event.posted_at.astimezone(UTC).date()),
             event.model,
             event.provider,
             "" if event.key_id is None else str(event.key_id),

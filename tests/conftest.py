@@ -14,7 +14,7 @@ import pytest
 
 from gateway.serving import BackgroundServer
 from gateway.simulator import SimulatorState, create_simulator_app
-from tests.support.harness import Gateway, start_gateway
+from tests.support.harness import Gateway, running_gateway
 from tests.support.postgres import create_schema, temporary_database
 
 os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")
@@ -86,18 +86,14 @@ def simulator() -> Iterator[tuple[BackgroundServer, SimulatorState]]:
 
 
 def _gateway(env: dict[str, str], upstream_url: str) -> Iterator[Gateway]:
-    gateway = start_gateway(
+    with running_gateway(
         {
             **env,
             "LEDGERGATE_OPENAI_BASE_URL": upstream_url + "/v1",
             "LEDGERGATE_OPENAI_API_KEY": "sk-test",
         }
-    )
-    try:
-        gateway.set_price("gpt-4o-mini", "0.15", "0.60")
+    ) as gateway:
         yield gateway
-    finally:
-        gateway.server.stop()
 
 
 @pytest.fixture

@@ -101,9 +101,7 @@ def install_dashboard(app: FastAPI, services: Services) -> None:
         media_type = STATIC_FILES.get(name)
         if media_type is None:
             return error_response(
-                GatewayError(
-                    "unsupported_endpoint", "no such dashboard file", status=404, param="name"
-                ),
+                GatewayError("unsupported_endpoint", "no such dashboard file", param="name"),
                 new_request_id(),
             )
         return Response(

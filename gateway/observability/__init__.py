@@ -8,14 +8,12 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.observability.core import Observability
-from gateway.observability.endpoints import install_endpoints
 from gateway.observability.middleware import ObservabilityMiddleware
 
 
 def install(app: Any, services: Any) -> Observability:
     observability = Observability.for_services(services)
     observability.bind(services)
-    install_endpoints(app, services, observability)
     app.add_middleware(ObservabilityMiddleware, observability=observability)
     return observability
 

@@ -10,7 +10,6 @@ off.
 from __future__ import annotations
 
 import functools
-import os
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -69,7 +68,9 @@ class Observability:
             return existing  # type: ignore[no-any-return]
         routing = services.routing
         names = routing.catalog.names() if routing is not None else ()
-        provider = tracer_provider or build_tracer_provider(services.settings.raw, os.environ)
+        provider = tracer_provider or build_tracer_provider(
+            services.settings.raw, services.settings.otel_environment
+        )
         observability = cls(metrics=GatewayMetrics(model_names=names), tracer_provider=provider)
         services.extras["observability"] = observability
         return observability

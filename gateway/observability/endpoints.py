@@ -1,71 +1,18 @@
-"""GET /health (liveness), GET /ready (readiness) and GET /metrics (Prometheus).
-
-- /health answers 200 `{"status": "ok"}` while the process serves; no auth and nothing else
-  (no position, no version: issue 9 item 13).
-- /ready answers 200 when this process can serve correctly: the event store and the read
-  store answer, the read models are within LEDGERGATE_READY_LAG_POSITIONS_MAX positions of
-  the event log's head, and the PII engine is warm when it is to be warmed at start. Else
-  503 with the failing checks' reasons. Counts only, never tenant data.
-- /metrics is open unless LEDGERGATE_METRICS_TOKEN is set; then it needs
-  `Authorization: Bearer <token>`.
-"""
+"""What GET /ready checks (the route is gateway/http/ops.py): the event store and the read
+store answer, the read models are within LEDGERGATE_READY_LAG_POSITIONS_MAX positions of the
+event log's head, and the PII engine is warm when it is to be warmed at start. Counts only,
+never tenant data."""
 
 from __future__ import annotations
 
-import hmac
 from typing import Any
 
 import anyio
 import anyio.to_thread
-from fastapi import FastAPI, Request
-from fastapi.responses import Response
 
-from gateway.errors import GatewayError, error_response
-from gateway.observability.core import Observability
-from gateway.responses import JsonResponse
+from gateway.pii.service import pii_service
 
-READY_LAG_POSITIONS_MAX_DEFAULT = 1000
 READY_CHECK_S_MAX = 2.0  # a store that does not answer within this is "unreachable"
-
-
-def install_endpoints(app: FastAPI, services: Any, observability: Observability) -> None:
-    raw = services.settings.raw
-    lag_max = int(raw.get("LEDGERGATE_READY_LAG_POSITIONS_MAX") or READY_LAG_POSITIONS_MAX_DEFAULT)
-    metrics_token = raw.get("LEDGERGATE_METRICS_TOKEN") or None
-
-    @app.get("/health")
-    async def health() -> Response:
-        return JsonResponse({"status": "ok"})
-
-    @app.get("/ready")
-    async def ready() -> Response:
-        checks = await readiness(services, lag_max)
-        failing = [check for check in checks if not check["ok"]]
-        return JsonResponse(
-            {"status": "ready" if not failing else "not_ready", "checks": checks},
-            status_code=200 if not failing else 503,
-        )
-
-    @app.get("/metrics")
-    async def metrics(request: Request) -> Response:
-        if metrics_token is not None:
-            scheme, _, given = (request.headers.get("authorization") or "").partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(
-                given.strip().encode(), metrics_token.encode()
-            ):
-                from domain.ids import new_request_id
-
-                return error_response(
-                    GatewayError(
-                        "invalid_metrics_token",
-                        "a valid metrics token is required (LEDGERGATE_METRICS_TOKEN)",
-                        status=401,
-                        error_type="authentication_error",
-                    ),
-                    new_request_id(),
-                )
-        body, content_type = await anyio.to_thread.run_sync(observability.metrics.render)
-        return Response(body, media_type=content_type)
 
 
 async def readiness(services: Any, lag_max: int) -> list[dict[str, Any]]:
@@ -93,8 +40,6 @@ async def readiness(services: Any, lag_max: int) -> list[dict[str, Any]]:
             if lag > lag_max:
                 check["reason"] = f"read models are {lag} positions behind the event log"
             checks.append(check)
-    from gateway.pii.service import pii_service
-
     service = pii_service(services)
     if service.warm_at_start:
         warm = service.screener.ready

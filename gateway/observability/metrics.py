@@ -30,12 +30,13 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from domain import vocabulary
 from domain.account import Account
-from domain.tiers import KNOWN_PROVIDERS
+from domain.vocabulary import KNOWN_PROVIDERS
 
 OTHER = "other"
 NONE = "none"
-KEY_SOURCES = frozenset({"managed", "byok"})
+KEY_SOURCES = frozenset(vocabulary.KEY_SOURCES)
 # X-LG-Cache outcomes: hit, miss, bypass from the response cache (gateway/response_cache.py);
 # the semantic cache planned later adds semantic_hit.
 CACHE_OUTCOMES = frozenset({"miss", "hit", "semantic_hit", "bypass", "stored"})

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
 import orjson
 
 from gateway import json_bytes
@@ -30,7 +29,6 @@ from gateway.providers.common import (
     max_output_tokens,
     new_completion_id,
     open_stream,
-    parse_image_url,
     parse_tool_arguments,
     post_json,
     reject_unsupported,
@@ -39,8 +37,9 @@ from gateway.providers.common import (
     truncated,
     unsupported,
 )
-from gateway.providers.documents import document_part
+from gateway.providers.documents import DocumentPart
 from gateway.providers.errors import error_from_status, malformed
+from gateway.providers.parts import Spelling, append_turn, content_blocks
 from gateway.providers.sse import iter_sse
 
 ANTHROPIC_VERSION = "2023-06-01"
@@ -80,44 +79,31 @@ ERROR_TYPE_STATUS = {
 }
 
 
+def _document(document: DocumentPart) -> dict[str, Any]:
+    return {
+        "type": "document",
+        "source": {
+            "type": "base64",
+            "media_type": document.media_type,
+            "data": document.data_base64,
+        },
+        "title": document.filename,
+    }
+
+
+SPELLING = Spelling(
+    text=lambda text: {"type": "text", "text": text},
+    inline_image=lambda _, media_type, data: {
+        "type": "image",
+        "source": {"type": "base64", "media_type": media_type, "data": data},
+    },
+    remote_image=lambda _, url: {"type": "image", "source": {"type": "url", "url": url}},
+    document=_document,
+)
+
+
 def _content_blocks(provider: str, content: Any) -> list[dict[str, Any]]:
-    if isinstance(content, str):
-        return [{"type": "text", "text": content}] if content else []
-    blocks: list[dict[str, Any]] = []
-    for part in content or []:
-        if not isinstance(part, dict):
-            continue
-        kind = part.get("type")
-        if kind == "text":
-            blocks.append({"type": "text", "text": str(part.get("text") or "")})
-        elif kind == "image_url":
-            image = part.get("image_url") or {}
-            media_type, data, url = parse_image_url(str(image.get("url") or ""))
-            if url is not None:
-                blocks.append({"type": "image", "source": {"type": "url", "url": url}})
-            else:
-                blocks.append(
-                    {
-                        "type": "image",
-                        "source": {"type": "base64", "media_type": media_type, "data": data},
-                    }
-                )
-        elif kind == "file":
-            document = document_part(part)
-            blocks.append(
-                {
-                    "type": "document",
-                    "source": {
-                        "type": "base64",
-                        "media_type": document.media_type,
-                        "data": document.data_base64,
-                    },
-                    "title": document.filename,
-                }
-            )
-        else:
-            raise unsupported(provider, "messages", f"content part type {str(kind)[:40]!r}")
-    return blocks
+    return content_blocks(provider, content, SPELLING)
 
 
 def to_anthropic(
@@ -131,12 +117,8 @@ def to_anthropic(
     messages: list[dict[str, Any]] = []
 
     def append(role: str, blocks: list[dict[str, Any]]) -> None:
-        # The Messages API wants user/assistant alternation: merge consecutive same-role turns
-        # (several OpenAI tool messages become one user turn of tool_result blocks).
-        if messages and messages[-1]["role"] == role:
-            messages[-1]["content"].extend(blocks)
-        else:
-            messages.append({"role": role, "content": blocks})
+        # The Messages API wants user/assistant alternation.
+        append_turn(messages, role, blocks)
 
     for message in body.get("messages") or []:
         role = message.get("role")
@@ -312,9 +294,6 @@ class AnthropicAdapter(ProviderAdapter):
 
 
 class AnthropicChatStream(TranslatingStream, ChatStream):
-    def __init__(self, provider: str, response: httpx.Response, model: str) -> None:
-        super().__init__(provider, response, model)
-
     async def _translate(self) -> Any:
         usage_start: Usage | None = None
         output_tokens: int | None = None

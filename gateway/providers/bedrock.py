@@ -37,12 +37,11 @@ from gateway.providers.common import (
     content_text,
     dumps_text,
     embedding_inputs,
-    embeddings_body,
+    embedding_result,
     function_tools,
     max_output_tokens,
     new_completion_id,
     open_stream,
-    parse_image_url,
     parse_tool_arguments,
     reject_unsupported,
     stop_list,
@@ -50,9 +49,9 @@ from gateway.providers.common import (
     truncated,
     unsupported,
 )
-from gateway.providers.documents import document_part
 from gateway.providers.errors import error_from_status, malformed
 from gateway.providers.eventstream import EventStreamDecoder
+from gateway.providers.parts import Spelling, append_turn, content_blocks
 
 EVENTSTREAM_CONTENT_TYPE = "application/vnd.amazon.eventstream"
 DEFAULT_REGION = "us-east-1"
@@ -116,43 +115,34 @@ def _document_name(filename: str) -> str:
     return (cleaned or "document")[:200]
 
 
+def _inline_image(provider: str, media_type: str | None, data: str | None) -> dict[str, Any]:
+    image_format = IMAGE_FORMATS.get(media_type or "")
+    if image_format is None:
+        raise unsupported(provider, "messages", f"image type {str(media_type)[:40]!r}")
+    # Blobs travel base64-encoded in Converse's JSON protocol.
+    return {"image": {"format": image_format, "source": {"bytes": data}}}
+
+
+def _remote_image(provider: str, url: str) -> dict[str, Any]:
+    raise unsupported(provider, "messages", "Bedrock takes inline images only (data: URLs)")
+
+
+SPELLING = Spelling(
+    text=lambda text: {"text": text},
+    inline_image=_inline_image,
+    remote_image=_remote_image,
+    document=lambda document: {
+        "document": {
+            "format": "pdf",
+            "name": _document_name(document.filename),
+            "source": {"bytes": document.data_base64},
+        }
+    },
+)
+
+
 def _blocks(provider: str, content: Any) -> list[dict[str, Any]]:
-    if isinstance(content, str):
-        return [{"text": content}] if content else []
-    blocks: list[dict[str, Any]] = []
-    for part in content or []:
-        if not isinstance(part, dict):
-            continue
-        kind = part.get("type")
-        if kind == "text":
-            blocks.append({"text": str(part.get("text") or "")})
-        elif kind == "image_url":
-            media_type, data, url = parse_image_url(
-                str((part.get("image_url") or {}).get("url") or "")
-            )
-            if url is not None:
-                raise unsupported(
-                    provider, "messages", "Bedrock takes inline images only (data: URLs)"
-                )
-            image_format = IMAGE_FORMATS.get(media_type or "")
-            if image_format is None:
-                raise unsupported(provider, "messages", f"image type {str(media_type)[:40]!r}")
-            # Blobs travel base64-encoded in Converse's JSON protocol.
-            blocks.append({"image": {"format": image_format, "source": {"bytes": data}}})
-        elif kind == "file":
-            document = document_part(part)
-            blocks.append(
-                {
-                    "document": {
-                        "format": "pdf",
-                        "name": _document_name(document.filename),
-                        "source": {"bytes": document.data_base64},
-                    }
-                }
-            )
-        else:
-            raise unsupported(provider, "messages", f"content part type {str(kind)[:40]!r}")
-    return blocks
+    return content_blocks(provider, content, SPELLING)
 
 
 def to_converse(body: dict[str, Any], provider: str = "bedrock") -> dict[str, Any]:
@@ -164,10 +154,7 @@ def to_converse(body: dict[str, Any], provider: str = "bedrock") -> dict[str, An
     messages: list[dict[str, Any]] = []
 
     def append(role: str, blocks: list[dict[str, Any]]) -> None:
-        if messages and messages[-1]["role"] == role:
-            messages[-1]["content"].extend(blocks)
-        else:
-            messages.append({"role": role, "content": blocks})
+        append_turn(messages, role, blocks)
 
     for message in body.get("messages") or []:
         role = message.get("role")
@@ -456,18 +443,12 @@ class BedrockAdapter(ProviderAdapter):
         results = await asyncio.gather(*(embed(text) for text in inputs))
         usage = Usage(prompt_tokens=sum(tokens for _, tokens in results), completion_tokens=0)
         vectors = [vector for vector, _ in results]
-        return EmbeddingResult(
-            body=embeddings_body(
-                vectors, body.get("model") or upstream_model, usage, encoding_format
-            ),
-            usage=usage,
+        return embedding_result(
+            vectors, body.get("model") or upstream_model, usage, encoding_format
         )
 
 
 class ConverseChatStream(TranslatingStream, ChatStream):
-    def __init__(self, provider: str, response: httpx.Response, model: str) -> None:
-        super().__init__(provider, response, model)
-
     async def _translate(self) -> Any:
         decoder = EventStreamDecoder()
         tool_index_of_block: dict[int, int] = {}

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
 import orjson
 
 from gateway import json_bytes
@@ -28,7 +27,7 @@ from gateway.providers.common import (
     completion_body,
     content_text,
     embedding_inputs,
-    embeddings_body,
+    embedding_result,
     function_tools,
     max_output_tokens,
     new_completion_id,
@@ -41,6 +40,7 @@ from gateway.providers.common import (
     unsupported,
 )
 from gateway.providers.errors import error_from_status, malformed
+from gateway.providers.parts import Spelling, content_blocks
 from gateway.providers.sse import iter_sse
 
 FINISH_REASONS = {
@@ -54,26 +54,20 @@ FAILED_FINISH_STATUS = {"ERROR": 502, "TIMEOUT": 504}
 DEFAULT_EMBED_INPUT_TYPE = "search_document"
 
 
+def _image(url: Any) -> dict[str, Any]:
+    return {"type": "image_url", "image_url": {"url": url}}
+
+
+SPELLING = Spelling(
+    text=lambda text: {"type": "text", "text": text},
+    image_as_is=_image,  # Cohere v2 takes OpenAI's image_url part unchanged
+)
+
+
 def _content(provider: str, content: Any) -> Any:
     if content is None or isinstance(content, str):
         return content or ""
-    parts: list[dict[str, Any]] = []
-    for part in content:
-        if not isinstance(part, dict):
-            continue
-        kind = part.get("type")
-        if kind == "text":
-            parts.append({"type": "text", "text": str(part.get("text") or "")})
-        elif kind == "image_url":
-            parts.append(
-                {
-                    "type": "image_url",
-                    "image_url": {"url": (part.get("image_url") or {}).get("url")},
-                }
-            )
-        else:
-            raise unsupported(provider, "messages", f"content part type {str(kind)[:40]!r}")
-    return parts
+    return content_blocks(provider, content, SPELLING)
 
 
 def to_cohere(
@@ -303,18 +297,12 @@ class CohereAdapter(ProviderAdapter):
             raise malformed(self.provider, "embeddings missing or of the wrong count")
         billed = ((data.get("meta") or {}).get("billed_units")) or {}
         usage = Usage(prompt_tokens=as_int(billed.get("input_tokens")), completion_tokens=0)
-        return EmbeddingResult(
-            body=embeddings_body(
-                vectors, body.get("model") or upstream_model, usage, encoding_format
-            ),
-            usage=usage,
+        return embedding_result(
+            vectors, body.get("model") or upstream_model, usage, encoding_format
         )
 
 
 class CohereChatStream(TranslatingStream, ChatStream):
-    def __init__(self, provider: str, response: httpx.Response, model: str) -> None:
-        super().__init__(provider, response, model)
-
     async def _translate(self) -> Any:
         tool_index_of_block: dict[int, int] = {}
         ended = False

@@ -4,7 +4,9 @@ honour (a clear 400 naming the parameter, never a silent drop)."""
 
 from __future__ import annotations
 
+import base64
 import secrets
+import struct
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -13,7 +15,7 @@ import httpx
 import orjson
 
 from gateway import json_bytes
-from gateway.providers.base import UpstreamError, Usage
+from gateway.providers.base import EmbeddingResult, UpstreamError, Usage
 from gateway.providers.errors import error_from_response, error_from_transport, malformed
 
 
@@ -305,9 +307,6 @@ def embeddings_body(
 ) -> dict[str, Any]:
     """An OpenAI embeddings list. base64 is little-endian float32, as the openai SDK decodes it
     (and as it asks for by default)."""
-    import base64
-    import struct
-
     data = []
     for index, vector in enumerate(vectors):
         embedding: Any
@@ -322,6 +321,15 @@ def embeddings_body(
         "model": model,
         "usage": {"prompt_tokens": usage.prompt_tokens, "total_tokens": usage.prompt_tokens},
     }
+
+
+def embedding_result(
+    vectors: list[list[float]], model: str, usage: Usage, encoding_format: str | None
+) -> EmbeddingResult:
+    """A provider's vectors and usage as the gateway's embeddings answer."""
+    return EmbeddingResult(
+        body=embeddings_body(vectors, model, usage, encoding_format), usage=usage
+    )
 
 
 def embedding_inputs(provider: str, body: dict[str, Any]) -> list[str]:

@@ -13,7 +13,6 @@ import mimetypes
 from typing import Any
 from urllib.parse import quote
 
-import httpx
 import orjson
 
 from gateway import json_bytes
@@ -33,13 +32,12 @@ from gateway.providers.common import (
     content_text,
     dumps_text,
     embedding_inputs,
-    embeddings_body,
+    embedding_result,
     function_tools,
     max_output_tokens,
     new_completion_id,
     new_tool_call_id,
     open_stream,
-    parse_image_url,
     parse_tool_arguments,
     post_json,
     reject_unsupported,
@@ -49,8 +47,8 @@ from gateway.providers.common import (
     unix_now,
     unsupported,
 )
-from gateway.providers.documents import document_part
 from gateway.providers.errors import error_from_status, malformed
+from gateway.providers.parts import Spelling, append_turn, content_blocks
 from gateway.providers.sse import iter_sse
 from gateway.providers.tokens import estimate_embedding_tokens
 
@@ -82,37 +80,25 @@ STATUS_CODES = {
 }
 
 
+def _remote_image(provider: str, url: str) -> dict[str, Any]:
+    guessed, _ = mimetypes.guess_type(url)
+    if not guessed:
+        raise unsupported(provider, "messages", "a remote image URL needs a file extension")
+    return {"fileData": {"fileUri": url, "mimeType": guessed}}
+
+
+SPELLING = Spelling(
+    text=lambda text: {"text": text},
+    inline_image=lambda _, media_type, data: {"inlineData": {"mimeType": media_type, "data": data}},
+    remote_image=_remote_image,
+    document=lambda document: {
+        "inlineData": {"mimeType": document.media_type, "data": document.data_base64}
+    },
+)
+
+
 def _parts(provider: str, content: Any) -> list[dict[str, Any]]:
-    if isinstance(content, str):
-        return [{"text": content}] if content else []
-    parts: list[dict[str, Any]] = []
-    for part in content or []:
-        if not isinstance(part, dict):
-            continue
-        kind = part.get("type")
-        if kind == "text":
-            parts.append({"text": str(part.get("text") or "")})
-        elif kind == "image_url":
-            media_type, data, url = parse_image_url(
-                str((part.get("image_url") or {}).get("url") or "")
-            )
-            if url is not None:
-                guessed, _ = mimetypes.guess_type(url)
-                if not guessed:
-                    raise unsupported(
-                        provider, "messages", "a remote image URL needs a file extension"
-                    )
-                parts.append({"fileData": {"fileUri": url, "mimeType": guessed}})
-            else:
-                parts.append({"inlineData": {"mimeType": media_type, "data": data}})
-        elif kind == "file":
-            document = document_part(part)
-            parts.append(
-                {"inlineData": {"mimeType": document.media_type, "data": document.data_base64}}
-            )
-        else:
-            raise unsupported(provider, "messages", f"content part type {str(kind)[:40]!r}")
-    return parts
+    return content_blocks(provider, content, SPELLING)
 
 
 def _function_response(text: str) -> dict[str, Any]:
@@ -131,10 +117,7 @@ def to_gemini(body: dict[str, Any], provider: str = "google") -> dict[str, Any]:
     tool_names: dict[str, str] = {}
 
     def append(role: str, parts: list[dict[str, Any]]) -> None:
-        if contents and contents[-1]["role"] == role:
-            contents[-1]["parts"].extend(parts)
-        else:
-            contents.append({"role": role, "parts": parts})
+        append_turn(contents, role, parts, key="parts")
 
     for message in body.get("messages") or []:
         role = message.get("role")
@@ -460,18 +443,12 @@ class GoogleAdapter(ProviderAdapter):
             completion_tokens=0,
             source=USAGE_SOURCE_ESTIMATED,
         )
-        return EmbeddingResult(
-            body=embeddings_body(
-                vectors, body.get("model") or upstream_model, usage, encoding_format
-            ),
-            usage=usage,
+        return embedding_result(
+            vectors, body.get("model") or upstream_model, usage, encoding_format
         )
 
 
 class GeminiChatStream(TranslatingStream, ChatStream):
-    def __init__(self, provider: str, response: httpx.Response, model: str) -> None:
-        super().__init__(provider, response, model)
-
     async def _translate(self) -> Any:
         started: set[int] = set()
         tool_counts: dict[int, int] = {}

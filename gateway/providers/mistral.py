@@ -14,7 +14,7 @@ from typing import Any
 from gateway.providers.base import EmbeddingResult, Usage
 from gateway.providers.common import (
     check_encoding_format,
-    embeddings_body,
+    embedding_result,
     max_output_tokens,
     reject_unsupported,
 )
@@ -73,9 +73,6 @@ class MistralAdapter(OpenAIAdapter):
             prompt_tokens=int(raw_usage.get("prompt_tokens") or raw_usage.get("total_tokens") or 0),
             completion_tokens=0,
         )
-        return EmbeddingResult(
-            body=embeddings_body(
-                vectors, body.get("model") or upstream_model, usage, encoding_format
-            ),
-            usage=usage,
+        return embedding_result(
+            vectors, body.get("model") or upstream_model, usage, encoding_format
         )

@@ -24,16 +24,15 @@ from domain.errors import (
     ModelNotCompliant,
     ModelNotFound,
 )
-from domain.tiers import EffectiveTier, Tier
+from domain.tiers import TIER_ORDER, EffectiveTier, Tier
 
 VARIANTS: tuple[str, ...] = ("floor", "fast", "best", "smart")
+# Every EU tier of the vocabulary, spelled `eu-strict` or `eu_strict`.
 SHORTHANDS: dict[str, Tier] = {
-    "eu-strict": Tier.EU_STRICT,
-    "eu-cloud": Tier.EU_CLOUD,
-    "eu-sweden": Tier.EU_SWEDEN,
-    "eu_strict": Tier.EU_STRICT,
-    "eu_cloud": Tier.EU_CLOUD,
-    "eu_sweden": Tier.EU_SWEDEN,
+    spelling: tier
+    for tier in TIER_ORDER
+    if tier is not Tier.UNRESTRICTED
+    for spelling in (tier.value.replace("_", "-"), tier.value)
 }
 MODE_EXPLICIT = "explicit"
 MODE_AUTO = "auto"

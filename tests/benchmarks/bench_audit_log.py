@@ -24,19 +24,14 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from pathlib import Path
 from uuid import UUID
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from domain import commands as c
 from domain.application import open_application
 from domain.audit_log import StoredRecord, export_record, leaf_bytes, leaf_hash
-from domain.ids import new_request_id
 from domain.merkle import (
     Frontier,
     consistency_proof_plan,
@@ -49,6 +44,7 @@ from projections.audit_tree import MerkleLog
 from projections.audit_verify import CHECKPOINTS_FILE, EVENTS_FILE
 from projections.db import ReadStore
 from projections.signed_note import Checkpoint, Signer
+from tests.support.builders import priced_project, run_callers, served_request
 from tests.support.postgres import create_schema, temporary_database
 
 ORIGIN = "bench.ledgergate/audit-log"
@@ -72,66 +68,17 @@ def write_run(
         interval_s=1.0,
     )
     writer = GroupCommitWriter(app).start()  # as in serve: the follower polls, unprompted
-    now = datetime.now(UTC)
-    writer.execute(
-        c.SetPrice(
-            model="m",
-            input_per_mtok=Decimal(1),
-            output_per_mtok=Decimal(2),
-            currency="USD",
-            effective_from=now - timedelta(days=1),
-        )
-    )
-    created = writer.execute(c.CreateProject(name="hot")).value
-    assert isinstance(created, dict)
-    project_id = UUID(created["project_id"])
-    writer.execute(
-        c.TopUp(project_id=project_id, amount=Decimal(1_000_000), currency="USD", reference="b")
-    )
+    project_id = priced_project(writer, reference="b")
     if follower:
         merkle.catch_up()
         merkle.start()
     start_position = app.recorder.max_notification_id() or 0
-    barrier = threading.Barrier(callers + 1)
 
-    def caller() -> None:
-        barrier.wait()
+    def caller(_: int) -> None:
         for _ in range(requests):
-            request_id = new_request_id()
-            at = datetime.now(UTC)
-            facts = c.RequestFacts(
-                request_id, "chat.completions", project_id, None, "u", "m", False, 1, 10,
-                None, None, None, None, at, at + timedelta(minutes=5),
-            )  # fmt: skip
-            writer.execute(
-                c.AdmitRequest(
-                    facts=facts,
-                    route=c.Route("m", "openai", "m"),
-                    estimated_input_tokens=100,
-                    max_output_tokens=100,
-                    fee_rate=Decimal("0.05"),
-                )
-            )
-            writer.execute(
-                c.CompleteRequest(
-                    request_id=request_id,
-                    usage=c.UsageReport(50, 50),
-                    finish_reason="stop",
-                    completion_chars=1,
-                    completion_sha256=None,
-                    latency_ms=1,
-                    upstream_ms=1,
-                )
-            )
+            served_request(writer, project_id)
 
-    threads = [threading.Thread(target=caller) for _ in range(callers)]
-    for thread in threads:
-        thread.start()
-    barrier.wait()
-    started = time.perf_counter()
-    for thread in threads:
-        thread.join()
-    elapsed = time.perf_counter() - started
+    elapsed = run_callers(callers, caller)
     last = app.recorder.max_notification_id() or 0
     lag_s = 0.0
     if follower:

@@ -14,16 +14,10 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
-import threading
-import time
-from datetime import UTC, datetime, timedelta
-from decimal import Decimal
-from uuid import UUID
 
-from domain import commands as c
 from domain.application import open_application
-from domain.ids import new_request_id
 from domain.writer import GroupCommitWriter
+from tests.support.builders import priced_project, run_callers, served_request
 from tests.support.ledger import replay_account
 from tests.support.postgres import temporary_database
 
@@ -33,74 +27,14 @@ def run_once(
 ) -> tuple[int, float, int]:
     app = open_application(database_url, data_dir)
     writer = GroupCommitWriter(app, batch_commands_max=batch_max).start()
-    now = datetime.now(UTC)
-    writer.execute(
-        c.SetPrice(
-            model="m",
-            input_per_mtok=Decimal(1),
-            output_per_mtok=Decimal(2),
-            currency="USD",
-            effective_from=now - timedelta(days=1),
-        )
-    )
-    project_id = UUID(writer.execute(c.CreateProject(name="hot")).value["project_id"])
-    writer.execute(
-        c.TopUp(project_id=project_id, amount=Decimal(1_000_000), currency="USD", reference="bench")
-    )
+    project_id = priced_project(writer)
     start_position = app.recorder.max_notification_id() or 0
-    barrier = threading.Barrier(callers + 1)
 
-    def caller() -> None:
-        barrier.wait()
+    def caller(_: int) -> None:
         for _ in range(requests):
-            request_id = new_request_id()
-            at = datetime.now(UTC)
-            facts = c.RequestFacts(
-                request_id,
-                "chat.completions",
-                project_id,
-                None,
-                "u",
-                "m",
-                False,
-                1,
-                10,
-                None,
-                None,
-                None,
-                None,
-                at,
-                at + timedelta(minutes=5),
-            )
-            writer.execute(
-                c.AdmitRequest(
-                    facts=facts,
-                    route=c.Route("m", "openai", "m"),
-                    estimated_input_tokens=100,
-                    max_output_tokens=100,
-                    fee_rate=Decimal("0.05"),
-                )
-            )
-            writer.execute(
-                c.CompleteRequest(
-                    request_id=request_id,
-                    usage=c.UsageReport(50, 50),
-                    finish_reason="stop",
-                    completion_chars=1,
-                    completion_sha256=None,
-                    latency_ms=1,
-                    upstream_ms=1,
-                )
-            )
+            served_request(writer, project_id)
 
-    threads = [threading.Thread(target=caller) for _ in range(callers)]
-    for thread in threads:
-        thread.start()
-    barrier.wait()
-    started = time.perf_counter()
-    for thread in threads:
-        thread.join()
-    elapsed = time.perf_counter() - started
+    elapsed = run_callers(callers, caller)
     events = (app.recorder.max_notification_id() or 0) - start_position
     replay = replay_account(app, project_id)
     problems = (

@@ -22,9 +22,8 @@ from collections import Counter
 
 import httpx
 
-from gateway.serving import BackgroundServer
-from gateway.simulator import SimulatorState, create_simulator_app
-from tests.support.harness import Gateway, Tenant, start_gateway
+from gateway.simulator import SimulatorState
+from tests.support.harness import Gateway, Tenant, simulated_gateway
 
 BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 16}
 DURATION_S_MAX = 120.0
@@ -77,34 +76,29 @@ def main() -> None:
     args = parser.parse_args()
     chats = max(1, min(args.chats, 500))
     state = SimulatorState()
-    with BackgroundServer(create_simulator_app(state)) as upstream:
-        gateway = start_gateway(
-            {
-                "LEDGERGATE_DATA_DIR": tempfile.mkdtemp(prefix="lg-bench-noisy-"),
-                "LEDGERGATE_OPENAI_BASE_URL": upstream.base_url + "/v1",
-                "LEDGERGATE_OPENAI_API_KEY": "sk-bench",
-                "LEDGERGATE_RUN_SWEEPER": "0",
-                "LEDGERGATE_RUN_PROJECTIONS": "0",
-            }
-        )
-        try:
-            gateway.set_price("gpt-4o-mini", "0.15", "0.60")
-            loud, calm = gateway.tenant(balance="100.00"), gateway.tenant(balance="100.00")
-            with gateway.client(timeout=180) as http:  # one-time loading, before any timing
-                warm = http.post("/v1/chat/completions", json=BODY, headers=loud.headers())
-            head = int(warm.headers["x-lg-ledger-position"])
-            alone = asyncio.run(quiet(gateway, calm, chats))
-            state.chunk_delay_s = 0.5
+    with simulated_gateway(
+        {
+            "LEDGERGATE_DATA_DIR": tempfile.mkdtemp(prefix="lg-bench-noisy-"),
+            "LEDGERGATE_OPENAI_API_KEY": "sk-bench",
+            "LEDGERGATE_RUN_SWEEPER": "0",
+            "LEDGERGATE_RUN_PROJECTIONS": "0",
+        },
+        state,
+    ) as gateway:
+        loud, calm = gateway.tenant(balance="100.00"), gateway.tenant(balance="100.00")
+        with gateway.client(timeout=180) as http:  # one-time loading, before any timing
+            warm = http.post("/v1/chat/completions", json=BODY, headers=loud.headers())
+        head = int(warm.headers["x-lg-ledger-position"])
+        alone = asyncio.run(quiet(gateway, calm, chats))
+        state.chunk_delay_s = 0.5
 
-            async def together() -> tuple[list[tuple[int, float]], Counter[str]]:
-                noise = asyncio.ensure_future(noisy(gateway, loud, head))
-                await asyncio.sleep(1.0)
-                measured = await quiet(gateway, calm, chats)
-                return measured, await asyncio.wait_for(noise, DURATION_S_MAX)
+        async def together() -> tuple[list[tuple[int, float]], Counter[str]]:
+            noise = asyncio.ensure_future(noisy(gateway, loud, head))
+            await asyncio.sleep(1.0)
+            measured = await quiet(gateway, calm, chats)
+            return measured, await asyncio.wait_for(noise, DURATION_S_MAX)
 
-            beside, noise = asyncio.run(together())
-        finally:
-            gateway.server.stop()
+        beside, noise = asyncio.run(together())
     print(f"quiet tenant, {chats} sequential chats (ms)")
     print(f"{'condition':<28}{'p50':>9}{'p95':>9}{'max':>9}  statuses")
     for label, results in (("alone", alone), ("beside the noisy tenant", beside)):

@@ -3,59 +3,18 @@ is `abandoned`, nothing stays reserved by mistake, and the ledger still balances
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from decimal import Decimal
-from pathlib import Path
 from uuid import UUID
 
 import httpx
 
 from domain.application import open_application
 from domain.ids import request_aggregate_id
-from gateway.serving import free_port
 from tests.support.ledger import replay_account
-
-ROOT = Path(__file__).resolve().parents[2]
-STARTUP_S_MAX = 30
-
-
-def cli(env: dict[str, str], *args: str) -> dict:
-    done = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", *args],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
-def start_server(env: dict[str, str]) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "serve", "--port", str(port)],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + STARTUP_S_MAX
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(base + "/health", timeout=1).status_code == 200:
-                return process, base
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    process.kill()
-    raise TimeoutError("the gateway did not start")
+from tests.support.processes import cli, price_gpt_4o_mini, process_env, start_server
 
 
 def test_a_gateway_killed_mid_stream_leaves_an_abandoned_request_and_a_balanced_ledger(
@@ -63,15 +22,9 @@ def test_a_gateway_killed_mid_stream_leaves_an_abandoned_request_and_a_balanced_
 ) -> None:
     server, state = simulator
     state.chunk_delay_s = 0.2  # a long stream, so the kill lands in the middle of it
-    env = {
-        **os.environ,
-        **backend,
-        "PYTHONPATH": str(ROOT),
-        "LEDGERGATE_OPENAI_BASE_URL": server.base_url + "/v1",
-        "LEDGERGATE_OPENAI_API_KEY": "sk-test",
-        "LEDGERGATE_REQUEST_TIMEOUT_S": "1",
-        "LEDGERGATE_RUN_SWEEPER": "0",
-    }
+    env = process_env(
+        backend, server.base_url, LEDGERGATE_REQUEST_TIMEOUT_S="1", LEDGERGATE_RUN_SWEEPER="0"
+    )
     project = cli(env, "project", "create", "--name", "crash", "--currency", "USD")
     key = cli(env, "key", "create", "--project", project["project_id"])
     topped = cli(
@@ -103,21 +56,7 @@ def test_a_gateway_killed_mid_stream_leaves_an_abandoned_request_and_a_balanced_
         and again["applied"] is False
         and again["available"] == "3.000000000"
     )
-    cli(
-        env,
-        "price",
-        "set",
-        "--model",
-        "gpt-4o-mini",
-        "--input-per-mtok",
-        "0.15",
-        "--output-per-mtok",
-        "0.60",
-        "--currency",
-        "USD",
-        "--effective-from",
-        "2026-01-01T00:00:00Z",
-    )
+    price_gpt_4o_mini(env)
     headers = {"Authorization": f"Bearer {key['api_key']}", "X-User-Id": "carol"}
 
     process, base = start_server(env)

@@ -21,7 +21,7 @@ import pytest
 
 from gateway.serving import BackgroundServer
 from gateway.simulator import SimulatorState, create_simulator_app
-from tests.support.harness import ADMIN_TOKEN
+from tests.support.harness import ADMIN_TOKEN, custom_model
 from tests.support.postgres import create_schema
 from tests.support.processes import ROOT, serve_process
 
@@ -224,19 +224,7 @@ def test_a_custom_model_added_through_one_process_is_served_by_the_other_within_
     headers = {"Authorization": f"Bearer {tenant['api_key']}"}
     name = "fresh-bot-" + secrets.token_hex(3)
     assert pair.b.get(f"/v1/models/{name}", headers=headers).status_code == 404  # B caches "none"
-    entry = {
-        "name": name,
-        "provider": "openai",
-        "upstream_id": "gpt-4o-mini",
-        "capabilities": ["chat"],
-        "size_class": "small",
-        "regions": ["us"],
-        "tiers": ["unrestricted"],
-        "prices": [
-            {"effective_from": "2026-01-01T00:00:00Z", "currency": "USD",
-             "input_per_million": "1.00", "output_per_million": "2.00"}
-        ],
-    }  # fmt: skip
+    entry = custom_model(name)
     pair.admin(f"/v1/admin/projects/{tenant['project_id']}/models", entry)
     elapsed = seconds_until(
         lambda: pair.b.get(f"/v1/models/{name}", headers=headers).status_code == 200

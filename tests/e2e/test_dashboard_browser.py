@@ -26,9 +26,8 @@ import openai
 import pytest
 
 from domain import commands as c
-from gateway.serving import BackgroundServer
-from gateway.simulator import SimulatorState, create_simulator_app
-from tests.support.harness import ADMIN_TOKEN, Gateway, Tenant, start_gateway
+from gateway.simulator import SimulatorState
+from tests.support.harness import ADMIN_TOKEN, Gateway, Tenant, simulated_gateway
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -81,49 +80,43 @@ def _chat(client: Any, text: str) -> str:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     state = SimulatorState()
-    with BackgroundServer(create_simulator_app(state)) as upstream:
-        gateway = start_gateway(
-            {
-                "LEDGERGATE_DATA_DIR": str(tmp_path_factory.mktemp("dashboard") / "data"),
-                "LEDGERGATE_OPENAI_BASE_URL": upstream.base_url + "/v1",
-                "LEDGERGATE_OPENAI_API_KEY": "sk-test",
-                # Sign checkpoints quickly, so a request's proof is complete within the test.
-                "LEDGERGATE_CHECKPOINT_INTERVAL_S": "0.1",
-            }
-        )
-        try:
-            gateway.set_price("gpt-4o-mini", "0.15", "0.60")
-            a = gateway.tenant(balance="10.00", name="Alpha analytics")
-            b = gateway.tenant(balance="5.00", name="Beta bank")
-            world = World(gateway=gateway, simulator=state, a=a, b=b)
-            alice = gateway.openai(a, user="alice")
-            for index in range(8):
-                world.a_completed.append(_chat(alice, f"Summarise ledger entry {index}"))
-            bob = gateway.openai(a, user="bob")
-            world.a_bob = [_chat(bob, f"Bob asks question {index}") for index in range(3)]
-            world.a_hostile = _chat(gateway.openai(a, user=HOSTILE_ACTOR), "hello")
-            state.error_status = 503  # one request the provider fails
-            with pytest.raises(openai.APIStatusError) as failure:
-                alice.chat.completions.create(
-                    model="gpt-4o-mini", messages=[{"role": "user", "content": "fail me"}]
-                )
-            state.error_status = None
-            world.a_failed = str(failure.value.response.headers["x-request-id"])
-            world.b_completed = _chat(gateway.openai(b, user="carol"), "Beta's own secret question")
-            gateway.execute(
-                c.SetFxRate(
-                    base="USD",
-                    quote="EUR",
-                    rate=Decimal("0.92"),
-                    effective_from=datetime.now(UTC) - timedelta(days=1),
-                )
+    with simulated_gateway(
+        {
+            "LEDGERGATE_DATA_DIR": str(tmp_path_factory.mktemp("dashboard") / "data"),
+            # Sign checkpoints quickly, so a request's proof is complete within the test.
+            "LEDGERGATE_CHECKPOINT_INTERVAL_S": "0.1",
+        },
+        state,
+    ) as gateway:
+        a = gateway.tenant(balance="10.00", name="Alpha analytics")
+        b = gateway.tenant(balance="5.00", name="Beta bank")
+        world = World(gateway=gateway, simulator=state, a=a, b=b)
+        alice = gateway.openai(a, user="alice")
+        for index in range(8):
+            world.a_completed.append(_chat(alice, f"Summarise ledger entry {index}"))
+        bob = gateway.openai(a, user="bob")
+        world.a_bob = [_chat(bob, f"Bob asks question {index}") for index in range(3)]
+        world.a_hostile = _chat(gateway.openai(a, user=HOSTILE_ACTOR), "hello")
+        state.error_status = 503  # one request the provider fails
+        with pytest.raises(openai.APIStatusError) as failure:
+            alice.chat.completions.create(
+                model="gpt-4o-mini", messages=[{"role": "user", "content": "fail me"}]
             )
-            world.euro = gateway.tenant(balance="10.00", currency="EUR", name="Euro project")
-            world.euro_completed = _chat(gateway.openai(world.euro, user="dora"), "Bonjour")
-            gateway.settle()
-            yield world
-        finally:
-            gateway.server.stop()
+        state.error_status = None
+        world.a_failed = str(failure.value.response.headers["x-request-id"])
+        world.b_completed = _chat(gateway.openai(b, user="carol"), "Beta's own secret question")
+        gateway.execute(
+            c.SetFxRate(
+                base="USD",
+                quote="EUR",
+                rate=Decimal("0.92"),
+                effective_from=datetime.now(UTC) - timedelta(days=1),
+            )
+        )
+        world.euro = gateway.tenant(balance="10.00", currency="EUR", name="Euro project")
+        world.euro_completed = _chat(gateway.openai(world.euro, user="dora"), "Bonjour")
+        gateway.settle()
+        yield world
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from typing import Any
 import openai
 import pytest
 
-from tests.support.harness import ADMIN_TOKEN, Gateway, Tenant
+from tests.support.harness import ADMIN_TOKEN, Gateway, Tenant, custom_model
 
 MESSAGES = [{"role": "user", "content": "What is double-entry bookkeeping?"}]
 IBAN = "SE45 5000 0000 0583 9825 7466"
@@ -133,13 +133,7 @@ def test_price_history_covers_shipped_and_own_custom_models_only(gateway: Gatewa
     assert history["object"] == "pricing_history"
     assert Decimal("0.15") in {Decimal(p["input_per_mtok"]) for p in history["prices"]}
     assert history["fx"] == []  # USD prices for a USD project: no rate involved
-    entry = {
-        "name": "acme-private", "provider": "openai", "upstream_id": "gpt-4o-mini",
-        "capabilities": ["chat"], "size_class": "small", "regions": ["us"],
-        "tiers": ["unrestricted"],
-        "prices": [{"effective_from": "2026-01-01T00:00:00Z", "currency": "USD",
-                    "input_per_million": "1.25", "output_per_million": "2.50"}],
-    }  # fmt: skip
+    entry = custom_model("acme-private", "1.25", "2.50")
     with gateway.client() as http:
         added = http.post(
             f"/v1/admin/projects/{tenant.project_id}/models", json=entry, headers=ADMIN

@@ -194,7 +194,7 @@ def test_an_unknown_filter_value_on_a_read_is_a_400_recorded_in_the_audit_log(
 def test_a_min_position_wait_that_times_out_is_a_retryable_503_not_stale_data(
     gateway, monkeypatch
 ) -> None:
-    import gateway.app as app_module
+    import gateway.http.deps as app_module
 
     monkeypatch.setattr(app_module, "READ_WAIT_S_MAX", 0.3)
     # A position past the log's head is refused with a 400 without waiting (issue 9 item 2);

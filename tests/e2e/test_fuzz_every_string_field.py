@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from projections.runner import list_dead_letters
-from tests.support.harness import ADMIN_TOKEN, Gateway, Tenant, start_gateway
+from tests.support.harness import ADMIN_TOKEN, Gateway, Tenant, simulated_gateway
 
 NUL = "gpt\x00x"
 SURROGATE = "a\ud800b"
@@ -80,25 +80,16 @@ def _set(body: dict[str, Any], path: tuple[Any, ...], value: Any) -> dict[str, A
 def running(tmp_path_factory, postgres_database) -> Iterator[tuple[Gateway, Tenant]]:
     import secrets
 
-    from gateway.serving import BackgroundServer
-    from gateway.simulator import SimulatorState, create_simulator_app
     from tests.support.postgres import create_schema
 
     url = create_schema(postgres_database, "fuzz_" + secrets.token_hex(4))
-    with BackgroundServer(create_simulator_app(SimulatorState())) as upstream:
-        gateway = start_gateway(
-            {
-                "LEDGERGATE_DATABASE_URL": url,
-                "LEDGERGATE_DATA_DIR": str(tmp_path_factory.mktemp("fuzz")),
-                "LEDGERGATE_OPENAI_BASE_URL": upstream.base_url + "/v1",
-                "LEDGERGATE_OPENAI_API_KEY": "sk-test",
-            }
-        )
-        try:
-            gateway.set_price("gpt-4o-mini", "0.15", "0.60")
-            yield gateway, gateway.tenant(balance="50.00")
-        finally:
-            gateway.server.stop()
+    with simulated_gateway(
+        {
+            "LEDGERGATE_DATABASE_URL": url,
+            "LEDGERGATE_DATA_DIR": str(tmp_path_factory.mktemp("fuzz")),
+        }
+    ) as gateway:
+        yield gateway, gateway.tenant(balance="50.00")
 
 
 def _send(http: httpx.Client, method: str, url: str, **kwargs: Any) -> int:

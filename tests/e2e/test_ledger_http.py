@@ -21,7 +21,7 @@ from domain.ids import account_id, idempotent_request_id
 from gateway.serving import BackgroundServer
 from gateway.simulator import SimulatorState, create_simulator_app
 from projections.queries import dump_table
-from tests.support.harness import ADMIN_TOKEN, Gateway, start_gateway
+from tests.support.harness import ADMIN_TOKEN, Gateway, running_gateway
 from tests.support.ledger import admit_command, start_clocked_gateway
 
 MESSAGES = [{"role": "user", "content": "Say hello to the auditors"}]
@@ -220,19 +220,15 @@ def byok_gateway(backend: dict[str, str]) -> Iterator[tuple[Gateway, list[str]]]
         return await call_next(request)
 
     with BackgroundServer(upstream) as server:
-        gateway = start_gateway(
+        with running_gateway(
             {
                 **backend,
                 "LEDGERGATE_OPENAI_BASE_URL": server.base_url + "/v1",
                 "LEDGERGATE_OPENAI_API_KEY": "sk-managed",
                 "LEDGERGATE_SECRET_KEY": SECRET,
             }
-        )
-        try:
-            gateway.set_price("gpt-4o-mini", "0.15", "0.60")
+        ) as gateway:
             yield gateway, seen_authorization
-        finally:
-            gateway.server.stop()
 
 
 def test_a_byok_project_calls_upstream_with_its_own_key_pays_no_fee_and_the_key_is_never_stored(

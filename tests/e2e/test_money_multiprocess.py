@@ -7,13 +7,10 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
 import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -23,69 +20,24 @@ from domain.account import Account
 from domain.application import open_application
 from domain.ids import account_id, request_aggregate_id
 from domain.request import Request
-from tests.e2e.test_crash_recovery import cli, start_server
+from tests.support.processes import (
+    cli,
+    funded_project_with_key,
+    process_env,
+    start_server,
+    stop,
+)
 
-ROOT = Path(__file__).resolve().parents[2]
 RACE_ROUNDS = 20
 RACERS_PER_ROUND = 6  # three on each process
 
 
 def _setup(env: dict[str, str], balance: str = "50.00") -> tuple[str, dict[str, str]]:
-    project = cli(env, "project", "create", "--name", "race", "--currency", "USD")
-    key = cli(env, "key", "create", "--project", project["project_id"])
-    cli(
-        env,
-        "topup",
-        "--project",
-        project["project_id"],
-        "--amount",
-        balance,
-        "--currency",
-        "USD",
-        "--reference",
-        "t1",
-    )
-    cli(
-        env,
-        "price",
-        "set",
-        "--model",
-        "gpt-4o-mini",
-        "--input-per-mtok",
-        "0.15",
-        "--output-per-mtok",
-        "0.60",
-        "--currency",
-        "USD",
-        "--effective-from",
-        "2026-01-01T00:00:00Z",
-    )
-    return project["project_id"], {
-        "Authorization": f"Bearer {key['api_key']}",
-        "X-User-Id": "racer",
-    }
+    return funded_project_with_key(env, name="race", balance=balance, user="racer")
 
 
 def _env(backend: dict[str, str], upstream: str, **extra: str) -> dict[str, str]:
-    return {
-        **os.environ,
-        **backend,
-        "PYTHONPATH": str(ROOT),
-        "LEDGERGATE_OPENAI_BASE_URL": upstream + "/v1",
-        "LEDGERGATE_OPENAI_API_KEY": "sk-test",
-        "LEDGERGATE_SEED_CATALOG_PRICES": "0",
-        **extra,
-    }
-
-
-def _stop(processes: list[subprocess.Popen]) -> None:
-    for process in processes:
-        process.terminate()
-    for process in processes:
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
+    return process_env(backend, upstream, LEDGERGATE_SEED_CATALOG_PRICES="0", **extra)
 
 
 def test_a_duplicate_key_racing_across_two_processes_is_a_409_and_charged_once(
@@ -135,7 +87,7 @@ def test_a_duplicate_key_racing_across_two_processes_is_a_409_and_charged_once(
                     [(r.status_code, r.text[:200]) for r in responses],
                 )
     finally:
-        _stop(processes)
+        stop(processes)
     assert statuses == {200: RACE_ROUNDS, 409: RACE_ROUNDS * (RACERS_PER_ROUND - 1)}
     assert codes == {"duplicate_request": RACE_ROUNDS * (RACERS_PER_ROUND - 1)}
     app = open_application(postgres_env["LEDGERGATE_DATABASE_URL"], None)
@@ -193,7 +145,7 @@ def test_a_sweeper_in_another_process_never_abandons_a_stream_a_live_process_ser
                 break
             time.sleep(0.1)
     finally:
-        _stop([process])
+        stop([process])
     assert [sweep["swept"] for sweep in sweeps] == [0, 0]
     assert record["status"] == "completed" and record["output_tokens"] > 0
     app = open_application(

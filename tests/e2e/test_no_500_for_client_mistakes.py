@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.support.harness import ADMIN_TOKEN, Gateway, Tenant
+from tests.support.harness import ADMIN_TOKEN, Gateway, Tenant, simulated_gateway
 
 json_scalars = st.one_of(
     st.none(),
@@ -56,23 +56,13 @@ chat_bodies = st.fixed_dictionaries(
 
 @pytest.fixture(scope="module")
 def running(tmp_path_factory, request) -> Iterator[tuple[Gateway, Tenant]]:
-    from gateway.serving import BackgroundServer
-    from gateway.simulator import SimulatorState, create_simulator_app
-    from tests.support.harness import start_gateway
 
-    with BackgroundServer(create_simulator_app(SimulatorState())) as upstream:
-        gateway = start_gateway(
-            {
-                "LEDGERGATE_DATA_DIR": str(tmp_path_factory.mktemp("fuzz")),
-                "LEDGERGATE_OPENAI_BASE_URL": upstream.base_url + "/v1",
-                "LEDGERGATE_OPENAI_API_KEY": "sk-test",
-            }
-        )
-        try:
-            gateway.set_price("gpt-4o-mini", "0.15", "0.60")
-            yield gateway, gateway.tenant(balance="50.00")
-        finally:
-            gateway.server.stop()
+    with simulated_gateway(
+        {
+            "LEDGERGATE_DATA_DIR": str(tmp_path_factory.mktemp("fuzz")),
+        }
+    ) as gateway:
+        yield gateway, gateway.tenant(balance="50.00")
 
 
 def assert_structured_client_error(response: httpx.Response) -> None:

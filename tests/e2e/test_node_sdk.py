@@ -12,7 +12,7 @@ import subprocess
 from pathlib import Path
 
 from tests.fakes.fixtures import start_fake
-from tests.support.harness import start_gateway
+from tests.support.harness import running_gateway
 
 NODE_DIR = Path(__file__).parent / "node"
 NODE_TIMEOUT_S = 60
@@ -37,15 +37,13 @@ def ensure_node_sdk() -> str:
 def test_the_openai_node_sdk_gets_replies_streams_errors_and_embeddings(tmp_path):
     node = ensure_node_sdk()
     upstream = start_fake("openai")
-    gateway = start_gateway(
+    with running_gateway(
         {
             "LEDGERGATE_DATA_DIR": str(tmp_path / "data"),
             "LEDGERGATE_OPENAI_BASE_URL": upstream.base_url,
             "LEDGERGATE_OPENAI_API_KEY": "sk-upstream",
         }
-    )
-    try:
-        gateway.set_price("gpt-4o-mini", "0.15", "0.60")
+    ) as gateway:
         gateway.set_price("text-embedding-3-small", "0.02", "0")
         tenant = gateway.tenant(balance="5.00")
         upstream.script(text="Hi Node", prompt_tokens=10, completion_tokens=2)
@@ -86,6 +84,4 @@ def test_the_openai_node_sdk_gets_replies_streams_errors_and_embeddings(tmp_path
             "failed",
         ]
         assert {r["actor_id"] for r in records} == {"node-user"}
-    finally:
-        gateway.server.stop()
         upstream.stop()

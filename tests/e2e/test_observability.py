@@ -21,9 +21,9 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.app import create_app
 from gateway.bootstrap import build_services
 from gateway.config import Settings
+from gateway.http.app import create_app
 from gateway.observability.core import Observability
 from gateway.observability.logs import JsonFormatter, TraceContextFilter
 from gateway.observability.metrics import GatewayMetrics

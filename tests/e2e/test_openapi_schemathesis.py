@@ -19,7 +19,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from tests.support.harness import ADMIN_TOKEN, Gateway, Tenant, start_gateway
+from tests.support.harness import ADMIN_TOKEN, Gateway, Tenant, simulated_gateway
 
 EXAMPLES_PER_OPERATION = 10
 
@@ -44,27 +44,18 @@ CHECKS = [
 
 @pytest.fixture(scope="module")
 def running(tmp_path_factory) -> Iterator[tuple[Gateway, Tenant]]:
-    import gateway.app as app_module
-    from gateway.serving import BackgroundServer
-    from gateway.simulator import SimulatorState, create_simulator_app
+    import gateway.http.deps as app_module
 
     # A generated min_position far ahead would wait the full 10 s each time.
     waited = app_module.READ_WAIT_S_MAX
     app_module.READ_WAIT_S_MAX = 0.2
-    with BackgroundServer(create_simulator_app(SimulatorState())) as upstream:
-        gateway = start_gateway(
-            {
-                "LEDGERGATE_DATA_DIR": str(tmp_path_factory.mktemp("schemathesis")),
-                "LEDGERGATE_OPENAI_BASE_URL": upstream.base_url + "/v1",
-                "LEDGERGATE_OPENAI_API_KEY": "sk-test",
-            }
-        )
-        try:
-            gateway.set_price("gpt-4o-mini", "0.15", "0.60")
-            yield gateway, gateway.tenant(balance="500.00")
-        finally:
-            gateway.server.stop()
-            app_module.READ_WAIT_S_MAX = waited
+    with simulated_gateway(
+        {
+            "LEDGERGATE_DATA_DIR": str(tmp_path_factory.mktemp("schemathesis")),
+        }
+    ) as gateway:
+        yield gateway, gateway.tenant(balance="500.00")
+        app_module.READ_WAIT_S_MAX = waited
 
 
 def _exercise(operation, base_url: str, headers: dict[str, str]) -> int:

@@ -21,7 +21,7 @@ from gateway.observability.logs import JsonFormatter
 from gateway.pii.service import pii_service
 from gateway.serving import BackgroundServer
 from gateway.simulator import SimulatorState
-from tests.support.harness import Gateway, start_gateway
+from tests.support.harness import Gateway, running_gateway, start_gateway
 
 NAME = "Anna Svensson"
 IBAN = "SE45 5000 0000 0583 9825 7466"
@@ -167,16 +167,14 @@ def test_screening_that_cannot_run_refuses_the_request_and_sends_nothing(
     tmp_path: Path, simulator: tuple[BackgroundServer, SimulatorState]
 ) -> None:
     server, state = simulator
-    gateway = start_gateway(
+    with running_gateway(
         {
             "LEDGERGATE_DATA_DIR": str(tmp_path / "data"),
             "LEDGERGATE_OPENAI_BASE_URL": server.base_url + "/v1",
             "LEDGERGATE_OPENAI_API_KEY": "sk-test",
             "LEDGERGATE_PII_NER_MODELS": "en=xx_model_not_installed",
         }
-    )
-    try:
-        gateway.set_price("gpt-4o-mini", "0.15", "0.60")
+    ) as gateway:
         tenant = gateway.tenant()
         client = gateway.openai(tenant)
         with pytest.raises(openai.APIStatusError) as caught:
@@ -192,15 +190,13 @@ def test_screening_that_cannot_run_refuses_the_request_and_sends_nothing(
         # A request that asks for no screening is unaffected.
         client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES[:2])
         assert len(state.requests) == 1
-    finally:
-        gateway.server.stop()
 
 
 def test_a_project_default_policy_screens_requests_that_carry_none(
     tmp_path: Path, simulator: tuple[BackgroundServer, SimulatorState]
 ) -> None:
     server, state = simulator
-    gateway = start_gateway(
+    with running_gateway(
         {
             "LEDGERGATE_DATA_DIR": str(tmp_path / "data"),
             "LEDGERGATE_OPENAI_BASE_URL": server.base_url + "/v1",
@@ -209,9 +205,7 @@ def test_a_project_default_policy_screens_requests_that_carry_none(
                 {"*": {"default": {"action": "redact"}, "block_entity_types": ["CREDIT_CARD"]}}
             ),
         }
-    )
-    try:
-        gateway.set_price("gpt-4o-mini", "0.15", "0.60")
+    ) as gateway:
         tenant = gateway.tenant()
         client = gateway.openai(tenant)
         raw = client.chat.completions.with_raw_response.create(
@@ -227,8 +221,6 @@ def test_a_project_default_policy_screens_requests_that_carry_none(
         with pytest.raises(openai.BadRequestError) as caught:
             client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
         assert caught.value.body["entity_types"] == ["CREDIT_CARD"]
-    finally:
-        gateway.server.stop()
 
 
 class _LeakyUpstream:
@@ -286,15 +278,13 @@ def test_the_streaming_firewall_severs_the_stream_records_why_and_cancels_upstre
     tmp_path: Path, leaky_upstream: tuple[BackgroundServer, _LeakyUpstream]
 ) -> None:
     server, upstream = leaky_upstream
-    gateway = start_gateway(
+    with running_gateway(
         {
             "LEDGERGATE_DATA_DIR": str(tmp_path / "data"),
             "LEDGERGATE_OPENAI_BASE_URL": server.base_url + "/v1",
             "LEDGERGATE_OPENAI_API_KEY": "sk-test",
         }
-    )
-    try:
-        gateway.set_price("gpt-4o-mini", "0.15", "0.60")
+    ) as gateway:
         tenant = gateway.tenant()
         stream = gateway.openai(tenant).chat.completions.with_raw_response.create(
             model="gpt-4o-mini",
@@ -327,8 +317,6 @@ def test_the_streaming_firewall_severs_the_stream_records_why_and_cancels_upstre
         flat = json.dumps(record).replace(" ", "")
         for fragment in ("DE89370400440532013000", "DE89", "37040044", "05320130"):
             assert fragment not in flat, fragment
-    finally:
-        gateway.server.stop()
 
 
 def test_no_pii_value_reaches_the_event_store_read_models_or_logs(
@@ -342,16 +330,14 @@ def test_no_pii_value_reaches_the_event_store_read_models_or_logs(
     state.reply = REPLY
     data_dir = tmp_path / "data"
     caplog.set_level(logging.DEBUG)
-    gateway = start_gateway(
+    with running_gateway(
         {
             "LEDGERGATE_DATA_DIR": str(data_dir),
             "LEDGERGATE_OPENAI_BASE_URL": server.base_url + "/v1",
             "LEDGERGATE_OPENAI_API_KEY": "sk-test",
             "LEDGERGATE_LOG_LEVEL": "DEBUG",
         }
-    )
-    try:
-        gateway.set_price("gpt-4o-mini", "0.15", "0.60")
+    ) as gateway:
         tenant = gateway.tenant()
         client = gateway.openai(tenant)
         for _ in range(3):
@@ -400,8 +386,6 @@ def test_no_pii_value_reaches_the_event_store_read_models_or_logs(
         assert b"pii_screened" in stored.lower() or b"PiiScreened" in b"".join(
             n.topic.encode() for n in notifications
         )
-    finally:
-        gateway.server.stop()
 
 
 class _ScriptedUpstream:

@@ -12,7 +12,7 @@ from domain.ids import request_aggregate_id
 from domain.request import Request
 from domain.routing import EndpointBreaker
 from gateway.providers.base import ProviderEndpoint
-from tests.support.harness import ADMIN_TOKEN, Gateway
+from tests.support.harness import ADMIN_TOKEN, Gateway, custom_model
 
 MESSAGES = [{"role": "user", "content": "Route me somewhere compliant"}]
 
@@ -165,19 +165,7 @@ def test_a_custom_model_added_by_admin_is_routable_and_priced_by_its_own_price(
     gateway = sqlite_gateway
     tenant = gateway.tenant()
     admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-    entry = {
-        "name": "acme-support-bot",
-        "provider": "openai",
-        "upstream_id": "gpt-4o-mini",
-        "capabilities": ["chat"],
-        "size_class": "small",
-        "regions": ["us"],
-        "tiers": ["unrestricted"],
-        "prices": [
-            {"effective_from": "2026-01-01T00:00:00Z", "currency": "USD",
-             "input_per_million": "1.00", "output_per_million": "2.00"}
-        ],
-    }  # fmt: skip
+    entry = custom_model("acme-support-bot")
     with gateway.client() as http:
         added = http.post(
             f"/v1/admin/projects/{tenant.project_id}/models", json=entry, headers=admin

@@ -15,7 +15,13 @@ import pytest
 from domain.routing import ProjectRouting
 from gateway.serving import BackgroundServer
 from gateway.simulator import SimulatorState, create_simulator_app
-from tests.support.harness import ADMIN_TOKEN, Gateway, Tenant, start_gateway
+from tests.support.harness import (
+    ADMIN_TOKEN,
+    Gateway,
+    Tenant,
+    custom_model,
+    running_gateway,
+)
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 MESSAGES = [{"role": "user", "content": "Tell me about residency"}]
@@ -37,7 +43,7 @@ def upstreams() -> Iterator[tuple[tuple[BackgroundServer, SimulatorState], ...]]
 @pytest.fixture
 def tenancy_gateway(backend: dict[str, str], upstreams: Any) -> Iterator[Gateway]:
     (shared_server, _), _ = upstreams
-    gateway = start_gateway(
+    with running_gateway(
         {
             **backend,
             "LEDGERGATE_OPENAI_BASE_URL": shared_server.base_url + "/v1",
@@ -45,28 +51,10 @@ def tenancy_gateway(backend: dict[str, str], upstreams: Any) -> Iterator[Gateway
             "LEDGERGATE_SECRET_KEY": SECRET_KEY,
             "LEDGERGATE_ACTOR_TOKEN_SECRET": "actor-secret-for-tests",
         }
-    )
-    try:
-        gateway.set_price("gpt-4o-mini", "0.15", "0.60")
+    ) as gateway:
         yield gateway
-    finally:
-        gateway.server.stop()
 
 
-def custom_model(name: str, input_price: str, output_price: str, effective_from: str) -> dict:
-    return {
-        "name": name,
-        "provider": "openai",
-        "upstream_id": "gpt-4o-mini",
-        "capabilities": ["chat"],
-        "size_class": "small",
-        "regions": ["us"],
-        "tiers": ["unrestricted"],
-        "prices": [
-            {"effective_from": effective_from, "currency": "USD",
-             "input_per_million": input_price, "output_per_million": output_price}
-        ],
-    }  # fmt: skip
 
 
 def admin_post(gateway: Gateway, path: str, body: dict) -> Any:
@@ -214,8 +202,8 @@ def test_a_recorded_endpoint_naming_a_server_variable_is_never_used_with_its_val
     (_, shared), (private_server, private) = upstreams
     tenant = gateway.tenant()
     routing = ProjectRouting(str(tenant.project_id))
-    routing._endpoint_added(  # the event as an older release recorded it, unvalidated
-        provider="openai", name="legacy", base_url=private_server.base_url + "/v1", region="",
+    routing.trigger_event(  # the event as an older release recorded it, unvalidated
+        ProjectRouting.EndpointAdded, provider="openai", name="legacy", base_url=private_server.base_url + "/v1", region="",
         api_key_ref="LEDGERGATE_ADMIN_TOKEN", models=("gpt-4o-mini",), added_by="admin",
     )  # fmt: skip
     gateway.services.app.save(routing)

@@ -17,6 +17,7 @@ from domain.clock import FixedClock
 from domain.writer import run_now
 from projections.db import ReadStore
 from projections.runner import ProjectionRunner, default_views
+from tests.support.builders import admit_request, complete_request, funded_project, request_facts
 
 START = datetime(2026, 9, 1, 9, 0, tzinfo=UTC)
 
@@ -32,40 +33,24 @@ class Ledger:
         return run_now(self.app, command, clock=self.clock).value
 
     def project(self, currency: str = "USD", topup: str = "50") -> UUID:
-        created = self.run(c.CreateProject(name=f"p-{currency}", currency=currency))
-        project_id = UUID(created["project_id"])  # type: ignore[index]
-        self.run(
-            c.TopUp(project_id=project_id, amount=Decimal(topup), currency=currency, reference="t1")
+        return funded_project(
+            self.run, topup, name=f"p-{currency}", currency=currency, reference="t1"
         )
-        return project_id
 
     def request(
         self, project_id: UUID, request_id: str, *, tokens: tuple[int, int] | None, model: str
     ) -> None:
-        facts = c.RequestFacts(
+        facts = request_facts(
+            project_id,
             request_id=request_id,
             endpoint="/v1/chat/completions",
-            project_id=project_id,
-            key_id=None,
             actor_id="alice",
-            model_requested=model,
-            stream=False,
-            message_count=1,
-            prompt_chars=10,
-            prompt_sha256=None,
-            trace_id=None,
-            idempotency_key_sha256=None,
-            client_ip=None,
-            received_at=self.clock.now(),
-            deadline_at=self.clock.now() + timedelta(minutes=5),
+            model=model,
+            at=self.clock.now(),
         )
         self.run(
-            c.AdmitRequest(
-                facts=facts,
-                route=c.Route(model=model, provider="openai", upstream_model=f"{model}-2024"),
-                estimated_input_tokens=1000,
-                max_output_tokens=1000,
-                fee_rate=Decimal("0.05"),
+            admit_request(
+                facts, upstream_model=f"{model}-2024", input_tokens=1000, output_tokens=1000
             )
         )
         self.clock.advance(seconds=2)
@@ -82,14 +67,8 @@ class Ledger:
             )
         else:
             self.run(
-                c.CompleteRequest(
-                    request_id=request_id,
-                    usage=c.UsageReport(input_tokens=tokens[0], output_tokens=tokens[1]),
-                    finish_reason="stop",
-                    completion_chars=20,
-                    completion_sha256=None,
-                    latency_ms=5,
-                    upstream_ms=4,
+                complete_request(
+                    request_id, tokens, completion_chars=20, latency_ms=5, upstream_ms=4
                 )
             )
         self.clock.advance(minutes=1)

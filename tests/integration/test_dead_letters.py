@@ -11,19 +11,18 @@ import json
 import os
 import subprocess
 import sys
-from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
 from domain import commands as c
-from domain.ids import new_request_id
 from gateway.bootstrap import build_services
 from gateway.config import Settings
 from projections import queries
 from projections.audit import AuditView
 from projections.runner import list_dead_letters
+from tests.support.builders import funded_project, request_facts, writer_run
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -33,38 +32,17 @@ def _settings(env: dict[str, str]) -> Settings:
 
 
 def _project(services: Any, balance: str) -> UUID:
-    created = services.writer.execute(c.CreateProject(name="p", currency="USD")).value
-    project_id = UUID(created["project_id"])
-    services.writer.execute(
-        c.TopUp(
-            project_id=project_id,
-            amount=Decimal(balance),
-            currency="USD",
-            reference=f"t-{project_id}",
-        )
-    )
-    return project_id
+    return funded_project(writer_run(services.writer), balance)
 
 
 def _rejection(project_id: UUID, model: str) -> c.RecordRejection:
-    now = datetime.now(UTC)
     return c.RecordRejection(
-        facts=c.RequestFacts(
-            request_id=new_request_id(),
-            endpoint="chat.completions",
-            project_id=project_id,
-            key_id=None,
+        facts=request_facts(
+            project_id,
             actor_id="alice",
-            model_requested=model,
-            stream=False,
-            message_count=1,
+            model=model,
             prompt_chars=2,
-            prompt_sha256=None,
-            trace_id=None,
-            idempotency_key_sha256=None,
-            client_ip=None,
-            received_at=now,
-            deadline_at=now + timedelta(seconds=600),
+            deadline=timedelta(seconds=600),
         ),
         http_status=404,
         error_code="model_not_found",

@@ -21,8 +21,9 @@ from domain.errors import (
     PriceNotFound,
     ReservationNotFound,
 )
-from domain.ids import account_id, new_request_id
+from domain.ids import account_id
 from domain.writer import GroupCommitWriter
+from tests.support.builders import admit_request, complete_request, request_facts, unit_price
 from tests.support.ledger import replay_account
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
@@ -59,23 +60,7 @@ def project(
 
 
 def facts(project_id: UUID, key_id: UUID | None = None, at: datetime = NOW) -> c.RequestFacts:
-    return c.RequestFacts(
-        request_id=new_request_id(),
-        endpoint="chat.completions",
-        project_id=project_id,
-        key_id=key_id,
-        actor_id="u",
-        model_requested="m",
-        stream=False,
-        message_count=1,
-        prompt_chars=5,
-        prompt_sha256=None,
-        trace_id=None,
-        idempotency_key_sha256=None,
-        client_ip=None,
-        received_at=at,
-        deadline_at=at + timedelta(minutes=5),
-    )
+    return request_facts(project_id, key_id=key_id, at=at, prompt_chars=5)
 
 
 def admit(
@@ -87,12 +72,10 @@ def admit(
 ) -> str:
     request = facts(project_id, **{k: v for k, v in kwargs.items() if k in ("key_id", "at")})
     writer.execute(
-        c.AdmitRequest(
-            facts=request,
-            route=c.Route("m", "openai", "m"),
-            estimated_input_tokens=input_tokens,
-            max_output_tokens=output_tokens,
-            fee_rate=Decimal("0.05"),
+        admit_request(
+            request,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
             daily_budget=kwargs.get("daily_budget"),
         )
     )
@@ -102,31 +85,14 @@ def admit(
 def complete(
     writer: GroupCommitWriter, request_id: str, input_tokens: int, output_tokens: int
 ) -> Decimal:
-    return writer.execute(
-        c.CompleteRequest(
-            request_id=request_id,
-            usage=c.UsageReport(input_tokens, output_tokens),
-            finish_reason="stop",
-            completion_chars=1,
-            completion_sha256=None,
-            latency_ms=1,
-            upstream_ms=1,
-        )
-    ).value["charged_amount"]
+    return writer.execute(complete_request(request_id, (input_tokens, output_tokens))).value[
+        "charged_amount"
+    ]
 
 
 @pytest.fixture
 def priced(writer: GroupCommitWriter) -> None:
-    # 1 USD per million input tokens, 2 per million output: easy to check by hand.
-    writer.execute(
-        c.SetPrice(
-            model="m",
-            input_per_mtok=Decimal(1),
-            output_per_mtok=Decimal(2),
-            currency="USD",
-            effective_from=NOW - timedelta(days=30),
-        )
-    )
+    writer.execute(unit_price(NOW, days=30))
 
 
 def test_a_top_up_with_a_reference_already_seen_is_a_no_op(

@@ -24,6 +24,7 @@ from domain.ids import account_id, request_aggregate_id
 from domain.request import Request
 from domain.usage import input_tokens_bound
 from domain.writer import GroupCommitWriter
+from tests.support.builders import complete_request, funded_project, unit_price, writer_run
 from tests.support.ledger import MODEL, admit_command, replay_account
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
@@ -47,41 +48,17 @@ def clock() -> FixedClock:
 @pytest.fixture
 def writer(app: LedgerApplication, clock: FixedClock) -> Iterator[GroupCommitWriter]:
     running = GroupCommitWriter(app, clock=clock).start()
-    # 1 USD per million input tokens, 2 per million output: easy to check by hand.
-    running.execute(
-        c.SetPrice(
-            model=MODEL,
-            input_per_mtok=Decimal(1),
-            output_per_mtok=Decimal(2),
-            currency="USD",
-            effective_from=NOW - timedelta(days=1),
-        )
-    )
+    running.execute(unit_price(NOW, MODEL))
     yield running
     running.stop()
 
 
 def project(writer: GroupCommitWriter, balance: str = "10") -> UUID:
-    project_id = UUID(writer.execute(c.CreateProject(name="p")).value["project_id"])
-    if Decimal(balance):
-        writer.execute(
-            c.TopUp(project_id=project_id, amount=Decimal(balance), currency="USD", reference="r")
-        )
-    return project_id
+    return funded_project(writer_run(writer), balance, reference="r")
 
 
 def complete(writer: GroupCommitWriter, request_id: str, usage: c.UsageReport) -> dict:
-    return writer.execute(
-        c.CompleteRequest(
-            request_id=request_id,
-            usage=usage,
-            finish_reason="stop",
-            completion_chars=1,
-            completion_sha256=None,
-            latency_ms=1,
-            upstream_ms=1,
-        )
-    ).value
+    return writer.execute(complete_request(request_id, usage)).value
 
 
 def cost(input_tokens: int, output_tokens: int, fee: str = "0.05") -> Decimal:

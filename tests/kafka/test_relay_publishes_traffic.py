@@ -26,7 +26,7 @@ from gateway.simulator import SimulatorState
 from projections.db import ReadStore
 from projections.runner import default_views
 from tests.kafka.topic import read_topic, view_tables
-from tests.support.harness import ADMIN_TOKEN, Gateway, start_gateway
+from tests.support.harness import ADMIN_TOKEN, Gateway, running_gateway
 
 UPSTREAM_KEY = "sk-kafka-upstream-Q7w8e9r0t1y2"
 BYOK_KEY = "sk-byok-kafka-Zq8XvA1b2C3d4E5f"
@@ -49,7 +49,7 @@ def relaying_gateway(
 ) -> Iterator[Gateway]:
     server, state = simulator
     state.reply = COMPLETION
-    gateway = start_gateway(
+    with running_gateway(
         {
             **backend,
             **kafka_env,
@@ -58,12 +58,8 @@ def relaying_gateway(
             "LEDGERGATE_OPENAI_API_KEY": UPSTREAM_KEY,
             "LEDGERGATE_SECRET_KEY": SECRET_KEY,
         }
-    )
-    try:
-        gateway.set_price("gpt-4o-mini", "0.15", "0.60")
+    ) as gateway:
         yield gateway
-    finally:
-        gateway.server.stop()
 
 
 def _traffic(gateway: Gateway, state: SimulatorState, *, screened: bool) -> list[str]:

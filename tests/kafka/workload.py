@@ -3,38 +3,18 @@ store with thousands of events in seconds, with every audit status the view know
 
 from __future__ import annotations
 
-import threading
-from datetime import UTC, datetime, timedelta
-from decimal import Decimal
-from uuid import UUID
-
 from domain import commands as c
 from domain.application import open_application
-from domain.ids import new_request_id
 from domain.writer import GroupCommitWriter
+from tests.support.builders import (
+    admit_request,
+    complete_request,
+    priced_project,
+    request_facts,
+    run_callers,
+)
 
 CALLERS = 16
-
-
-def _facts(project_id: UUID, stream: bool) -> c.RequestFacts:
-    at = datetime.now(UTC)
-    return c.RequestFacts(
-        new_request_id(),
-        "chat.completions",
-        project_id,
-        None,
-        "workload-user",
-        "m",
-        stream,
-        1,
-        10,
-        None,
-        None,
-        None,
-        None,
-        at,
-        at + timedelta(minutes=5),
-    )
 
 
 def write_lifecycles(database_url: str | None, data_dir: str, lifecycles: int) -> int:
@@ -43,26 +23,14 @@ def write_lifecycles(database_url: str | None, data_dir: str, lifecycles: int) -
     app = open_application(database_url, data_dir)
     writer = GroupCommitWriter(app).start()
     try:
-        writer.execute(
-            c.SetPrice(
-                model="m",
-                input_per_mtok=Decimal(1),
-                output_per_mtok=Decimal(2),
-                currency="USD",
-                effective_from=datetime.now(UTC) - timedelta(days=1),
-            )
-        )
-        project_id = UUID(writer.execute(c.CreateProject(name="workload")).value["project_id"])
-        writer.execute(
-            c.TopUp(project_id=project_id, amount=Decimal(10**6), currency="USD", reference="w")
-        )
+        project_id = priced_project(writer, name="workload", balance=10**6, reference="w")
         errors: list[BaseException] = []
 
         def caller(index: int) -> None:
             try:
                 for number in range(index, lifecycles, CALLERS):
                     kind = number % 8
-                    facts = _facts(project_id, stream=kind == 1)
+                    facts = request_facts(project_id, actor_id="workload-user", stream=kind == 1)
                     if kind == 7:
                         writer.execute(
                             c.RecordRejection(
@@ -70,15 +38,7 @@ def write_lifecycles(database_url: str | None, data_dir: str, lifecycles: int) -
                             )
                         )
                         continue
-                    writer.execute(
-                        c.AdmitRequest(
-                            facts=facts,
-                            route=c.Route("m", "openai", "m"),
-                            estimated_input_tokens=100,
-                            max_output_tokens=100,
-                            fee_rate=Decimal("0.05"),
-                        )
-                    )
+                    writer.execute(admit_request(facts))
                     if kind == 1:
                         writer.execute(c.MarkStreaming(facts.request_id, first_chunk_ms=3))
                     if kind == 6:
@@ -88,25 +48,11 @@ def write_lifecycles(database_url: str | None, data_dir: str, lifecycles: int) -
                             )
                         )
                         continue
-                    writer.execute(
-                        c.CompleteRequest(
-                            request_id=facts.request_id,
-                            usage=c.UsageReport(50, 50),
-                            finish_reason="stop",
-                            completion_chars=1,
-                            completion_sha256=None,
-                            latency_ms=1,
-                            upstream_ms=1,
-                        )
-                    )
+                    writer.execute(complete_request(facts.request_id, (50, 50)))
             except BaseException as error:  # surfaced below, not swallowed
                 errors.append(error)
 
-        threads = [threading.Thread(target=caller, args=(i,)) for i in range(CALLERS)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        run_callers(CALLERS, caller)
         if errors:
             raise errors[0]
         return app.recorder.max_notification_id() or 0

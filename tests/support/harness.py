@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -11,9 +13,9 @@ from uuid import UUID
 import httpx
 
 from domain import commands as c
-from gateway.app import create_app
 from gateway.bootstrap import Services, build_services
 from gateway.config import Settings
+from gateway.http.app import create_app
 from gateway.serving import BackgroundServer
 
 ADMIN_TOKEN = "lg_admin_test_token"
@@ -126,3 +128,53 @@ def start_gateway(env: dict[str, str]) -> Gateway:
     services = build_services(settings)
     server = BackgroundServer(create_app(settings, services)).start()
     return Gateway(server=server, services=services, settings=settings)
+
+
+@contextmanager
+def running_gateway(env: dict[str, str]) -> Iterator[Gateway]:
+    """A gateway on `env` with gpt-4o-mini priced at 0.15 / 0.60 USD per million tokens,
+    stopped on leaving the block."""
+    gateway = start_gateway(env)
+    try:
+        gateway.set_price("gpt-4o-mini", "0.15", "0.60")
+        yield gateway
+    finally:
+        gateway.server.stop()
+
+
+@contextmanager
+def simulated_gateway(env: dict[str, str], state: Any = None) -> Iterator[Gateway]:
+    """`running_gateway` on `env` whose OpenAI-format upstream is the built-in simulator
+    (driven by `state`, a SimulatorState, when given)."""
+    from gateway.simulator import SimulatorState, create_simulator_app
+
+    with BackgroundServer(create_simulator_app(state or SimulatorState())) as upstream:
+        upstream_env = {
+            "LEDGERGATE_OPENAI_BASE_URL": upstream.base_url + "/v1",
+            "LEDGERGATE_OPENAI_API_KEY": "sk-test",
+        }
+        with running_gateway({**env, **upstream_env}) as gateway:
+            yield gateway
+
+
+def custom_model(
+    name: str,
+    input_price: str = "1.00",
+    output_price: str = "2.00",
+    effective_from: str = "2026-01-01T00:00:00Z",
+) -> dict:
+    """A project's custom chat model on OpenAI's gpt-4o-mini (small, US, unrestricted), priced
+    in USD per million tokens from `effective_from`: the body of the admin custom-model API."""
+    return {
+        "name": name,
+        "provider": "openai",
+        "upstream_id": "gpt-4o-mini",
+        "capabilities": ["chat"],
+        "size_class": "small",
+        "regions": ["us"],
+        "tiers": ["unrestricted"],
+        "prices": [
+            {"effective_from": effective_from, "currency": "USD",
+             "input_per_million": input_price, "output_per_million": output_price}
+        ],
+    }  # fmt: skip

@@ -17,10 +17,11 @@ from domain.account import Account
 from domain.application import DateAsISO, LedgerApplication
 from domain.clock import Clock
 from domain.ids import account_id, new_request_id
+from domain.settlement import Posting
 from domain.writer import run_now
-from gateway.app import create_app
 from gateway.bootstrap import build_services
 from gateway.config import Settings
+from gateway.http.app import create_app
 from gateway.serving import BackgroundServer
 from tests.support.harness import ADMIN_TOKEN, Gateway
 
@@ -206,4 +207,11 @@ def post_plain_charge(
         "actor_id": None,
     }
     fields.update(terms)
-    return account.post_charge(request_id=request_id, actual_amount=amount, now=now, **fields)
+    options = {
+        name: fields.pop(name)
+        for name in ("daily_budget", "budget_amount", "cap_at_reservation")
+        if name in fields
+    }
+    return account.post_charge(
+        request_id=request_id, actual_amount=amount, posting=Posting(**fields), now=now, **options
+    )

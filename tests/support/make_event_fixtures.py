@@ -13,13 +13,14 @@ import tempfile
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 from uuid import UUID
 
 from domain import commands as c
 from domain.application import open_application
-from domain.ids import new_request_id
 from domain.pii_events import PiiDecision
 from domain.writer import run_now
+from tests.support.builders import admit_request, request_facts
 
 OUT = Path(__file__).resolve().parents[1] / "fixtures" / "events"
 
@@ -60,65 +61,41 @@ def main() -> None:
         )
 
         def facts() -> c.RequestFacts:
-            return c.RequestFacts(
-                new_request_id(),
-                "chat.completions",
+            return request_facts(
                 project_id,
-                None,
-                "u",
-                "m",
-                True,
-                1,
-                3,
-                "ab" * 32,
-                "t",
-                None,
-                "127.0.0.1",
-                now,
-                now + timedelta(minutes=10),
+                at=now,
+                stream=True,
+                prompt_chars=3,
+                prompt_sha256="ab" * 32,
+                trace_id="t",
+                client_ip="127.0.0.1",
+                deadline=timedelta(minutes=10),
                 conversation_id="conv-1",
             )
 
-        admit = c.AdmitRequest(
-            facts=facts(),
-            route=c.Route("m", "openai", "m"),
-            estimated_input_tokens=10,
-            max_output_tokens=10,
-            fee_rate=Decimal("0.05"),
-            price_at=now,
-        )
-        run_now(app, admit)
-        run_now(app, c.MarkStreaming(admit.facts.request_id, 5))
+        def admitted(**terms: Any) -> str:
+            """A request admitted at `now` on model m (10 in, 10 out); its id."""
+            terms.setdefault("fee_rate", Decimal("0.05"))
+            command = admit_request(
+                facts(), input_tokens=10, output_tokens=10, price_at=now, **terms
+            )
+            run_now(app, command)
+            return command.facts.request_id
+
+        admit = admitted()
+        run_now(app, c.MarkStreaming(admit, 5))
         run_now(
             app,
-            c.CompleteRequest(admit.facts.request_id, c.UsageReport(10, 5), "stop", 20, None, 9, 8),
+            c.CompleteRequest(admit, c.UsageReport(10, 5), "stop", 20, None, 9, 8),
         )
-        failed = c.AdmitRequest(
-            facts=facts(),
-            route=c.Route("m", "openai", "m"),
-            estimated_input_tokens=10,
-            max_output_tokens=10,
-            fee_rate=Decimal("0.05"),
-            price_at=now,
-        )
-        run_now(app, failed)
-        run_now(
-            app, c.Redispatch(failed.facts.request_id, c.Route("m", "openai", "m", "second"), 2)
-        )
+        failed = admitted()
+        run_now(app, c.Redispatch(failed, c.Route("m", "openai", "m", "second"), 2))
         run_now(
             app,
-            c.FailRequest(failed.facts.request_id, 502, "upstream_error", "api_error", "boom", 3),
+            c.FailRequest(failed, 502, "upstream_error", "api_error", "boom", 3),
         )
-        abandoned = c.AdmitRequest(
-            facts=facts(),
-            route=c.Route("m", "openai", "m"),
-            estimated_input_tokens=10,
-            max_output_tokens=10,
-            fee_rate=Decimal("0.05"),
-            price_at=now,
-        )
-        run_now(app, abandoned)
-        run_now(app, c.AbandonRequest(abandoned.facts.request_id))
+        abandoned = admitted()
+        run_now(app, c.AbandonRequest(abandoned))
         run_now(
             app,
             c.RecordRejection(
@@ -149,65 +126,39 @@ def main() -> None:
         )
         # Issue 9: BYOK (fee-only) reservation and charge, a renewed lease, capped usage,
         # journalled usage, and a swept request corrected to its real usage.
-        own = c.AdmitRequest(
-            facts=facts(),
-            route=c.Route("m", "openai", "m"),
-            estimated_input_tokens=10,
-            max_output_tokens=10,
-            key_source="byok",
-            price_at=now,
-        )
-        run_now(app, own)
-        run_now(app, c.ExtendDeadline(own.facts.request_id, now + timedelta(minutes=20)))
+        own = admitted(key_source="byok", fee_rate=None)
+        run_now(app, c.ExtendDeadline(own, now + timedelta(minutes=20)))
         run_now(
             app,
-            c.CompleteRequest(
-                own.facts.request_id, c.UsageReport(10, 10**9), "stop", 2, None, 9, 8
-            ),
+            c.CompleteRequest(own, c.UsageReport(10, 10**9), "stop", 2, None, 9, 8),
         )
-        journalled = c.AdmitRequest(
-            facts=facts(),
-            route=c.Route("m", "openai", "m"),
-            estimated_input_tokens=10,
-            max_output_tokens=10,
-            fee_rate=Decimal("0.05"),
-            price_at=now,
-        )
-        run_now(app, journalled)
+        journalled = admitted()
         run_now(
             app,
-            c.JournalUsage(
-                journalled.facts.request_id, c.UsageReport(9, 4), "stop", 12, None, 7, 6
-            ),
+            c.JournalUsage(journalled, c.UsageReport(9, 4), "stop", 12, None, 7, 6),
         )
-        late = c.AdmitRequest(
-            facts=facts(),
-            route=c.Route("m", "openai", "m"),
-            estimated_input_tokens=10,
-            max_output_tokens=10,
-            fee_rate=Decimal("0.05"),
-            price_at=now,
-        )
-        run_now(app, late)
-        run_now(app, c.AbandonRequest(late.facts.request_id))
+        late = admitted()
+        run_now(app, c.AbandonRequest(late))
         run_now(
             app,
-            c.CompleteRequest(late.facts.request_id, c.UsageReport(10, 7), "stop", 14, None, 9, 8),
+            c.CompleteRequest(late, c.UsageReport(10, 7), "stop", 14, None, 9, 8),
         )
-        # Issue 14: a key's downgrade threshold; a temporary credential used by a request,
-        # then revoked.
+        # Issue 14: a key's downgrade threshold; a temporary credential (a limit on the
+        # Account) used by an admitted request, then revoked (its limit closed).
         from domain.cost_control import SetKeyDowngradeThreshold
-        from domain.credentials import IssueCredential, RevokeCredential, record_credential_use
-        from domain.ids import request_aggregate_id
+        from domain.credentials import IssueCredential, RevokeCredential
 
         budgeted = run_now(
             app, c.CreateApiKey(project_id=project_id, daily_budget=Decimal("5"))
         ).value
         run_now(app, SetKeyDowngradeThreshold(UUID(budgeted["key_id"]), Decimal("1")))
-        run_now(app, IssueCredential("fixture-jti", UUID(budgeted["key_id"]), "hs256-fixture"))
-        used = app.repository.get(request_aggregate_id(late.facts.request_id))
-        record_credential_use(used, "fixture-jti", now)
-        app.save(used)
+        run_now(
+            app,
+            IssueCredential(
+                "fixture-jti", UUID(budgeted["key_id"]), "hs256-fixture", budget=Decimal("1")
+            ),
+        )
+        admitted(credential_id="fixture-jti")
         run_now(app, RevokeCredential("fixture-jti", project_id, "key:fixture"))
         OUT.mkdir(parents=True, exist_ok=True)
         seen: set[str] = set()

@@ -118,7 +118,17 @@ def test_a_rotated_secret_still_verifies_what_it_signed_while_listed_as_previous
 def test_a_short_secret_is_refused_at_start() -> None:
     with pytest.raises(ValueError):
         CredentialSigner(b"short")
-    assert CredentialSigner.from_settings({}) is None
+    from gateway.config import Settings
+
+    assert CredentialSigner.from_settings(Settings.from_env({})) is None
+    rotated = Settings.from_env(
+        {
+            "LEDGERGATE_CREDENTIAL_SECRET": "n" * 32,
+            "LEDGERGATE_CREDENTIAL_PREVIOUS_SECRETS": f"{'s' * 32}, ",
+        }
+    )
+    signer = CredentialSigner.from_settings(rotated)
+    assert signer is not None and signer.kid == key_fingerprint(b"n" * 32)
 
 
 # --- the aggregate, by the real handlers -----------------------------------------------------

@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 
 from domain.errors import CurrencyMismatch, InvalidAmount, PriceNotFound
 from domain.money import Money, to_decimal
-from domain.pricing import FxRate, Price, PriceBook, compute_cost, identity_rate
+from domain.pricing import FxRate, Price, PriceBook, identity_rate
+from domain.settlement import compute_cost
 
 NOW = datetime(2026, 11, 21, tzinfo=UTC)
 

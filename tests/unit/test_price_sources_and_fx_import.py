@@ -95,9 +95,16 @@ def test_a_custom_models_price_from_before_per_project_books_counts_for_its_proj
     mine, theirs = uuid4(), uuid4()
     legacy = PriceBook.open(book_id=price_book_id("shared-llm"), model="shared-llm")
     for project, amount in ((mine, "1"), (theirs, "5000")):
-        legacy._price_set(
-            str(uuid4()), Decimal(amount), Decimal(amount), None, "USD", JAN, f"custom:{project}"
-        )  # as recorded before (fmt: skip)
+        legacy.trigger_event(  # a PriceSet as recorded before per-project books
+            PriceBook.PriceSet,
+            price_id=str(uuid4()),
+            input_per_mtok=Decimal(amount),
+            output_per_mtok=Decimal(amount),
+            cached_input_per_mtok=None,
+            currency="USD",
+            effective_from=JAN,
+            source=f"custom:{project}",
+        )
     uow = UnitOfWork({legacy.id: legacy}.get, SystemClock())
     assert price_in_effect(uow, "shared-llm", DEC, mine).input_per_mtok == Decimal(1)
     assert price_in_effect(uow, "shared-llm", DEC, theirs).input_per_mtok == Decimal(5000)

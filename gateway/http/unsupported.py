@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import time
 
-from fastapi import FastAPI
+from fastapi import APIRouter
 from fastapi import Request as HttpRequest
 from fastapi.responses import Response
 
+from domain.ids import new_request_id
 from gateway.auth import authenticate_key, presented_key_id
 from gateway.bootstrap import Services
 from gateway.chat import Context, record_rejection
 from gateway.errors import GatewayError, error_response
+from gateway.http.deps import ServicesDep
 
 # path prefix → (HTTP status, what to use instead). 404 where OpenAI itself has retired the
 # endpoint or it is not a model call; 501 where it is a real OpenAI feature not offered here.
@@ -77,8 +79,6 @@ def unsupported_error(path: str) -> GatewayError | None:
 async def answer_unsupported(
     http: HttpRequest, services: Services, error: GatewayError
 ) -> Response:
-    from domain.ids import new_request_id
-
     ctx = Context(request_id=new_request_id(), started=time.perf_counter(), services=services)
     ctx.received_at = services.clock.now()
     ctx.client_ip = http.client.host if http.client else None
@@ -87,26 +87,24 @@ async def answer_unsupported(
     try:
         key, project = await authenticate_key(services.cache, http.headers.get("authorization"))
         ctx.project_id, ctx.key_id = project.id, key.id
-    except Exception:
+    except GatewayError:
         # An anonymous probe of an unsupported path: answered, recorded without a project.
         pass
     await record_rejection(ctx, error, f"{ENDPOINT_UNSUPPORTED}:{http.url.path[:80]}")
     return error_response(error, ctx.request_id)
 
 
-def install_unsupported_routes(app: FastAPI, services: Services) -> None:
-    for prefix in UNSUPPORTED_ENDPOINTS:
+async def _unsupported(request: HttpRequest, services: ServicesDep, rest: str = "") -> Response:
+    error = unsupported_error(request.url.path)
+    if error is None:  # pragma: no cover - the route table and the prefixes agree
+        error = GatewayError("unsupported_endpoint", f"{request.url.path} is not an endpoint")
+    return await answer_unsupported(request, services, error)
 
-        async def handler(request: HttpRequest, rest: str = "") -> Response:
-            error = unsupported_error(request.url.path)
-            if error is None:  # pragma: no cover - the route table and the prefixes agree
-                error = GatewayError(
-                    "unsupported_endpoint", f"{request.url.path} is not an endpoint"
-                )
-            return await answer_unsupported(request, services, error)
 
-        methods = ["GET", "POST", "PUT", "PATCH", "DELETE"]
-        app.add_api_route(prefix, handler, methods=methods, include_in_schema=False)
-        app.add_api_route(
-            prefix + "/{rest:path}", handler, methods=methods, include_in_schema=False
-        )
+router = APIRouter(include_in_schema=False)
+_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+for _prefix in UNSUPPORTED_ENDPOINTS:
+    router.add_api_route(_prefix, _unsupported, methods=_METHODS)
+    router.add_api_route(_prefix + "/{rest:path}", _unsupported, methods=_METHODS)
+
+__all__ = ["UNSUPPORTED_ENDPOINTS", "answer_unsupported", "router", "unsupported_error"]

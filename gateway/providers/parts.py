@@ -1,0 +1,67 @@
+"""OpenAI content parts → a provider's blocks: the one walk over `text`, `image_url` and `file`
+parts that the non-OpenAI adapters share, and the merge of consecutive same-role turns that
+APIs wanting user/assistant alternation need. Each adapter states only how it spells a block."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.providers.common import parse_image_url, unsupported
+from gateway.providers.documents import DocumentPart, document_part
+
+Block = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Spelling:
+    """How one provider writes each kind of part. The image and document spellings take the
+    provider name first, to refuse what that provider cannot take with its own error."""
+
+    text: Callable[[str], Block]
+    # An image: either the part's URL as it is (a provider that takes OpenAI's image part
+    # unchanged), or split into an inline image and a remote one.
+    image_as_is: Callable[[Any], Block] | None = None
+    inline_image: Callable[[str, str | None, str | None], Block] | None = (
+        None  # provider, type, b64
+    )
+    remote_image: Callable[[str, str], Block] | None = None  # provider, URL
+    document: Callable[[DocumentPart], Block] | None = None  # None: no document input
+
+
+def content_blocks(provider: str, content: Any, spelling: Spelling) -> list[Block]:
+    """`content` (a string or a list of OpenAI parts) as `provider`'s blocks; a part type it
+    cannot take is a 400 naming the type (never echoing content)."""
+    if isinstance(content, str):
+        return [spelling.text(content)] if content else []
+    blocks: list[Block] = []
+    for part in content or []:
+        if not isinstance(part, dict):
+            continue
+        kind = part.get("type")
+        if kind == "text":
+            blocks.append(spelling.text(str(part.get("text") or "")))
+        elif kind == "image_url" and spelling.image_as_is is not None:
+            blocks.append(spelling.image_as_is((part.get("image_url") or {}).get("url")))
+        elif kind == "image_url" and spelling.inline_image and spelling.remote_image:
+            image = part.get("image_url") or {}
+            media_type, data, url = parse_image_url(str(image.get("url") or ""))
+            if url is not None:
+                blocks.append(spelling.remote_image(provider, url))
+            else:
+                blocks.append(spelling.inline_image(provider, media_type, data))
+        elif kind == "file" and spelling.document is not None:
+            blocks.append(spelling.document(document_part(part)))
+        else:
+            raise unsupported(provider, "messages", f"content part type {str(kind)[:40]!r}")
+    return blocks
+
+
+def append_turn(turns: list[Block], role: str, blocks: list[Block], key: str = "content") -> None:
+    """Add `blocks` as a `role` turn, merged into the previous turn when it has the same role
+    (several OpenAI tool messages become one user turn of tool results)."""
+    if turns and turns[-1]["role"] == role:
+        turns[-1][key].extend(blocks)
+    else:
+        turns.append({"role": role, key: blocks})

@@ -16,6 +16,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+import anyio.to_thread
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
@@ -38,7 +39,8 @@ from gateway.credentials import (
     new_jti,
     signer_of,
 )
-from gateway.errors import GatewayError, as_gateway_error, error_response
+from gateway.errors import GatewayError
+from gateway.http.deps import ServicesDep
 from gateway.read_scope import is_admin_token
 from gateway.responses import JsonResponse
 from gateway.validation import check_body_strings, parse_json_body
@@ -46,10 +48,6 @@ from gateway.validation import check_body_strings, parse_json_body
 router = APIRouter()
 
 ISSUE_FIELDS = frozenset({"models", "ttl_seconds", "budget", "user"})
-
-
-def _services(request: Request) -> Any:
-    return request.app.state.services
 
 
 def _refuse_credential(key: Any, what: str) -> None:
@@ -91,97 +89,89 @@ def _budget(raw: Any) -> Decimal | None:
 
 
 @router.post("/v1/credentials")
-async def issue(request: Request) -> Response:
-    services = _services(request)
-    request_id = new_request_id()
-    try:
-        key, project = await authenticate_bearer(services, request.headers.get("authorization"))
-        _refuse_credential(key, "mint another")
-        signer = signer_of(services)
-        if signer is None:
-            raise GatewayError(
-                "credentials_disabled",
-                "temporary credentials are off: the operator sets LEDGERGATE_CREDENTIAL_SECRET",
-            )
-        raw = await request.body()
-        body = parse_json_body(raw) if raw else {}
-        if not isinstance(body, dict):
-            raise InvalidCommand("the body must be a JSON object", param="body")
-        check_body_strings(body)
-        unknown = sorted(set(body) - ISSUE_FIELDS)
-        if unknown:
-            raise InvalidCommand(f"unknown field {unknown[0][:40]!r}", param=unknown[0][:40])
-        ttl = body.get("ttl_seconds", CREDENTIAL_TTL_S_DEFAULT)
-        if isinstance(ttl, bool) or not isinstance(ttl, int):
-            raise InvalidCommand("ttl_seconds must be an integer", param="ttl_seconds")
-        user = body.get("user")
-        if user is not None and not isinstance(user, str):
-            raise InvalidCommand("user must be a string", param="user")
-        outcome = await services.writer.execute_async(
-            IssueCredential(
-                jti=new_jti(),
-                issuing_key_id=key.id,
-                signing_key_id=signer.kid,
-                ttl_seconds=ttl,
-                models=await _granted_models(services, project, body.get("models")),
-                budget=_budget(body.get("budget")),
-                actor_id=user,
-            )
+async def issue(request: Request, services: ServicesDep) -> Response:
+    key, project = await authenticate_bearer(services, request.headers.get("authorization"))
+    _refuse_credential(key, "mint another")
+    signer = signer_of(services)
+    if signer is None:
+        raise GatewayError(
+            "credentials_disabled",
+            "temporary credentials are off: the operator sets LEDGERGATE_CREDENTIAL_SECRET",
         )
-        view = outcome.value
-        token = signer.mint(
-            view,
-            issued_at=parse_instant(view["issued_at"]),
-            expires_at=parse_instant(view["expires_at"]),
+    body = await _body(request)
+    unknown = sorted(set(body) - ISSUE_FIELDS)
+    if unknown:
+        raise InvalidCommand(f"unknown field {unknown[0][:40]!r}", param=unknown[0][:40])
+    ttl = body.get("ttl_seconds", CREDENTIAL_TTL_S_DEFAULT)
+    if isinstance(ttl, bool) or not isinstance(ttl, int):
+        raise InvalidCommand("ttl_seconds must be an integer", param="ttl_seconds")
+    user = body.get("user")
+    if user is not None and not isinstance(user, str):
+        raise InvalidCommand("user must be a string", param="user")
+    outcome = await services.writer.execute_async(
+        IssueCredential(
+            jti=new_jti(),
+            issuing_key_id=key.id,
+            signing_key_id=signer.kid,
+            ttl_seconds=ttl,
+            models=await _granted_models(services, project, body.get("models")),
+            budget=_budget(body.get("budget")),
+            actor_id=user,
         )
-        return JsonResponse(
-            {**view, "token": token},
-            headers={
-                "X-Request-Id": request_id,
-                "X-LG-Ledger-Position": str(outcome.position or 0),
-                "Cache-Control": "no-store",  # the token is shown once
-            },
-        )
-    except Exception as error:
-        return error_response(as_gateway_error(error), request_id)
+    )
+    view = outcome.value
+    if not isinstance(view, dict):
+        raise TypeError("IssueCredential returned no credential")
+    token = signer.mint(
+        view,
+        issued_at=parse_instant(view["issued_at"]),
+        expires_at=parse_instant(view["expires_at"]),
+    )
+    return JsonResponse(
+        {**view, "token": token},
+        headers={
+            "X-Request-Id": new_request_id(),
+            "X-LG-Ledger-Position": str(outcome.position or 0),
+            "Cache-Control": "no-store",  # the token is shown once
+        },
+    )
 
 
 @router.post("/v1/credentials/{jti}/revoke")
-async def revoke(request: Request, jti: str) -> Response:
-    services = _services(request)
-    request_id = new_request_id()
-    try:
-        authorization = request.headers.get("authorization")
-        raw = await request.body()
-        body = parse_json_body(raw) if raw else {}
-        if not isinstance(body, dict):
-            raise InvalidCommand("the body must be a JSON object", param="body")
-        check_body_strings(body)
-        reason = body.get("reason", "revoked")
-        if not isinstance(reason, str):
-            raise InvalidCommand("reason must be a string", param="reason")
-        clean_jti = check_jti(jti)
-        if is_admin_token(services.settings.admin_token, authorization):
-            found = load_credential_fresh(services.app, clean_jti)
-            if found is None:
-                raise UnknownCredential("no such credential", param="jti")
-            project_id, revoked_by = found.project_id, "admin"
-        else:
-            key, project = await authenticate_bearer(services, authorization)
-            if isinstance(key, CredentialKey) and key.jti != clean_jti:
-                _refuse_credential(key, "revoke another credential")
-            project_id, revoked_by = project.id, f"key:{key.id}"
-        outcome = await services.writer.execute_async(
-            RevokeCredential(
-                jti=clean_jti, project_id=project_id, revoked_by=revoked_by, reason=reason
-            )
-        )
-        return JsonResponse(
-            outcome.value,
-            headers={
-                "X-Request-Id": request_id,
-                "X-LG-Ledger-Position": str(outcome.position or 0),
-            },
-        )
-    except Exception as error:
-        return error_response(as_gateway_error(error), request_id)
+async def revoke(request: Request, services: ServicesDep, jti: str) -> Response:
+    authorization = request.headers.get("authorization")
+    body = await _body(request)
+    reason = body.get("reason", "revoked")
+    if not isinstance(reason, str):
+        raise InvalidCommand("reason must be a string", param="reason")
+    clean_jti = check_jti(jti)
+    if is_admin_token(services.settings.admin_token, authorization):
+        found = await anyio.to_thread.run_sync(load_credential_fresh, services.app, clean_jti)
+        if found is None:
+            raise UnknownCredential("no such credential", param="jti")
+        project_id, revoked_by = found.project_id, "admin"
+    else:
+        key, project = await authenticate_bearer(services, authorization)
+        if isinstance(key, CredentialKey) and key.jti != clean_jti:
+            _refuse_credential(key, "revoke another credential")
+        project_id, revoked_by = project.id, f"key:{key.id}"
+    outcome = await services.writer.execute_async(
+        RevokeCredential(jti=clean_jti, project_id=project_id, revoked_by=revoked_by, reason=reason)
+    )
+    return JsonResponse(
+        outcome.value,
+        headers={
+            "X-Request-Id": new_request_id(),
+            "X-LG-Ledger-Position": str(outcome.position or 0),
+        },
+    )
+
+
+async def _body(request: Request) -> dict[str, Any]:
+    """An optional JSON object (an empty body is `{}`)."""
+    raw = await request.body()
+    body = parse_json_body(raw) if raw.strip() else {}
+    if not isinstance(body, dict):
+        raise InvalidCommand("the body must be a JSON object", param="body")
+    check_body_strings(body)
+    return body

@@ -3,7 +3,7 @@
 Domain errors know nothing of HTTP; this is the only place that decides what status a
 client sees for them. Before streaming, errors are real HTTP statuses with
 {"error": {"message", "type", "code", "param", ...}}; after the first chunk they become an
-SSE frame with an `error` key (gateway/chat.py).
+SSE frame with an `error` key (gateway/lifecycle/stream.py).
 """
 
 from __future__ import annotations

@@ -162,36 +162,6 @@ def _derive(api_key: str, material: bytes) -> tuple[str, bytes]:
     return lookup_id, entry_key
 
 
-def cache_material(
-    *,
-    endpoint: str,
-    project_id: UUID,
-    scope: str,
-    models: tuple[str, ...],
-    pii_policy: Any,
-    stream: bool,
-    screened_body: dict[str, Any],
-) -> bytes:
-    body = {
-        k: v
-        for k, v in upstream_body_of(screened_body).items()
-        if k not in ("stream", "stream_options")
-    }
-    return orjson.dumps(
-        {
-            "v": 1,
-            "endpoint": endpoint,
-            "project": str(project_id),
-            "scope": scope,
-            "models": sorted(set(models)),
-            "pii": _policy_key(pii_policy),
-            "stream": stream,
-            "body": canonical_sha256(body),
-        },
-        option=orjson.OPT_SORT_KEYS,
-    )
-
-
 def seal(plan: CachePlan, entry: CacheEntry) -> str | None:
     plaintext = orjson.dumps(entry.__dict__)
     if len(plaintext) > ENTRY_BYTES_MAX:
@@ -404,14 +374,25 @@ def plan_request(
         unused = CacheOptions(options.mode, read=False, write=False, ttl_s=options.ttl_s)
         asked = options.mode == MODE_NEVER or not (options.read or options.write)
         return CachePlan(unused, "", b"", outcome=BYPASS if asked else MISS)
-    material = cache_material(
-        endpoint=endpoint,
-        project_id=project_id,
-        scope=scope,
-        models=models,
-        pii_policy=pii_policy,
-        stream=stream,
-        screened_body=screened_body,
+    # What makes two requests the same question: the upstream body (its stream options
+    # aside), under the same project, tier scope, models, PII policy and stream flag.
+    body_asked = {
+        k: v
+        for k, v in upstream_body_of(screened_body).items()
+        if k not in ("stream", "stream_options")
+    }
+    material = orjson.dumps(
+        {
+            "v": 1,
+            "endpoint": endpoint,
+            "project": str(project_id),
+            "scope": scope,
+            "models": sorted(set(models)),
+            "pii": _policy_key(pii_policy),
+            "stream": stream,
+            "body": canonical_sha256(body_asked),
+        },
+        option=orjson.OPT_SORT_KEYS,
     )
     lookup_id, entry_key = _derive(api_key, material)
     return CachePlan(options=options, lookup_id=lookup_id, entry_key=entry_key)

@@ -5,7 +5,7 @@ are charged at the admission price, output is not, the rest is released.
 
 A request is overdue once its deadline plus a grace period has passed. The deadline is the
 serving process's lease: received_at + LEDGERGATE_REQUEST_TIMEOUT_S, renewed by that process
-(Request.DeadlineExtended, gateway/settlement.py) for as long as it is still serving the
+(Request.DeadlineExtended, gateway/lifecycle/settlement.py) for as long as it is still serving the
 request. So only requests of dead (or stalled) processes are ever swept; the writer re-checks
 the deadline on the aggregate itself (`overdue_before`), so a renewal that lands between the
 sweeper's read and its write wins. A request with journalled real usage is settled with it.

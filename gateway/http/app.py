@@ -18,12 +18,12 @@ from gateway.dashboard import install_dashboard
 from gateway.fairness import ProjectConcurrencyMiddleware
 from gateway.http import admin, billing, credentials, data, openai, ops, unsupported
 from gateway.http.handlers import install_error_handlers, request_id_on_every_response
+from gateway.lifecycle.settlement import request_leases
 from gateway.mcp_server import install_mcp
 from gateway.observability import install as install_observability
 from gateway.openapi import install_openapi
 from gateway.pii.service import pii_service
 from gateway.responses import JsonResponse
-from gateway.settlement import request_leases
 from gateway.sweeper import Sweeper
 
 

@@ -23,9 +23,10 @@ from domain.errors import DomainError
 from domain.ids import new_request_id
 from domain.project import ApiKey, Project
 from gateway.auth import authenticate_key
-from gateway.chat import Context, record_rejection
 from gateway.errors import GatewayError, as_gateway_error, error_response
 from gateway.http.deps import services_of
+from gateway.lifecycle.admission import record_rejection
+from gateway.lifecycle.request import Intake
 from gateway.providers.base import UpstreamError
 from gateway.validation import (
     PLAIN_PARAM,
@@ -63,8 +64,7 @@ async def _record_rejected_request(
 ) -> None:
     services = services_of(request)
     key, project = principal
-    ctx = Context(request_id=request_id, started=0.0, services=services)
-    ctx.received_at = services.clock.now()
+    ctx = Intake(request_id=request_id, started=0.0, received_at=services.clock.now())
     ctx.project_id, ctx.key_id = project.id, key.id
     ctx.client_ip = request.client.host if request.client else None
     actor = (request.headers.get("x-user-id") or "").strip()
@@ -84,7 +84,7 @@ async def _record_rejected_request(
         status=error.status,
         error_type=error.error_type,
     )
-    await record_rejection(ctx, stored, endpoint=f"{request.method} {path}")
+    await record_rejection(services, ctx, stored, endpoint=f"{request.method} {path}")
 
 
 async def _unexpected_error(request: Request, error: Exception) -> Response:

@@ -10,11 +10,10 @@ from fastapi.responses import Response
 from domain.catalog import Catalog
 from domain.ids import new_request_id
 from domain.tiers import EffectiveTier
-from gateway.chat import chat_completions
 from gateway.data_filters import models_listing_read, routing_scope
-from gateway.embeddings import embeddings
 from gateway.errors import GatewayError
 from gateway.http.deps import CallerProject, ServicesDep
+from gateway.lifecycle import chat_completions, embeddings
 from gateway.responses import JsonResponse
 from gateway.routing.models_api import leaderboard_payload, models_listing
 

@@ -4,18 +4,15 @@ request (every failure is an event) when the caller presents a valid key."""
 
 from __future__ import annotations
 
-import time
-
 from fastapi import APIRouter
 from fastapi import Request as HttpRequest
 from fastapi.responses import Response
 
-from domain.ids import new_request_id
-from gateway.auth import authenticate_key, presented_key_id
+from gateway.auth import authenticate_key
 from gateway.bootstrap import Services
-from gateway.chat import Context, record_rejection
 from gateway.errors import GatewayError, error_response
 from gateway.http.deps import ServicesDep
+from gateway.lifecycle.admission import receive, record_rejection
 
 # path prefix → (HTTP status, what to use instead). 404 where OpenAI itself has retired the
 # endpoint or it is not a model call; 501 where it is a real OpenAI feature not offered here.
@@ -79,18 +76,14 @@ def unsupported_error(path: str) -> GatewayError | None:
 async def answer_unsupported(
     http: HttpRequest, services: Services, error: GatewayError
 ) -> Response:
-    ctx = Context(request_id=new_request_id(), started=time.perf_counter(), services=services)
-    ctx.received_at = services.clock.now()
-    ctx.client_ip = http.client.host if http.client else None
-    # Kept if authentication fails: which key failed (its id, never the key itself).
-    ctx.key_id = presented_key_id(http.headers.get("authorization"))
+    ctx = receive(http, services)
     try:
         key, project = await authenticate_key(services.cache, http.headers.get("authorization"))
         ctx.project_id, ctx.key_id = project.id, key.id
     except GatewayError:
         # An anonymous probe of an unsupported path: answered, recorded without a project.
         pass
-    await record_rejection(ctx, error, f"{ENDPOINT_UNSUPPORTED}:{http.url.path[:80]}")
+    await record_rejection(services, ctx, error, f"{ENDPOINT_UNSUPPORTED}:{http.url.path[:80]}")
     return error_response(error, ctx.request_id)
 
 

@@ -13,6 +13,9 @@ and a PII decision recorded per request — counts and types, never values.
     service.py      PiiService: one shared screener per process + per-project policies
     evaluate.py     python -m gateway.pii.evaluate — precision/recall per type on the corpus
 
-The chat route (gateway/chat.py) calls `_screen_pii` before admission and `_PiiChunkFilter`
-on streams; see those for the wiring.
+    stream.py       PiiChunkFilter on streamed chat chunks; answer_violation on whole answers
+
+The lifecycle calls `screen_request_pii` (gateway/lifecycle/admission.py) before admission,
+`PiiChunkFilter` on streams (gateway/lifecycle/stream.py) and `answer_violation` on whole
+answers (gateway/lifecycle/chat.py); see those for the wiring.
 """

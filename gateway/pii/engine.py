@@ -38,7 +38,7 @@ from gateway.pii.policy import (
     PiiAction,
     PiiPolicy,
 )
-from gateway.pii.pseudonymize import Pseudonymizer
+from gateway.pii.pseudonymize import Pseudonymizer, placeholder
 
 # Must be set before tldextract is first imported (it builds its extractor at import time).
 os.environ["TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS"] = ""
@@ -604,7 +604,7 @@ class PiiScreener:
     def _replacement(text: str, finding: Finding, action: PiiAction, mapping: Pseudonymizer) -> str:
         if action is PiiAction.PSEUDONYMIZE:
             return mapping.token_for(finding.entity_type, text[finding.start : finding.end])
-        return f"<{finding.entity_type}>"
+        return placeholder(finding.entity_type)
 
 
 def unscreened_decision(policy: PiiPolicy, failure_code: str) -> PiiDecision:

@@ -43,6 +43,19 @@ class Sensitivity(StrEnum):
 SUPPORTED_LANGUAGES: tuple[str, ...] = ("en", "fr", "de", "it", "sv", "es")
 LANGUAGE_AUTO = "auto"
 
+# The EU national identifiers, each validated by its checksum (gateway/pii/checksums.py).
+NATIONAL_ID_TYPES: frozenset[str] = frozenset(
+    {
+        "SE_PERSONNUMMER",
+        "SE_SAMORDNINGSNUMMER",
+        "DE_TAX_ID",
+        "IT_FISCAL_CODE",
+        "ES_DNI",
+        "ES_NIE",
+        "FR_NIR",
+    }
+)
+
 # Every entity type the screener can report. Used to validate type lists in policies.
 KNOWN_ENTITY_TYPES: frozenset[str] = frozenset(
     {
@@ -55,14 +68,8 @@ KNOWN_ENTITY_TYPES: frozenset[str] = frozenset(
         "IBAN_CODE",
         "IP_ADDRESS",
         "URL",
-        "SE_PERSONNUMMER",
-        "SE_SAMORDNINGSNUMMER",
-        "DE_TAX_ID",
-        "IT_FISCAL_CODE",
-        "ES_DNI",
-        "ES_NIE",
-        "FR_NIR",
     }
+    | NATIONAL_ID_TYPES
 )
 
 # What each sensitivity looks for and how sure a finding must be. Higher sensitivity means
@@ -74,14 +81,8 @@ _STRONG_IDENTIFIERS = frozenset(
         "PHONE_NUMBER",
         "CREDIT_CARD",
         "IBAN_CODE",
-        "SE_PERSONNUMMER",
-        "SE_SAMORDNINGSNUMMER",
-        "DE_TAX_ID",
-        "IT_FISCAL_CODE",
-        "ES_DNI",
-        "ES_NIE",
-        "FR_NIR",
     }
+    | NATIONAL_ID_TYPES
 )
 ENTITY_TYPES_BY_SENSITIVITY: dict[Sensitivity, frozenset[str]] = {
     Sensitivity.LOW: _STRONG_IDENTIFIERS,

@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 import unicodedata
 
+from gateway.pii.policy import NATIONAL_ID_TYPES
+
 # Identifiers written with or without spaces / hyphens / case differences are one value:
 # "SE45 5000 …" and "se4550000…" must share a token, or the model sees two accounts.
 _COMPACT_TYPES = frozenset(
@@ -18,17 +20,19 @@ _COMPACT_TYPES = frozenset(
         "IBAN_CODE",
         "CREDIT_CARD",
         "PHONE_NUMBER",
-        "SE_PERSONNUMMER",
-        "SE_SAMORDNINGSNUMMER",
-        "DE_TAX_ID",
-        "IT_FISCAL_CODE",
-        "ES_DNI",
-        "ES_NIE",
-        "FR_NIR",
     }
+    | NATIONAL_ID_TYPES
 )
 
+# The placeholder format, defined here only: `<TYPE_n>` for a pseudonym (restorable),
+# `<TYPE>` for a redaction; and a trailing fragment that may still become one.
 PLACEHOLDER_PATTERN = re.compile(r"<([A-Z][A-Z0-9_]*?)_(\d+)>")
+PARTIAL_PLACEHOLDER_TAIL = re.compile(r"<[A-Z0-9_]*\Z")
+
+
+def placeholder(entity_type: str, number: int | None = None) -> str:
+    """`<TYPE_n>` (the n-th value of that type in a request), or `<TYPE>` for a redaction."""
+    return f"<{entity_type}>" if number is None else f"<{entity_type}_{number}>"
 
 
 def normalise_value(entity_type: str, value: str) -> str:
@@ -62,7 +66,7 @@ class Pseudonymizer:
         if token is None:
             number = self._count_by_type.get(entity_type, 0) + 1
             self._count_by_type[entity_type] = number
-            token = f"<{entity_type}_{number}>"
+            token = placeholder(entity_type, number)
             self._token_by_key[key] = token
             # The first spelling met is the one restored in the answer.
             self._value_by_token[token] = value

@@ -12,10 +12,8 @@ import json
 import re
 from collections.abc import Callable
 
+from gateway.pii.pseudonymize import PARTIAL_PLACEHOLDER_TAIL as _PARTIAL_TAIL
 from gateway.pii.pseudonymize import PLACEHOLDER_PATTERN, Pseudonymizer
-
-# A possible start of a placeholder at the very end of the text seen so far.
-_PARTIAL_TAIL = re.compile(r"<[A-Z0-9_]*\Z")
 
 
 def json_string_escape(value: str) -> str:

@@ -16,7 +16,7 @@ import pytest
 from domain import commands as c
 from domain.errors import ComplianceTierNotInPlan
 from gateway.cli import main
-from gateway.errors import STATUS_BY_CODE
+from gateway.errors import ERRORS
 from tests.support.harness import ADMIN_TOKEN, Gateway
 
 CODE = "compliance_tier_not_in_plan"
@@ -25,7 +25,7 @@ MESSAGES = [{"role": "user", "content": "Keep my data in the EU"}]
 
 def test_the_one_code_is_a_403_permission_error_in_the_status_table() -> None:
     assert ComplianceTierNotInPlan.code == CODE
-    assert STATUS_BY_CODE[CODE] == (403, "permission_error")
+    assert (ERRORS[CODE].status, ERRORS[CODE].error_type) == (403, "permission_error")
 
 
 def test_every_http_path_to_the_free_plan_tier_rule_answers_403_compliance_tier_not_in_plan(

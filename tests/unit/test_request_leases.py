@@ -1,4 +1,4 @@
-"""The serving side of the sweeper's contract (gateway/settlement.py), with a fake writer:
+"""The serving side of the sweeper's contract (gateway/lifecycle/settlement.py), with a fake writer:
 a live request's lease is renewed when half its deadline is left and not before, a lease
 held past its bound is left to the sweeper, and a settlement that failed is retried until
 it is durable."""
@@ -11,7 +11,7 @@ from typing import Any
 
 from domain import commands as c
 from domain.clock import FixedClock
-from gateway.settlement import LEASE_HELD_S_MAX, RequestLeases
+from gateway.lifecycle.settlement import LEASE_HELD_S_MAX, RequestLeases
 
 NOW = datetime(2026, 11, 21, 12, tzinfo=UTC)
 

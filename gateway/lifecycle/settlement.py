@@ -1,4 +1,9 @@
-"""Settlement of served requests, and the leases that keep live requests from the sweeper.
+"""Settlement of admitted requests: complete or fail, and the leases that keep live requests
+from the sweeper.
+
+`complete` builds the request's CompleteRequest and `fail` / `fail_without_waiting` its
+FailRequest: the only places in the gateway those commands are made, for chat, streams and
+embeddings alike.
 
 A request this process admitted is *live* until its settlement (CompleteRequest or
 FailRequest) is durable. While it is live:
@@ -20,14 +25,22 @@ FailRequest) is durable. While it is live:
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from fastapi.responses import Response
+
 from domain import commands as c
 from domain.errors import DomainError
+from gateway.errors import GatewayError, as_gateway_error, error_response
+from gateway.lifecycle.request import Admission
+from gateway.providers.base import UpstreamError, Usage
+from gateway.response_cache import USAGE_SOURCE_CACHE, cache_fields
+from gateway.routing.failover import FailoverExhausted
 
 log = logging.getLogger("ledgergate.settlement")
 
@@ -228,3 +241,142 @@ def submit_settlement(services: Any, command: c.FailRequest) -> None:
         services.writer.submit(command).add_done_callback(done)
     except Exception:
         leases.keep_settling(command.request_id, command)
+
+
+# --- the two settlements, each built in one place ------------------------------------------
+
+
+def hold_lease(services: Any, request_id: str, deadline_at: datetime) -> None:
+    """From admission until its settlement is durable, this process holds the request's
+    lease: renewed while it is served, so the sweeper leaves it alone."""
+    request_leases(services).hold(request_id, deadline_at)
+
+
+def release_lease(services: Any, request_id: str) -> None:
+    """Not settled by the lifecycle (a bug, a cancellation): no lease is held for it, so the
+    sweeper settles it after its deadline, as it does for a dead process."""
+    request_leases(services).release(request_id)
+
+
+def usage_report(usage: Usage) -> c.UsageReport:
+    return c.UsageReport(
+        usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens, usage.source
+    )
+
+
+def charged_usage(admitted: Admission, usage: Usage) -> c.UsageReport:
+    """What the ledger charges: the provider's usage, or nothing for a cache hit (no provider
+    was called; the client still sees the origin's usage in the body)."""
+    if admitted.cache_plan is not None and admitted.cache_plan.hit is not None:
+        return c.UsageReport(0, 0, 0, USAGE_SOURCE_CACHE)
+    return usage_report(usage)
+
+
+async def complete(
+    services: Any,
+    admitted: Admission,
+    *,
+    usage: Usage,
+    upstream_ms: int,
+    text: str = "",
+    finish_reason: str | None = None,
+) -> c.Outcome | None:
+    """The provider served it: the charge of its real usage is made durable (retried, or
+    journalled and retried in the background); None when journalled. `text` is the
+    upstream's own answer text (placeholders, not restored values): counted and hashed."""
+    return await settle(
+        services,
+        c.CompleteRequest(
+            request_id=admitted.request_id,
+            usage=charged_usage(admitted, usage),
+            finish_reason=finish_reason,
+            completion_chars=len(text),
+            completion_sha256=hashlib.sha256(text.encode()).hexdigest() if text else None,
+            latency_ms=admitted.elapsed_ms(),
+            upstream_ms=upstream_ms,
+            actor_id=admitted.actor_id,
+            **cache_fields(admitted.cache_plan),
+        ),
+    )
+
+
+def _failure(
+    admitted: Admission,
+    error: GatewayError,
+    after_first_chunk: bool,
+    delivered_chunks: int,
+    usage: Usage | None,
+) -> c.FailRequest:
+    return c.FailRequest(
+        request_id=admitted.request_id,
+        http_status=error.status,
+        error_code=error.code,
+        error_type=error.error_type,
+        message=error.ledger_message,
+        latency_ms=admitted.elapsed_ms(),
+        after_first_chunk=after_first_chunk,
+        delivered_chunks=delivered_chunks,
+        usage=None if usage is None else usage_report(usage),
+        actor_id=admitted.actor_id,
+    )
+
+
+async def fail(
+    services: Any,
+    admitted: Admission,
+    error: GatewayError,
+    *,
+    after_first_chunk: bool = False,
+    delivered_chunks: int = 0,
+    usage: Usage | None = None,
+) -> c.Outcome | None:
+    """The request failed after admission: the reservation is released (less what `usage`
+    says was used, which is charged)."""
+    command = _failure(admitted, error, after_first_chunk, delivered_chunks, usage)
+    return await settle(services, command)
+
+
+def fail_without_waiting(
+    services: Any,
+    admitted: Admission,
+    error: GatewayError,
+    *,
+    after_first_chunk: bool,
+    delivered_chunks: int,
+    usage: Usage,
+) -> None:
+    """The same failure, from a coroutine being cancelled (the client went away)."""
+    command = _failure(admitted, error, after_first_chunk, delivered_chunks, usage)
+    submit_settlement(services, command)
+
+
+async def answer_failure(
+    services: Any, admitted: Admission, error: BaseException, headers: dict[str, str]
+) -> Response:
+    """An admitted request failed before its answer started (no provider answered, the
+    documents could not be read, the answer was refused): its PII mapping is purged, the
+    failure is settled, and the client gets the error envelope with the headers it earned."""
+    admitted.purge_pii()
+    gateway_error = as_gateway_error(error)
+    if gateway_error.status >= 500 and not isinstance(
+        error, UpstreamError | GatewayError | DomainError | FailoverExhausted
+    ):  # a 5xx that is not a provider's or the domain's answer is a gateway bug
+        log.exception("unexpected failure in %s", admitted.request_id, exc_info=error)
+    await fail(services, admitted, gateway_error)
+    return error_response(gateway_error, admitted.request_id, headers)
+
+
+def answer_text(body: dict[str, Any], part: str) -> str:
+    """The answer's text, what a completion counts and hashes: content and tool-call
+    arguments of every choice's `part` ("message" in a whole answer, "delta" in a chunk)."""
+    parts: list[str] = []
+    for choice in body.get("choices") or []:
+        message = choice.get(part) if isinstance(choice, dict) else None
+        if isinstance(message, dict):
+            if isinstance(message.get("content"), str):
+                parts.append(message["content"])
+            for call in message.get("tool_calls") or []:
+                function = call.get("function") if isinstance(call, dict) else None
+                if isinstance(function, dict) and function.get("arguments"):
+                    parts.append(str(function["arguments"]))
+    return "".join(parts)

@@ -64,6 +64,13 @@ def credential_token(authorization: str | None) -> str | None:
     return token if len(token) <= CREDENTIAL_CHARS_MAX else None
 
 
+def presented_secret(authorization: str | None) -> str:
+    """The secret the caller holds (an API key, or a temporary credential's token): what the
+    response cache derives its encryption key from, so only its holder can read its entries
+    (a credential's entries are its own, not its issuing key's)."""
+    return credential_token(authorization) or bearer_key(authorization)
+
+
 def presented_key_id(authorization: str | None) -> UUID | None:
     """The id a presented Ledgergate key has (or would have): a uuid5 of its SHA-256, as
     every key is stored. Recorded with a failed authentication so the operator can tell

@@ -39,6 +39,12 @@ def cost_headers(estimated: Decimal, actual: Decimal, latency_ms: int) -> dict[s
     }
 
 
-def x_lg_usage(charged: Decimal, currency: str, request_id: str) -> dict[str, Any]:
-    """The `x_lg` object of a stream's final usage chunk."""
-    return {"cost": format(charged, "f"), "currency": currency, "request_id": request_id}
+def x_lg_usage(charged: Decimal | None, currency: str, request_id: str) -> dict[str, Any]:
+    """The `x_lg` object of a stream's final usage chunk. `cost` is None only when the
+    charge could not be made durable before the stream ended (journalled: it is charged in
+    the background; the audit record then shows it)."""
+    return {
+        "cost": None if charged is None else format(charged, "f"),
+        "currency": currency,
+        "request_id": request_id,
+    }

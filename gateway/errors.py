@@ -249,4 +249,3 @@ def error_response(
     if not is_transient(error):
         merged["x-should-retry"] = "false"
     return JsonResponse(envelope(error), status_code=error.status, headers=merged)
-

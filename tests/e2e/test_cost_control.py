@@ -129,8 +129,8 @@ def test_below_its_threshold_a_named_model_is_never_swapped(gateway: Gateway) ->
     key = _key_with_threshold(gateway, tenant, budget="1.00", threshold="0.999999")
     client = gateway.openai(key)
     client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)  # now below it
-    named = client.chat.completions.with_raw_response.create(model="gpt-4o", messages=MESSAGES)
-    assert named.headers["x-lg-model"] == "gpt-4o"
+    named = client.chat.completions.with_raw_response.create(model="gpt-4.1", messages=MESSAGES)
+    assert named.headers["x-lg-model"] == "gpt-4.1"
     assert named.headers["x-lg-route-reason"] != "budget-downgrade"
     assert "explicit" in named.headers["x-lg-route-reason"]
 

@@ -116,7 +116,7 @@ def test_a_model_outside_the_grant_is_a_403_and_auto_stays_inside_the_grant(
     credential = minted(gateway, tenant, models=["gpt-4o-mini"])
     client = sdk(gateway, credential["token"])
     with pytest.raises(openai.PermissionDeniedError) as refused:
-        client.chat.completions.create(model="gpt-4o", messages=MESSAGES)
+        client.chat.completions.create(model="gpt-4.1", messages=MESSAGES)
     assert refused.value.body["code"] == "credential_model_not_granted"
     assert refused.value.body["granted"] == ["gpt-4o-mini"]
     raw = client.chat.completions.with_raw_response.create(model="auto", messages=MESSAGES)

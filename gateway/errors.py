@@ -123,6 +123,8 @@ ERRORS: dict[str, ErrorKind] = {
     "upstream_overloaded": ErrorKind(503, _API),
     "upstream_timeout": ErrorKind(504, _TIMEOUT),
     "deadline_exceeded": ErrorKind(504, _TIMEOUT),
+    # Recorded on a stream whose client went away; never sent (nobody is listening).
+    "client_disconnected": ErrorKind(499, "client_error", retryable=False),
 }
 # An unknown code is a client mistake until it is in the table (the test fails first).
 UNKNOWN_CODE = ErrorKind(400, _INVALID)

@@ -113,7 +113,6 @@ def embeddings_not_supported(
     return GatewayError(
         "embeddings_not_supported",
         message,
-        status=400,
         param="model",
         extra={"alternatives": names},
     )

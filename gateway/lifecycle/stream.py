@@ -39,12 +39,8 @@ SSE_DONE = b"data: [DONE]\n\n"
 CLIENT_DISCONNECTED = GatewayError(
     "client_disconnected",
     "the client closed the connection before the stream ended",
-    status=499,
-    error_type="client_error",
 )
-RECORDING_FAILED = GatewayError(
-    "internal_error", "the gateway failed to record this request", status=500
-)
+RECORDING_FAILED = GatewayError("internal_error", "the gateway failed to record this request")
 
 
 def sse(data: dict[str, Any]) -> bytes:

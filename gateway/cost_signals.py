@@ -11,7 +11,7 @@ embeddings, streamed or not:
 - Streams: with `stream_options.include_usage`, the final usage chunk carries an `x_lg`
   object — the request's actual cost (string decimal), its currency and its request id —
   once the charge is durable. The audit record always carries the actual cost
-  (`charged_amount`), whatever the client asked for.
+  (`cost`), whatever the client asked for.
 """
 
 from __future__ import annotations

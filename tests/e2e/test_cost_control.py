@@ -46,7 +46,7 @@ def test_a_streams_final_usage_chunk_carries_the_actual_cost_currency_and_reques
     assert x_lg["request_id"] == request_id and x_lg["currency"] == "USD"
     assert isinstance(x_lg["cost"], str) and Decimal(x_lg["cost"]) > 0
     audited = record(gateway, tenant, request_id)
-    assert Decimal(audited["charged_amount"]) == Decimal(x_lg["cost"])
+    assert Decimal(audited["cost"]) == Decimal(x_lg["cost"])
     # No other chunk carries it: only the usage chunk, once the charge is durable.
     assert all("x_lg" not in (chunk.model_extra or {}) for chunk in chunks[:-1])
 
@@ -61,7 +61,7 @@ def test_a_stream_without_include_usage_still_has_its_actual_cost_in_the_audit_r
         request_id = response.headers["x-request-id"]
         chunks = list(response.parse())
     assert all("x_lg" not in (chunk.model_extra or {}) for chunk in chunks)
-    assert Decimal(record(gateway, tenant, request_id)["charged_amount"]) > 0
+    assert Decimal(record(gateway, tenant, request_id)["cost"]) > 0
 
 
 @pytest.mark.parametrize("kind", ["chat", "embeddings"])
@@ -102,7 +102,7 @@ def _key_with_threshold(gateway: Gateway, tenant: Tenant, budget: str, threshold
             headers=ADMIN,
         )
     assert response.status_code == 200, response.text
-    assert response.json()["downgrade_threshold"] == format(Decimal(threshold), "f")
+    assert Decimal(response.json()["downgrade_threshold"]) == Decimal(threshold)
     return Tenant(tenant.project_id, created["api_key"], UUID(created["key_id"]), "USD")
 
 

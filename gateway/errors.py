@@ -41,6 +41,9 @@ _TIMEOUT = "timeout_error"
 ERRORS: dict[str, ErrorKind] = {
     # bad input
     "invalid_request": ErrorKind(400, _INVALID),
+    # Reconciliation input (reconciliation/errors.py): a bad invoice or ledger-entries file.
+    "invalid_invoice": ErrorKind(400, _INVALID),
+    "invalid_ledger_entries": ErrorKind(400, _INVALID),
     "invalid_json": ErrorKind(400, _INVALID),
     "invalid_amount": ErrorKind(400, _INVALID),
     "currency_mismatch": ErrorKind(400, _INVALID),

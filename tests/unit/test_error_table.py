@@ -10,6 +10,7 @@ import pkgutil
 from pathlib import Path
 
 import domain
+import reconciliation
 from domain.errors import DomainError
 from gateway.errors import ERRORS, GatewayError, as_gateway_error, error_response, from_domain
 
@@ -21,8 +22,11 @@ STATUS_OVERRIDE_ALLOWED = {"http/handlers.py", "http/unsupported.py", "errors.py
 
 
 def _domain_error_classes() -> list[type[DomainError]]:
-    for module in pkgutil.walk_packages(domain.__path__, "domain."):
-        importlib.import_module(module.name)
+    # The domain's errors, and those that subclass them elsewhere (reconciliation's), so the
+    # walk finds the same set alone as in the whole suite.
+    for package in (domain, reconciliation):
+        for module in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
+            importlib.import_module(module.name)
     found: list[type[DomainError]] = []
     pending = [DomainError]
     while pending:

@@ -366,3 +366,30 @@ def test_a_test_keys_credential_is_a_test_credential_on_the_test_balance(
     assert live.posted == 0 and live.pending_total == 0
     stored = gateway.services.app.repository.get(credential_id(credential["id"]))
     assert isinstance(stored, Credential) and stored.mode == "test"
+
+
+def test_a_credential_reads_through_the_mcp_server_as_its_keys_project_until_revoked(
+    gateway: Gateway,
+) -> None:
+    tenant = gateway.tenant(balance="5.00")
+    credential = minted(gateway, tenant)
+    body = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "tools/call",
+        "params": {"name": "get_balance", "arguments": {}},
+    }
+    headers = {
+        "Authorization": f"Bearer {credential['token']}",
+        "Content-Type": "application/json",
+        "Accept": "application/json, text/event-stream",
+    }
+    gateway.settle()
+    with gateway.client() as http:
+        answered = http.post("/v1/mcp", content=json.dumps(body), headers=headers)
+        assert answered.status_code == 200, answered.text
+        balance = json.loads(answered.json()["result"]["content"][0]["text"])
+        assert balance["project_id"] == str(tenant.project_id)
+        http.post(f"/v1/credentials/{credential['id']}/revoke", headers=tenant.headers())
+        refused = http.post("/v1/mcp", content=json.dumps(body), headers=headers)
+    assert refused.status_code == 401

@@ -22,6 +22,7 @@ from uuid import UUID
 from domain.commands import Command
 from domain.errors import InvalidCommand, UnknownKey
 from domain.ids import account_id, key_mode
+from domain.limits import limit_status
 from domain.money import quantize_internal
 from domain.project import ApiKey
 
@@ -68,11 +69,9 @@ def budget_remaining(cmd: BudgetRemaining, uow: Any) -> dict[str, Any]:
         spent = account.spent_on(key.id, now.astimezone(UTC).date())
         remaining = max(key.daily_budget - spent, Decimal(0))
     limit_remaining: Decimal | None = None
-    if cmd.limit is not None:
-        limits = account.__dict__.get("named_limits", {})
-        limit = limits.get(cmd.limit)
-        if limit is not None and limit.get("cap") is not None:
-            limit_remaining = max(limit["cap"] - limit["pending"] - limit["posted"], Decimal(0))
+    status = None if cmd.limit is None else limit_status(account, cmd.limit, now)
+    if status is not None and status["cap"] is not None:
+        limit_remaining = max(status["cap"] - status["pending"] - status["posted"], Decimal(0))
     return {
         "key_remaining": remaining,
         "downgrade_threshold": key.downgrade_threshold,

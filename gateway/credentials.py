@@ -41,7 +41,6 @@ SECRET_BYTES_MIN = 32  # HS256's key should be at least as long as its output (R
 ALGORITHM = "HS256"
 ISSUER = "ledgergate"
 AUDIENCE = "ledgergate"
-TOKEN_CHARS_MAX = 4096  # a credential with 32 granted models is ~2 KB
 REQUIRED_CLAIMS = ("exp", "iat", "jti", "iss", "aud", "project", "key")
 
 
@@ -55,9 +54,11 @@ def key_fingerprint(secret: bytes) -> str:
 
 
 def looks_like_credential(token: str) -> bool:
-    """A JWT in compact form (`header.payload.signature`, base64url header of `{"...`); an
-    API key (`lg_live_…`) never looks like one."""
-    return token.startswith("eyJ") and token.count(".") == 2 and len(token) <= TOKEN_CHARS_MAX
+    """A JWT in compact form, not an API key (`lg_live_…`): gateway/auth.credential_token's
+    rule, the one home of it."""
+    from gateway.auth import credential_token
+
+    return credential_token(f"Bearer {token}") is not None
 
 
 @dataclass(frozen=True)

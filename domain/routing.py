@@ -26,6 +26,19 @@ from domain.errors import IllegalTransition, InvalidCommand
 from domain.vocabulary import KNOWN_PROVIDERS
 
 _NAMESPACE = uuid5(NAMESPACE_URL, "https://ledgergate.dev/routing")
+
+
+def counts_as_endpoint_failure(
+    http_status: int, *, retryable: bool = False, local: bool = False
+) -> bool:
+    """Whether a failed attempt counts against its endpoint (breaker, failover, router
+    statistics): a 5xx, a 429 or a retryable error does; a client's 4xx says nothing about
+    the endpoint, nor does the gateway's own exhausted pool (`local`)."""
+    if local:
+        return False
+    return retryable or http_status >= 500 or http_status == 429
+
+
 _ENDPOINT_KEY_REF = re.compile(r"^byok:([a-z]{2,16})$")
 BYOK_REF_PREFIX = "byok:"
 # The stored fields of CustomModelAdded that make a custom model's entry (models.toml shape;

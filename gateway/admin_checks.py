@@ -11,7 +11,6 @@ CLI twin so both refuse the same things with the same words.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Mapping
 from uuid import UUID
 
 from domain.catalog import Catalog
@@ -67,8 +66,9 @@ def price_model(
     )
 
 
-def check_strict_project(raw_settings: Mapping[str, str], strict: bool) -> None:
-    if strict and not (raw_settings.get(ACTOR_TOKEN_SECRET_ENV) or "").strip():
+def check_strict_project(actor_token_secret: str | None, strict: bool) -> None:
+    """`actor_token_secret`: the gateway's `Settings.actor_token_secret`."""
+    if strict and not (actor_token_secret or "").strip():
         raise InvalidCommand(
             f"a strict project needs {ACTOR_TOKEN_SECRET_ENV} set on the gateway (it signs and "
             "checks the X-Actor-Token every request of a strict project must carry); set it "

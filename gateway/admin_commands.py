@@ -62,9 +62,9 @@ def _instant(value: Any) -> datetime:
     return value if isinstance(value, datetime) else parse_instant(str(value))
 
 
-def create_project(raw_settings: Mapping[str, str], body: AdminInput) -> c.CreateProject:
+def create_project(actor_token_secret: str | None, body: AdminInput) -> c.CreateProject:
     strict = bool(body.get("strict", False))
-    check_strict_project(raw_settings, strict)
+    check_strict_project(actor_token_secret, strict)
     return c.CreateProject(
         name=str(body["name"]),
         tier=str(body.get("tier", DEFAULT_TIER)),

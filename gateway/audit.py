@@ -50,7 +50,6 @@ log = logging.getLogger("ledgergate.audit")
 ORIGIN_DEFAULT = "ledgergate.local/audit-log"
 KEY_FILE_DEFAULT = "audit-signing-key.pem"
 LIVE_CHECK_INTERVAL_S_BOUNDS = (60.0, 604_800.0)
-EXTRAS_KEY = "audit"
 
 
 class AuditConfigError(Exception):
@@ -180,7 +179,7 @@ class AuditService:
 
     def __init__(self, services: Any, *, create_key: bool = True) -> None:
         self.services = services
-        self.settings = AuditSettings.from_raw(services.settings.raw, services.settings.data_dir)
+        self.settings: AuditSettings = services.settings.audit
         self.signer = (
             load_signer(self.settings, create=create_key) if self.settings.enabled else None
         )
@@ -236,9 +235,8 @@ class AuditService:
 
 
 def audit_service(services: Any) -> AuditService:
-    """The process's audit service, built on first use."""
-    existing = services.extras.get(EXTRAS_KEY)
-    if existing is None:
-        existing = AuditService(services)
-        services.extras[EXTRAS_KEY] = existing
-    return existing  # type: ignore[no-any-return]
+    """The process's audit service, kept in `services.audit` from its first use (not built
+    in build_services: building it makes the signing key file)."""
+    if services.audit is None:
+        services.audit = AuditService(services)
+    return services.audit  # type: ignore[no-any-return]

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gateway.audit import AuditConfigError, AuditSettings, live_check, load_signer
+from gateway.audit import AuditConfigError, live_check, load_signer
 from gateway.config import Settings
 from projections.audit_tree import LogInconsistent, MerkleLog
 from projections.audit_verify import VerifyReport, export, verify_export
@@ -69,7 +69,7 @@ def _open(settings: Settings, *, create_key: bool) -> tuple[Any, Any, MerkleLog,
     from domain.application import open_application
     from projections.db import ReadStore
 
-    audit_settings = AuditSettings.from_raw(settings.raw, settings.data_dir)
+    audit_settings = settings.audit
     signer = load_signer(audit_settings, create=create_key)
     app = open_application(settings.database_url, settings.data_dir)
     store = ReadStore(settings.database_url, settings.data_dir)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -15,11 +15,13 @@ from gateway.cache import AggregateCache
 from gateway.config import Settings
 from gateway.credentials import CredentialSigner, attach_credentials
 from gateway.fairness import ProjectInflight
-from gateway.kafka_settings import KafkaSettings
+from gateway.observability.core import Observability
 from gateway.observability.writer import ObservedWriter
+from gateway.pii.service import PiiService
 from gateway.providers.base import AdapterLimits, ProviderAdapter, ProviderEndpoint
 from gateway.providers.registry import ADAPTER_CLASSES, build_adapter, endpoints_from_env
 from gateway.relay import OutboxRelay
+from gateway.response_cache import ResponseCacheStore, build_response_cache
 from gateway.routing.service import RoutingService
 from gateway.routing.wiring import (
     adapter_factory,
@@ -27,8 +29,13 @@ from gateway.routing.wiring import (
     seed_catalog_prices,
     warm_statistics,
 )
+from gateway.test_mode import build_simulator_adapter
 from projections.db import ReadStore
 from projections.runner import ProjectionRunner, default_views
+
+if TYPE_CHECKING:
+    from gateway.audit import AuditService
+    from gateway.lifecycle.settlement import RequestLeases
 
 log = logging.getLogger("ledgergate")
 
@@ -51,9 +58,18 @@ class Services:
     inflight: ProjectInflight = field(default_factory=lambda: ProjectInflight(50))
     http_client: httpx.AsyncClient | None = None
     adapters: dict[str, ProviderAdapter] = field(default_factory=dict)
-    extras: dict[str, Any] = field(default_factory=dict)
     started: bool = False
     relay: OutboxRelay | None = None  # when LEDGERGATE_RUN_RELAY=1
+    # The process-wide parts, built once in build_services (init=False: they need the
+    # services above). A test may replace one before the app is created.
+    pii: PiiService = field(init=False)
+    leases: RequestLeases = field(init=False)
+    response_cache: ResponseCacheStore = field(init=False)
+    observability: Observability = field(init=False)
+    simulator: ProviderAdapter = field(init=False)  # test mode's OpenAI-format adapter
+    # Built on first use (gateway/audit.py `audit_service`), not here: building it makes the
+    # audit signing key file, which a CLI read or a verification must not do.
+    audit: AuditService | None = None
     # Temporary credentials' signer (gateway/credentials.py); None: credentials are off.
     credential_signer: CredentialSigner | None = None
 
@@ -77,8 +93,7 @@ class Services:
         the database keeps exactly one publishing."""
         if self.relay is not None or not self.settings.run_relay:
             return
-        kafka = KafkaSettings.from_env(self.settings.raw)
-        self.relay = OutboxRelay(self.app.recorder, self.store, kafka).start()
+        self.relay = OutboxRelay(self.app.recorder, self.store, self.settings.kafka).start()
 
     async def start_async(self) -> None:
         self.start()
@@ -170,4 +185,11 @@ def build_services(settings: Settings | None = None, clock: Clock | None = None)
     # Every surface that authenticates an API key takes a temporary credential too.
     attach_credentials(services)
     services_ref.append(services)
+    from gateway.lifecycle.settlement import RequestLeases  # the lifecycle imports Services
+
+    services.pii = PiiService.from_settings(settings.raw)
+    services.leases = RequestLeases(services)
+    services.response_cache = build_response_cache(services)
+    services.observability = Observability.for_services(services)
+    services.simulator = build_simulator_adapter(services.limits)
     return services

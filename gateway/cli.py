@@ -39,7 +39,7 @@ from gateway.errors import GatewayError
 from gateway.fx_import import fx_rows, parse_ecb_csv
 from gateway.jsonable import jsonable
 from gateway.kafka_feed import FeedError, KafkaFeed
-from gateway.kafka_settings import KafkaConfigError, KafkaSettings
+from gateway.kafka_settings import KafkaConfigError
 from gateway.observability.logs import configure_logging
 from gateway.progress import progress_bar
 from gateway.relay import OutboxRelay
@@ -497,7 +497,9 @@ def _model(settings: Settings, args: argparse.Namespace) -> Command:
 # `ledgergate <command>` → the builder of its command (gateway/admin_commands.py, shared with
 # the admin HTTP API). `fx import` is dispatched before this table.
 ADMIN_BUILDERS: dict[str, Callable[[Settings, argparse.Namespace], Command]] = {
-    "project": lambda settings, args: admin_commands.create_project(settings.raw, _fields(args)),
+    "project": lambda settings, args: admin_commands.create_project(
+        settings.actor_token_secret, _fields(args)
+    ),
     "key": _key,
     "topup": lambda settings, args: admin_commands.top_up(_fields(args)),
     "price": _set_price,
@@ -614,7 +616,7 @@ def _stop_on_signals() -> Any:
 def relay_run(settings: Settings, args: argparse.Namespace) -> int:
 
     try:
-        kafka = KafkaSettings.from_env(settings.raw)
+        kafka = settings.kafka
         kafka.require_bootstrap()
     except KafkaConfigError as error:
         return fail("kafka_not_configured", str(error))
@@ -651,7 +653,7 @@ def projections_from_kafka(settings: Settings, args: argparse.Namespace) -> int:
     no event store: a downstream system runs it against a database of its own."""
 
     try:
-        kafka = KafkaSettings.from_env(settings.raw)
+        kafka = settings.kafka
         kafka.require_bootstrap()
     except KafkaConfigError as error:
         return fail("kafka_not_configured", str(error))

@@ -8,10 +8,16 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
+from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from domain import vocabulary
 from domain.settlement import DEFAULT_FEE_RATE
+
+if TYPE_CHECKING:
+    from gateway.audit import AuditSettings
+    from gateway.kafka_settings import KafkaSettings
 
 # LEDGERGATE_<P>_BASE_URL / _API_KEY for every provider of the one vocabulary.
 PROVIDERS = tuple(provider.upper() for provider in vocabulary.PROVIDERS)
@@ -72,6 +78,9 @@ class Settings:
     # credentials are off), and earlier secrets that still verify what they signed.
     credential_secret: str | None = None  # LEDGERGATE_CREDENTIAL_SECRET
     credential_previous_secrets: tuple[str, ...] = ()  # LEDGERGATE_CREDENTIAL_PREVIOUS_SECRETS
+    # The response cache's bounds (gateway/response_cache.py ResponseCacheStore).
+    response_cache_entries_max: int = 10_000  # LEDGERGATE_RESPONSE_CACHE_ENTRIES_MAX
+    response_cache_bytes_max: int = 64 * 1024 * 1024  # LEDGERGATE_RESPONSE_CACHE_BYTES_MAX
     # The standard AWS_* credentials (Bedrock may be configured by them alone, SigV4).
     aws_environment: dict[str, str] = field(default_factory=dict)
     # The standard OTEL_* variables (the OTLP endpoint and service name of the traces).
@@ -117,6 +126,13 @@ class Settings:
                 for part in (values.get("LEDGERGATE_CREDENTIAL_PREVIOUS_SECRETS") or "").split(",")
                 if part.strip()
             ),
+            response_cache_entries_max=int(
+                values.get("LEDGERGATE_RESPONSE_CACHE_ENTRIES_MAX")
+                or cls.response_cache_entries_max
+            ),
+            response_cache_bytes_max=int(
+                values.get("LEDGERGATE_RESPONSE_CACHE_BYTES_MAX") or cls.response_cache_bytes_max
+            ),
             aws_environment={k: v for k, v in values.items() if k.startswith("AWS_")},
             otel_environment={k: v for k, v in values.items() if k.startswith("OTEL_")},
         )
@@ -124,3 +140,17 @@ class Settings:
     @property
     def data_path(self) -> Path:
         return Path(self.data_dir)
+
+    # Typed sub-settings, parsed once from `raw` on first use: a malformed value is refused
+    # by the command that needs it (KafkaConfigError, AuditConfigError), not by every one.
+    @cached_property
+    def kafka(self) -> KafkaSettings:
+        from gateway.kafka_settings import KafkaSettings
+
+        return KafkaSettings.from_env(self.raw)
+
+    @cached_property
+    def audit(self) -> AuditSettings:
+        from gateway.audit import AuditSettings
+
+        return AuditSettings.from_raw(self.raw, self.data_dir)

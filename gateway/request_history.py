@@ -18,6 +18,7 @@ from typing import Any
 from domain.application import LedgerApplication
 from domain.ids import request_aggregate_id
 from domain.request import Request
+from projections.audit import candidate_records
 
 # A Request aggregate records a handful of events (one per transition, one per failover
 # attempt); more than this is not a request's history but a defect, so stop reading there.
@@ -79,13 +80,8 @@ def request_history(app: LedgerApplication, request_id: str) -> dict[str, Any]:
             {"event": _event_name(event), "at": at, "version": int(event.originator_version)}
         )
         if isinstance(event, Request.RouteDecided):
-            route = {
-                **fields,
-                "candidates": [
-                    {"model": model, "score": score, "detail": detail}
-                    for model, score, detail in event.candidates
-                ],
-            }
+            # The candidates shaped as the audit record shapes them (one function).
+            route = {**fields, "candidates": candidate_records(event.candidates)}
         elif isinstance(event, Request.Dispatched):
             dispatches.append(fields)
         elif isinstance(event, Request.Repriced):

@@ -337,19 +337,20 @@ class ResponseCacheStore:
             event.set()
 
 
+def build_response_cache(services: Any) -> ResponseCacheStore:
+    """The process's store: built once, by gateway/bootstrap.py `build_services`."""
+    settings = services.settings
+    return ResponseCacheStore(
+        services.store,
+        services.clock,
+        entries_max=settings.response_cache_entries_max,
+        bytes_max=settings.response_cache_bytes_max,
+    )
+
+
 def response_cache(services: Any) -> ResponseCacheStore:
-    cache = services.extras.get("response_cache")
-    if cache is None:
-        raw = services.settings.raw
-        cache = services.extras["response_cache"] = ResponseCacheStore(
-            services.store,
-            services.clock,
-            entries_max=int(
-                raw.get("LEDGERGATE_RESPONSE_CACHE_ENTRIES_MAX") or ENTRIES_MAX_DEFAULT
-            ),
-            bytes_max=int(raw.get("LEDGERGATE_RESPONSE_CACHE_BYTES_MAX") or BYTES_MAX_DEFAULT),
-        )
-    return cache
+    """The store built once (`services.response_cache`)."""
+    return services.response_cache  # type: ignore[no-any-return]
 
 
 def plan_request(

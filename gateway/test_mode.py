@@ -21,31 +21,31 @@ import httpx
 
 from domain.ids import MODE_TEST
 from gateway.errors import GatewayError
-from gateway.providers.base import ProviderAdapter, ProviderEndpoint
+from gateway.providers.base import AdapterLimits, ProviderAdapter, ProviderEndpoint
 
 SIMULATOR_BASE_URL = "http://lg-simulator.invalid/v1"  # never resolved: ASGI transport only
-_EXTRAS_KEY = "test_mode_simulator"
 
 
 def simulator_adapter(services: Any) -> ProviderAdapter:
-    """The OpenAI-format adapter on the in-process simulator (one per process)."""
-    adapter = services.extras.get(_EXTRAS_KEY)
-    if adapter is None:
-        from gateway.providers.openai import OpenAIAdapter
-        from gateway.simulator import SimulatorState, create_simulator_app
+    """The OpenAI-format adapter on the in-process simulator (built once in build_services)."""
+    return services.simulator  # type: ignore[no-any-return]
 
-        state = SimulatorState()
-        # Bounded: the simulator keeps what it received for tests; here nobody reads it.
-        state.requests = deque(maxlen=16)  # type: ignore[assignment]
-        state.authorizations = deque(maxlen=16)  # type: ignore[assignment]
-        client = httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=create_simulator_app(state)),
-            timeout=services.limits.httpx_timeout(),
-        )
-        endpoint = ProviderEndpoint("openai", SIMULATOR_BASE_URL, api_key=None, name="simulator")
-        adapter = OpenAIAdapter(endpoint, client)
-        services.extras[_EXTRAS_KEY] = adapter
-    return adapter  # type: ignore[no-any-return]
+
+def build_simulator_adapter(limits: AdapterLimits) -> ProviderAdapter:
+    """The adapter on an in-process simulator (one per Services, over ASGI: no socket)."""
+    from gateway.providers.openai import OpenAIAdapter
+    from gateway.simulator import SimulatorState, create_simulator_app
+
+    state = SimulatorState()
+    # Bounded: the simulator keeps what it received for tests; here nobody reads it.
+    state.requests = deque(maxlen=16)  # type: ignore[assignment]
+    state.authorizations = deque(maxlen=16)  # type: ignore[assignment]
+    client = httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=create_simulator_app(state)),
+        timeout=limits.httpx_timeout(),
+    )
+    endpoint = ProviderEndpoint("openai", SIMULATOR_BASE_URL, api_key=None, name="simulator")
+    return OpenAIAdapter(endpoint, client)
 
 
 def refuse_in_test_mode(mode: str, what: str) -> None:

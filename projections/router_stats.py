@@ -18,15 +18,11 @@ from decimal import Decimal
 from typing import Any
 
 from domain.request import Request
+from domain.routing import counts_as_endpoint_failure
 from projections.base import View, reads
 from projections.db import ReadStore, Tx, as_decimal, iso
 
 OUTCOMES_WARM_START_MAX = 20_000
-
-
-def counts_as_endpoint_failure(http_status: int) -> bool:
-    # Mirrors gateway/routing/failover.py: a client's 4xx says nothing about the endpoint.
-    return http_status >= 500 and http_status != 499 or http_status == 429
 
 
 class RouterStatsView(View):

@@ -96,8 +96,8 @@ def bounded_int(request: Request, name: str, default: int, low: int, high: int) 
 
 @router.post("/projects")
 async def admin_project(request: Request, services: ServicesDep) -> Response:
-    raw = services.settings.raw
-    return await execute(request, services, lambda b: build.create_project(raw, b))
+    secret = services.settings.actor_token_secret
+    return await execute(request, services, lambda b: build.create_project(secret, b))
 
 
 @router.post("/keys")

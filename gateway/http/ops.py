@@ -18,7 +18,6 @@ from fastapi.responses import Response
 
 from gateway.errors import GatewayError
 from gateway.http.deps import ServicesDep
-from gateway.observability.core import Observability
 from gateway.observability.endpoints import readiness
 from gateway.responses import JsonResponse
 
@@ -52,8 +51,7 @@ async def metrics(request: Request, services: ServicesDep) -> Response:
                 "invalid_metrics_token",
                 "a valid metrics token is required (LEDGERGATE_METRICS_TOKEN)",
             )
-    observability = Observability.for_services(services)  # the one install() bound
-    body, content_type = await anyio.to_thread.run_sync(observability.metrics.render)
+    body, content_type = await anyio.to_thread.run_sync(services.observability.metrics.render)
     return Response(body, media_type=content_type)
 
 

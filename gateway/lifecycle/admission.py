@@ -27,6 +27,7 @@ from domain.credentials import Credential
 from domain.errors import DomainError, InvalidPiiPolicy, PiiScreeningUnavailable
 from domain.ids import MODE_TEST, idempotent_request_id, key_mode, new_request_id
 from domain.pii_events import PiiDecision
+from domain.vocabulary import KeySource
 from gateway.auth import actor_from, authenticate_key, presented_key_id
 from gateway.byok import ProjectEndpointKeys, byok_adapter
 from gateway.cost_control import downgrade_for_budget
@@ -121,7 +122,7 @@ def identify_actor(
         if fixed is not None:
             intake.actor_id = fixed
             return
-    secret = (services.settings.raw.get("LEDGERGATE_ACTOR_TOKEN_SECRET") or "").encode() or None
+    secret = (services.settings.actor_token_secret or "").encode() or None
     intake.actor_id = actor_from(http.headers, body, project, secret)
 
 
@@ -267,9 +268,9 @@ def key_source_for(services: Any, project: Any, provider: str, mode: str) -> str
     of the same source (dispatch.Attempts). A test-mode request uses no key at all (the
     simulator answers it): "managed" rules price it on the test balance."""
     if mode == MODE_TEST:
-        return "managed"
+        return KeySource.MANAGED.value
     own = byok_adapter(services, project, provider, services.adapters.get(provider))
-    return "byok" if own is not None else "managed"
+    return KeySource.BYOK.value if own is not None else KeySource.MANAGED.value
 
 
 async def admit(

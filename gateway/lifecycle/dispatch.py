@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 from domain import commands as c
 from domain.errors import DomainError
 from domain.ids import MODE_TEST
+from domain.vocabulary import KeySource
 from gateway.byok import byok_adapter
 from gateway.lifecycle.request import Admission
 from gateway.providers.base import ProviderAdapter
@@ -41,7 +42,7 @@ class Attempts:
             return await self._record_attempt(target, simulator_adapter(services))
         managed = services.routing.adapter_for(target)
         own = byok_adapter(services, admitted.project, target.spec.provider, managed)
-        if (own is not None) != (admitted.key_source == "byok"):
+        if (own is not None) != (admitted.key_source == KeySource.BYOK):
             # The reservation and fee were decided for one key source; a target that would
             # bill through the other one is skipped rather than charged with the wrong tag.
             raise SkipTarget(

@@ -19,13 +19,14 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any
 from uuid import UUID
 
 from domain import commands as c
 from domain.credentials import Credential
 from domain.ids import MODE_LIVE
 from domain.pii_events import PiiDecision
+from domain.project import Project
+from domain.tiers import EffectiveTier
 from gateway.pii.policy import PiiPolicy
 from gateway.pii.pseudonymize import Pseudonymizer
 from gateway.response_cache import CachePlan
@@ -116,10 +117,10 @@ class Admission:
 
     facts: c.RequestFacts
     started: float
-    project: Any  # the caller's Project aggregate
-    key_source: str  # "byok" (the project's own key, fee 0%) or "managed"
+    project: Project  # the caller's Project aggregate
+    key_source: str  # domain.vocabulary.KeySource: BYOK (own key, fee 0%) or MANAGED
     decision: RouteDecision
-    effective: Any  # domain.tiers.EffectiveTier the router decided under
+    effective: EffectiveTier  # the tier the router decided under
     reserved_amount: Decimal
     currency: str
     pii: PiiSession | None = None

@@ -52,7 +52,6 @@ WRITE_TIMEOUT_S = 10.0
 # A lease is renewed for at most this long (or 12 request timeouts, if longer): a request
 # whose settlement was lost to a bug is then left to the sweeper instead of held forever.
 LEASE_HELD_S_MAX = 3600.0
-SERVICES_KEY = "request_leases"
 
 
 @dataclass
@@ -168,10 +167,8 @@ class RequestLeases:
 
 
 def request_leases(services: Any) -> RequestLeases:
-    leases = services.extras.get(SERVICES_KEY)
-    if leases is None:
-        leases = services.extras[SERVICES_KEY] = RequestLeases(services)
-    return leases  # type: ignore[no-any-return]
+    """The process's leases, built once in gateway/bootstrap.py `build_services`."""
+    return services.leases  # type: ignore[no-any-return]
 
 
 def _journal_of(command: c.CompleteRequest) -> c.JournalUsage:

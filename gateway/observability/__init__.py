@@ -12,7 +12,7 @@ from gateway.observability.middleware import ObservabilityMiddleware
 
 
 def install(app: Any, services: Any) -> Observability:
-    observability = Observability.for_services(services)
+    observability: Observability = services.observability
     observability.bind(services)
     app.add_middleware(ObservabilityMiddleware, observability=observability)
     return observability

@@ -61,19 +61,14 @@ class Observability:
 
     @classmethod
     def for_services(cls, services: Any, *, tracer_provider: Any | None = None) -> Observability:
-        """Built once per Services (kept in `services.extras["observability"]`); a test may
-        put one there first with its own tracer provider (the in-memory exporter)."""
-        existing = services.extras.get("observability")
-        if existing is not None:
-            return existing  # type: ignore[no-any-return]
+        """A new one for these services (build_services keeps it in `services.observability`;
+        a test may replace it there, before the app is created, with its own tracer provider)."""
         routing = services.routing
         names = routing.catalog.names() if routing is not None else ()
         provider = tracer_provider or build_tracer_provider(
             services.settings.raw, services.settings.otel_environment
         )
-        observability = cls(metrics=GatewayMetrics(model_names=names), tracer_provider=provider)
-        services.extras["observability"] = observability
-        return observability
+        return cls(metrics=GatewayMetrics(model_names=names), tracer_provider=provider)
 
     def bind(self, services: Any) -> None:
         """Wire the hooks that need no request: commits, breakers, scrape-time gauges."""

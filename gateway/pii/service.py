@@ -80,10 +80,5 @@ class PiiService:
 
 
 def pii_service(services: object) -> PiiService:
-    """The PiiService kept in `services.extras["pii"]`, built from its settings on first
-    use (so every way of building Services gets one)."""
-    extras = services.extras  # type: ignore[attr-defined]
-    service = extras.get("pii")
-    if service is None:
-        service = extras["pii"] = PiiService.from_settings(services.settings.raw)  # type: ignore[attr-defined]
-    return service
+    """The process's PiiService, built once in gateway/bootstrap.py `build_services`."""
+    return services.pii  # type: ignore[attr-defined, no-any-return]

@@ -22,6 +22,7 @@ from typing import Generic, TypeVar
 
 from domain.errors import NoRouteAvailable
 from domain.money import Money
+from domain.routing import counts_as_endpoint_failure as endpoint_failure_rule
 from gateway.observability.core import observed_attempt
 from gateway.providers.base import UpstreamError
 from gateway.routing.decision import RouteDecision, RouteTarget
@@ -88,9 +89,8 @@ class FailoverExhausted(UpstreamError):
 
 
 def counts_as_endpoint_failure(error: UpstreamError) -> bool:
-    if error.local:  # the gateway's own pool was exhausted: the endpoint did nothing wrong
-        return False
-    return error.retryable or error.status >= 500 or error.status == 429
+    """domain/routing.py's rule, for an upstream error."""
+    return endpoint_failure_rule(error.status, retryable=error.retryable, local=error.local)
 
 
 Measure = Callable[[T], tuple[Money | None, bool | None]]

@@ -80,7 +80,7 @@ def traced_gateway(
         }
     )
     services = build_services(settings)
-    Observability.for_services(services, tracer_provider=provider)
+    services.observability = Observability.for_services(services, tracer_provider=provider)
     server = BackgroundServer(create_app(settings, services)).start()
     gateway = Gateway(server=server, services=services, settings=settings)
     try:
@@ -249,7 +249,7 @@ def test_one_request_is_one_trace_its_spans_in_order_and_the_client_traceparent_
 def test_without_an_otlp_endpoint_tracing_is_off_and_logs_still_carry_the_client_trace_id(
     sqlite_gateway: Gateway, caplog: pytest.LogCaptureFixture
 ) -> None:
-    assert sqlite_gateway.services.extras["observability"].tracer is None
+    assert sqlite_gateway.services.observability.tracer is None
     tenant = sqlite_gateway.tenant()
     caplog.set_level(logging.INFO, logger="ledgergate.access")
     raw = sqlite_gateway.openai(tenant).chat.completions.with_raw_response.create(

@@ -29,7 +29,7 @@ def _cli(argv: list[str]) -> object:
     [
         (
             ["project", "create", "--name", "acme"],
-            lambda: admin_commands.create_project({}, {"name": "acme"}),
+            lambda: admin_commands.create_project(None, {"name": "acme"}),
         ),
         (
             ["key", "create", "--project", PROJECT, "--daily-budget", "12.50"],
@@ -108,7 +108,7 @@ def test_the_cli_and_the_http_body_build_the_same_command(argv, http_command) ->
 
 
 def test_the_defaults_an_operator_leaves_out_are_the_same_on_both_twins() -> None:
-    command = admin_commands.create_project({}, {"name": "acme"})
+    command = admin_commands.create_project(None, {"name": "acme"})
     assert (command.tier, command.plan, command.currency, str(command.fee_rate)) == (
         "unrestricted",
         "pro",

@@ -18,15 +18,14 @@ def services(*, head: Any = 10, views: Any = 10, warm: bool | None = None) -> An
 
         return read
 
-    extras: dict[str, Any] = {}
-    extras["pii"] = PiiService(
+    pii = PiiService(
         screener=SimpleNamespace(ready=bool(warm)),  # type: ignore[arg-type]
         warm_at_start=warm is not None,
     )
     return SimpleNamespace(
         app=SimpleNamespace(recorder=SimpleNamespace(max_notification_id=value(head))),
         runner=SimpleNamespace(views_position=value(views)),
-        extras=extras,
+        pii=pii,
     )
 
 

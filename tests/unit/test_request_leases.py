@@ -39,7 +39,6 @@ class FakeServices:
     clock: FixedClock
     writer: FakeWriter = field(default_factory=FakeWriter)
     settings: FakeSettings = field(default_factory=FakeSettings)
-    extras: dict[str, Any] = field(default_factory=dict)
 
 
 def leases() -> tuple[RequestLeases, FakeServices]:

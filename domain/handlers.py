@@ -1011,6 +1011,11 @@ from domain.routing_handlers import ROUTING_HANDLERS  # noqa: E402
 
 HANDLERS.update(ROUTING_HANDLERS)
 
+# The response-cache policy per project (issue 14): its own aggregate and handlers.
+from domain.cache_policy import CACHE_POLICY_HANDLERS  # noqa: E402
+
+HANDLERS.update(CACHE_POLICY_HANDLERS)
+
 # Issue 14: temporary credentials (issue, revoke) and cost control (downgrade threshold).
 from domain.cost_control import COST_CONTROL_HANDLERS  # noqa: E402
 from domain.credentials import CREDENTIAL_HANDLERS  # noqa: E402

@@ -20,16 +20,18 @@ from typing import Any
 from uuid import UUID
 
 from domain import commands as c
+from domain.cache_policy import CACHE_MODES, SetCachePolicy
 from domain.catalog import Catalog
 from domain.clock import parse_instant
 from domain.cost_control import SetKeyDowngradeThreshold
+from domain.errors import InvalidCommand
 from domain.money import to_decimal
 from domain.routing import ProjectRouting
 from domain.routing_handlers import AddCustomEndpoint, AddCustomModel
 from domain.settlement import DEFAULT_FEE_RATE
 from domain.vocabulary import Plan, Tier
 from gateway.admin_checks import check_strict_project, price_model
-from gateway.byok import set_provider_key_command
+from gateway.byok import SecretKeyMissing, set_provider_key_command
 from gateway.errors import GatewayError
 
 AdminInput = Mapping[str, Any]
@@ -188,6 +190,58 @@ def remove_provider_key(project_id: Any, body: AdminInput) -> c.RemoveProviderKe
     return c.RemoveProviderKey(project_id=_uuid(project_id), provider=str(body["provider"]))
 
 
+CACHE_POLICY_FIELDS = ("default_mode", "share_across_keys", "semantic_threshold", "semantic_model")
+
+
+def set_cache_policy(
+    project_id: Any,
+    fields: Mapping[str, Any],
+    *,
+    sharing_available: bool,
+    set_by: str = "admin",
+) -> SetCachePolicy:
+    """A project's response-cache policy (`ledgergate cache policy`, `POST
+    /v1/admin/projects/{id}/cache-policy`): the given fields (absent or None: unchanged).
+    Turning sharing on needs the server's secret (the project's sharing secret derives from
+    it)."""
+    unknown = sorted(set(fields) - set(CACHE_POLICY_FIELDS) - {"set_by"})
+    if unknown:
+        raise InvalidCommand(
+            f"unknown cache policy field {unknown[0]!r}; fields: {', '.join(CACHE_POLICY_FIELDS)}",
+            param=unknown[0],
+        )
+    mode = fields.get("default_mode")
+    if mode is not None and (not isinstance(mode, str) or mode.strip().lower() not in CACHE_MODES):
+        raise InvalidCommand(
+            f"default_mode must be one of {', '.join(CACHE_MODES)}", param="default_mode"
+        )
+    share = fields.get("share_across_keys")
+    if share is not None and not isinstance(share, bool):
+        raise InvalidCommand("share_across_keys must be true or false", param="share_across_keys")
+    if share is True and not sharing_available:
+        raise SecretKeyMissing()
+    threshold = fields.get("semantic_threshold")
+    if threshold is not None and (
+        isinstance(threshold, bool) or not isinstance(threshold, str | int | float | Decimal)
+    ):
+        raise InvalidCommand(
+            'semantic_threshold must be a number from 0.5 to 1, or "off"',
+            param="semantic_threshold",
+        )
+    model = fields.get("semantic_model")
+    if model is not None and not isinstance(model, str):
+        raise InvalidCommand("semantic_model must be a model name", param="semantic_model")
+    who = fields.get("set_by", set_by)
+    return SetCachePolicy(
+        project_id=_uuid(project_id),
+        default_mode=mode,
+        share_across_keys=share,
+        semantic_threshold=None if threshold is None else str(threshold),
+        semantic_model=model,
+        set_by=str(who)[:200] if who else set_by,
+    )
+
+
 __all__ = [
     "AdminInput",
     "add_custom_endpoint",
@@ -198,6 +252,7 @@ __all__ = [
     "price_project_id",
     "remove_provider_key",
     "revoke_key",
+    "set_cache_policy",
     "set_fee_rate",
     "set_fx_rate",
     "set_plan",

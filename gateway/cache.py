@@ -6,6 +6,7 @@ Loading runs in a worker thread: the event store client is synchronous."""
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from typing import Any
@@ -35,7 +36,10 @@ class AggregateCache:
         # start: what authenticate_key asks when the Bearer is a credential, not a key.
         self.credentials: Any = None
 
-    def get_sync(self, aggregate_id: UUID) -> Any | None:
+    def get_sync(self, aggregate_id: UUID, *, keep_miss: bool = False) -> Any | None:
+        """The aggregate, or None. `keep_miss`: remember that it does not exist too (until
+        its first event evicts that, or TTL_S) — for aggregates most ids never have, read on
+        every request (a project's cache policy); never for keys, which must work at once."""
         now = time.monotonic()
         with self._lock:
             entry = self._entries.get(aggregate_id)
@@ -62,14 +66,18 @@ class AggregateCache:
             if aggregate is not _MISSING and getattr(aggregate, "version", 0) >= newer:
                 # Never cache a miss for long: a key created a moment ago must work at once.
                 self._entries[aggregate_id] = (now, aggregate)
+            elif aggregate is _MISSING and keep_miss and not newer:
+                self._entries[aggregate_id] = (now, _MISSING)
         return None if aggregate is _MISSING else aggregate
 
-    async def get(self, aggregate_id: UUID) -> Any | None:
+    async def get(self, aggregate_id: UUID, *, keep_miss: bool = False) -> Any | None:
         with self._lock:
             entry = self._entries.get(aggregate_id)
         if entry is not None and time.monotonic() - entry[0] < self.ttl_s:
-            return entry[1]
-        return await anyio.to_thread.run_sync(self.get_sync, aggregate_id)
+            return None if entry[1] is _MISSING else entry[1]
+        return await anyio.to_thread.run_sync(
+            functools.partial(self.get_sync, aggregate_id, keep_miss=keep_miss)
+        )
 
     def evict(self, aggregate_id: UUID, version: int | None = None) -> None:
         with self._lock:

@@ -33,6 +33,7 @@ from gateway import admin_commands
 from gateway.audit_cli import add_audit_commands, run_audit_command
 from gateway.auth import issue_actor_token
 from gateway.bootstrap import build_services
+from gateway.cache_cli import add_cache_commands, run_cache_command
 from gateway.cli_reads import add_read_commands, is_read_command, run_read_command
 from gateway.config import Settings
 from gateway.errors import GatewayError
@@ -359,6 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
     )  # list/show commands and `audit show` (gateway/cli_reads.py)
 
     add_audit_commands(sub, audit)  # audit export|status|checkpoint, verify
+    add_cache_commands(sub, _uuid)  # cache policy|show|purge (issue 14)
     return parser
 
 
@@ -427,6 +429,8 @@ def main(argv: list[str] | None = None) -> int:
         return finance(settings, args)
     if command in ("audit", "verify"):
         return run_audit_command(settings, args)
+    if command == "cache":
+        return run_cache_command(settings, args)
     return fail("unknown_command", command)
 
 

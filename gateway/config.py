@@ -81,6 +81,11 @@ class Settings:
     # The response cache's bounds (gateway/response_cache.py ResponseCacheStore).
     response_cache_entries_max: int = 10_000  # LEDGERGATE_RESPONSE_CACHE_ENTRIES_MAX
     response_cache_bytes_max: int = 64 * 1024 * 1024  # LEDGERGATE_RESPONSE_CACHE_BYTES_MAX
+    # One project's share of it (LEDGERGATE_RESPONSE_CACHE_PROJECT_{ENTRIES,BYTES}_MAX).
+    response_cache_project_entries_max: int = 2_000
+    response_cache_project_bytes_max: int = 16 * 1024 * 1024
+    # The server's secret (LEDGERGATE_SECRET_KEY): BYOK key vault, shared cache entries.
+    server_secret: str | None = None
     # The standard AWS_* credentials (Bedrock may be configured by them alone, SigV4).
     aws_environment: dict[str, str] = field(default_factory=dict)
     # The standard OTEL_* variables (the OTLP endpoint and service name of the traces).
@@ -133,6 +138,15 @@ class Settings:
             response_cache_bytes_max=int(
                 values.get("LEDGERGATE_RESPONSE_CACHE_BYTES_MAX") or cls.response_cache_bytes_max
             ),
+            response_cache_project_entries_max=int(
+                values.get("LEDGERGATE_RESPONSE_CACHE_PROJECT_ENTRIES_MAX")
+                or cls.response_cache_project_entries_max
+            ),
+            response_cache_project_bytes_max=int(
+                values.get("LEDGERGATE_RESPONSE_CACHE_PROJECT_BYTES_MAX")
+                or cls.response_cache_project_bytes_max
+            ),
+            server_secret=(values.get("LEDGERGATE_SECRET_KEY") or "").strip() or None,
             aws_environment={k: v for k, v in values.items() if k.startswith("AWS_")},
             otel_environment={k: v for k, v in values.items() if k.startswith("OTEL_")},
         )

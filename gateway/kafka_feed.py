@@ -20,7 +20,6 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -36,13 +35,14 @@ from gateway.kafka_settings import (
 )
 from gateway.relay import HEADER_LEAF_HASH, HEADER_POSITION, HEADER_PREVIOUS
 from projections.base import View
-from projections.db import ReadStore, Tx, iso
+from projections.db import ReadStore, Tx
 from projections.runner import (
     Undecodable,
     apply_by_position,
     ensure_tracking,
     is_transient,
     locked_view_position,
+    record_dead_letter,
 )
 
 log = logging.getLogger("ledgergate.kafka_feed")
@@ -195,29 +195,8 @@ class KafkaFeed:
     def _dead_letter(
         self, tx: Tx, view: View, position: int, info: MessageInfo, error: BaseException
     ) -> None:
-        self.dead_letters += 1
-        log.error(
-            "view %s could not apply event %d (%s) from Kafka: %s; recorded as a dead letter and passed over",
-            view.name,
-            position,
-            info.topic,
-            type(error).__name__,
-        )
-        sqlstate = getattr(error, "sqlstate", None)
-        tx.execute(
-            "INSERT INTO lg_dead_letters (view, position, topic, originator_id, error_class,"
-            " error_code, recorded_at) VALUES (%s, %s, %s, %s, %s, %s, %s)"
-            " ON CONFLICT (view, position) DO NOTHING",
-            (
-                view.name,
-                position,
-                info.topic,
-                str(info.originator_id),
-                type(error).__name__,
-                sqlstate if isinstance(sqlstate, str) else None,
-                iso(datetime.now(UTC)),
-            ),
-        )
+        self.dead_letters += 1  # met on the Kafka feed; recorded like the log follower's
+        record_dead_letter(tx, view, position, info.topic, info.originator_id, error)
 
     def run(self, stop: threading.Event | None = None, *, once: bool = False) -> int:
         """Consume until `stop` is set (with `once`: until the end of the topic as it was

@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import math
+import re
 import struct
 import time
 import uuid
@@ -23,7 +25,36 @@ from fastapi.responses import Response, StreamingResponse
 from gateway.responses import JsonResponse
 from gateway.tokens import count_text_tokens, estimate_prompt_tokens
 
-EMBEDDING_DIMENSIONS = 16
+EMBEDDING_DIMENSIONS = 256  # the default; a request's `dimensions` is honoured
+EMBEDDING_DIMENSIONS_MAX = 4096
+_WORD = re.compile(r"[^\W_]+")
+
+
+def hashed_ngram_embedding(text: str, dimensions: int = EMBEDDING_DIMENSIONS) -> list[float]:
+    """A deterministic embedding that is honest about what it is: hashed features (the
+    "hashing trick"), no learned meaning. The features are the lower-cased words (weight 1)
+    and each word's character trigrams, padded (weight 1 shared across them), each
+    hashed with BLAKE2b to a dimension and a sign; the vector is L2-normalised. Two texts
+    sharing most words (and word stems: "capital"/"capitals") get a high cosine similarity;
+    texts sharing none get about 0. It knows no synonyms: "car" and "automobile" are unrelated."""
+    vector = [0.0] * dimensions
+    words = _WORD.findall(text.lower())
+
+    def add(feature: str, weight: float) -> None:
+        digest = hashlib.blake2b(feature.encode(), digest_size=8).digest()
+        bucket = int.from_bytes(digest[:4], "little") % dimensions
+        vector[bucket] += weight if digest[4] & 1 else -weight
+
+    for word in words:
+        add("w:" + word, 1.0)
+        padded = f"^{word}$"
+        trigrams = [padded[i : i + 3] for i in range(max(len(padded) - 2, 1))]
+        for trigram in trigrams:
+            add("c:" + trigram, 1.0 / len(trigrams))
+    if not words:  # no word at all: a fixed direction per text, still deterministic
+        add("t:" + text, 1.0)
+    norm = math.sqrt(sum(value * value for value in vector)) or 1.0
+    return [value / norm for value in vector]
 
 
 def simulated_reply(body: dict[str, Any]) -> str:
@@ -67,7 +98,8 @@ class SimulatorState:
         self.error_message = "simulated failure"
         # Tests of a misbehaving upstream: report these usage fields instead of the counts.
         self.usage_override: dict[str, Any] | None = None
-        self.requests: list[dict[str, Any]] = []
+        self.requests: list[dict[str, Any]] = []  # chat requests, as received
+        self.embedding_requests: list[dict[str, Any]] = []
         # The Authorization header of each chat request, so a test can see which credential
         # reached this upstream (never printed or logged by the simulator).
         self.authorizations: list[str | None] = []
@@ -226,16 +258,19 @@ def create_simulator_app(state: SimulatorState | None = None) -> FastAPI:
     @app.post("/v1/embeddings")
     async def embeddings(request: Request) -> Response:
         body = orjson.loads(await request.body())
+        state.embedding_requests.append(body)
         inputs = body.get("input")
         items = inputs if isinstance(inputs, list) else [inputs]
         encoding = body.get("encoding_format", "float")
+        dimensions = body.get("dimensions")
+        if not isinstance(dimensions, int) or not 0 < dimensions <= EMBEDDING_DIMENSIONS_MAX:
+            dimensions = EMBEDDING_DIMENSIONS
         data = []
         tokens = 0
         for index, item in enumerate(items):
             text = str(item)
             tokens += count_text_tokens(text)
-            seed = hashlib.sha256(text.encode()).digest()
-            vector = [((seed[i] / 255.0) * 2 - 1) for i in range(EMBEDDING_DIMENSIONS)]
+            vector = hashed_ngram_embedding(text, dimensions)
             embedding: Any = vector
             if encoding == "base64":
                 embedding = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()

@@ -231,31 +231,14 @@ class ProjectionRunner(BackgroundFollower):
     def _dead_letter(
         self, tx: Tx, view: View, position: int, notification: Any, error: BaseException
     ) -> None:
-        topic = str(getattr(notification, "topic", ""))
-        error_class = type(error).__name__
-        error_code = getattr(error, "sqlstate", None)
-        originator = getattr(notification, "originator_id", None)
         self.dead_letters += 1
-        log.error(
-            "view %s could not apply event %d (%s): %s; recorded as a dead letter and passed over",
-            view.name,
+        record_dead_letter(
+            tx,
+            view,
             position,
-            topic,
-            error_class,
-        )
-        tx.execute(
-            "INSERT INTO lg_dead_letters (view, position, topic, originator_id, error_class,"
-            " error_code, recorded_at) VALUES (%s, %s, %s, %s, %s, %s, %s)"
-            " ON CONFLICT (view, position) DO NOTHING",
-            (
-                view.name,
-                position,
-                topic,
-                None if originator is None else str(originator),
-                error_class,
-                error_code if isinstance(error_code, str) else None,
-                iso(datetime.now(UTC)),
-            ),
+            str(getattr(notification, "topic", "")),
+            getattr(notification, "originator_id", None),
+            error,
         )
 
     def _set_position(self, position: int) -> None:
@@ -464,3 +447,33 @@ def list_dead_letters(
             (*params, limit),
         ).fetchall()
     return [{**row, "position": int(row["position"])} for row in rows]
+
+
+def record_dead_letter(
+    tx: Tx, view: View, position: int, topic: str, originator_id: Any, error: BaseException
+) -> None:
+    """`view` could not apply the event at `position`: log it (its class, never its data) and
+    record it in lg_dead_letters once, whichever follower (the log's or Kafka's) met it."""
+    error_class = type(error).__name__
+    log.error(
+        "view %s could not apply event %d (%s): %s; recorded as a dead letter and passed over",
+        view.name,
+        position,
+        topic,
+        error_class,
+    )
+    sqlstate = getattr(error, "sqlstate", None)
+    tx.execute(
+        "INSERT INTO lg_dead_letters (view, position, topic, originator_id, error_class,"
+        " error_code, recorded_at) VALUES (%s, %s, %s, %s, %s, %s, %s)"
+        " ON CONFLICT (view, position) DO NOTHING",
+        (
+            view.name,
+            position,
+            topic,
+            None if originator_id is None else str(originator_id),
+            error_class,
+            sqlstate if isinstance(sqlstate, str) else None,
+            iso(datetime.now(UTC)),
+        ),
+    )

@@ -14,7 +14,7 @@ import pytest
 
 from gateway.serving import BackgroundServer
 from gateway.simulator import SimulatorState, create_simulator_app
-from tests.support.harness import Gateway, running_gateway
+from tests.support.harness import Gateway, openai_upstream_env, running_gateway
 from tests.support.postgres import create_schema, temporary_database
 
 os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")
@@ -86,13 +86,7 @@ def simulator() -> Iterator[tuple[BackgroundServer, SimulatorState]]:
 
 
 def _gateway(env: dict[str, str], upstream_url: str) -> Iterator[Gateway]:
-    with running_gateway(
-        {
-            **env,
-            "LEDGERGATE_OPENAI_BASE_URL": upstream_url + "/v1",
-            "LEDGERGATE_OPENAI_API_KEY": "sk-test",
-        }
-    ) as gateway:
+    with running_gateway({**env, **openai_upstream_env(upstream_url)}) as gateway:
         yield gateway
 
 

@@ -16,7 +16,16 @@ from gateway.bootstrap import Services, build_services
 from gateway.config import Settings
 from gateway.dashboard import install_dashboard
 from gateway.fairness import ProjectConcurrencyMiddleware
-from gateway.http import admin, billing, credentials, data, openai, ops, unsupported
+from gateway.http import (
+    admin,
+    billing,
+    cache_admin,
+    credentials,
+    data,
+    openai,
+    ops,
+    unsupported,
+)
 from gateway.http.handlers import install_error_handlers, request_id_on_every_response
 from gateway.lifecycle.settlement import request_leases
 from gateway.mcp_server import install_mcp
@@ -24,6 +33,7 @@ from gateway.observability import install as install_observability
 from gateway.openapi import install_openapi
 from gateway.pii.service import pii_service
 from gateway.responses import JsonResponse
+from gateway.semantic_embedder import install_semantic_cache
 from gateway.sweeper import Sweeper
 
 
@@ -67,6 +77,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.include_router(data.router)  # audit, the tamper-evident log, the data API, pricing
     app.include_router(billing.router)  # balance, usage, plan, reconciliations
     app.include_router(admin.router)  # every /v1/admin/*
+    app.include_router(cache_admin.router)  # /v1/admin/projects/{id}/cache-policy
+    install_semantic_cache(services)  # the response cache embeds prompts through the router
     app.include_router(credentials.router)  # POST /v1/credentials, /v1/credentials/{id}/revoke
     app.state.mcp_running = install_mcp(app, services)  # POST /v1/mcp: the reads as tools
     install_dashboard(app, services)  # GET /dashboard and the admin's project list it needs

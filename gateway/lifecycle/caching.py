@@ -41,13 +41,15 @@ def plan(
 
 
 async def look_up(services: Any, admitted: Admission, headers: dict[str, str]) -> str:
-    """After admission (the hit passed budgets and quotas like any request): read the entry.
-    A hit from a model the effective tier does not allow is never served (selector's rule).
-    Returns the X-LG-Cache outcome; a hit names its model and provider in `headers`."""
+    """After admission (the hit passed budgets and quotas like any request): read the entry
+    (the project's cache policy applied, the semantic cache when asked). A hit from a model
+    the effective tier does not allow is never served (selector's rule). Returns the
+    X-LG-Cache outcome; a hit names its model and provider in `headers`."""
     cache_plan = admitted.cache_plan
     if cache_plan is None:
         return rc.BYPASS
-    await rc.response_cache(services).lookup(cache_plan)
+    # The effective tier picks the embedding model of a semantic lookup (one the tier allows).
+    await rc.response_cache(services).lookup(cache_plan, admitted.effective)
     if cache_plan.hit is not None and not cache_hit_allowed(
         cache_plan.hit.model, admitted.effective, services.routing.catalog
     ):
@@ -56,6 +58,7 @@ async def look_up(services: Any, admitted: Admission, headers: dict[str, str]) -
         headers.update(
             {"X-LG-Model": cache_plan.hit.model, "X-LG-Provider": cache_plan.hit.provider}
         )
+    headers.update(cache_plan.headers())  # a semantic hit's similarity, the embedding's id
     return cache_plan.outcome
 
 

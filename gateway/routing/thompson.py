@@ -77,23 +77,22 @@ class ThompsonScorer:
 
     # ---- posterior parameters
 
-    def _beta_success(self, evidence: Evidence | None) -> tuple[float, float]:
+    def _beta(self, hits: float, misses: float) -> tuple[float, float]:
+        """The Beta posterior of one rate: the shared prior plus `hits` and `misses`."""
         weights = self.weights
         alpha = weights.prior_success_mean * weights.prior_strength
         beta = (1.0 - weights.prior_success_mean) * weights.prior_strength
-        if evidence is not None:
-            alpha += evidence.successes
-            beta += evidence.failures
-        return alpha, beta
+        return alpha + hits, beta + misses
+
+    def _beta_success(self, evidence: Evidence | None) -> tuple[float, float]:
+        if evidence is None:
+            return self._beta(0, 0)
+        return self._beta(evidence.successes, evidence.failures)
 
     def _beta_validity(self, evidence: Evidence | None) -> tuple[float, float]:
-        weights = self.weights
-        alpha = weights.prior_success_mean * weights.prior_strength
-        beta = (1.0 - weights.prior_success_mean) * weights.prior_strength
-        if evidence is not None:
-            alpha += evidence.valid
-            beta += evidence.invalid
-        return alpha, beta
+        if evidence is None:
+            return self._beta(0, 0)
+        return self._beta(evidence.valid, evidence.invalid)
 
     def _log_latency(self, spec: ModelSpec, evidence: Evidence | None) -> tuple[float, float]:
         """Posterior mean of log latency and the standard deviation of that mean."""

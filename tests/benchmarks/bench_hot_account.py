@@ -48,6 +48,7 @@ from domain.errors import DomainError, InsufficientFunds, ReservationNotFound  #
 from domain.handlers import UnitOfWork  # noqa: E402
 from domain.ids import account_id  # noqa: E402
 from domain.writer import GroupCommitWriter, run_now  # noqa: E402
+from tests.support.builders import run_callers  # noqa: E402
 from tests.support.ledger import post_plain_charge  # noqa: E402
 from tests.support.postgres import temporary_database  # noqa: E402
 
@@ -152,10 +153,8 @@ def run_group_commit(
     latencies: list[list[float]] = [[] for _ in range(callers)]
     acknowledged: list[set[str]] = [set() for _ in range(callers)]
     refused = [0] * callers
-    barrier = threading.Barrier(callers + 1)
 
     def caller(index: int) -> None:
-        barrier.wait()
         for n in range(per_caller):
             request_id = f"{index}-{n}-{uuid4().hex[:6]}"
             started = time.perf_counter()
@@ -184,14 +183,7 @@ def run_group_commit(
             latencies[index].append((time.perf_counter() - started) * 1000)
             acknowledged[index].add(request_id)
 
-    threads = [threading.Thread(target=caller, args=(i,)) for i in range(callers)]
-    for thread in threads:
-        thread.start()
-    barrier.wait()
-    started = time.perf_counter()
-    for thread in threads:
-        thread.join()
-    seconds = time.perf_counter() - started
+    seconds = run_callers(callers, caller)
     writer.stop()
     acked = set().union(*acknowledged)
     return RunResult(
@@ -209,10 +201,8 @@ def run_naive(app: LedgerApplication, callers: int, seconds_max: float) -> RunRe
     acknowledged: set[str] = set()
     refused = [0]
     deadline = time.perf_counter() + seconds_max
-    barrier = threading.Barrier(callers + 1)
 
     def caller(index: int) -> None:
-        barrier.wait()
         n = 0
         while time.perf_counter() < deadline:
             request_id = f"{index}-{n}-{uuid4().hex[:6]}"
@@ -237,14 +227,7 @@ def run_naive(app: LedgerApplication, callers: int, seconds_max: float) -> RunRe
                     acknowledged.add(request_id)
                     break
 
-    threads = [threading.Thread(target=caller, args=(i,)) for i in range(callers)]
-    for thread in threads:
-        thread.start()
-    barrier.wait()
-    started = time.perf_counter()
-    for thread in threads:
-        thread.join()
-    seconds = time.perf_counter() - started
+    seconds = run_callers(callers, caller)
     return RunResult(len(acknowledged), refused[0], seconds, latencies, acknowledged, project_id)
 
 

@@ -11,9 +11,8 @@ from uuid import UUID
 
 import httpx
 
-from domain.application import open_application
 from domain.ids import request_aggregate_id
-from tests.support.ledger import replay_account
+from tests.support.ledger import replay_account, store_application
 from tests.support.processes import cli, price_gpt_4o_mini, process_env, start_server
 
 
@@ -27,30 +26,11 @@ def test_a_gateway_killed_mid_stream_leaves_an_abandoned_request_and_a_balanced_
     )
     project = cli(env, "project", "create", "--name", "crash", "--currency", "USD")
     key = cli(env, "key", "create", "--project", project["project_id"])
-    topped = cli(
-        env,
-        "topup",
-        "--project",
-        project["project_id"],
-        "--amount",
-        "3.00",
-        "--currency",
-        "USD",
-        "--reference",
-        "t1",
-    )
-    again = cli(
-        env,
-        "topup",
-        "--project",
-        project["project_id"],
-        "--amount",
-        "3.00",
-        "--currency",
-        "USD",
-        "--reference",
-        "t1",
-    )
+    # The same top-up twice (same reference): applied once.
+    topup = ("topup", "--project", project["project_id"], "--amount", "3.00",
+             "--currency", "USD", "--reference", "t1")  # fmt: skip
+    topped = cli(env, *topup)
+    again = cli(env, *topup)
     assert (
         topped["applied"] is True
         and again["applied"] is False
@@ -104,14 +84,9 @@ def test_a_gateway_killed_mid_stream_leaves_an_abandoned_request_and_a_balanced_
 
     assert record["status"] == "abandoned"
     assert record["usage_source"] == "estimated"
-    app = open_application(
-        backend.get("LEDGERGATE_DATABASE_URL"), backend.get("LEDGERGATE_DATA_DIR")
-    )
-    try:
+    with store_application(backend) as app:
         replay = replay_account(app, UUID(project["project_id"]))
         terms = app.repository.get(request_aggregate_id(request_id)).terms
-    finally:
-        app.close()
     # The documented rule: a dispatched request is charged its estimated input tokens at the
     # admission price plus the fee, and no output.
     provider_cost = (

@@ -21,7 +21,7 @@ import pytest
 
 from gateway.serving import BackgroundServer
 from gateway.simulator import SimulatorState, create_simulator_app
-from tests.support.harness import ADMIN_TOKEN, custom_model
+from tests.support.harness import ADMIN_TOKEN, custom_model, openai_upstream_env
 from tests.support.postgres import create_schema
 from tests.support.processes import ROOT, serve_process
 
@@ -96,8 +96,7 @@ def pair(postgres_database: str) -> Iterator[Pair]:
             "PYTHONPATH": str(ROOT),
             "LEDGERGATE_DATABASE_URL": url,
             "LEDGERGATE_ADMIN_TOKEN": ADMIN_TOKEN,
-            "LEDGERGATE_OPENAI_BASE_URL": upstream.base_url + "/v1",
-            "LEDGERGATE_OPENAI_API_KEY": "sk-test",
+            **openai_upstream_env(upstream.base_url),
             "LEDGERGATE_RUN_SWEEPER": "0",
             "LEDGERGATE_SEED_CATALOG_PRICES": "0",
             "LEDGERGATE_PII_WARM_AT_START": "0",

@@ -11,7 +11,7 @@ from typing import Any
 import openai
 import pytest
 
-from tests.fakes.fixtures import start_fake
+from tests.fakes.fixtures import started_fakes
 from tests.fakes.server import FakeUpstreamBase
 from tests.support.harness import Gateway, Tenant, start_gateway
 
@@ -28,10 +28,8 @@ def expected_charge(prompt_tokens: int) -> Decimal:
 
 @pytest.fixture(scope="module")
 def fakes() -> Iterator[dict[str, FakeUpstreamBase]]:
-    started = {provider: start_fake(provider) for provider in ("mistral", "openai")}
-    yield started
-    for fake in started.values():
-        fake.stop()
+    with started_fakes(("mistral", "openai")) as started:
+        yield started
 
 
 @pytest.fixture(scope="module")

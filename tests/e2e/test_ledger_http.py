@@ -21,7 +21,7 @@ from domain.ids import account_id, idempotent_request_id
 from gateway.serving import BackgroundServer
 from gateway.simulator import SimulatorState, create_simulator_app
 from projections.queries import dump_table
-from tests.support.harness import ADMIN_TOKEN, Gateway, running_gateway
+from tests.support.harness import ADMIN_TOKEN, Gateway, openai_upstream_env, running_gateway
 from tests.support.ledger import admit_command, start_clocked_gateway
 
 MESSAGES = [{"role": "user", "content": "Say hello to the auditors"}]
@@ -141,8 +141,7 @@ def clocked(
     gateway = start_clocked_gateway(
         {
             **backend,
-            "LEDGERGATE_OPENAI_BASE_URL": simulator[0].base_url + "/v1",
-            "LEDGERGATE_OPENAI_API_KEY": "sk-test",
+            **openai_upstream_env(simulator[0].base_url),
             "LEDGERGATE_RUN_SWEEPER": "false",
         },
         clock,

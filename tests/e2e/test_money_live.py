@@ -23,7 +23,7 @@ from gateway.serving import BackgroundServer
 from gateway.simulator import SimulatorState, create_simulator_app
 from gateway.sweeper import sweep_once
 from projections.queries import dump_table
-from tests.support.harness import Gateway, start_gateway
+from tests.support.harness import Gateway, openai_upstream_env, start_gateway
 
 NANO = Decimal("0.000000001")
 LONG_REPLY = " ".join(f"word{i}" for i in range(40))
@@ -40,8 +40,7 @@ def _start(backend: dict[str, str], upstream_url: str, **env: str) -> Gateway:
     gateway = start_gateway(
         {
             **backend,
-            "LEDGERGATE_OPENAI_BASE_URL": upstream_url + "/v1",
-            "LEDGERGATE_OPENAI_API_KEY": "sk-test",
+            **openai_upstream_env(upstream_url),
             **env,
         }
     )

@@ -20,6 +20,7 @@ from domain.account import Account
 from domain.application import open_application
 from domain.ids import account_id, request_aggregate_id
 from domain.request import Request
+from tests.support.ledger import store_application
 from tests.support.processes import (
     cli,
     funded_project_with_key,
@@ -148,14 +149,9 @@ def test_a_sweeper_in_another_process_never_abandons_a_stream_a_live_process_ser
         stop([process])
     assert [sweep["swept"] for sweep in sweeps] == [0, 0]
     assert record["status"] == "completed" and record["output_tokens"] > 0
-    app = open_application(
-        backend.get("LEDGERGATE_DATABASE_URL"), backend.get("LEDGERGATE_DATA_DIR")
-    )
-    try:
+    with store_application(backend) as app:
         request_events = list(app.events.get(request_aggregate_id(request_id)))
         account_events = list(app.events.get(account_id(UUID(project_id))))
-    finally:
-        app.close()
     assert any(isinstance(e, Request.DeadlineExtended) for e in request_events)
     assert not any(isinstance(e, Request.Abandoned) for e in request_events)
     [charge] = [e for e in account_events if isinstance(e, Account.ChargePosted)]

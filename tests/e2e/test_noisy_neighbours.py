@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.harness import Gateway, start_gateway
+from tests.support.harness import Gateway, openai_upstream_env, start_gateway
 
 BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 16}
 # Generous: the quiet tenant's chats take ~10-50 ms here; before the fixes they took 5-18 s.
@@ -31,8 +31,7 @@ def make_gateway(simulator) -> Iterator[Any]:
         gateway = start_gateway(
             {
                 **env,
-                "LEDGERGATE_OPENAI_BASE_URL": simulator[0].base_url + "/v1",
-                "LEDGERGATE_OPENAI_API_KEY": "sk-test",
+                **openai_upstream_env(simulator[0].base_url),
                 "LEDGERGATE_RUN_SWEEPER": "0",
             }
         )

@@ -21,7 +21,7 @@ from gateway.observability.logs import JsonFormatter
 from gateway.pii.service import pii_service
 from gateway.serving import BackgroundServer
 from gateway.simulator import SimulatorState
-from tests.support.harness import Gateway, running_gateway, start_gateway
+from tests.support.harness import Gateway, openai_upstream_env, running_gateway, start_gateway
 
 NAME = "Anna Svensson"
 IBAN = "SE45 5000 0000 0583 9825 7466"
@@ -170,8 +170,7 @@ def test_screening_that_cannot_run_refuses_the_request_and_sends_nothing(
     with running_gateway(
         {
             "LEDGERGATE_DATA_DIR": str(tmp_path / "data"),
-            "LEDGERGATE_OPENAI_BASE_URL": server.base_url + "/v1",
-            "LEDGERGATE_OPENAI_API_KEY": "sk-test",
+            **openai_upstream_env(server.base_url),
             "LEDGERGATE_PII_NER_MODELS": "en=xx_model_not_installed",
         }
     ) as gateway:
@@ -199,8 +198,7 @@ def test_a_project_default_policy_screens_requests_that_carry_none(
     with running_gateway(
         {
             "LEDGERGATE_DATA_DIR": str(tmp_path / "data"),
-            "LEDGERGATE_OPENAI_BASE_URL": server.base_url + "/v1",
-            "LEDGERGATE_OPENAI_API_KEY": "sk-test",
+            **openai_upstream_env(server.base_url),
             "LEDGERGATE_PII_PROJECT_POLICIES": json.dumps(
                 {"*": {"default": {"action": "redact"}, "block_entity_types": ["CREDIT_CARD"]}}
             ),
@@ -281,8 +279,7 @@ def test_the_streaming_firewall_severs_the_stream_records_why_and_cancels_upstre
     with running_gateway(
         {
             "LEDGERGATE_DATA_DIR": str(tmp_path / "data"),
-            "LEDGERGATE_OPENAI_BASE_URL": server.base_url + "/v1",
-            "LEDGERGATE_OPENAI_API_KEY": "sk-test",
+            **openai_upstream_env(server.base_url),
         }
     ) as gateway:
         tenant = gateway.tenant()
@@ -333,8 +330,7 @@ def test_no_pii_value_reaches_the_event_store_read_models_or_logs(
     with running_gateway(
         {
             "LEDGERGATE_DATA_DIR": str(data_dir),
-            "LEDGERGATE_OPENAI_BASE_URL": server.base_url + "/v1",
-            "LEDGERGATE_OPENAI_API_KEY": "sk-test",
+            **openai_upstream_env(server.base_url),
             "LEDGERGATE_LOG_LEVEL": "DEBUG",
         }
     ) as gateway:
@@ -436,8 +432,7 @@ def _scripted_gateway(tmp_path: Path, server: BackgroundServer) -> Gateway:
     gateway = start_gateway(
         {
             "LEDGERGATE_DATA_DIR": str(tmp_path / "data"),
-            "LEDGERGATE_OPENAI_BASE_URL": server.base_url + "/v1",
-            "LEDGERGATE_OPENAI_API_KEY": "sk-test",
+            **openai_upstream_env(server.base_url),
         }
     )
     gateway.set_price("gpt-4o-mini", "0.15", "0.60")

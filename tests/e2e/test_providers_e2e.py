@@ -17,7 +17,7 @@ import openai
 import pytest
 
 from domain.tiers import Tier
-from tests.fakes.fixtures import ALL_PROVIDERS, start_fake
+from tests.fakes.fixtures import ALL_PROVIDERS, started_fakes
 from tests.fakes.server import FakeUpstreamBase, ToolCall
 from tests.support.harness import Gateway, Tenant, start_gateway
 
@@ -72,10 +72,8 @@ def expected_charge(prompt_tokens: int, completion_tokens: int) -> Decimal:
 
 @pytest.fixture(scope="module")
 def fakes() -> Iterator[dict[str, FakeUpstreamBase]]:
-    started = {provider: start_fake(provider) for provider in ALL_PROVIDERS}
-    yield started
-    for fake in started.values():
-        fake.stop()
+    with started_fakes(ALL_PROVIDERS) as started:
+        yield started
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,13 @@ from tests.support.harness import ADMIN_TOKEN, Gateway, custom_model
 MESSAGES = [{"role": "user", "content": "Route me somewhere compliant"}]
 
 
+def _add_dead_openai_endpoint(gateway: Gateway) -> None:
+    """A second OpenAI endpoint nobody listens on: connection refused → retryable 502."""
+    gateway.services.routing.add_endpoint(
+        ProviderEndpoint("openai", "http://127.0.0.1:9/v1", api_key="sk-dead", name="dead")
+    )
+
+
 def test_a_routed_completion_names_model_endpoint_reason_and_confidence_and_records_why(
     gateway: Gateway,
 ) -> None:
@@ -119,10 +126,7 @@ def test_failover_moves_to_a_healthy_endpoint_records_the_redispatch_and_opens_t
     sqlite_gateway: Gateway,
 ) -> None:
     gateway = sqlite_gateway
-    # A second OpenAI endpoint nobody listens on: connection refused → retryable 502.
-    gateway.services.routing.add_endpoint(
-        ProviderEndpoint("openai", "http://127.0.0.1:9/v1", api_key="sk-dead", name="dead")
-    )
+    _add_dead_openai_endpoint(gateway)
     tenant = gateway.tenant()
     client = gateway.openai(tenant)
     served, reasons = [], []
@@ -207,9 +211,7 @@ def test_a_stream_fails_over_before_its_first_chunk_and_is_served_whole(
     sqlite_gateway: Gateway,
 ) -> None:
     gateway = sqlite_gateway
-    gateway.services.routing.add_endpoint(
-        ProviderEndpoint("openai", "http://127.0.0.1:9/v1", api_key="sk-dead", name="dead")
-    )
+    _add_dead_openai_endpoint(gateway)
     tenant = gateway.tenant()
     client = gateway.openai(tenant)
     for _ in range(4):  # round-robin puts the dead endpoint first for half of them

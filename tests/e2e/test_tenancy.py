@@ -55,8 +55,6 @@ def tenancy_gateway(backend: dict[str, str], upstreams: Any) -> Iterator[Gateway
         yield gateway
 
 
-
-
 def admin_post(gateway: Gateway, path: str, body: dict) -> Any:
     with gateway.client() as http:
         return http.post(path, json=body, headers=ADMIN)

@@ -8,7 +8,8 @@ after; `fake_upstreams` builds them by provider name.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -34,6 +35,20 @@ ALL_PROVIDERS = tuple(FAKE_FACTORIES)
 
 def start_fake(provider: str) -> FakeUpstreamBase:
     return FAKE_FACTORIES[provider]().start()
+
+
+@contextmanager
+def started_fakes(providers: Iterable[str]) -> Iterator[dict[str, FakeUpstreamBase]]:
+    """The fake upstreams of `providers`, by provider name, each on its own port; all stopped
+    on leaving the block."""
+    started: dict[str, FakeUpstreamBase] = {}
+    try:
+        for provider in providers:
+            started[provider] = start_fake(provider)
+        yield started
+    finally:
+        for fake in started.values():
+            fake.stop()
 
 
 def _fixture(provider: str):  # type: ignore[no-untyped-def]

@@ -16,12 +16,13 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-import zlib
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from gateway.simulator import hashed_ngram_embedding
 
 MAX_REQUEST_HEADER_BYTES = 64 * 1024
 MAX_REQUEST_BODY_BYTES = 64 * 1024 * 1024
@@ -430,6 +431,6 @@ def malformed_json_response(kind: str) -> HttpResponse | None:
 
 
 def deterministic_vector(text: str, dimensions: int = 8) -> list[float]:
-    """A repeatable embedding so tests can assert exact values."""
-    seed = zlib.crc32(text.encode())
-    return [round(((seed >> (i % 24)) % 1000) / 1000.0 - 0.5, 3) for i in range(dimensions)]
+    """A repeatable embedding so tests can assert exact values: the simulator's hashed word
+    and character n-grams (gateway/simulator.py), so paraphrases get close vectors here too."""
+    return hashed_ngram_embedding(text, dimensions)

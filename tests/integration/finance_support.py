@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from uuid import UUID
 
 import pytest
@@ -17,7 +16,14 @@ from domain.clock import FixedClock
 from domain.writer import run_now
 from projections.db import ReadStore
 from projections.runner import ProjectionRunner, default_views
-from tests.support.builders import admit_request, complete_request, funded_project, request_facts
+from tests.support.builders import (
+    admit_request,
+    complete_request,
+    funded_project,
+    list_price,
+    request_facts,
+    upstream_failure,
+)
 
 START = datetime(2026, 9, 1, 9, 0, tzinfo=UTC)
 
@@ -55,16 +61,7 @@ class Ledger:
         )
         self.clock.advance(seconds=2)
         if tokens is None:
-            self.run(
-                c.FailRequest(
-                    request_id=request_id,
-                    http_status=502,
-                    error_code="upstream_error",
-                    error_type="api_error",
-                    message="upstream failed",
-                    latency_ms=5,
-                )
-            )
+            self.run(upstream_failure(request_id, message="upstream failed", latency_ms=5))
         else:
             self.run(
                 complete_request(
@@ -84,15 +81,7 @@ def ledger_fixture(backend: dict[str, str]) -> Iterator[Ledger]:
     clock = FixedClock(START)
     runner = ProjectionRunner(app, store, default_views())
     setup = Ledger(app, store, runner, clock)
-    setup.run(
-        c.SetPrice(
-            model="gpt-4o-mini",
-            input_per_mtok=Decimal("0.15"),
-            output_per_mtok=Decimal("0.60"),
-            currency="USD",
-            effective_from=START - timedelta(days=1),
-        )
-    )
+    setup.run(list_price(START - timedelta(days=1)))
     yield setup
     store.close()
     app.close()

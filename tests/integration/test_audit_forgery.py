@@ -20,8 +20,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from domain.application import open_application
 from gateway.cli import main
+from tests.support.ledger import store_application
 from tests.support.postgres import create_schema
 
 FORGED_FROM, FORGED_TO = b'"20.000000000"', b'"20000.000000000"'
@@ -98,14 +98,9 @@ def test_the_sql_update_forgery_is_caught_live_and_in_an_export(
     assert status == 0 and report["ok"] and report["verified_size"] == checkpoint["size"]
 
     position = _forge(store_env)
-    app = open_application(
-        store_env.get("LEDGERGATE_DATABASE_URL"), store_env["LEDGERGATE_DATA_DIR"]
-    )
-    try:
+    with store_application(store_env) as app:
         forged = app.recorder.select_notifications(start=position, limit=1)[0]
         assert FORGED_TO in forged.state  # the forgery is really in the store
-    finally:
-        app.close()
 
     with caplog.at_level(logging.ERROR, logger="ledgergate.audit"):
         status, report = _cli(capsys, "verify", "--live")
@@ -116,10 +111,7 @@ def test_the_sql_update_forgery_is_caught_live_and_in_an_export(
         "AUDIT INTEGRITY ALARM" in r.getMessage() and f"position {position}" in r.getMessage()
         for r in caplog.records
     )
-    app = open_application(
-        store_env.get("LEDGERGATE_DATABASE_URL"), store_env["LEDGERGATE_DATA_DIR"]
-    )
-    try:
+    with store_application(store_env) as app:
         alarms = [
             n for n in app.recorder.select_notifications(start=1, limit=1000)
             if n.topic.endswith("AuditIntegrityAlarm.AlarmRaised")
@@ -131,8 +123,6 @@ def test_the_sql_update_forgery_is_caught_live_and_in_an_export(
             position,
             checkpoint["size"],
         )
-    finally:
-        app.close()
 
     # The offline path: export, then the installed console script verifies it.
     status, manifest = _cli(capsys, "audit", "export", "--output", str(tmp_path / "export"))

@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -23,8 +20,7 @@ from projections import queries
 from projections.audit import AuditView
 from projections.runner import list_dead_letters
 from tests.support.builders import funded_project, request_facts, writer_run
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.processes import ROOT, run_cli
 
 
 def _settings(env: dict[str, str]) -> Settings:
@@ -131,23 +127,9 @@ def test_a_nul_already_in_the_log_does_not_stop_postgres_views_restart_or_rebuil
     finally:
         restarted.close()
     cli_env = {**os.environ, **env, "PYTHONPATH": str(ROOT), "LEDGERGATE_SEED_CATALOG_PRICES": "0"}
-    rebuilt = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "projections", "rebuild"],
-        env=cli_env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    rebuilt = run_cli(cli_env, "projections", "rebuild", timeout=120)
     assert rebuilt.returncode == 0, rebuilt.stderr[-2000:]
-    listed = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "projections", "dead-letters"],
-        env=cli_env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    listed = run_cli(cli_env, "projections", "dead-letters", timeout=120)
     assert listed.returncode == 0, listed.stderr[-2000:]
     shown = json.loads(listed.stdout)
     assert any(

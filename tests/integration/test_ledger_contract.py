@@ -13,7 +13,7 @@ from uuid import UUID
 import pytest
 
 from domain import commands as c
-from domain.application import LedgerApplication, open_application
+from domain.application import LedgerApplication
 from domain.errors import (
     BudgetExceeded,
     IllegalTransition,
@@ -23,19 +23,22 @@ from domain.errors import (
 )
 from domain.ids import account_id
 from domain.writer import GroupCommitWriter
-from tests.support.builders import admit_request, complete_request, request_facts, unit_price
-from tests.support.ledger import replay_account
+from tests.support.builders import (
+    admit_request,
+    complete_request,
+    request_facts,
+    unit_price,
+    upstream_failure,
+)
+from tests.support.ledger import replay_account, store_application
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 
 
 @pytest.fixture
 def app(backend: dict[str, str]) -> Iterator[LedgerApplication]:
-    application = open_application(
-        backend.get("LEDGERGATE_DATABASE_URL"), backend.get("LEDGERGATE_DATA_DIR")
-    )
-    yield application
-    application.close()
+    with store_application(backend) as application:
+        yield application
 
 
 @pytest.fixture
@@ -140,16 +143,7 @@ def test_a_charge_is_posted_once_and_the_rest_released(writer, app, priced) -> N
 def test_a_failed_request_without_usage_releases_everything(writer, app, priced) -> None:
     project_id = project(writer, "1.00")
     request_id = admit(writer, project_id)
-    writer.execute(
-        c.FailRequest(
-            request_id=request_id,
-            http_status=502,
-            error_code="upstream_error",
-            error_type="api_error",
-            message="x",
-            latency_ms=1,
-        )
-    )
+    writer.execute(upstream_failure(request_id))
     replay = replay_account(app, project_id)
     assert replay.pending == 0 and replay.posted == 0 and replay.releases == 1
     with pytest.raises(IllegalTransition):
@@ -257,15 +251,10 @@ def test_a_second_writer_process_topping_up_is_seen_without_losing_anything(
     project_id = project(writer, "0.001")
     with pytest.raises(InsufficientFunds):
         admit(writer, project_id, 1000, 1000)
-    other = open_application(
-        backend.get("LEDGERGATE_DATABASE_URL"), backend.get("LEDGERGATE_DATA_DIR")
-    )
-    try:
+    with store_application(backend) as other:
         GroupCommitWriter(other).start().execute(
             c.TopUp(project_id=project_id, amount=Decimal("1"), currency="USD", reference="other")
         )
-    finally:
-        other.close()
     writer.evict(
         account_id(project_id), 10_000
     )  # what the projection runner does on seeing the event
@@ -280,15 +269,10 @@ def test_a_stale_cached_account_conflicts_and_is_retried_on_fresh_state(
 ) -> None:
     project_id = project(writer, "1.00")
     admit(writer, project_id)  # caches the account in this writer
-    other = open_application(
-        backend.get("LEDGERGATE_DATABASE_URL"), backend.get("LEDGERGATE_DATA_DIR")
-    )
-    try:
+    with store_application(backend) as other:
         GroupCommitWriter(other).start().execute(
             c.TopUp(project_id=project_id, amount=Decimal("2"), currency="USD", reference="x")
         )
-    finally:
-        other.close()
     request_id = admit(
         writer, project_id
     )  # cached version is stale: the save conflicts, then retries

@@ -28,6 +28,7 @@ from gateway.config import Settings
 from projections.db import ReadStore
 from projections.queries import all_balances, dump_table
 from projections.runner import ProjectionRunner, default_views
+from tests.support.builders import list_price, upstream_failure
 from tests.support.ledger import admit_command
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
@@ -56,15 +57,7 @@ class Harness:
         self.store = ReadStore(self.settings.database_url, self.settings.data_dir)
         self.store.migrate()
         self._open()
-        self.writer.execute(
-            c.SetPrice(
-                model="gpt-4o-mini",
-                input_per_mtok=Decimal("0.15"),
-                output_per_mtok=Decimal("0.60"),
-                currency="USD",
-                effective_from=NOW - timedelta(days=1),
-            )
-        )
+        self.writer.execute(list_price(NOW - timedelta(days=1)))
         self.writer.execute(
             c.SetFxRate(
                 base="USD",
@@ -153,16 +146,7 @@ def test_balances_stay_consistent_through_crashes_retries_and_projection_replays
                         )
                     )
                 elif kind == "fail":
-                    harness.run(
-                        c.FailRequest(
-                            request_id=request_id,
-                            http_status=502,
-                            error_code="upstream_error",
-                            error_type="api_error",
-                            message="x",
-                            latency_ms=1,
-                        )
-                    )
+                    harness.run(upstream_failure(request_id))
                 else:
                     harness.run(c.AbandonRequest(request_id=request_id))
             elif kind == "crash":

@@ -16,7 +16,7 @@ import pytest
 
 from domain import commands as c
 from domain.account import Account
-from domain.application import LedgerApplication, open_application
+from domain.application import LedgerApplication
 from domain.clock import FixedClock
 from domain.errors import BudgetExceeded, DuplicateRequest
 from domain.handlers import UnitOfWork, admit_request
@@ -25,7 +25,7 @@ from domain.request import Request
 from domain.usage import input_tokens_bound
 from domain.writer import GroupCommitWriter
 from tests.support.builders import complete_request, funded_project, unit_price, writer_run
-from tests.support.ledger import MODEL, admit_command, replay_account
+from tests.support.ledger import MODEL, admit_command, replay_account, store_application
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 NANO = Decimal("0.000000001")
@@ -33,11 +33,8 @@ NANO = Decimal("0.000000001")
 
 @pytest.fixture
 def app(backend: dict[str, str]) -> Iterator[LedgerApplication]:
-    application = open_application(
-        backend.get("LEDGERGATE_DATABASE_URL"), backend.get("LEDGERGATE_DATA_DIR")
-    )
-    yield application
-    application.close()
+    with store_application(backend) as application:
+        yield application
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ from domain.application import open_application
 from domain.clock import FixedClock
 from domain.ids import account_id
 from domain.writer import GroupCommitWriter, run_now
+from tests.support.builders import list_price
 from tests.support.ledger import admit_command
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
@@ -33,13 +34,7 @@ def test_a_conflicting_write_from_another_process_is_absorbed_without_loss_or_do
     try:
         run_now(
             app,
-            c.SetPrice(
-                model="gpt-4o-mini",
-                input_per_mtok=Decimal("0.15"),
-                output_per_mtok=Decimal("0.60"),
-                currency="USD",
-                effective_from=NOW.replace(year=2025),
-            ),
+            list_price(NOW.replace(year=2025)),
             clock,
         )
         project = UUID(run_now(app, c.CreateProject(name="p"), clock).value["project_id"])  # type: ignore[index]

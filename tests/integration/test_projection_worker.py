@@ -9,7 +9,7 @@ import sys
 from decimal import Decimal
 from pathlib import Path
 
-from tests.support.harness import start_gateway
+from tests.support.harness import openai_upstream_env, start_gateway
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -20,8 +20,7 @@ def test_a_gateway_without_its_own_projections_serves_reads_written_by_the_worke
     env = {
         **postgres_env,
         "LEDGERGATE_RUN_PROJECTIONS": "0",
-        "LEDGERGATE_OPENAI_BASE_URL": simulator[0].base_url + "/v1",
-        "LEDGERGATE_OPENAI_API_KEY": "sk-test",
+        **openai_upstream_env(simulator[0].base_url),
     }
     gateway = start_gateway(env)
     worker = subprocess.Popen(

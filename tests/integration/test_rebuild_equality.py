@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import openai
@@ -15,8 +12,8 @@ import pytest
 
 from projections.runner import default_views
 from tests.support.harness import Gateway
+from tests.support.processes import ROOT, run_cli
 
-ROOT = Path(__file__).resolve().parents[2]
 MESSAGES = [{"role": "user", "content": "What is double-entry bookkeeping?"}]
 
 
@@ -56,14 +53,7 @@ def test_rebuilding_every_view_from_the_log_reproduces_the_incremental_views(
     before = snapshot(gateway)
     assert sum(len(rows) for rows in before.values()) > 0
     env = {**os.environ, **backend, "PYTHONPATH": str(ROOT)}
-    done = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "projections", "rebuild"],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = run_cli(env, "projections", "rebuild", timeout=120)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert set(result["rebuilt"]) == {view.name for view in default_views()}

@@ -12,6 +12,7 @@ from tests.support.builders import (
     priced_project,
     request_facts,
     run_callers,
+    upstream_failure,
 )
 
 CALLERS = 16
@@ -43,9 +44,7 @@ def write_lifecycles(database_url: str | None, data_dir: str, lifecycles: int) -
                         writer.execute(c.MarkStreaming(facts.request_id, first_chunk_ms=3))
                     if kind == 6:
                         writer.execute(
-                            c.FailRequest(
-                                facts.request_id, 502, "upstream_error", "api_error", "boom", 5
-                            )
+                            upstream_failure(facts.request_id, message="boom", latency_ms=5)
                         )
                         continue
                     writer.execute(complete_request(facts.request_id, (50, 50)))

@@ -100,6 +100,30 @@ def complete_request(
     )
 
 
+def upstream_failure(request_id: str, *, message: str = "x", latency_ms: int = 1) -> c.FailRequest:
+    """The provider's retryable 502 (`upstream_error`) as the end of `request_id`."""
+    return c.FailRequest(
+        request_id=request_id,
+        http_status=502,
+        error_code="upstream_error",
+        error_type="api_error",
+        message=message,
+        latency_ms=latency_ms,
+    )
+
+
+def list_price(effective_from: datetime, model: str = "gpt-4o-mini") -> c.SetPrice:
+    """gpt-4o-mini's list price, 0.15 input / 0.60 output USD per million tokens, in effect
+    from `effective_from` (under `model`)."""
+    return c.SetPrice(
+        model=model,
+        input_per_mtok=Decimal("0.15"),
+        output_per_mtok=Decimal("0.60"),
+        currency="USD",
+        effective_from=effective_from,
+    )
+
+
 def unit_price(
     at: datetime, model: str = "m", *, currency: str = "USD", days: int = 1
 ) -> c.SetPrice:

@@ -130,6 +130,12 @@ def start_gateway(env: dict[str, str]) -> Gateway:
     return Gateway(server=server, services=services, settings=settings)
 
 
+def openai_upstream_env(base_url: str) -> dict[str, str]:
+    """The settings that put the OpenAI-format upstream served at `base_url` behind the
+    gateway's OpenAI provider (with a test key)."""
+    return {"LEDGERGATE_OPENAI_BASE_URL": base_url + "/v1", "LEDGERGATE_OPENAI_API_KEY": "sk-test"}
+
+
 @contextmanager
 def running_gateway(env: dict[str, str]) -> Iterator[Gateway]:
     """A gateway on `env` with gpt-4o-mini priced at 0.15 / 0.60 USD per million tokens,
@@ -149,11 +155,7 @@ def simulated_gateway(env: dict[str, str], state: Any = None) -> Iterator[Gatewa
     from gateway.simulator import SimulatorState, create_simulator_app
 
     with BackgroundServer(create_simulator_app(state or SimulatorState())) as upstream:
-        upstream_env = {
-            "LEDGERGATE_OPENAI_BASE_URL": upstream.base_url + "/v1",
-            "LEDGERGATE_OPENAI_API_KEY": "sk-test",
-        }
-        with running_gateway({**env, **upstream_env}) as gateway:
+        with running_gateway({**env, **openai_upstream_env(upstream.base_url)}) as gateway:
             yield gateway
 
 

@@ -4,17 +4,22 @@ services run on an injected (travelling) clock."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
-from eventsourcing.persistence import DatetimeAsISO, JSONTranscoder
+from eventsourcing.persistence import DatetimeAsISO, JSONTranscoder, StoredEvent
 
 from domain import commands as c
 from domain.account import Account
-from domain.application import DateAsISO, LedgerApplication
+from domain.application import DateAsISO, LedgerApplication, open_application
 from domain.clock import Clock
 from domain.ids import account_id, new_request_id
 from domain.settlement import Posting
@@ -23,6 +28,7 @@ from gateway.bootstrap import build_services
 from gateway.config import Settings
 from gateway.http.app import create_app
 from gateway.serving import BackgroundServer
+from tests.support.builders import list_price
 from tests.support.harness import ADMIN_TOKEN, Gateway
 
 
@@ -65,6 +71,35 @@ def replay_account(app: LedgerApplication, project_id: UUID) -> Replay:
 
 
 MODEL = "gpt-4o-mini"
+
+
+def decode_event_fixture(mapper: Any, path: Path) -> tuple[Any, dict[str, Any]]:
+    """The domain event a stored-JSON fixture (tests/fixtures/events) decodes into through
+    `mapper`, and the fixture itself."""
+    fixture = json.loads(path.read_text())
+    stored = StoredEvent(
+        originator_id=uuid4(),
+        originator_version=1,
+        topic=fixture["topic"],
+        state=json.dumps(fixture["state"]).encode(),
+    )
+    return mapper.to_domain_event(stored), fixture
+
+
+def event_fields(event: Any) -> set[str]:
+    """The names of an event's own fields (its aggregate's id and version left out)."""
+    return {f.name for f in dataclasses.fields(event)} - {"originator_id", "originator_version"}
+
+
+@contextmanager
+def store_application(env: dict[str, str]) -> Iterator[LedgerApplication]:
+    """The ledger application on the store `env` names (LEDGERGATE_DATABASE_URL, else SQLite
+    in LEDGERGATE_DATA_DIR), closed on leaving the block."""
+    app = open_application(env.get("LEDGERGATE_DATABASE_URL"), env.get("LEDGERGATE_DATA_DIR"))
+    try:
+        yield app
+    finally:
+        app.close()
 
 
 def memory_app() -> LedgerApplication:
@@ -121,15 +156,9 @@ class Ledger:
 
     def price(self, model: str = MODEL, effective_from: datetime | None = None) -> str:
         return str(
-            self.run(
-                c.SetPrice(
-                    model=model,
-                    input_per_mtok=Decimal("0.15"),
-                    output_per_mtok=Decimal("0.60"),
-                    currency="USD",
-                    effective_from=effective_from or self.clock.now() - timedelta(days=400),
-                )
-            )["price_id"]
+            self.run(list_price(effective_from or self.clock.now() - timedelta(days=400), model))[
+                "price_id"
+            ]
         )
 
     def admit(self, project_id: UUID, **kw: Any) -> Any:

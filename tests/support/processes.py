@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 
 from gateway.serving import free_port
+from tests.support.harness import openai_upstream_env
 
 ROOT = Path(__file__).resolve().parents[2]
 STARTUP_S_MAX = 60.0
@@ -27,22 +28,26 @@ def process_env(backend: dict[str, str], upstream: str, **extra: str) -> dict[st
         **os.environ,
         **backend,
         "PYTHONPATH": str(ROOT),
-        "LEDGERGATE_OPENAI_BASE_URL": upstream + "/v1",
-        "LEDGERGATE_OPENAI_API_KEY": "sk-test",
+        **openai_upstream_env(upstream),
         **extra,
     }
 
 
-def cli(env: dict[str, str], *args: str) -> dict:
-    """Run `python -m gateway.cli *args` to the end; its last output line, as JSON."""
-    done = subprocess.run(
+def run_cli(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    """Run `python -m gateway.cli *args` in `env` from the repository root to the end."""
+    return subprocess.run(
         [sys.executable, "-m", "gateway.cli", *args],
         env=env,
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=timeout,
     )
+
+
+def cli(env: dict[str, str], *args: str) -> dict:
+    """Run `python -m gateway.cli *args` to the end; its last output line, as JSON."""
+    done = run_cli(env, *args)
     assert done.returncode == 0, done.stdout + done.stderr
     return json.loads(done.stdout.strip().splitlines()[-1])
 

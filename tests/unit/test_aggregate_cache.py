@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import uuid4
 
+from eventsourcing.application import AggregateNotFoundError
+
 from gateway.cache import AggregateCache
 
 
@@ -61,3 +63,34 @@ def test_an_eviction_for_an_older_version_keeps_the_cached_copy() -> None:
     cache.evict(aggregate_id, 6)
     cache.get_sync(aggregate_id)
     assert repository.reads == 2
+
+
+class SometimesMissingRepository:
+    """Has no aggregate until `create` (then version 1), counting reads."""
+
+    def __init__(self) -> None:
+        self.exists = False
+        self.reads = 0
+
+    def get(self, aggregate_id: Any) -> Versioned:
+        self.reads += 1
+        if not self.exists:
+            raise AggregateNotFoundError(aggregate_id)
+        return Versioned(aggregate_id, 1)
+
+
+def test_a_miss_is_remembered_only_when_asked_and_only_until_the_first_event() -> None:
+    repository = SometimesMissingRepository()
+    cache = AggregateCache(FakeApp(repository))  # type: ignore[arg-type]
+    aggregate_id = uuid4()
+    assert cache.get_sync(aggregate_id) is None
+    assert cache.get_sync(aggregate_id) is None
+    assert repository.reads == 2  # a key's miss is never kept: it must work at once
+    assert cache.get_sync(aggregate_id, keep_miss=True) is None
+    assert cache.get_sync(aggregate_id, keep_miss=True) is None
+    assert cache.get_sync(aggregate_id) is None  # the remembered miss serves any caller
+    assert repository.reads == 3
+    repository.exists = True
+    cache.evict(aggregate_id, 1)  # its first event, seen by the follower
+    found = cache.get_sync(aggregate_id, keep_miss=True)
+    assert found is not None and found.version == 1 and repository.reads == 4

@@ -3,14 +3,10 @@ A renamed or removed field breaks this test instead of silently breaking stored 
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from pathlib import Path
-from uuid import uuid4
 
 import pytest
 from eventsourcing.domain import CanMutateAggregate
-from eventsourcing.persistence import StoredEvent
 
 import domain.account
 import domain.credentials
@@ -19,6 +15,7 @@ import domain.project
 import domain.reconciliation
 import domain.request
 from domain.application import LedgerApplication
+from tests.support.ledger import decode_event_fixture, event_fields
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "events"
 CORE_MODULES = (
@@ -72,15 +69,8 @@ def upcast_fields(event_class: type, state: dict, version: int) -> set[str]:
 def test_each_stored_fixture_decodes_into_its_event_class_with_every_field(
     path: Path, mapper
 ) -> None:
-    fixture = json.loads(path.read_text())
-    stored = StoredEvent(
-        originator_id=uuid4(),
-        originator_version=1,
-        topic=fixture["topic"],
-        state=json.dumps(fixture["state"]).encode(),
-    )
-    event = mapper.to_domain_event(stored)
-    fields = {f.name for f in dataclasses.fields(event)} - {"originator_id", "originator_version"}
+    event, fixture = decode_event_fixture(mapper, path)
+    fields = event_fields(event)
     expected = upcast_fields(type(event), fixture["state"], fixture_version(path))
     assert fields == expected | {"timestamp"} or fields == expected
 

@@ -4,11 +4,12 @@ output (JSON and stream), and raises its own typed errors for the fake's error b
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
 from tests.fakes.fixtures import start_fake
-from tests.fakes.server import ToolCall
+from tests.fakes.server import FakeUpstreamBase, ToolCall
 
 WEATHER = ToolCall("get_weather", {"city": "Paris"}, id="call_w1")
 
@@ -186,18 +187,23 @@ def test_the_google_genai_sdk_parses_the_gemini_fake():
         fake.stop()
 
 
-def test_boto3_parses_the_bedrock_fakes_converse_event_stream_and_titan_embeddings():
+def _bedrock_client(fake: FakeUpstreamBase) -> Any:
+    """boto3's bedrock-runtime client pointed at the Bedrock fake."""
     import boto3
 
+    return boto3.client(
+        "bedrock-runtime",
+        region_name="us-east-1",
+        endpoint_url=fake.base_url,
+        aws_access_key_id="AKIDEXAMPLE",
+        aws_secret_access_key="secret",
+    )
+
+
+def test_boto3_parses_the_bedrock_fakes_converse_event_stream_and_titan_embeddings():
     fake = start_fake("bedrock")
     try:
-        client = boto3.client(
-            "bedrock-runtime",
-            region_name="us-east-1",
-            endpoint_url=fake.base_url,
-            aws_access_key_id="AKIDEXAMPLE",
-            aws_secret_access_key="secret",
-        )
+        client = _bedrock_client(fake)
         model = "anthropic.claude-3-haiku-20240307-v1:0"
         fake.script(text="Hej", prompt_tokens=8, completion_tokens=1)
         reply = client.converse(
@@ -242,18 +248,11 @@ def test_boto3_parses_the_bedrock_fakes_converse_event_stream_and_titan_embeddin
 
 
 def test_botocore_refuses_the_bedrock_fakes_crc_corrupted_stream_as_the_gateway_does():
-    import boto3
     from botocore.exceptions import EventStreamError as BotocoreEventStreamError
 
     fake = start_fake("bedrock")
     try:
-        client = boto3.client(
-            "bedrock-runtime",
-            region_name="us-east-1",
-            endpoint_url=fake.base_url,
-            aws_access_key_id="AKIDEXAMPLE",
-            aws_secret_access_key="secret",
-        )
+        client = _bedrock_client(fake)
         fake.script(malformed="crc")
         from botocore.eventstream import ChecksumMismatch
 

@@ -4,17 +4,14 @@ event without a fixture fails here."""
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from pathlib import Path
-from uuid import uuid4
 
 import pytest
-from eventsourcing.persistence import StoredEvent
 
 from domain.application import LedgerApplication
 from domain.request import Request
 from domain.routing import EndpointBreaker, ProjectRouting
+from tests.support.ledger import decode_event_fixture, event_fields
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "events"
 ROUTING_EVENT_CLASSES = (
@@ -43,16 +40,9 @@ def test_each_routing_event_class_has_a_fixture_that_decodes_with_every_field(
     event_class: type, mapper
 ) -> None:
     path = FIXTURES / (event_class.__qualname__.replace(".", "_") + "_v1.json")
-    fixture = json.loads(path.read_text())
-    stored = StoredEvent(
-        originator_id=uuid4(),
-        originator_version=1,
-        topic=fixture["topic"],
-        state=json.dumps(fixture["state"]).encode(),
-    )
-    event = mapper.to_domain_event(stored)
+    event, fixture = decode_event_fixture(mapper, path)
     assert type(event) is event_class
-    fields = {f.name for f in dataclasses.fields(event)} - {"originator_id", "originator_version"}
+    fields = event_fields(event)
     assert fields == set(fixture["state"])
 
 

@@ -156,6 +156,7 @@ class RecordRejection(Command):
     error_type: str
     message: str
     pii_decision: PiiDecision | None = None  # recorded before the rejection when screening ran
+    credential_id: str | None = None  # the temporary credential presented (its jti)
 
 
 @dataclass(frozen=True)
@@ -201,6 +202,9 @@ class AdmitRequest(Command):
 
     pii_decision: PiiDecision | None = None  # recorded between received and admitted
     trace: TraceJoin | None = None  # a governed trace this request joins as a span
+    # A temporary credential (its jti, domain/credentials.py): its rules are decided here
+    # on its aggregate, and the reservation holds against its limit on the Account.
+    credential_id: str | None = None
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from domain import commands as c
 from domain import plans, pricing, settlement
 from domain.account import Account
 from domain.clock import Clock
+from domain.credentials import credential_for_admission, record_credential_use
 from domain.errors import (
     DuplicateRequest,
     IllegalTransition,
@@ -383,6 +384,8 @@ def _new_request(facts: c.RequestFacts) -> Request:
 
 def record_rejection(cmd: c.RecordRejection, uow: UnitOfWork) -> dict[str, Any]:
     request = _new_request(cmd.facts)
+    if cmd.credential_id is not None:
+        record_credential_use(request, cmd.credential_id, uow.clock.now())
     if cmd.pii_decision is not None:
         request.record_pii_decision(cmd.pii_decision, now=uow.clock.now())
     request.reject(
@@ -454,11 +457,18 @@ def admit_request(cmd: c.AdmitRequest, uow: UnitOfWork) -> dict[str, Any]:
             original_request_id=facts.request_id,
             original_status=existing.status if isinstance(existing, Request) else "admitted",
         )
-    # A governed trace's contract (domain/trace.py) before any reservation; its budget is
-    # a named limit the reservation holds (domain/limits.py).
+    # The named limits the reservation holds (domain/limits.py), each decided here before
+    # anything is reserved: a temporary credential's (revoked, expired or outside its grant
+    # is refused) and a governed trace's (its contract, domain/trace.py).
+    limits: tuple[str, ...] = ()
+    if cmd.credential_id is not None:
+        limits = credential_for_admission(
+            uow, cmd.credential_id, project_id=project.id, model=cmd.route.model, now=now
+        )
     span = None
     if cmd.trace is not None:
         span = admit_to_trace(uow, cmd.trace, facts, cmd.route.model, now)
+        limits = (*limits, span.limit)
     account.reserve(  # raises QuotaExceeded / InsufficientFunds / BudgetExceeded first
         request_id=facts.request_id,
         amount=reserve_amount,
@@ -467,9 +477,11 @@ def admit_request(cmd: c.AdmitRequest, uow: UnitOfWork) -> dict[str, Any]:
         now=now,
         monthly_requests_max=quota.monthly_requests_max,
         budget_amount=cost_amount if own_key else None,
-        limits=() if span is None else (span.limit,),
+        limits=limits,
     )
     request = _new_request(facts)
+    if cmd.credential_id is not None:
+        record_credential_use(request, cmd.credential_id, now)
     if cmd.pii_decision is not None:
         request.record_pii_decision(cmd.pii_decision, now=now)
     if cmd.route_decision is not None:
@@ -547,6 +559,13 @@ def redispatch(cmd: c.Redispatch, uow: UnitOfWork) -> dict[str, Any]:
     request = _request(uow, cmd.request_id)
     request.check_transition(DISPATCHED)
     check_failover_model(uow, request, cmd.route.model)  # a trace's allowed models
+    credential = getattr(request, "credential_id", None)
+    if credential is not None and request.project_id is not None:
+        # A failover target stays inside the credential's grant (the reservation holds).
+        credential_for_admission(
+            uow, credential, project_id=request.project_id, model=cmd.route.model,
+            now=uow.clock.now(),
+        )  # fmt: skip
     if cmd.route.model != request.priced_model and request.terms is not None:
         # Failover to another model: charge that model's price in effect at reception,
         # never the first model's (PriceNotFound refuses the failover target instead).
@@ -1011,3 +1030,10 @@ HANDLERS.update(CACHE_POLICY_HANDLERS)
 from domain.trace_handlers import TRACE_HANDLERS  # noqa: E402
 
 HANDLERS.update(TRACE_HANDLERS)
+
+# Issue 14: temporary credentials (issue, revoke) and cost control (downgrade threshold).
+from domain.cost_control import COST_CONTROL_HANDLERS  # noqa: E402
+from domain.credentials import CREDENTIAL_HANDLERS  # noqa: E402
+
+HANDLERS.update(CREDENTIAL_HANDLERS)
+HANDLERS.update(COST_CONTROL_HANDLERS)

@@ -238,6 +238,16 @@ class ApiKey(Aggregate):
         def apply(self, aggregate: ApiKey) -> None:
             aggregate.revoked = True
 
+    class DowngradeThresholdSet(Aggregate.Event):
+        """Issue 14: below this much left of its daily budget, the key's router-chosen
+        requests go to the cheapest compliant model that fits (None: no downgrade)."""
+
+        threshold: Decimal | None
+        set_at: datetime
+
+        def apply(self, aggregate: ApiKey) -> None:
+            aggregate.__dict__["_downgrade_threshold"] = self.threshold
+
     @classmethod
     def create(
         cls,
@@ -284,3 +294,23 @@ class ApiKey(Aggregate):
         if self.revoked:
             return
         self.trigger_event(self.Revoked, reason=reason[:200], revoked_at=now)
+
+    @property
+    def downgrade_threshold(self) -> Decimal | None:
+        # Keys created before the threshold existed have none (no attribute on replay).
+        return self.__dict__.get("_downgrade_threshold")  # type: ignore[no-any-return]
+
+    def set_downgrade_threshold(self, threshold: Decimal | None, now: datetime) -> bool:
+        """False (nothing recorded) when the threshold is already that."""
+        if threshold is not None:
+            if self.daily_budget is None:
+                raise InvalidCommand(
+                    "a downgrade threshold applies to a daily budget: this key has none",
+                    param="threshold",
+                )
+            if threshold <= 0:
+                raise InvalidCommand("a downgrade threshold must be positive", param="threshold")
+        if threshold == self.downgrade_threshold:
+            return False
+        self.trigger_event(self.DowngradeThresholdSet, threshold=threshold, set_at=now)
+        return True

@@ -23,6 +23,7 @@ from domain import commands as c
 from domain.cache_policy import CACHE_MODES, SetCachePolicy
 from domain.catalog import Catalog
 from domain.clock import parse_instant
+from domain.cost_control import SetKeyDowngradeThreshold
 from domain.errors import InvalidCommand
 from domain.money import to_decimal
 from domain.routing import ProjectRouting
@@ -89,6 +90,14 @@ def revoke_key(key_id: Any, body: AdminInput) -> c.RevokeApiKey:
     return c.RevokeApiKey(
         key_id=_uuid(key_id), reason=str(body.get("reason", DEFAULT_REVOKE_REASON))
     )
+
+
+def set_key_downgrade_threshold(key_id: Any, body: AdminInput) -> SetKeyDowngradeThreshold:
+    """`threshold` (required; null clears it): below this much left of the key's daily
+    budget, its router-chosen requests are served by the cheapest compliant model."""
+    raw = body["threshold"]
+    threshold = None if raw is None else raw if isinstance(raw, Decimal) else to_decimal(raw)
+    return SetKeyDowngradeThreshold(key_id=_uuid(key_id), threshold=threshold)
 
 
 def top_up(body: AdminInput) -> c.TopUp:

@@ -24,6 +24,7 @@ from gateway.validation import check_text
 
 USER_ID_CHARS_MAX = 256
 ACTOR_TOKEN_TTL_S_MAX = 7 * 24 * 3600
+CREDENTIAL_CHARS_MAX = 4096  # a credential granting 32 models is ~2 KB
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,25 @@ def bearer_key(authorization: str | None) -> str:
     return token
 
 
+def credential_token(authorization: str | None) -> str | None:
+    """The token when `Authorization: Bearer` presents a temporary credential (a compact
+    JWT), not an `lg_` key."""
+    if not authorization:
+        return None
+    scheme, _, token = authorization.strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token.startswith("eyJ") or token.count(".") != 2:
+        return None
+    return token if len(token) <= CREDENTIAL_CHARS_MAX else None
+
+
+def presented_secret(authorization: str | None) -> str:
+    """The secret the caller holds (an API key, or a temporary credential's token): what the
+    response cache derives its encryption key from, so only its holder can read its entries
+    (a credential's entries are its own, not its issuing key's)."""
+    return credential_token(authorization) or bearer_key(authorization)
+
+
 def presented_key_id(authorization: str | None) -> UUID | None:
     """The id a presented Ledgergate key has (or would have): a uuid5 of its SHA-256, as
     every key is stored. Recorded with a failed authentication so the operator can tell
@@ -66,6 +86,13 @@ def presented_key_id(authorization: str | None) -> UUID | None:
 async def authenticate_key(
     cache: AggregateCache, authorization: str | None
 ) -> tuple[ApiKey, Project]:
+    """The caller's key and project. A temporary credential (a JWT minted by
+    POST /v1/credentials) is accepted wherever a key is: it answers as its issuing key
+    (gateway/credentials.CredentialKey), decided by the credential authenticator."""
+    if cache.credentials is not None:
+        token = credential_token(authorization)
+        if token is not None:
+            return await cache.credentials.authenticate(token)  # type: ignore[no-any-return]
     token = bearer_key(authorization)
     key = await cache.get(api_key_id(hash_api_key(token)))
     if not isinstance(key, ApiKey):

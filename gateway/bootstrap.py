@@ -13,6 +13,7 @@ from domain.application import LedgerApplication, open_application
 from domain.clock import Clock, SystemClock
 from gateway.cache import AggregateCache
 from gateway.config import Settings
+from gateway.credentials import CredentialSigner, attach_credentials
 from gateway.fairness import ProjectInflight
 from gateway.observability.core import Observability
 from gateway.observability.writer import ObservedWriter
@@ -70,6 +71,8 @@ class Services:
     # Built on first use (gateway/audit.py `audit_service`), not here: building it makes the
     # audit signing key file, which a CLI read or a verification must not do.
     audit: AuditService | None = None
+    # Temporary credentials' signer (gateway/credentials.py); None: credentials are off.
+    credential_signer: CredentialSigner | None = None
 
     def start(self) -> None:
         """Synchronous parts: schema, writer thread, projections caught up and following."""
@@ -186,6 +189,9 @@ def build_services(settings: Settings | None = None, clock: Clock | None = None)
         ),
         inflight=ProjectInflight(settings.project_inflight_max),
     )
+    services.credential_signer = CredentialSigner.from_settings(settings)
+    # Every surface that authenticates an API key takes a temporary credential too.
+    attach_credentials(services)
     services_ref.append(services)
     from gateway.lifecycle.settlement import RequestLeases  # the lifecycle imports Services
 

@@ -32,6 +32,9 @@ class AggregateCache:
         # that read the store just before another process's event must not be cached stale.
         self._loading: dict[UUID, int] = {}
         self._evicted_while_loading: dict[UUID, int] = {}
+        # Temporary credentials (gateway/credentials.CredentialAuthenticator), attached at
+        # start: what authenticate_key asks when the Bearer is a credential, not a key.
+        self.credentials: Any = None
 
     def get_sync(self, aggregate_id: UUID, *, keep_miss: bool = False) -> Any | None:
         """The aggregate, or None. `keep_miss`: remember that it does not exist too (until

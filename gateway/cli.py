@@ -147,6 +147,15 @@ def build_parser() -> argparse.ArgumentParser:
     key_revoke = key.add_parser("revoke")
     key_revoke.add_argument("--key", type=_uuid, required=True)
     key_revoke.add_argument("--reason", default="revoked by admin")
+    key_downgrade = key.add_parser(
+        "set-downgrade",
+        help="below this much left of the key's daily budget, auto and shorthands are served "
+        "by the cheapest compliant model",
+    )
+    key_downgrade.add_argument("--key", type=_uuid, required=True)
+    threshold = key_downgrade.add_mutually_exclusive_group(required=True)
+    threshold.add_argument("--threshold", type=_decimal)
+    threshold.add_argument("--clear", action="store_true", help="no downgrade")
 
     topup = sub.add_parser(
         "topup", help="credit a project's prepaid balance (idempotent per reference)"
@@ -488,6 +497,9 @@ def _fields(args: argparse.Namespace) -> dict[str, Any]:
 def _key(settings: Settings, args: argparse.Namespace) -> Command:
     if args.action == "create":
         return admin_commands.create_key(_fields(args))
+    if args.action == "set-downgrade":
+        threshold = None if args.clear else args.threshold
+        return admin_commands.set_key_downgrade_threshold(args.key, {"threshold": threshold})
     return admin_commands.revoke_key(args.key, _fields(args))
 
 

@@ -74,6 +74,10 @@ class Settings:
     # wants `Bearer <metrics_token>` when one is set.
     ready_lag_positions_max: int = 1000
     metrics_token: str | None = None
+    # Temporary credentials (issue 14): the HS256 secret that signs them (32+ bytes; unset,
+    # credentials are off), and earlier secrets that still verify what they signed.
+    credential_secret: str | None = None  # LEDGERGATE_CREDENTIAL_SECRET
+    credential_previous_secrets: tuple[str, ...] = ()  # LEDGERGATE_CREDENTIAL_PREVIOUS_SECRETS
     # The response cache's bounds (gateway/response_cache.py ResponseCacheStore).
     response_cache_entries_max: int = 10_000  # LEDGERGATE_RESPONSE_CACHE_ENTRIES_MAX
     response_cache_bytes_max: int = 64 * 1024 * 1024  # LEDGERGATE_RESPONSE_CACHE_BYTES_MAX
@@ -121,6 +125,12 @@ class Settings:
             run_relay=_truthy(values.get("LEDGERGATE_RUN_RELAY"), False),
             ready_lag_positions_max=int(values.get("LEDGERGATE_READY_LAG_POSITIONS_MAX") or 1000),
             metrics_token=values.get("LEDGERGATE_METRICS_TOKEN") or None,
+            credential_secret=values.get("LEDGERGATE_CREDENTIAL_SECRET") or None,
+            credential_previous_secrets=tuple(
+                part.strip()
+                for part in (values.get("LEDGERGATE_CREDENTIAL_PREVIOUS_SECRETS") or "").split(",")
+                if part.strip()
+            ),
             response_cache_entries_max=int(
                 values.get("LEDGERGATE_RESPONSE_CACHE_ENTRIES_MAX")
                 or cls.response_cache_entries_max

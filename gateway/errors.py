@@ -69,6 +69,14 @@ ERRORS: dict[str, ErrorKind] = {
     "trace_model_not_allowed": ErrorKind(403, _PERMISSION),
     "trace_depth_exceeded": ErrorKind(400, _INVALID),
     "trace_parent_not_found": ErrorKind(400, _INVALID),
+    # temporary credentials (domain/credentials.py)
+    "credential_expired": ErrorKind(401, _AUTH),
+    "credential_revoked": ErrorKind(401, _AUTH),
+    "credential_model_not_granted": ErrorKind(403, _PERMISSION),
+    "credential_cannot_issue": ErrorKind(403, _PERMISSION),
+    "credential_actor_mismatch": ErrorKind(403, _PERMISSION),
+    "credential_not_found": ErrorKind(404, _INVALID),
+    "credentials_disabled": ErrorKind(503, "configuration_error", retryable=False),
     # money and quotas
     "insufficient_balance": ErrorKind(402, _QUOTA),
     "budget_exceeded": ErrorKind(402, _QUOTA),
@@ -78,7 +86,6 @@ ERRORS: dict[str, ErrorKind] = {
     "trace_budget_exceeded": ErrorKind(402, _QUOTA),
     "trace_closed": ErrorKind(409, _INVALID, retryable=False),
     "credential_budget_exceeded": ErrorKind(402, _QUOTA),
-    "credential_revoked": ErrorKind(401, _AUTH),  # the credential's limit closed (issue 14)
     "quota_exceeded": ErrorKind(429, _RATE, retryable=False),  # resets next month, not in seconds
     "project_concurrency_exceeded": ErrorKind(429, _RATE),
     # lookups that find nothing

@@ -125,6 +125,11 @@ class ProjectConcurrencyMiddleware:
             if name == b"authorization":
                 authorization = value.decode("latin-1")
                 break
+        if self.cache.credentials is not None:
+            # A temporary credential counts under the project that minted it.
+            credential_project = self.cache.credentials.project_of(authorization)
+            if credential_project is not None:
+                return credential_project  # type: ignore[no-any-return]
         try:
             token = bearer_key(authorization)
         except GatewayError:

@@ -15,6 +15,7 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from domain.credentials import CredentialUsed
 from domain.ids import event_id
 from domain.request import Request
 from projections.base import View, reads
@@ -122,6 +123,11 @@ class AuditView(View):
             pii_blocked=int(bool(event.blocked)),
             pii_failure_code=event.failure_code or None,
         )
+
+    @reads(CredentialUsed)
+    def _credential_used(self, tx: Tx, event: Any, position: int) -> None:
+        # The temporary credential the request was made with (its jti, never the token).
+        self._update(tx, event, position, credential_id=event.credential_id)
 
     @reads(Request.Rejected)
     def _rejected(self, tx: Tx, event: Any, position: int) -> None:

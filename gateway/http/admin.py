@@ -110,6 +110,13 @@ async def admin_revoke(request: Request, services: ServicesDep, key_id: str) -> 
     return await execute(request, services, lambda b: build.revoke_key(key_id, b))
 
 
+@router.post("/keys/{key_id}/downgrade-threshold")
+async def admin_downgrade_threshold(
+    request: Request, services: ServicesDep, key_id: str
+) -> Response:
+    return await execute(request, services, lambda b: build.set_key_downgrade_threshold(key_id, b))
+
+
 @router.post("/topups")
 async def admin_topup(request: Request, services: ServicesDep) -> Response:
     return await execute(request, services, build.top_up)

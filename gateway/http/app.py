@@ -16,7 +16,17 @@ from gateway.bootstrap import Services, build_services
 from gateway.config import Settings
 from gateway.dashboard import install_dashboard
 from gateway.fairness import ProjectConcurrencyMiddleware
-from gateway.http import admin, billing, cache_admin, data, openai, ops, traces, unsupported
+from gateway.http import (
+    admin,
+    billing,
+    cache_admin,
+    credentials,
+    data,
+    openai,
+    ops,
+    traces,
+    unsupported,
+)
 from gateway.http.handlers import install_error_handlers, request_id_on_every_response
 from gateway.lifecycle.settlement import request_leases
 from gateway.mcp_server import install_mcp
@@ -74,6 +84,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.include_router(admin.router)  # every /v1/admin/*
     app.include_router(cache_admin.router)  # /v1/admin/projects/{id}/cache-policy
     install_semantic_cache(services)  # the response cache embeds prompts through the router
+    app.include_router(credentials.router)  # POST /v1/credentials, /v1/credentials/{id}/revoke
     app.state.mcp_running = install_mcp(app, services)  # POST /v1/mcp: the reads as tools
     install_dashboard(app, services)  # GET /dashboard and the admin's project list it needs
     install_openapi(app)  # after every route: the document covers them all

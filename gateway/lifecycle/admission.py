@@ -23,12 +23,22 @@ from fastapi import Request as HttpRequest
 from fastapi.responses import Response
 
 from domain import commands as c
+from domain.credentials import Credential
 from domain.errors import DomainError, InvalidPiiPolicy, PiiScreeningUnavailable
 from domain.ids import MODE_TEST, idempotent_request_id, key_mode, new_request_id
 from domain.pii_events import PiiDecision
 from domain.vocabulary import KeySource
 from gateway.auth import actor_from, authenticate_key, presented_key_id
 from gateway.byok import ProjectEndpointKeys, byok_adapter
+from gateway.cost_control import downgrade_for_budget
+from gateway.credentials import (
+    check_named_model_granted,
+    credential_actor,
+    credential_of,
+    grant_refusal,
+    granted_catalog,
+    restrict_to_grant,
+)
 from gateway.errors import GatewayError, as_gateway_error, error_response
 from gateway.json_bytes import canonical_sha256
 from gateway.lifecycle.request import Admission, Intake, PiiSession
@@ -69,6 +79,7 @@ async def authenticate(intake: Intake, http: HttpRequest, services: Any) -> tupl
     key, project = await authenticate_key(services.cache, http.headers.get("authorization"))
     intake.project_id, intake.key_id = project.id, key.id
     intake.mode = key_mode(key.key_prefix)
+    intake.credential = credential_of(key)  # a temporary credential stands in for its key
     return key, project
 
 
@@ -105,7 +116,13 @@ async def read_body(intake: Intake, http: HttpRequest) -> dict[str, Any]:
 def identify_actor(
     intake: Intake, http: HttpRequest, body: dict[str, Any], project: Any, services: Any
 ) -> None:
-    """The end user the request is for (header, body `user`, or a signed actor token)."""
+    """The end user the request is for (header, body `user`, or a signed actor token); a
+    temporary credential that fixes its user acts for that user alone."""
+    if intake.credential is not None:
+        fixed = credential_actor(intake.credential, http.headers, body)
+        if fixed is not None:
+            intake.actor_id = fixed
+            return
     secret = (services.settings.actor_token_secret or "").encode() or None
     intake.actor_id = actor_from(http.headers, body, project, secret)
 
@@ -180,21 +197,75 @@ async def decide(
     effective: Any,
     *,
     capabilities: frozenset[str] | None,
+    credential: Credential | None = None,
     trace: c.TraceJoin | None = None,
 ) -> RouteDecision:
     """The router's decision: the only compliance gate (a model outside the project's, or
     the request's tighter, tier is refused here, before anything is reserved), the
-    capabilities the request needs, the failover order, the project's own endpoint keys."""
-    return await decide_for_request(
-        services.routing,
-        project,
-        body,
-        services.cache.get,
-        effective=effective,
-        project_keys=ProjectEndpointKeys(services.settings.raw, project),
-        capabilities=capabilities,
-        # A governed trace's allowed models: auto and shorthands choose among them.
-        allowed_models=await trace_allowed_models(services, trace, project.id),
+    capabilities the request needs, the failover order, the project's own endpoint keys.
+    A temporary credential's grant narrows the models (a named one outside it: 403); a
+    governed trace's allowed models are those auto and shorthands choose among."""
+    if credential is not None:
+        project_routing = await services.routing.project_routing.get(project.id, services.cache.get)
+        catalog = services.routing.catalog_for(project_routing)  # with its custom models
+        check_named_model_granted(body.get("model"), catalog, credential)
+    try:
+        decision = await decide_for_request(
+            services.routing,
+            project,
+            body,
+            services.cache.get,
+            effective=effective,
+            project_keys=ProjectEndpointKeys(services.settings.raw, project),
+            capabilities=capabilities,
+            narrow=granted_catalog(credential),
+            allowed_models=await trace_allowed_models(services, trace, project.id),
+        )
+    except DomainError as error:
+        raise grant_refusal(error, credential) from None
+    return restrict_to_grant(decision, credential)
+
+
+async def downgrade(
+    services: Any,
+    key: Any,
+    project: Any,
+    body: dict[str, Any],
+    effective: Any,
+    decision: RouteDecision,
+    *,
+    capabilities: frozenset[str] | None,
+    estimated_input_tokens: int,
+    max_output_tokens: int,
+    credential: Credential | None = None,
+    trace: c.TraceJoin | None = None,
+) -> RouteDecision:
+    """Budget downgrade (gateway/cost_control.py): a key below its downgrade threshold has
+    a router-chosen model replaced by the cheapest compliant one that fits; a named model
+    is never swapped."""
+    project_routing = await services.routing.project_routing.get(project.id, services.cache.get)
+    catalog = services.routing.catalog_for(project_routing)
+
+    async def redecide(model_field: str) -> RouteDecision:
+        return await decide(
+            services,
+            project,
+            {**body, "model": model_field},
+            effective,
+            capabilities=capabilities,
+            credential=credential,
+            trace=trace,
+        )
+
+    return await downgrade_for_budget(
+        services,
+        key,
+        decision,
+        catalog=catalog,
+        currency=project.currency,
+        estimated_input_tokens=estimated_input_tokens,
+        max_output_tokens=max_output_tokens,
+        redecide=redecide,
     )
 
 
@@ -239,6 +310,7 @@ async def admit(
             ocr_estimate=ocr_estimate,
             pii_decision=intake.pii_decision,
             trace=intake.trace_join,  # the contract is checked in the writer, exactly
+            credential_id=intake.credential_id,
         )
     )
     intake.admitted = True
@@ -279,6 +351,7 @@ async def record_rejection(
                 error_type=error.error_type,
                 message=error.ledger_message,
                 pii_decision=intake.pii_decision,
+                credential_id=intake.credential_id,
             )
         )
     except Exception:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from gateway import response_cache as rc
-from gateway.auth import bearer_key
+from gateway.auth import presented_secret
 from gateway.lifecycle.request import Admission, Intake
 from gateway.routing.decision import RouteDecision, RouteTarget
 from gateway.routing.selector import cache_hit_allowed
@@ -30,7 +30,7 @@ def plan(
         headers,
         body,
         endpoint=endpoint,
-        api_key=bearer_key(headers.get("authorization")),
+        api_key=presented_secret(headers.get("authorization")),
         project_id=intake.project_id,
         scope=effective.cache_scope(),
         models=tuple(target.spec.name for target in decision.targets),

@@ -25,6 +25,7 @@ from domain.errors import (
     PiiScreeningUnavailable,
 )
 from gateway.bootstrap import Services
+from gateway.cost_signals import cost_headers
 from gateway.json_bytes import canonical_sha256
 from gateway.lifecycle import admission, caching, settlement
 from gateway.lifecycle.dispatch import dispatch
@@ -136,6 +137,7 @@ async def _admit(intake: Intake, http: HttpRequest, services: Services) -> ChatA
     )
     if ocr is not None:  # OCR would call Mistral for real
         refuse_in_test_mode(intake.mode, "document OCR (PDFs on eu_strict)")
+    capabilities = required_capabilities(body) - {"documents"} if ocr else None
     try:
         decision = await admission.decide(
             services,
@@ -143,7 +145,8 @@ async def _admit(intake: Intake, http: HttpRequest, services: Services) -> ChatA
             body,
             effective,
             # eu_strict PDFs become text through Mistral OCR first: no model needs PDF input.
-            capabilities=required_capabilities(body) - {"documents"} if ocr else None,
+            capabilities=capabilities,
+            credential=intake.credential,
             trace=intake.trace_join,
         )
     except ModelCapabilityMissing as error:
@@ -155,6 +158,27 @@ async def _admit(intake: Intake, http: HttpRequest, services: Services) -> ChatA
             model=body["model"].strip()[:200],
             alternatives=error.alternatives,
         ) from None
+    if ocr is None:
+        estimated_input = estimate_prompt_tokens(body)
+    else:
+        estimated_input = (
+            estimate_prompt_tokens(without_documents(body)) + ocr.input_tokens_estimate
+        )
+    max_output = output_tokens_allowance(body, services.settings.default_max_output_tokens)
+    # Below the key's downgrade threshold, a router-chosen model becomes the cheapest one.
+    decision = await admission.downgrade(
+        services,
+        key,
+        project,
+        body,
+        effective,
+        decision,
+        capabilities=capabilities,
+        estimated_input_tokens=estimated_input,
+        max_output_tokens=max_output,
+        credential=intake.credential,
+        trace=intake.trace_join,
+    )
     route = route_of(decision.chosen)
     # An OCR request is never cached (its documents go to Mistral first).
     cache_plan = (
@@ -176,11 +200,6 @@ async def _admit(intake: Intake, http: HttpRequest, services: Services) -> ChatA
             requested_model=route.model,
             candidates=document_capable_suggestions(services.adapters),
         )
-        estimated_input = estimate_prompt_tokens(body)
-    else:
-        estimated_input = (
-            estimate_prompt_tokens(without_documents(body)) + ocr.input_tokens_estimate
-        )
     admitted = await admission.admit(
         intake,
         services,
@@ -191,9 +210,7 @@ async def _admit(intake: Intake, http: HttpRequest, services: Services) -> ChatA
         decision=decision,
         key_source=key_source,
         estimated_input_tokens=estimated_input,
-        max_output_tokens=output_tokens_allowance(
-            body, services.settings.default_max_output_tokens
-        ),
+        max_output_tokens=max_output,
         cache_plan=cache_plan,
         ocr_estimate=None if ocr is None else {"cost": ocr.cost_estimate, "currency": ocr.currency},
     )
@@ -287,6 +304,8 @@ async def _answer(
         charged = outcome.value["charged_amount"]  # type: ignore[index]
         reply_headers["X-LG-Actual-Cost"] = admission.money_header(charged)
         reply_headers["X-LG-Ledger-Position"] = str(outcome.position or 0)
+        # Estimated ÷ actual and the whole latency (gateway/cost_signals.py).
+        reply_headers.update(cost_headers(admitted.reserved_amount, charged, admitted.elapsed_ms()))
     return JsonResponse(result.body, headers=reply_headers)
 
 

@@ -22,6 +22,7 @@ from domain.catalog import Catalog
 from domain.errors import ModelCapabilityMissing
 from domain.tiers import EffectiveTier
 from gateway.bootstrap import Services, adapter_classes
+from gateway.cost_signals import cost_headers
 from gateway.errors import GatewayError
 from gateway.json_bytes import canonical_sha256
 from gateway.lifecycle import admission, caching, settlement
@@ -159,6 +160,7 @@ async def _admit(
             body,
             effective,
             capabilities=EMBEDDINGS_CAPABILITY,
+            credential=intake.credential,
             trace=intake.trace_join,
         )
     except ModelCapabilityMissing as error:
@@ -171,6 +173,19 @@ async def _admit(
             effective,
             error.alternatives,
         ) from None
+    decision = await admission.downgrade(
+        services,
+        key,
+        project,
+        body,
+        effective,
+        decision,
+        capabilities=EMBEDDINGS_CAPABILITY,
+        estimated_input_tokens=estimated_input,
+        max_output_tokens=0,
+        credential=intake.credential,
+        trace=intake.trace_join,
+    )
     route = route_of(decision.chosen)
     if not _provider_has_embeddings(route.provider):
         # Only a custom model can claim embeddings for such a provider: refuse it before
@@ -257,4 +272,7 @@ async def _answer(
         reply_headers["X-LG-Actual-Cost"] = admission.money_header(settled["charged_amount"])
         reply_headers["X-LG-Ledger-Position"] = str(outcome.position or 0)
         reply_headers["X-LG-Usage-Source"] = str(settled.get("usage_source", usage.source))
+        reply_headers.update(
+            cost_headers(admitted.reserved_amount, settled["charged_amount"], admitted.elapsed_ms())
+        )
     return JsonResponse(result.body, headers=reply_headers)

@@ -22,6 +22,7 @@ from decimal import Decimal
 from uuid import UUID
 
 from domain import commands as c
+from domain.credentials import Credential
 from domain.ids import MODE_LIVE
 from domain.pii_events import PiiDecision
 from domain.project import Project
@@ -77,6 +78,13 @@ class Intake:
     # The PII decision to record (admitted or rejected), and the session once screened.
     pii_decision: PiiDecision | None = None
     pii: PiiSession | None = None
+    # The temporary credential the request presented (gateway/credentials.py), if any: its
+    # grant narrows routing, it may fix the actor, and the writer decides its rules again.
+    credential: Credential | None = None
+
+    @property
+    def credential_id(self) -> str | None:
+        return None if self.credential is None else self.credential.jti
 
     def facts(self, endpoint: str, timeout_s: float) -> c.RequestFacts:
         return c.RequestFacts(

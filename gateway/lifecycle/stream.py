@@ -20,6 +20,7 @@ from fastapi.responses import Response, StreamingResponse
 
 from domain import commands as c
 from gateway import response_cache as rc
+from gateway.cost_signals import x_lg_usage
 from gateway.errors import GatewayError, as_gateway_error, envelope
 from gateway.lifecycle import caching, settlement
 from gateway.lifecycle.dispatch import dispatch
@@ -197,7 +198,7 @@ async def _frames(
                 yield frame
         usage = usage_so_far()
         finished = True
-        await settlement.complete(
+        outcome = await settlement.complete(
             services,
             admitted,
             usage=usage,
@@ -224,6 +225,12 @@ async def _frames(
                     "model": (last_chunk or {}).get("model", route_of(served).upstream_model),
                     "choices": [],
                     "usage": usage.as_openai(),
+                    # The actual cost once the charge is durable (gateway/cost_signals.py).
+                    "x_lg": x_lg_usage(
+                        None if outcome is None else outcome.value["charged_amount"],  # type: ignore[index]
+                        admitted.currency,
+                        admitted.request_id,
+                    ),
                 }
             )
         yield SSE_DONE

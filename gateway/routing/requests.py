@@ -11,6 +11,7 @@ from typing import Any
 from uuid import UUID
 
 from domain import commands as c
+from domain.catalog import Catalog
 from domain.errors import InvalidCommand, PriceNotFound
 from domain.money import Money
 from domain.tiers import EffectiveTier, effective_tier
@@ -84,14 +85,19 @@ async def decide_for_request(
     effective: EffectiveTier | None = None,
     capabilities: frozenset[str] | None = None,
     project_keys: Callable[[str, str], str | None] | None = None,
+    narrow: Callable[[Catalog], Catalog] | None = None,
     allowed_models: frozenset[str] | None = None,
 ) -> RouteDecision:
     """`capabilities` overrides what the body needs (e.g. without "documents" when OCR will
     turn the PDFs into text first). `project_keys` resolves the project's own endpoints'
-    key references (gateway/byok.ProjectEndpointKeys); without it they carry no key."""
+    key references (gateway/byok.ProjectEndpointKeys); without it they carry no key.
+    `narrow` keeps only some of the project's models (a temporary credential's grant);
+    `allowed_models` are a governed trace's (auto and shorthands choose among them)."""
     effective = effective or effective_tier_for(project, body)
     project_routing = await routing.project_routing.get(project.id, load)
     catalog = routing.catalog_for(project_routing)
+    if narrow is not None:
+        catalog = narrow(catalog)
     routing.sync_project_endpoints(project_routing, project_keys)
     return routing.router.decide(
         body.get("model"),

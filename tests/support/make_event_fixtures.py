@@ -143,6 +143,23 @@ def main() -> None:
             app,
             c.CompleteRequest(late, c.UsageReport(10, 7), "stop", 14, None, 9, 8),
         )
+        # Issue 14: a key's downgrade threshold; a temporary credential (a limit on the
+        # Account) used by an admitted request, then revoked (its limit closed).
+        from domain.cost_control import SetKeyDowngradeThreshold
+        from domain.credentials import IssueCredential, RevokeCredential
+
+        budgeted = run_now(
+            app, c.CreateApiKey(project_id=project_id, daily_budget=Decimal("5"))
+        ).value
+        run_now(app, SetKeyDowngradeThreshold(UUID(budgeted["key_id"]), Decimal("1")))
+        run_now(
+            app,
+            IssueCredential(
+                "fixture-jti", UUID(budgeted["key_id"]), "hs256-fixture", budget=Decimal("1")
+            ),
+        )
+        admitted(credential_id="fixture-jti")
+        run_now(app, RevokeCredential("fixture-jti", project_id, "key:fixture"))
         OUT.mkdir(parents=True, exist_ok=True)
         seen: set[str] = set()
         written: list[str] = []

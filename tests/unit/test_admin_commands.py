@@ -40,6 +40,14 @@ def _cli(argv: list[str]) -> object:
             lambda: admin_commands.revoke_key(PROJECT, {}),
         ),
         (
+            ["key", "set-downgrade", "--key", PROJECT, "--threshold", "1.50"],
+            lambda: admin_commands.set_key_downgrade_threshold(PROJECT, {"threshold": "1.50"}),
+        ),
+        (
+            ["key", "set-downgrade", "--key", PROJECT, "--clear"],
+            lambda: admin_commands.set_key_downgrade_threshold(PROJECT, {"threshold": None}),
+        ),
+        (
             ["topup", "--project", PROJECT, "--amount", "100", "--currency", "EUR"]
             + ["--reference", "inv-1"],
             lambda: admin_commands.top_up(

@@ -9,6 +9,7 @@ import pytest
 from eventsourcing.domain import CanMutateAggregate
 
 import domain.account
+import domain.credentials
 import domain.pricing
 import domain.project
 import domain.reconciliation
@@ -20,6 +21,7 @@ from tests.support.ledger import decode_event_fixture, event_fields
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "events"
 CORE_MODULES = (
     domain.account,
+    domain.credentials,
     domain.pricing,
     domain.project,
     domain.reconciliation,

@@ -318,29 +318,14 @@ def material_fields(
     }
 
 
-def cache_material(
-    *,
-    endpoint: str,
-    project_id: UUID,
-    scope: str,
-    models: tuple[str, ...],
-    pii_policy: Any,
-    stream: bool,
-    screened_body: dict[str, Any],
-) -> bytes:
+def cache_material(fields: dict[str, Any], screened_body: dict[str, Any]) -> bytes:
+    """What a cache key is derived from: the request's scope `fields` (material_fields) and the
+    canonical screened body (placeholders, never raw PII), stream flags aside."""
     body = {
         k: v
         for k, v in upstream_body_of(screened_body).items()
         if k not in ("stream", "stream_options")
     }
-    fields = material_fields(
-        endpoint=endpoint,
-        project_id=project_id,
-        scope=scope,
-        models=models,
-        pii_policy=pii_policy,
-        stream=stream,
-    )
     return orjson.dumps(
         {"v": 1, **fields, "body": canonical_sha256(body)}, option=orjson.OPT_SORT_KEYS
     )
@@ -918,15 +903,7 @@ def build_plan(
         pii_policy=inputs.pii_policy,
         stream=inputs.stream,
     )
-    material = cache_material(
-        endpoint=inputs.endpoint,
-        project_id=inputs.project_id,
-        scope=inputs.scope,
-        models=inputs.models,
-        pii_policy=inputs.pii_policy,
-        stream=inputs.stream,
-        screened_body=inputs.screened_body,
-    )
+    material = cache_material(fields, inputs.screened_body)
     lookup_id, entry_key = _derive(secret, material)
     plan = CachePlan(
         options=options,

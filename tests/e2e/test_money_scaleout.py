@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -40,10 +39,11 @@ from domain.clock import SystemClock
 from domain.ids import account_id, request_aggregate_id
 from domain.request import Request
 from domain.writer import GroupCommitWriter, run_now
-from gateway.serving import BackgroundServer, free_port
+from gateway.serving import BackgroundServer
 from gateway.simulator import SimulatorState, create_simulator_app
 from tests.support.ledger import admit_command, replay_account
 from tests.support.postgres import create_schema
+from tests.support.processes import spawn_server, stop, wait_until_healthy
 
 ROOT = Path(__file__).resolve().parents[2]
 STARTUP_S_MAX = 150.0  # three interpreters importing the gateway at once on a busy 2-core box
@@ -71,42 +71,14 @@ def _env(store: dict[str, str], upstream: str, **extra: str) -> dict[str, str]:
 @contextmanager
 def serving(env: dict[str, str], count: int) -> Iterator[list[tuple[subprocess.Popen, str]]]:
     """`count` separate `serve` processes on one store (replicas), started side by side."""
-    started = []
-    for _ in range(count):
-        port = free_port()
-        process = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "serve", "--port", str(port)],
-            env=env,
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        started.append((process, f"http://127.0.0.1:{port}"))
+    started = [spawn_server(env) for _ in range(count)]
     try:
         deadline = time.monotonic() + STARTUP_S_MAX
         for process, base in started:
-            while True:
-                if process.poll() is not None:
-                    raise RuntimeError(f"a gateway exited during start-up ({process.returncode})")
-                try:
-                    if httpx.get(base + "/health", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise TimeoutError("the gateways did not start in time")
-                time.sleep(0.1)
+            wait_until_healthy(process, base, deadline)
         yield started
     finally:
-        for process, _ in started:
-            if process.poll() is None:
-                process.terminate()
-        for process, _ in started:
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(5)
+        stop([process for process, _ in started])
 
 
 class Ledger:

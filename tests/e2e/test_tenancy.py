@@ -13,8 +13,6 @@ import openai
 import pytest
 
 from domain.routing import ProjectRouting
-from gateway.serving import BackgroundServer
-from gateway.simulator import SimulatorState, create_simulator_app
 from tests.support.harness import (
     ADMIN_TOKEN,
     Gateway,
@@ -27,17 +25,6 @@ ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 MESSAGES = [{"role": "user", "content": "Tell me about residency"}]
 SECRET_KEY = "tenancy-test-secret-key-0123456789"
 MANAGED_KEY = "sk-managed-server-key"
-
-
-@pytest.fixture
-def upstreams() -> Iterator[tuple[tuple[BackgroundServer, SimulatorState], ...]]:
-    """The shared (global) OpenAI-format upstream and a project's private one."""
-    shared, private = SimulatorState(), SimulatorState()
-    with (
-        BackgroundServer(create_simulator_app(shared)) as shared_server,
-        BackgroundServer(create_simulator_app(private)) as private_server,
-    ):
-        yield (shared_server, shared), (private_server, private)
 
 
 @pytest.fixture

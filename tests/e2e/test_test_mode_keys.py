@@ -18,24 +18,12 @@ import pytest
 from domain import commands as c
 from domain.account import Account
 from domain.ids import account_id
-from gateway.serving import BackgroundServer
-from gateway.simulator import SimulatorState, create_simulator_app
 from tests.support.harness import ADMIN_TOKEN, Gateway, Tenant, start_gateway
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 MESSAGES = [{"role": "user", "content": "Is this real?"}]
 SECRET_KEY = "test-mode-secret-key-0123456789"
 BYOK_KEY = "sk-project-own-provider-key-123"
-
-
-@pytest.fixture
-def upstreams() -> Iterator[tuple[tuple[BackgroundServer, SimulatorState], ...]]:
-    shared, private = SimulatorState(), SimulatorState()
-    with (
-        BackgroundServer(create_simulator_app(shared)) as shared_server,
-        BackgroundServer(create_simulator_app(private)) as private_server,
-    ):
-        yield (shared_server, shared), (private_server, private)
 
 
 @pytest.fixture

@@ -72,9 +72,8 @@ def price_gpt_4o_mini(env: dict[str, str]) -> None:
         "--effective-from", "2026-01-01T00:00:00Z")  # fmt: skip
 
 
-def start_server(env: dict[str, str]) -> tuple[subprocess.Popen, str]:
-    """Start `serve` with `env` on a free port; returns the process and its base URL once
-    /health answers."""
+def spawn_server(env: dict[str, str]) -> tuple[subprocess.Popen, str]:
+    """Start `serve` with `env` on a free port, without waiting; the process and its URL."""
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "gateway.cli", "serve", "--port", str(port)],
@@ -83,20 +82,34 @@ def start_server(env: dict[str, str]) -> tuple[subprocess.Popen, str]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + STARTUP_S_MAX
+    return process, f"http://127.0.0.1:{port}"
+
+
+def wait_until_healthy(process: subprocess.Popen, base: str, deadline: float) -> None:
+    """Until /health answers 200 (a process that exits, or the monotonic `deadline`, raises)."""
     while True:
         if process.poll() is not None:
             raise RuntimeError(f"the gateway exited during start-up ({process.returncode})")
         try:
             if httpx.get(base + "/health", timeout=1).status_code == 200:
-                return process, base
+                return
         except httpx.HTTPError:
             pass
         if time.monotonic() > deadline:
-            process.kill()
             raise TimeoutError("the gateway did not start in time")
         time.sleep(0.1)
+
+
+def start_server(env: dict[str, str]) -> tuple[subprocess.Popen, str]:
+    """Start `serve` with `env` on a free port; returns the process and its base URL once
+    /health answers."""
+    process, base = spawn_server(env)
+    try:
+        wait_until_healthy(process, base, time.monotonic() + STARTUP_S_MAX)
+    except (RuntimeError, TimeoutError):
+        process.kill()
+        raise
+    return process, base
 
 
 def stop(processes: list[subprocess.Popen]) -> None:

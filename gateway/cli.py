@@ -26,6 +26,7 @@ from domain.clock import parse_instant
 from domain.commands import Command
 from domain.errors import DomainError
 from domain.money import to_decimal
+from domain.pricing import PRICE_SOURCE_OPERATOR
 from domain.routing import ProjectRouting
 from domain.settlement import DEFAULT_FEE_RATE
 from domain.writer import run_now
@@ -868,7 +869,7 @@ def demo(settings: Settings, host: str, port: int, smoke: bool) -> int:
                 output_per_mtok=Decimal(price_out),
                 currency="USD",
                 effective_from=now - timedelta(days=1),
-                source="demo",
+                source=PRICE_SOURCE_OPERATOR,  # the demo's operator sets them
             ),
         )
     app.close()

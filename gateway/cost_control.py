@@ -30,7 +30,7 @@ async def downgrade_for_budget(
     key: Any,
     decision: RouteDecision,
     *,
-    catalog: Catalog,
+    catalog: Callable[[], Awaitable[Catalog]],
     currency: str,
     estimated_input_tokens: int,
     max_output_tokens: int,
@@ -38,7 +38,9 @@ async def downgrade_for_budget(
 ) -> RouteDecision:
     """`decision` as the key's budget has it: unchanged unless the key has a downgrade
     threshold, the router chose the model, and what is left today is below the threshold.
-    `redecide(model_field)` asks the router again with the request's own constraints."""
+    `redecide(model_field)` asks the router again with the request's own constraints;
+    `catalog()` loads the project's catalog, only once a downgrade is in play (almost every
+    request has no threshold and pays nothing here)."""
     threshold: Decimal | None = getattr(key, "downgrade_threshold", None)
     if threshold is None or not may_downgrade(decision):
         return decision
@@ -47,11 +49,12 @@ async def downgrade_for_budget(
     if not downgrade_applies(remaining, threshold):
         return decision
     floor = await redecide(floor_model_field(decision.requested_model))
+    priced_by = await catalog()
     now = services.clock.now()
 
     def cost_of(spec: ModelSpec) -> Decimal | None:
         return list_cost(
-            catalog,
+            priced_by,
             spec,
             input_tokens=estimated_input_tokens,
             output_tokens=max_output_tokens,

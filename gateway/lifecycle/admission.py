@@ -23,6 +23,7 @@ from fastapi import Request as HttpRequest
 from fastapi.responses import Response
 
 from domain import commands as c
+from domain.catalog import Catalog
 from domain.credentials import Credential
 from domain.errors import DomainError, InvalidPiiPolicy, PiiScreeningUnavailable
 from domain.ids import MODE_TEST, idempotent_request_id, key_mode, new_request_id
@@ -243,8 +244,10 @@ async def downgrade(
     """Budget downgrade (gateway/cost_control.py): a key below its downgrade threshold has
     a router-chosen model replaced by the cheapest compliant one that fits; a named model
     is never swapped."""
-    project_routing = await services.routing.project_routing.get(project.id, services.cache.get)
-    catalog = services.routing.catalog_for(project_routing)
+
+    async def catalog() -> Catalog:
+        project_routing = await services.routing.project_routing.get(project.id, services.cache.get)
+        return services.routing.catalog_for(project_routing)  # with its custom models
 
     async def redecide(model_field: str) -> RouteDecision:
         return await decide(

@@ -52,6 +52,7 @@ from projections.ledger_entries import LedgerEntriesView, ReconciliationsView
 from projections.queries import tracked_position
 from projections.runner import ProjectionRunner, default_views
 
+DEMO_SETTLE_POLLS = 100  # x 0.1 s: how long the smoke run waits for the stream's charge and audit row
 DEMO_SIMULATED_PROVIDERS = ("openai", "mistral", "moonshot", "xai")
 # Demo FX rates (1 base = rate USD), recorded as FX events with source "demo" so a USD
 # project can use the EUR-priced Mistral models; set real ones with `ledgergate fx set`.
@@ -929,10 +930,17 @@ def _demo_smoke(settings: Settings, api_key: str) -> int:
                 "/v1/chat/completions", json={**body, "stream": True}, headers=headers
             )
             position = reply.headers.get("x-lg-ledger-position", "0")
-            balance = client.get(
-                "/v1/billing/balance", params={"min_position": position}, headers=headers
-            ).json()
-            audit = client.get("/v1/data/audit", headers=headers).json()
+            # The stream is charged after its last byte (no position header can say so): the
+            # settled balance is the one with nothing pending, within a bound.
+            for _ in range(DEMO_SETTLE_POLLS):
+                balance = client.get(
+                    "/v1/billing/balance", params={"min_position": position}, headers=headers
+                ).json()
+                audit = client.get("/v1/data/audit", headers=headers).json()
+                settled = Decimal(str(balance.get("pending", "0"))) == 0
+                if settled and len(audit.get("data", [])) >= 2:
+                    break
+                time.sleep(0.1)
         emit(
             {
                 "chat_status": reply.status_code,

@@ -15,10 +15,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from domain.application import open_application
 from gateway.audit import AuditConfigError, live_check, load_signer
 from gateway.config import Settings
 from projections.audit_tree import LogInconsistent, MerkleLog
 from projections.audit_verify import VerifyReport, export, verify_export
+from projections.db import ReadStore
 from projections.signed_note import NoteError, Verifier
 
 
@@ -66,9 +68,6 @@ def _progress(message: str) -> None:
 
 
 def _open(settings: Settings, *, create_key: bool) -> tuple[Any, Any, MerkleLog, Any]:
-    from domain.application import open_application
-    from projections.db import ReadStore
-
     audit_settings = settings.audit
     signer = load_signer(audit_settings, create=create_key)
     app = open_application(settings.database_url, settings.data_dir)

@@ -27,8 +27,10 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from domain import commands as c
 from domain.project import Project, check_provider
+from domain.routing import endpoint_key_ref_provider
 from gateway.errors import GatewayError
-from gateway.providers.base import ProviderAdapter
+from gateway.providers.base import ProviderAdapter, ProviderEndpoint
+from gateway.providers.registry import DEFAULT_BASE_URLS
 
 SECRET_ENV = "LEDGERGATE_SECRET_KEY"
 SECRET_CHARS_MIN = 16
@@ -170,8 +172,6 @@ class ProjectEndpointKeys:
         self.version = (str(project.id), project.version)  # re-sync when the project's keys change
 
     def __call__(self, api_key_ref: str, provider: str) -> str | None:
-        from domain.routing import endpoint_key_ref_provider
-
         if endpoint_key_ref_provider(api_key_ref) != provider:
             return None
         record = self._project.provider_key(provider)
@@ -202,9 +202,7 @@ def byok_adapter(
         adapter_class: type[ProviderAdapter] = type(managed)
         endpoint = dataclasses.replace(managed.endpoint, api_key=api_key, name="byok")
     else:
-        from gateway.bootstrap import adapter_classes
-        from gateway.providers.base import ProviderEndpoint
-        from gateway.providers.registry import DEFAULT_BASE_URLS
+        from gateway.bootstrap import adapter_classes  # bootstrap -> lifecycle -> byok: a cycle
 
         classes = adapter_classes()
         base_url = settings.provider_base_urls.get(provider) or DEFAULT_BASE_URLS.get(provider)

@@ -31,6 +31,7 @@ from domain.routing import ProjectRouting
 from domain.settlement import DEFAULT_FEE_RATE
 from domain.writer import run_now
 from gateway import admin_commands
+from gateway import workers as serving
 from gateway.audit_cli import add_audit_commands, run_audit_command
 from gateway.auth import issue_actor_token
 from gateway.bootstrap import build_services
@@ -50,9 +51,15 @@ from gateway.write_locks import locks_for
 from projections.db import ReadStore
 from projections.ledger_entries import LedgerEntriesView, ReconciliationsView
 from projections.queries import tracked_position
-from projections.runner import ProjectionRunner, default_views
+from projections.runner import ProjectionRunner, default_views, list_dead_letters
+from reconciliation.invoices import read_invoice
+from reconciliation.reconcile import reconcile, render_table
+from reconciliation.recording import record_command
+from reconciliation.sources import balance_from_store, entries_for_reconcile, export_store
 
-DEMO_SETTLE_POLLS = 100  # x 0.1 s: how long the smoke run waits for the stream's charge and audit row
+DEMO_SETTLE_POLLS = (
+    100  # x 0.1 s: how long the smoke run waits for the stream's charge and audit row
+)
 DEMO_SIMULATED_PROVIDERS = ("openai", "mistral", "moonshot", "xai")
 # Demo FX rates (1 base = rate USD), recorded as FX events with source "demo" so a USD
 # project can use the EUR-priced Mistral models; set real ones with `ledgergate fx set`.
@@ -572,7 +579,6 @@ def serve(
 ) -> int:
     # Imported here, not at the top: the web stack loads only for the commands that serve,
     # so `ledgergate key create` and the reads start fast. Likewise polars (reconcile).
-    from gateway import workers as serving
 
     try:
         return serving.serve(settings, host, port, workers, projection_worker)
@@ -592,8 +598,6 @@ def projections(settings: Settings, args: argparse.Namespace) -> int:
     runner = ProjectionRunner(app, store, views)
     try:
         if args.action == "dead-letters":
-            from projections.runner import list_dead_letters
-
             rows = list_dead_letters(store, view=args.view, limit=args.limit)
             emit({"dead_letters": rows, "count": len(rows)})
             return 0
@@ -755,16 +759,12 @@ def finance(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _ledger_balance(store: Any, args: argparse.Namespace) -> int:
-    from reconciliation.sources import balance_from_store
-
     balance, position = balance_from_store(store, str(args.project), args.as_of)
     emit({"object": "balance_as_of", **balance.to_dict(), "as_of_position": position})
     return 0
 
 
 def _ledger_export(store: Any, args: argparse.Namespace) -> int:
-    from reconciliation.sources import export_store
-
     output = args.output or f"ledger-entries.{args.format}"
     position = tracked_position(store, "ledger_entries")
 
@@ -777,11 +777,6 @@ def _ledger_export(store: Any, args: argparse.Namespace) -> int:
 
 
 def _reconcile(app: Any, store: Any, args: argparse.Namespace) -> int:
-    from reconciliation.invoices import read_invoice
-    from reconciliation.reconcile import reconcile, render_table
-    from reconciliation.recording import record_command
-    from reconciliation.sources import entries_for_reconcile
-
     aliases: dict[str, str] = {}
     for pair in args.model_aliases:
         name, separator, model = pair.partition("=")
@@ -896,7 +891,7 @@ def demo(settings: Settings, host: str, port: int, smoke: bool) -> int:
         file=sys.stderr,
         flush=True,
     )
-    from gateway.http.app import create_app
+    from gateway.http.app import create_app  # the CLI loads the app only to serve it
 
     if smoke:
         return _demo_smoke(settings, api_key)

@@ -16,13 +16,26 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.utils import get_topic
-from rich.console import Console
+from rich.console import Console, Group
 from rich.table import Table
 
+from domain.application import open_application
+from domain.catalog import Catalog
 from domain.project import ApiKey, Project
+from domain.routing import ProjectRouting
 from gateway.config import Settings
+from gateway.jsonable import jsonable
 from gateway.progress import progress_bar
+from projections.audit import AuditView
+from projections.balances import BalancesView
+from projections.db import ReadStore
+from projections.ledger_queries import pricing_events
+from projections.listings import list_fx_rates, list_prices
+from projections.pricing import PricingHistoryView
+from projections.queries import get_audit, get_balance
+from projections.runner import ProjectionRunner
 
 NOTIFICATIONS_PAGE = 1000
 TABLE_WIDTH_PIPED = 220  # columns when stdout is not a terminal
@@ -83,9 +96,6 @@ def is_read_command(args: argparse.Namespace) -> bool:
 
 
 def run_read_command(settings: Settings, args: argparse.Namespace) -> int:
-    from domain.application import open_application
-    from projections.db import ReadStore
-
     app = open_application(settings.database_url, settings.data_dir)
     store = ReadStore(settings.database_url, settings.data_dir)
     try:
@@ -101,8 +111,6 @@ def run_read_command(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _catch_up(app: Any, store: Any, views: Sequence[Any]) -> None:
-    from projections.runner import ProjectionRunner
-
     with progress_bar("bringing the read models up to date") as advance:
         ProjectionRunner(app, store, list(views), progress=advance).catch_up()
 
@@ -125,7 +133,7 @@ def _aggregates(app: Any, created: type) -> list[Any]:
 
 def _print(payload: dict[str, Any], args: argparse.Namespace, table: Callable[[], Any]) -> int:
     if args.json:
-        from gateway.cli import emit
+        from gateway.cli import emit  # gateway.cli imports this module
 
         emit(payload)
     else:
@@ -146,7 +154,7 @@ def _table(title: str, columns: Iterable[str], rows: Iterable[Iterable[Any]]) ->
 
 
 def _fail(code: str, message: str) -> int:
-    from gateway.cli import fail
+    from gateway.cli import fail  # gateway.cli imports this module
 
     return fail(code, message)
 
@@ -181,9 +189,6 @@ def _key_record(key: ApiKey) -> dict[str, Any]:
 
 
 def project_list(app: Any, store: Any, args: argparse.Namespace) -> int:
-    from projections.balances import BalancesView
-    from projections.queries import get_balance
-
     _catch_up(app, store, [BalancesView()])
     records = [
         _project_record(p, get_balance(store, str(p.id))) for p in _aggregates(app, Project.Created)
@@ -211,11 +216,6 @@ def project_list(app: Any, store: Any, args: argparse.Namespace) -> int:
 
 
 def project_show(app: Any, store: Any, args: argparse.Namespace) -> int:
-    from eventsourcing.application import AggregateNotFoundError
-
-    from projections.balances import BalancesView
-    from projections.queries import get_balance
-
     try:
         project = app.repository.get(args.project_id)
     except AggregateNotFoundError:
@@ -237,8 +237,6 @@ def project_show(app: Any, store: Any, args: argparse.Namespace) -> int:
     }
 
     def tables() -> Any:
-        from rich.console import Group
-
         fields = [
             (name, record[name])
             for name in ("project_id", "name", "tier", "plan", "currency", "fee_rate", "strict",
@@ -299,9 +297,6 @@ def key_list(app: Any, store: Any, args: argparse.Namespace) -> int:
 
 
 def price_list(app: Any, store: Any, args: argparse.Namespace) -> int:
-    from projections.listings import list_prices
-    from projections.pricing import PricingHistoryView
-
     _catch_up(app, store, [PricingHistoryView()])
     model = args.model.strip().lower() if args.model else None
     result = list_prices(store, model=model, at=args.at)
@@ -338,9 +333,6 @@ def price_list(app: Any, store: Any, args: argparse.Namespace) -> int:
 
 
 def fx_list(app: Any, store: Any, args: argparse.Namespace) -> int:
-    from projections.listings import list_fx_rates
-    from projections.pricing import PricingHistoryView
-
     _catch_up(app, store, [PricingHistoryView()])
     result = list_fx_rates(store, at=args.at)
     rows = result["data"]
@@ -357,14 +349,8 @@ def fx_list(app: Any, store: Any, args: argparse.Namespace) -> int:
 
 
 def model_list(app: Any, store: Any, args: argparse.Namespace) -> int:
-    from domain.catalog import Catalog
-
     catalog = Catalog.shipped()
     if args.project is not None:
-        from eventsourcing.application import AggregateNotFoundError
-
-        from domain.routing import ProjectRouting
-
         try:
             routing = app.repository.get(ProjectRouting.create_id(str(args.project)))
             catalog = catalog.with_models(*routing.custom_models())
@@ -410,11 +396,6 @@ def model_list(app: Any, store: Any, args: argparse.Namespace) -> int:
 
 
 def audit_show(app: Any, store: Any, args: argparse.Namespace) -> int:
-    from projections.audit import AuditView
-    from projections.ledger_queries import pricing_events
-    from projections.pricing import PricingHistoryView
-    from projections.queries import get_audit
-
     _catch_up(app, store, [AuditView(), PricingHistoryView()])
     record, position = get_audit(store, args.request_id.strip()[:100])
     if record is None:
@@ -430,8 +411,6 @@ def audit_show(app: Any, store: Any, args: argparse.Namespace) -> int:
     payload = {**record, "as_of_position": position}
 
     def table() -> Table:
-        from gateway.jsonable import jsonable
-
         flat = jsonable(payload)
         rows: list[tuple[str, Any]] = []
         for name, item in flat.items():

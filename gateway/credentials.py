@@ -32,9 +32,18 @@ import anyio.to_thread
 import jwt
 from eventsourcing.application import AggregateNotFoundError
 
-from domain.credentials import Credential, CredentialExpired, credential_id
+from domain.catalog import Catalog
+from domain.credentials import (
+    Credential,
+    CredentialExpired,
+    CredentialModelNotGranted,
+    credential_id,
+)
+from domain.errors import ModelCapabilityMissing, ModelNotCompliant
 from domain.project import ApiKey, Project
+from gateway.auth import authenticate_key, credential_token
 from gateway.errors import GatewayError
+from gateway.routing.selector import MODE_EXPLICIT, parse_model_field
 
 SECRET_SETTING = "LEDGERGATE_CREDENTIAL_SECRET"
 SECRET_BYTES_MIN = 32  # HS256's key should be at least as long as its output (RFC 7518 §3.2)
@@ -56,7 +65,6 @@ def key_fingerprint(secret: bytes) -> str:
 def looks_like_credential(token: str) -> bool:
     """A JWT in compact form, not an API key (`lg_live_…`): gateway/auth.credential_token's
     rule, the one home of it."""
-    from gateway.auth import credential_token
 
     return credential_token(f"Bearer {token}") is not None
 
@@ -225,7 +233,6 @@ async def authenticate_credential(
 
 def presented_credential(authorization: str | None) -> str | None:
     """The token when the header presents a credential (a JWT) rather than an API key."""
-    from gateway.auth import credential_token
 
     return credential_token(authorization)
 
@@ -233,7 +240,6 @@ def presented_credential(authorization: str | None) -> str | None:
 async def authenticate_bearer(services: Any, authorization: str | None) -> tuple[Any, Project]:
     """An API key or a temporary credential: `(key, project)` either way (the key is a
     CredentialKey for a credential). Used by every surface that takes an API key."""
-    from gateway.auth import authenticate_key
 
     token = presented_credential(authorization)
     if token is None:
@@ -272,8 +278,6 @@ def check_named_model_granted(
 ) -> None:
     """A named model outside the credential's grant: 403, before any routing. (`auto` and
     shorthands are routed inside the grant instead: `granted_catalog`.)"""
-    from domain.credentials import CredentialModelNotGranted
-    from gateway.routing.selector import MODE_EXPLICIT, parse_model_field
 
     if credential is None or not credential.models:
         return
@@ -290,7 +294,6 @@ def check_named_model_granted(
 def granted_catalog(credential: Credential | None) -> Any:
     """The router's catalog narrowed to the credential's grant (None: no narrowing), so
     `auto`, shorthands, variants and failover all stay inside it."""
-    from domain.catalog import Catalog
 
     if credential is None or not credential.models:
         return None
@@ -305,8 +308,6 @@ def granted_catalog(credential: Credential | None) -> Any:
 def grant_refusal(error: Exception, credential: Credential | None) -> Exception:
     """A router refusal met only because the grant left no model that can serve the
     request (no compliant or capable model among the granted ones) is the grant's 403."""
-    from domain.credentials import CredentialModelNotGranted
-    from domain.errors import ModelCapabilityMissing, ModelNotCompliant
 
     if credential is None or not credential.models:
         return error
@@ -321,7 +322,6 @@ def grant_refusal(error: Exception, credential: Credential | None) -> Exception:
 def restrict_to_grant(decision: Any, credential: Credential | None) -> Any:
     """The last check on a decision (routed with `granted_catalog`): every target inside
     the credential's grant, or the grant's 403. The writer checks the admitted model again."""
-    from domain.credentials import CredentialModelNotGranted
 
     if credential is None or not credential.models:
         return decision

@@ -31,7 +31,7 @@ from starlette.requests import Request as StarletteRequest
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from domain.ids import key_mode
+from domain.ids import key_mode, new_request_id
 from gateway.auth import authenticate_key
 from gateway.bootstrap import Services
 from gateway.data_filters import (
@@ -253,8 +253,6 @@ class KeyGate:
             try:
                 await authenticate_key(self.services.cache, request.headers.get("authorization"))
             except Exception as error:
-                from domain.ids import new_request_id
-
                 response = error_response(as_gateway_error(error), new_request_id())
                 await response(scope, receive, send)
                 return

@@ -4,6 +4,7 @@ BadRequestError, so the gateway does the same."""
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -68,8 +69,6 @@ def parse_json_body(raw: bytes) -> dict[str, Any]:
 
 
 def _name_the_surrogate(raw: bytes) -> None:
-    import json
-
     try:
         parsed = json.loads(raw)
     except (ValueError, RecursionError):

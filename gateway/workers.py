@@ -26,8 +26,11 @@ relies on owning the store): more than one worker on SQLite is refused with a cl
 
 from __future__ import annotations
 
+import argparse
+import ctypes
 import logging
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -82,6 +85,7 @@ def configure_process_logging(settings: Settings) -> None:
 
 def create_worker_app() -> Any:
     """The app factory each spawned worker calls (uvicorn imports it by name)."""
+    # Only the serving processes load the app, never the supervisor of N workers.
     from gateway.http.app import create_app
 
     settings = Settings.from_env()
@@ -94,8 +98,6 @@ def _die_with_parent() -> None:
     even by kill -9, so a projection worker is never left running on its own."""
     if sys.platform != "linux":
         return
-    import ctypes
-    import signal
 
     PR_SET_PDEATHSIG = 1
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
@@ -172,7 +174,7 @@ def serve(
         settings = Settings.from_env()
     try:
         if workers == 1:
-            from gateway.http.app import create_app
+            from gateway.http.app import create_app  # the supervisor of N workers never loads it
 
             uvicorn.run(create_app(settings), host=host, port=port, **options)
         else:
@@ -192,7 +194,6 @@ def serve(
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m gateway.workers --port P --workers N` (what `ledgergate serve` runs)."""
-    import argparse
 
     parser = argparse.ArgumentParser(prog="ledgergate serve")
     parser.add_argument("--host", default="127.0.0.1")

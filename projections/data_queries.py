@@ -11,7 +11,7 @@ from typing import Any
 from projections.audit import candidate_records
 from projections.db import ReadStore, iso, time_range, time_text
 from projections.ledger_queries import _fx_record, _price_record
-from projections.project_events import events_of_aggregates
+from projections.project_events import events_of_aggregates, list_project_events
 from projections.queries import _pii_fields
 
 PAGE_MAX = 500
@@ -162,7 +162,6 @@ def route_decisions(
 ) -> dict[str, Any]:
     """The project's route decisions in log order: candidates and their scores, the chosen
     target, the reason, and the attempts that followed (failovers and how each ended)."""
-    from projections.project_events import list_project_events
 
     page = list_project_events(
         store,

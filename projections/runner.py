@@ -36,9 +36,18 @@ from datetime import UTC, datetime
 from typing import Any
 
 from domain.application import LedgerApplication
+from projections.audit import AuditView
+from projections.auth_failures import AuthFailuresView
+from projections.balances import BalancesView
 from projections.base import View
 from projections.db import ReadStore, Tx, iso
 from projections.following import BackgroundFollower
+from projections.ledger_entries import LedgerEntriesView, ReconciliationsView
+from projections.pricing import PricingHistoryView
+from projections.project_events import ProjectEventsView
+from projections.router_stats import RouterStatsView
+from projections.traces import TraceSpansView
+from projections.usage import UsageView
 
 log = logging.getLogger("ledgergate.projections")
 
@@ -412,16 +421,6 @@ def apply_by_position(
 
 
 def default_views() -> list[View]:
-    from projections.audit import AuditView
-    from projections.auth_failures import AuthFailuresView
-    from projections.balances import BalancesView
-    from projections.ledger_entries import LedgerEntriesView, ReconciliationsView
-    from projections.pricing import PricingHistoryView
-    from projections.project_events import ProjectEventsView
-    from projections.router_stats import RouterStatsView
-    from projections.traces import TraceSpansView
-    from projections.usage import UsageView
-
     return [
         AuditView(),
         BalancesView(),

@@ -32,6 +32,7 @@ from domain.settlement import DEFAULT_FEE_RATE
 from domain.vocabulary import Plan, Tier
 from gateway.admin_checks import check_strict_project, price_model
 from gateway.byok import SecretKeyMissing, set_provider_key_command
+from gateway.config import Settings
 from gateway.errors import GatewayError
 
 AdminInput = Mapping[str, Any]
@@ -177,12 +178,10 @@ def set_fee_rate(project_id: Any, body: AdminInput) -> c.SetFeeRate:
     return c.SetFeeRate(project_id=_uuid(project_id), fee_rate=to_decimal(body["fee_rate"]))
 
 
-def set_provider_key(
-    raw_settings: Mapping[str, str], project_id: Any, body: AdminInput
-) -> c.SetProviderKey:
+def set_provider_key(settings: Settings, project_id: Any, body: AdminInput) -> c.SetProviderKey:
     # The api_key is encrypted before a command exists; it is never echoed.
     return set_provider_key_command(
-        raw_settings, _uuid(project_id), str(body["provider"]), str(body["api_key"])
+        settings, _uuid(project_id), str(body["provider"]), str(body["api_key"])
     )
 
 

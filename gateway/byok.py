@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import functools
 import hashlib
 import hmac
 import os
@@ -28,6 +29,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from domain import commands as c
 from domain.project import Project, check_provider
 from domain.routing import endpoint_key_ref_provider
+from gateway.config import Settings
 from gateway.errors import GatewayError
 from gateway.providers.base import ProviderAdapter, ProviderEndpoint
 from gateway.providers.registry import DEFAULT_BASE_URLS
@@ -61,6 +63,11 @@ def _derive(secret: str, info: bytes) -> bytes:
     return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(secret.encode())
 
 
+@functools.lru_cache(maxsize=4)  # the current secret, and a few a test or rotation holds
+def _vault_for(secret: str) -> KeyVault:
+    return KeyVault(secret)
+
+
 class KeyVault:
     """Encrypts and decrypts provider keys. Build it with `from_settings`."""
 
@@ -72,11 +79,17 @@ class KeyVault:
         self.secret_fingerprint = hashlib.sha256(_derive(secret, KDF_INFO)).hexdigest()[:16]
 
     @classmethod
-    def from_settings(cls, raw: Mapping[str, str]) -> KeyVault:
-        secret = (raw.get(SECRET_ENV) or "").strip()
+    def from_settings(cls, settings: Settings | Mapping[str, str]) -> KeyVault:
+        """The vault of the typed settings' server secret (or of an environment mapping, as
+        tests and one-off tools hold). One vault per secret is kept: its keys are derived
+        (HKDF) once, not on every BYOK request."""
+        if isinstance(settings, Settings):
+            secret = settings.server_secret or ""
+        else:
+            secret = (settings.get(SECRET_ENV) or "").strip()
         if not secret:
             raise SecretKeyMissing()
-        return cls(secret)
+        return _vault_for(secret)
 
     @staticmethod
     def _aad(project_id: UUID, provider: str) -> bytes:
@@ -126,10 +139,10 @@ class KeyVault:
 
 
 def set_provider_key_command(
-    raw_settings: Mapping[str, str], project_id: UUID, provider: str, api_key: str
+    settings: Settings | Mapping[str, str], project_id: UUID, provider: str, api_key: str
 ) -> c.SetProviderKey:
     """Encrypt first, then build the command: the domain only ever sees the sealed form."""
-    vault = KeyVault.from_settings(raw_settings)
+    vault = KeyVault.from_settings(settings)
     sealed = vault.seal(project_id, provider, api_key)
     return c.SetProviderKey(
         project_id=project_id,
@@ -141,24 +154,6 @@ def set_provider_key_command(
     )
 
 
-def server_secret_values(raw_settings: Mapping[str, str]) -> frozenset[str]:
-    """Every secret the gateway holds in its configuration: the admin token, the BYOK and
-    actor-token secrets and every managed provider key. None of them may ever be sent to a
-    project's own endpoint (tests/e2e/test_tenancy_endpoints.py)."""
-    values: set[str] = set()
-    for name, value in raw_settings.items():
-        if not isinstance(value, str) or not name.startswith("LEDGERGATE_"):
-            continue
-        if name in (SECRET_ENV, "LEDGERGATE_ADMIN_TOKEN", "LEDGERGATE_ACTOR_TOKEN_SECRET"):
-            values.add(value.strip())
-        elif name.endswith("_API_KEY"):
-            values.add(value.strip())
-        elif name.endswith("_API_KEYS"):
-            values.update(item.strip() for item in value.split(","))
-    values.discard("")
-    return frozenset(values)
-
-
 class ProjectEndpointKeys:
     """Resolves a project endpoint's `api_key_ref` at the point of use: only `byok:<provider>`
     naming a key stored (encrypted) for THIS project resolves, and only to that key; the
@@ -166,8 +161,8 @@ class ProjectEndpointKeys:
     secrets is refused even if it was stored as a project key (defence in depth: the admin
     command already refuses any other reference)."""
 
-    def __init__(self, raw_settings: Mapping[str, str], project: Project) -> None:
-        self._raw = raw_settings
+    def __init__(self, settings: Settings, project: Project) -> None:
+        self._settings = settings
         self._project = project
         self.version = (str(project.id), project.version)  # re-sync when the project's keys change
 
@@ -178,10 +173,12 @@ class ProjectEndpointKeys:
         if record is None:
             return None
         try:
-            api_key = KeyVault.from_settings(self._raw).open(self._project.id, provider, record)
+            api_key = KeyVault.from_settings(self._settings).open(
+                self._project.id, provider, record
+            )
         except GatewayError:
             return None
-        if api_key.strip() in server_secret_values(self._raw):
+        if api_key.strip() in self._settings.server_secrets:
             return None
         return api_key
 
@@ -196,7 +193,7 @@ def byok_adapter(
     if record is None:
         return None
     settings = services.settings  # type: ignore[attr-defined]
-    vault = KeyVault.from_settings(settings.raw)
+    vault = KeyVault.from_settings(settings)
     api_key = vault.open(project.id, provider, record)
     if managed is not None:
         adapter_class: type[ProviderAdapter] = type(managed)

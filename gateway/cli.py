@@ -561,7 +561,7 @@ def provider_key_admin(settings: Settings, args: argparse.Namespace) -> int:
         return fail("invalid_request", f"cannot read --api-key-file: {error.strerror}")
     try:
         command = admin_commands.set_provider_key(
-            settings.raw, args.project, {"provider": args.provider, "api_key": api_key}
+            settings, args.project, {"provider": args.provider, "api_key": api_key}
         )
     except GatewayError as error:
         return fail(error.code, error.message)

@@ -19,6 +19,12 @@ if TYPE_CHECKING:
     from gateway.audit import AuditSettings
     from gateway.kafka_settings import KafkaSettings
 
+# The settings whose value is a secret (LEDGERGATE_SECRET_KEY, LEDGERGATE_ADMIN_TOKEN,
+# LEDGERGATE_OPENAI_API_KEY, LEDGERGATE_CREDENTIAL_SECRET, ...), or a comma-separated list of
+# them (LEDGERGATE_OPENAI_API_KEYS, LEDGERGATE_CREDENTIAL_PREVIOUS_SECRETS).
+SECRET_NAME_ENDINGS = ("_SECRET_KEY", "_API_KEY", "_TOKEN", "_SECRET")
+SECRET_LIST_NAME_ENDINGS = ("_API_KEYS", "_SECRETS")
+
 # LEDGERGATE_<P>_BASE_URL / _API_KEY for every provider of the one vocabulary.
 PROVIDERS = tuple(provider.upper() for provider in vocabulary.PROVIDERS)
 
@@ -150,6 +156,23 @@ class Settings:
             aws_environment={k: v for k, v in values.items() if k.startswith("AWS_")},
             otel_environment={k: v for k, v in values.items() if k.startswith("OTEL_")},
         )
+
+    @cached_property
+    def server_secrets(self) -> frozenset[str]:
+        """Every secret the gateway holds in its configuration: the admin, metrics and
+        actor-token secrets, the server secret, the credential secrets (current and previous)
+        and every managed provider key. None of them may ever be sent to a project's own
+        endpoint (gateway/byok.ProjectEndpointKeys; tests/e2e/test_tenancy.py)."""
+        values: set[str] = set()
+        for name, value in self.raw.items():
+            if not isinstance(value, str) or not name.startswith("LEDGERGATE_"):
+                continue
+            if name.endswith(SECRET_NAME_ENDINGS):
+                values.add(value.strip())
+            elif name.endswith(SECRET_LIST_NAME_ENDINGS):
+                values.update(item.strip() for item in value.split(","))
+        values.discard("")
+        return frozenset(values)
 
     @property
     def data_path(self) -> Path:

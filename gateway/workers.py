@@ -80,7 +80,7 @@ def configure_process_logging(settings: Settings) -> None:
     library that configures logging on first use (the MCP SDK installs a rich-text handler
     on the root logger) must find ours already there. Rendering every upstream call and
     access line as a rich table cost a fifth of a worker's CPU in a profile."""
-    configure_logging(settings.log_level, settings.raw.get("LEDGERGATE_LOG_FORMAT") or "json")
+    configure_logging(settings.log_level, settings.log_format)
 
 
 def create_worker_app() -> Any:

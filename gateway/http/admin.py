@@ -185,8 +185,10 @@ async def admin_set_provider_key(
     request: Request, services: ServicesDep, project_id: str
 ) -> Response:
     # The body's api_key is encrypted before a command exists; it is never echoed.
-    raw = services.settings.raw
-    return await execute(request, services, lambda b: build.set_provider_key(raw, project_id, b))
+    settings = services.settings
+    return await execute(
+        request, services, lambda b: build.set_provider_key(settings, project_id, b)
+    )
 
 
 # --- the operator's reads ----------------------------------------------------------------------

@@ -217,7 +217,7 @@ async def decide(
             body,
             services.cache.get,
             effective=effective,
-            project_keys=ProjectEndpointKeys(services.settings.raw, project),
+            project_keys=ProjectEndpointKeys(services.settings, project),
             capabilities=capabilities,
             narrow=granted_catalog(credential),
             allowed_models=await trace_allowed_models(services, trace, project.id),

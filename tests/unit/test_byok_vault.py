@@ -7,6 +7,7 @@ from uuid import uuid4
 import pytest
 
 from gateway.byok import KeyVault, SecretKeyMissing, set_provider_key_command
+from gateway.config import Settings
 from gateway.errors import GatewayError
 
 SECRET = "a-test-secret-key-of-32-characters!"
@@ -51,3 +52,41 @@ def test_byok_refuses_clearly_without_or_with_a_short_secret_and_never_echoes_th
     with pytest.raises(GatewayError) as bad:
         set_provider_key_command({"LEDGERGATE_SECRET_KEY": SECRET}, uuid4(), "openai", "sk\nx")
     assert "sk\nx" not in bad.value.message
+
+
+def test_the_vault_of_the_typed_settings_is_derived_once_per_secret() -> None:
+    settings = Settings.from_env({"LEDGERGATE_SECRET_KEY": SECRET})
+    vault = KeyVault.from_settings(settings)
+    assert KeyVault.from_settings(settings) is vault  # no HKDF per BYOK request
+    assert KeyVault.from_settings({"LEDGERGATE_SECRET_KEY": SECRET}) is vault
+    with pytest.raises(SecretKeyMissing):
+        KeyVault.from_settings(Settings.from_env({}))
+
+
+def test_every_secret_of_the_configuration_is_one_a_project_endpoint_may_never_receive() -> None:
+    settings = Settings.from_env(
+        {
+            "LEDGERGATE_SECRET_KEY": SECRET,
+            "LEDGERGATE_ADMIN_TOKEN": "admin-token",
+            "LEDGERGATE_METRICS_TOKEN": "metrics-token",
+            "LEDGERGATE_ACTOR_TOKEN_SECRET": "actor-secret",
+            "LEDGERGATE_CREDENTIAL_SECRET": "credential-secret",
+            "LEDGERGATE_CREDENTIAL_PREVIOUS_SECRETS": "old-one, old-two",
+            "LEDGERGATE_OPENAI_API_KEY": " sk-managed ",
+            "LEDGERGATE_MISTRAL_API_KEYS": "m-1,m-2",
+            "LEDGERGATE_LOG_LEVEL": "INFO",
+            "LEDGERGATE_DEFAULT_MAX_OUTPUT_TOKENS": "4096",
+        }
+    )
+    assert settings.server_secrets == {
+        SECRET,
+        "admin-token",
+        "metrics-token",
+        "actor-secret",
+        "credential-secret",
+        "old-one",
+        "old-two",
+        "sk-managed",
+        "m-1",
+        "m-2",
+    }

@@ -456,21 +456,20 @@ class Request(Aggregate):
 
     def check_transition(self, target: str) -> None:
         if target not in ALLOWED_TRANSITIONS.get(self.status, frozenset()):
-            raise IllegalTransition(
-                f"request {self.request_id} cannot go from {self.status} to {target}",
-                state=self.status,
-                target=target,
-            )
+            raise self._refusal(target, f" cannot go from {self.status} to {target}")
+
+    def _refusal(self, target: str, why: str) -> IllegalTransition:
+        """What this request's state does not allow: the error names the request, its state
+        and the refused target; `why` follows the request id in the message."""
+        return IllegalTransition(
+            f"request {self.request_id}{why}", state=self.status, target=target
+        )
 
     def record_pii_decision(self, decision: PiiDecision, *, now: datetime) -> None:
         # Screening happens before admission or rejection: only a just-received request
         # gets its decision recorded, once.
         if self.status != RECEIVED or self.pii_screened:
-            raise IllegalTransition(
-                f"request {self.request_id} cannot record a PII decision in {self.status}",
-                state=self.status,
-                target="pii_screened",
-            )
+            raise self._refusal("pii_screened", f" cannot record a PII decision in {self.status}")
         self.trigger_event(
             self.PiiScreened,
             policy_received=decision.policy_received,
@@ -511,11 +510,7 @@ class Request(Aggregate):
         """The route decision (the stored fields of RouteDecided); recorded once, before
         admission."""
         if self.status != RECEIVED or self.route_recorded:
-            raise IllegalTransition(
-                f"request {self.request_id}: the route is decided once, before admission",
-                state=self.status,
-                target="route_decided",
-            )
+            raise self._refusal("route_decided", ": the route is decided once, before admission")
         self.trigger_event(self.RouteDecided, **fields)
 
     def reprice(self, **fields: Any) -> None:
@@ -531,11 +526,7 @@ class Request(Aggregate):
     def _check_priced_once_admitted(self, target: str, *, again: bool) -> None:
         """Repricing and OCR pricing happen after admission and before the answer."""
         if self.status not in (ADMITTED, DISPATCHED) or self.terms is None or again:
-            raise IllegalTransition(
-                f"request {self.request_id} cannot record {target} in state {self.status}",
-                state=self.status,
-                target=target,
-            )
+            raise self._refusal(target, f" cannot record {target} in state {self.status}")
 
     def dispatch(
         self,
@@ -580,11 +571,7 @@ class Request(Aggregate):
     def correct_after_sweep(self, **fields: Any) -> None:
         """`fields`: the stored fields of SweepCorrected."""
         if self.status != ABANDONED or getattr(self, "sweep_corrected", False):
-            raise IllegalTransition(
-                f"request {self.request_id}: only a swept request is corrected, once",
-                state=self.status,
-                target="sweep_corrected",
-            )
+            raise self._refusal("sweep_corrected", ": only a swept request is corrected, once")
         self.trigger_event(self.SweepCorrected, **fields)
 
     def flag_usage(self, **fields: Any) -> None:
@@ -594,10 +581,8 @@ class Request(Aggregate):
     def journal_usage(self, **fields: Any) -> None:
         """`fields`: the stored fields of UsageJournalled."""
         if self.status not in (DISPATCHED, STREAMING) or self.journalled is not None:
-            raise IllegalTransition(
-                f"request {self.request_id}: usage is journalled once, while it is served",
-                state=self.status,
-                target="usage_journalled",
+            raise self._refusal(
+                "usage_journalled", ": usage is journalled once, while it is served"
             )
         self.trigger_event(self.UsageJournalled, **fields)
 

@@ -409,23 +409,17 @@ class Request(Aggregate):
     def __init__(
         self,
         request_id: str,
-        endpoint: str,
         project_id: UUID | None,
         key_id: UUID | None,
         actor_id: str | None,
-        model_requested: str | None,
         stream: bool,
-        message_count: int,
-        prompt_chars: int,
-        prompt_sha256: str | None,
-        trace_id: str | None,
-        idempotency_key_sha256: str | None,
-        client_ip: str | None,
         received_at: datetime,
         deadline_at: datetime,
         mode: str = Mode.LIVE.value,
         conversation_id: str | None = None,
     ) -> None:
+        # Received declares the stored fields; eventsourcing passes this method only those
+        # it names: the ones the request keeps.
         self.request_id = request_id
         self.mode = mode
         self.conversation_id = conversation_id

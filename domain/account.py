@@ -389,7 +389,7 @@ class Account(Aggregate):
             "amount": amount,
             "released_amount": released,
             "shortfall_amount": shortfall,
-            **posting.charge_fields(),
+            **posting.stored_fields(self.ChargePosted),
             "posted_at": now,
         }
         if request_id in self._pending_budget():
@@ -429,7 +429,7 @@ class Account(Aggregate):
             previous_amount=previous_amount,
             amount=applied,
             shortfall_amount=shortfall,
-            **posting.correction_fields(),
+            **posting.stored_fields(self.ChargeCorrected),
             corrected_at=now,
         )
         return applied

@@ -42,19 +42,6 @@ ALLOWED_TRANSITIONS: dict[str, frozenset[str]] = {
     DISPATCHED: frozenset({DISPATCHED, STREAMING, COMPLETED, FAILED, ABANDONED}),
     STREAMING: frozenset({COMPLETED, FAILED, ABANDONED}),
 }
-# The usage a UsageJournalled keeps on the request until it is charged (its stored fields
-# but the instant): whoever settles the request charges exactly these.
-JOURNALLED_FIELDS: tuple[str, ...] = (
-    "input_tokens",
-    "output_tokens",
-    "cached_tokens",
-    "usage_source",
-    "finish_reason",
-    "completion_chars",
-    "completion_sha256",
-    "latency_ms",
-    "upstream_ms",
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -597,3 +584,12 @@ class Request(Aggregate):
             released_amount=released_amount,
             abandoned_at=now,
         )
+
+
+# The usage a UsageJournalled keeps on the request until it is charged (its stored fields
+# but the instant): whoever settles the request charges exactly these.
+JOURNALLED_FIELDS: tuple[str, ...] = tuple(
+    field.name
+    for field in fields(Request.UsageJournalled)
+    if field.name not in {base.name for base in fields(Aggregate.Event)} | {"journalled_at"}
+)

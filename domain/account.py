@@ -87,14 +87,7 @@ class Account(Aggregate):
         reserved_at: datetime
 
         def apply(self, aggregate: Account) -> None:
-            aggregate._hold(
-                self.request_id,
-                self.amount,
-                self.key_id,
-                self.budget_day,
-                self.reserved_at,
-                self.amount,
-            )
+            aggregate._hold(self, budget_amount=self.amount)
 
     class ChargePosted(Aggregate.Event):
         request_id: str
@@ -325,22 +318,16 @@ class Account(Aggregate):
             self.trigger_event(self.Reserved, **facts)
         hold_limits(self, request_id=request_id, names=limits, amount=budget, now=now)
 
-    def _hold(
-        self,
-        request_id: str,
-        amount: Decimal,
-        key_id: UUID | None,
-        budget_day: date,
-        reserved_at: datetime,
-        budget_amount: Decimal,
-    ) -> None:
-        self.pending[request_id] = amount
-        self.pending_total += amount
-        bucket = _budget_bucket(key_id, budget_day)
-        self.pending_buckets[request_id] = bucket
+    def _hold(self, reserved: Account.Reserved, *, budget_amount: Decimal) -> None:
+        """A reservation's effect: `reserved.amount` held from the balance, `budget_amount`
+        counted toward the key's budget of its day, one more request in its month."""
+        self.pending[reserved.request_id] = reserved.amount
+        self.pending_total += reserved.amount
+        bucket = _budget_bucket(reserved.key_id, reserved.budget_day)
+        self.pending_buckets[reserved.request_id] = bucket
         self.budget_spend[bucket] = self.budget_spend.get(bucket, ZERO) + budget_amount
         monthly = self._monthly()
-        month = month_key(reserved_at)
+        month = month_key(reserved.reserved_at)
         monthly[month] = monthly.get(month, 0) + 1
 
     def post_charge(
@@ -389,7 +376,7 @@ class Account(Aggregate):
             "amount": amount,
             "released_amount": released,
             "shortfall_amount": shortfall,
-            **posting.charge_fields(),
+            **posting.stored_fields(self.ChargePosted),
             "posted_at": now,
         }
         if request_id in self._pending_budget():
@@ -429,7 +416,7 @@ class Account(Aggregate):
             previous_amount=previous_amount,
             amount=applied,
             shortfall_amount=shortfall,
-            **posting.correction_fields(),
+            **posting.stored_fields(self.ChargeCorrected),
             corrected_at=now,
         )
         return applied
@@ -492,14 +479,7 @@ class OwnKeyReserved(Account.Reserved):
     budget_amount: Decimal
 
     def apply(self, aggregate: Account) -> None:  # type: ignore[override]
-        aggregate._hold(
-            self.request_id,
-            self.amount,
-            self.key_id,
-            self.budget_day,
-            self.reserved_at,
-            self.budget_amount,
-        )
+        aggregate._hold(self, budget_amount=self.budget_amount)
         aggregate._pending_budget()[self.request_id] = self.budget_amount
 
 

@@ -139,36 +139,10 @@ class Credential(Aggregate):
         revoked_at: datetime
 
     @classmethod
-    def issue(
-        cls,
-        *,
-        jti: str,
-        project_id: UUID,
-        issuing_key_id: UUID,
-        mode: str,
-        models: tuple[str, ...],
-        actor_id: str | None,
-        budget: Decimal | None,
-        currency: str,
-        signing_key_id: str,
-        issued_at: datetime,
-        expires_at: datetime,
-    ) -> Credential:
-        return cls._create(
-            cls.Issued,
-            id=credential_id(jti),
-            jti=jti,
-            project_id=project_id,
-            issuing_key_id=issuing_key_id,
-            mode=mode,
-            models=models,
-            actor_id=actor_id,
-            budget=budget,
-            currency=currency,
-            signing_key_id=signing_key_id,
-            issued_at=issued_at,
-            expires_at=expires_at,
-        )
+    def issue(cls, *, jti: str, **fields: Any) -> Credential:
+        """`fields`: the stored fields of Issued but the jti, which the id derives from (a
+        retried issuance is "already exists")."""
+        return cls._create(cls.Issued, id=credential_id(jti), jti=jti, **fields)
 
     def __init__(
         self,

@@ -42,19 +42,6 @@ ALLOWED_TRANSITIONS: dict[str, frozenset[str]] = {
     DISPATCHED: frozenset({DISPATCHED, STREAMING, COMPLETED, FAILED, ABANDONED}),
     STREAMING: frozenset({COMPLETED, FAILED, ABANDONED}),
 }
-# The usage a UsageJournalled keeps on the request until it is charged (its stored fields
-# but the instant): whoever settles the request charges exactly these.
-JOURNALLED_FIELDS: tuple[str, ...] = (
-    "input_tokens",
-    "output_tokens",
-    "cached_tokens",
-    "usage_source",
-    "finish_reason",
-    "completion_chars",
-    "completion_sha256",
-    "latency_ms",
-    "upstream_ms",
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -409,23 +396,17 @@ class Request(Aggregate):
     def __init__(
         self,
         request_id: str,
-        endpoint: str,
         project_id: UUID | None,
         key_id: UUID | None,
         actor_id: str | None,
-        model_requested: str | None,
         stream: bool,
-        message_count: int,
-        prompt_chars: int,
-        prompt_sha256: str | None,
-        trace_id: str | None,
-        idempotency_key_sha256: str | None,
-        client_ip: str | None,
         received_at: datetime,
         deadline_at: datetime,
         mode: str = Mode.LIVE.value,
         conversation_id: str | None = None,
     ) -> None:
+        # Received declares the stored fields; eventsourcing passes this method only those
+        # it names: the ones the request keeps.
         self.request_id = request_id
         self.mode = mode
         self.conversation_id = conversation_id
@@ -456,21 +437,20 @@ class Request(Aggregate):
 
     def check_transition(self, target: str) -> None:
         if target not in ALLOWED_TRANSITIONS.get(self.status, frozenset()):
-            raise IllegalTransition(
-                f"request {self.request_id} cannot go from {self.status} to {target}",
-                state=self.status,
-                target=target,
-            )
+            raise self._refusal(target, f" cannot go from {self.status} to {target}")
+
+    def _refusal(self, target: str, why: str) -> IllegalTransition:
+        """What this request's state does not allow: the error names the request, its state
+        and the refused target; `why` follows the request id in the message."""
+        return IllegalTransition(
+            f"request {self.request_id}{why}", state=self.status, target=target
+        )
 
     def record_pii_decision(self, decision: PiiDecision, *, now: datetime) -> None:
         # Screening happens before admission or rejection: only a just-received request
         # gets its decision recorded, once.
         if self.status != RECEIVED or self.pii_screened:
-            raise IllegalTransition(
-                f"request {self.request_id} cannot record a PII decision in {self.status}",
-                state=self.status,
-                target="pii_screened",
-            )
+            raise self._refusal("pii_screened", f" cannot record a PII decision in {self.status}")
         self.trigger_event(
             self.PiiScreened,
             policy_received=decision.policy_received,
@@ -511,11 +491,7 @@ class Request(Aggregate):
         """The route decision (the stored fields of RouteDecided); recorded once, before
         admission."""
         if self.status != RECEIVED or self.route_recorded:
-            raise IllegalTransition(
-                f"request {self.request_id}: the route is decided once, before admission",
-                state=self.status,
-                target="route_decided",
-            )
+            raise self._refusal("route_decided", ": the route is decided once, before admission")
         self.trigger_event(self.RouteDecided, **fields)
 
     def reprice(self, **fields: Any) -> None:
@@ -531,11 +507,7 @@ class Request(Aggregate):
     def _check_priced_once_admitted(self, target: str, *, again: bool) -> None:
         """Repricing and OCR pricing happen after admission and before the answer."""
         if self.status not in (ADMITTED, DISPATCHED) or self.terms is None or again:
-            raise IllegalTransition(
-                f"request {self.request_id} cannot record {target} in state {self.status}",
-                state=self.status,
-                target=target,
-            )
+            raise self._refusal(target, f" cannot record {target} in state {self.status}")
 
     def dispatch(
         self,
@@ -580,11 +552,7 @@ class Request(Aggregate):
     def correct_after_sweep(self, **fields: Any) -> None:
         """`fields`: the stored fields of SweepCorrected."""
         if self.status != ABANDONED or getattr(self, "sweep_corrected", False):
-            raise IllegalTransition(
-                f"request {self.request_id}: only a swept request is corrected, once",
-                state=self.status,
-                target="sweep_corrected",
-            )
+            raise self._refusal("sweep_corrected", ": only a swept request is corrected, once")
         self.trigger_event(self.SweepCorrected, **fields)
 
     def flag_usage(self, **fields: Any) -> None:
@@ -594,10 +562,8 @@ class Request(Aggregate):
     def journal_usage(self, **fields: Any) -> None:
         """`fields`: the stored fields of UsageJournalled."""
         if self.status not in (DISPATCHED, STREAMING) or self.journalled is not None:
-            raise IllegalTransition(
-                f"request {self.request_id}: usage is journalled once, while it is served",
-                state=self.status,
-                target="usage_journalled",
+            raise self._refusal(
+                "usage_journalled", ": usage is journalled once, while it is served"
             )
         self.trigger_event(self.UsageJournalled, **fields)
 
@@ -618,3 +584,12 @@ class Request(Aggregate):
             released_amount=released_amount,
             abandoned_at=now,
         )
+
+
+# The usage a UsageJournalled keeps on the request until it is charged (its stored fields
+# but the instant): whoever settles the request charges exactly these.
+JOURNALLED_FIELDS: tuple[str, ...] = tuple(
+    field.name
+    for field in fields(Request.UsageJournalled)
+    if field.name not in {base.name for base in fields(Aggregate.Event)} | {"journalled_at"}
+)

@@ -22,7 +22,7 @@ Nothing here reads state or the clock.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from decimal import Decimal
 from uuid import UUID
 
@@ -140,39 +140,18 @@ class Posting:
     price_id: str | None = None
     fee_rate: Decimal = ZERO
 
-    def charge_fields(self) -> dict[str, object]:
-        """The stored fields of ChargePosted this posting supplies."""
-        return {
-            "provider_cost": quantize_internal(self.provider_cost),
-            "provider_currency": self.provider_currency,
-            "fx_rate": self.fx_rate,
-            "fx_rate_id": self.fx_rate_id,
-            "price_id": self.price_id,
-            "fee_rate": self.fee_rate,
-            "fee_amount": quantize_internal(self.fee_amount),
-            **self._usage_fields(),
+    def stored_fields(self, event_class: type) -> dict[str, object]:
+        """The facts of this posting that `event_class` (Account.ChargePosted or
+        ChargeCorrected) stores: its fields of the same names, the money at internal scale.
+        A correction keeps the admission's price and rate, recorded with the first charge,
+        so ChargeCorrected declares no price or rate fields and gets none."""
+        stored = event_class.__dataclass_fields__  # type: ignore[attr-defined]
+        facts: dict[str, object] = {
+            name: getattr(self, name) for name in _POSTING_FIELDS if name in stored
         }
+        facts["provider_cost"] = quantize_internal(self.provider_cost)
+        facts["fee_amount"] = quantize_internal(self.fee_amount)
+        return facts
 
-    def correction_fields(self) -> dict[str, object]:
-        """The stored fields of ChargeCorrected this posting supplies (a correction keeps
-        the admission's price and rate, recorded with the first charge)."""
-        return {
-            "provider_cost": quantize_internal(self.provider_cost),
-            "provider_currency": self.provider_currency,
-            "fee_amount": quantize_internal(self.fee_amount),
-            **self._usage_fields(),
-        }
 
-    def _usage_fields(self) -> dict[str, object]:
-        return {
-            "key_source": self.key_source,
-            "usage_source": self.usage_source,
-            "provider": self.provider,
-            "model": self.model,
-            "upstream_model": self.upstream_model,
-            "input_tokens": self.input_tokens,
-            "output_tokens": self.output_tokens,
-            "cached_tokens": self.cached_tokens,
-            "key_id": self.key_id,
-            "actor_id": self.actor_id,
-        }
+_POSTING_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Posting))

@@ -35,7 +35,17 @@ from domain.account import Account
 from domain.ids import event_id
 from domain.reconciliation import ProviderReconciliation
 from projections.base import View, reads
-from projections.db import ReadStore, Tx, as_decimal, iso, money_text, placeholders, time_text
+from projections.db import (
+    ReadStore,
+    Tx,
+    as_decimal,
+    equal_filters,
+    iso,
+    money_text,
+    page_limit,
+    placeholders,
+    time_text,
+)
 
 LEDGER_COLUMNS: tuple[str, ...] = (
     "position",
@@ -278,14 +288,11 @@ def ledger_entries_query(
         raise ValueError(f"not ledger-entries columns: {', '.join(unknown)}")
     clauses: list[str] = []
     params: list[Any] = []
-    for column, value in (
-        ("project_id", project_id),
-        ("provider", provider),
-        ("entry_type", entry_type),
-    ):
-        if value is not None:
-            clauses.append(f"{column} = %s")
-            params.append(value)
+    equal_filters(
+        clauses,
+        params,
+        (("project_id", project_id), ("provider", provider), ("entry_type", entry_type)),
+    )
     for operator, moment in ((">=", since), ("<", before), ("<=", until)):
         if moment is not None:
             clauses.append(f"occurred_at {operator} %s")
@@ -430,27 +437,23 @@ def list_reconciliations(
     with_lines: bool = False,
 ) -> dict[str, Any]:
     """Newest first."""
-    limit = max(1, min(limit, RECONCILIATIONS_PAGE_MAX))
+    limit = page_limit(limit, RECONCILIATIONS_PAGE_MAX)
     clauses: list[str] = []
     params: list[Any] = []
-    if provider is not None:
-        clauses.append("provider = %s")
-        params.append(provider)
-    if month is not None:
-        clauses.append("month = %s")
-        params.append(month)
+    equal_filters(clauses, params, (("provider", provider), ("month", month)))
     where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
     with store.transaction(write=False) as tx:
         position = tx.tracked_position("reconciliations")
-        rows = tx.execute(
+        rows, has_more = tx.fetch_page(
             f"SELECT * FROM lg_reconciliations {where} "  # noqa: S608
-            "ORDER BY recorded_at DESC, reconciliation_id DESC LIMIT %s",
-            (*params, limit + 1),
-        ).fetchall()
+            "ORDER BY recorded_at DESC, reconciliation_id DESC",
+            params,
+            limit,
+        )
     return {
         "object": "list",
-        "data": [_reconciliation_record(row, with_lines=with_lines) for row in rows[:limit]],
-        "has_more": len(rows) > limit,
+        "data": [_reconciliation_record(row, with_lines=with_lines) for row in rows],
+        "has_more": has_more,
         "as_of_position": position,
     }
 

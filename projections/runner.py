@@ -37,7 +37,7 @@ from typing import Any
 
 from domain.application import LedgerApplication
 from projections.base import View
-from projections.db import ReadStore, Tx, iso
+from projections.db import ReadStore, Tx, iso, page_limit
 from projections.following import BackgroundFollower
 
 log = logging.getLogger("ledgergate.projections")
@@ -440,7 +440,7 @@ def list_dead_letters(
     store: ReadStore, *, view: str | None = None, limit: int = 100
 ) -> list[dict[str, Any]]:
     """The events views could not apply, newest first."""
-    limit = max(1, min(limit, DEAD_LETTERS_PAGE_MAX))
+    limit = page_limit(limit, DEAD_LETTERS_PAGE_MAX)
     where, params = ("WHERE view = %s", [view]) if view else ("", [])
     with store.transaction(write=False) as tx:
         rows = tx.execute(

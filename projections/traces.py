@@ -23,7 +23,7 @@ from typing import Any
 from domain.request import Request
 from domain.trace import SpanJoined, Trace
 from projections.base import View, reads
-from projections.db import ReadStore, Tx, as_datetime, as_decimal, iso
+from projections.db import ReadStore, Tx, as_datetime, as_decimal, iso, page_limit, time_range
 
 ZERO = Decimal(0)
 TRACES_PAGE_MAX = 200
@@ -370,15 +370,10 @@ def list_traces(
 ) -> dict[str, Any]:
     """The project's traces in the order they were opened (the cursor is the last one's
     log position), opened within [since, until), optionally of one status."""
-    limit = max(1, min(limit, TRACES_PAGE_MAX))
+    limit = page_limit(limit, TRACES_PAGE_MAX)
     clauses = ["project_id = %s", "opened_position > %s"]
     params: list[Any] = [project_id, after]
-    if since is not None:
-        clauses.append("opened_at >= %s")
-        params.append(iso(since))
-    if until is not None:
-        clauses.append("opened_at < %s")
-        params.append(iso(until))
+    time_range(clauses, params, "opened_at", since, until, iso)
     if status == "expired":
         clauses.append("(status = 'expired' OR (status = 'open' AND expires_at <= %s))")
         params.append(iso(now))
@@ -390,13 +385,12 @@ def list_traces(
         params.append(status)
     with store.transaction(write=False) as tx:
         position = _tracked(tx)
-        rows = tx.execute(
+        page, has_more = tx.fetch_page(
             f"SELECT * FROM lg_traces WHERE {' AND '.join(clauses)} "  # noqa: S608
-            "ORDER BY opened_position LIMIT %s",
-            (*params, limit + 1),
-        ).fetchall()
-    has_more = len(rows) > limit
-    page = rows[:limit]
+            "ORDER BY opened_position",
+            params,
+            limit,
+        )
     return {
         "object": "list",
         "data": [_trace_record(row, now) for row in page],

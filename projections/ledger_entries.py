@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from domain.account import Account
 from domain.ids import event_id
@@ -269,17 +269,24 @@ class ReconciliationsView(View):
 # --- queries ---------------------------------------------------------------------------------
 
 
+class LedgerEntryFilters(TypedDict, total=False):
+    """What a read of the ledger entries may be cut to (each left out or None: no cut).
+    `since` is inclusive, `before` exclusive, `until` inclusive."""
+
+    project_id: str | None
+    provider: str | None
+    entry_type: str | None
+    since: datetime | None
+    before: datetime | None
+    until: datetime | None
+
+
 def ledger_entries_query(
     store: ReadStore,
     *,
-    project_id: str | None = None,
-    provider: str | None = None,
-    entry_type: str | None = None,
-    since: datetime | None = None,
-    before: datetime | None = None,
-    until: datetime | None = None,
     columns: Sequence[str] = LEDGER_COLUMNS,
     select_list: Sequence[str] | None = None,
+    **filters: Unpack[LedgerEntryFilters],
 ) -> tuple[str, tuple[Any, ...]]:
     """The SELECT (in the store's placeholder style) and its parameters. Filters run in SQL
     on the view's indexes. `select_list` may wrap `columns` in SQL expressions (one each)."""
@@ -291,9 +298,17 @@ def ledger_entries_query(
     equal_filters(
         clauses,
         params,
-        (("project_id", project_id), ("provider", provider), ("entry_type", entry_type)),
+        (
+            ("project_id", filters.get("project_id")),
+            ("provider", filters.get("provider")),
+            ("entry_type", filters.get("entry_type")),
+        ),
     )
-    for operator, moment in ((">=", since), ("<", before), ("<=", until)):
+    for operator, moment in (
+        (">=", filters.get("since")),
+        ("<", filters.get("before")),
+        ("<=", filters.get("until")),
+    ):
         if moment is not None:
             clauses.append(f"occurred_at {operator} %s")
             params.append(store.instant(moment))
@@ -306,13 +321,8 @@ def ledger_entries_query(
 def select_ledger_entries(
     store: ReadStore,
     *,
-    project_id: str | None = None,
-    provider: str | None = None,
-    entry_type: str | None = None,
-    since: datetime | None = None,
-    before: datetime | None = None,
-    until: datetime | None = None,
     columns: Sequence[str] = LEDGER_COLUMNS,
+    **filters: Unpack[LedgerEntryFilters],
 ) -> tuple[list[tuple[Any, ...]], str, int]:
     """Raw rows (tuples in `columns` order, position order), the dialect, and the view's
     tracking position. Filters run in SQL on the view's indexes, so a reconcile of one
@@ -320,20 +330,11 @@ def select_ledger_entries(
 
     Values come back as the dialect stores them (SQLite: money and time as text;
     PostgreSQL: Decimal and datetime); reconciliation/sources.py turns them into the
-    contract's dtypes. `since` is inclusive, `before` exclusive, `until` inclusive.
+    contract's dtypes (filters: `LedgerEntryFilters`).
     `columns` (a subset of LEDGER_COLUMNS, in that order) cuts what is read: on SQLite a
     month of charges reads ~3x faster with the ten columns reconcile needs than with all.
     """
-    sql, params = ledger_entries_query(
-        store,
-        project_id=project_id,
-        provider=provider,
-        entry_type=entry_type,
-        since=since,
-        before=before,
-        until=until,
-        columns=columns,
-    )
+    sql, params = ledger_entries_query(store, columns=columns, **filters)
     with store.transaction(write=False) as tx:
         position = _tracked(tx)
         _tuple_rows(store, tx)
@@ -365,11 +366,10 @@ def iter_ledger_entry_batches(
 ) -> Iterator[tuple[list[tuple[Any, ...]], str]]:
     """The whole view in position order, `batch_rows` rows at a time (for exports that must
     not hold millions of rows in Python objects at once)."""
+    sql, params = ledger_entries_query(store)
     with store.transaction(write=False) as tx:
         _tuple_rows(store, tx)
-        tx.cursor.execute(
-            f"SELECT {', '.join(LEDGER_COLUMNS)} FROM lg_ledger_entries ORDER BY position"  # noqa: S608
-        )
+        tx.cursor.execute(sql, params)
         while True:
             rows = tx.cursor.fetchmany(batch_rows)
             if not rows:

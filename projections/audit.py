@@ -269,13 +269,7 @@ class AuditView(View):
             status="failed",
             **_error_columns(event),
             delivered_chunks=event.delivered_chunks,
-            input_tokens=event.input_tokens,
-            output_tokens=event.output_tokens,
-            usage_source=event.usage_source,
-            cost=event.charged_amount,
-            provider_cost=event.provider_cost,
-            fee_amount=event.fee_amount,
-            latency_ms=event.latency_ms,
+            **_charged_usage(event),
             finished_at=iso(event.failed_at),
         )
 
@@ -326,20 +320,27 @@ def _error_columns(event: Any) -> dict[str, Any]:
     }
 
 
-def _settled_usage(event: Any) -> dict[str, Any]:
-    """The usage and charge a Completed or a SweepCorrected event settles on."""
+def _charged_usage(event: Any) -> dict[str, Any]:
+    """The usage and charge a Failed, a Completed or a SweepCorrected event records."""
     return {
         "input_tokens": event.input_tokens,
         "output_tokens": event.output_tokens,
-        "cached_tokens": event.cached_tokens,
         "usage_source": event.usage_source,
-        "finish_reason": event.finish_reason,
         "cost": event.charged_amount,
         "provider_cost": event.provider_cost,
         "fee_amount": event.fee_amount,
+        "latency_ms": event.latency_ms,
+    }
+
+
+def _settled_usage(event: Any) -> dict[str, Any]:
+    """The usage and charge a Completed or a SweepCorrected event settles on."""
+    return {
+        **_charged_usage(event),
+        "cached_tokens": event.cached_tokens,
+        "finish_reason": event.finish_reason,
         "shortfall_amount": event.shortfall_amount,
         "completion_chars": event.completion_chars,
-        "latency_ms": event.latency_ms,
         "upstream_ms": event.upstream_ms,
     }
 

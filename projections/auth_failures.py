@@ -14,7 +14,7 @@ from typing import Any
 
 from domain.request import Request
 from projections.base import View, reads
-from projections.db import ReadStore, Tx, iso, time_range
+from projections.db import ReadStore, Tx, equal_filters, iso, page_limit, time_range
 
 AUTH_FAILURE_CODES = ("missing_api_key", "invalid_api_key")
 GROUP_COLUMNS = ("client_ip", "key_fingerprint", "error_code", "endpoint")
@@ -77,46 +77,43 @@ def list_auth_failures(
 ) -> dict[str, Any]:
     """Newest first, or with `group_by` one row per group (count, first and last seen),
     most frequent first. `cursor` is the `next_cursor` of the previous page."""
-    limit = max(1, min(limit, AUTH_FAILURES_PAGE_MAX))
+    limit = page_limit(limit, AUTH_FAILURES_PAGE_MAX)
     clauses = ["error_code IS NOT NULL"]
     params: list[Any] = []
-    for column, value in (
-        ("client_ip", client_ip),
-        ("key_fingerprint", key_fingerprint),
-        ("error_code", error_code),
-    ):
-        if value is not None:
-            clauses.append(f"{column} = %s")
-            params.append(value)
+    equal_filters(
+        clauses,
+        params,
+        (
+            ("client_ip", client_ip),
+            ("key_fingerprint", key_fingerprint),
+            ("error_code", error_code),
+        ),
+    )
     time_range(clauses, params, "received_at", since, until, iso)
     if group_by:
         unknown = set(group_by) - set(GROUP_COLUMNS)
         if unknown:
             raise ValueError(f"cannot group by {sorted(unknown)}")
         columns = ", ".join(group_by)
-        offset = cursor or 0
+        offset: int | None = cursor or 0
         sql = (
             f"SELECT {columns}, COUNT(*) AS failures, MIN(received_at) AS first_seen, "  # noqa: S608 - columns are from GROUP_COLUMNS
             f"MAX(received_at) AS last_seen FROM lg_auth_failures WHERE {' AND '.join(clauses)} "
-            f"GROUP BY {columns} ORDER BY failures DESC, last_seen DESC, {columns} "
-            f"LIMIT %s OFFSET %s"
+            f"GROUP BY {columns} ORDER BY failures DESC, last_seen DESC, {columns}"
         )
-        params.extend([limit + 1, offset])
     else:
+        offset = None
         if cursor is not None:
             clauses.append("position < %s")
             params.append(cursor)
         sql = (
             "SELECT request_id, received_at, endpoint, client_ip, key_fingerprint, error_code, "  # noqa: S608 - fixed clauses
             f"error_message, position FROM lg_auth_failures WHERE {' AND '.join(clauses)} "
-            "ORDER BY position DESC LIMIT %s"
+            "ORDER BY position DESC"
         )
-        params.append(limit + 1)
     with store.transaction(write=False) as tx:
-        rows = tx.execute(sql, params).fetchall()
+        rows, more = tx.fetch_page(sql, params, limit, offset=offset)
         position = tx.tracked_position("auth_failures")
-    more = len(rows) > limit
-    rows = rows[:limit]
     data = []
     for row in rows:
         item = dict(row)

@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from projections.audit import candidate_records
-from projections.db import ReadStore, iso, time_range, time_text
+from projections.db import ReadStore, iso, page_limit, time_range, time_text
 from projections.ledger_queries import _fx_record, _price_record
 from projections.project_events import events_of_aggregates, list_project_events
 from projections.queries import _pii_fields
@@ -33,24 +33,25 @@ def pii_decisions(
 ) -> dict[str, Any]:
     """The PII decision of each of the project's screened requests, in log order of their
     screening: policy, entity types and counts, action, latency. Never a value."""
-    limit = max(1, min(limit, PAGE_MAX))
+    limit = page_limit(limit, PAGE_MAX)
     clauses = ["project_id = %s", "pii_action IS NOT NULL", "received_at IS NOT NULL"]
     params: list[Any] = [project_id]
     time_range(clauses, params, "received_at", since, until, store.instant)
     # The cursor is the page's last (received_at, request_id) as an offset-free key.
     with store.transaction(write=False) as tx:
         position = tx.tracked_position("audit")
-        rows = tx.execute(
+        rows, has_more = tx.fetch_page(
             "SELECT request_id, endpoint, status, received_at, pii_policy_received, "
             "pii_processed, pii_action, pii_sensitivity, pii_language, pii_entity_counts, "
             "pii_entities_detected, pii_redactions_applied, pii_latency_ms, pii_blocked, "
             f"pii_failure_code FROM lg_audit WHERE {' AND '.join(clauses)} "  # noqa: S608
-            "ORDER BY received_at, request_id LIMIT %s OFFSET %s",
-            (*params, limit + 1, after),
-        ).fetchall()
-    has_more = len(rows) > limit
+            "ORDER BY received_at, request_id",
+            params,
+            limit,
+            offset=after,
+        )
     data = []
-    for row in rows[:limit]:
+    for row in rows:
         record = dict(row)
         _pii_fields(record)
         record["received_at"] = time_text(record["received_at"])

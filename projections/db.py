@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_UP, Decimal
@@ -117,6 +117,22 @@ def time_range(
         params.append(as_param(until))
 
 
+def equal_filters(
+    clauses: list[str], params: list[Any], filters: Iterable[tuple[str, Any]]
+) -> None:
+    """Add `column = value` to a query's clauses for each (column, value) of `filters`
+    whose value is given (not None): an optional filter a caller left out selects all."""
+    for column, value in filters:
+        if value is not None:
+            clauses.append(f"{column} = %s")
+            params.append(value)
+
+
+def page_limit(limit: int, limit_max: int) -> int:
+    """A requested page size, held within 1..`limit_max`."""
+    return max(1, min(limit, limit_max))
+
+
 def placeholders(count: int) -> str:
     """`%s, %s, ...` for an IN list of `count` values."""
     return ", ".join(["%s"] * count)
@@ -139,6 +155,17 @@ class Tx:
 
     def fetchall(self) -> list[dict[str, Any]]:
         return [dict(row) for row in self.cursor.fetchall()]
+
+    def fetch_page(
+        self, sql: str, params: Sequence[Any], limit: int, *, offset: int | None = None
+    ) -> tuple[list[dict[str, Any]], bool]:
+        """A page of `sql` (a SELECT with its ORDER BY, without LIMIT): up to `limit` rows
+        (after `offset` rows, if given), and whether more follow, known by reading one row
+        past the page."""
+        bounds = " LIMIT %s" if offset is None else " LIMIT %s OFFSET %s"
+        values = (limit + 1,) if offset is None else (limit + 1, offset)
+        rows = self.execute(sql + bounds, (*params, *values)).fetchall()
+        return rows[:limit], len(rows) > limit
 
     @property
     def rowcount(self) -> int:

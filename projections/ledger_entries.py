@@ -29,13 +29,23 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from domain.account import Account
 from domain.ids import event_id
 from domain.reconciliation import ProviderReconciliation
 from projections.base import View, reads
-from projections.db import ReadStore, Tx, as_decimal, iso, money_text, placeholders, time_text
+from projections.db import (
+    ReadStore,
+    Tx,
+    as_decimal,
+    equal_filters,
+    iso,
+    money_text,
+    page_limit,
+    placeholders,
+    time_text,
+)
 
 LEDGER_COLUMNS: tuple[str, ...] = (
     "position",
@@ -259,17 +269,24 @@ class ReconciliationsView(View):
 # --- queries ---------------------------------------------------------------------------------
 
 
+class LedgerEntryFilters(TypedDict, total=False):
+    """What a read of the ledger entries may be cut to (each left out or None: no cut).
+    `since` is inclusive, `before` exclusive, `until` inclusive."""
+
+    project_id: str | None
+    provider: str | None
+    entry_type: str | None
+    since: datetime | None
+    before: datetime | None
+    until: datetime | None
+
+
 def ledger_entries_query(
     store: ReadStore,
     *,
-    project_id: str | None = None,
-    provider: str | None = None,
-    entry_type: str | None = None,
-    since: datetime | None = None,
-    before: datetime | None = None,
-    until: datetime | None = None,
     columns: Sequence[str] = LEDGER_COLUMNS,
     select_list: Sequence[str] | None = None,
+    **filters: Unpack[LedgerEntryFilters],
 ) -> tuple[str, tuple[Any, ...]]:
     """The SELECT (in the store's placeholder style) and its parameters. Filters run in SQL
     on the view's indexes. `select_list` may wrap `columns` in SQL expressions (one each)."""
@@ -278,15 +295,20 @@ def ledger_entries_query(
         raise ValueError(f"not ledger-entries columns: {', '.join(unknown)}")
     clauses: list[str] = []
     params: list[Any] = []
-    for column, value in (
-        ("project_id", project_id),
-        ("provider", provider),
-        ("entry_type", entry_type),
+    equal_filters(
+        clauses,
+        params,
+        (
+            ("project_id", filters.get("project_id")),
+            ("provider", filters.get("provider")),
+            ("entry_type", filters.get("entry_type")),
+        ),
+    )
+    for operator, moment in (
+        (">=", filters.get("since")),
+        ("<", filters.get("before")),
+        ("<=", filters.get("until")),
     ):
-        if value is not None:
-            clauses.append(f"{column} = %s")
-            params.append(value)
-    for operator, moment in ((">=", since), ("<", before), ("<=", until)):
         if moment is not None:
             clauses.append(f"occurred_at {operator} %s")
             params.append(store.instant(moment))
@@ -299,13 +321,8 @@ def ledger_entries_query(
 def select_ledger_entries(
     store: ReadStore,
     *,
-    project_id: str | None = None,
-    provider: str | None = None,
-    entry_type: str | None = None,
-    since: datetime | None = None,
-    before: datetime | None = None,
-    until: datetime | None = None,
     columns: Sequence[str] = LEDGER_COLUMNS,
+    **filters: Unpack[LedgerEntryFilters],
 ) -> tuple[list[tuple[Any, ...]], str, int]:
     """Raw rows (tuples in `columns` order, position order), the dialect, and the view's
     tracking position. Filters run in SQL on the view's indexes, so a reconcile of one
@@ -313,20 +330,11 @@ def select_ledger_entries(
 
     Values come back as the dialect stores them (SQLite: money and time as text;
     PostgreSQL: Decimal and datetime); reconciliation/sources.py turns them into the
-    contract's dtypes. `since` is inclusive, `before` exclusive, `until` inclusive.
+    contract's dtypes (filters: `LedgerEntryFilters`).
     `columns` (a subset of LEDGER_COLUMNS, in that order) cuts what is read: on SQLite a
     month of charges reads ~3x faster with the ten columns reconcile needs than with all.
     """
-    sql, params = ledger_entries_query(
-        store,
-        project_id=project_id,
-        provider=provider,
-        entry_type=entry_type,
-        since=since,
-        before=before,
-        until=until,
-        columns=columns,
-    )
+    sql, params = ledger_entries_query(store, columns=columns, **filters)
     with store.transaction(write=False) as tx:
         position = _tracked(tx)
         _tuple_rows(store, tx)
@@ -358,11 +366,10 @@ def iter_ledger_entry_batches(
 ) -> Iterator[tuple[list[tuple[Any, ...]], str]]:
     """The whole view in position order, `batch_rows` rows at a time (for exports that must
     not hold millions of rows in Python objects at once)."""
+    sql, params = ledger_entries_query(store)
     with store.transaction(write=False) as tx:
         _tuple_rows(store, tx)
-        tx.cursor.execute(
-            f"SELECT {', '.join(LEDGER_COLUMNS)} FROM lg_ledger_entries ORDER BY position"  # noqa: S608
-        )
+        tx.cursor.execute(sql, params)
         while True:
             rows = tx.cursor.fetchmany(batch_rows)
             if not rows:
@@ -430,27 +437,23 @@ def list_reconciliations(
     with_lines: bool = False,
 ) -> dict[str, Any]:
     """Newest first."""
-    limit = max(1, min(limit, RECONCILIATIONS_PAGE_MAX))
+    limit = page_limit(limit, RECONCILIATIONS_PAGE_MAX)
     clauses: list[str] = []
     params: list[Any] = []
-    if provider is not None:
-        clauses.append("provider = %s")
-        params.append(provider)
-    if month is not None:
-        clauses.append("month = %s")
-        params.append(month)
+    equal_filters(clauses, params, (("provider", provider), ("month", month)))
     where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
     with store.transaction(write=False) as tx:
         position = tx.tracked_position("reconciliations")
-        rows = tx.execute(
+        rows, has_more = tx.fetch_page(
             f"SELECT * FROM lg_reconciliations {where} "  # noqa: S608
-            "ORDER BY recorded_at DESC, reconciliation_id DESC LIMIT %s",
-            (*params, limit + 1),
-        ).fetchall()
+            "ORDER BY recorded_at DESC, reconciliation_id DESC",
+            params,
+            limit,
+        )
     return {
         "object": "list",
-        "data": [_reconciliation_record(row, with_lines=with_lines) for row in rows[:limit]],
-        "has_more": len(rows) > limit,
+        "data": [_reconciliation_record(row, with_lines=with_lines) for row in rows],
+        "has_more": has_more,
         "as_of_position": position,
     }
 

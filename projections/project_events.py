@@ -26,7 +26,7 @@ from typing import Any
 from uuid import UUID
 
 from projections.base import View
-from projections.db import ReadStore, Tx, iso, placeholders, time_range
+from projections.db import ReadStore, Tx, iso, page_limit, placeholders, time_range
 
 EVENTS_PAGE_MAX = 1000
 EVENTS_PAGE_DEFAULT = 100
@@ -154,7 +154,7 @@ def list_project_events(
     types: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """The project's events after log position `after`, in log order."""
-    limit = max(1, min(limit, EVENTS_PAGE_MAX))
+    limit = page_limit(limit, EVENTS_PAGE_MAX)
     clauses = ["project_id = %s", "position > %s"]
     params: list[Any] = [project_id, after]
     time_range(clauses, params, "recorded_at", since, until, iso)
@@ -163,13 +163,13 @@ def list_project_events(
         params.extend(types)
     with store.transaction(write=False) as tx:
         position = _tracked(tx)
-        rows = tx.execute(
+        rows, has_more = tx.fetch_page(
             f"SELECT * FROM lg_project_events WHERE {' AND '.join(clauses)} "  # noqa: S608
-            "ORDER BY position LIMIT %s",
-            (*params, limit + 1),
-        ).fetchall()
-    has_more = len(rows) > limit
-    records = [_record(row) for row in rows[:limit]]
+            "ORDER BY position",
+            params,
+            limit,
+        )
+    records = [_record(row) for row in rows]
     return {
         "data": records,
         "next_cursor": str(records[-1]["position"]) if has_more and records else None,

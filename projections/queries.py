@@ -18,7 +18,9 @@ from projections.db import (
     ReadStore,
     as_decimal,
     decimal_text,
+    equal_filters,
     money_text,
+    page_limit,
     placeholders,
     time_range,
     time_text,
@@ -159,27 +161,26 @@ def list_audit(
     """Newest first (`order="desc"`), or oldest first (`"asc"`: the default when listing
     one conversation, so a thread reads in the order it happened); `cursor` continues
     after the last row of the previous page."""
-    limit = max(1, min(limit, AUDIT_PAGE_MAX))
+    limit = page_limit(limit, AUDIT_PAGE_MAX)
     if order is None:
         order = "asc" if conversation_id is not None else "desc"
     if order not in AUDIT_ORDERS:
         raise ValueError(f"order must be one of {', '.join(AUDIT_ORDERS)}")
     clauses: list[str] = []
     params: list[Any] = []
-    if project_id is not None:
-        clauses.append("project_id = %s")
-        params.append(project_id)
-    for column, value in (
-        ("actor_id", actor_id),
-        ("status", status),
-        ("conversation_id", conversation_id),
-        ("trace_id", trace_id),
-        ("key_id", key_id),
-        ("provider", provider),
-    ):
-        if value is not None:
-            clauses.append(f"{column} = %s")
-            params.append(value)
+    equal_filters(
+        clauses,
+        params,
+        (
+            ("project_id", project_id),
+            ("actor_id", actor_id),
+            ("status", status),
+            ("conversation_id", conversation_id),
+            ("trace_id", trace_id),
+            ("key_id", key_id),
+            ("provider", provider),
+        ),
+    )
     if model is not None:
         clauses.append("(model = %s OR model_requested = %s)")
         params.extend([model, model])
@@ -193,13 +194,12 @@ def list_audit(
     where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
     with store.transaction(write=False) as tx:
         position = tx.tracked_position("audit")
-        rows = tx.execute(
+        rows, has_more = tx.fetch_page(
             f"SELECT * FROM lg_audit {where} "  # noqa: S608 - columns and order are constants
-            f"ORDER BY received_at {order.upper()}, request_id {order.upper()} LIMIT %s",
-            (*params, limit + 1),
-        ).fetchall()
-    has_more = len(rows) > limit
-    rows = rows[:limit]
+            f"ORDER BY received_at {order.upper()}, request_id {order.upper()}",
+            params,
+            limit,
+        )
     records = [audit_record(row) for row in rows]
     next_cursor = None
     if has_more and records:

@@ -40,7 +40,7 @@ from projections.audit import AuditView
 from projections.auth_failures import AuthFailuresView
 from projections.balances import BalancesView
 from projections.base import View
-from projections.db import ReadStore, Tx, iso
+from projections.db import ReadStore, Tx, iso, page_limit
 from projections.following import BackgroundFollower
 from projections.ledger_entries import LedgerEntriesView, ReconciliationsView
 from projections.pricing import PricingHistoryView
@@ -439,7 +439,7 @@ def list_dead_letters(
     store: ReadStore, *, view: str | None = None, limit: int = 100
 ) -> list[dict[str, Any]]:
     """The events views could not apply, newest first."""
-    limit = max(1, min(limit, DEAD_LETTERS_PAGE_MAX))
+    limit = page_limit(limit, DEAD_LETTERS_PAGE_MAX)
     where, params = ("WHERE view = %s", [view]) if view else ("", [])
     with store.transaction(write=False) as tx:
         rows = tx.execute(

@@ -23,7 +23,7 @@ from typing import Any
 from domain.request import Request
 from domain.trace import SpanJoined, Trace
 from projections.base import View, reads
-from projections.db import ReadStore, Tx, as_datetime, as_decimal, iso
+from projections.db import ReadStore, Tx, as_datetime, as_decimal, iso, page_limit, time_range
 
 ZERO = Decimal(0)
 TRACES_PAGE_MAX = 200
@@ -304,9 +304,7 @@ class TraceSpansView(View):
 
 
 def _tracked(tx: Tx) -> int:
-    row = tx.execute("SELECT position FROM lg_tracking WHERE view = %s", (TraceSpansView.name,))
-    found = row.fetchone()
-    return int(found["position"]) if found else 0
+    return tx.tracked_position(TraceSpansView.name)
 
 
 def _instant(value: Any) -> str | None:
@@ -370,15 +368,10 @@ def list_traces(
 ) -> dict[str, Any]:
     """The project's traces in the order they were opened (the cursor is the last one's
     log position), opened within [since, until), optionally of one status."""
-    limit = max(1, min(limit, TRACES_PAGE_MAX))
+    limit = page_limit(limit, TRACES_PAGE_MAX)
     clauses = ["project_id = %s", "opened_position > %s"]
     params: list[Any] = [project_id, after]
-    if since is not None:
-        clauses.append("opened_at >= %s")
-        params.append(iso(since))
-    if until is not None:
-        clauses.append("opened_at < %s")
-        params.append(iso(until))
+    time_range(clauses, params, "opened_at", since, until, iso)
     if status == "expired":
         clauses.append("(status = 'expired' OR (status = 'open' AND expires_at <= %s))")
         params.append(iso(now))
@@ -390,13 +383,12 @@ def list_traces(
         params.append(status)
     with store.transaction(write=False) as tx:
         position = _tracked(tx)
-        rows = tx.execute(
+        page, has_more = tx.fetch_page(
             f"SELECT * FROM lg_traces WHERE {' AND '.join(clauses)} "  # noqa: S608
-            "ORDER BY opened_position LIMIT %s",
-            (*params, limit + 1),
-        ).fetchall()
-    has_more = len(rows) > limit
-    page = rows[:limit]
+            "ORDER BY opened_position",
+            params,
+            limit,
+        )
     return {
         "object": "list",
         "data": [_trace_record(row, now) for row in page],
@@ -424,16 +416,31 @@ def _span_record(row: dict[str, Any]) -> dict[str, Any]:
         "finished_at": _instant(row["finished_at"]),
         "latency_ms": row["latency_ms"],
         "error_code": row["error_code"],
-        "subtree": {
-            "spans": int(row["subtree_spans"]),
-            "cost": _money(row["subtree_cost"]),
-            "input_tokens": int(row["subtree_input_tokens"]),
-            "output_tokens": int(row["subtree_output_tokens"]),
-            "started_at": _instant(row["subtree_started_at"]),
-            "finished_at": _instant(row["subtree_finished_at"]),
-            "latency_ms": _latency_ms(row["subtree_started_at"], row["subtree_finished_at"]),
-        },
+        "subtree": _subtree(
+            row["subtree_spans"],
+            row["subtree_cost"],
+            row["subtree_input_tokens"],
+            row["subtree_output_tokens"],
+            row["subtree_started_at"],
+            row["subtree_finished_at"],
+        ),
         "children": [],
+    }
+
+
+def _subtree(
+    spans: Any, cost: Any, input_tokens: Any, output_tokens: Any, started_at: Any, finished_at: Any
+) -> dict[str, Any]:
+    """A subtree's roll-up as a read shows it: a span's from its subtree columns, the root's
+    from the trace's totals (opened at the trace's opening, finished at its last span's end)."""
+    return {
+        "spans": int(spans),
+        "cost": _money(cost),
+        "input_tokens": int(input_tokens),
+        "output_tokens": int(output_tokens),
+        "started_at": _instant(started_at),
+        "finished_at": _instant(finished_at),
+        "latency_ms": _latency_ms(started_at, finished_at),
     }
 
 
@@ -461,20 +468,18 @@ def get_trace_tree(
     for span in spans.values():
         parent = spans.get(span["parent_span_id"]) if span["parent_span_id"] else None
         (parent["children"] if parent is not None else roots).append(span)
-    record = _trace_record(trace, now)
     return {
-        **record,
+        **_trace_record(trace, now),
         "root": {
             "span_id": trace_id,
-            "subtree": {
-                "spans": record["spans"],
-                "cost": record["cost"],
-                "input_tokens": record["input_tokens"],
-                "output_tokens": record["output_tokens"],
-                "started_at": record["opened_at"],
-                "finished_at": record["last_finished_at"],
-                "latency_ms": record["latency_ms"],
-            },
+            "subtree": _subtree(
+                trace["spans"],
+                trace["cost"],
+                trace["input_tokens"],
+                trace["output_tokens"],
+                trace["opened_at"],
+                trace["last_finished_at"],
+            ),
             "children": roots,
         },
         "truncated": truncated,

@@ -72,6 +72,14 @@ def replay_account(app: LedgerApplication, project_id: UUID) -> Replay:
 
 MODEL = "gpt-4o-mini"
 
+EVENT_FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "events"
+
+
+def event_fixture_name(qualname: str, version: int = 1) -> str:
+    """The file name, in tests/fixtures/events, of the stored-JSON fixture of the event class
+    `qualname` (`Aggregate.Event`, as its topic names it) at class version `version`."""
+    return qualname.replace(".", "_") + f"_v{version}.json"
+
 
 def decode_event_fixture(mapper: Any, path: Path) -> tuple[Any, dict[str, Any]]:
     """The domain event a stored-JSON fixture (tests/fixtures/events) decodes into through

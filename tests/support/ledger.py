@@ -21,14 +21,14 @@ from domain import commands as c
 from domain.account import Account
 from domain.application import DateAsISO, LedgerApplication, open_application
 from domain.clock import Clock
-from domain.ids import account_id, new_request_id
+from domain.ids import account_id
 from domain.settlement import Posting
 from domain.writer import run_now
 from gateway.bootstrap import build_services
 from gateway.config import Settings
 from gateway.http.app import create_app
 from gateway.serving import BackgroundServer
-from tests.support.builders import list_price
+from tests.support.builders import admit_request, initial_top_up, list_price, request_facts
 from tests.support.harness import ADMIN_TOKEN, Gateway
 
 
@@ -152,14 +152,7 @@ class Ledger:
         created = self.run(c.CreateProject(name="p", plan=plan, currency=currency, **kw))
         project_id = UUID(created["project_id"])
         if balance:
-            self.run(
-                c.TopUp(
-                    project_id=project_id,
-                    amount=Decimal(balance),
-                    currency=currency,
-                    reference=f"initial-{project_id}",
-                )
-            )
+            self.run(initial_top_up(project_id, balance, currency))
         return project_id
 
     def price(self, model: str = MODEL, effective_from: datetime | None = None) -> str:
@@ -185,28 +178,21 @@ def admit_command(
     output_tokens: int = 1000,
     idempotency_key_sha256: str | None = None,
 ) -> c.AdmitRequest:
-    facts = c.RequestFacts(
-        request_id=request_id or new_request_id(),
-        endpoint="chat.completions",
-        project_id=project_id,
+    facts = request_facts(
+        project_id,
+        at=now,
+        request_id=request_id,
         key_id=key_id,
         actor_id="tester",
-        model_requested=MODEL,
-        stream=False,
-        message_count=1,
-        prompt_chars=10,
-        prompt_sha256=None,
-        trace_id=None,
+        model=MODEL,
+        deadline=timedelta(minutes=10),
         idempotency_key_sha256=idempotency_key_sha256,
-        client_ip=None,
-        received_at=now,
-        deadline_at=now + timedelta(minutes=10),
     )
-    return c.AdmitRequest(
-        facts=facts,
-        route=c.Route(model=MODEL, provider="openai", upstream_model=MODEL),
-        estimated_input_tokens=input_tokens,
-        max_output_tokens=output_tokens,
+    return admit_request(
+        facts,
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        fee_rate=None,
         key_source=key_source,
         daily_budget=daily_budget,
     )

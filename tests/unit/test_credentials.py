@@ -27,7 +27,6 @@ from domain.credentials import (
     record_credential_use,
 )
 from domain.errors import InvalidCommand, KeyRevoked
-from domain.request import Request
 from gateway.credentials import (
     CredentialSigner,
     key_fingerprint,
@@ -35,6 +34,7 @@ from gateway.credentials import (
     new_jti,
 )
 from gateway.errors import GatewayError
+from tests.support.builders import received_request, request_facts
 from tests.support.ledger import Ledger
 
 SECRET = b"s" * 32
@@ -242,24 +242,16 @@ def test_a_request_names_the_credential_it_was_made_with_and_replays_it() -> Non
     from eventsourcing.application import Application
 
     app = Application(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
-    request = Request.receive(
-        aggregate_id=credential_id("r1"),
+    facts = request_facts(
+        None,
+        at=START,
         request_id="lg_req_1",
-        endpoint="chat.completions",
-        project_id=None,
-        key_id=None,
         actor_id=None,
-        model_requested="gpt-4o-mini",
-        stream=False,
-        message_count=1,
+        model="gpt-4o-mini",
         prompt_chars=1,
-        prompt_sha256=None,
-        trace_id=None,
-        idempotency_key_sha256=None,
-        client_ip=None,
-        received_at=START,
-        deadline_at=START + timedelta(minutes=1),
+        deadline=timedelta(minutes=1),
     )
+    request = received_request(facts, credential_id("r1"))
     record_credential_use(request, "jti-1", START)
     app.save(request)
     replayed = app.repository.get(request.id)

@@ -22,7 +22,7 @@ from domain import commands as c
 from domain.application import LedgerApplication, open_application
 from domain.pii_events import PiiDecision
 from domain.writer import run_now
-from tests.support.builders import admit_request, request_facts
+from tests.support.builders import admit_request, request_facts, unit_price
 from tests.support.ledger import EVENT_FIXTURES, event_fixture_name
 
 OUT = EVENT_FIXTURES
@@ -82,16 +82,7 @@ def main() -> None:
                 project_id=project_id, amount=Decimal("-1"), reason="fixture", reference="a"
             ),
         )
-        run_now(
-            app,
-            c.SetPrice(
-                model="m",
-                input_per_mtok=Decimal(1),
-                output_per_mtok=Decimal(2),
-                currency="USD",
-                effective_from=now - timedelta(days=1),
-            ),
-        )
+        run_now(app, unit_price(now))
         run_now(
             app,
             c.SetFxRate(

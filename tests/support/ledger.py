@@ -99,6 +99,15 @@ def event_fields(event: Any) -> set[str]:
     return {f.name for f in dataclasses.fields(event)} - {"originator_id", "originator_version"}
 
 
+def assert_fixture_decodes_as(mapper: Any, event_class: type) -> None:
+    """`event_class`'s v1 fixture decodes through `mapper` into an event of exactly that
+    class, carrying every field the fixture stores and no other."""
+    path = EVENT_FIXTURES / event_fixture_name(event_class.__qualname__)
+    event, fixture = decode_event_fixture(mapper, path)
+    assert type(event) is event_class, path.name
+    assert event_fields(event) == set(fixture["state"]), path.name
+
+
 @contextmanager
 def store_application(env: dict[str, str]) -> Iterator[LedgerApplication]:
     """The ledger application on the store `env` names (LEDGERGATE_DATABASE_URL, else SQLite

@@ -24,8 +24,7 @@ from gateway.admin_commands import set_cache_policy
 from gateway.byok import SecretKeyMissing
 from tests.support.ledger import (
     EVENT_FIXTURES,
-    decode_event_fixture,
-    event_fields,
+    assert_fixture_decodes_as,
     event_fixture_name,
 )
 
@@ -118,11 +117,7 @@ def test_admin_input_is_checked_field_by_field_and_sharing_needs_the_server_secr
 def test_each_cache_policy_event_class_has_a_fixture_that_decodes_with_every_field(
     event_class: type, event_mapper
 ) -> None:
-    path = FIXTURES / event_fixture_name(event_class.__qualname__)
-    event, fixture = decode_event_fixture(event_mapper, path)
-    assert type(event) is event_class
-    fields = event_fields(event)
-    assert fields == set(fixture["state"])
+    assert_fixture_decodes_as(event_mapper, event_class)
 
 
 def test_the_policy_event_carries_no_secret() -> None:

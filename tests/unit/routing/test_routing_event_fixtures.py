@@ -10,8 +10,7 @@ from domain.request import Request
 from domain.routing import EndpointBreaker, ProjectRouting
 from tests.support.ledger import (
     EVENT_FIXTURES,
-    decode_event_fixture,
-    event_fields,
+    assert_fixture_decodes_as,
     event_fixture_name,
 )
 
@@ -36,11 +35,7 @@ ROUTING_EVENT_CLASSES = (
 def test_each_routing_event_class_has_a_fixture_that_decodes_with_every_field(
     event_class: type, event_mapper
 ) -> None:
-    path = FIXTURES / event_fixture_name(event_class.__qualname__)
-    event, fixture = decode_event_fixture(event_mapper, path)
-    assert type(event) is event_class
-    fields = event_fields(event)
-    assert fields == set(fixture["state"])
+    assert_fixture_decodes_as(event_mapper, event_class)
 
 
 def test_stored_routing_events_carry_no_endpoint_url_secret_or_key() -> None:

@@ -8,6 +8,7 @@ import os
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import freezegun
 import pytest
@@ -15,6 +16,7 @@ import pytest
 from gateway.serving import BackgroundServer
 from gateway.simulator import SimulatorState, create_simulator_app
 from tests.support.harness import Gateway, openai_upstream_env, running_gateway
+from tests.support.ledger import memory_app
 from tests.support.postgres import create_schema, temporary_database
 
 os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")
@@ -45,6 +47,12 @@ os.environ.setdefault("LEDGERGATE_PII_WARM_AT_START", "0")
 logging.getLogger("httpx").setLevel(logging.WARNING)
 
 BACKENDS = ("sqlite", "postgres")
+
+
+@pytest.fixture(scope="session")
+def event_mapper() -> Any:
+    """How the store turns a stored event back into a domain event (no store behind it)."""
+    return memory_app().mapper
 
 
 @pytest.fixture(scope="session")

@@ -32,12 +32,13 @@ if __package__ in (None, ""):
 from domain.catalog import Catalog, spec_from_mapping  # noqa: E402
 from domain.clock import FixedClock  # noqa: E402
 from domain.tiers import effective_tier  # noqa: E402
-from gateway.providers.base import ProviderEndpoint, UpstreamError  # noqa: E402
+from gateway.providers.base import ProviderEndpoint  # noqa: E402
 from gateway.routing.balancer import EndpointPool  # noqa: E402
 from gateway.routing.breaker import BreakerBoard, BreakerConfig, BreakerTransition  # noqa: E402
 from gateway.routing.decision import RouteTarget  # noqa: E402
 from gateway.routing.failover import FailoverExhausted, run_with_failover  # noqa: E402
 from gateway.routing.router import Router  # noqa: E402
+from tests.support.routing import upstream_outage  # noqa: E402
 
 INTER_ARRIVAL_S = 0.1
 CONVERGENCE_WINDOW = 50
@@ -142,13 +143,7 @@ class Simulation:
         spent = latency * (0.3 if failed else 1.0)
         self.clock.advance(seconds=spent / 1000.0)
         if failed:
-            raise UpstreamError(
-                status=503,
-                code="upstream_unavailable",
-                message="fake outage",
-                provider=target.spec.provider,
-                retryable=True,
-            )
+            raise upstream_outage(target.spec.provider, message="fake outage")
         return target.spec.name
 
     async def run_phase(self, name: str, requests: int, watch: str) -> PhaseResult:

@@ -47,6 +47,13 @@ def _rejection(project_id: UUID, model: str) -> c.RecordRejection:
     )
 
 
+def _write_poisoned(services: Any, project_id: UUID, model: str) -> range:
+    """Write a rejection for `model` in `project_id`: the log positions its events took."""
+    before = services.writer.last_position
+    services.writer.execute(_rejection(project_id, model))
+    return range(before + 1, services.writer.last_position + 1)
+
+
 class ExplodingAuditView(AuditView):
     """The audit view with a bug on one model name: stands for any event a view cannot
     apply, on either backend."""
@@ -69,9 +76,7 @@ def test_a_view_records_an_event_it_cannot_apply_and_keeps_every_other_tenant_cu
     services.start()
     try:
         victim = _project(services, "1.00")
-        before = services.writer.last_position
-        services.writer.execute(_rejection(victim, "explodes"))
-        poisoned = range(before + 1, services.writer.last_position + 1)
+        poisoned = _write_poisoned(services, victim, "explodes")
         services.writer.execute(_rejection(victim, "fine-model"))
         bystander = _project(services, "7.00")
         services.runner.catch_up()
@@ -106,9 +111,7 @@ def test_a_nul_already_in_the_log_does_not_stop_postgres_views_restart_or_rebuil
     services.start()
     try:
         victim = _project(services, "1.00")
-        before = services.writer.last_position
-        services.writer.execute(_rejection(victim, "gpt-4o-mini\x00"))
-        poisoned = range(before + 1, services.writer.last_position + 1)
+        poisoned = _write_poisoned(services, victim, "gpt-4o-mini\x00")
         bystander = _project(services, "3.00")
         services.runner.catch_up()
         assert set(services.runner.positions().values()) == {_head(services)}

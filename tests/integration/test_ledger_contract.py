@@ -165,32 +165,19 @@ def test_a_charge_larger_than_the_reservation_never_takes_the_balance_below_zero
 
 
 def test_prices_are_effective_dated_and_the_admission_price_is_recorded(writer, app) -> None:
-    writer.execute(
-        c.SetPrice(
-            model="m",
-            input_per_mtok=Decimal(1),
-            output_per_mtok=Decimal(1),
-            currency="USD",
-            effective_from=NOW - timedelta(days=2),
-        )
-    )
-    later = writer.execute(
-        c.SetPrice(
-            model="m",
-            input_per_mtok=Decimal(3),
-            output_per_mtok=Decimal(3),
-            currency="USD",
-            effective_from=NOW - timedelta(days=1),
-        )
-    ).value
-    writer.execute(
-        c.SetPrice(
-            model="m",
-            input_per_mtok=Decimal(9),
-            output_per_mtok=Decimal(9),
-            currency="USD",
-            effective_from=NOW + timedelta(days=1),
-        )
+    # Three prices for m, per million tokens each way: from two days ago, from yesterday
+    # (the one in effect at NOW) and from tomorrow.
+    earlier, later, future = (
+        writer.execute(
+            c.SetPrice(
+                model="m",
+                input_per_mtok=Decimal(per_mtok),
+                output_per_mtok=Decimal(per_mtok),
+                currency="USD",
+                effective_from=NOW + timedelta(days=days),
+            )
+        ).value
+        for per_mtok, days in ((1, -2), (3, -1), (9, 1))
     )
     project_id = project(writer, "1.00")
     request_id = admit(writer, project_id, 100, 100)

@@ -4,26 +4,28 @@ domain command, so a test states only what it cares about."""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from domain import commands as c
 from domain.ids import new_request_id
+from domain.request import Request
 
 
 def request_facts(
-    project_id: UUID,
+    project_id: UUID | None,
     *,
     at: datetime | None = None,
     request_id: str | None = None,
     endpoint: str = "chat.completions",
     key_id: UUID | None = None,
-    actor_id: str = "u",
+    actor_id: str | None = "u",
     model: str = "m",
     stream: bool = False,
     prompt_chars: int = 10,
@@ -53,6 +55,13 @@ def request_facts(
         deadline_at=received + deadline,
         **facts,
     )
+
+
+def received_request(facts: c.RequestFacts, aggregate_id: UUID | None = None) -> Request:
+    """A Request aggregate received with `facts` (not saved), under `aggregate_id` or a
+    fresh one: for tests of the aggregate itself, without the handlers."""
+    fields = {field.name: getattr(facts, field.name) for field in dataclasses.fields(facts)}
+    return Request.receive(aggregate_id=aggregate_id or uuid4(), **fields)
 
 
 def admit_request(
@@ -134,6 +143,17 @@ def unit_price(
         output_per_mtok=Decimal(2),
         currency=currency,
         effective_from=at - timedelta(days=days),
+    )
+
+
+def initial_top_up(project_id: UUID, balance: Decimal | str, currency: str) -> c.TopUp:
+    """A new test project's opening credit, `balance` in `currency`, under the reference
+    `initial-<project id>` (run twice, it is one top-up)."""
+    return c.TopUp(
+        project_id=project_id,
+        amount=Decimal(balance),
+        currency=currency,
+        reference=f"initial-{project_id}",
     )
 
 

@@ -17,6 +17,7 @@ from gateway.bootstrap import Services, build_services
 from gateway.config import Settings
 from gateway.http.app import create_app
 from gateway.serving import BackgroundServer
+from tests.support.builders import initial_top_up
 
 ADMIN_TOKEN = "lg_admin_test_token"
 
@@ -84,14 +85,7 @@ class Gateway:
             )
         )
         if balance is not None:
-            self.execute(
-                c.TopUp(
-                    project_id=project_id,
-                    amount=Decimal(balance),
-                    currency=currency,
-                    reference=f"initial-{project_id}",
-                )
-            )
+            self.execute(initial_top_up(project_id, balance, currency))
         tenant = Tenant(project_id, key["api_key"], UUID(key["key_id"]), currency)
         self.tenants.append(tenant)
         return tenant

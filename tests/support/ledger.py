@@ -21,14 +21,14 @@ from domain import commands as c
 from domain.account import Account
 from domain.application import DateAsISO, LedgerApplication, open_application
 from domain.clock import Clock
-from domain.ids import account_id, new_request_id
+from domain.ids import account_id
 from domain.settlement import Posting
 from domain.writer import run_now
 from gateway.bootstrap import build_services
 from gateway.config import Settings
 from gateway.http.app import create_app
 from gateway.serving import BackgroundServer
-from tests.support.builders import list_price
+from tests.support.builders import admit_request, initial_top_up, list_price, request_facts
 from tests.support.harness import ADMIN_TOKEN, Gateway
 
 
@@ -72,6 +72,14 @@ def replay_account(app: LedgerApplication, project_id: UUID) -> Replay:
 
 MODEL = "gpt-4o-mini"
 
+EVENT_FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "events"
+
+
+def event_fixture_name(qualname: str, version: int = 1) -> str:
+    """The file name, in tests/fixtures/events, of the stored-JSON fixture of the event class
+    `qualname` (`Aggregate.Event`, as its topic names it) at class version `version`."""
+    return qualname.replace(".", "_") + f"_v{version}.json"
+
 
 def decode_event_fixture(mapper: Any, path: Path) -> tuple[Any, dict[str, Any]]:
     """The domain event a stored-JSON fixture (tests/fixtures/events) decodes into through
@@ -89,6 +97,15 @@ def decode_event_fixture(mapper: Any, path: Path) -> tuple[Any, dict[str, Any]]:
 def event_fields(event: Any) -> set[str]:
     """The names of an event's own fields (its aggregate's id and version left out)."""
     return {f.name for f in dataclasses.fields(event)} - {"originator_id", "originator_version"}
+
+
+def assert_fixture_decodes_as(mapper: Any, event_class: type) -> None:
+    """`event_class`'s v1 fixture decodes through `mapper` into an event of exactly that
+    class, carrying every field the fixture stores and no other."""
+    path = EVENT_FIXTURES / event_fixture_name(event_class.__qualname__)
+    event, fixture = decode_event_fixture(mapper, path)
+    assert type(event) is event_class, path.name
+    assert event_fields(event) == set(fixture["state"]), path.name
 
 
 @contextmanager
@@ -144,14 +161,7 @@ class Ledger:
         created = self.run(c.CreateProject(name="p", plan=plan, currency=currency, **kw))
         project_id = UUID(created["project_id"])
         if balance:
-            self.run(
-                c.TopUp(
-                    project_id=project_id,
-                    amount=Decimal(balance),
-                    currency=currency,
-                    reference=f"initial-{project_id}",
-                )
-            )
+            self.run(initial_top_up(project_id, balance, currency))
         return project_id
 
     def price(self, model: str = MODEL, effective_from: datetime | None = None) -> str:
@@ -177,28 +187,21 @@ def admit_command(
     output_tokens: int = 1000,
     idempotency_key_sha256: str | None = None,
 ) -> c.AdmitRequest:
-    facts = c.RequestFacts(
-        request_id=request_id or new_request_id(),
-        endpoint="chat.completions",
-        project_id=project_id,
+    facts = request_facts(
+        project_id,
+        at=now,
+        request_id=request_id,
         key_id=key_id,
         actor_id="tester",
-        model_requested=MODEL,
-        stream=False,
-        message_count=1,
-        prompt_chars=10,
-        prompt_sha256=None,
-        trace_id=None,
+        model=MODEL,
+        deadline=timedelta(minutes=10),
         idempotency_key_sha256=idempotency_key_sha256,
-        client_ip=None,
-        received_at=now,
-        deadline_at=now + timedelta(minutes=10),
     )
-    return c.AdmitRequest(
-        facts=facts,
-        route=c.Route(model=MODEL, provider="openai", upstream_model=MODEL),
-        estimated_input_tokens=input_tokens,
-        max_output_tokens=output_tokens,
+    return admit_request(
+        facts,
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        fee_rate=None,
         key_source=key_source,
         daily_budget=daily_budget,
     )

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -17,21 +19,58 @@ from typing import Any
 from uuid import UUID
 
 from domain import commands as c
-from domain.application import open_application
+from domain.application import LedgerApplication, open_application
 from domain.pii_events import PiiDecision
 from domain.writer import run_now
-from tests.support.builders import admit_request, request_facts
+from tests.support.builders import admit_request, request_facts, unit_price
+from tests.support.ledger import EVENT_FIXTURES, event_fixture_name
 
-OUT = Path(__file__).resolve().parents[1] / "fixtures" / "events"
+OUT = EVENT_FIXTURES
+FIXTURE_NOW = datetime(2026, 11, 21, 12, tzinfo=UTC)
+
+
+@contextmanager
+def fixture_ledger() -> Iterator[tuple[LedgerApplication, UUID]]:
+    """A fresh embedded ledger in a temporary folder with one EUR project named "fixture"
+    (its id yielded with it), closed on leaving the block."""
+    with tempfile.TemporaryDirectory() as tmp:
+        app = open_application(None, tmp)
+        try:
+            project_id = UUID(
+                run_now(app, c.CreateProject(name="fixture", currency="EUR")).value["project_id"]
+            )
+            yield app, project_id
+        finally:
+            app.close()
+
+
+def write_new_fixtures(
+    app: LedgerApplication, out: Path, topics: tuple[str, ...] = ("",)
+) -> list[str]:
+    """Write into `out` the fixture of each event class and version `app` stored whose topic
+    starts with one of `topics`, where `out` has none yet (a released version's fixture is
+    never rewritten); the names of the files written."""
+    out.mkdir(parents=True, exist_ok=True)
+    seen: set[str] = set()
+    written: list[str] = []
+    for notification in app.recorder.select_notifications(start=1, limit=10_000):
+        if notification.topic in seen or not notification.topic.startswith(topics):
+            continue
+        seen.add(notification.topic)
+        state = json.loads(notification.state)
+        version = int(state.get("class_version", 1))
+        name = event_fixture_name(notification.topic.split(":")[1], version)
+        if (out / name).exists():
+            continue
+        fixture = {"topic": notification.topic, "state": state}
+        (out / name).write_text(json.dumps(fixture, indent=2, sort_keys=True) + "\n")
+        written.append(name)
+    return written
 
 
 def main() -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        app = open_application(None, tmp)
-        now = datetime(2026, 11, 21, 12, tzinfo=UTC)
-        project_id = UUID(
-            run_now(app, c.CreateProject(name="fixture", currency="EUR")).value["project_id"]
-        )
+    with fixture_ledger() as (app, project_id):
+        now = FIXTURE_NOW
         key = run_now(app, c.CreateApiKey(project_id=project_id, daily_budget=Decimal("5"))).value
         run_now(app, c.RevokeApiKey(key_id=UUID(key["key_id"])))
         run_now(
@@ -43,16 +82,7 @@ def main() -> None:
                 project_id=project_id, amount=Decimal("-1"), reason="fixture", reference="a"
             ),
         )
-        run_now(
-            app,
-            c.SetPrice(
-                model="m",
-                input_per_mtok=Decimal(1),
-                output_per_mtok=Decimal(2),
-                currency="USD",
-                effective_from=now - timedelta(days=1),
-            ),
-        )
+        run_now(app, unit_price(now))
         run_now(
             app,
             c.SetFxRate(
@@ -160,23 +190,8 @@ def main() -> None:
         )
         admitted(credential_id="fixture-jti")
         run_now(app, RevokeCredential("fixture-jti", project_id, "key:fixture"))
-        OUT.mkdir(parents=True, exist_ok=True)
-        seen: set[str] = set()
-        written: list[str] = []
-        for notification in app.recorder.select_notifications(start=1, limit=10_000):
-            if notification.topic in seen:
-                continue
-            seen.add(notification.topic)
-            state = json.loads(notification.state)
-            version = int(state.get("class_version", 1))
-            name = notification.topic.split(":")[1].replace(".", "_") + f"_v{version}.json"
-            if (OUT / name).exists():
-                continue  # a released version's fixture is never rewritten
-            fixture = {"topic": notification.topic, "state": state}
-            (OUT / name).write_text(json.dumps(fixture, indent=2, sort_keys=True) + "\n")
-            written.append(name)
-        app.close()
-        print(f"wrote {len(written)} new fixtures to {OUT}: {', '.join(written) or '-'}")
+        written = write_new_fixtures(app, OUT)
+    print(f"wrote {len(written)} new fixtures to {OUT}: {', '.join(written) or '-'}")
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from domain.account import Account
 from domain.errors import DomainError, IllegalTransition, InsufficientFunds, ReservationNotFound
 from domain.request import ALLOWED_TRANSITIONS, TERMINAL_STATES, Request
+from tests.support.builders import received_request, request_facts
 from tests.support.ledger import post_plain_charge
 
 NOW = datetime(2026, 11, 21, tzinfo=UTC)
@@ -92,24 +93,15 @@ def test_any_sequence_of_operations_keeps_available_equal_to_credits_minus_poste
 
 
 def _request() -> Request:
-    return Request.receive(
-        aggregate_id=uuid4(),
+    facts = request_facts(
+        uuid4(),
+        at=NOW,
         request_id="lg_req_x",
-        endpoint="chat.completions",
-        project_id=uuid4(),
-        key_id=None,
         actor_id="a",
-        model_requested="m",
-        stream=False,
-        message_count=1,
         prompt_chars=1,
-        prompt_sha256=None,
-        trace_id=None,
-        idempotency_key_sha256=None,
-        client_ip=None,
-        received_at=NOW,
-        deadline_at=NOW + timedelta(minutes=1),
+        deadline=timedelta(minutes=1),
     )
+    return received_request(facts)
 
 
 def test_every_transition_outside_the_table_is_refused() -> None:

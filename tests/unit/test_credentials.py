@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 from uuid import UUID
 
 import jwt
@@ -27,7 +28,6 @@ from domain.credentials import (
     record_credential_use,
 )
 from domain.errors import InvalidCommand, KeyRevoked
-from domain.request import Request
 from gateway.credentials import (
     CredentialSigner,
     key_fingerprint,
@@ -35,6 +35,7 @@ from gateway.credentials import (
     new_jti,
 )
 from gateway.errors import GatewayError
+from tests.support.builders import received_request, request_facts
 from tests.support.ledger import Ledger
 
 SECRET = b"s" * 32
@@ -141,6 +142,14 @@ def _ledger_with_key() -> tuple[Ledger, UUID, UUID]:
     return ledger, project_id, UUID(key["key_id"])
 
 
+def _issue(ledger: Ledger, key_id: UUID, **terms: Any) -> str:
+    """Issue a credential from `key_id`, signed with key "k"; `terms` sets any other
+    IssueCredential field. Its jti (a fresh one unless `terms` names it)."""
+    jti = terms.pop("jti", None) or new_jti()
+    ledger.run(IssueCredential(jti=jti, issuing_key_id=key_id, signing_key_id="k", **terms))
+    return jti
+
+
 def test_issuing_records_the_grant_expiry_and_actor_and_never_a_token() -> None:
     ledger, project_id, key_id = _ledger_with_key()
     jti = new_jti()
@@ -192,14 +201,13 @@ def test_a_revoked_key_cannot_issue() -> None:
     ledger, _, key_id = _ledger_with_key()
     ledger.run(c.RevokeApiKey(key_id=key_id))
     with pytest.raises(KeyRevoked):
-        ledger.run(IssueCredential(jti=new_jti(), issuing_key_id=key_id, signing_key_id="k"))
+        _issue(ledger, key_id)
 
 
 def test_revocation_is_recorded_once_and_only_by_the_credentials_own_project() -> None:
     ledger, project_id, key_id = _ledger_with_key()
     other_project = ledger.project()
-    jti = new_jti()
-    ledger.run(IssueCredential(jti=jti, issuing_key_id=key_id, signing_key_id="k"))
+    jti = _issue(ledger, key_id)
     with pytest.raises(UnknownCredential):
         ledger.run(RevokeCredential(jti=jti, project_id=other_project, revoked_by="key:x"))
     first = ledger.run(RevokeCredential(jti=jti, project_id=project_id, revoked_by="key:y"))
@@ -214,17 +222,7 @@ def test_revocation_is_recorded_once_and_only_by_the_credentials_own_project() -
 
 def test_the_aggregate_refuses_an_expired_use_an_ungranted_model_and_another_actor() -> None:
     ledger, _, key_id = _ledger_with_key()
-    jti = new_jti()
-    ledger.run(
-        IssueCredential(
-            jti=jti,
-            issuing_key_id=key_id,
-            signing_key_id="k",
-            ttl_seconds=60,
-            models=("gpt-4o-mini",),
-            actor_id="alice",
-        )
-    )
+    jti = _issue(ledger, key_id, ttl_seconds=60, models=("gpt-4o-mini",), actor_id="alice")
     credential = ledger.app.repository.get(credential_id(jti))
     credential.check_usable(START + timedelta(seconds=59))
     with pytest.raises(CredentialExpired):
@@ -242,24 +240,16 @@ def test_a_request_names_the_credential_it_was_made_with_and_replays_it() -> Non
     from eventsourcing.application import Application
 
     app = Application(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
-    request = Request.receive(
-        aggregate_id=credential_id("r1"),
+    facts = request_facts(
+        None,
+        at=START,
         request_id="lg_req_1",
-        endpoint="chat.completions",
-        project_id=None,
-        key_id=None,
         actor_id=None,
-        model_requested="gpt-4o-mini",
-        stream=False,
-        message_count=1,
+        model="gpt-4o-mini",
         prompt_chars=1,
-        prompt_sha256=None,
-        trace_id=None,
-        idempotency_key_sha256=None,
-        client_ip=None,
-        received_at=START,
-        deadline_at=START + timedelta(minutes=1),
+        deadline=timedelta(minutes=1),
     )
+    request = received_request(facts, credential_id("r1"))
     record_credential_use(request, "jti-1", START)
     app.save(request)
     replayed = app.repository.get(request.id)
@@ -276,13 +266,8 @@ def test_every_credential_is_a_limit_on_the_account_capped_by_its_budget() -> No
     from domain.limits import limit_status
 
     ledger, project_id, key_id = _ledger_with_key()
-    capped, uncapped = new_jti(), new_jti()
-    ledger.run(
-        IssueCredential(
-            jti=capped, issuing_key_id=key_id, signing_key_id="k", budget=Decimal("0.25")
-        )
-    )
-    ledger.run(IssueCredential(jti=uncapped, issuing_key_id=key_id, signing_key_id="k"))
+    capped = _issue(ledger, key_id, budget=Decimal("0.25"))
+    uncapped = _issue(ledger, key_id)
     account = ledger.app.repository.get(account_id(project_id))
     assert limit_status(account, f"credential:{capped}", START)["cap"] == Decimal("0.25")
     assert limit_status(account, f"credential:{uncapped}", START)["cap"] is None
@@ -297,16 +282,7 @@ def test_a_reservation_with_a_credential_past_its_budget_is_a_402_and_revocation
     from domain.limits import CredentialClosed
 
     ledger, project_id, key_id = _ledger_with_key()
-    jti = new_jti()
-    ledger.run(
-        IssueCredential(
-            jti=jti,
-            issuing_key_id=key_id,
-            signing_key_id="k",
-            budget=Decimal("1.00"),
-            models=("gpt-4o-mini",),
-        )
-    )
+    jti = _issue(ledger, key_id, budget=Decimal("1.00"), models=("gpt-4o-mini",))
     uow = UnitOfWork(lambda i: ledger.app.repository.get(i), ledger.clock)
     names = credential_for_admission(
         uow, jti, project_id=project_id, model="gpt-4o-mini", now=START
@@ -340,11 +316,10 @@ def test_issuing_closes_expired_credential_limits_so_the_account_state_stays_bou
     from domain.limits import limit_status
 
     ledger, project_id, key_id = _ledger_with_key()
-    old = new_jti()
-    ledger.run(IssueCredential(jti=old, issuing_key_id=key_id, signing_key_id="k", ttl_seconds=5))
+    old = _issue(ledger, key_id, ttl_seconds=5)
     assert isinstance(ledger.clock, FixedClock)
     ledger.clock.advance(seconds=6)
-    ledger.run(IssueCredential(jti=new_jti(), issuing_key_id=key_id, signing_key_id="k"))
+    _issue(ledger, key_id)
     account = ledger.app.repository.get(account_id(project_id))
     assert limit_status(account, f"credential:{old}", ledger.clock.now()) is None
 

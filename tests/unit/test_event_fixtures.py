@@ -15,10 +15,14 @@ import domain.project
 import domain.reconciliation
 import domain.request
 import domain.trace
-from domain.application import LedgerApplication
-from tests.support.ledger import decode_event_fixture, event_fields
+from tests.support.ledger import (
+    EVENT_FIXTURES,
+    decode_event_fixture,
+    event_fields,
+    event_fixture_name,
+)
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "events"
+FIXTURES = EVENT_FIXTURES
 CORE_MODULES = (
     domain.account,
     domain.credentials,
@@ -48,12 +52,6 @@ def core_event_classes() -> list[type]:
     return found
 
 
-@pytest.fixture(scope="module")
-def mapper(tmp_path_factory):
-    app = LedgerApplication(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
-    return app.mapper
-
-
 def fixture_version(path: Path) -> int:
     return int(path.stem.rsplit("_v", 1)[1])
 
@@ -69,9 +67,9 @@ def upcast_fields(event_class: type, state: dict, version: int) -> set[str]:
 
 @pytest.mark.parametrize("path", sorted(FIXTURES.glob("*_v*.json")), ids=lambda p: p.stem)
 def test_each_stored_fixture_decodes_into_its_event_class_with_every_field(
-    path: Path, mapper
+    path: Path, event_mapper
 ) -> None:
-    event, fixture = decode_event_fixture(mapper, path)
+    event, fixture = decode_event_fixture(event_mapper, path)
     fields = event_fields(event)
     expected = upcast_fields(type(event), fixture["state"], fixture_version(path))
     assert fields == expected | {"timestamp"} or fields == expected
@@ -83,6 +81,6 @@ def test_every_core_event_class_has_a_fixture_for_every_version() -> None:
         f"{cls.__qualname__} v{version}"
         for cls in core_event_classes()
         for version in range(1, getattr(cls, "class_version", 1) + 1)
-        if cls.__qualname__.replace(".", "_") + f"_v{version}.json" not in names
+        if event_fixture_name(cls.__qualname__, version) not in names
     ]
     assert missing == []

@@ -1,30 +1,21 @@
 """Writes one stored-JSON fixture per cache-policy event class into tests/fixtures/events/.
-Run only when a cache-policy event class gains a new version:
+Run only when a cache-policy event class gains a new version (a released fixture is
+never rewritten):
 
     .venv/bin/python -m tests.unit.cache.make_event_fixtures
 """
 
 from __future__ import annotations
 
-import json
-import tempfile
-from pathlib import Path
-from uuid import UUID
-
-from domain import commands as c
-from domain.application import open_application
 from domain.cache_policy import SetCachePolicy
 from domain.writer import run_now
+from tests.support.make_event_fixtures import OUT, fixture_ledger, write_new_fixtures
 
-OUT = Path(__file__).resolve().parents[2] / "fixtures" / "events"
 TOPIC_PREFIX = "domain.cache_policy:"
 
 
 def main() -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        app = open_application(None, tmp)
-        created = run_now(app, c.CreateProject(name="fixture", currency="EUR")).value
-        project_id = UUID(created["project_id"])
+    with fixture_ledger() as (app, project_id):
         run_now(
             app,
             SetCachePolicy(
@@ -36,17 +27,8 @@ def main() -> None:
                 set_by="fixture",
             ),
         )
-        seen: set[str] = set()
-        for notification in app.recorder.select_notifications(start=1, limit=10_000):
-            topic = notification.topic
-            if topic in seen or not topic.startswith(TOPIC_PREFIX):
-                continue
-            seen.add(topic)
-            name = topic.split(":")[1].replace(".", "_") + "_v1.json"
-            fixture = {"topic": topic, "state": json.loads(notification.state)}
-            (OUT / name).write_text(json.dumps(fixture, indent=2, sort_keys=True) + "\n")
-        app.close()
-        print(f"wrote {len(seen)} cache-policy fixtures to {OUT}")
+        written = write_new_fixtures(app, OUT, (TOPIC_PREFIX,))
+    print(f"wrote {len(written)} new cache-policy fixtures to {OUT}: {', '.join(written) or '-'}")
 
 
 if __name__ == "__main__":

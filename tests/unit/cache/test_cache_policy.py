@@ -3,17 +3,14 @@ updates, and the released event shapes (one stored-JSON fixture per class)."""
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from decimal import Decimal
 from pathlib import Path
 from uuid import UUID, uuid4
 
 import pytest
-from eventsourcing.persistence import StoredEvent
 
 from domain import commands as c
-from domain.application import LedgerApplication, open_application
+from domain.application import open_application
 from domain.cache_policy import (
     DEFAULT_POLICY,
     ProjectCachePolicy,
@@ -25,8 +22,13 @@ from domain.errors import InvalidCommand, UnknownProject
 from domain.writer import run_now
 from gateway.admin_commands import set_cache_policy
 from gateway.byok import SecretKeyMissing
+from tests.support.ledger import (
+    EVENT_FIXTURES,
+    assert_fixture_decodes_as,
+    event_fixture_name,
+)
 
-FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "events"
+FIXTURES = EVENT_FIXTURES
 EVENT_CLASSES = (ProjectCachePolicy.Started, ProjectCachePolicy.PolicySet)
 
 
@@ -111,29 +113,13 @@ def test_admin_input_is_checked_field_by_field_and_sharing_needs_the_server_secr
         assert caught.value.details["param"] == next(iter(bad))
 
 
-@pytest.fixture(scope="module")
-def mapper():
-    return LedgerApplication(env={"PERSISTENCE_MODULE": "eventsourcing.popo"}).mapper
-
-
 @pytest.mark.parametrize("event_class", EVENT_CLASSES, ids=lambda cls: cls.__qualname__)
 def test_each_cache_policy_event_class_has_a_fixture_that_decodes_with_every_field(
-    event_class: type, mapper
+    event_class: type, event_mapper
 ) -> None:
-    path = FIXTURES / (event_class.__qualname__.replace(".", "_") + "_v1.json")
-    fixture = json.loads(path.read_text())
-    stored = StoredEvent(
-        originator_id=uuid4(),
-        originator_version=1,
-        topic=fixture["topic"],
-        state=json.dumps(fixture["state"]).encode(),
-    )
-    event = mapper.to_domain_event(stored)
-    assert type(event) is event_class
-    fields = {f.name for f in dataclasses.fields(event)} - {"originator_id", "originator_version"}
-    assert fields == set(fixture["state"])
+    assert_fixture_decodes_as(event_mapper, event_class)
 
 
 def test_the_policy_event_carries_no_secret() -> None:
-    text = (FIXTURES / "ProjectCachePolicy_PolicySet_v1.json").read_text()
+    text = (FIXTURES / event_fixture_name("ProjectCachePolicy.PolicySet")).read_text()
     assert 'secret"' not in text and 'key"' not in text

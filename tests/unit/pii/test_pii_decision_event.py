@@ -1,13 +1,13 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from uuid import uuid4
 
 import pytest
 
 from domain.errors import IllegalTransition
 from domain.pii_events import PiiDecision
 from domain.request import Request
+from tests.support.builders import received_request, request_facts
 
 NOW = datetime(2026, 11, 21, 8, tzinfo=UTC)
 DECISION = PiiDecision(
@@ -23,24 +23,15 @@ DECISION = PiiDecision(
 
 
 def _received() -> Request:
-    return Request.receive(
-        aggregate_id=uuid4(),
+    facts = request_facts(
+        None,
+        at=NOW,
         request_id="lg_req_" + "0" * 24,
-        endpoint="chat.completions",
-        project_id=None,
-        key_id=None,
         actor_id="alice",
-        model_requested="gpt-4o-mini",
-        stream=False,
-        message_count=1,
-        prompt_chars=10,
-        prompt_sha256=None,
-        trace_id=None,
-        idempotency_key_sha256=None,
-        client_ip=None,
-        received_at=NOW,
-        deadline_at=NOW + timedelta(minutes=10),
+        model="gpt-4o-mini",
+        deadline=timedelta(minutes=10),
     )
+    return received_request(facts)
 
 
 def test_a_received_request_records_its_pii_decision_as_counts_and_types() -> None:

@@ -1,20 +1,16 @@
 """Writes one stored-JSON fixture per routing event class into tests/fixtures/events/ (the
-shared fixture folder). Run only when a routing event class gains a new version:
+shared fixture folder). Run only when a routing event class gains a new version (a released
+fixture is never rewritten):
 
     .venv/bin/python -m tests.unit.routing.make_event_fixtures
 """
 
 from __future__ import annotations
 
-import json
-import tempfile
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from decimal import Decimal
-from pathlib import Path
-from uuid import UUID
 
 from domain import commands as c
-from domain.application import open_application
 from domain.ids import new_request_id
 from domain.routing import EndpointBreaker, ProjectRouting
 from domain.routing_handlers import (
@@ -24,8 +20,8 @@ from domain.routing_handlers import (
     RemoveCustomModel,
 )
 from domain.writer import run_now
+from tests.support.make_event_fixtures import FIXTURE_NOW, OUT, fixture_ledger, write_new_fixtures
 
-OUT = Path(__file__).resolve().parents[2] / "fixtures" / "events"
 ROUTING_TOPICS = ("domain.routing:", "domain.request:Request.RouteDecided",
                   "domain.request:Request.Repriced", "domain.request:Request.DocumentsProcessed")  # fmt: skip
 
@@ -45,12 +41,8 @@ CUSTOM_MODEL = {
 
 
 def main() -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        app = open_application(None, tmp)
-        now = datetime(2026, 11, 21, 12, tzinfo=UTC)
-        project_id = UUID(
-            run_now(app, c.CreateProject(name="fixture", currency="EUR")).value["project_id"]
-        )
+    with fixture_ledger() as (app, project_id):
+        now = FIXTURE_NOW
         run_now(
             app, c.TopUp(project_id=project_id, amount=Decimal(10), currency="EUR", reference="r")
         )
@@ -83,18 +75,8 @@ def main() -> None:
             run_now(app, RecordBreakerTransition("mistral:default", state, "fixture", now, 5, 8, 5,
                                                  Decimal(30), 2))  # fmt: skip
         assert app.repository.get(EndpointBreaker.create_id("mistral:default")).state == "closed"
-        OUT.mkdir(parents=True, exist_ok=True)
-        seen: set[str] = set()
-        for notification in app.recorder.select_notifications(start=1, limit=10_000):
-            topic = notification.topic
-            if topic in seen or not topic.startswith(ROUTING_TOPICS):
-                continue
-            seen.add(topic)
-            name = topic.split(":")[1].replace(".", "_") + "_v1.json"
-            fixture = {"topic": topic, "state": json.loads(notification.state)}
-            (OUT / name).write_text(json.dumps(fixture, indent=2, sort_keys=True) + "\n")
-        app.close()
-        print(f"wrote {len(seen)} routing fixtures to {OUT}")
+        written = write_new_fixtures(app, OUT, ROUTING_TOPICS)
+    print(f"wrote {len(written)} new routing fixtures to {OUT}: {', '.join(written) or '-'}")
 
 
 if __name__ == "__main__":

@@ -22,6 +22,14 @@ def make(
     )
 
 
+def opened(clock: FixedClock, transitions: list[BreakerTransition] | None = None) -> CircuitBreaker:
+    """A breaker (default config) that a streak of five failures has just opened."""
+    breaker = make(clock, [] if transitions is None else transitions)
+    for _ in range(5):
+        breaker.record_failure()
+    return breaker
+
+
 @pytest.fixture
 def clock() -> FixedClock:
     return FixedClock(datetime(2026, 11, 21, 8, 0, tzinfo=UTC))
@@ -47,10 +55,7 @@ def test_a_high_failure_rate_opens_the_breaker_even_without_a_streak(clock: Fixe
 
 
 def test_the_breaker_half_opens_after_the_cooldown_and_admits_one_probe(clock: FixedClock) -> None:
-    transitions: list[BreakerTransition] = []
-    breaker = make(clock, transitions)
-    for _ in range(5):
-        breaker.record_failure()
+    breaker = opened(clock)
     clock.advance(seconds=29)
     assert breaker.state == BREAKER_OPEN
     clock.advance(seconds=1)
@@ -61,9 +66,7 @@ def test_the_breaker_half_opens_after_the_cooldown_and_admits_one_probe(clock: F
 
 def test_successful_probes_close_the_breaker(clock: FixedClock) -> None:
     transitions: list[BreakerTransition] = []
-    breaker = make(clock, transitions)
-    for _ in range(5):
-        breaker.record_failure()
+    breaker = opened(clock, transitions)
     clock.advance(seconds=30)
     for _ in range(2):
         assert breaker.try_acquire()
@@ -73,9 +76,7 @@ def test_successful_probes_close_the_breaker(clock: FixedClock) -> None:
 
 
 def test_a_failed_probe_reopens_with_a_doubled_cooldown(clock: FixedClock) -> None:
-    breaker = make(clock, [])
-    for _ in range(5):
-        breaker.record_failure()
+    breaker = opened(clock)
     clock.advance(seconds=30)
     assert breaker.try_acquire()
     breaker.record_failure("still down")
@@ -87,9 +88,7 @@ def test_a_failed_probe_reopens_with_a_doubled_cooldown(clock: FixedClock) -> No
 
 
 def test_a_released_probe_frees_its_slot_without_counting(clock: FixedClock) -> None:
-    breaker = make(clock, [])
-    for _ in range(5):
-        breaker.record_failure()
+    breaker = opened(clock)
     clock.advance(seconds=30)
     assert breaker.try_acquire()
     breaker.release()

@@ -17,9 +17,11 @@ from gateway.routing.budget_downgrade import (
     floor_model_field,
     list_cost,
 )
+from gateway.routing.decision import RouteDecision
 from gateway.routing.router import Router
 
 NOW = datetime(2026, 12, 1, tzinfo=UTC)
+TIER = effective_tier("unrestricted")
 
 
 def _cost_of(router: Router, input_tokens: int = 1000, output_tokens: int = 1000):  # type: ignore[no-untyped-def]
@@ -31,6 +33,22 @@ def _cost_of(router: Router, input_tokens: int = 1000, output_tokens: int = 1000
         currency="USD",
         at=NOW,
     )
+
+
+def _decide_and_downgrade(
+    router: Router, model: str, *, remaining: Decimal, threshold: Decimal
+) -> tuple[RouteDecision, RouteDecision]:
+    """The router's decision for `model` (unrestricted tier), and that decision once the
+    budget-downgrade rule has seen it, re-deciding on the same router."""
+    decision = router.decide(model, TIER)
+    downgraded = budget_downgrade(
+        decision,
+        remaining=remaining,
+        threshold=threshold,
+        cost_of=_cost_of(router),
+        decide=lambda field: router.decide(field, TIER),
+    )
+    return decision, downgraded
 
 
 def test_the_rule_applies_only_below_a_set_threshold() -> None:
@@ -50,16 +68,10 @@ def test_floor_model_field_keeps_size_and_tier_and_replaces_the_variant() -> Non
 def test_below_the_threshold_the_router_choice_becomes_the_cheapest_compliant_model(
     router: Router, model: str
 ) -> None:
-    tier = effective_tier("unrestricted")
-    decision = router.decide(model, tier)
-    downgraded = budget_downgrade(
-        decision,
-        remaining=Decimal("0.50"),
-        threshold=Decimal("1.00"),
-        cost_of=_cost_of(router),
-        decide=lambda field: router.decide(field, tier),
+    decision, downgraded = _decide_and_downgrade(
+        router, model, remaining=Decimal("0.50"), threshold=Decimal("1.00")
     )
-    floor = router.decide(floor_model_field(model), tier)
+    floor = router.decide(floor_model_field(model), TIER)
     assert downgraded.chosen.spec.name == floor.chosen.spec.name
     assert downgraded.reason == BUDGET_DOWNGRADE_REASON
     assert downgraded.headers()["X-LG-Route-Reason"] == "budget-downgrade"
@@ -75,8 +87,7 @@ def test_below_the_threshold_the_router_choice_becomes_the_cheapest_compliant_mo
 def test_a_model_that_does_not_fit_the_remaining_budget_goes_after_those_that_do(
     router: Router,
 ) -> None:
-    tier = effective_tier("unrestricted")
-    decision = router.decide("auto:best", tier)
+    decision = router.decide("auto:best", TIER)
     cost_of = _cost_of(router, 100_000, 100_000)
     costs = {t.spec.name: cost_of(t.spec) for t in decision.targets}
     cheapest = min(value for value in costs.values() if value is not None)
@@ -91,21 +102,14 @@ def test_a_model_that_does_not_fit_the_remaining_budget_goes_after_those_that_do
 
 @pytest.mark.parametrize("model", ["gpt-5", "claude-sonnet:fast", "claude-opus-4-7"])
 def test_a_named_model_is_never_swapped_whatever_the_budget(router: Router, model: str) -> None:
-    tier = effective_tier("unrestricted")
-    decision = router.decide(model, tier)
-    unchanged = budget_downgrade(
-        decision,
-        remaining=Decimal("0"),
-        threshold=Decimal("1000"),
-        cost_of=_cost_of(router),
-        decide=lambda field: router.decide(field, tier),
+    decision, unchanged = _decide_and_downgrade(
+        router, model, remaining=Decimal("0"), threshold=Decimal("1000")
     )
     assert unchanged is decision
 
 
 def test_above_the_threshold_nothing_changes(router: Router) -> None:
-    tier = effective_tier("unrestricted")
-    decision = router.decide("auto", tier)
+    decision = router.decide("auto", TIER)
     assert (
         budget_downgrade(
             decision, remaining=Decimal("5"), threshold=Decimal("1"), cost_of=_cost_of(router)

@@ -16,12 +16,7 @@ from gateway.routing.failover import (
     run_with_failover,
 )
 from gateway.routing.router import Router
-
-
-def outage(provider: str = "openai") -> UpstreamError:
-    return UpstreamError(
-        status=503, code="upstream_unavailable", message="down", provider=provider, retryable=True
-    )
+from tests.support.routing import upstream_outage as outage
 
 
 async def test_a_failing_first_target_fails_over_to_the_next(router: Router) -> None:

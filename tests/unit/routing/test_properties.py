@@ -12,10 +12,10 @@ from hypothesis import strategies as st
 from domain.catalog import Catalog
 from domain.errors import DomainError
 from domain.tiers import Tier, effective_tier
-from gateway.providers.base import UpstreamError
 from gateway.routing.decision import RouteTarget
 from gateway.routing.failover import FailoverExhausted, run_with_failover
 from gateway.routing.selector import SHORTHANDS, cache_hit_allowed
+from tests.support.routing import upstream_outage
 from tests.unit.routing.conftest import ALL_ENDPOINTS, make_router
 
 CATALOG = Catalog.shipped()
@@ -115,13 +115,7 @@ def test_failover_under_any_failure_pattern_only_ever_calls_compliant_targets(
     async def attempt(target: RouteTarget) -> str:
         called.append(target)
         if rng.random() < failure_rate:
-            raise UpstreamError(
-                status=503,
-                code="down",
-                message="down",
-                provider=target.spec.provider,
-                retryable=True,
-            )
+            raise upstream_outage(target.spec.provider)
         return target.spec.name
 
     async def run_many() -> None:

@@ -4,16 +4,17 @@ event without a fixture fails here."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-from domain.application import LedgerApplication
 from domain.request import Request
 from domain.routing import EndpointBreaker, ProjectRouting
-from tests.support.ledger import decode_event_fixture, event_fields
+from tests.support.ledger import (
+    EVENT_FIXTURES,
+    assert_fixture_decodes_as,
+    event_fixture_name,
+)
 
-FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "events"
+FIXTURES = EVENT_FIXTURES
 ROUTING_EVENT_CLASSES = (
     ProjectRouting.Started,
     ProjectRouting.CustomModelAdded,
@@ -30,24 +31,15 @@ ROUTING_EVENT_CLASSES = (
 )
 
 
-@pytest.fixture(scope="module")
-def mapper():
-    return LedgerApplication(env={"PERSISTENCE_MODULE": "eventsourcing.popo"}).mapper
-
-
 @pytest.mark.parametrize("event_class", ROUTING_EVENT_CLASSES, ids=lambda cls: cls.__qualname__)
 def test_each_routing_event_class_has_a_fixture_that_decodes_with_every_field(
-    event_class: type, mapper
+    event_class: type, event_mapper
 ) -> None:
-    path = FIXTURES / (event_class.__qualname__.replace(".", "_") + "_v1.json")
-    event, fixture = decode_event_fixture(mapper, path)
-    assert type(event) is event_class
-    fields = event_fields(event)
-    assert fields == set(fixture["state"])
+    assert_fixture_decodes_as(event_mapper, event_class)
 
 
 def test_stored_routing_events_carry_no_endpoint_url_secret_or_key() -> None:
     for event_class in ROUTING_EVENT_CLASSES:
-        path = FIXTURES / (event_class.__qualname__.replace(".", "_") + "_v1.json")
+        path = FIXTURES / event_fixture_name(event_class.__qualname__)
         text = path.read_text()
         assert 'api_key"' not in text and "sk-" not in text, path.name

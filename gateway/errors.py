@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+from uuid import UUID
 
 from domain.errors import DomainError
 from gateway.providers.base import UpstreamError
@@ -181,6 +182,15 @@ class GatewayError(Exception):
         # a provider's free text is replaced (it may echo the prompt, and events never carry
         # prompt text).
         self.ledger_message = message
+
+
+def uuid_or_refuse(raw: str, code: str, message: str, param: str) -> UUID:
+    """A client's id as a UUID, or the GatewayError its endpoint answers a malformed one with
+    (a 400 for a bad filter, a 404 where an id names something that cannot exist)."""
+    try:
+        return UUID(raw)
+    except ValueError:
+        raise GatewayError(code, message, param=param) from None
 
 
 def from_domain(error: DomainError) -> GatewayError:

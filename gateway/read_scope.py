@@ -17,7 +17,7 @@ from fastapi import Request
 from domain.project import Project
 from gateway.auth import authenticate_key
 from gateway.cache import AggregateCache
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, uuid_or_refuse
 
 PROJECT_ID_PARAM = "project_id"
 
@@ -44,10 +44,7 @@ def _named_project_id(request: Request) -> UUID | None:
     raw = request.query_params.get(PROJECT_ID_PARAM)
     if raw is None:
         return None
-    try:
-        return UUID(raw.strip())
-    except ValueError:
-        raise GatewayError("project_not_found", "no such project", param=PROJECT_ID_PARAM) from None
+    return uuid_or_refuse(raw.strip(), "project_not_found", "no such project", PROJECT_ID_PARAM)
 
 
 async def read_project(cache: AggregateCache, admin_token: str | None, request: Request) -> Project:

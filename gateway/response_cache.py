@@ -494,43 +494,22 @@ class ResponseCacheStore:
                 ),
             )
             if project_id:
-                totals = tx.execute(
-                    "SELECT COUNT(*) AS entries, COALESCE(SUM(size_bytes), 0) AS size"
-                    " FROM lg_response_cache WHERE project_id = %s",
-                    (project_id,),
-                ).fetchone()
-                self._evict_oldest(
-                    tx,
-                    int(totals["entries"]) if totals else 0,
-                    int(totals["size"]) if totals else 0,
-                    self.project_entries_max,
-                    self.project_bytes_max,
-                    project_id,
-                )
-            totals = tx.execute(
-                "SELECT COUNT(*) AS entries, COALESCE(SUM(size_bytes), 0) AS size"
-                " FROM lg_response_cache"
-            ).fetchone()
-            self._evict_oldest(
-                tx,
-                int(totals["entries"]) if totals else 0,
-                int(totals["size"]) if totals else 0,
-                self.entries_max,
-                self.bytes_max,
-            )
+                self._evict_oldest(tx, self.project_entries_max, self.project_bytes_max, project_id)
+            self._evict_oldest(tx, self.entries_max, self.bytes_max)
 
     def _evict_oldest(
-        self,
-        tx: Any,
-        entries: int,
-        total_bytes: int,
-        entries_max: int,
-        bytes_max: int,
-        project_id: str | None = None,
+        self, tx: Any, entries_max: int, bytes_max: int, project_id: str | None = None
     ) -> None:
         """Delete the oldest entries (of the project, when given) until both bounds hold
         again (bounded batches)."""
         where, params = ("WHERE project_id = %s", (project_id,)) if project_id else ("", ())
+        totals = tx.execute(
+            "SELECT COUNT(*) AS entries, COALESCE(SUM(size_bytes), 0) AS size"
+            f" FROM lg_response_cache {where}",  # noqa: S608
+            params,
+        ).fetchone()
+        entries = int(totals["entries"]) if totals else 0
+        total_bytes = int(totals["size"]) if totals else 0
         for _ in range(1000):
             if entries <= entries_max and total_bytes <= bytes_max:
                 return

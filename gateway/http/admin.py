@@ -23,7 +23,7 @@ from domain.routing import ProjectRouting
 from gateway import admin_commands as build
 from gateway.bootstrap import Services
 from gateway.data_filters import parse_time
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, uuid_or_refuse
 from gateway.http.deps import AdminOnly, ServicesDep, Waited
 from gateway.jsonable import jsonable
 from gateway.responses import JsonResponse
@@ -228,12 +228,14 @@ async def admin_auth_failures(request: Request, services: ServicesDep, _waited: 
         )
     key_fingerprint = params.get("key_fingerprint")
     if key_fingerprint is not None:
-        try:
-            key_fingerprint = str(UUID(key_fingerprint))
-        except ValueError:
-            raise GatewayError(
-                "invalid_request", "key_fingerprint must be a key id", param="key_fingerprint"
-            ) from None
+        key_fingerprint = str(
+            uuid_or_refuse(
+                key_fingerprint,
+                "invalid_request",
+                "key_fingerprint must be a key id",
+                "key_fingerprint",
+            )
+        )
     client_ip = params.get("client_ip")
     if client_ip is not None and (
         len(client_ip) > CLIENT_IP_CHARS_MAX or not client_ip.isprintable()

@@ -7,7 +7,6 @@ import re
 from collections.abc import Mapping
 from datetime import UTC, date
 from typing import Any
-from uuid import UUID
 
 import anyio.to_thread
 from fastapi import APIRouter, Request
@@ -18,7 +17,7 @@ from domain.handlers import plan_view
 from domain.ids import MODE_LIVE, account_id, key_mode
 from gateway.bootstrap import Services
 from gateway.data_filters import balance_read
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, uuid_or_refuse
 from gateway.http.deps import (
     AdminOnly,
     CallerProject,
@@ -132,12 +131,11 @@ async def reconciliations_list(
 async def reconciliation_get(
     services: ServicesDep, _waited: Waited, reconciliation_id: str
 ) -> Response:
-    try:
-        identity = str(UUID(reconciliation_id))
-    except ValueError:
-        raise GatewayError(
-            "reconciliation_not_found", "no such reconciliation", param="id"
-        ) from None
+    identity = str(
+        uuid_or_refuse(
+            reconciliation_id, "reconciliation_not_found", "no such reconciliation", "id"
+        )
+    )
     record, position = await anyio.to_thread.run_sync(get_reconciliation, services.store, identity)
     if record is None:
         raise GatewayError("reconciliation_not_found", "no such reconciliation", param="id")

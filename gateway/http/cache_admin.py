@@ -21,7 +21,7 @@ from domain.cache_policy import ProjectCachePolicy, policy_of
 from domain.errors import UnknownProject
 from domain.project import Project
 from gateway import admin_commands as build
-from gateway.errors import GatewayError
+from gateway.errors import uuid_or_refuse
 from gateway.http.admin import execute
 from gateway.http.deps import AdminOnly, ServicesDep
 from gateway.response_cache import response_cache
@@ -31,12 +31,7 @@ router = APIRouter(prefix="/v1/admin", dependencies=[AdminOnly])
 
 
 def _project_id(raw: str) -> UUID:
-    try:
-        return UUID(raw)
-    except ValueError:
-        raise GatewayError(
-            "invalid_request", "project_id must be a UUID", param="project_id"
-        ) from None
+    return uuid_or_refuse(raw, "invalid_request", "project_id must be a UUID", "project_id")
 
 
 @router.post("/projects/{project_id}/cache-policy")

@@ -400,6 +400,12 @@ class PiiScreener:
         others = [lang for lang in self._languages if lang not in own_model]
         return detect_language(text, candidates=(own_model + others) or None)
 
+    def _loaded_analyzer(self) -> Any:
+        """The loaded analyzer; screening without one fails closed (never an unscreened pass)."""
+        if self._analyzer is None:
+            raise PiiScreeningUnavailable(self._load_error or "PII engine is not loaded")
+        return self._analyzer
+
     def analyze(
         self,
         text: str,
@@ -408,14 +414,13 @@ class PiiScreener:
         score_threshold: float,
     ) -> list[Finding]:
         """Non-overlapping findings in `text`, left to right. CPU-bound: call off the loop."""
-        if self._analyzer is None:
-            raise PiiScreeningUnavailable(self._load_error or "PII engine is not loaded")
+        analyzer = self._loaded_analyzer()
         if not text.strip():
             return []
         wanted = sorted(entity_types & KNOWN_ENTITY_TYPES)
         if not wanted:
             return []
-        raw = self._analyzer.analyze(
+        raw = analyzer.analyze(
             text=text, language=language, entities=wanted, score_threshold=score_threshold
         )
         # The small English model splits "Jean-Pierre" into three tokens and then rarely tags
@@ -427,7 +432,7 @@ class PiiScreener:
         wanted_ner = sorted(set(wanted) & NER_ENTITY_TYPES)
         if compounds and wanted_ner:
             raw = list(raw) + list(
-                self._analyzer.analyze(
+                analyzer.analyze(
                     text=_spaced(text, compounds),
                     language=language,
                     entities=wanted_ner,
@@ -461,15 +466,12 @@ class PiiScreener:
     ) -> list[Finding]:
         """Pattern and checksum recognizers only, no spaCy pass: ~10x cheaper, used by the
         streaming firewall on every chunk. No context boosting (that needs NLP tokens)."""
-        if self._analyzer is None:
-            raise PiiScreeningUnavailable(self._load_error or "PII engine is not loaded")
+        analyzer = self._loaded_analyzer()
         wanted = sorted((entity_types - NER_ENTITY_TYPES) & KNOWN_ENTITY_TYPES)
         if not wanted or not text.strip():
             return []
         candidates = []
-        for recognizer in self._analyzer.registry.get_recognizers(
-            language=language, entities=wanted
-        ):
+        for recognizer in analyzer.registry.get_recognizers(language=language, entities=wanted):
             if not recognizer.is_loaded:
                 recognizer.load()
                 recognizer.is_loaded = True

@@ -145,13 +145,10 @@ def measure_chat(
         result, target = value
         if not isinstance(result, ChatResult):
             return None, None
-        try:
-            price = target.spec.price_at(at)
-        except PriceNotFound:
-            cost = None
-        else:
-            usage = result.usage
-            cost = price.cost(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens)
+        usage = result.usage
+        cost = _list_cost(
+            target, at, usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens
+        )
         return cost, output_valid(body, result.body)
 
     return measure
@@ -165,11 +162,18 @@ def measure_embeddings(at: datetime) -> Callable[[Any], tuple[Money | None, bool
         result, target = value
         if not isinstance(result, EmbeddingResult):
             return None, None
-        try:
-            price = target.spec.price_at(at)
-        except PriceNotFound:
-            return None, None
         usage = result.usage
-        return price.cost(usage.prompt_tokens, 0, usage.cached_tokens), None
+        return _list_cost(target, at, usage.prompt_tokens, 0, usage.cached_tokens), None
 
     return measure
+
+
+def _list_cost(
+    target: Any, at: datetime, input_tokens: int, output_tokens: int, cached_tokens: int
+) -> Money | None:
+    """One attempt's usage at the model's list price in effect at `at` (None: no price)."""
+    try:
+        price = target.spec.price_at(at)
+    except PriceNotFound:
+        return None
+    return price.cost(input_tokens, output_tokens, cached_tokens)

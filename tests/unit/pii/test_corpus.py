@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from gateway.pii.engine import PiiScreener
 from gateway.pii.evaluate import DEFAULT_CORPUS, evaluate, format_table, load_corpus
+from gateway.pii.policy import NATIONAL_ID_TYPES
 
 CHECKSUM_AND_PATTERN_TYPES = {
     "IBAN_CODE",
@@ -9,14 +10,7 @@ CHECKSUM_AND_PATTERN_TYPES = {
     "EMAIL_ADDRESS",
     "PHONE_NUMBER",
     "IP_ADDRESS",
-    "SE_PERSONNUMMER",
-    "SE_SAMORDNINGSNUMMER",
-    "DE_TAX_ID",
-    "IT_FISCAL_CODE",
-    "ES_DNI",
-    "ES_NIE",
-    "FR_NIR",
-}
+} | NATIONAL_ID_TYPES
 
 
 def test_the_corpus_covers_six_languages_and_the_tricky_cases() -> None:

@@ -254,8 +254,11 @@ class CohereAdapter(ProviderAdapter):
             base = base[: -len("/v2")]
         return base + path
 
+    def native_body(self, body: dict[str, Any], upstream_model: str) -> dict[str, Any]:
+        return translate(self.provider, to_cohere, body, upstream_model, self.provider)
+
     async def chat(self, body: dict[str, Any], upstream_model: str) -> ChatResult:
-        native = translate(self.provider, to_cohere, body, upstream_model, self.provider)
+        native = self.native_body(body, upstream_model)
         data = await post_json(
             self.client, self.provider, self.url("/v2/chat"), native, self.headers()
         )
@@ -263,7 +266,7 @@ class CohereAdapter(ProviderAdapter):
         return ChatResult(body=openai_body, usage=usage)
 
     async def chat_stream(self, body: dict[str, Any], upstream_model: str) -> ChatStream:
-        native = translate(self.provider, to_cohere, body, upstream_model, self.provider)
+        native = self.native_body(body, upstream_model)
         native["stream"] = True
         headers = {**self.headers(), "accept": "text/event-stream"}
         response = await open_stream(

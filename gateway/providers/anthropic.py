@@ -27,11 +27,13 @@ from gateway.providers.common import (
     dumps_text,
     function_tools,
     max_output_tokens,
+    native_params,
     new_completion_id,
     open_stream,
     post_json,
     reject_unsupported,
     stop_list,
+    tool_parameters,
     translate,
     truncated,
     unsupported,
@@ -132,9 +134,7 @@ def to_anthropic(
     }
     if system_parts:
         native["system"] = "\n\n".join(part for part in system_parts if part)
-    for name in ("temperature", "top_p"):
-        if body.get(name) is not None:
-            native[name] = body[name]
+    native.update(native_params(body, {"temperature": "temperature", "top_p": "top_p"}))
     stops = stop_list(body)
     if stops:
         native["stop_sequences"] = stops
@@ -144,7 +144,7 @@ def to_anthropic(
             {
                 "name": tool["name"],
                 "description": tool.get("description") or "",
-                "input_schema": tool.get("parameters") or {"type": "object", "properties": {}},
+                "input_schema": tool_parameters(tool),
             }
             for tool in tools
         ]

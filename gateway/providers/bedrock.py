@@ -39,11 +39,12 @@ from gateway.providers.common import (
     embedding_inputs,
     embedding_result,
     function_tools,
-    max_output_tokens,
+    native_params,
     new_completion_id,
     open_stream,
     reject_unsupported,
     stop_list,
+    tool_parameters,
     translate,
     truncated,
     unsupported,
@@ -164,14 +165,9 @@ def to_converse(body: dict[str, Any], provider: str = "bedrock") -> dict[str, An
     native: dict[str, Any] = {"messages": messages}
     if system:
         native["system"] = system
-    inference: dict[str, Any] = {}
-    limit = max_output_tokens(body)
-    if limit is not None:
-        inference["maxTokens"] = limit
-    if body.get("temperature") is not None:
-        inference["temperature"] = body["temperature"]
-    if body.get("top_p") is not None:
-        inference["topP"] = body["top_p"]
+    inference = native_params(
+        body, {"temperature": "temperature", "top_p": "topP"}, max_tokens_as="maxTokens"
+    )
     stops = stop_list(body)
     if stops:
         inference["stopSequences"] = stops
@@ -190,9 +186,7 @@ def to_converse(body: dict[str, Any], provider: str = "bedrock") -> dict[str, An
                     "toolSpec": {
                         "name": tool["name"],
                         "description": tool.get("description") or tool["name"],
-                        "inputSchema": {
-                            "json": tool.get("parameters") or {"type": "object", "properties": {}}
-                        },
+                        "inputSchema": {"json": tool_parameters(tool)},
                     }
                 }
                 for tool in tools

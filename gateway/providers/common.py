@@ -8,7 +8,7 @@ import base64
 import secrets
 import struct
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import httpx
@@ -55,6 +55,22 @@ def max_output_tokens(body: dict[str, Any]) -> int | None:
     if value is None:
         value = body.get("max_tokens")
     return int(value) if value is not None else None
+
+
+def native_params(
+    body: dict[str, Any], names: Mapping[str, str], *, max_tokens_as: str | None = None
+) -> dict[str, Any]:
+    """The OpenAI parameters of `names` ({OpenAI name: the provider's name}) that the body sets,
+    under the provider's names; a parameter sent as null is unset. With `max_tokens_as`, the
+    output limit (max_completion_tokens, else max_tokens) first, under that name."""
+    params: dict[str, Any] = {}
+    limit = max_output_tokens(body)
+    if max_tokens_as is not None and limit is not None:
+        params[max_tokens_as] = limit
+    for openai_name, native_name in names.items():
+        if body.get(openai_name) is not None:
+            params[native_name] = body[openai_name]
+    return params
 
 
 def stop_list(body: dict[str, Any]) -> list[str] | None:
@@ -380,6 +396,12 @@ def function_tools(provider: str, body: dict[str, Any]) -> list[dict[str, Any]]:
             )
         checked.append(function)
     return checked
+
+
+def tool_parameters(function: dict[str, Any]) -> dict[str, Any]:
+    """A function tool's JSON schema; one declared without parameters takes none (every native
+    API wants a schema object)."""
+    return function.get("parameters") or {"type": "object", "properties": {}}
 
 
 def translate(provider: str, function: Any, body: dict[str, Any], *args: Any) -> Any:

@@ -35,13 +35,14 @@ from gateway.providers.common import (
     embedding_inputs,
     embedding_result,
     function_tools,
-    max_output_tokens,
+    native_params,
     new_completion_id,
     new_tool_call_id,
     open_stream,
     post_json,
     reject_unsupported,
     stop_list,
+    tool_parameters,
     translate,
     truncated,
     unix_now,
@@ -64,6 +65,15 @@ FINISH_REASONS = {
     "MALFORMED_FUNCTION_CALL": "stop",
     "LANGUAGE": "stop",
     "OTHER": "stop",
+}
+
+# OpenAI sampling parameter → its generationConfig name.
+SAMPLING_PARAMS = {
+    "temperature": "temperature",
+    "top_p": "topP",
+    "seed": "seed",
+    "presence_penalty": "presencePenalty",
+    "frequency_penalty": "frequencyPenalty",
 }
 
 # Gemini's error `status` → HTTP status (for errors arriving inside a stream).
@@ -142,19 +152,7 @@ def to_gemini(body: dict[str, Any], provider: str = "google") -> dict[str, Any]:
         native["systemInstruction"] = {
             "parts": [{"text": "\n\n".join(p for p in system_parts if p)}]
         }
-    config: dict[str, Any] = {}
-    limit = max_output_tokens(body)
-    if limit is not None:
-        config["maxOutputTokens"] = limit
-    for openai_name, gemini_name in (
-        ("temperature", "temperature"),
-        ("top_p", "topP"),
-        ("seed", "seed"),
-        ("presence_penalty", "presencePenalty"),
-        ("frequency_penalty", "frequencyPenalty"),
-    ):
-        if body.get(openai_name) is not None:
-            config[gemini_name] = body[openai_name]
+    config = native_params(body, SAMPLING_PARAMS, max_tokens_as="maxOutputTokens")
     if body.get("n") not in (None, 1):
         config["candidateCount"] = body["n"]
     stops = stop_list(body)
@@ -184,8 +182,7 @@ def to_gemini(body: dict[str, Any], provider: str = "google") -> dict[str, Any]:
                     {
                         "name": tool["name"],
                         "description": tool.get("description") or "",
-                        "parametersJsonSchema": tool.get("parameters")
-                        or {"type": "object", "properties": {}},
+                        "parametersJsonSchema": tool_parameters(tool),
                     }
                     for tool in tools
                 ]

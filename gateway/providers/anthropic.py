@@ -27,19 +27,20 @@ from gateway.providers.common import (
     dumps_text,
     function_tools,
     max_output_tokens,
+    native_params,
     new_completion_id,
     open_stream,
-    parse_tool_arguments,
     post_json,
     reject_unsupported,
     stop_list,
+    tool_parameters,
     translate,
     truncated,
     unsupported,
 )
 from gateway.providers.documents import DocumentPart
 from gateway.providers.errors import error_from_status, malformed
-from gateway.providers.parts import Spelling, append_turn, content_blocks
+from gateway.providers.parts import Spelling, alternating_turns
 from gateway.providers.sse import iter_sse
 
 ANTHROPIC_VERSION = "2023-06-01"
@@ -102,8 +103,12 @@ SPELLING = Spelling(
 )
 
 
-def _content_blocks(provider: str, content: Any) -> list[dict[str, Any]]:
-    return content_blocks(provider, content, SPELLING)
+def _tool_use(call_id: Any, name: Any, arguments: Any) -> dict[str, Any]:
+    return {"type": "tool_use", "id": call_id, "name": name, "input": arguments}
+
+
+def _tool_result(call_id: Any, content: Any) -> dict[str, Any]:
+    return {"type": "tool_result", "tool_use_id": call_id, "content": content_text(content)}
 
 
 def to_anthropic(
@@ -113,45 +118,14 @@ def to_anthropic(
     response_format = body.get("response_format")
     if isinstance(response_format, dict) and response_format.get("type") not in (None, "text"):
         raise unsupported(provider, "response_format", "no JSON mode on the Messages API")
-    system_parts: list[str] = []
-    messages: list[dict[str, Any]] = []
-
-    def append(role: str, blocks: list[dict[str, Any]]) -> None:
-        # The Messages API wants user/assistant alternation.
-        append_turn(messages, role, blocks)
-
-    for message in body.get("messages") or []:
-        role = message.get("role")
-        if role in ("system", "developer"):
-            system_parts.append(content_text(message.get("content")))
-        elif role == "user":
-            append("user", _content_blocks(provider, message.get("content")))
-        elif role == "assistant":
-            blocks = _content_blocks(provider, message.get("content"))
-            for call in message.get("tool_calls") or []:
-                function = call.get("function") or {}
-                blocks.append(
-                    {
-                        "type": "tool_use",
-                        "id": call.get("id"),
-                        "name": function.get("name"),
-                        "input": parse_tool_arguments(provider, function.get("arguments")),
-                    }
-                )
-            append("assistant", blocks)
-        elif role == "tool":
-            append(
-                "user",
-                [
-                    {
-                        "type": "tool_result",
-                        "tool_use_id": message.get("tool_call_id"),
-                        "content": content_text(message.get("content")),
-                    }
-                ],
-            )
-        else:
-            raise unsupported(provider, "messages", f"role {str(role)[:20]!r}")
+    # The Messages API wants user/assistant alternation.
+    system_parts, messages = alternating_turns(
+        provider,
+        body.get("messages"),
+        SPELLING,
+        tool_call=_tool_use,
+        tool_result=_tool_result,
+    )
 
     native: dict[str, Any] = {
         "model": upstream_model,
@@ -160,9 +134,7 @@ def to_anthropic(
     }
     if system_parts:
         native["system"] = "\n\n".join(part for part in system_parts if part)
-    for name in ("temperature", "top_p"):
-        if body.get(name) is not None:
-            native[name] = body[name]
+    native.update(native_params(body, {"temperature": "temperature", "top_p": "top_p"}))
     stops = stop_list(body)
     if stops:
         native["stop_sequences"] = stops
@@ -172,7 +144,7 @@ def to_anthropic(
             {
                 "name": tool["name"],
                 "description": tool.get("description") or "",
-                "input_schema": tool.get("parameters") or {"type": "object", "properties": {}},
+                "input_schema": tool_parameters(tool),
             }
             for tool in tools
         ]
@@ -271,8 +243,11 @@ class AnthropicAdapter(ProviderAdapter):
         # Accept a base URL with or without the /v1 suffix (the SDK's default has none).
         return base + ("/messages" if base.endswith("/v1") else "/v1/messages")
 
+    def native_body(self, body: dict[str, Any], upstream_model: str) -> dict[str, Any]:
+        return translate(self.provider, to_anthropic, body, upstream_model, self.provider)
+
     async def chat(self, body: dict[str, Any], upstream_model: str) -> ChatResult:
-        native = translate(self.provider, to_anthropic, body, upstream_model, self.provider)
+        native = self.native_body(body, upstream_model)
         data = await post_json(self.client, self.provider, self.url(), native, self.headers())
         openai_body, usage = from_anthropic(
             data, body.get("model") or upstream_model, self.provider
@@ -280,7 +255,7 @@ class AnthropicAdapter(ProviderAdapter):
         return ChatResult(body=openai_body, usage=usage)
 
     async def chat_stream(self, body: dict[str, Any], upstream_model: str) -> ChatStream:
-        native = translate(self.provider, to_anthropic, body, upstream_model, self.provider)
+        native = self.native_body(body, upstream_model)
         native["stream"] = True
         response = await open_stream(
             self.client,

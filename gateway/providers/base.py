@@ -97,6 +97,21 @@ class UpstreamError(Exception):
         self.local = local
 
 
+def invalid_request(
+    provider: str, code: str, message: str, param: str | None = None
+) -> UpstreamError:
+    """The client's own mistake, refused before (or instead of) a provider call: a 400 of type
+    invalid_request_error naming the field at fault."""
+    return UpstreamError(
+        status=400,
+        code=code,
+        message=message,
+        error_type="invalid_request_error",
+        provider=provider,
+        param=param,
+    )
+
+
 @dataclass(slots=True)
 class ChatResult:
     body: dict[str, Any]  # an OpenAI `chat.completion` object, `usage` included
@@ -164,11 +179,9 @@ class ProviderAdapter(ABC):
         """Start the call; raise UpstreamError if it fails before the first chunk."""
 
     async def embeddings(self, body: dict[str, Any], upstream_model: str) -> EmbeddingResult:
-        raise UpstreamError(
-            status=400,
-            code="embeddings_not_supported",
-            message=f"provider {self.provider} offers no embeddings endpoint",
-            error_type="invalid_request_error",
-            provider=self.provider,
+        raise invalid_request(
+            self.provider,
+            "embeddings_not_supported",
+            f"provider {self.provider} offers no embeddings endpoint",
             param="model",
         )

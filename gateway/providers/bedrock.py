@@ -39,19 +39,19 @@ from gateway.providers.common import (
     embedding_inputs,
     embedding_result,
     function_tools,
-    max_output_tokens,
+    native_params,
     new_completion_id,
     open_stream,
-    parse_tool_arguments,
     reject_unsupported,
     stop_list,
+    tool_parameters,
     translate,
     truncated,
     unsupported,
 )
 from gateway.providers.errors import error_from_status, malformed
 from gateway.providers.eventstream import EventStreamDecoder
-from gateway.providers.parts import Spelling, append_turn, content_blocks
+from gateway.providers.parts import Spelling, alternating_turns
 
 EVENTSTREAM_CONTENT_TYPE = "application/vnd.amazon.eventstream"
 DEFAULT_REGION = "us-east-1"
@@ -141,8 +141,12 @@ SPELLING = Spelling(
 )
 
 
-def _blocks(provider: str, content: Any) -> list[dict[str, Any]]:
-    return content_blocks(provider, content, SPELLING)
+def _tool_use(call_id: Any, name: Any, arguments: Any) -> dict[str, Any]:
+    return {"toolUse": {"toolUseId": call_id, "name": name, "input": arguments}}
+
+
+def _tool_result(call_id: Any, content: Any) -> dict[str, Any]:
+    return {"toolResult": {"toolUseId": call_id, "content": [{"text": content_text(content)}]}}
 
 
 def to_converse(body: dict[str, Any], provider: str = "bedrock") -> dict[str, Any]:
@@ -150,60 +154,20 @@ def to_converse(body: dict[str, Any], provider: str = "bedrock") -> dict[str, An
     response_format = body.get("response_format")
     if isinstance(response_format, dict) and response_format.get("type") not in (None, "text"):
         raise unsupported(provider, "response_format", "Converse has no JSON mode")
-    system: list[dict[str, Any]] = []
-    messages: list[dict[str, Any]] = []
-
-    def append(role: str, blocks: list[dict[str, Any]]) -> None:
-        append_turn(messages, role, blocks)
-
-    for message in body.get("messages") or []:
-        role = message.get("role")
-        if role in ("system", "developer"):
-            text = content_text(message.get("content"))
-            if text:
-                system.append({"text": text})
-        elif role == "user":
-            append("user", _blocks(provider, message.get("content")))
-        elif role == "assistant":
-            blocks = _blocks(provider, message.get("content"))
-            for call in message.get("tool_calls") or []:
-                function = call.get("function") or {}
-                blocks.append(
-                    {
-                        "toolUse": {
-                            "toolUseId": call.get("id"),
-                            "name": function.get("name"),
-                            "input": parse_tool_arguments(provider, function.get("arguments")),
-                        }
-                    }
-                )
-            append("assistant", blocks)
-        elif role == "tool":
-            append(
-                "user",
-                [
-                    {
-                        "toolResult": {
-                            "toolUseId": message.get("tool_call_id"),
-                            "content": [{"text": content_text(message.get("content"))}],
-                        }
-                    }
-                ],
-            )
-        else:
-            raise unsupported(provider, "messages", f"role {str(role)[:20]!r}")
-
+    system_texts, messages = alternating_turns(
+        provider,
+        body.get("messages"),
+        SPELLING,
+        tool_call=_tool_use,
+        tool_result=_tool_result,
+    )
+    system = [{"text": text} for text in system_texts if text]
     native: dict[str, Any] = {"messages": messages}
     if system:
         native["system"] = system
-    inference: dict[str, Any] = {}
-    limit = max_output_tokens(body)
-    if limit is not None:
-        inference["maxTokens"] = limit
-    if body.get("temperature") is not None:
-        inference["temperature"] = body["temperature"]
-    if body.get("top_p") is not None:
-        inference["topP"] = body["top_p"]
+    inference = native_params(
+        body, {"temperature": "temperature", "top_p": "topP"}, max_tokens_as="maxTokens"
+    )
     stops = stop_list(body)
     if stops:
         inference["stopSequences"] = stops
@@ -222,9 +186,7 @@ def to_converse(body: dict[str, Any], provider: str = "bedrock") -> dict[str, An
                     "toolSpec": {
                         "name": tool["name"],
                         "description": tool.get("description") or tool["name"],
-                        "inputSchema": {
-                            "json": tool.get("parameters") or {"type": "object", "properties": {}}
-                        },
+                        "inputSchema": {"json": tool_parameters(tool)},
                     }
                 }
                 for tool in tools
@@ -384,24 +346,18 @@ class BedrockAdapter(ProviderAdapter):
         except orjson.JSONDecodeError:
             raise malformed(self.provider, "body is not JSON") from None
 
+    def native_body(self, body: dict[str, Any], upstream_model: str) -> dict[str, Any]:
+        # The model travels in the URL, not the body.
+        return translate(self.provider, to_converse, body, self.provider)
+
     async def chat(self, body: dict[str, Any], upstream_model: str) -> ChatResult:
-        native = translate(
-            self.provider,
-            to_converse,
-            body,
-            self.provider,
-        )
+        native = self.native_body(body, upstream_model)
         data = await self._post_checked(self.url(upstream_model, "converse"), native)
         openai_body, usage = from_converse(data, body.get("model") or upstream_model, self.provider)
         return ChatResult(body=openai_body, usage=usage)
 
     async def chat_stream(self, body: dict[str, Any], upstream_model: str) -> ChatStream:
-        native = translate(
-            self.provider,
-            to_converse,
-            body,
-            self.provider,
-        )
+        native = self.native_body(body, upstream_model)
         url = self.url(upstream_model, "converse-stream")
         content = json_bytes.dumps(native)
         headers = self._signed_headers(url, content, EVENTSTREAM_CONTENT_TYPE)

@@ -29,12 +29,13 @@ from gateway.providers.common import (
     embedding_inputs,
     embedding_result,
     function_tools,
-    max_output_tokens,
+    native_params,
     new_completion_id,
     open_stream,
     post_json,
     reject_unsupported,
     stop_list,
+    tool_parameters,
     translate,
     truncated,
     unsupported,
@@ -48,6 +49,14 @@ FINISH_REASONS = {
     "STOP_SEQUENCE": "stop",
     "MAX_TOKENS": "length",
     "TOOL_CALL": "tool_calls",
+}
+# OpenAI sampling parameter → Cohere's name for it.
+SAMPLING_PARAMS = {
+    "temperature": "temperature",
+    "top_p": "p",
+    "seed": "seed",
+    "frequency_penalty": "frequency_penalty",
+    "presence_penalty": "presence_penalty",
 }
 # Finish reasons that mean the generation failed: an error to the client, not a finish.
 FAILED_FINISH_STATUS = {"ERROR": 502, "TIMEOUT": 504}
@@ -111,18 +120,7 @@ def to_cohere(
         else:
             raise unsupported(provider, "messages", f"role {str(role)[:20]!r}")
     native_body: dict[str, Any] = {"model": upstream_model, "messages": messages}
-    limit = max_output_tokens(body)
-    if limit is not None:
-        native_body["max_tokens"] = limit
-    for openai_name, cohere_name in (
-        ("temperature", "temperature"),
-        ("top_p", "p"),
-        ("seed", "seed"),
-        ("frequency_penalty", "frequency_penalty"),
-        ("presence_penalty", "presence_penalty"),
-    ):
-        if body.get(openai_name) is not None:
-            native_body[cohere_name] = body[openai_name]
+    native_body.update(native_params(body, SAMPLING_PARAMS, max_tokens_as="max_tokens"))
     if body.get("logprobs"):
         native_body["logprobs"] = True
     stops = stop_list(body)
@@ -146,7 +144,7 @@ def to_cohere(
                 "function": {
                     "name": tool["name"],
                     "description": tool.get("description") or "",
-                    "parameters": tool.get("parameters") or {"type": "object", "properties": {}},
+                    "parameters": tool_parameters(tool),
                 },
             }
             for tool in tools
@@ -254,8 +252,11 @@ class CohereAdapter(ProviderAdapter):
             base = base[: -len("/v2")]
         return base + path
 
+    def native_body(self, body: dict[str, Any], upstream_model: str) -> dict[str, Any]:
+        return translate(self.provider, to_cohere, body, upstream_model, self.provider)
+
     async def chat(self, body: dict[str, Any], upstream_model: str) -> ChatResult:
-        native = translate(self.provider, to_cohere, body, upstream_model, self.provider)
+        native = self.native_body(body, upstream_model)
         data = await post_json(
             self.client, self.provider, self.url("/v2/chat"), native, self.headers()
         )
@@ -263,7 +264,7 @@ class CohereAdapter(ProviderAdapter):
         return ChatResult(body=openai_body, usage=usage)
 
     async def chat_stream(self, body: dict[str, Any], upstream_model: str) -> ChatStream:
-        native = translate(self.provider, to_cohere, body, upstream_model, self.provider)
+        native = self.native_body(body, upstream_model)
         native["stream"] = True
         headers = {**self.headers(), "accept": "text/event-stream"}
         response = await open_stream(

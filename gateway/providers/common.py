@@ -8,14 +8,14 @@ import base64
 import secrets
 import struct
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import httpx
 import orjson
 
 from gateway import json_bytes
-from gateway.providers.base import EmbeddingResult, UpstreamError, Usage
+from gateway.providers.base import EmbeddingResult, UpstreamError, Usage, invalid_request
 from gateway.providers.errors import error_from_response, error_from_transport, malformed
 
 
@@ -35,14 +35,7 @@ def unsupported(provider: str, param: str, detail: str = "") -> UpstreamError:
     message = f"{provider} does not support the parameter {param!r}"
     if detail:
         message += f": {detail}"
-    return UpstreamError(
-        status=400,
-        code="unsupported_parameter",
-        message=message,
-        error_type="invalid_request_error",
-        provider=provider,
-        param=param,
-    )
+    return invalid_request(provider, "unsupported_parameter", message, param=param)
 
 
 def reject_unsupported(provider: str, body: dict[str, Any], params: Iterable[str]) -> None:
@@ -62,6 +55,22 @@ def max_output_tokens(body: dict[str, Any]) -> int | None:
     if value is None:
         value = body.get("max_tokens")
     return int(value) if value is not None else None
+
+
+def native_params(
+    body: dict[str, Any], names: Mapping[str, str], *, max_tokens_as: str | None = None
+) -> dict[str, Any]:
+    """The OpenAI parameters of `names` ({OpenAI name: the provider's name}) that the body sets,
+    under the provider's names; a parameter sent as null is unset. With `max_tokens_as`, the
+    output limit (max_completion_tokens, else max_tokens) first, under that name."""
+    params: dict[str, Any] = {}
+    limit = max_output_tokens(body)
+    if max_tokens_as is not None and limit is not None:
+        params[max_tokens_as] = limit
+    for openai_name, native_name in names.items():
+        if body.get(openai_name) is not None:
+            params[native_name] = body[openai_name]
+    return params
 
 
 def stop_list(body: dict[str, Any]) -> list[str] | None:
@@ -92,12 +101,10 @@ def parse_image_url(url: str) -> tuple[str | None, str | None, str | None]:
     if url.startswith("data:"):
         header, sep, data = url[5:].partition(",")
         if not sep or not header.endswith(";base64"):
-            raise UpstreamError(
-                status=400,
-                code="invalid_image_url",
-                message="an image data URL must be base64-encoded (data:image/png;base64,…)",
-                error_type="invalid_request_error",
-                provider="gateway",
+            raise invalid_request(
+                "gateway",
+                "invalid_image_url",
+                "an image data URL must be base64-encoded (data:image/png;base64,…)",
                 param="messages",
             )
         return header[: -len(";base64")].lower(), data, None
@@ -113,12 +120,10 @@ def parse_tool_arguments(provider: str, arguments: Any) -> Any:
     try:
         return orjson.loads(arguments)
     except orjson.JSONDecodeError:
-        raise UpstreamError(
-            status=400,
-            code="invalid_tool_arguments",
-            message="a tool call's arguments are not valid JSON",
-            error_type="invalid_request_error",
-            provider=provider,
+        raise invalid_request(
+            provider,
+            "invalid_tool_arguments",
+            "a tool call's arguments are not valid JSON",
             param="messages",
         ) from None
 
@@ -274,8 +279,6 @@ class TranslatingStream:
                 yield item
         except UpstreamError:
             raise
-        except httpx.TimeoutException as error:
-            raise error_from_transport(self.provider, error) from None
         except httpx.HTTPError as error:
             raise error_from_transport(self.provider, error) from None
         except (SseTooLarge, EventStreamError) as error:
@@ -338,13 +341,11 @@ def embedding_inputs(provider: str, body: dict[str, Any]) -> list[str]:
         return [raw]
     if isinstance(raw, list) and raw and all(isinstance(item, str) for item in raw):
         return list(raw)
-    raise UpstreamError(
-        status=400,
-        code="unsupported_parameter",
-        message=f"{provider} embeddings take text input only (a string or a list of strings), "
+    raise invalid_request(
+        provider,
+        "unsupported_parameter",
+        f"{provider} embeddings take text input only (a string or a list of strings), "
         "not token arrays",
-        error_type="invalid_request_error",
-        provider=provider,
         param="input",
     )
 
@@ -352,12 +353,10 @@ def embedding_inputs(provider: str, body: dict[str, Any]) -> list[str]:
 def check_encoding_format(provider: str, body: dict[str, Any]) -> str:
     encoding_format = body.get("encoding_format") or "float"
     if encoding_format not in ("float", "base64"):
-        raise UpstreamError(
-            status=400,
-            code="invalid_value",
-            message="encoding_format must be 'float' or 'base64'",
-            error_type="invalid_request_error",
-            provider=provider,
+        raise invalid_request(
+            provider,
+            "invalid_value",
+            "encoding_format must be 'float' or 'base64'",
             param="encoding_format",
         )
     return str(encoding_format)
@@ -366,13 +365,11 @@ def check_encoding_format(provider: str, body: dict[str, Any]) -> str:
 def untranslatable(provider: str, error: Exception) -> UpstreamError:
     """A request body whose shape the translation cannot follow is the client's mistake:
     a 400 naming the problem, never a 500 with a traceback."""
-    return UpstreamError(
-        status=400,
-        code="invalid_request",
-        message=f"the request cannot be translated for {provider}: a field has an unexpected "
+    return invalid_request(
+        provider,
+        "invalid_request",
+        f"the request cannot be translated for {provider}: a field has an unexpected "
         f"shape ({type(error).__name__}: {str(error)[:80]})",
-        error_type="invalid_request_error",
-        provider=provider,
     )
 
 
@@ -390,17 +387,21 @@ def function_tools(provider: str, body: dict[str, Any]) -> list[dict[str, Any]]:
             or not function["name"]
             or not isinstance(function.get("parameters", {}) or {}, dict)
         ):
-            raise UpstreamError(
-                status=400,
-                code="invalid_request",
-                message=f"tools[{index}] must be {{'type': 'function', 'function': {{'name': …, "
+            raise invalid_request(
+                provider,
+                "invalid_request",
+                f"tools[{index}] must be {{'type': 'function', 'function': {{'name': …, "
                 "'parameters': {…}}}}}",
-                error_type="invalid_request_error",
-                provider=provider,
                 param=f"tools[{index}]",
             )
         checked.append(function)
     return checked
+
+
+def tool_parameters(function: dict[str, Any]) -> dict[str, Any]:
+    """A function tool's JSON schema; one declared without parameters takes none (every native
+    API wants a schema object)."""
+    return function.get("parameters") or {"type": "object", "properties": {}}
 
 
 def translate(provider: str, function: Any, body: dict[str, Any], *args: Any) -> Any:

@@ -64,20 +64,16 @@ def error_from_status(
     text: str = "",
 ) -> UpstreamError:
     """The mapped error; its message quotes the provider, so it is flagged provider_text."""
-    error = _error_from_status(provider, status, headers, payload, text=text)
+    message, provider_code = extract_message(payload, text[:MAX_MESSAGE_CHARS] or f"HTTP {status}")
+    error = _mapped_error(provider, status, headers, message, provider_code)
     error.provider_text = True
     return error
 
 
-def _error_from_status(
-    provider: str,
-    status: int,
-    headers: Mapping[str, str],
-    payload: Any,
-    *,
-    text: str = "",
+def _mapped_error(
+    provider: str, status: int, headers: Mapping[str, str], message: str, provider_code: str | None
 ) -> UpstreamError:
-    message, provider_code = extract_message(payload, text[:MAX_MESSAGE_CHARS] or f"HTTP {status}")
+    """The module's one status table: the provider's HTTP status → the client's error."""
     prefix = f"{provider}: "
     if status == 400 or status == 422 or status == 413:
         return UpstreamError(
@@ -116,7 +112,7 @@ def _error_from_status(
             provider=provider,
             param="model",
         )
-    if status == 408:
+    if status in (408, 504):
         return UpstreamError(
             status=504,
             code="upstream_timeout",
@@ -151,14 +147,6 @@ def _error_from_status(
             provider=provider,
             retry_after_seconds=seconds,
             retry_after_source=source,
-            retryable=True,
-        )
-    if status == 504:
-        return UpstreamError(
-            status=504,
-            code="upstream_timeout",
-            message=prefix + message,
-            provider=provider,
             retryable=True,
         )
     return UpstreamError(

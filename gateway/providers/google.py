@@ -24,6 +24,7 @@ from gateway.providers.base import (
     ProviderAdapter,
     UpstreamError,
     Usage,
+    invalid_request,
 )
 from gateway.providers.common import (
     TranslatingStream,
@@ -34,21 +35,21 @@ from gateway.providers.common import (
     embedding_inputs,
     embedding_result,
     function_tools,
-    max_output_tokens,
+    native_params,
     new_completion_id,
     new_tool_call_id,
     open_stream,
-    parse_tool_arguments,
     post_json,
     reject_unsupported,
     stop_list,
+    tool_parameters,
     translate,
     truncated,
     unix_now,
     unsupported,
 )
 from gateway.providers.errors import error_from_status, malformed
-from gateway.providers.parts import Spelling, append_turn, content_blocks
+from gateway.providers.parts import Spelling, alternating_turns
 from gateway.providers.sse import iter_sse
 from gateway.providers.tokens import estimate_embedding_tokens
 
@@ -64,6 +65,15 @@ FINISH_REASONS = {
     "MALFORMED_FUNCTION_CALL": "stop",
     "LANGUAGE": "stop",
     "OTHER": "stop",
+}
+
+# OpenAI sampling parameter → its generationConfig name.
+SAMPLING_PARAMS = {
+    "temperature": "temperature",
+    "top_p": "topP",
+    "seed": "seed",
+    "presence_penalty": "presencePenalty",
+    "frequency_penalty": "frequencyPenalty",
 }
 
 # Gemini's error `status` → HTTP status (for errors arriving inside a stream).
@@ -97,10 +107,6 @@ SPELLING = Spelling(
 )
 
 
-def _parts(provider: str, content: Any) -> list[dict[str, Any]]:
-    return content_blocks(provider, content, SPELLING)
-
-
 def _function_response(text: str) -> dict[str, Any]:
     # functionResponse.response must be an object; wrap anything else.
     try:
@@ -112,79 +118,41 @@ def _function_response(text: str) -> dict[str, Any]:
 
 def to_gemini(body: dict[str, Any], provider: str = "google") -> dict[str, Any]:
     reject_unsupported(provider, body, ("logit_bias",))
-    system_parts: list[str] = []
-    contents: list[dict[str, Any]] = []
+    # A functionResponse names its function: remember each call's name by its id.
     tool_names: dict[str, str] = {}
 
-    def append(role: str, parts: list[dict[str, Any]]) -> None:
-        append_turn(contents, role, parts, key="parts")
+    def function_call(call_id: Any, name: Any, arguments: Any) -> dict[str, Any]:
+        tool_names[str(call_id)] = str(name)
+        return {"functionCall": {"id": call_id, "name": name, "args": arguments}}
 
-    for message in body.get("messages") or []:
-        role = message.get("role")
-        if role in ("system", "developer"):
-            system_parts.append(content_text(message.get("content")))
-        elif role == "user":
-            append("user", _parts(provider, message.get("content")))
-        elif role == "assistant":
-            parts = _parts(provider, message.get("content"))
-            for call in message.get("tool_calls") or []:
-                function = call.get("function") or {}
-                tool_names[str(call.get("id"))] = str(function.get("name"))
-                parts.append(
-                    {
-                        "functionCall": {
-                            "id": call.get("id"),
-                            "name": function.get("name"),
-                            "args": parse_tool_arguments(provider, function.get("arguments")),
-                        }
-                    }
-                )
-            append("model", parts)
-        elif role == "tool":
-            call_id = str(message.get("tool_call_id"))
-            name = tool_names.get(call_id)
-            if name is None:
-                raise UpstreamError(
-                    status=400,
-                    code="invalid_tool_result",
-                    message="a tool message answers no earlier assistant tool call",
-                    error_type="invalid_request_error",
-                    provider=provider,
-                    param="messages",
-                )
-            append(
-                "user",
-                [
-                    {
-                        "functionResponse": {
-                            "id": call_id,
-                            "name": name,
-                            "response": _function_response(content_text(message.get("content"))),
-                        }
-                    }
-                ],
+    def function_response(call_id: Any, content: Any) -> dict[str, Any]:
+        name = tool_names.get(str(call_id))
+        if name is None:
+            raise invalid_request(
+                provider,
+                "invalid_tool_result",
+                "a tool message answers no earlier assistant tool call",
+                param="messages",
             )
-        else:
-            raise unsupported(provider, "messages", f"role {str(role)[:20]!r}")
+        response = _function_response(content_text(content))
+        return {"functionResponse": {"id": str(call_id), "name": name, "response": response}}
+
+    system_parts, contents = alternating_turns(
+        provider,
+        body.get("messages"),
+        SPELLING,
+        tool_call=function_call,
+        tool_result=function_response,
+        assistant_role="model",
+        key="parts",
+    )
 
     native: dict[str, Any] = {"contents": contents}
     if system_parts:
         native["systemInstruction"] = {
             "parts": [{"text": "\n\n".join(p for p in system_parts if p)}]
         }
-    config: dict[str, Any] = {}
-    limit = max_output_tokens(body)
-    if limit is not None:
-        config["maxOutputTokens"] = limit
-    for openai_name, gemini_name in (
-        ("temperature", "temperature"),
-        ("top_p", "topP"),
-        ("seed", "seed"),
-        ("presence_penalty", "presencePenalty"),
-        ("frequency_penalty", "frequencyPenalty"),
-    ):
-        if body.get(openai_name) is not None:
-            config[gemini_name] = body[openai_name]
+    config = native_params(body, SAMPLING_PARAMS, max_tokens_as="maxOutputTokens")
     if body.get("n") not in (None, 1):
         config["candidateCount"] = body["n"]
     stops = stop_list(body)
@@ -214,8 +182,7 @@ def to_gemini(body: dict[str, Any], provider: str = "google") -> dict[str, Any]:
                     {
                         "name": tool["name"],
                         "description": tool.get("description") or "",
-                        "parametersJsonSchema": tool.get("parameters")
-                        or {"type": "object", "properties": {}},
+                        "parametersJsonSchema": tool_parameters(tool),
                     }
                     for tool in tools
                 ]
@@ -382,13 +349,12 @@ class GoogleAdapter(ProviderAdapter):
             base += "/v1beta"
         return f"{base}/models/{quote(model, safe='-._')}:{method}"
 
+    def native_body(self, body: dict[str, Any], upstream_model: str) -> dict[str, Any]:
+        # The model travels in the URL, not the body.
+        return translate(self.provider, to_gemini, body, self.provider)
+
     async def chat(self, body: dict[str, Any], upstream_model: str) -> ChatResult:
-        native = translate(
-            self.provider,
-            to_gemini,
-            body,
-            self.provider,
-        )
+        native = self.native_body(body, upstream_model)
         data = await post_json(
             self.client,
             self.provider,
@@ -400,12 +366,7 @@ class GoogleAdapter(ProviderAdapter):
         return ChatResult(body=openai_body, usage=usage)
 
     async def chat_stream(self, body: dict[str, Any], upstream_model: str) -> ChatStream:
-        native = translate(
-            self.provider,
-            to_gemini,
-            body,
-            self.provider,
-        )
+        native = self.native_body(body, upstream_model)
         response = await open_stream(
             self.client,
             self.provider,

@@ -15,7 +15,7 @@ from gateway.providers.base import EmbeddingResult, Usage
 from gateway.providers.common import (
     check_encoding_format,
     embedding_result,
-    max_output_tokens,
+    native_params,
     reject_unsupported,
 )
 from gateway.providers.errors import malformed
@@ -37,6 +37,8 @@ MISTRAL_CHAT_FIELDS = (
     "prediction",
     "safe_prompt",
 )
+# Passed under their own names, but seed: Mistral calls it random_seed.
+MISTRAL_PARAMS = {name: name for name in MISTRAL_CHAT_FIELDS} | {"seed": "random_seed"}
 
 
 class MistralAdapter(OpenAIAdapter):
@@ -46,16 +48,8 @@ class MistralAdapter(OpenAIAdapter):
 
     def native_body(self, body: dict[str, Any], upstream_model: str) -> dict[str, Any]:
         reject_unsupported(self.provider, body, ("logprobs", "top_logprobs", "logit_bias"))
-        native: dict[str, Any] = {"model": upstream_model}
-        for name in MISTRAL_CHAT_FIELDS:
-            if body.get(name) is not None:
-                native[name] = body[name]
-        limit = max_output_tokens(body)
-        if limit is not None:
-            native["max_tokens"] = limit
-        if body.get("seed") is not None:
-            native["random_seed"] = body["seed"]
-        return native
+        params = native_params(body, MISTRAL_PARAMS, max_tokens_as="max_tokens")
+        return {"model": upstream_model, **params}
 
     async def embeddings(self, body: dict[str, Any], upstream_model: str) -> EmbeddingResult:
         encoding_format = check_encoding_format(self.provider, body)

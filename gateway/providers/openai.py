@@ -15,9 +15,9 @@ from gateway.providers.base import (
     ChatStream,
     EmbeddingResult,
     ProviderAdapter,
-    UpstreamError,
     Usage,
 )
+from gateway.providers.common import open_stream, truncated
 from gateway.providers.errors import (
     error_from_response,
     error_from_status,
@@ -111,28 +111,14 @@ class OpenAIAdapter(ProviderAdapter):
             payload["stream_options"] = {"include_usage": True}
         else:
             payload.pop("stream_options", None)
-        request = self.client.build_request(
-            "POST",
+        response = await open_stream(
+            self.client,
+            self.provider,
             self.url(self.chat_path),
-            content=json_bytes.dumps(payload),
-            headers=self.headers(),
+            self.headers(),
+            json_bytes.dumps(payload),
+            "text/event-stream",
         )
-        try:
-            response = await self.client.send(request, stream=True)
-        except httpx.HTTPError as error:
-            raise error_from_transport(self.provider, error) from None
-        if response.status_code >= 400:
-            try:
-                await response.aread()
-            except httpx.HTTPError:
-                pass
-            finally:
-                await response.aclose()
-            raise error_from_response(self.provider, response)
-        content_type = response.headers.get("content-type", "")
-        if "text/event-stream" not in content_type:
-            await response.aclose()
-            raise malformed(self.provider, f"expected text/event-stream, got {content_type[:60]!r}")
         return OpenAIChatStream(self.provider, response)
 
     async def embeddings(self, body: dict[str, Any], upstream_model: str) -> EmbeddingResult:
@@ -202,12 +188,7 @@ class OpenAIChatStream(ChatStream):
         finally:
             await self.response.aclose()
         if not saw_done:
-            raise UpstreamError(
-                status=502,
-                code="upstream_stream_truncated",
-                message=f"{self.provider}: the stream ended before [DONE]",
-                provider=self.provider,
-            )
+            raise truncated(self.provider, "[DONE]")
 
     async def aclose(self) -> None:
         await self.response.aclose()

@@ -1,6 +1,7 @@
 """OpenAI content parts → a provider's blocks: the one walk over `text`, `image_url` and `file`
-parts that the non-OpenAI adapters share, and the merge of consecutive same-role turns that
-APIs wanting user/assistant alternation need. Each adapter states only how it spells a block."""
+parts that the non-OpenAI adapters share, the merge of consecutive same-role turns that
+APIs wanting user/assistant alternation need, and the one walk over OpenAI messages into such
+turns. Each adapter states only how it spells a block, a tool call and a tool result."""
 
 from __future__ import annotations
 
@@ -8,7 +9,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.providers.common import parse_image_url, unsupported
+from gateway.providers.common import (
+    content_text,
+    parse_image_url,
+    parse_tool_arguments,
+    unsupported,
+)
 from gateway.providers.documents import DocumentPart, document_part
 
 Block = dict[str, Any]
@@ -65,3 +71,41 @@ def append_turn(turns: list[Block], role: str, blocks: list[Block], key: str = "
         turns[-1][key].extend(blocks)
     else:
         turns.append({"role": role, key: blocks})
+
+
+def alternating_turns(
+    provider: str,
+    messages: Any,
+    spelling: Spelling,
+    *,
+    tool_call: Callable[[Any, Any, Any], Block],
+    tool_result: Callable[[Any, Any], Block],
+    assistant_role: str = "assistant",
+    key: str = "content",
+) -> tuple[list[str], list[Block]]:
+    """OpenAI `messages` → (the system texts, in order; the user/assistant turns). An assistant
+    message's tool calls become `tool_call(id, name, arguments as an object)` blocks after its
+    content; a tool message becomes a user turn of `tool_result(tool_call_id, content)`; any
+    other role is a 400."""
+    system: list[str] = []
+    turns: list[Block] = []
+    for message in messages or []:
+        role = message.get("role")
+        if role in ("system", "developer"):
+            system.append(content_text(message.get("content")))
+        elif role == "user":
+            blocks = content_blocks(provider, message.get("content"), spelling)
+            append_turn(turns, "user", blocks, key)
+        elif role == "assistant":
+            blocks = content_blocks(provider, message.get("content"), spelling)
+            for call in message.get("tool_calls") or []:
+                function = call.get("function") or {}
+                arguments = parse_tool_arguments(provider, function.get("arguments"))
+                blocks.append(tool_call(call.get("id"), function.get("name"), arguments))
+            append_turn(turns, assistant_role, blocks, key)
+        elif role == "tool":
+            result = tool_result(message.get("tool_call_id"), message.get("content"))
+            append_turn(turns, "user", [result], key)
+        else:
+            raise unsupported(provider, "messages", f"role {str(role)[:20]!r}")
+    return system, turns

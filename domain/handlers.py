@@ -33,14 +33,12 @@ from domain.ids import (
     MODE_TEST,
     account_id,
     api_key_id,
-    fx_book_id,
     hash_api_key,
     new_api_key,
-    price_book_id,
     request_aggregate_id,
 )
 from domain.money import quantize_internal
-from domain.pricing import FxBook, FxRate, Price, PriceBook
+from domain.pricing import FxRate, Price
 from domain.project import ApiKey, Project
 from domain.reconciliation import ProviderReconciliation, reconciliation_id
 from domain.request import ABANDONED, COMPLETED, DISPATCHED, FAILED, STREAMING, Request
@@ -297,17 +295,7 @@ def remove_provider_key(cmd: c.RemoveProviderKey, uow: UnitOfWork) -> dict[str, 
 
 
 def set_price(cmd: c.SetPrice, uow: UnitOfWork) -> dict[str, Any]:
-    book_id = price_book_id(cmd.model, cmd.project_id)
-    book = uow.find(book_id)
-    if book is None:
-        book = PriceBook.open(
-            book_id=book_id,
-            model=cmd.model,
-            project_id=None if cmd.project_id is None else str(cmd.project_id),
-        )
-        new = True
-    else:
-        new = False
+    book, new = pricing.price_book_for(uow.find, cmd.model, cmd.project_id)
     price_id = book.set_price(
         input_per_mtok=cmd.input_per_mtok,
         output_per_mtok=cmd.output_per_mtok,
@@ -331,11 +319,7 @@ def set_price(cmd: c.SetPrice, uow: UnitOfWork) -> dict[str, Any]:
 
 
 def set_fx_rate(cmd: c.SetFxRate, uow: UnitOfWork) -> dict[str, Any]:
-    book_id = fx_book_id(cmd.base.upper(), cmd.quote.upper())
-    book = uow.find(book_id)
-    new = book is None
-    if book is None:
-        book = FxBook.open(book_id=book_id, base=cmd.base, quote=cmd.quote)
+    book, new = pricing.fx_book_for(uow.find, cmd.base, cmd.quote)
     rate_id = book.set_rate(rate=cmd.rate, effective_from=cmd.effective_from, source=cmd.source)
     if new:
         uow.add(book)
@@ -354,15 +338,11 @@ FX_IMPORT_ROWS_MAX = 100_000  # the whole ECB history since 1999 is ~7,000 days 
 def import_fx_rates(cmd: c.ImportFxRates, uow: UnitOfWork) -> dict[str, Any]:
     if len(cmd.rows) > FX_IMPORT_ROWS_MAX:
         raise InvalidCommand(f"an FX import takes at most {FX_IMPORT_ROWS_MAX} rows")
-    books: dict[UUID, FxBook] = {}
     recorded = 0
     for base, quote, rate, effective_from, source in cmd.rows:
-        book_id = fx_book_id(base.upper(), quote.upper())
-        book = books.get(book_id) or uow.find(book_id)
-        if book is None:
-            book = FxBook.open(book_id=book_id, base=base, quote=quote)
+        book, new = pricing.fx_book_for(uow.find, base, quote)
+        if new:  # the unit of work finds it from now on, for the rows that follow
             uow.add(book)
-        books[book_id] = book
         before = len(book.pending_events)
         book.set_rate(rate=rate, effective_from=effective_from, source=source)
         recorded += len(book.pending_events) - before

@@ -33,17 +33,24 @@ from domain.ids import (
     MODE_TEST,
     account_id,
     api_key_id,
-    fx_book_id,
     hash_api_key,
     new_api_key,
-    price_book_id,
     request_aggregate_id,
 )
 from domain.money import quantize_internal
-from domain.pricing import FxBook, FxRate, Price, PriceBook
+from domain.pii_events import PiiDecision
+from domain.pricing import FxRate, Price
 from domain.project import ApiKey, Project
 from domain.reconciliation import ProviderReconciliation, reconciliation_id
-from domain.request import ABANDONED, COMPLETED, DISPATCHED, FAILED, STREAMING, Request
+from domain.request import (
+    ABANDONED,
+    COMPLETED,
+    DISPATCHED,
+    FAILED,
+    STREAMING,
+    AdmissionTerms,
+    Request,
+)
 from domain.settlement import Posting, compute_cost
 from domain.trace import record_span
 from domain.trace_handlers import admit_to_trace, check_failover_model
@@ -138,6 +145,15 @@ def _price_scope(route: c.Route, project_id: UUID | None) -> UUID | None:
     if route.price_project_id is not None and route.price_project_id != project_id:
         raise InvalidCommand("a project's custom model cannot be priced for another project")
     return route.price_project_id
+
+
+def _route_priced_at(
+    uow: UnitOfWork, route: c.Route, project_id: UUID | None, currency: str, at: datetime
+) -> tuple[Price, FxRate]:
+    """The price of the routed model in effect at `at` (its owner's, for a custom model) and
+    the FX rate into `currency` then: what admission and a failover's repricing charge by."""
+    price = price_in_effect(uow, route.model, at, _price_scope(route, project_id))
+    return price, fx_in_effect(uow, price.currency, currency, at)
 
 
 # --- admin -------------------------------------------------------------------------------
@@ -297,17 +313,7 @@ def remove_provider_key(cmd: c.RemoveProviderKey, uow: UnitOfWork) -> dict[str, 
 
 
 def set_price(cmd: c.SetPrice, uow: UnitOfWork) -> dict[str, Any]:
-    book_id = price_book_id(cmd.model, cmd.project_id)
-    book = uow.find(book_id)
-    if book is None:
-        book = PriceBook.open(
-            book_id=book_id,
-            model=cmd.model,
-            project_id=None if cmd.project_id is None else str(cmd.project_id),
-        )
-        new = True
-    else:
-        new = False
+    book, new = pricing.price_book_for(uow.find, cmd.model, cmd.project_id)
     price_id = book.set_price(
         input_per_mtok=cmd.input_per_mtok,
         output_per_mtok=cmd.output_per_mtok,
@@ -331,11 +337,7 @@ def set_price(cmd: c.SetPrice, uow: UnitOfWork) -> dict[str, Any]:
 
 
 def set_fx_rate(cmd: c.SetFxRate, uow: UnitOfWork) -> dict[str, Any]:
-    book_id = fx_book_id(cmd.base.upper(), cmd.quote.upper())
-    book = uow.find(book_id)
-    new = book is None
-    if book is None:
-        book = FxBook.open(book_id=book_id, base=cmd.base, quote=cmd.quote)
+    book, new = pricing.fx_book_for(uow.find, cmd.base, cmd.quote)
     rate_id = book.set_rate(rate=cmd.rate, effective_from=cmd.effective_from, source=cmd.source)
     if new:
         uow.add(book)
@@ -354,15 +356,11 @@ FX_IMPORT_ROWS_MAX = 100_000  # the whole ECB history since 1999 is ~7,000 days 
 def import_fx_rates(cmd: c.ImportFxRates, uow: UnitOfWork) -> dict[str, Any]:
     if len(cmd.rows) > FX_IMPORT_ROWS_MAX:
         raise InvalidCommand(f"an FX import takes at most {FX_IMPORT_ROWS_MAX} rows")
-    books: dict[UUID, FxBook] = {}
     recorded = 0
     for base, quote, rate, effective_from, source in cmd.rows:
-        book_id = fx_book_id(base.upper(), quote.upper())
-        book = books.get(book_id) or uow.find(book_id)
-        if book is None:
-            book = FxBook.open(book_id=book_id, base=base, quote=quote)
+        book, new = pricing.fx_book_for(uow.find, base, quote)
+        if new:  # the unit of work finds it from now on, for the rows that follow
             uow.add(book)
-        books[book_id] = book
         before = len(book.pending_events)
         book.set_rate(rate=rate, effective_from=effective_from, source=source)
         recorded += len(book.pending_events) - before
@@ -376,24 +374,52 @@ def import_fx_rates(cmd: c.ImportFxRates, uow: UnitOfWork) -> dict[str, Any]:
 # --- request lifecycle ---------------------------------------------------------------------
 
 
-def _new_request(facts: c.RequestFacts) -> Request:
+def _new_request(
+    facts: c.RequestFacts,
+    credential_id: str | None,
+    pii_decision: PiiDecision | None,
+    now: datetime,
+) -> Request:
+    """The request as received, with the credential it presented and its PII decision:
+    what admission and a rejection alike record first."""
     # A shallow field copy: dataclasses.asdict deep-copies, and it showed up in profiles.
     values = {f.name: getattr(facts, f.name) for f in fields(facts)}
-    return Request.receive(aggregate_id=request_aggregate_id(facts.request_id), **values)
+    request = Request.receive(aggregate_id=request_aggregate_id(facts.request_id), **values)
+    if credential_id is not None:
+        record_credential_use(request, credential_id, now)
+    if pii_decision is not None:
+        request.record_pii_decision(pii_decision, now=now)
+    return request
+
+
+def _already_admitted(request_id: str, status: str) -> DuplicateRequest:
+    return DuplicateRequest(
+        "a request with this Idempotency-Key was already admitted; it is not run or charged again",
+        original_request_id=request_id,
+        original_status=status,
+    )
+
+
+def _dispatch(request: Request, route: c.Route, attempt: int, now: datetime) -> None:
+    request.dispatch(
+        provider=route.provider,
+        model=route.model,
+        upstream_model=route.upstream_model,
+        endpoint_name=route.endpoint_name,
+        attempt=attempt,
+        now=now,
+    )
 
 
 def record_rejection(cmd: c.RecordRejection, uow: UnitOfWork) -> dict[str, Any]:
-    request = _new_request(cmd.facts)
-    if cmd.credential_id is not None:
-        record_credential_use(request, cmd.credential_id, uow.clock.now())
-    if cmd.pii_decision is not None:
-        request.record_pii_decision(cmd.pii_decision, now=uow.clock.now())
+    now = uow.clock.now()
+    request = _new_request(cmd.facts, cmd.credential_id, cmd.pii_decision, now)
     request.reject(
         http_status=cmd.http_status,
         error_code=cmd.error_code,
         error_type=cmd.error_type,
         message=cmd.message,
-        now=uow.clock.now(),
+        now=now,
     )
     uow.add(request)
     return {"request_id": cmd.facts.request_id, "status": "rejected"}
@@ -409,12 +435,7 @@ def admit_request(cmd: c.AdmitRequest, uow: UnitOfWork) -> dict[str, Any]:
         # attempt, admitted or still in flight, and is refused before it can reserve again.
         existing = uow.find(request_aggregate_id(facts.request_id))
         if isinstance(existing, Request):
-            raise DuplicateRequest(
-                "a request with this Idempotency-Key was already admitted; it is not run "
-                "or charged again",
-                original_request_id=existing.request_id,
-                original_status=existing.status,
-            )
+            raise _already_admitted(existing.request_id, existing.status)
     if cmd.key_source not in KEY_SOURCES:
         raise InvalidCommand(f"unknown key source {cmd.key_source[:20]!r}")
     project = _project(uow, facts.project_id)
@@ -425,8 +446,7 @@ def admit_request(cmd: c.AdmitRequest, uow: UnitOfWork) -> dict[str, Any]:
         else settlement.fee_rate_for(project.plan, project.fee_rate, cmd.key_source)
     )
     at = cmd.price_at or facts.received_at
-    price = price_in_effect(uow, cmd.route.model, at, _price_scope(cmd.route, facts.project_id))
-    fx = fx_in_effect(uow, price.currency, project.currency, at)
+    price, fx = _route_priced_at(uow, cmd.route, facts.project_id, project.currency, at)
     estimate = compute_cost(
         price=price,
         fx=fx,
@@ -451,12 +471,8 @@ def admit_request(cmd: c.AdmitRequest, uow: UnitOfWork) -> dict[str, Any]:
         # Another process admitted this very request (same Idempotency-Key) between our
         # read of the request and our read of the account: a duplicate, never a 400.
         existing = uow.find(request_aggregate_id(facts.request_id))
-        raise DuplicateRequest(
-            "a request with this Idempotency-Key was already admitted; it is not run "
-            "or charged again",
-            original_request_id=facts.request_id,
-            original_status=existing.status if isinstance(existing, Request) else "admitted",
-        )
+        status = existing.status if isinstance(existing, Request) else "admitted"
+        raise _already_admitted(facts.request_id, status)
     # The named limits the reservation holds (domain/limits.py), each decided here before
     # anything is reserved: a temporary credential's (revoked, expired or outside its grant
     # is refused) and a governed trace's (its contract, domain/trace.py).
@@ -479,11 +495,7 @@ def admit_request(cmd: c.AdmitRequest, uow: UnitOfWork) -> dict[str, Any]:
         budget_amount=cost_amount if own_key else None,
         limits=limits,
     )
-    request = _new_request(facts)
-    if cmd.credential_id is not None:
-        record_credential_use(request, cmd.credential_id, now)
-    if cmd.pii_decision is not None:
-        request.record_pii_decision(cmd.pii_decision, now=now)
+    request = _new_request(facts, cmd.credential_id, cmd.pii_decision, now)
     if cmd.route_decision is not None:
         request.record_route(**cmd.route_decision, decided_at=now)
     if span is not None:
@@ -501,14 +513,7 @@ def admit_request(cmd: c.AdmitRequest, uow: UnitOfWork) -> dict[str, Any]:
         key_source=cmd.key_source,
         admitted_at=now,
     )
-    request.dispatch(
-        provider=cmd.route.provider,
-        model=cmd.route.model,
-        upstream_model=cmd.route.upstream_model,
-        endpoint_name=cmd.route.endpoint_name,
-        attempt=1,
-        now=now,
-    )
+    _dispatch(request, cmd.route, 1, now)
     uow.add(request)
     return {
         "request_id": facts.request_id,
@@ -569,24 +574,15 @@ def redispatch(cmd: c.Redispatch, uow: UnitOfWork) -> dict[str, Any]:
     if cmd.route.model != request.priced_model and request.terms is not None:
         # Failover to another model: charge that model's price in effect at reception,
         # never the first model's (PriceNotFound refuses the failover target instead).
-        at = request.received_at
-        price = price_in_effect(
-            uow, cmd.route.model, at, _price_scope(cmd.route, request.project_id)
+        price, fx = _route_priced_at(
+            uow, cmd.route, request.project_id, request.terms.currency, request.received_at
         )
-        fx = fx_in_effect(uow, price.currency, request.terms.currency, at)
         request.reprice(
             model=cmd.route.model,
             **_priced_by(price, fx),
             repriced_at=uow.clock.now(),
         )
-    request.dispatch(
-        provider=cmd.route.provider,
-        model=cmd.route.model,
-        upstream_model=cmd.route.upstream_model,
-        endpoint_name=cmd.route.endpoint_name,
-        attempt=cmd.attempt,
-        now=uow.clock.now(),
-    )
+    _dispatch(request, cmd.route, cmd.attempt, uow.clock.now())
     return {"request_id": cmd.request_id, "attempt": cmd.attempt}
 
 
@@ -615,9 +611,8 @@ def record_documents(cmd: c.RecordDocuments, uow: UnitOfWork) -> dict[str, Any]:
 
 def mark_streaming(cmd: c.MarkStreaming, uow: UnitOfWork) -> dict[str, Any]:
     request = _request(uow, cmd.request_id)
-    if request.status == STREAMING:
-        return {"request_id": cmd.request_id, "status": STREAMING}
-    request.start_streaming(first_chunk_ms=cmd.first_chunk_ms, now=uow.clock.now())
+    if request.status != STREAMING:  # a second report of the first chunk records nothing
+        request.start_streaming(first_chunk_ms=cmd.first_chunk_ms, now=uow.clock.now())
     return {"request_id": cmd.request_id, "status": STREAMING}
 
 
@@ -632,15 +627,25 @@ class _Charge:
     usage: c.UsageReport  # the counts charged (capped when the report was implausible)
     capped: bool
 
+    def debit_held_at(self, reserved_amount: Decimal) -> Decimal:
+        """The debit, held at the reservation when the report was implausible (capped)."""
+        return min(self.debit, reserved_amount) if self.capped else self.debit
+
+
+def _admitted_terms(request: Request) -> AdmissionTerms:
+    """The terms a request is charged by: only an admitted request (terms, project) has them."""
+    terms = request.terms
+    if terms is None or request.project_id is None:
+        raise IllegalTransition("only an admitted request can be charged")
+    return terms
+
 
 def _price_charge(uow: UnitOfWork, request: Request, usage: c.UsageReport) -> _Charge:
     """Price `usage` on the request's admission terms. An implausible report (domain/usage)
     is recorded on the request (UsageFlagged) and charged at its bounds, capped later at the
     reservation. With the project's own key only the fee (and OCR, which runs on the
     gateway's key) is debited; the provider cost is recorded and budgeted all the same."""
-    terms = request.terms
-    if terms is None:
-        raise IllegalTransition("only an admitted request can be charged")
+    terms = _admitted_terms(request)
     checked = check_usage(
         input_tokens=usage.input_tokens,
         output_tokens=usage.output_tokens,
@@ -703,9 +708,7 @@ def _price_charge(uow: UnitOfWork, request: Request, usage: c.UsageReport) -> _C
 def _posting(request: Request, charge: _Charge, actor_id: str | None) -> Posting:
     """What a charge of `request` records beside its amounts (one place for post and
     correction alike)."""
-    terms = request.terms
-    if terms is None:
-        raise IllegalTransition("only an admitted request can be charged")
+    terms = _admitted_terms(request)
     return Posting(
         provider_cost=charge.provider_cost,
         provider_currency=terms.price_currency,
@@ -735,9 +738,7 @@ def _charge(
 ) -> tuple[Decimal, Decimal, Decimal, Decimal, c.UsageReport]:
     """Post the charge for `usage` on the request's admission terms. Returns
     (provider_cost, charged, fee, shortfall, usage charged)."""
-    terms = request.terms
-    if terms is None or request.project_id is None:
-        raise IllegalTransition("only an admitted request can be charged")
+    terms = _admitted_terms(request)
     account = _request_account(uow, request)
     if not account.has_reservation(request.request_id):
         raise ReservationNotFound("the request's reservation is already settled")
@@ -754,7 +755,7 @@ def _charge(
         budget_amount=charge.budget_amount,
         cap_at_reservation=charge.capped,
     )
-    debit = min(charge.debit, terms.reserved_amount) if charge.capped else charge.debit
+    debit = charge.debit_held_at(terms.reserved_amount)
     shortfall = quantize_internal(max(debit - charged, Decimal(0)))
     return charge.provider_cost, charged, charge.fee_amount, shortfall, usage
 
@@ -764,13 +765,11 @@ def _correct_swept_charge(
 ) -> tuple[Decimal, Decimal, Decimal, Decimal, c.UsageReport]:
     """A request the sweeper abandoned (charged its estimated input) was served after all:
     charge its real usage as a correction of the sweep's charge."""
-    terms = request.terms
-    if terms is None or request.project_id is None:
-        raise IllegalTransition("only an admitted request can be charged")
+    terms = _admitted_terms(request)
     account = _request_account(uow, request)
     charge = _price_charge(uow, request, usage)
     previous = getattr(request, "charged_amount", Decimal(0))
-    actual = min(charge.debit, terms.reserved_amount) if charge.capped else charge.debit
+    actual = charge.debit_held_at(terms.reserved_amount)
     applied = account.correct_charge(
         request_id=request.request_id,
         previous_amount=previous,

@@ -309,9 +309,36 @@ def identity_rate(currency: str) -> FxRate:
     return FxRate(rate_id=None, base=currency, quote=currency, rate=Decimal(1), effective_from=None)
 
 
-# --- the price and FX rate in effect at an instant, read from the books ---------------------
-
 Find = Callable[[uuid.UUID], object]  # an aggregate by id, or None (UnitOfWork.find)
+
+
+# --- the book a price or rate is recorded in --------------------------------------------------
+# Each returns (book, new): a new book is the caller's to add to its unit of work, once the
+# command is decided, so a refused price or rate leaves no empty book behind.
+
+
+def price_book_for(
+    find: Find, model: str, project_id: uuid.UUID | None = None
+) -> tuple[PriceBook, bool]:
+    """The book of `model` (of `project_id`'s custom model, module docstring), or a new one."""
+    book_id = price_book_id(model, project_id)
+    book = find(book_id)
+    if isinstance(book, PriceBook):
+        return book, False
+    owner = None if project_id is None else str(project_id)
+    return PriceBook.open(book_id=book_id, model=model, project_id=owner), True
+
+
+def fx_book_for(find: Find, base: str, quote: str) -> tuple[FxBook, bool]:
+    """The book of the pair base/quote (1 base = rate quote), or a new one."""
+    book_id = fx_book_id(base.upper(), quote.upper())
+    book = find(book_id)
+    if isinstance(book, FxBook):
+        return book, False
+    return FxBook.open(book_id=book_id, base=base, quote=quote), True
+
+
+# --- the price and FX rate in effect at an instant, read from the books ---------------------
 
 
 def price_in_effect(

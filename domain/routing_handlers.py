@@ -17,8 +17,7 @@ from uuid import UUID
 
 from domain.commands import Command
 from domain.errors import InvalidCommand, UnknownProject
-from domain.ids import price_book_id
-from domain.pricing import PRICE_SOURCE_OPERATOR, PriceBook
+from domain.pricing import PRICE_SOURCE_OPERATOR, price_book_for
 from domain.project import Project
 from domain.routing import (
     BREAKER_CLOSED,
@@ -80,22 +79,24 @@ def _existing_routing(uow: UnitOfWorkLike, project_id: UUID) -> ProjectRouting |
     return found if isinstance(found, ProjectRouting) else None
 
 
-def add_custom_model(cmd: AddCustomModel, uow: UnitOfWorkLike) -> dict[str, Any]:
-    routing = _existing_routing(uow, cmd.project_id)
-    is_new = routing is None
+def _routing_for(uow: UnitOfWorkLike, project_id: UUID) -> tuple[ProjectRouting, bool]:
+    """The project's routing, or a new one (True): the caller adds a new one to the unit of
+    work only once the command is decided, so a refused one leaves nothing behind."""
+    routing = _existing_routing(uow, project_id)
     if routing is None:
-        routing = ProjectRouting(str(cmd.project_id))
+        return ProjectRouting(str(project_id)), True
+    return routing, False
+
+
+def add_custom_model(cmd: AddCustomModel, uow: UnitOfWorkLike) -> dict[str, Any]:
+    routing, is_new = _routing_for(uow, cmd.project_id)
     spec = routing.add_custom_model(cmd.entry, added_by=cmd.added_by[:100])
-    if is_new:  # only once the command is decided: a refused one leaves nothing behind
+    if is_new:
         uow.add(routing)
     # Admission prices a request from price events, so the custom model's prices become
     # price events too, in a book of this project's own: price identity includes the project
     # (another project's model of the same name never shares, sees or charges these).
-    book_id = price_book_id(spec.name, cmd.project_id)
-    book = uow.find(book_id)
-    new_book = not isinstance(book, PriceBook)
-    if not isinstance(book, PriceBook):
-        book = PriceBook.open(book_id=book_id, model=spec.name, project_id=str(cmd.project_id))
+    book, new_book = price_book_for(uow.find, spec.name, cmd.project_id)
     recorded = {price.effective_from for price in book.prices}
     for price in spec.prices:
         if price.effective_from in recorded:
@@ -138,10 +139,7 @@ def add_custom_endpoint(cmd: AddCustomEndpoint, uow: UnitOfWorkLike) -> dict[str
                 f"one first with `ledgergate provider-key set --provider {named}`",
                 param="api_key_ref",
             )
-    routing = _existing_routing(uow, cmd.project_id)
-    is_new = routing is None
-    if routing is None:
-        routing = ProjectRouting(str(cmd.project_id))
+    routing, is_new = _routing_for(uow, cmd.project_id)
     routing.add_endpoint(
         provider=cmd.provider,
         name=cmd.name,

@@ -16,10 +16,13 @@ What it does:
   durations, in interleaved rounds (the order of the two alternates every round), at
   concurrency 1 and 32, non-streaming and streaming;
 - prints req/s, p50/p99, the p50 overhead over the direct call, the Ledgergate/LiteLLM
-  ratios with their spread over rounds (median [min–max]), the 2-worker/1-worker scaling,
-  the first request after /ready, the RSS of every process, and the load average.
+  ratios with their spread over rounds (median [min–max]), the CPU milliseconds each gateway
+  spent per request, the 2-worker/1-worker scaling, the first request after /ready, the RSS
+  of every process, and the load average.
 
-The machine is shared: read the figures beside the load average printed with them.
+The machine is shared: read the figures beside the load average printed with them. The CPU
+per request (utime + stime of every process of the gateway, from /proc, over the requests
+wrk counted) does not depend on what else runs: it is the honest figure here.
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ CONCURRENCIES = (1, 32)
 MODES = ("json", "stream")
 WARMUP_S = 2
 SERVE_MODULE, SERVE_ARGS = "gateway.workers", ()
+CLOCK_TICKS_PER_S = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
 def log(message: str) -> None:
@@ -160,6 +164,15 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of one process so far (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS_PER_S
+
+
 def command_line(pid: int) -> str:
     try:
         raw = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
@@ -184,6 +197,17 @@ class Target:
 
     def rss(self) -> list[tuple[str, float]]:
         return [(command_line(pid), rss_mb(pid)) for pid in process_tree(self.process.pid)]
+
+    def cpu(self) -> tuple[float, float]:
+        """CPU seconds so far of (every process of the gateway, its serving processes only:
+        all but Ledgergate's projection worker)."""
+        total = serving = 0.0
+        for pid in process_tree(self.process.pid):
+            used = cpu_seconds(pid)
+            total += used
+            if command_line(pid) != "projections run":
+                serving += used
+        return total, serving
 
 
 def cli(env: dict[str, str], *args: str) -> dict[str, Any]:
@@ -403,6 +427,20 @@ class Measured:
     p50_ms: float
     p99_ms: float
     failures: int
+    requests: int = 0
+    cpu_ms: float = 0.0  # CPU per request, every process of the gateway
+    serving_cpu_ms: float = 0.0  # the same, its serving processes only
+
+
+def measure_cpu(target: Target, script: Path, concurrency: int, seconds: int) -> Measured:
+    """One wrk measurement of `target` with the CPU its processes spent on it."""
+    total_before, serving_before = target.cpu()
+    measured = wrk(target.base_url, script, concurrency, seconds)
+    total_after, serving_after = target.cpu()
+    if measured.requests:
+        measured.cpu_ms = (total_after - total_before) * 1000 / measured.requests
+        measured.serving_cpu_ms = (serving_after - serving_before) * 1000 / measured.requests
+    return measured
 
 
 def wrk(url: str, script: Path, concurrency: int, seconds: int) -> Measured:
@@ -433,6 +471,7 @@ def wrk(url: str, script: Path, concurrency: int, seconds: int) -> Measured:
         p50_ms=data["p50_us"] / 1000,
         p99_ms=data["p99_us"] / 1000,
         failures=failures,
+        requests=data["requests"],
     )
 
 
@@ -525,8 +564,8 @@ def measure_workers(
                     direct = wrk(upstream, direct_scripts[stream], concurrency, arguments.seconds)
                     samples.setdefault(("direct", mode, concurrency), []).append(direct)
                     for target in order:
-                        measured = wrk(
-                            target.base_url,
+                        measured = measure_cpu(
+                            target,
                             scripts[(target.name, stream)],
                             concurrency,
                             arguments.seconds,
@@ -574,6 +613,9 @@ def summarise(
         "lg_overhead": statistics.median(lg_overhead),
         "litellm_overhead": statistics.median(lite_overhead),
         "overhead_ratio": overhead_ratio,
+        "lg_cpu_ms": statistics.median(m.cpu_ms for m in lg),
+        "lg_serving_cpu_ms": statistics.median(m.serving_cpu_ms for m in lg),
+        "litellm_cpu_ms": statistics.median(m.cpu_ms for m in lite),
         "lg_failures": sum(m.failures for m in lg),
         "litellm_failures": sum(m.failures for m in lite),
     }
@@ -583,7 +625,7 @@ def print_report(results: dict[str, Any]) -> None:
     header = (
         f"{'w':>1} {'mode':6} {'c':>2} | {'LG req/s':>8} {'LL req/s':>8} {'LG/LL req/s':>20} | "
         f"{'LG p50':>7} {'LG p99':>7} {'LL p50':>7} {'LL p99':>7} | {'LG ovh':>6} {'LL ovh':>6} "
-        f"{'LG/LL ovh p50':>20} | {'fail LG/LL':>10}"
+        f"{'LG/LL ovh p50':>20} | {'CPU ms/req LG (srv) LL':>22} | {'fail LG/LL':>10}"
     )
     print(header)
     print("-" * len(header))
@@ -593,11 +635,14 @@ def print_report(results: dict[str, Any]) -> None:
             f"{row['litellm_rps']:>8.1f} {spread(row['rps_ratio']):>20} | {row['lg_p50']:>7.2f} "
             f"{row['lg_p99']:>7.2f} {row['litellm_p50']:>7.2f} {row['litellm_p99']:>7.2f} | "
             f"{row['lg_overhead']:>6.2f} {row['litellm_overhead']:>6.2f} "
-            f"{spread(row['overhead_ratio']):>20} | {row['lg_failures']:>4}/{row['litellm_failures']:<4}"
+            f"{spread(row['overhead_ratio']):>20} | {row['lg_cpu_ms']:>6.2f} ({row['lg_serving_cpu_ms']:>5.2f}) "
+            f"{row['litellm_cpu_ms']:>6.2f}     | {row['lg_failures']:>4}/{row['litellm_failures']:<4}"
         )
     print(
         "(ms; w = workers per gateway; c = concurrency; LG = Ledgergate on PostgreSQL, LL = LiteLLM "
-        "proxy; ratios are median [min–max] over rounds; ovh = p50 − the direct call's p50)"
+        "proxy; ratios are median [min–max] over rounds; ovh = p50 − the direct call's p50; CPU "
+        "ms/req = utime + stime of all the gateway's processes per request, (srv) = Ledgergate's "
+        "serving processes without its projection worker)"
     )
     by_key = {(r["workers"], r["mode"], r["concurrency"]): r for r in results["rows"]}
     scaling = []

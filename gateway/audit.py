@@ -20,7 +20,6 @@ file that is configured but missing is an error: a typo must not silently start 
 from __future__ import annotations
 
 import logging
-import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,6 +27,7 @@ from typing import Any
 
 from domain.audit_alarm import KINDS as ALARM_KINDS
 from domain.audit_alarm import AuditIntegrityAlarm
+from gateway.periodic import Periodic
 from projections.audit_tree import (
     CHECKPOINT_EVERY_EVENTS_BOUNDS,
     CHECKPOINT_EVERY_EVENTS_DEFAULT,
@@ -174,10 +174,16 @@ def live_check(
     return report
 
 
-class AuditService:
-    """The follower (hashing + checkpoints) and the optional scheduled live check."""
+class AuditService(Periodic):
+    """The follower (hashing + checkpoints) and the optional scheduled live check (its
+    periodic tick)."""
+
+    thread_name = "ledgergate-audit-live-check"
+    failure_message = "scheduled audit live check failed"
+    join_s_max = 10
 
     def __init__(self, services: Any, *, create_key: bool = True) -> None:
+        super().__init__(log)
         self.services = services
         self.settings: AuditSettings = services.settings.audit
         self.signer = (
@@ -190,8 +196,6 @@ class AuditService:
             every_events=self.settings.every_events,
             interval_s=self.settings.interval_s,
         )
-        self._stop = threading.Event()
-        self._live_thread: threading.Thread | None = None
         self._last_alarm: Divergence | None = None
 
     @property
@@ -203,25 +207,18 @@ class AuditService:
             return self
         self.merkle.start()
         if self.settings.live_check_interval_s and self.signer is not None:
-            self._live_thread = threading.Thread(
-                target=self._live_loop, name="ledgergate-audit-live-check", daemon=True
-            )
-            self._live_thread.start()
+            super().start()  # the scheduled live check
         return self
 
     def stop(self) -> None:
-        self._stop.set()
+        super().stop()
         self.merkle.stop()
-        if self._live_thread is not None:
-            self._live_thread.join(10)
-            self._live_thread = None
 
-    def _live_loop(self) -> None:
-        while not self._stop.wait(self.settings.live_check_interval_s):
-            try:
-                self.check_once()
-            except Exception:  # the check must keep running; the error is logged
-                log.exception("scheduled audit live check failed")
+    def interval_s(self) -> float:
+        return float(self.settings.live_check_interval_s)
+
+    def tick(self) -> None:
+        self.check_once()
 
     def check_once(self) -> VerifyReport:
         assert self.signer is not None

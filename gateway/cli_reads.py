@@ -39,6 +39,9 @@ from projections.runner import ProjectionRunner
 
 NOTIFICATIONS_PAGE = 1000
 TABLE_WIDTH_PIPED = 220  # columns when stdout is not a terminal
+
+# A table's columns: (heading, the record's field).
+Columns = tuple[tuple[str, str], ...]
 # (command, action) pairs this module answers.
 READ_COMMANDS = frozenset(
     {
@@ -153,6 +156,26 @@ def _table(title: str, columns: Iterable[str], rows: Iterable[Iterable[Any]]) ->
     return table
 
 
+def _cell(value: Any) -> Any:
+    """A record's field as a table shows it: a yes/no as "yes" or blank, a list its items."""
+    if isinstance(value, bool):
+        return "yes" if value else ""
+    if isinstance(value, list):
+        return ", ".join(value)
+    return value
+
+
+def _records_table(
+    title: str, columns: Sequence[tuple[str, str]], records: Iterable[dict[str, Any]]
+) -> Table:
+    """One row per record, one column per (heading, field)."""
+    return _table(
+        title,
+        (heading for heading, _ in columns),
+        ((_cell(record[field]) for _, field in columns) for record in records),
+    )
+
+
 def _fail(code: str, message: str) -> int:
     from gateway.cli import fail  # gateway.cli imports this module
 
@@ -188,6 +211,31 @@ def _key_record(key: ApiKey) -> dict[str, Any]:
     }
 
 
+PROJECT_COLUMNS: Columns = (
+    ("id", "project_id"),
+    ("name", "name"),
+    ("tier", "tier"),
+    ("plan", "plan"),
+    ("currency", "currency"),
+    ("available", "available"),
+    ("strict", "strict"),
+)
+PROJECT_KEY_COLUMNS: Columns = (
+    ("key id", "key_id"),
+    ("prefix", "prefix"),
+    ("daily budget", "daily_budget"),
+    ("revoked", "revoked"),
+    ("created at", "created_at"),
+)
+KEY_COLUMNS: Columns = (
+    ("key id", "key_id"),
+    ("prefix", "prefix"),
+    ("project", "project_id"),
+    ("daily budget", "daily_budget"),
+    ("revoked", "revoked"),
+)
+
+
 def project_list(app: Any, store: Any, args: argparse.Namespace) -> int:
     _catch_up(app, store, [BalancesView()])
     records = [
@@ -196,22 +244,7 @@ def project_list(app: Any, store: Any, args: argparse.Namespace) -> int:
     return _print(
         {"object": "list", "data": records},
         args,
-        lambda: _table(
-            f"{len(records)} projects",
-            ("id", "name", "tier", "plan", "currency", "available", "strict"),
-            (
-                (
-                    r["project_id"],
-                    r["name"],
-                    r["tier"],
-                    r["plan"],
-                    r["currency"],
-                    r["available"],
-                    "yes" if r["strict"] else "",
-                )
-                for r in records
-            ),
-        ),  # fmt: skip
+        lambda: _records_table(f"{len(records)} projects", PROJECT_COLUMNS, records),
     )
 
 
@@ -248,20 +281,7 @@ def project_show(app: Any, store: Any, args: argparse.Namespace) -> int:
                 fields.append((name, balance[name]))
         return Group(
             _table(f"project {project.name}", ("field", "value"), fields),
-            _table(
-                f"{len(keys)} API keys",
-                ("key id", "prefix", "daily budget", "revoked", "created at"),
-                (
-                    (
-                        k["key_id"],
-                        k["prefix"],
-                        k["daily_budget"],
-                        "yes" if k["revoked"] else "",
-                        k["created_at"],
-                    )
-                    for k in keys
-                ),
-            ),  # fmt: skip
+            _records_table(f"{len(keys)} API keys", PROJECT_KEY_COLUMNS, keys),
         )
 
     return _print(record, args, tables)
@@ -276,24 +296,37 @@ def key_list(app: Any, store: Any, args: argparse.Namespace) -> int:
     return _print(
         {"object": "list", "data": keys},
         args,
-        lambda: _table(
-            f"{len(keys)} API keys",
-            ("key id", "prefix", "project", "daily budget", "revoked"),
-            (
-                (
-                    k["key_id"],
-                    k["prefix"],
-                    k["project_id"],
-                    k["daily_budget"],
-                    "yes" if k["revoked"] else "",
-                )
-                for k in keys
-            ),
-        ),  # fmt: skip
+        lambda: _records_table(f"{len(keys)} API keys", KEY_COLUMNS, keys),
     )
 
 
 # --- prices, FX rates, models -------------------------------------------------------------
+
+
+PRICE_COLUMNS: Columns = (
+    ("model", "model"),
+    ("input / Mtok", "input_per_mtok"),
+    ("output / Mtok", "output_per_mtok"),
+    ("cached / Mtok", "cached_input_per_mtok"),
+    ("currency", "currency"),
+    ("effective from", "effective_from"),
+    ("source", "source"),
+)
+FX_COLUMNS: Columns = (
+    ("base", "base"),
+    ("quote", "quote"),
+    ("rate (1 base = rate quote)", "rate"),
+    ("effective from", "effective_from"),
+    ("source", "source"),
+)
+MODEL_COLUMNS: Columns = (
+    ("model", "model"),
+    ("provider", "provider"),
+    ("size", "size_class"),
+    ("tiers", "tiers"),
+    ("capabilities", "capabilities"),
+    ("source", "source"),
+)
 
 
 def price_list(app: Any, store: Any, args: argparse.Namespace) -> int:
@@ -305,30 +338,7 @@ def price_list(app: Any, store: Any, args: argparse.Namespace) -> int:
     return _print(
         result,
         args,
-        lambda: _table(
-            title,
-            (
-                "model",
-                "input / Mtok",
-                "output / Mtok",
-                "cached / Mtok",
-                "currency",
-                "effective from",
-                "source",
-            ),
-            (
-                (
-                    r["model"],
-                    r["input_per_mtok"],
-                    r["output_per_mtok"],
-                    r["cached_input_per_mtok"],
-                    r["currency"],
-                    r["effective_from"],
-                    r["source"],
-                )
-                for r in rows
-            ),
-        ),  # fmt: skip
+        lambda: _records_table(title, PRICE_COLUMNS, rows),
     )
 
 
@@ -340,11 +350,7 @@ def fx_list(app: Any, store: Any, args: argparse.Namespace) -> int:
     return _print(
         result,
         args,
-        lambda: _table(
-            title,
-            ("base", "quote", "rate (1 base = rate quote)", "effective from", "source"),
-            ((r["base"], r["quote"], r["rate"], r["effective_from"], r["source"]) for r in rows),
-        ),
+        lambda: _records_table(title, FX_COLUMNS, rows),
     )
 
 
@@ -374,21 +380,7 @@ def model_list(app: Any, store: Any, args: argparse.Namespace) -> int:
     return _print(
         {"object": "list", "data": records},
         args,
-        lambda: _table(
-            f"{len(records)} models",
-            ("model", "provider", "size", "tiers", "capabilities", "source"),
-            (
-                (
-                    r["model"],
-                    r["provider"],
-                    r["size_class"],
-                    ", ".join(r["tiers"]),
-                    ", ".join(r["capabilities"]),
-                    r["source"],
-                )
-                for r in records
-            ),
-        ),  # fmt: skip
+        lambda: _records_table(f"{len(records)} models", MODEL_COLUMNS, records),
     )
 
 

@@ -14,12 +14,12 @@ sweeper's read and its write wins. A request with journalled real usage is settl
 from __future__ import annotations
 
 import logging
-import threading
 from datetime import timedelta
 from typing import Any
 
 from domain import commands as c
 from gateway.http.traces import sweep_expired_traces
+from gateway.periodic import Periodic
 from projections import queries
 
 log = logging.getLogger("ledgergate.sweeper")
@@ -45,30 +45,21 @@ def sweep_once(services: Any, grace_s: float | None = None) -> list[dict[str, An
     return swept
 
 
-class Sweeper:
+class Sweeper(Periodic):
+    thread_name = "ledgergate-sweeper"
+    failure_message = "sweep failed; will retry"
+
     def __init__(self, services: Any) -> None:
+        super().__init__(log)
         self.services = services
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
-    def start(self) -> Sweeper:
-        self._thread = threading.Thread(target=self._run, name="ledgergate-sweeper", daemon=True)
-        self._thread.start()
-        return self
+    def interval_s(self) -> float:
+        return float(self.services.settings.sweep_interval_s)
 
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(5)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.services.settings.sweep_interval_s):
-            try:
-                swept = sweep_once(self.services)
-                if swept:
-                    log.info("swept %d abandoned requests", len(swept))
-                expired = sweep_expired_traces(self.services)  # gateway/http/traces.py
-                if expired:
-                    log.info("recorded the expiry of %d traces", len(expired))
-            except Exception:
-                log.exception("sweep failed; will retry")
+    def tick(self) -> None:
+        swept = sweep_once(self.services)
+        if swept:
+            log.info("swept %d abandoned requests", len(swept))
+        expired = sweep_expired_traces(self.services)  # gateway/http/traces.py
+        if expired:
+            log.info("recorded the expiry of %d traces", len(expired))

@@ -38,6 +38,7 @@ from domain import commands as c
 from domain.errors import DomainError
 from gateway.errors import GatewayError, as_gateway_error, error_response
 from gateway.lifecycle.request import Admission
+from gateway.periodic import Periodic
 from gateway.providers.base import UpstreamError, Usage
 from gateway.response_cache import USAGE_SOURCE_CACHE, cache_fields
 from gateway.routing.failover import FailoverExhausted
@@ -61,15 +62,18 @@ class _Live:
     settlement: c.Command | None = None  # a settlement still to be made durable
 
 
-class RequestLeases:
-    """The requests this process is serving, their leases, and their pending settlements."""
+class RequestLeases(Periodic):
+    """The requests this process is serving, their leases, and their pending settlements;
+    its background tick renews the leases and retries the settlements."""
+
+    thread_name = "ledgergate-leases"
+    failure_message = "lease renewal failed; will retry"
 
     def __init__(self, services: Any) -> None:
+        super().__init__(log)
         self.services = services
         self._live: dict[str, _Live] = {}
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     @property
     def timeout_s(self) -> float:
@@ -105,25 +109,6 @@ class RequestLeases:
             return [rid for rid, entry in self._live.items() if entry.settlement is not None]
 
     # --- the renewer ----------------------------------------------------------------------
-
-    def start(self) -> RequestLeases:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="ledgergate-leases", daemon=True)
-            self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(5)
-            self._thread = None
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval_s()):
-            try:
-                self.tick()
-            except Exception:  # the renewer must outlive any one bad write
-                log.exception("lease renewal failed; will retry")
 
     def tick(self) -> None:
         """Retry pending settlements, then renew the leases that are due."""

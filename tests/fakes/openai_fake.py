@@ -27,10 +27,10 @@ from tests.fakes.server import (
     HttpResponse,
     Scripted,
     deterministic_vector,
-    iterate,
     json_response,
     malformed_json_response,
     sse,
+    wrong_content_type_stream,
 )
 
 MISTRAL_CHAT_FIELDS = {
@@ -67,6 +67,10 @@ ERROR_TYPES = {
 class FakeUpstream(FakeUpstreamBase):
     provider = "openai"
     path_prefix = "/v1"
+    stream_headers = {
+        "content-type": "text/event-stream; charset=utf-8",
+        "cache-control": "no-cache",
+    }
 
     def __init__(
         self, flavour: str = "openai", models: tuple[str, ...] = ("gpt-4o-mini", "gpt-4o")
@@ -121,10 +125,7 @@ class FakeUpstream(FakeUpstreamBase):
                 )
         return None
 
-    def error_response(self, scripted: Scripted) -> HttpResponse:
-        status = scripted.error_status or 500
-        if scripted.error_body is not None:
-            return json_response(status, scripted.error_body, scripted.error_headers)
+    def native_error(self, status: int, scripted: Scripted) -> HttpResponse:
         error_type, code = ERROR_TYPES.get(status, ("server_error", None))
         return json_response(
             status,
@@ -205,9 +206,7 @@ class FakeUpstream(FakeUpstreamBase):
 
     def _stream(self, body: dict[str, Any], scripted: Scripted) -> HttpResponse:
         if scripted.malformed == "wrong_content_type":
-            return HttpResponse(
-                status=200, headers={"content-type": "text/html"}, body=b"<html>oops</html>"
-            )
+            return wrong_content_type_stream()
         completion_id = "chatcmpl-" + uuid.uuid4().hex[:24]
         created = int(time.time())
         model = body.get("model", "unknown")
@@ -274,15 +273,15 @@ class FakeUpstream(FakeUpstreamBase):
                     }
                 )
             )
-            return self._sse_response(frames)
+            return self.stream_response(frames)
         frames += content_frames
         if scripted.malformed == "truncated":
-            return self._sse_response(frames[: max(1, len(frames) - 1)])
+            return self.stream_response(frames[: max(1, len(frames) - 1)])
         if scripted.malformed == "bad_json":
             frames.append(b'data: {"id": "chatcmpl-x", "choices": [\n\n')
-            return self._sse_response(frames)
+            return self.stream_response(frames)
         if scripted.malformed == "reset":
-            return self._sse_response(frames[:2], reset=True)
+            return self.stream_response(frames[:2], reset=True)
         final = chunk({}, self._finish(scripted))
         usage = None if scripted.malformed == "no_usage" else self._usage(scripted)
         if usage is not None and self.flavour == "mistral":
@@ -305,18 +304,7 @@ class FakeUpstream(FakeUpstreamBase):
                 )
             )
         frames.append(b"data: [DONE]\n\n")
-        return self._sse_response(frames)
-
-    def _sse_response(self, frames: list[bytes], reset: bool = False) -> HttpResponse:
-        return HttpResponse(
-            status=200,
-            headers={
-                "content-type": "text/event-stream; charset=utf-8",
-                "cache-control": "no-cache",
-            },
-            chunks=iterate(frames),
-            reset=reset,
-        )
+        return self.stream_response(frames)
 
     def _embeddings(self, body: dict[str, Any], scripted: Scripted) -> HttpResponse:
         broken = malformed_json_response(scripted.malformed) if scripted.malformed else None

@@ -21,6 +21,7 @@ import time
 import uuid
 from typing import Any
 
+from gateway.simulator import completion_chunk, usage_chunk
 from tests.fakes.server import (
     FakeUpstreamBase,
     HttpRequest,
@@ -33,6 +34,7 @@ from tests.fakes.server import (
     wrong_content_type_stream,
 )
 
+FINGERPRINT = "fp_fake"
 MISTRAL_CHAT_FIELDS = {
     "model",
     "messages",
@@ -198,7 +200,7 @@ class FakeUpstream(FakeUpstreamBase):
                 }
                 for i in range(count)
             ],
-            "system_fingerprint": "fp_fake",
+            "system_fingerprint": FINGERPRINT,
         }
         if scripted.malformed != "no_usage":
             result["usage"] = self._usage(scripted)
@@ -214,19 +216,15 @@ class FakeUpstream(FakeUpstreamBase):
         usage_on_every_chunk = self.flavour in ("openai", "xai") and include_usage
 
         def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-            item: dict[str, Any] = {
-                "id": completion_id,
-                "object": "chat.completion.chunk",
-                "created": created,
-                "model": model,
-                "system_fingerprint": "fp_fake",
-                "choices": [
-                    {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
-                ],
-            }
-            if usage_on_every_chunk:
-                item["usage"] = None
-            return item
+            return completion_chunk(
+                completion_id,
+                created,
+                model,
+                FINGERPRINT,
+                delta,
+                finish,
+                usage_slot=usage_on_every_chunk,
+            )
 
         frames: list[bytes] = [sse(chunk({"role": "assistant", "content": "", "refusal": None}))]
         content_frames = [sse(chunk({"content": piece})) for piece in scripted.text_pieces()]
@@ -290,19 +288,7 @@ class FakeUpstream(FakeUpstreamBase):
             final["choices"][0]["usage"] = usage
         frames.append(sse(final))
         if usage is not None and usage_on_every_chunk:
-            frames.append(
-                sse(
-                    {
-                        "id": completion_id,
-                        "object": "chat.completion.chunk",
-                        "created": created,
-                        "model": model,
-                        "system_fingerprint": "fp_fake",
-                        "choices": [],
-                        "usage": usage,
-                    }
-                )
-            )
+            frames.append(sse(usage_chunk(completion_id, created, model, FINGERPRINT, usage)))
         frames.append(b"data: [DONE]\n\n")
         return self.stream_response(frames)
 

@@ -27,6 +27,7 @@ from gateway.tokens import count_text_tokens, estimate_prompt_tokens
 
 EMBEDDING_DIMENSIONS = 256  # the default; a request's `dimensions` is honoured
 EMBEDDING_DIMENSIONS_MAX = 4096
+FINGERPRINT = "fp_ledgergate_sim"
 _WORD = re.compile(r"[^\W_]+")
 
 
@@ -74,6 +75,47 @@ def simulated_reply(body: dict[str, Any]) -> str:
         f"This is Ledgergate's simulated upstream. Your message had {words} words "
         f"(fingerprint {digest}). Configure a provider key to reach a real model."
     )
+
+
+def completion_chunk(
+    completion_id: str,
+    created: int,
+    model: str,
+    fingerprint: str,
+    delta: dict[str, Any],
+    finish_reason: str | None,
+    *,
+    usage_slot: bool,
+) -> dict[str, Any]:
+    """One chat.completion.chunk as OpenAI streams it. With `usage_slot` (the client asked for
+    stream_options.include_usage) every chunk carries "usage": null; the usage itself comes in
+    a last chunk of its own (`usage_chunk`)."""
+    chunk: dict[str, Any] = {
+        "id": completion_id,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "system_fingerprint": fingerprint,
+        "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
+    }
+    if usage_slot:
+        chunk["usage"] = None
+    return chunk
+
+
+def usage_chunk(
+    completion_id: str, created: int, model: str, fingerprint: str, usage: dict[str, Any]
+) -> dict[str, Any]:
+    """The include_usage chunk OpenAI sends after the finishing one: no choices, the usage."""
+    return {
+        "id": completion_id,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "system_fingerprint": fingerprint,
+        "choices": [],
+        "usage": usage,
+    }
 
 
 class SimulatorState:
@@ -196,7 +238,7 @@ def create_simulator_app(state: SimulatorState | None = None) -> FastAPI:
                         for index in range(choices_n)
                     ],
                     "usage": usage,
-                    "system_fingerprint": "fp_ledgergate_sim",
+                    "system_fingerprint": FINGERPRINT,
                 }
             )
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
@@ -208,18 +250,9 @@ def create_simulator_app(state: SimulatorState | None = None) -> FastAPI:
         ]
 
         def chunk(delta: dict[str, Any], finish: str | None) -> bytes:
-            data: dict[str, Any] = {
-                "id": completion_id,
-                "object": "chat.completion.chunk",
-                "created": created,
-                "model": model,
-                "system_fingerprint": "fp_ledgergate_sim",
-                "choices": [
-                    {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
-                ],
-            }
-            if include_usage:
-                data["usage"] = None
+            data = completion_chunk(
+                completion_id, created, model, FINGERPRINT, delta, finish, usage_slot=include_usage
+            )
             return b"data: " + orjson.dumps(data) + b"\n\n"
 
         async def events() -> Any:
@@ -241,15 +274,7 @@ def create_simulator_app(state: SimulatorState | None = None) -> FastAPI:
                 yield chunk({"content": piece}, None)
             yield chunk({}, "stop")
             if include_usage:
-                final = {
-                    "id": completion_id,
-                    "object": "chat.completion.chunk",
-                    "created": created,
-                    "model": model,
-                    "system_fingerprint": "fp_ledgergate_sim",
-                    "choices": [],
-                    "usage": usage,
-                }
+                final = usage_chunk(completion_id, created, model, FINGERPRINT, usage)
                 yield b"data: " + orjson.dumps(final) + b"\n\n"
             yield b"data: [DONE]\n\n"
 

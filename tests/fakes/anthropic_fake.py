@@ -12,10 +12,10 @@ from tests.fakes.server import (
     HttpRequest,
     HttpResponse,
     Scripted,
-    iterate,
     json_response,
     malformed_json_response,
     sse,
+    wrong_content_type_stream,
 )
 
 STATUS_ERROR_TYPES = {
@@ -33,6 +33,11 @@ STATUS_ERROR_TYPES = {
 class AnthropicFake(FakeUpstreamBase):
     provider = "anthropic"
     path_prefix = ""
+    stream_headers = {
+        "content-type": "text/event-stream; charset=utf-8",
+        "cache-control": "no-cache",
+        "request-id": "req_fake",
+    }
 
     def route(self, request: HttpRequest) -> HttpResponse | None:
         if request.path != "/v1/messages" or request.method != "POST":
@@ -78,10 +83,7 @@ class AnthropicFake(FakeUpstreamBase):
             )
         return None
 
-    def error_response(self, scripted: Scripted) -> HttpResponse:
-        status = scripted.error_status or 500
-        if scripted.error_body is not None:
-            return json_response(status, scripted.error_body, scripted.error_headers)
+    def native_error(self, status: int, scripted: Scripted) -> HttpResponse:
         error_type = scripted.error_type or STATUS_ERROR_TYPES.get(status, "api_error")
         return json_response(
             status,
@@ -125,6 +127,33 @@ class AnthropicFake(FakeUpstreamBase):
             "usage": self._usage(scripted, scripted.completion_tokens),
         }
 
+    def _block_frames(
+        self,
+        index: int,
+        content_block: dict[str, Any],
+        deltas: list[dict[str, Any]],
+        ping: bool = False,
+    ) -> list[bytes]:
+        """One content block as Anthropic streams it: its start, a ping where asked, its
+        deltas, its stop."""
+        frames = [
+            sse(
+                {"type": "content_block_start", "index": index, "content_block": content_block},
+                "content_block_start",
+            )
+        ]
+        if ping:
+            frames.append(sse({"type": "ping"}, "ping"))
+        for delta in deltas:
+            frames.append(
+                sse(
+                    {"type": "content_block_delta", "index": index, "delta": delta},
+                    "content_block_delta",
+                )
+            )
+        frames.append(sse({"type": "content_block_stop", "index": index}, "content_block_stop"))
+        return frames
+
     async def respond(self, request: HttpRequest, scripted: Scripted) -> HttpResponse:
         body = request.json() or {}
         if not body.get("stream"):
@@ -133,9 +162,7 @@ class AnthropicFake(FakeUpstreamBase):
                 return broken
             return json_response(200, self.message(body, scripted), {"request-id": "req_fake"})
         if scripted.malformed == "wrong_content_type":
-            return HttpResponse(
-                status=200, headers={"content-type": "text/html"}, body=b"<html>oops</html>"
-            )
+            return wrong_content_type_stream()
         start_message = self.message(body, scripted)
         start_message["content"] = []
         start_message["stop_reason"] = None
@@ -144,62 +171,25 @@ class AnthropicFake(FakeUpstreamBase):
         content_frames: list[bytes] = []
         block = 0
         if scripted.text:
-            content_frames.append(
-                sse(
-                    {
-                        "type": "content_block_start",
-                        "index": block,
-                        "content_block": {"type": "text", "text": ""},
-                    },
-                    "content_block_start",
-                )
-            )
-            content_frames.append(sse({"type": "ping"}, "ping"))
-            for piece in scripted.text_pieces():
-                content_frames.append(
-                    sse(
-                        {
-                            "type": "content_block_delta",
-                            "index": block,
-                            "delta": {"type": "text_delta", "text": piece},
-                        },
-                        "content_block_delta",
-                    )
-                )
-            content_frames.append(
-                sse({"type": "content_block_stop", "index": block}, "content_block_stop")
+            text_deltas = [
+                {"type": "text_delta", "text": piece} for piece in scripted.text_pieces()
+            ]
+            content_frames += self._block_frames(
+                block, {"type": "text", "text": ""}, text_deltas, ping=True
             )
             block += 1
         for index, call in enumerate(scripted.tool_calls):
-            content_frames.append(
-                sse(
-                    {
-                        "type": "content_block_start",
-                        "index": block,
-                        "content_block": {
-                            "type": "tool_use",
-                            "id": call.id or f"toolu_fake{index}",
-                            "name": call.name,
-                            "input": {},
-                        },
-                    },
-                    "content_block_start",
-                )
-            )
-            for piece in Scripted.argument_pieces(call.arguments):
-                content_frames.append(
-                    sse(
-                        {
-                            "type": "content_block_delta",
-                            "index": block,
-                            "delta": {"type": "input_json_delta", "partial_json": piece},
-                        },
-                        "content_block_delta",
-                    )
-                )
-            content_frames.append(
-                sse({"type": "content_block_stop", "index": block}, "content_block_stop")
-            )
+            tool_use = {
+                "type": "tool_use",
+                "id": call.id or f"toolu_fake{index}",
+                "name": call.name,
+                "input": {},
+            }
+            argument_deltas = [
+                {"type": "input_json_delta", "partial_json": piece}
+                for piece in Scripted.argument_pieces(call.arguments)
+            ]
+            content_frames += self._block_frames(block, tool_use, argument_deltas)
             block += 1
         if scripted.error_after_chunks is not None:
             # Count only content-carrying deltas as "chunks" (start/ping frames carry nothing).
@@ -221,7 +211,7 @@ class AnthropicFake(FakeUpstreamBase):
                     "error",
                 )
             )
-            return self._sse(frames)
+            return self.stream_response(frames)
         frames += content_frames
         frames.append(
             sse(
@@ -234,25 +224,13 @@ class AnthropicFake(FakeUpstreamBase):
             )
         )
         if scripted.malformed == "truncated":
-            return self._sse(frames[:-2])
+            return self.stream_response(frames[:-2])
         if scripted.malformed == "bad_json":
             frames.insert(
                 2, b'event: content_block_delta\ndata: {"type": "content_block_delta", \n\n'
             )
-            return self._sse(frames)
+            return self.stream_response(frames)
         if scripted.malformed == "reset":
-            return self._sse(frames[:2], reset=True)
+            return self.stream_response(frames[:2], reset=True)
         frames.append(sse({"type": "message_stop"}, "message_stop"))
-        return self._sse(frames)
-
-    def _sse(self, frames: list[bytes], reset: bool = False) -> HttpResponse:
-        return HttpResponse(
-            status=200,
-            headers={
-                "content-type": "text/event-stream; charset=utf-8",
-                "cache-control": "no-cache",
-                "request-id": "req_fake",
-            },
-            chunks=iterate(frames),
-            reset=reset,
-        )
+        return self.stream_response(frames)

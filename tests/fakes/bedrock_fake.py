@@ -16,9 +16,9 @@ from tests.fakes.server import (
     HttpResponse,
     Scripted,
     deterministic_vector,
-    iterate,
     json_response,
     malformed_json_response,
+    wrong_content_type_stream,
 )
 
 STATUS_ERROR_TYPES = {
@@ -38,6 +38,7 @@ EVENTSTREAM = "application/vnd.amazon.eventstream"
 class BedrockFake(FakeUpstreamBase):
     provider = "bedrock"
     path_prefix = ""
+    stream_headers = {"content-type": EVENTSTREAM, "x-amzn-requestid": "fake"}
 
     def route(self, request: HttpRequest) -> HttpResponse | None:
         parts = request.path.split("/")
@@ -138,9 +139,7 @@ class BedrockFake(FakeUpstreamBase):
 
     def _stream(self, scripted: Scripted) -> HttpResponse:
         if scripted.malformed == "wrong_content_type":
-            return HttpResponse(
-                status=200, headers={"content-type": "text/html"}, body=b"<html>oops</html>"
-            )
+            return wrong_content_type_stream()
 
         def event(kind: str, payload: dict[str, Any]) -> bytes:
             # Real payloads carry a random-length "p" padding field; keep one for fidelity.
@@ -195,7 +194,7 @@ class BedrockFake(FakeUpstreamBase):
                     ).encode(),
                 )
             )
-            return self._binary(frames)
+            return self.stream_response(frames)
         frames += content_frames
         frames.append(event("messageStop", {"stopReason": self._stop_reason(scripted)}))
         if scripted.malformed != "no_usage":
@@ -206,27 +205,19 @@ class BedrockFake(FakeUpstreamBase):
             corrupted = bytearray(frames[1])
             corrupted[-5] ^= 0xFF  # flip a payload byte: the message CRC no longer matches
             frames[1] = bytes(corrupted)
-            return self._binary(frames)
+            return self.stream_response(frames)
         if scripted.malformed == "truncated":
             # Cut the last message in half: a frame that never completes.
             last = frames[-1]
-            return self._binary(frames[:-1] + [last[: len(last) // 2]])
+            return self.stream_response(frames[:-1] + [last[: len(last) // 2]])
         if scripted.malformed == "bad_json":
             frames.insert(
                 1, encode_event("contentBlockDelta", b'{"contentBlockIndex": 0, "delta": {')
             )
-            return self._binary(frames)
+            return self.stream_response(frames)
         if scripted.malformed == "reset":
-            return self._binary(frames[:2], reset=True)
-        return self._binary(frames)
-
-    def _binary(self, frames: list[bytes], reset: bool = False) -> HttpResponse:
-        return HttpResponse(
-            status=200,
-            headers={"content-type": EVENTSTREAM, "x-amzn-requestid": "fake"},
-            chunks=iterate(frames),
-            reset=reset,
-        )
+            return self.stream_response(frames[:2], reset=True)
+        return self.stream_response(frames)
 
 
 def float32_roundtrip(values: list[float]) -> list[float]:

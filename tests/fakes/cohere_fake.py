@@ -13,16 +13,17 @@ from tests.fakes.server import (
     HttpResponse,
     Scripted,
     deterministic_vector,
-    iterate,
     json_response,
     malformed_json_response,
     sse,
+    wrong_content_type_stream,
 )
 
 
 class CohereFake(FakeUpstreamBase):
     provider = "cohere"
     path_prefix = ""
+    stream_headers = {"content-type": "text/event-stream"}
 
     def route(self, request: HttpRequest) -> HttpResponse | None:
         if request.path not in ("/v2/chat", "/v2/embed"):
@@ -31,14 +32,8 @@ class CohereFake(FakeUpstreamBase):
             return json_response(401, {"message": "no api key supplied"})
         return None
 
-    def error_response(self, scripted: Scripted) -> HttpResponse:
-        status = scripted.error_status or 500
-        body = (
-            scripted.error_body
-            if scripted.error_body is not None
-            else {"message": f"fake {status}"}
-        )
-        return json_response(status, body, scripted.error_headers)
+    def native_error(self, status: int, scripted: Scripted) -> HttpResponse:
+        return json_response(status, {"message": f"fake {status}"}, scripted.error_headers)
 
     def _finish(self, scripted: Scripted) -> str:
         return scripted.finish or ("TOOL_CALL" if scripted.tool_calls else "COMPLETE")
@@ -107,9 +102,7 @@ class CohereFake(FakeUpstreamBase):
                 response["usage"] = self._usage(scripted)
             return json_response(200, response)
         if scripted.malformed == "wrong_content_type":
-            return HttpResponse(
-                status=200, headers={"content-type": "text/html"}, body=b"<html>oops</html>"
-            )
+            return wrong_content_type_stream()
         message_id = str(uuid.uuid4())
         frames = [
             sse(
@@ -202,7 +195,7 @@ class CohereFake(FakeUpstreamBase):
                     "message-end",
                 )
             )
-            return self._sse(frames)
+            return self.stream_response(frames)
         frames += content_frames
         end: dict[str, Any] = {
             "type": "message-end",
@@ -211,19 +204,11 @@ class CohereFake(FakeUpstreamBase):
         if scripted.malformed != "no_usage":
             end["delta"]["usage"] = self._usage(scripted)
         if scripted.malformed == "truncated":
-            return self._sse(frames)
+            return self.stream_response(frames)
         if scripted.malformed == "bad_json":
             frames.insert(1, b'event: content-delta\ndata: {"type": "content-delta", \n\n')
-            return self._sse(frames)
+            return self.stream_response(frames)
         if scripted.malformed == "reset":
-            return self._sse(frames[:2], reset=True)
+            return self.stream_response(frames[:2], reset=True)
         frames.append(sse(end, "message-end"))
-        return self._sse(frames)
-
-    def _sse(self, frames: list[bytes], reset: bool = False) -> HttpResponse:
-        return HttpResponse(
-            status=200,
-            headers={"content-type": "text/event-stream"},
-            chunks=iterate(frames),
-            reset=reset,
-        )
+        return self.stream_response(frames)

@@ -11,10 +11,10 @@ from tests.fakes.server import (
     HttpResponse,
     Scripted,
     deterministic_vector,
-    iterate,
     json_response,
     malformed_json_response,
     sse,
+    wrong_content_type_stream,
 )
 
 STATUS_NAMES = {
@@ -33,6 +33,7 @@ FINISH = {"stop": "STOP", "length": "MAX_TOKENS", "content_filter": "SAFETY"}
 class GoogleFake(FakeUpstreamBase):
     provider = "google"
     path_prefix = ""
+    stream_headers = {"content-type": "text/event-stream", "x-content-type-options": "nosniff"}
 
     def route(self, request: HttpRequest) -> HttpResponse | None:
         # The real API serves both /v1beta and /v1 (newer google-genai SDKs default to v1).
@@ -56,10 +57,7 @@ class GoogleFake(FakeUpstreamBase):
             )
         return None
 
-    def error_response(self, scripted: Scripted) -> HttpResponse:
-        status = scripted.error_status or 500
-        if scripted.error_body is not None:
-            return json_response(status, scripted.error_body, scripted.error_headers)
+    def native_error(self, status: int, scripted: Scripted) -> HttpResponse:
         return json_response(
             status,
             {
@@ -130,9 +128,7 @@ class GoogleFake(FakeUpstreamBase):
                 {"error": {"code": 400, "message": "unknown method", "status": "INVALID_ARGUMENT"}},
             )
         if scripted.malformed == "wrong_content_type":
-            return HttpResponse(
-                status=200, headers={"content-type": "text/html"}, body=b"<html>oops</html>"
-            )
+            return wrong_content_type_stream()
         frames: list[bytes] = []
         pieces = scripted.text_pieces()
         for piece in pieces:
@@ -164,7 +160,7 @@ class GoogleFake(FakeUpstreamBase):
                     }
                 )
             )
-            return self._sse(frames)
+            return self.stream_response(frames)
         calls = [part for part in self._parts(scripted) if "functionCall" in part]
         final: dict[str, Any] = {
             "candidates": [
@@ -181,21 +177,13 @@ class GoogleFake(FakeUpstreamBase):
             final["usageMetadata"] = self._usage(scripted)
         frames.append(sse(final))
         if scripted.malformed == "truncated":
-            return self._sse(frames[:-1])
+            return self.stream_response(frames[:-1])
         if scripted.malformed == "bad_json":
             frames.insert(1, b'data: {"candidates": [\n\n')
-            return self._sse(frames)
+            return self.stream_response(frames)
         if scripted.malformed == "reset":
-            return self._sse(frames[:1], reset=True)
-        return self._sse(frames)
-
-    def _sse(self, frames: list[bytes], reset: bool = False) -> HttpResponse:
-        return HttpResponse(
-            status=200,
-            headers={"content-type": "text/event-stream", "x-content-type-options": "nosniff"},
-            chunks=iterate(frames),
-            reset=reset,
-        )
+            return self.stream_response(frames[:1], reset=True)
+        return self.stream_response(frames)
 
     def _embed(self, body: dict[str, Any], scripted: Scripted) -> HttpResponse:
         broken = malformed_json_response(scripted.malformed) if scripted.malformed else None

@@ -21,18 +21,20 @@ import time
 import uuid
 from typing import Any
 
+from gateway.simulator import completion_chunk, usage_chunk
 from tests.fakes.server import (
     FakeUpstreamBase,
     HttpRequest,
     HttpResponse,
     Scripted,
     deterministic_vector,
-    iterate,
     json_response,
     malformed_json_response,
     sse,
+    wrong_content_type_stream,
 )
 
+FINGERPRINT = "fp_fake"
 MISTRAL_CHAT_FIELDS = {
     "model",
     "messages",
@@ -67,6 +69,10 @@ ERROR_TYPES = {
 class FakeUpstream(FakeUpstreamBase):
     provider = "openai"
     path_prefix = "/v1"
+    stream_headers = {
+        "content-type": "text/event-stream; charset=utf-8",
+        "cache-control": "no-cache",
+    }
 
     def __init__(
         self, flavour: str = "openai", models: tuple[str, ...] = ("gpt-4o-mini", "gpt-4o")
@@ -121,10 +127,7 @@ class FakeUpstream(FakeUpstreamBase):
                 )
         return None
 
-    def error_response(self, scripted: Scripted) -> HttpResponse:
-        status = scripted.error_status or 500
-        if scripted.error_body is not None:
-            return json_response(status, scripted.error_body, scripted.error_headers)
+    def native_error(self, status: int, scripted: Scripted) -> HttpResponse:
         error_type, code = ERROR_TYPES.get(status, ("server_error", None))
         return json_response(
             status,
@@ -197,7 +200,7 @@ class FakeUpstream(FakeUpstreamBase):
                 }
                 for i in range(count)
             ],
-            "system_fingerprint": "fp_fake",
+            "system_fingerprint": FINGERPRINT,
         }
         if scripted.malformed != "no_usage":
             result["usage"] = self._usage(scripted)
@@ -205,9 +208,7 @@ class FakeUpstream(FakeUpstreamBase):
 
     def _stream(self, body: dict[str, Any], scripted: Scripted) -> HttpResponse:
         if scripted.malformed == "wrong_content_type":
-            return HttpResponse(
-                status=200, headers={"content-type": "text/html"}, body=b"<html>oops</html>"
-            )
+            return wrong_content_type_stream()
         completion_id = "chatcmpl-" + uuid.uuid4().hex[:24]
         created = int(time.time())
         model = body.get("model", "unknown")
@@ -215,19 +216,15 @@ class FakeUpstream(FakeUpstreamBase):
         usage_on_every_chunk = self.flavour in ("openai", "xai") and include_usage
 
         def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-            item: dict[str, Any] = {
-                "id": completion_id,
-                "object": "chat.completion.chunk",
-                "created": created,
-                "model": model,
-                "system_fingerprint": "fp_fake",
-                "choices": [
-                    {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
-                ],
-            }
-            if usage_on_every_chunk:
-                item["usage"] = None
-            return item
+            return completion_chunk(
+                completion_id,
+                created,
+                model,
+                FINGERPRINT,
+                delta,
+                finish,
+                usage_slot=usage_on_every_chunk,
+            )
 
         frames: list[bytes] = [sse(chunk({"role": "assistant", "content": "", "refusal": None}))]
         content_frames = [sse(chunk({"content": piece})) for piece in scripted.text_pieces()]
@@ -274,15 +271,15 @@ class FakeUpstream(FakeUpstreamBase):
                     }
                 )
             )
-            return self._sse_response(frames)
+            return self.stream_response(frames)
         frames += content_frames
         if scripted.malformed == "truncated":
-            return self._sse_response(frames[: max(1, len(frames) - 1)])
+            return self.stream_response(frames[: max(1, len(frames) - 1)])
         if scripted.malformed == "bad_json":
             frames.append(b'data: {"id": "chatcmpl-x", "choices": [\n\n')
-            return self._sse_response(frames)
+            return self.stream_response(frames)
         if scripted.malformed == "reset":
-            return self._sse_response(frames[:2], reset=True)
+            return self.stream_response(frames[:2], reset=True)
         final = chunk({}, self._finish(scripted))
         usage = None if scripted.malformed == "no_usage" else self._usage(scripted)
         if usage is not None and self.flavour == "mistral":
@@ -291,32 +288,9 @@ class FakeUpstream(FakeUpstreamBase):
             final["choices"][0]["usage"] = usage
         frames.append(sse(final))
         if usage is not None and usage_on_every_chunk:
-            frames.append(
-                sse(
-                    {
-                        "id": completion_id,
-                        "object": "chat.completion.chunk",
-                        "created": created,
-                        "model": model,
-                        "system_fingerprint": "fp_fake",
-                        "choices": [],
-                        "usage": usage,
-                    }
-                )
-            )
+            frames.append(sse(usage_chunk(completion_id, created, model, FINGERPRINT, usage)))
         frames.append(b"data: [DONE]\n\n")
-        return self._sse_response(frames)
-
-    def _sse_response(self, frames: list[bytes], reset: bool = False) -> HttpResponse:
-        return HttpResponse(
-            status=200,
-            headers={
-                "content-type": "text/event-stream; charset=utf-8",
-                "cache-control": "no-cache",
-            },
-            chunks=iterate(frames),
-            reset=reset,
-        )
+        return self.stream_response(frames)
 
     def _embeddings(self, body: dict[str, Any], scripted: Scripted) -> HttpResponse:
         broken = malformed_json_response(scripted.malformed) if scripted.malformed else None

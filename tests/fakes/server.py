@@ -19,7 +19,7 @@ import threading
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from gateway.simulator import hashed_ngram_embedding
@@ -378,8 +378,27 @@ class FakeUpstreamBase:
         """Answer requests that need no script (model lists, unknown paths)."""
         return None
 
+    # The headers of this provider's streaming answers.
+    stream_headers: ClassVar[dict[str, str]] = {}
+
     def error_response(self, scripted: Scripted) -> HttpResponse:
+        """A scripted error before the first byte: the scripted body as it is, else the
+        provider's own error body for the status."""
+        status = scripted.error_status or 500
+        if scripted.error_body is not None:
+            return json_response(status, scripted.error_body, scripted.error_headers)
+        return self.native_error(status, scripted)
+
+    def native_error(self, status: int, scripted: Scripted) -> HttpResponse:
+        """The provider's own error answer for `status` (no body scripted)."""
         raise NotImplementedError
+
+    def stream_response(self, frames: list[bytes], reset: bool = False) -> HttpResponse:
+        """A 200 stream of `frames` with this provider's headers; `reset` aborts the
+        connection after them."""
+        return HttpResponse(
+            status=200, headers=dict(self.stream_headers), chunks=iterate(frames), reset=reset
+        )
 
     async def respond(self, request: HttpRequest, scripted: Scripted) -> HttpResponse:
         raise NotImplementedError
@@ -428,6 +447,13 @@ def malformed_json_response(kind: str) -> HttpResponse | None:
             status=200, headers={"content-type": "application/json"}, body=b'{"id": "x"'
         )
     return None
+
+
+def wrong_content_type_stream() -> HttpResponse:
+    """A stream request answered 200 with an HTML page: the stream's malformed `wrong_content_type`."""
+    return HttpResponse(
+        status=200, headers={"content-type": "text/html"}, body=b"<html>oops</html>"
+    )
 
 
 def deterministic_vector(text: str, dimensions: int = 8) -> list[float]:

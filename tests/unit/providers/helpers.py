@@ -6,8 +6,9 @@ import asyncio
 from typing import Any
 
 import httpx
+import pytest
 
-from gateway.providers.base import ProviderAdapter, ProviderEndpoint
+from gateway.providers.base import ProviderAdapter, ProviderEndpoint, UpstreamError
 from gateway.providers.registry import build_adapter
 from tests.fakes.server import FakeUpstreamBase
 
@@ -53,6 +54,15 @@ def make_adapter(
         provider=provider, base_url=fake.base_url, api_key="test-key", region="us-east-1"
     )
     return build_adapter(provider, endpoint, client), client
+
+
+async def chat_error(provider: str, fake: FakeUpstreamBase) -> UpstreamError:
+    """The error `provider`'s adapter raises for one chat against `fake` as it is scripted."""
+    adapter, client = make_adapter(provider, fake)
+    async with client:
+        with pytest.raises(UpstreamError) as caught:
+            await adapter.chat(chat_body(provider), MODELS[provider])
+    return caught.value
 
 
 def chat_body(provider: str, **extra: Any) -> dict[str, Any]:

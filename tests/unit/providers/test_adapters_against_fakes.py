@@ -17,6 +17,7 @@ from tests.unit.providers.helpers import (
     TEST_TIMEOUT_S,
     WEATHER_TOOL,
     chat_body,
+    chat_error,
     collect,
     make_adapter,
     text_of,
@@ -136,24 +137,18 @@ async def test_an_error_before_streaming_maps_to_the_openai_status(
 
 async def test_a_rate_limit_is_429_with_the_providers_retry_after(provider, fake):
     fake.script(error_status=429, error_headers={"retry-after": "7"})
-    adapter, client = make_adapter(provider, fake)
-    async with client:
-        with pytest.raises(UpstreamError) as caught:
-            await adapter.chat(chat_body(provider), MODELS[provider])
-    assert caught.value.status == 429
-    assert caught.value.retry_after_seconds == 7.0
-    assert caught.value.retry_after_source == "provider_header"
+    error = await chat_error(provider, fake)
+    assert error.status == 429
+    assert error.retry_after_seconds == 7.0
+    assert error.retry_after_source == "provider_header"
 
 
 async def test_a_rate_limit_without_retry_after_gets_the_gateway_default(provider, fake):
     fake.script(error_status=429)
-    adapter, client = make_adapter(provider, fake)
-    async with client:
-        with pytest.raises(UpstreamError) as caught:
-            await adapter.chat(chat_body(provider), MODELS[provider])
-    assert caught.value.status == 429
-    assert caught.value.retry_after_source == "gateway_default"
-    assert caught.value.retry_after_seconds and caught.value.retry_after_seconds > 0
+    error = await chat_error(provider, fake)
+    assert error.status == 429
+    assert error.retry_after_source == "gateway_default"
+    assert error.retry_after_seconds and error.retry_after_seconds > 0
 
 
 async def test_an_error_after_the_first_chunk_is_raised_after_the_delivered_chunks(provider, fake):

@@ -7,7 +7,7 @@ import pytest
 from gateway.providers.bedrock import bedrock_error
 from gateway.providers.errors import error_from_status
 from tests.fakes.fixtures import start_fake
-from tests.unit.providers.helpers import MODELS, chat_body, make_adapter
+from tests.unit.providers.helpers import chat_error
 
 
 def test_a_stray_429_inside_a_400_body_is_not_a_rate_limit():
@@ -70,28 +70,22 @@ async def test_a_permission_error_is_403_with_a_hint(provider):
     fake = start_fake(provider)
     try:
         fake.script(error_status=403)
-        adapter, client = make_adapter(provider, fake)
-        async with client:
-            with pytest.raises(Exception) as caught:
-                await adapter.chat(chat_body(provider), MODELS[provider])
+        error = await chat_error(provider, fake)
     finally:
         fake.stop()
-    assert caught.value.status == 403
-    assert caught.value.code == f"{provider}_access_denied"
-    assert caught.value.hint
+    assert error.status == 403
+    assert error.code == f"{provider}_access_denied"
+    assert error.hint
 
 
 async def test_anthropic_overloaded_529_is_a_503():
     fake = start_fake("anthropic")
     try:
         fake.script(error_status=529)
-        adapter, client = make_adapter("anthropic", fake)
-        async with client:
-            with pytest.raises(Exception) as caught:
-                await adapter.chat(chat_body("anthropic"), MODELS["anthropic"])
+        error = await chat_error("anthropic", fake)
     finally:
         fake.stop()
-    assert caught.value.status == 503
+    assert error.status == 503
 
 
 def test_a_402_usage_limit_is_a_429_insufficient_quota():
@@ -113,11 +107,8 @@ async def test_cohere_invalid_token_498_is_a_401_and_the_cohere_sdk_agrees_on_th
                 request_options={"max_retries": 0},
             )
         fake.script(error_status=498, error_body={"message": "invalid api token"})
-        adapter, client = make_adapter("cohere", fake)
-        async with client:
-            with pytest.raises(Exception) as caught:
-                await adapter.chat(chat_body("cohere"), MODELS["cohere"])
+        error = await chat_error("cohere", fake)
     finally:
         fake.stop()
-    assert caught.value.status == 401
-    assert caught.value.code == "upstream_authentication_failed"
+    assert error.status == 401
+    assert error.code == "upstream_authentication_failed"

@@ -400,17 +400,6 @@ def _already_admitted(request_id: str, status: str) -> DuplicateRequest:
     )
 
 
-def _dispatch(request: Request, route: c.Route, attempt: int, now: datetime) -> None:
-    request.dispatch(
-        provider=route.provider,
-        model=route.model,
-        upstream_model=route.upstream_model,
-        endpoint_name=route.endpoint_name,
-        attempt=attempt,
-        now=now,
-    )
-
-
 def record_rejection(cmd: c.RecordRejection, uow: UnitOfWork) -> dict[str, Any]:
     now = uow.clock.now()
     request = _new_request(cmd.facts, cmd.credential_id, cmd.pii_decision, now)
@@ -501,9 +490,7 @@ def admit_request(cmd: c.AdmitRequest, uow: UnitOfWork) -> dict[str, Any]:
     if span is not None:
         record_span(request, span, endpoint=facts.endpoint, now=now)
     request.admit(
-        model=cmd.route.model,
-        provider=cmd.route.provider,
-        upstream_model=cmd.route.upstream_model,
+        **_routed_to(cmd.route),
         currency=project.currency,
         reserved_amount=reserve_amount,
         estimated_input_tokens=cmd.estimated_input_tokens,
@@ -513,7 +500,9 @@ def admit_request(cmd: c.AdmitRequest, uow: UnitOfWork) -> dict[str, Any]:
         key_source=cmd.key_source,
         admitted_at=now,
     )
-    _dispatch(request, cmd.route, 1, now)
+    request.dispatch(
+        **_routed_to(cmd.route), endpoint_name=cmd.route.endpoint_name, attempt=1, now=now
+    )
     uow.add(request)
     return {
         "request_id": facts.request_id,
@@ -527,6 +516,15 @@ def admit_request(cmd: c.AdmitRequest, uow: UnitOfWork) -> dict[str, Any]:
         "fee_rate": fee_rate,
         "key_source": cmd.key_source,
         "billing_plan": quota.billing_plan,
+    }
+
+
+def _routed_to(route: c.Route) -> dict[str, str]:
+    """The model a request is served by, as Admitted and Dispatched record it."""
+    return {
+        "model": route.model,
+        "provider": route.provider,
+        "upstream_model": route.upstream_model,
     }
 
 
@@ -582,7 +580,12 @@ def redispatch(cmd: c.Redispatch, uow: UnitOfWork) -> dict[str, Any]:
             **_priced_by(price, fx),
             repriced_at=uow.clock.now(),
         )
-    _dispatch(request, cmd.route, cmd.attempt, uow.clock.now())
+    request.dispatch(
+        **_routed_to(cmd.route),
+        endpoint_name=cmd.route.endpoint_name,
+        attempt=cmd.attempt,
+        now=uow.clock.now(),
+    )
     return {"request_id": cmd.request_id, "attempt": cmd.attempt}
 
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 import base64
 import sqlite3
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from decimal import Decimal
+from functools import partial
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -27,7 +28,22 @@ from gateway.config import Settings
 from gateway.response_cache import response_cache
 from gateway.serving import BackgroundServer
 from gateway.simulator import SimulatorState
-from tests.support.harness import ADMIN_TOKEN, Gateway, Tenant, start_gateway
+from tests.e2e.helpers import (
+    TravelledClock,
+    audit_record,
+    cached_chat,
+    cached_stream,
+    scan_for_plaintext,
+)
+from tests.support.harness import (
+    ADMIN_TOKEN,
+    GPT_4O_MINI_PRICE,
+    Gateway,
+    Tenant,
+    openai_upstream_env,
+    running_gateway,
+    start_gateway,
+)
 
 SERVER_SECRET = "fcache-test-server-secret-0123456789"
 QUESTION = [{"role": "user", "content": "What is the capital city of Sweden?"}]
@@ -43,27 +59,18 @@ def cache_gateway(
 ) -> Iterator[Gateway]:
     """A gateway with the server secret a sharing project's secret derives from."""
     simulator[1].reply = REPLY
-    gateway = start_gateway(
+    with running_gateway(
         {
             **backend,
-            "LEDGERGATE_OPENAI_BASE_URL": simulator[0].base_url + "/v1",
-            "LEDGERGATE_OPENAI_API_KEY": "sk-test",
+            **openai_upstream_env(simulator[0].base_url),
             "LEDGERGATE_SECRET_KEY": SERVER_SECRET,
-        }
-    )
-    try:
-        gateway.set_price("gpt-4o-mini", "0.15", "0.60")
-        gateway.set_price("text-embedding-3-small", "0.02", "0")
+        },
+        prices=(GPT_4O_MINI_PRICE, ("text-embedding-3-small", "0.02", "0")),
+    ) as gateway:
         yield gateway
-    finally:
-        gateway.server.stop()
 
 
-def ask(client: Any, headers: dict[str, str] | None = None, **body: Any) -> Any:
-    body.setdefault("temperature", 0)
-    return client.chat.completions.with_raw_response.create(
-        model="gpt-4o-mini", messages=body.pop("messages", QUESTION), extra_headers=headers, **body
-    )
+ask = partial(cached_chat, messages=QUESTION)
 
 
 def chat_calls(state: SimulatorState) -> int:
@@ -87,12 +94,6 @@ def set_policy(gateway: Gateway, tenant: Tenant, **fields: Any) -> dict[str, Any
     assert response.status_code == 200, response.text
     gateway.settle()
     return dict(response.json())
-
-
-def audit(gateway: Gateway, tenant: Tenant, request_id: str) -> dict[str, Any]:
-    gateway.settle()
-    with gateway.client() as http:
-        return dict(http.get(f"/v1/data/audit/{request_id}", headers=tenant.headers()).json())
 
 
 # --- the project's default mode ------------------------------------------------------------
@@ -240,7 +241,7 @@ def test_keys_share_entries_only_when_their_project_opts_in_and_never_across_pro
     assert shared.headers["x-lg-cache"] == "hit"
     assert shared.parse().choices[0].message.content == REPLY
     assert chat_calls(state) == 3
-    record = audit(cache_gateway, tenant, shared.headers["x-request-id"])
+    record = audit_record(cache_gateway, tenant, shared.headers["x-request-id"])
     assert record["cache"] == "hit"
     assert record["cache_origin_request_id"] == first.headers["x-request-id"]
     assert record["key_id"] == str(other_key.key_id)
@@ -274,14 +275,14 @@ def test_a_paraphrase_above_the_threshold_is_served_with_its_similarity_and_audi
     assert 0.8 <= similarity < 1.0
     assert hit.parse().choices[0].message.content == REPLY
     assert chat_calls(state) == 1  # the paraphrase never reached the model
-    record = audit(cache_gateway, tenant, hit.headers["x-request-id"])
+    record = audit_record(cache_gateway, tenant, hit.headers["x-request-id"])
     assert record["cache"] == "semantic_hit"
     assert record["cache_origin_request_id"] == origin.headers["x-request-id"]
     assert Decimal(record["cost"]) == 0 and Decimal(record["provider_cost"]) == 0
     # The prompt was embedded through the router, as an embeddings request of the caller's:
     # audited and charged like any other.
     embedding_id = hit.headers["x-lg-cache-embedding-request-id"]
-    embedded = audit(cache_gateway, tenant, embedding_id)
+    embedded = audit_record(cache_gateway, tenant, embedding_id)
     assert embedded["status"] == "completed" and embedded["endpoint"] == "embeddings"
     assert embedded["model"] == "text-embedding-3-small"
     assert Decimal(embedded["cost"]) > 0
@@ -352,14 +353,6 @@ def test_a_semantic_entry_past_its_ttl_is_never_served(
     assert chat_calls(simulator[1]) == 2
 
 
-class TravelledClock:
-    def __init__(self, offset: timedelta) -> None:
-        self.offset = offset
-
-    def now(self) -> datetime:
-        return datetime.now(UTC) + self.offset
-
-
 def test_a_project_semantic_default_applies_and_a_request_may_turn_it_off(
     cache_gateway: Gateway, simulator: tuple[BackgroundServer, SimulatorState]
 ) -> None:
@@ -385,26 +378,10 @@ def test_a_streamed_paraphrase_replays_the_cached_stream_as_sse(
     state = simulator[1]
     client = cache_gateway.openai(cache_gateway.tenant())
 
-    def stream(messages: list[dict[str, str]]) -> tuple[str, Any, Any]:
-        raw = client.chat.completions.with_raw_response.create(
-            model="gpt-4o-mini",
-            messages=messages,
-            temperature=0,
-            stream=True,
-            stream_options={"include_usage": True},
-            extra_headers={"X-LG-Cache-Semantic": "0.8"},
-        )
-        text, usage = [], None
-        for chunk in raw.parse():
-            if chunk.choices:
-                text.append(chunk.choices[0].delta.content or "")
-            if chunk.usage is not None:
-                usage = chunk.usage
-        return "".join(text), usage, raw.headers
-
-    text, usage, headers = stream(QUESTION)
+    semantic = {"X-LG-Cache-Semantic": "0.8"}
+    text, usage, headers = cached_stream(client, semantic, messages=QUESTION)
     assert headers["x-lg-cache"] == "miss" and text == REPLY
-    replayed, replayed_usage, headers = stream(PARAPHRASE)
+    replayed, replayed_usage, headers = cached_stream(client, semantic, messages=PARAPHRASE)
     assert headers["x-lg-cache"] == "hit"
     assert float(headers["x-lg-cache-similarity"]) >= 0.8
     assert replayed == REPLY
@@ -431,8 +408,8 @@ def test_no_vector_prompt_or_completion_is_stored_in_the_clear_after_semantic_tr
     for row in with_vectors:
         raw = base64.b64decode(row["sealed_semantic"])
         assert b"vector" not in raw and b"entry_key" not in raw  # sealed, not JSON
-    found = scan_everything(cache_gateway, tmp_path, ["zebra-quartz", "Quokka-parliament"])
-    assert found == [], found
+    found = scan_for_plaintext(cache_gateway, tmp_path, ["zebra-quartz", "Quokka-parliament"])
+    assert found["found"] == [], found["found"]
 
 
 def cache_rows(gateway: Gateway, tmp_path: Path) -> list[dict[str, Any]]:
@@ -449,27 +426,6 @@ def cache_rows(gateway: Gateway, tmp_path: Path) -> list[dict[str, Any]]:
     with sqlite3.connect(views) as connection:
         connection.row_factory = sqlite3.Row
         return [dict(row) for row in connection.execute(query).fetchall()]
-
-
-def scan_everything(gateway: Gateway, tmp_path: Path, needles: list[str]) -> list[str]:
-    """Every table of the backend and every file under the test's directory."""
-    found: list[str] = []
-    url = gateway.settings.raw.get("LEDGERGATE_DATABASE_URL")
-    if url:
-        schema = url.split("schema=")[1].split("&")[0]
-        with psycopg.connect(url.split("?")[0]) as connection:
-            tables = connection.execute(
-                "SELECT table_name FROM information_schema.tables WHERE table_schema = %s",
-                (schema,),
-            ).fetchall()
-            for (table,) in tables:
-                for row in connection.execute(f'SELECT * FROM "{schema}"."{table}"').fetchall():  # noqa: S608
-                    found += [f"{table}: {n}" for n in needles if n in repr(row)]
-    for path in Path(tmp_path).rglob("*"):
-        if path.is_file():
-            data = path.read_bytes()
-            found += [f"{path.name}: {n}" for n in needles if n.encode() in data]
-    return found
 
 
 def test_a_second_gateway_process_on_the_same_postgresql_serves_the_first_ones_entries(

@@ -12,6 +12,7 @@ from uuid import UUID
 import httpx
 
 from domain.ids import request_aggregate_id
+from tests.e2e.helpers import read_data_lines
 from tests.support.ledger import replay_account, store_application
 from tests.support.processes import cli, price_gpt_4o_mini, process_env, start_server
 
@@ -52,13 +53,8 @@ def test_a_gateway_killed_mid_stream_leaves_an_abandoned_request_and_a_balanced_
         ):
             assert response.status_code == 200
             request_id = response.headers["x-request-id"]
-            seen = 0
-            for line in response.iter_lines():
-                if line.startswith("data:"):
-                    seen += 1
-                if seen == 3:
-                    os.kill(process.pid, signal.SIGKILL)
-                    break
+            read_data_lines(response, 3)
+            os.kill(process.pid, signal.SIGKILL)
         process.wait(10)
     finally:
         if process.poll() is None:

@@ -13,6 +13,7 @@ import orjson
 import pytest
 
 from gateway.validation import NESTING_DEPTH_MAX
+from tests.e2e.helpers import audit_rows
 
 IBAN = "DE89370400440532013000"
 EMAIL = "jean.dubois@example.com"
@@ -33,14 +34,6 @@ def post_raw(http, path: str, body: Any, headers: dict[str, str]):
     # json.dumps keeps NUL and lone surrogates as \u escapes: what a hostile client sends.
     raw = json.dumps(body).encode()
     return http.post(path, content=raw, headers={**headers, "Content-Type": "application/json"})
-
-
-def audit_rows(gateway, tenant) -> list[dict[str, Any]]:
-    gateway.settle()
-    with gateway.client() as http:
-        return http.get("/v1/data/audit", params={"limit": 500}, headers=tenant.headers()).json()[
-            "data"
-        ]
 
 
 def assert_views_at_head(gateway) -> None:
@@ -69,7 +62,7 @@ def test_unstorable_text_anywhere_in_a_chat_body_is_a_400_naming_the_field(
     assert response.status_code == 400, response.text
     error = response.json()["error"]
     assert (error["code"], error["param"]) == ("invalid_request", param)
-    rows = audit_rows(gateway, tenant)
+    rows = audit_rows(gateway, tenant, limit=500)
     assert [(r["status"], r["error_code"]) for r in rows] == [("rejected", "invalid_request")]
     assert rows[0]["model_requested"] in (None, "gpt-4o-mini")
     assert_views_at_head(gateway)
@@ -133,7 +126,7 @@ def test_an_iban_as_model_and_an_email_as_trace_id_are_refused_and_never_stored(
         error = response.json()["error"]
         assert error["param"] == param
         assert IBAN not in error["message"] and EMAIL not in error["message"]
-    rows = audit_rows(gateway, tenant)
+    rows = audit_rows(gateway, tenant, limit=500)
     assert len(rows) == 4
     stored = orjson.dumps(rows).decode()
     assert IBAN not in stored and EMAIL not in stored
@@ -159,7 +152,7 @@ def test_gateway_only_fields_never_reach_the_provider(gateway, simulator) -> Non
     forwarded = simulator[1].requests[-1]
     assert not {"trace_id", "conversation_id", "routing_preferences", "pii_policy"} & set(forwarded)
     assert forwarded["temperature"] == 0.5  # OpenAI fields do go through
-    rows = audit_rows(gateway, tenant)
+    rows = audit_rows(gateway, tenant, limit=500)
     assert rows[0]["trace_id"] == "trace-1"
 
 
@@ -183,7 +176,7 @@ def test_an_unknown_filter_value_on_a_read_is_a_400_recorded_in_the_audit_log(
         response = http.get(path, params=params, headers=tenant.headers())
     assert response.status_code == 400, response.text
     assert response.json()["error"]["param"] == param
-    rows = audit_rows(gateway, tenant)
+    rows = audit_rows(gateway, tenant, limit=500)
     assert [(r["endpoint"], r["status"], r["http_status"]) for r in rows] == [
         (f"GET {path}", "rejected", 400)
     ]

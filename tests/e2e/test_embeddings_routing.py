@@ -6,14 +6,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from decimal import Decimal
-from typing import Any
 
 import openai
 import pytest
 
+from tests.e2e.helpers import audit_rows
 from tests.fakes.fixtures import started_fakes
 from tests.fakes.server import FakeUpstreamBase
-from tests.support.harness import Gateway, Tenant, start_gateway
+from tests.support.harness import Gateway, Tenant, running_gateway
 
 INPUT_PER_MTOK = Decimal("0.10")
 FEE_RATE = Decimal("0.05")
@@ -44,13 +44,10 @@ def gateway(
         # Two Mistral keys: two endpoints for mistral-embed, so it can fail over to itself.
         "LEDGERGATE_MISTRAL_API_KEYS": "mistral-key-one,mistral-key-two",
     }
-    running = start_gateway(env)
-    try:
-        for model in EMBEDDING_MODELS:
-            running.set_price(model, str(INPUT_PER_MTOK), "0")
+    with running_gateway(
+        env, [(model, str(INPUT_PER_MTOK), "0") for model in EMBEDDING_MODELS]
+    ) as running:
         yield running
-    finally:
-        running.server.stop()
 
 
 @pytest.fixture(autouse=True)
@@ -60,14 +57,6 @@ def clean_fakes(fakes: dict[str, FakeUpstreamBase]) -> Iterator[None]:
     yield
     for fake in fakes.values():
         fake.reset()
-
-
-def records(gateway: Gateway, tenant: Tenant) -> list[dict[str, Any]]:
-    gateway.settle()
-    with gateway.client() as http:
-        response = http.get("/v1/data/audit", headers=tenant.headers())
-    assert response.status_code == 200, response.text
-    return response.json()["data"]
 
 
 def pending(gateway: Gateway, tenant: Tenant) -> Decimal:
@@ -89,7 +78,7 @@ def test_an_eu_strict_project_asking_for_a_us_embedding_model_is_refused_before_
     catalog = gateway.services.routing.catalog
     assert all(catalog.require(name).provider == "mistral" for name in error["alternatives"])
     assert fakes["openai"].received == [] and fakes["mistral"].received == []
-    [record] = records(gateway, tenant)
+    [record] = audit_rows(gateway, tenant)
     assert record["status"] == "rejected" and record["endpoint"] == "embeddings"
     assert pending(gateway, tenant) == 0  # nothing reserved for a refused request
 
@@ -124,7 +113,7 @@ def test_mistral_embed_serves_an_eu_strict_project_with_route_headers_and_an_exa
     assert "tier=eu_strict" in raw.headers["x-lg-route-reason"]
     assert raw.headers["x-lg-key-source"] == "managed"
     assert Decimal(raw.headers["x-lg-actual-cost"]) == expected_charge(2500)
-    [record] = records(gateway, tenant)
+    [record] = audit_rows(gateway, tenant)
     assert record["status"] == "completed" and record["endpoint"] == "embeddings"
     assert record["input_tokens"] == 2500
     assert Decimal(record["cost"]) == expected_charge(2500)
@@ -136,7 +125,7 @@ def test_an_unknown_embedding_model_is_a_404_model_not_found(gateway):
     with pytest.raises(openai.NotFoundError) as caught:
         gateway.openai(tenant).embeddings.create(model="text-embedding-9", input="x")
     assert caught.value.body["code"] == "model_not_found"
-    [record] = records(gateway, tenant)
+    [record] = audit_rows(gateway, tenant)
     assert record["status"] == "rejected"
 
 
@@ -152,7 +141,7 @@ def test_a_failing_endpoint_fails_over_to_the_same_models_other_endpoint(gateway
     assert raw.headers["x-lg-route-reason"].startswith("failover from mistral-embed@mistral:")
     keys = [request.headers.get("authorization") for request in fakes["mistral"].received]
     assert keys[0] != keys[1] and len(keys) == 2  # two endpoints, one attempt each
-    [record] = records(gateway, tenant)
+    [record] = audit_rows(gateway, tenant)
     assert record["status"] == "completed" and Decimal(record["cost"]) == expected_charge(40)
 
 
@@ -163,5 +152,5 @@ def test_a_named_embedding_model_never_fails_over_to_another_model(gateway, fake
         gateway.openai(tenant).embeddings.create(model="text-embedding-3-small", input="hello")
     assert caught.value.status_code == 503
     assert fakes["mistral"].received == []  # mistral-embed was compliant, but not named
-    [record] = records(gateway, tenant)
+    [record] = audit_rows(gateway, tenant)
     assert record["status"] == "failed" and record["http_status"] == 503

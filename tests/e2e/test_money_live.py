@@ -23,6 +23,7 @@ from gateway.serving import BackgroundServer
 from gateway.simulator import SimulatorState, create_simulator_app
 from gateway.sweeper import sweep_once
 from projections.queries import dump_table
+from tests.e2e.helpers import audit_record
 from tests.support.harness import Gateway, openai_upstream_env, start_gateway
 
 NANO = Decimal("0.000000001")
@@ -81,12 +82,6 @@ def cost(input_tokens: int, output_tokens: int) -> Decimal:
     return provider + (provider * Decimal("0.05")).quantize(NANO)
 
 
-def audit(gateway: Gateway, tenant: Any, request_id: str) -> dict[str, Any]:
-    gateway.settle()
-    with gateway.client() as http:
-        return http.get(f"/v1/data/audit/{request_id}", headers=tenant.headers()).json()
-
-
 def request_events(gateway: Gateway, request_id: str) -> list[Any]:
     return list(gateway.services.app.events.get(request_aggregate_id(request_id)))
 
@@ -106,7 +101,7 @@ def test_n_choices_reserve_n_times_the_output_allowance_and_leave_no_shortfall(g
     )
     reply = raw.parse()
     assert len(reply.choices) == 128
-    record = audit(running, tenant, raw.headers["x-request-id"])
+    record = audit_record(running, tenant, raw.headers["x-request-id"])
     reserved = Decimal(raw.headers["x-lg-estimated-cost"])
     [admitted] = [
         e
@@ -143,7 +138,7 @@ def test_an_upstream_reporting_impossible_usage_is_capped_flagged_and_never_take
     reserved = Decimal(raw.headers["x-lg-estimated-cost"])
     charged = Decimal(raw.headers["x-lg-actual-cost"])
     assert charged <= reserved
-    record = audit(running, tenant, request_id)
+    record = audit_record(running, tenant, request_id)
     assert record["status"] == "completed" and record["usage_source"] == "capped"
     assert problem in record["usage_flag"]
     assert record["input_tokens"] >= 0 and 0 <= record["output_tokens"] <= 100
@@ -188,7 +183,7 @@ def test_a_stream_longer_than_deadline_plus_grace_is_delivered_whole_and_charged
         request_id = stream.response.headers["x-request-id"]
     assert time.monotonic() - started > 2.0
     assert "".join(text) == LONG_REPLY and usage is not None
-    record = audit(running, tenant, request_id)
+    record = audit_record(running, tenant, request_id)
     assert record["status"] == "completed", record
     assert record["output_tokens"] == usage.completion_tokens > 0
     assert Decimal(record["cost"]) == cost(usage.prompt_tokens, usage.completion_tokens)
@@ -207,7 +202,7 @@ def test_a_slow_non_streaming_request_returns_its_answer_and_is_charged(short_de
     assert reply.choices[0].message.content
     charged = Decimal(raw.headers["x-lg-actual-cost"])
     assert charged == cost(reply.usage.prompt_tokens, reply.usage.completion_tokens) > 0
-    record = audit(running, tenant, raw.headers["x-request-id"])
+    record = audit_record(running, tenant, raw.headers["x-request-id"])
     assert record["status"] == "completed" and Decimal(record["cost"]) == charged
 
 
@@ -229,7 +224,7 @@ def test_an_abandoned_request_with_no_live_process_is_still_swept(short_deadline
     deadline = time.monotonic() + 10
     record: dict[str, Any] = {}
     while time.monotonic() < deadline:
-        record = audit(running, tenant, admitted["request_id"])
+        record = audit_record(running, tenant, admitted["request_id"])
         if record.get("status") == "abandoned":
             break
         time.sleep(0.1)

@@ -13,6 +13,7 @@ import openai
 import pytest
 
 from domain import commands as c
+from tests.e2e.helpers import audit_record, audit_rows, read_data_lines
 from tests.support.harness import Gateway
 from tests.support.ledger import replay_account
 
@@ -69,9 +70,7 @@ def test_concurrent_requests_never_overdraw_and_charges_sum_to_the_balance_chang
     assert replay.charge_events == len(charged)
     with gateway.client() as http:
         balance = http.get("/v1/billing/balance", headers=tenant.headers()).json()
-        audit = http.get("/v1/data/audit", params={"limit": 100}, headers=tenant.headers()).json()[
-            "data"
-        ]
+    audit = audit_rows(gateway, tenant, limit=100)
     assert Decimal(balance["available"]) == credits - sum(charged.values())
     assert Decimal(balance["available"]) == replay.available
     assert sum(Decimal(r["cost"] or 0) for r in audit) == sum(charged.values())
@@ -95,11 +94,9 @@ def test_an_upstream_error_before_streaming_releases_the_reservation_and_maps_th
     with pytest.raises(openai.InternalServerError) as overloaded:
         client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True)
     assert overloaded.value.status_code == 503
-    gateway.settle()
+    audit = audit_rows(gateway, tenant)
     replay = replay_account(gateway.services.app, tenant.project_id)
     assert replay.pending == 0 and replay.posted == 0 and replay.releases == 2
-    with gateway.client() as http:
-        audit = http.get("/v1/data/audit", headers=tenant.headers()).json()["data"]
     assert sorted(r["error_code"] for r in audit) == ["rate_limit_exceeded", "upstream_overloaded"]
     assert {r["status"] for r in audit} == {"failed"}
 
@@ -120,9 +117,7 @@ def test_an_error_after_the_first_chunk_ends_the_stream_with_an_error_frame_and_
                 received.append(chunk.choices[0].delta.content)
     assert "simulated mid-stream failure" in str(caught.value)
     assert len(received) == 3
-    gateway.settle()
-    with gateway.client() as http:
-        [record] = http.get("/v1/data/audit", headers=tenant.headers()).json()["data"]
+    [record] = audit_rows(gateway, tenant)
     assert record["status"] == "failed"
     assert record["delivered_chunks"] == 4  # the role chunk and three content chunks
     assert record["usage_source"] == "estimated"
@@ -145,18 +140,11 @@ def test_a_client_hanging_up_mid_stream_settles_the_request_as_failed_and_charge
             "POST", "/v1/chat/completions", json=body, headers=tenant.headers()
         ) as response:
             request_id = response.headers["x-request-id"]
-            lines = 0
-            for line in response.iter_lines():
-                if line.startswith("data:"):
-                    lines += 1
-                if lines == 3:
-                    break  # hang up
+            read_data_lines(response, 3)  # then hang up
     deadline = time.monotonic() + 10
     record = None
     while time.monotonic() < deadline:
-        gateway.settle()
-        with gateway.client() as http:
-            record = http.get(f"/v1/data/audit/{request_id}", headers=tenant.headers()).json()
+        record = audit_record(gateway, tenant, request_id)
         if record["status"] == "failed":
             break
         time.sleep(0.1)

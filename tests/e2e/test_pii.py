@@ -8,6 +8,7 @@ import json
 import logging
 import time
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from gateway.observability.logs import JsonFormatter
 from gateway.pii.service import pii_service
 from gateway.serving import BackgroundServer
 from gateway.simulator import SimulatorState
+from tests.e2e.helpers import audit_record
 from tests.support.harness import Gateway, openai_upstream_env, running_gateway, start_gateway
 
 NAME = "Anna Svensson"
@@ -62,10 +64,27 @@ def _sent_to_upstream(state: SimulatorState) -> str:
     return json.dumps(state.requests, ensure_ascii=False)
 
 
-def _audit(gateway: Gateway, tenant: Any, request_id: str) -> dict[str, Any]:
-    gateway.settle()
-    with gateway.client() as http:
-        return http.get(f"/v1/data/audit/{request_id}", headers=tenant.headers()).json()
+def _screened(client: Any, policy: dict[str, Any], **body: Any) -> Any:
+    """A gpt-4o-mini chat of MESSAGES (unless `messages` says otherwise) under the PII
+    policy `policy`."""
+    body.setdefault("messages", MESSAGES)
+    return client.chat.completions.create(
+        model="gpt-4o-mini", extra_body={"pii_policy": policy}, **body
+    )
+
+
+def _gateway_over(
+    tmp_path: Path, server: BackgroundServer, **settings: str
+) -> AbstractContextManager[Gateway]:
+    """A running gateway (data under `tmp_path`, gpt-4o-mini priced) whose OpenAI-format
+    upstream is `server`, with `settings` on top."""
+    return running_gateway(
+        {
+            "LEDGERGATE_DATA_DIR": str(tmp_path / "data"),
+            **openai_upstream_env(server.base_url),
+            **settings,
+        }
+    )
 
 
 @pytest.fixture
@@ -97,7 +116,7 @@ def test_the_provider_sees_only_scrubbed_text_and_the_client_gets_real_values(
     assert upstream_messages[3]["content"] == "Found <PERSON_1>, card <CREDIT_CARD_1>."
     assert "pii_policy" not in pii_simulator.requests[-1]
 
-    record = _audit(gateway, tenant, raw.headers["x-request-id"])
+    record = audit_record(gateway, tenant, raw.headers["x-request-id"])
     assert record["status"] == "completed"
     assert record["pii_policy_received"] is True and record["pii_processed"] is True
     assert record["pii_entities_detected"] >= 8
@@ -133,9 +152,7 @@ def test_action_block_refuses_with_types_and_never_calls_the_provider(
 ) -> None:
     tenant = gateway.tenant()
     with pytest.raises(openai.BadRequestError) as caught:
-        gateway.openai(tenant).chat.completions.create(
-            model="gpt-4o-mini", messages=MESSAGES, extra_body={"pii_policy": {"action": "block"}}
-        )
+        _screened(gateway.openai(tenant), {"action": "block"})
     error = caught.value.body
     assert caught.value.status_code == 400 and error["code"] == "guardrail_violation"
     assert error["scanner"] == "presidio"
@@ -144,7 +161,7 @@ def test_action_block_refuses_with_types_and_never_calls_the_provider(
         assert value not in json.dumps(error)
     assert pii_simulator.requests == []
     request_id = caught.value.response.headers["x-request-id"]
-    record = _audit(gateway, tenant, request_id)
+    record = audit_record(gateway, tenant, request_id)
     assert record["status"] == "rejected" and record["error_code"] == "guardrail_violation"
     assert record["pii_processed"] is True and record["pii_blocked"] is True
     assert record["pii_redactions_applied"] == 0 and record["pii_entities_detected"] > 0
@@ -155,9 +172,7 @@ def test_a_malformed_pii_policy_is_a_400_not_a_500(
 ) -> None:
     tenant = sqlite_gateway.tenant()
     with pytest.raises(openai.BadRequestError) as caught:
-        sqlite_gateway.openai(tenant).chat.completions.create(
-            model="gpt-4o-mini", messages=MESSAGES, extra_body={"pii_policy": {"action": "shred"}}
-        )
+        _screened(sqlite_gateway.openai(tenant), {"action": "shred"})
     assert caught.value.body["code"] == "invalid_pii_policy"
     assert caught.value.body["param"] == "pii_policy.action"
     assert pii_simulator.requests == []
@@ -167,23 +182,17 @@ def test_screening_that_cannot_run_refuses_the_request_and_sends_nothing(
     tmp_path: Path, simulator: tuple[BackgroundServer, SimulatorState]
 ) -> None:
     server, state = simulator
-    with running_gateway(
-        {
-            "LEDGERGATE_DATA_DIR": str(tmp_path / "data"),
-            **openai_upstream_env(server.base_url),
-            "LEDGERGATE_PII_NER_MODELS": "en=xx_model_not_installed",
-        }
+    with _gateway_over(
+        tmp_path, server, LEDGERGATE_PII_NER_MODELS="en=xx_model_not_installed"
     ) as gateway:
         tenant = gateway.tenant()
         client = gateway.openai(tenant)
         with pytest.raises(openai.APIStatusError) as caught:
-            client.chat.completions.create(
-                model="gpt-4o-mini", messages=MESSAGES, extra_body={"pii_policy": {}}
-            )
+            _screened(client, {})
         assert caught.value.status_code == 503
         assert caught.value.body["code"] == "pii_screening_unavailable"
         assert state.requests == []
-        record = _audit(gateway, tenant, caught.value.response.headers["x-request-id"])
+        record = audit_record(gateway, tenant, caught.value.response.headers["x-request-id"])
         assert record["status"] == "rejected"
         assert record["pii_policy_received"] is True and record["pii_processed"] is False
         # A request that asks for no screening is unaffected.
@@ -195,14 +204,12 @@ def test_a_project_default_policy_screens_requests_that_carry_none(
     tmp_path: Path, simulator: tuple[BackgroundServer, SimulatorState]
 ) -> None:
     server, state = simulator
-    with running_gateway(
-        {
-            "LEDGERGATE_DATA_DIR": str(tmp_path / "data"),
-            **openai_upstream_env(server.base_url),
-            "LEDGERGATE_PII_PROJECT_POLICIES": json.dumps(
-                {"*": {"default": {"action": "redact"}, "block_entity_types": ["CREDIT_CARD"]}}
-            ),
-        }
+    with _gateway_over(
+        tmp_path,
+        server,
+        LEDGERGATE_PII_PROJECT_POLICIES=json.dumps(
+            {"*": {"default": {"action": "redact"}, "block_entity_types": ["CREDIT_CARD"]}}
+        ),
     ) as gateway:
         tenant = gateway.tenant()
         client = gateway.openai(tenant)
@@ -213,7 +220,7 @@ def test_a_project_default_policy_screens_requests_that_carry_none(
         assert state.requests[-1]["messages"][1]["content"] == (
             "I'm <PERSON>, IBAN <IBAN_CODE>, mail <EMAIL_ADDRESS>. Move 20 EUR to <PERSON>."
         )
-        record = _audit(gateway, tenant, raw.headers["x-request-id"])
+        record = audit_record(gateway, tenant, raw.headers["x-request-id"])
         assert record["pii_policy_received"] is False and record["pii_processed"] is True
         # The project's guardrail rule: a card anywhere refuses the request.
         with pytest.raises(openai.BadRequestError) as caught:
@@ -276,12 +283,7 @@ def test_the_streaming_firewall_severs_the_stream_records_why_and_cancels_upstre
     tmp_path: Path, leaky_upstream: tuple[BackgroundServer, _LeakyUpstream]
 ) -> None:
     server, upstream = leaky_upstream
-    with running_gateway(
-        {
-            "LEDGERGATE_DATA_DIR": str(tmp_path / "data"),
-            **openai_upstream_env(server.base_url),
-        }
-    ) as gateway:
+    with _gateway_over(tmp_path, server) as gateway:
         tenant = gateway.tenant()
         stream = gateway.openai(tenant).chat.completions.with_raw_response.create(
             model="gpt-4o-mini",
@@ -306,7 +308,7 @@ def test_the_streaming_firewall_severs_the_stream_records_why_and_cancels_upstre
             time.sleep(0.05)
         assert upstream.cancelled_flag, "the upstream call was not cancelled"
         assert upstream.chunks_sent < 60  # of ~210: it stopped right after the IBAN
-        record = _audit(gateway, tenant, request_id)
+        record = audit_record(gateway, tenant, request_id)
         assert record["status"] == "failed" and record["error_code"] == "guardrail_violation"
         assert "IBAN_CODE" in record["error_message"]
         # The whole IBAN and its distinguishing runs, in any spacing; a 4-digit fragment alone
@@ -325,33 +327,18 @@ def test_no_pii_value_reaches_the_event_store_read_models_or_logs(
     every stored event, every read-model file byte and every log line is searched."""
     server, state = simulator
     state.reply = REPLY
-    data_dir = tmp_path / "data"
+    data_dir = tmp_path / "data"  # where _gateway_over keeps the store
     caplog.set_level(logging.DEBUG)
-    with running_gateway(
-        {
-            "LEDGERGATE_DATA_DIR": str(data_dir),
-            **openai_upstream_env(server.base_url),
-            "LEDGERGATE_LOG_LEVEL": "DEBUG",
-        }
-    ) as gateway:
+    with _gateway_over(tmp_path, server, LEDGERGATE_LOG_LEVEL="DEBUG") as gateway:
         tenant = gateway.tenant()
         client = gateway.openai(tenant)
         for _ in range(3):
-            client.chat.completions.create(
-                model="gpt-4o-mini", messages=MESSAGES, extra_body={"pii_policy": PSEUDONYMIZE}
-            )
-            for _chunk in client.chat.completions.create(
-                model="gpt-4o-mini",
-                messages=MESSAGES,
-                stream=True,
-                extra_body={"pii_policy": {**PSEUDONYMIZE, "sensitivity": "high"}},
-            ):
+            _screened(client, PSEUDONYMIZE)
+            for _chunk in _screened(client, {**PSEUDONYMIZE, "sensitivity": "high"}, stream=True):
                 pass
         for policy in ({"action": "block"}, {"action": "redact", "rehydrate_response": True}):
             with pytest.raises(openai.BadRequestError):
-                client.chat.completions.create(
-                    model="gpt-4o-mini", messages=MESSAGES, extra_body={"pii_policy": policy}
-                )
+                _screened(client, policy)
         gateway.settle()
         with gateway.client() as http:
             audit = http.get("/v1/data/audit?limit=50", headers=tenant.headers()).json()
@@ -428,17 +415,6 @@ class _ScriptedUpstream:
             return StreamingResponse(events(), media_type="text/event-stream")
 
 
-def _scripted_gateway(tmp_path: Path, server: BackgroundServer) -> Gateway:
-    gateway = start_gateway(
-        {
-            "LEDGERGATE_DATA_DIR": str(tmp_path / "data"),
-            **openai_upstream_env(server.base_url),
-        }
-    )
-    gateway.set_price("gpt-4o-mini", "0.15", "0.60")
-    return gateway
-
-
 def test_streamed_tool_call_arguments_are_rehydrated_into_valid_json(tmp_path: Path) -> None:
     arguments_parts = ['{"customer": "<PER', 'SON_1>", "iban": "<IBAN', "_CODE_1>", '"}']
     deltas: list[dict[str, Any]] = [{"role": "assistant", "content": None}]
@@ -459,8 +435,7 @@ def test_streamed_tool_call_arguments_are_rehydrated_into_valid_json(tmp_path: P
     ]
     upstream = _ScriptedUpstream(deltas, "tool_calls")
     with BackgroundServer(upstream.app) as server:
-        gateway = _scripted_gateway(tmp_path, server)
-        try:
+        with _gateway_over(tmp_path, server) as gateway:
             tenant = gateway.tenant()
             stream = gateway.openai(tenant).chat.completions.create(
                 model="gpt-4o-mini",
@@ -475,15 +450,12 @@ def test_streamed_tool_call_arguments_are_rehydrated_into_valid_json(tmp_path: P
             assert json.loads(arguments) == {"customer": NAME, "iban": IBAN}
             sent = json.dumps(upstream.requests)
             assert IBAN not in sent and "Svensson" not in sent
-        finally:
-            gateway.server.stop()
 
 
 def test_a_non_streamed_answer_with_a_blocked_type_is_withheld(tmp_path: Path) -> None:
     upstream = _ScriptedUpstream([], "stop", reply="Sure: card 4111 1111 1111 1111 is on file.")
     with BackgroundServer(upstream.app) as server:
-        gateway = _scripted_gateway(tmp_path, server)
-        try:
+        with _gateway_over(tmp_path, server) as gateway:
             tenant = gateway.tenant()
             with pytest.raises(openai.BadRequestError) as caught:
                 gateway.openai(tenant).chat.completions.create(
@@ -494,10 +466,8 @@ def test_a_non_streamed_answer_with_a_blocked_type_is_withheld(tmp_path: Path) -
             assert caught.value.body["code"] == "guardrail_violation"
             assert caught.value.body["scanner"] == "output_firewall"
             assert "4111" not in json.dumps(caught.value.body)
-            record = _audit(gateway, tenant, caught.value.response.headers["x-request-id"])
+            record = audit_record(gateway, tenant, caught.value.response.headers["x-request-id"])
             assert record["status"] == "failed" and record["error_code"] == "guardrail_violation"
-        finally:
-            gateway.server.stop()
 
 
 def test_the_pii_engine_is_loaded_and_warmed_when_the_app_starts(tmp_path: Path) -> None:
@@ -532,7 +502,7 @@ def test_with_screening_only_the_screened_prompt_is_hashed_into_the_ledger(
     raw = sqlite_gateway.openai(tenant).chat.completions.with_raw_response.create(
         model="gpt-4o-mini", messages=messages, extra_body={"pii_policy": {}}
     )
-    record = _audit(sqlite_gateway, tenant, raw.headers["x-request-id"])
+    record = audit_record(sqlite_gateway, tenant, raw.headers["x-request-id"])
 
     def digest(value: object) -> str:
         return hashlib.sha256(orjson.dumps(value, option=orjson.OPT_SORT_KEYS)).hexdigest()
@@ -561,8 +531,7 @@ def test_embeddings_inputs_are_screened_before_the_provider_sees_them(tmp_path: 
         }
 
     with BackgroundServer(app) as server:
-        gateway = _scripted_gateway(tmp_path, server)
-        try:
+        with _gateway_over(tmp_path, server) as gateway:
             gateway.set_price("text-embedding-3-small", "0.02", "0")
             tenant = gateway.tenant()
             result = gateway.openai(tenant).embeddings.create(
@@ -577,8 +546,6 @@ def test_embeddings_inputs_are_screened_before_the_provider_sees_them(tmp_path: 
                 "no personal data here",
             ]
             assert "pii_policy" not in seen[-1]
-        finally:
-            gateway.server.stop()
 
 
 def test_the_value_mapping_is_purged_when_each_request_ends(
@@ -596,17 +563,11 @@ def test_the_value_mapping_is_purged_when_each_request_ends(
     monkeypatch.setattr(Pseudonymizer, "__init__", tracking_init)
     tenant = sqlite_gateway.tenant()
     client = sqlite_gateway.openai(tenant)
-    client.chat.completions.create(
-        model="gpt-4o-mini", messages=MESSAGES, extra_body={"pii_policy": PSEUDONYMIZE}
-    )
-    for _chunk in client.chat.completions.create(
-        model="gpt-4o-mini", messages=MESSAGES, stream=True, extra_body={"pii_policy": PSEUDONYMIZE}
-    ):
+    _screened(client, PSEUDONYMIZE)
+    for _chunk in _screened(client, PSEUDONYMIZE, stream=True):
         pass
     with pytest.raises(openai.BadRequestError):
-        client.chat.completions.create(
-            model="gpt-4o-mini", messages=MESSAGES, extra_body={"pii_policy": {"action": "block"}}
-        )
+        _screened(client, {"action": "block"})
     deadline = time.monotonic() + 5  # the stream's cleanup runs as its response closes
     while time.monotonic() < deadline and not all("purged=True" in repr(m) for m in created):
         time.sleep(0.05)
@@ -624,8 +585,7 @@ def test_the_firewall_also_watches_streamed_tool_call_arguments(tmp_path: Path) 
     ]  # fmt: skip
     upstream = _ScriptedUpstream(deltas, "tool_calls")
     with BackgroundServer(upstream.app) as server:
-        gateway = _scripted_gateway(tmp_path, server)
-        try:
+        with _gateway_over(tmp_path, server) as gateway:
             tenant = gateway.tenant()
             stream = gateway.openai(tenant).chat.completions.create(
                 model="gpt-4o-mini",
@@ -639,5 +599,3 @@ def test_the_firewall_also_watches_streamed_tool_call_arguments(tmp_path: Path) 
                     for call in (chunk.choices[0].delta.tool_calls or []) if chunk.choices else []:
                         arguments += call.function.arguments or ""
             assert "3704" not in arguments
-        finally:
-            gateway.server.stop()

@@ -3,20 +3,26 @@ gateway, to the simulated OpenAI upstream, on SQLite and on the real PostgreSQL.
 
 from __future__ import annotations
 
-import sqlite3
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from decimal import Decimal
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import openai
-import psycopg
 import pytest
 
 from gateway.response_cache import response_cache
 from gateway.serving import BackgroundServer
 from gateway.simulator import SimulatorState
+from tests.e2e.helpers import (
+    TravelledClock,
+    audit_record,
+    cached_chat,
+    cached_stream,
+    scan_for_plaintext,
+)
 from tests.support.harness import Gateway
 
 MESSAGES = [{"role": "user", "content": "Name the capital of Sweden"}]
@@ -29,17 +35,7 @@ def upstream(simulator: tuple[BackgroundServer, SimulatorState]) -> SimulatorSta
     return simulator[1]
 
 
-def ask(client: Any, headers: dict[str, str] | None = None, **body: Any) -> Any:
-    body.setdefault("temperature", 0)
-    return client.chat.completions.with_raw_response.create(
-        model="gpt-4o-mini", messages=body.pop("messages", MESSAGES), extra_headers=headers, **body
-    )
-
-
-def audit(gateway: Gateway, tenant: Any, request_id: str) -> dict[str, Any]:
-    gateway.settle()
-    with gateway.client() as http:
-        return http.get(f"/v1/data/audit/{request_id}", headers=tenant.headers()).json()
+ask = partial(cached_chat, messages=MESSAGES)
 
 
 def test_auto_mode_caches_a_deterministic_request_and_the_hit_is_audited_at_zero_cost(
@@ -54,14 +50,14 @@ def test_auto_mode_caches_a_deterministic_request_and_the_hit_is_audited_at_zero
     assert len(upstream.requests) == 1
     assert second.parse().choices[0].message.content == first.parse().choices[0].message.content
     assert Decimal(second.headers["x-lg-actual-cost"]) == 0
-    record = audit(gateway, tenant, second.headers["x-request-id"])
+    record = audit_record(gateway, tenant, second.headers["x-request-id"])
     assert record["status"] == "completed"
     assert record["cache"] == "hit"
     assert record["cache_origin_request_id"] == first.headers["x-request-id"]
     assert Decimal(record["provider_cost"]) == 0 and Decimal(record["cost"]) == 0
     assert Decimal(record["fee_amount"]) == 0
     assert record["usage_source"] == "cache"
-    origin = audit(gateway, tenant, first.headers["x-request-id"])
+    origin = audit_record(gateway, tenant, first.headers["x-request-id"])
     assert origin["cache"] == "miss" and Decimal(origin["cost"]) > 0
 
 
@@ -121,7 +117,7 @@ def test_a_bad_cache_header_is_a_400_naming_it_and_is_audited(
         ask(client, {header: value})
     error = caught.value.body
     assert isinstance(error, dict) and error["param"] == header.lower()
-    record = audit(sqlite_gateway, tenant, caught.value.response.headers["x-request-id"])
+    record = audit_record(sqlite_gateway, tenant, caught.value.response.headers["x-request-id"])
     assert record["status"] == "rejected" and record["http_status"] == 400
     assert not upstream.requests
 
@@ -145,45 +141,22 @@ def test_an_entry_expires_after_its_ttl(gateway: Gateway, upstream: SimulatorSta
         cache.clock = real_clock
 
 
-class TravelledClock:
-    def __init__(self, offset: timedelta) -> None:
-        self.offset = offset
-
-    def now(self) -> datetime:
-        return datetime.now(UTC) + self.offset
-
-
 def test_a_stream_hit_replays_as_sse_with_usage_and_done(
     gateway: Gateway, upstream: SimulatorState
 ) -> None:
     tenant = gateway.tenant()
     client = gateway.openai(tenant)
 
-    def run() -> tuple[str, Any, str, str]:
-        raw = client.chat.completions.with_raw_response.create(
-            model="gpt-4o-mini",
-            messages=MESSAGES,
-            temperature=0,
-            stream=True,
-            stream_options={"include_usage": True},
-        )
-        text, usage = [], None
-        for chunk in raw.parse():
-            if chunk.choices:
-                text.append(chunk.choices[0].delta.content or "")
-            if chunk.usage is not None:
-                usage = chunk.usage
-        return "".join(text), usage, raw.headers["x-lg-cache"], raw.headers["x-request-id"]
-
-    text, usage, outcome, origin_id = run()
-    assert outcome == "miss" and text == REPLY and usage is not None
-    replayed, replayed_usage, outcome, hit_id = run()
-    assert outcome == "hit"
+    text, usage, origin = cached_stream(client, messages=MESSAGES)
+    assert origin["x-lg-cache"] == "miss" and text == REPLY and usage is not None
+    replayed, replayed_usage, hit = cached_stream(client, messages=MESSAGES)
+    origin_id, hit_id = origin["x-request-id"], hit["x-request-id"]
+    assert hit["x-lg-cache"] == "hit"
     assert replayed == REPLY
     assert replayed_usage is not None
     assert replayed_usage.completion_tokens == usage.completion_tokens
     assert len(upstream.requests) == 1
-    record = audit(gateway, tenant, hit_id)
+    record = audit_record(gateway, tenant, hit_id)
     assert record["cache"] == "hit" and record["cache_origin_request_id"] == origin_id
     assert Decimal(record["cost"]) == 0
     # The raw wire form: data frames, then the usage frame, then [DONE].
@@ -253,44 +226,9 @@ def test_no_table_or_file_holds_a_plaintext_prompt_or_completion_after_cached_tr
     )
     assert "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
     gateway.settle()
-    entries = scan_for(gateway, tmp_path, ["zebra-quartz", "Quokka-parliament"])
+    entries = scan_for_plaintext(gateway, tmp_path, ["zebra-quartz", "Quokka-parliament"])
     assert entries["lg_response_cache rows"] == 2  # the scan looked at real cached entries
     assert entries["found"] == [], entries["found"]
-
-
-def scan_for(gateway: Gateway, tmp_path: Path, needles: list[str]) -> dict[str, Any]:
-    found: list[str] = []
-    rows = 0
-    url = gateway.settings.raw.get("LEDGERGATE_DATABASE_URL")
-    if url:
-        schema = url.split("schema=")[1].split("&")[0]
-        with psycopg.connect(url.split("?")[0]) as connection:
-            tables = connection.execute(
-                "SELECT table_name FROM information_schema.tables WHERE table_schema = %s",
-                (schema,),
-            ).fetchall()
-            assert tables
-            for (table,) in tables:
-                for row in connection.execute(f'SELECT * FROM "{schema}"."{table}"').fetchall():  # noqa: S608
-                    text = repr(row)
-                    found += [f"{table}: {n}" for n in needles if n in text]
-                    rows += table == "lg_response_cache"
-    files = list(Path(tmp_path).rglob("*"))
-    for path in files:
-        if path.is_file():
-            data = path.read_bytes()
-            found += [f"{path.name}: {n}" for n in needles if n.encode() in data]
-            if path.name.endswith(".sqlite"):
-                with sqlite3.connect(path) as connection:
-                    names = connection.execute(
-                        "SELECT name FROM sqlite_master WHERE type = 'table'"
-                    ).fetchall()
-                    for (table,) in names:
-                        for row in connection.execute(f'SELECT * FROM "{table}"').fetchall():  # noqa: S608
-                            text = repr(row)
-                            found += [f"{table}: {n}" for n in needles if n in text]
-                            rows += table == "lg_response_cache"
-    return {"found": found, "lg_response_cache rows": rows}
 
 
 def test_a_pii_answer_is_cached_with_placeholders_and_rehydrated_for_a_second_caller(
@@ -320,7 +258,9 @@ def test_a_pii_answer_is_cached_with_placeholders_and_rehydrated_for_a_second_ca
     )
     assert len(state.requests) == 1
     gateway.settle()
-    scan = scan_for(gateway, tmp_path, ["Anna Svensson", "Lars Berg", "lars.berg@", "anna.sv"])
+    scan = scan_for_plaintext(
+        gateway, tmp_path, ["Anna Svensson", "Lars Berg", "lars.berg@", "anna.sv"]
+    )
     assert scan["lg_response_cache rows"] == 1
     assert scan["found"] == []
 
@@ -345,7 +285,7 @@ def test_embeddings_are_cached_with_always_and_served_at_zero_cost(
     vectors = [item.embedding for item in second.parse().data]
     assert vectors == [item.embedding for item in first.parse().data]
     assert Decimal(second.headers["x-lg-actual-cost"]) == 0
-    record = audit(gateway, tenant, second.headers["x-request-id"])
+    record = audit_record(gateway, tenant, second.headers["x-request-id"])
     assert record["cache"] == "hit"
     assert record["cache_origin_request_id"] == first.headers["x-request-id"]
     assert record["upstream_ms"] == 0 and Decimal(record["provider_cost"]) == 0

@@ -12,7 +12,8 @@ from domain.ids import request_aggregate_id
 from domain.request import Request
 from domain.routing import EndpointBreaker
 from gateway.providers.base import ProviderEndpoint
-from tests.support.harness import ADMIN_TOKEN, Gateway, custom_model
+from tests.e2e.helpers import audit_rows
+from tests.support.harness import ADMIN_TOKEN, Gateway, Tenant, custom_model
 
 MESSAGES = [{"role": "user", "content": "Route me somewhere compliant"}]
 
@@ -21,6 +22,15 @@ def _add_dead_openai_endpoint(gateway: Gateway) -> None:
     """A second OpenAI endpoint nobody listens on: connection refused → retryable 502."""
     gateway.services.routing.add_endpoint(
         ProviderEndpoint("openai", "http://127.0.0.1:9/v1", api_key="sk-dead", name="dead")
+    )
+
+
+def _ask_for_compliance(gateway: Gateway, tenant: Tenant, compliance: str, model: str) -> None:
+    """A chat request whose routing preferences ask for the compliance tier `compliance`."""
+    gateway.openai(tenant).chat.completions.create(
+        model=model,
+        messages=MESSAGES,
+        extra_body={"routing_preferences": {"compliance": compliance}},
     )
 
 
@@ -72,29 +82,17 @@ def test_a_model_outside_the_project_tier_is_refused_with_compliant_alternatives
 def test_a_request_can_tighten_its_projects_tier_but_not_loosen_it(gateway: Gateway) -> None:
     loose = gateway.tenant()
     with pytest.raises(openai.BadRequestError) as caught:
-        gateway.openai(loose).chat.completions.create(
-            model="gpt-4o-mini",
-            messages=MESSAGES,
-            extra_body={"routing_preferences": {"compliance": "eu_cloud"}},
-        )
+        _ask_for_compliance(gateway, loose, "eu_cloud", model="gpt-4o-mini")
     assert caught.value.body["code"] == "model_not_compliant"
     strict = gateway.tenant(tier="eu_cloud")
     with pytest.raises(openai.BadRequestError):
-        gateway.openai(strict).chat.completions.create(
-            model="gpt-4o-mini",
-            messages=MESSAGES,
-            extra_body={"routing_preferences": {"compliance": "unrestricted"}},
-        )
+        _ask_for_compliance(gateway, strict, "unrestricted", model="gpt-4o-mini")
 
 
 def test_the_free_plan_cannot_ask_for_an_eu_tier(gateway: Gateway) -> None:
     tenant = gateway.tenant(plan="free")
     with pytest.raises(openai.PermissionDeniedError) as caught:
-        gateway.openai(tenant).chat.completions.create(
-            model="auto",
-            messages=MESSAGES,
-            extra_body={"routing_preferences": {"compliance": "eu_strict"}},
-        )
+        _ask_for_compliance(gateway, tenant, "eu_strict", model="auto")
     assert caught.value.body["code"] == "compliance_tier_not_in_plan"
 
 
@@ -223,9 +221,7 @@ def test_a_stream_fails_over_before_its_first_chunk_and_is_served_whole(
                 chunk.choices[0].delta.content or "" for chunk in response.parse() if chunk.choices
             )
         assert text.startswith("This is Ledgergate's simulated upstream")
-    gateway.settle()
-    with gateway.client() as http:
-        records = http.get("/v1/data/audit", headers=tenant.headers()).json()["data"]
+    records = audit_rows(gateway, tenant)
     assert {r["status"] for r in records} == {"completed"}
     assert max(r["attempts"] for r in records) == 2  # the failover is on the record
 

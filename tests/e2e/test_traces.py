@@ -27,6 +27,7 @@ from domain.trace import SpanJoined, Trace, trace_aggregate_id
 from gateway.http.traces import sweep_expired_traces
 from gateway.serving import BackgroundServer
 from gateway.simulator import SimulatorState
+from tests.e2e.helpers import audit_rows
 from tests.support.harness import ADMIN_TOKEN, Gateway, Tenant
 from tests.support.traces import clocked_gateway
 
@@ -71,14 +72,6 @@ def refused(call: Any) -> openai.APIStatusError:
     with pytest.raises(openai.APIStatusError) as error:
         call()
     return error.value
-
-
-def audit_rows(gateway: Gateway, tenant: Tenant, **params: Any) -> list[dict[str, Any]]:
-    gateway.settle()
-    with gateway.client() as http:
-        response = http.get("/v1/data/audit", params=params, headers=tenant.headers())
-    assert response.status_code == 200, response.text
-    return list(response.json()["data"])
 
 
 def read(gateway: Gateway, path: str, tenant: Tenant, **params: Any) -> Any:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -130,13 +130,19 @@ def openai_upstream_env(base_url: str) -> dict[str, str]:
     return {"LEDGERGATE_OPENAI_BASE_URL": base_url + "/v1", "LEDGERGATE_OPENAI_API_KEY": "sk-test"}
 
 
+GPT_4O_MINI_PRICE = ("gpt-4o-mini", "0.15", "0.60")
+
+
 @contextmanager
-def running_gateway(env: dict[str, str]) -> Iterator[Gateway]:
-    """A gateway on `env` with gpt-4o-mini priced at 0.15 / 0.60 USD per million tokens,
-    stopped on leaving the block."""
+def running_gateway(
+    env: dict[str, str], prices: Iterable[tuple[str, str, str]] = (GPT_4O_MINI_PRICE,)
+) -> Iterator[Gateway]:
+    """A gateway on `env` with each (model, input, output) of `prices` priced in USD per
+    million tokens (by default gpt-4o-mini at 0.15 / 0.60), stopped on leaving the block."""
     gateway = start_gateway(env)
     try:
-        gateway.set_price("gpt-4o-mini", "0.15", "0.60")
+        for model, input_per_mtok, output_per_mtok in prices:
+            gateway.set_price(model, input_per_mtok, output_per_mtok)
         yield gateway
     finally:
         gateway.server.stop()

@@ -17,12 +17,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from typing import Any, Protocol
+from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
 
-from domain.commands import Command
+from domain.commands import Command, UnitOfWorkLike
 from domain.errors import InvalidCommand, UnknownProject
 from domain.project import Project
 
@@ -149,12 +149,6 @@ def check_policy(policy: CachePolicy) -> None:
         raise InvalidCommand(
             f"semantic_model must be a model name of at most {EMBEDDING_MODEL_CHARS_MAX} characters"
         )
-
-
-class UnitOfWorkLike(Protocol):
-    def find(self, aggregate_id: UUID) -> Any | None: ...
-
-    def add(self, aggregate: Any) -> None: ...
 
 
 _KEEP: Any = None  # a field left None in the command keeps the current value

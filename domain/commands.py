@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 from uuid import UUID
 
 from domain.pii_events import PiiDecision
@@ -16,6 +16,18 @@ from domain.vocabulary import KeySource, Mode, Plan, Tier
 
 class Command:
     """Marker base class."""
+
+
+class UnitOfWorkLike(Protocol):
+    """What a handler outside domain/handlers.py writes through: the writer's unit of work
+    (domain/handlers.UnitOfWork), which finds an aggregate by id, adds a new one to the
+    save, and carries the clock the command is decided at."""
+
+    clock: Any
+
+    def find(self, aggregate_id: UUID) -> Any | None: ...
+
+    def add(self, aggregate: Any) -> None: ...
 
 
 @dataclass(frozen=True)

@@ -272,14 +272,6 @@ class RevokeCredential(Command):
 # --- handlers (registered into domain/handlers.HANDLERS) -------------------------------------
 
 
-class UnitOfWorkLike:  # the writer's unit of work (domain/handlers.UnitOfWork)
-    clock: Any
-
-    def find(self, aggregate_id: UUID) -> Any | None: ...  # pragma: no cover
-
-    def add(self, aggregate: Any) -> None: ...  # pragma: no cover
-
-
 def check_models(models: tuple[str, ...]) -> tuple[str, ...]:
     if len(models) > CREDENTIAL_MODELS_MAX:
         raise InvalidCommand(

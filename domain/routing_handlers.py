@@ -12,10 +12,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any
 from uuid import UUID
 
-from domain.commands import Command
+from domain.commands import Command, UnitOfWorkLike
 from domain.errors import InvalidCommand, UnknownProject
 from domain.pricing import PRICE_SOURCE_OPERATOR, price_book_for
 from domain.project import Project
@@ -27,12 +27,6 @@ from domain.routing import (
     ProjectRouting,
     endpoint_key_ref_provider,
 )
-
-
-class UnitOfWorkLike(Protocol):
-    def find(self, aggregate_id: UUID) -> Any | None: ...
-
-    def add(self, aggregate: Any) -> None: ...
 
 
 @dataclass(frozen=True)

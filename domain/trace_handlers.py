@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 from uuid import UUID
 
 from domain.account import Account
-from domain.commands import RequestFacts, TraceJoin
+from domain.commands import RequestFacts, TraceJoin, UnitOfWorkLike
 from domain.errors import InvalidCommand, UnknownProject
 from domain.ids import account_id, request_aggregate_id
 from domain.limits import close_limit, limit_status, open_limit
@@ -31,14 +31,6 @@ from domain.trace import (
     trace_limit_name,
     trace_view,
 )
-
-
-class UnitOfWorkLike(Protocol):
-    clock: Any
-
-    def find(self, aggregate_id: UUID) -> Any | None: ...
-
-    def add(self, aggregate: Any) -> None: ...
 
 
 def _account(uow: UnitOfWorkLike, project_id: UUID, mode: str) -> Account:

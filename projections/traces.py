@@ -36,6 +36,17 @@ def _money(value: Any) -> str:
     return format(as_decimal(value) or ZERO, "f")
 
 
+def _earlier(instant: str | None, other: str | None) -> str | None:
+    """The earlier of two instants in fixed-width UTC text (they compare as text); an
+    absent one (None) is no bound."""
+    return instant if other is None or (instant is not None and instant <= other) else other
+
+
+def _later(instant: str | None, other: str | None) -> str | None:
+    """The later of two instants in fixed-width UTC text; an absent one (None) is no bound."""
+    return instant if other is None or (instant is not None and instant >= other) else other
+
+
 class TraceSpansView(View):
     name = "trace_spans"
     tables = ("lg_traces", "lg_trace_spans")
@@ -195,8 +206,7 @@ class TraceSpansView(View):
         input_tokens = int(getattr(event, "input_tokens", 0) or 0)
         output_tokens = int(getattr(event, "output_tokens", 0) or 0)
         cached_tokens = int(getattr(event, "cached_tokens", 0) or 0)
-        started = as_datetime(span["started_at"])
-        latency_ms = None if started is None else int((finished - started).total_seconds() * 1000)
+        latency_ms = _latency_ms(span["started_at"], finished)
         finished_text = iso(finished)
         tx.execute(
             "UPDATE lg_trace_spans SET status = %s, input_tokens = %s, output_tokens = %s, "
@@ -251,12 +261,6 @@ class TraceSpansView(View):
             if row is None:
                 break
             trace_id = row["trace_id"]
-            earliest = row["subtree_started_at"]
-            if started_at is not None and (earliest is None or started_at < earliest):
-                earliest = started_at
-            latest = row["subtree_finished_at"]
-            if finished_at is not None and (latest is None or finished_at > latest):
-                latest = finished_at
             tx.execute(
                 "UPDATE lg_trace_spans SET subtree_spans = subtree_spans + %s, "
                 "subtree_cost = %s, subtree_input_tokens = subtree_input_tokens + %s, "
@@ -267,8 +271,8 @@ class TraceSpansView(View):
                     _money((as_decimal(row["subtree_cost"]) or ZERO) + cost),
                     input_tokens,
                     output_tokens,
-                    earliest,
-                    latest,
+                    _earlier(row["subtree_started_at"], started_at),
+                    _later(row["subtree_finished_at"], finished_at),
                     position,
                     current,
                 ),
@@ -281,9 +285,6 @@ class TraceSpansView(View):
         ).fetchone()
         if trace is None:
             return
-        latest = trace["last_finished_at"]
-        if finished_at is not None and (latest is None or finished_at > latest):
-            latest = finished_at
         tx.execute(
             "UPDATE lg_traces SET spans = spans + %s, cost = %s, input_tokens = input_tokens + %s, "
             "output_tokens = output_tokens + %s, last_finished_at = %s, position = %s "
@@ -293,7 +294,7 @@ class TraceSpansView(View):
                 _money((as_decimal(trace["cost"]) or ZERO) + cost),
                 input_tokens,
                 output_tokens,
-                latest,
+                _later(trace["last_finished_at"], finished_at),
                 position,
                 trace_id,
             ),

@@ -52,7 +52,9 @@ from projections.ledger_entries import LedgerEntriesView, ReconciliationsView
 from projections.queries import tracked_position
 from projections.runner import ProjectionRunner, default_views
 
-DEMO_SETTLE_POLLS = 100  # x 0.1 s: how long the smoke run waits for the stream's charge and audit row
+DEMO_SETTLE_POLLS = (
+    100  # x 0.1 s: how long the smoke run waits for the stream's charge and audit row
+)
 DEMO_SIMULATED_PROVIDERS = ("openai", "mistral", "moonshot", "xai")
 # Demo FX rates (1 base = rate USD), recorded as FX events with source "demo" so a USD
 # project can use the EUR-priced Mistral models; set real ones with `ledgergate fx set`.
@@ -434,7 +436,7 @@ def main(argv: list[str] | None = None) -> int:
         emit({"actor_token": token, "actor": args.actor, "project_id": str(args.project)})
         return 0
     if command == "serve":
-        return serve(settings, args.host, args.port, args.workers, args.projection_worker)
+        return serve(settings, args)
     if command == "demo":
         return demo(settings, args.host, args.port, smoke=args.smoke)
     if command == "projections" and args.action == "run" and args.source == "kafka":
@@ -563,19 +565,14 @@ def provider_key_admin(settings: Settings, args: argparse.Namespace) -> int:
     return run_command(settings, command)
 
 
-def serve(
-    settings: Settings,
-    host: str,
-    port: int,
-    workers: int = 1,
-    projection_worker: bool | None = None,
-) -> int:
+def serve(settings: Settings, args: argparse.Namespace) -> int:
+    """`serve`: gateway/workers.py `serve` with the parsed options; its refusal is an error."""
     # Imported here, not at the top: the web stack loads only for the commands that serve,
     # so `ledgergate key create` and the reads start fast. Likewise polars (reconcile).
     from gateway import workers as serving
 
     try:
-        return serving.serve(settings, host, port, workers, projection_worker)
+        return serving.serve(settings, args.host, args.port, args.workers, args.projection_worker)
     except serving.WorkersRefused as error:
         return fail("invalid_workers", str(error))
 

@@ -441,7 +441,7 @@ def main(argv: list[str] | None = None) -> int:
         emit({"actor_token": token, "actor": args.actor, "project_id": str(args.project)})
         return 0
     if command == "serve":
-        return serve(settings, args.host, args.port, args.workers, args.projection_worker)
+        return serve(settings, args)
     if command == "demo":
         return demo(settings, args.host, args.port, smoke=args.smoke)
     if command == "projections" and args.action == "run" and args.source == "kafka":
@@ -570,18 +570,13 @@ def provider_key_admin(settings: Settings, args: argparse.Namespace) -> int:
     return run_command(settings, command)
 
 
-def serve(
-    settings: Settings,
-    host: str,
-    port: int,
-    workers: int = 1,
-    projection_worker: bool | None = None,
-) -> int:
+def serve(settings: Settings, args: argparse.Namespace) -> int:
+    """`serve`: gateway/workers.py `serve` with the parsed options; its refusal is an error."""
     # Imported here, not at the top: the web stack loads only for the commands that serve,
     # so `ledgergate key create` and the reads start fast. Likewise polars (reconcile).
 
     try:
-        return serving.serve(settings, host, port, workers, projection_worker)
+        return serving.serve(settings, args.host, args.port, args.workers, args.projection_worker)
     except serving.WorkersRefused as error:
         return fail("invalid_workers", str(error))
 

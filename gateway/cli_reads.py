@@ -40,8 +40,9 @@ from projections.runner import ProjectionRunner
 NOTIFICATIONS_PAGE = 1000
 TABLE_WIDTH_PIPED = 220  # columns when stdout is not a terminal
 
-# A table's columns: (heading, the record's field).
-Columns = tuple[tuple[str, str], ...]
+# A table's columns: each a record's field, headed by its name in words ("daily_budget":
+# "daily budget"), or (heading, field) where the heading says it otherwise.
+Columns = tuple[str | tuple[str, str], ...]
 # (command, action) pairs this module answers.
 READ_COMMANDS = frozenset(
     {
@@ -165,14 +166,13 @@ def _cell(value: Any) -> Any:
     return value
 
 
-def _records_table(
-    title: str, columns: Sequence[tuple[str, str]], records: Iterable[dict[str, Any]]
-) -> Table:
-    """One row per record, one column per (heading, field)."""
+def _records_table(title: str, columns: Columns, records: Iterable[dict[str, Any]]) -> Table:
+    """One row per record, one column per field."""
+    named = [(c.replace("_", " "), c) if isinstance(c, str) else c for c in columns]
     return _table(
         title,
-        (heading for heading, _ in columns),
-        ((_cell(record[field]) for _, field in columns) for record in records),
+        (heading for heading, _ in named),
+        ((_cell(record[field]) for _, field in named) for record in records),
     )
 
 
@@ -213,27 +213,15 @@ def _key_record(key: ApiKey) -> dict[str, Any]:
 
 PROJECT_COLUMNS: Columns = (
     ("id", "project_id"),
-    ("name", "name"),
-    ("tier", "tier"),
-    ("plan", "plan"),
-    ("currency", "currency"),
-    ("available", "available"),
-    ("strict", "strict"),
+    "name",
+    "tier",
+    "plan",
+    "currency",
+    "available",
+    "strict",
 )
-PROJECT_KEY_COLUMNS: Columns = (
-    ("key id", "key_id"),
-    ("prefix", "prefix"),
-    ("daily budget", "daily_budget"),
-    ("revoked", "revoked"),
-    ("created at", "created_at"),
-)
-KEY_COLUMNS: Columns = (
-    ("key id", "key_id"),
-    ("prefix", "prefix"),
-    ("project", "project_id"),
-    ("daily budget", "daily_budget"),
-    ("revoked", "revoked"),
-)
+PROJECT_KEY_COLUMNS: Columns = ("key_id", "prefix", "daily_budget", "revoked", "created_at")
+KEY_COLUMNS: Columns = ("key_id", "prefix", ("project", "project_id"), "daily_budget", "revoked")
 
 
 def project_list(app: Any, store: Any, args: argparse.Namespace) -> int:
@@ -304,54 +292,51 @@ def key_list(app: Any, store: Any, args: argparse.Namespace) -> int:
 
 
 PRICE_COLUMNS: Columns = (
-    ("model", "model"),
+    "model",
     ("input / Mtok", "input_per_mtok"),
     ("output / Mtok", "output_per_mtok"),
     ("cached / Mtok", "cached_input_per_mtok"),
-    ("currency", "currency"),
-    ("effective from", "effective_from"),
-    ("source", "source"),
+    "currency",
+    "effective_from",
+    "source",
 )
 FX_COLUMNS: Columns = (
-    ("base", "base"),
-    ("quote", "quote"),
+    "base",
+    "quote",
     ("rate (1 base = rate quote)", "rate"),
-    ("effective from", "effective_from"),
-    ("source", "source"),
+    "effective_from",
+    "source",
 )
 MODEL_COLUMNS: Columns = (
-    ("model", "model"),
-    ("provider", "provider"),
+    "model",
+    "provider",
     ("size", "size_class"),
-    ("tiers", "tiers"),
-    ("capabilities", "capabilities"),
-    ("source", "source"),
+    "tiers",
+    "capabilities",
+    "source",
 )
+
+
+def _print_in_effect(
+    result: dict[str, Any], args: argparse.Namespace, what: str, columns: Columns
+) -> int:
+    """A dated listing (prices, FX rates): titled by its count and, with --at, the instant."""
+    rows = result["data"]
+    title = f"{len(rows)} {what}" + (f" in effect at {args.at.isoformat()}" if args.at else "")
+    return _print(result, args, lambda: _records_table(title, columns, rows))
 
 
 def price_list(app: Any, store: Any, args: argparse.Namespace) -> int:
     _catch_up(app, store, [PricingHistoryView()])
     model = args.model.strip().lower() if args.model else None
     result = list_prices(store, model=model, at=args.at)
-    rows = result["data"]
-    title = f"{len(rows)} prices" + (f" in effect at {args.at.isoformat()}" if args.at else "")
-    return _print(
-        result,
-        args,
-        lambda: _records_table(title, PRICE_COLUMNS, rows),
-    )
+    return _print_in_effect(result, args, "prices", PRICE_COLUMNS)
 
 
 def fx_list(app: Any, store: Any, args: argparse.Namespace) -> int:
     _catch_up(app, store, [PricingHistoryView()])
     result = list_fx_rates(store, at=args.at)
-    rows = result["data"]
-    title = f"{len(rows)} FX rates" + (f" in effect at {args.at.isoformat()}" if args.at else "")
-    return _print(
-        result,
-        args,
-        lambda: _records_table(title, FX_COLUMNS, rows),
-    )
+    return _print_in_effect(result, args, "FX rates", FX_COLUMNS)
 
 
 def model_list(app: Any, store: Any, args: argparse.Namespace) -> int:

@@ -42,6 +42,7 @@ from gateway.providers.common import (
     native_params,
     new_completion_id,
     open_stream,
+    reject_json_mode,
     reject_unsupported,
     stop_list,
     tool_parameters,
@@ -151,9 +152,7 @@ def _tool_result(call_id: Any, content: Any) -> dict[str, Any]:
 
 def to_converse(body: dict[str, Any], provider: str = "bedrock") -> dict[str, Any]:
     reject_unsupported(provider, body, UNSUPPORTED_PARAMS)
-    response_format = body.get("response_format")
-    if isinstance(response_format, dict) and response_format.get("type") not in (None, "text"):
-        raise unsupported(provider, "response_format", "Converse has no JSON mode")
+    reject_json_mode(provider, body, "Converse has no JSON mode")
     system_texts, messages = alternating_turns(
         provider,
         body.get("messages"),

@@ -11,7 +11,6 @@ from typing import Any
 
 import orjson
 
-from gateway import json_bytes
 from gateway.providers.base import (
     ChatResult,
     ChatStream,
@@ -31,7 +30,7 @@ from gateway.providers.common import (
     function_tools,
     native_params,
     new_completion_id,
-    open_stream,
+    open_sse,
     post_json,
     reject_unsupported,
     stop_list,
@@ -267,14 +266,7 @@ class CohereAdapter(ProviderAdapter):
         native = self.native_body(body, upstream_model)
         native["stream"] = True
         headers = {**self.headers(), "accept": "text/event-stream"}
-        response = await open_stream(
-            self.client,
-            self.provider,
-            self.url("/v2/chat"),
-            headers,
-            json_bytes.dumps(native),
-            "text/event-stream",
-        )
+        response = await open_sse(self, self.url("/v2/chat"), headers, native)
         return CohereChatStream(self.provider, response, body.get("model") or upstream_model)  # type: ignore[return-value]
 
     async def embeddings(self, body: dict[str, Any], upstream_model: str) -> EmbeddingResult:

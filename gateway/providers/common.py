@@ -15,7 +15,13 @@ import httpx
 import orjson
 
 from gateway import json_bytes
-from gateway.providers.base import EmbeddingResult, UpstreamError, Usage, invalid_request
+from gateway.providers.base import (
+    EmbeddingResult,
+    ProviderAdapter,
+    UpstreamError,
+    Usage,
+    invalid_request,
+)
 from gateway.providers.errors import error_from_response, error_from_transport, malformed
 
 
@@ -48,6 +54,13 @@ def reject_unsupported(provider: str, body: dict[str, Any], params: Iterable[str
         if param == "n" and value == 1:
             continue
         raise unsupported(provider, param)
+
+
+def reject_json_mode(provider: str, body: dict[str, Any], why: str) -> None:
+    """Refuse a response_format other than text, for a provider that has no JSON mode."""
+    response_format = body.get("response_format")
+    if isinstance(response_format, dict) and response_format.get("type") not in (None, "text"):
+        raise unsupported(provider, "response_format", why)
 
 
 def max_output_tokens(body: dict[str, Any]) -> int | None:
@@ -234,6 +247,20 @@ async def open_stream(
         await response.aclose()
         raise malformed(provider, f"expected {expected_content_type}, got {content_type[:60]!r}")
     return response
+
+
+async def open_sse(
+    adapter: ProviderAdapter, url: str, headers: dict[str, str], payload: dict[str, Any]
+) -> httpx.Response:
+    """`open_stream` for an API that takes a JSON body and answers text/event-stream."""
+    return await open_stream(
+        adapter.client,
+        adapter.provider,
+        url,
+        headers,
+        json_bytes.dumps(payload),
+        "text/event-stream",
+    )
 
 
 def as_int(value: Any) -> int:

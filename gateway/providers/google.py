@@ -15,7 +15,6 @@ from urllib.parse import quote
 
 import orjson
 
-from gateway import json_bytes
 from gateway.providers.base import (
     USAGE_SOURCE_ESTIMATED,
     ChatResult,
@@ -38,7 +37,7 @@ from gateway.providers.common import (
     native_params,
     new_completion_id,
     new_tool_call_id,
-    open_stream,
+    open_sse,
     post_json,
     reject_unsupported,
     stop_list,
@@ -367,13 +366,11 @@ class GoogleAdapter(ProviderAdapter):
 
     async def chat_stream(self, body: dict[str, Any], upstream_model: str) -> ChatStream:
         native = self.native_body(body, upstream_model)
-        response = await open_stream(
-            self.client,
-            self.provider,
+        response = await open_sse(
+            self,
             self.url(upstream_model, "streamGenerateContent") + "?alt=sse",
             self.headers(),
-            json_bytes.dumps(native),
-            "text/event-stream",
+            native,
         )
         return GeminiChatStream(self.provider, response, body.get("model") or upstream_model)  # type: ignore[return-value]
 

@@ -24,20 +24,16 @@ from gateway import json_bytes
 from gateway.providers.base import (
     ChatResult,
     ChatStream,
-    EmbeddingResult,
-    ProviderAdapter,
     UpstreamError,
     Usage,
 )
 from gateway.providers.common import (
+    TextEmbeddingAdapter,
     TranslatingStream,
     as_int,
-    check_encoding_format,
     completion_body,
     content_text,
     dumps_text,
-    embedding_inputs,
-    embedding_result,
     function_tools,
     native_params,
     new_completion_id,
@@ -283,7 +279,7 @@ def bedrock_error_from_response(provider: str, response: httpx.Response) -> Upst
     )
 
 
-class BedrockAdapter(ProviderAdapter):
+class BedrockAdapter(TextEmbeddingAdapter):
     provider = "bedrock"
     supports_embeddings = True
 
@@ -371,9 +367,9 @@ class BedrockAdapter(ProviderAdapter):
         )
         return ConverseChatStream(self.provider, response, body.get("model") or upstream_model)  # type: ignore[return-value]
 
-    async def embeddings(self, body: dict[str, Any], upstream_model: str) -> EmbeddingResult:
-        encoding_format = check_encoding_format(self.provider, body)
-        inputs = embedding_inputs(self.provider, body)
+    async def embed_texts(
+        self, inputs: list[str], body: dict[str, Any], upstream_model: str
+    ) -> tuple[list[list[float]], Usage]:
         if len(inputs) > EMBEDDING_INPUTS_MAX:
             raise unsupported(
                 self.provider, "input", f"at most {EMBEDDING_INPUTS_MAX} inputs per request"
@@ -398,9 +394,7 @@ class BedrockAdapter(ProviderAdapter):
         results = await asyncio.gather(*(embed(text) for text in inputs))
         usage = Usage(prompt_tokens=sum(tokens for _, tokens in results), completion_tokens=0)
         vectors = [vector for vector, _ in results]
-        return embedding_result(
-            vectors, body.get("model") or upstream_model, usage, encoding_format
-        )
+        return vectors, usage
 
 
 class ConverseChatStream(TranslatingStream, ChatStream):

@@ -362,6 +362,33 @@ def embedding_result(
     )
 
 
+class TextEmbeddingAdapter(ProviderAdapter):
+    """An adapter whose API embeds text only. Every such embeddings call checks the
+    encoding_format and that the input is text, and answers in OpenAI's shape under the
+    client's model name; a subclass implements only `embed_texts`, the provider's call."""
+
+    async def embeddings(self, body: dict[str, Any], upstream_model: str) -> EmbeddingResult:
+        encoding_format = check_encoding_format(self.provider, body)
+        inputs = embedding_inputs(self.provider, body)
+        vectors, usage = await self.embed_texts(inputs, body, upstream_model)
+        return embedding_result(
+            vectors, body.get("model") or upstream_model, usage, encoding_format
+        )
+
+    async def embed_texts(
+        self, inputs: list[str], body: dict[str, Any], upstream_model: str
+    ) -> tuple[list[list[float]], Usage]:
+        """One vector per input, in order, and the usage the provider reports."""
+        raise NotImplementedError
+
+
+def one_per_input(provider: str, items: Any, inputs: list[str]) -> list[Any]:
+    """The provider's embeddings list, checked: one item for each input."""
+    if not isinstance(items, list) or len(items) != len(inputs):
+        raise malformed(provider, "embeddings missing or of the wrong count")
+    return items
+
+
 def embedding_inputs(provider: str, body: dict[str, Any]) -> list[str]:
     raw = body.get("input")
     if isinstance(raw, str):

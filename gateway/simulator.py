@@ -22,6 +22,7 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import Response, StreamingResponse
 
+from gateway.providers.common import chunk as openai_chunk
 from gateway.responses import JsonResponse
 from gateway.tokens import count_text_tokens, estimate_prompt_tokens
 
@@ -87,35 +88,24 @@ def completion_chunk(
     *,
     usage_slot: bool,
 ) -> dict[str, Any]:
-    """One chat.completion.chunk as OpenAI streams it. With `usage_slot` (the client asked for
-    stream_options.include_usage) every chunk carries "usage": null; the usage itself comes in
-    a last chunk of its own (`usage_chunk`)."""
-    chunk: dict[str, Any] = {
-        "id": completion_id,
-        "object": "chat.completion.chunk",
-        "created": created,
-        "model": model,
-        "system_fingerprint": fingerprint,
-        "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
-    }
+    """One chat.completion.chunk as OpenAI streams it: the gateway's own chunk, with a
+    fingerprint. With `usage_slot` (the client asked for stream_options.include_usage) every
+    chunk carries "usage": null; the usage itself comes in a last chunk (`usage_chunk`)."""
+    data = openai_chunk(completion_id, model, created, delta, finish_reason)
+    data["system_fingerprint"] = fingerprint
     if usage_slot:
-        chunk["usage"] = None
-    return chunk
+        data["usage"] = None
+    return data
 
 
 def usage_chunk(
     completion_id: str, created: int, model: str, fingerprint: str, usage: dict[str, Any]
 ) -> dict[str, Any]:
     """The include_usage chunk OpenAI sends after the finishing one: no choices, the usage."""
-    return {
-        "id": completion_id,
-        "object": "chat.completion.chunk",
-        "created": created,
-        "model": model,
-        "system_fingerprint": fingerprint,
-        "choices": [],
-        "usage": usage,
-    }
+    data = completion_chunk(completion_id, created, model, fingerprint, {}, None, usage_slot=False)
+    data["choices"] = []
+    data["usage"] = usage
+    return data
 
 
 class SimulatorState:

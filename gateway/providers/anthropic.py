@@ -11,7 +11,6 @@ from typing import Any
 
 import orjson
 
-from gateway import json_bytes
 from gateway.providers.base import (
     ChatResult,
     ChatStream,
@@ -29,14 +28,14 @@ from gateway.providers.common import (
     max_output_tokens,
     native_params,
     new_completion_id,
-    open_stream,
+    open_sse,
     post_json,
+    reject_json_mode,
     reject_unsupported,
     stop_list,
     tool_parameters,
     translate,
     truncated,
-    unsupported,
 )
 from gateway.providers.documents import DocumentPart
 from gateway.providers.errors import error_from_status, malformed
@@ -115,9 +114,7 @@ def to_anthropic(
     body: dict[str, Any], upstream_model: str, provider: str = "anthropic"
 ) -> dict[str, Any]:
     reject_unsupported(provider, body, UNSUPPORTED_PARAMS)
-    response_format = body.get("response_format")
-    if isinstance(response_format, dict) and response_format.get("type") not in (None, "text"):
-        raise unsupported(provider, "response_format", "no JSON mode on the Messages API")
+    reject_json_mode(provider, body, "no JSON mode on the Messages API")
     # The Messages API wants user/assistant alternation.
     system_parts, messages = alternating_turns(
         provider,
@@ -257,14 +254,7 @@ class AnthropicAdapter(ProviderAdapter):
     async def chat_stream(self, body: dict[str, Any], upstream_model: str) -> ChatStream:
         native = self.native_body(body, upstream_model)
         native["stream"] = True
-        response = await open_stream(
-            self.client,
-            self.provider,
-            self.url(),
-            self.headers(),
-            json_bytes.dumps(native),
-            "text/event-stream",
-        )
+        response = await open_sse(self, self.url(), self.headers(), native)
         return AnthropicChatStream(self.provider, response, body.get("model") or upstream_model)  # type: ignore[return-value]
 
 

@@ -24,24 +24,21 @@ from gateway import json_bytes
 from gateway.providers.base import (
     ChatResult,
     ChatStream,
-    EmbeddingResult,
-    ProviderAdapter,
     UpstreamError,
     Usage,
 )
 from gateway.providers.common import (
+    TextEmbeddingAdapter,
     TranslatingStream,
     as_int,
-    check_encoding_format,
     completion_body,
     content_text,
     dumps_text,
-    embedding_inputs,
-    embedding_result,
     function_tools,
     native_params,
     new_completion_id,
     open_stream,
+    reject_json_mode,
     reject_unsupported,
     stop_list,
     tool_parameters,
@@ -151,9 +148,7 @@ def _tool_result(call_id: Any, content: Any) -> dict[str, Any]:
 
 def to_converse(body: dict[str, Any], provider: str = "bedrock") -> dict[str, Any]:
     reject_unsupported(provider, body, UNSUPPORTED_PARAMS)
-    response_format = body.get("response_format")
-    if isinstance(response_format, dict) and response_format.get("type") not in (None, "text"):
-        raise unsupported(provider, "response_format", "Converse has no JSON mode")
+    reject_json_mode(provider, body, "Converse has no JSON mode")
     system_texts, messages = alternating_turns(
         provider,
         body.get("messages"),
@@ -284,7 +279,7 @@ def bedrock_error_from_response(provider: str, response: httpx.Response) -> Upst
     )
 
 
-class BedrockAdapter(ProviderAdapter):
+class BedrockAdapter(TextEmbeddingAdapter):
     provider = "bedrock"
     supports_embeddings = True
 
@@ -372,9 +367,9 @@ class BedrockAdapter(ProviderAdapter):
         )
         return ConverseChatStream(self.provider, response, body.get("model") or upstream_model)  # type: ignore[return-value]
 
-    async def embeddings(self, body: dict[str, Any], upstream_model: str) -> EmbeddingResult:
-        encoding_format = check_encoding_format(self.provider, body)
-        inputs = embedding_inputs(self.provider, body)
+    async def embed_texts(
+        self, inputs: list[str], body: dict[str, Any], upstream_model: str
+    ) -> tuple[list[list[float]], Usage]:
         if len(inputs) > EMBEDDING_INPUTS_MAX:
             raise unsupported(
                 self.provider, "input", f"at most {EMBEDDING_INPUTS_MAX} inputs per request"
@@ -399,9 +394,7 @@ class BedrockAdapter(ProviderAdapter):
         results = await asyncio.gather(*(embed(text) for text in inputs))
         usage = Usage(prompt_tokens=sum(tokens for _, tokens in results), completion_tokens=0)
         vectors = [vector for vector, _ in results]
-        return embedding_result(
-            vectors, body.get("model") or upstream_model, usage, encoding_format
-        )
+        return vectors, usage
 
 
 class ConverseChatStream(TranslatingStream, ChatStream):

@@ -11,27 +11,23 @@ from typing import Any
 
 import orjson
 
-from gateway import json_bytes
 from gateway.providers.base import (
     ChatResult,
     ChatStream,
-    EmbeddingResult,
-    ProviderAdapter,
     UpstreamError,
     Usage,
 )
 from gateway.providers.common import (
+    TextEmbeddingAdapter,
     TranslatingStream,
     as_int,
-    check_encoding_format,
     completion_body,
     content_text,
-    embedding_inputs,
-    embedding_result,
     function_tools,
     native_params,
     new_completion_id,
-    open_stream,
+    one_per_input,
+    open_sse,
     post_json,
     reject_unsupported,
     stop_list,
@@ -236,7 +232,7 @@ def from_cohere(data: Any, model: str, provider: str = "cohere") -> tuple[dict[s
     return body, usage
 
 
-class CohereAdapter(ProviderAdapter):
+class CohereAdapter(TextEmbeddingAdapter):
     provider = "cohere"
     supports_embeddings = True
 
@@ -267,19 +263,12 @@ class CohereAdapter(ProviderAdapter):
         native = self.native_body(body, upstream_model)
         native["stream"] = True
         headers = {**self.headers(), "accept": "text/event-stream"}
-        response = await open_stream(
-            self.client,
-            self.provider,
-            self.url("/v2/chat"),
-            headers,
-            json_bytes.dumps(native),
-            "text/event-stream",
-        )
+        response = await open_sse(self, self.url("/v2/chat"), headers, native)
         return CohereChatStream(self.provider, response, body.get("model") or upstream_model)  # type: ignore[return-value]
 
-    async def embeddings(self, body: dict[str, Any], upstream_model: str) -> EmbeddingResult:
-        encoding_format = check_encoding_format(self.provider, body)
-        inputs = embedding_inputs(self.provider, body)
+    async def embed_texts(
+        self, inputs: list[str], body: dict[str, Any], upstream_model: str
+    ) -> tuple[list[list[float]], Usage]:
         payload: dict[str, Any] = {
             "model": upstream_model,
             "texts": inputs,
@@ -294,13 +283,10 @@ class CohereAdapter(ProviderAdapter):
             self.client, self.provider, self.url("/v2/embed"), payload, self.headers()
         )
         vectors = ((data.get("embeddings") or {}).get("float")) if isinstance(data, dict) else None
-        if not isinstance(vectors, list) or len(vectors) != len(inputs):
-            raise malformed(self.provider, "embeddings missing or of the wrong count")
+        vectors = one_per_input(self.provider, vectors, inputs)
         billed = ((data.get("meta") or {}).get("billed_units")) or {}
         usage = Usage(prompt_tokens=as_int(billed.get("input_tokens")), completion_tokens=0)
-        return embedding_result(
-            vectors, body.get("model") or upstream_model, usage, encoding_format
-        )
+        return vectors, usage
 
 
 class CohereChatStream(TranslatingStream, ChatStream):

@@ -15,7 +15,13 @@ import httpx
 import orjson
 
 from gateway import json_bytes
-from gateway.providers.base import EmbeddingResult, UpstreamError, Usage, invalid_request
+from gateway.providers.base import (
+    EmbeddingResult,
+    ProviderAdapter,
+    UpstreamError,
+    Usage,
+    invalid_request,
+)
 from gateway.providers.errors import error_from_response, error_from_transport, malformed
 
 
@@ -48,6 +54,13 @@ def reject_unsupported(provider: str, body: dict[str, Any], params: Iterable[str
         if param == "n" and value == 1:
             continue
         raise unsupported(provider, param)
+
+
+def reject_json_mode(provider: str, body: dict[str, Any], why: str) -> None:
+    """Refuse a response_format other than text, for a provider that has no JSON mode."""
+    response_format = body.get("response_format")
+    if isinstance(response_format, dict) and response_format.get("type") not in (None, "text"):
+        raise unsupported(provider, "response_format", why)
 
 
 def max_output_tokens(body: dict[str, Any]) -> int | None:
@@ -236,6 +249,20 @@ async def open_stream(
     return response
 
 
+async def open_sse(
+    adapter: ProviderAdapter, url: str, headers: dict[str, str], payload: dict[str, Any]
+) -> httpx.Response:
+    """`open_stream` for an API that takes a JSON body and answers text/event-stream."""
+    return await open_stream(
+        adapter.client,
+        adapter.provider,
+        url,
+        headers,
+        json_bytes.dumps(payload),
+        "text/event-stream",
+    )
+
+
 def as_int(value: Any) -> int:
     try:
         return int(value or 0)
@@ -333,6 +360,33 @@ def embedding_result(
     return EmbeddingResult(
         body=embeddings_body(vectors, model, usage, encoding_format), usage=usage
     )
+
+
+class TextEmbeddingAdapter(ProviderAdapter):
+    """An adapter whose API embeds text only. Every such embeddings call checks the
+    encoding_format and that the input is text, and answers in OpenAI's shape under the
+    client's model name; a subclass implements only `embed_texts`, the provider's call."""
+
+    async def embeddings(self, body: dict[str, Any], upstream_model: str) -> EmbeddingResult:
+        encoding_format = check_encoding_format(self.provider, body)
+        inputs = embedding_inputs(self.provider, body)
+        vectors, usage = await self.embed_texts(inputs, body, upstream_model)
+        return embedding_result(
+            vectors, body.get("model") or upstream_model, usage, encoding_format
+        )
+
+    async def embed_texts(
+        self, inputs: list[str], body: dict[str, Any], upstream_model: str
+    ) -> tuple[list[list[float]], Usage]:
+        """One vector per input, in order, and the usage the provider reports."""
+        raise NotImplementedError
+
+
+def one_per_input(provider: str, items: Any, inputs: list[str]) -> list[Any]:
+    """The provider's embeddings list, checked: one item for each input."""
+    if not isinstance(items, list) or len(items) != len(inputs):
+        raise malformed(provider, "embeddings missing or of the wrong count")
+    return items
 
 
 def embedding_inputs(provider: str, body: dict[str, Any]) -> list[str]:

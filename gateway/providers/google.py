@@ -15,30 +15,26 @@ from urllib.parse import quote
 
 import orjson
 
-from gateway import json_bytes
 from gateway.providers.base import (
     USAGE_SOURCE_ESTIMATED,
     ChatResult,
     ChatStream,
-    EmbeddingResult,
-    ProviderAdapter,
     UpstreamError,
     Usage,
     invalid_request,
 )
 from gateway.providers.common import (
+    TextEmbeddingAdapter,
     TranslatingStream,
     as_int,
-    check_encoding_format,
     content_text,
     dumps_text,
-    embedding_inputs,
-    embedding_result,
     function_tools,
     native_params,
     new_completion_id,
     new_tool_call_id,
-    open_stream,
+    one_per_input,
+    open_sse,
     post_json,
     reject_unsupported,
     stop_list,
@@ -333,7 +329,7 @@ def error_from_gemini_payload(provider: str, payload: Any) -> UpstreamError:
     return error_from_status(provider, status, {}, payload)
 
 
-class GoogleAdapter(ProviderAdapter):
+class GoogleAdapter(TextEmbeddingAdapter):
     provider = "google"
     supports_embeddings = True
 
@@ -367,19 +363,17 @@ class GoogleAdapter(ProviderAdapter):
 
     async def chat_stream(self, body: dict[str, Any], upstream_model: str) -> ChatStream:
         native = self.native_body(body, upstream_model)
-        response = await open_stream(
-            self.client,
-            self.provider,
+        response = await open_sse(
+            self,
             self.url(upstream_model, "streamGenerateContent") + "?alt=sse",
             self.headers(),
-            json_bytes.dumps(native),
-            "text/event-stream",
+            native,
         )
         return GeminiChatStream(self.provider, response, body.get("model") or upstream_model)  # type: ignore[return-value]
 
-    async def embeddings(self, body: dict[str, Any], upstream_model: str) -> EmbeddingResult:
-        encoding_format = check_encoding_format(self.provider, body)
-        inputs = embedding_inputs(self.provider, body)
+    async def embed_texts(
+        self, inputs: list[str], body: dict[str, Any], upstream_model: str
+    ) -> tuple[list[list[float]], Usage]:
         model_name = f"models/{upstream_model}"
         requests = []
         for text in inputs:
@@ -395,18 +389,15 @@ class GoogleAdapter(ProviderAdapter):
             self.headers(),
         )
         embeddings = data.get("embeddings") if isinstance(data, dict) else None
-        if not isinstance(embeddings, list) or len(embeddings) != len(inputs):
-            raise malformed(self.provider, "embeddings missing or of the wrong count")
-        vectors = [list(item.get("values") or []) for item in embeddings]
+        items = one_per_input(self.provider, embeddings, inputs)
+        vectors = [list(item.get("values") or []) for item in items]
         # Gemini reports no token usage for embeddings: estimate, and say so.
         usage = Usage(
             prompt_tokens=estimate_embedding_tokens(inputs),
             completion_tokens=0,
             source=USAGE_SOURCE_ESTIMATED,
         )
-        return embedding_result(
-            vectors, body.get("model") or upstream_model, usage, encoding_format
-        )
+        return vectors, usage
 
 
 class GeminiChatStream(TranslatingStream, ChatStream):

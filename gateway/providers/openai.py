@@ -17,7 +17,7 @@ from gateway.providers.base import (
     ProviderAdapter,
     Usage,
 )
-from gateway.providers.common import open_stream, truncated
+from gateway.providers.common import open_sse, truncated
 from gateway.providers.errors import (
     error_from_response,
     error_from_status,
@@ -111,14 +111,7 @@ class OpenAIAdapter(ProviderAdapter):
             payload["stream_options"] = {"include_usage": True}
         else:
             payload.pop("stream_options", None)
-        response = await open_stream(
-            self.client,
-            self.provider,
-            self.url(self.chat_path),
-            self.headers(),
-            json_bytes.dumps(payload),
-            "text/event-stream",
-        )
+        response = await open_sse(self, self.url(self.chat_path), self.headers(), payload)
         return OpenAIChatStream(self.provider, response)
 
     async def embeddings(self, body: dict[str, Any], upstream_model: str) -> EmbeddingResult:

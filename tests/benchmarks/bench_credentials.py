@@ -22,9 +22,8 @@ from datetime import UTC, datetime, timedelta
 import httpx
 
 from gateway.credentials import CredentialSigner
-from gateway.serving import BackgroundServer
-from gateway.simulator import SimulatorState, create_simulator_app
-from tests.support.harness import start_gateway
+from gateway.simulator import SimulatorState
+from tests.support.harness import simulated_gateway
 from tests.support.postgres import create_schema, temporary_database
 
 SECRET = "benchmark-credential-secret-0123456789abcdef"
@@ -57,49 +56,39 @@ def verify_us(rounds: int = 5000) -> float:
 
 def run(requests: int, database_url: str | None) -> dict[str, list[float]]:
     state = SimulatorState()
-    with ExitStack() as stack, tempfile.TemporaryDirectory() as data_dir:
-        upstream = stack.enter_context(BackgroundServer(create_simulator_app(state)))
-        env = {
-            "LEDGERGATE_DATA_DIR": data_dir,
-            "LEDGERGATE_OPENAI_BASE_URL": upstream.base_url + "/v1",
-            "LEDGERGATE_OPENAI_API_KEY": "sk-bench",
-            "LEDGERGATE_CREDENTIAL_SECRET": SECRET,
-        }
+    with tempfile.TemporaryDirectory() as data_dir, ExitStack() as stack:
+        env = {"LEDGERGATE_DATA_DIR": data_dir, "LEDGERGATE_CREDENTIAL_SECRET": SECRET}
         if database_url:
             env["LEDGERGATE_DATABASE_URL"] = database_url
-        gateway = start_gateway(env)
-        try:
-            gateway.set_price("gpt-4o-mini", "0.15", "0.60")
-            tenant = gateway.tenant(balance="1000.00")
-            client = stack.enter_context(httpx.Client(base_url=gateway.base_url, timeout=60))
-            minted = client.post(
-                "/v1/credentials",
-                headers=tenant.headers(),
-                json={"models": ["gpt-4o-mini"], "budget": "500", "ttl_seconds": 3600},
-            )
-            minted.raise_for_status()
-            headers = {
-                "key": tenant.headers(),
-                "credential": {
-                    "Authorization": f"Bearer {minted.json()['token']}",
-                    "X-User-Id": "alice",
-                },
-            }
-            body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
-            timings: dict[str, list[float]] = {"key": [], "credential": []}
-            for index in range(requests * 2 + 20):
-                kind = "key" if index % 2 == 0 else "credential"
-                started = time.perf_counter()
-                response = client.post("/v1/chat/completions", headers=headers[kind], json=body)
-                elapsed_ms = (time.perf_counter() - started) * 1000
-                response.raise_for_status()
-                if index >= 20:  # warm-up: connections, caches, the first JIT-ish paths
-                    timings[kind].append(elapsed_ms)
-                if index % 100 == 0:
-                    print(f"  … {index} requests", flush=True)
-            return timings
-        finally:
-            gateway.server.stop()
+        gateway = stack.enter_context(simulated_gateway(env, state))
+        tenant = gateway.tenant(balance="1000.00")
+        client = stack.enter_context(httpx.Client(base_url=gateway.base_url, timeout=60))
+        minted = client.post(
+            "/v1/credentials",
+            headers=tenant.headers(),
+            json={"models": ["gpt-4o-mini"], "budget": "500", "ttl_seconds": 3600},
+        )
+        minted.raise_for_status()
+        headers = {
+            "key": tenant.headers(),
+            "credential": {
+                "Authorization": f"Bearer {minted.json()['token']}",
+                "X-User-Id": "alice",
+            },
+        }
+        body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+        timings: dict[str, list[float]] = {"key": [], "credential": []}
+        for index in range(requests * 2 + 20):
+            kind = "key" if index % 2 == 0 else "credential"
+            started = time.perf_counter()
+            response = client.post("/v1/chat/completions", headers=headers[kind], json=body)
+            elapsed_ms = (time.perf_counter() - started) * 1000
+            response.raise_for_status()
+            if index >= 20:  # warm-up: connections, caches, the first JIT-ish paths
+                timings[kind].append(elapsed_ms)
+            if index % 100 == 0:
+                print(f"  … {index} requests", flush=True)
+        return timings
 
 
 def main() -> None:

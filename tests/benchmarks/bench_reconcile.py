@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 
@@ -285,6 +286,14 @@ print(json.dumps({
 """
 
 
+def load_untimed(store: str, load: Callable[[], None]) -> None:
+    """Load the same rows into `store` outside the timings, saying how long it took."""
+    print(f"loading the same rows into {store} (not timed) ...", flush=True)
+    begun = time.perf_counter()
+    load()
+    print(f"  done in {time.perf_counter() - begun:.1f} s", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=10_000_000)
@@ -322,10 +331,7 @@ def main() -> None:
         }
         if not arguments.skip_store:
             store_dir = Path(directory) / "store"
-            print("loading the same rows into the SQLite read store (not timed) ...", flush=True)
-            begun = time.perf_counter()
-            load_store(ledger, store_dir)
-            print(f"  done in {time.perf_counter() - begun:.1f} s", flush=True)
+            load_untimed("the SQLite read store", lambda: load_store(ledger, store_dir))
             scenarios["SQLite read store (CLI path)"] = timed_runs(
                 store_dir, invoice, arguments.runs
             )
@@ -333,10 +339,7 @@ def main() -> None:
             from tests.support.postgres import temporary_database
 
             with temporary_database("lg_bench") as database_url:
-                print("loading the same rows into PostgreSQL (not timed) ...", flush=True)
-                begun = time.perf_counter()
-                load_postgres(ledger, database_url)
-                print(f"  done in {time.perf_counter() - begun:.1f} s", flush=True)
+                load_untimed("PostgreSQL", lambda: load_postgres(ledger, database_url))
                 scenarios["PostgreSQL read store (CLI path)"] = timed_runs(
                     database_url, invoice, arguments.runs
                 )

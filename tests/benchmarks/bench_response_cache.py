@@ -28,10 +28,9 @@ from contextlib import ExitStack
 
 import httpx
 
-from gateway.serving import BackgroundServer
-from gateway.simulator import SimulatorState, create_simulator_app
+from gateway.simulator import SimulatorState
 from tests.benchmarks import bench_semantic_cache
-from tests.support.harness import start_gateway
+from tests.support.harness import simulated_gateway
 from tests.support.postgres import create_schema, temporary_database
 
 
@@ -42,61 +41,52 @@ def percentile(values: list[float], fraction: float) -> float:
 
 def run(requests: int, delay_ms: float, database_url: str | None) -> dict[str, list[float]]:
     state = SimulatorState(response_delay_s=delay_ms / 1000)
-    with ExitStack() as stack, tempfile.TemporaryDirectory() as data_dir:
-        upstream = stack.enter_context(BackgroundServer(create_simulator_app(state)))
-        env = {
-            "LEDGERGATE_DATA_DIR": data_dir,
-            "LEDGERGATE_OPENAI_BASE_URL": upstream.base_url + "/v1",
-            "LEDGERGATE_OPENAI_API_KEY": "sk-bench",
-        }
+    with tempfile.TemporaryDirectory() as data_dir, ExitStack() as stack:
+        env = {"LEDGERGATE_DATA_DIR": data_dir}
         if database_url:
             env["LEDGERGATE_DATABASE_URL"] = database_url
-        gateway = start_gateway(env)
-        try:
-            gateway.set_price("gpt-4o-mini", "0.15", "0.60")
-            gateway.set_price("text-embedding-3-small", "0.02", "0")
-            tenant = gateway.tenant(balance="1000.00")
-            client = stack.enter_context(httpx.Client(base_url=gateway.base_url, timeout=60))
+        gateway = stack.enter_context(simulated_gateway(env, state))
+        gateway.set_price("text-embedding-3-small", "0.02", "0")
+        tenant = gateway.tenant(balance="1000.00")
+        client = stack.enter_context(httpx.Client(base_url=gateway.base_url, timeout=60))
 
-            def ask(prompt: str, semantic: bool = False) -> tuple[float, str]:
-                headers = tenant.headers()
-                if semantic:
-                    headers["X-LG-Cache-Semantic"] = "0.8"
-                started = time.perf_counter()
-                response = client.post(
-                    "/v1/chat/completions",
-                    headers=headers,
-                    json={
-                        "model": "gpt-4o-mini",
-                        "temperature": 0,
-                        "messages": [{"role": "user", "content": prompt}],
-                    },
-                )
-                elapsed_ms = (time.perf_counter() - started) * 1000
-                response.raise_for_status()
-                return elapsed_ms, response.headers["x-lg-cache"]
+        def ask(prompt: str, semantic: bool = False) -> tuple[float, str]:
+            headers = tenant.headers()
+            if semantic:
+                headers["X-LG-Cache-Semantic"] = "0.8"
+            started = time.perf_counter()
+            response = client.post(
+                "/v1/chat/completions",
+                headers=headers,
+                json={
+                    "model": "gpt-4o-mini",
+                    "temperature": 0,
+                    "messages": [{"role": "user", "content": prompt}],
+                },
+            )
+            elapsed_ms = (time.perf_counter() - started) * 1000
+            response.raise_for_status()
+            return elapsed_ms, response.headers["x-lg-cache"]
 
-            for index in range(5):  # warm up connections, caches and the JIT-less paths
-                ask(f"warm-up {index}")
-            timings: dict[str, list[float]] = {"miss": [], "hit": [], "semantic": []}
-            ask("the repeated prompt")
-            warmed = "please tell me the capital city of sweden and its population today"
-            ask(warmed, semantic=True)
-            for index in range(requests):
-                elapsed, outcome = ask(f"a new prompt {index}")
-                assert outcome == "miss", outcome
-                timings["miss"].append(elapsed)
-                elapsed, outcome = ask("the repeated prompt")
-                assert outcome == "hit", outcome
-                timings["hit"].append(elapsed)
-                elapsed, outcome = ask(f"{warmed} (asked {index} times)", semantic=True)
-                assert outcome == "hit", outcome
-                timings["semantic"].append(elapsed)
-                if (index + 1) % 50 == 0:
-                    print(f"  … {index + 1}/{requests} pairs", flush=True)
-            return timings
-        finally:
-            gateway.server.stop()
+        for index in range(5):  # warm up connections, caches and the JIT-less paths
+            ask(f"warm-up {index}")
+        timings: dict[str, list[float]] = {"miss": [], "hit": [], "semantic": []}
+        ask("the repeated prompt")
+        warmed = "please tell me the capital city of sweden and its population today"
+        ask(warmed, semantic=True)
+        for index in range(requests):
+            elapsed, outcome = ask(f"a new prompt {index}")
+            assert outcome == "miss", outcome
+            timings["miss"].append(elapsed)
+            elapsed, outcome = ask("the repeated prompt")
+            assert outcome == "hit", outcome
+            timings["hit"].append(elapsed)
+            elapsed, outcome = ask(f"{warmed} (asked {index} times)", semantic=True)
+            assert outcome == "hit", outcome
+            timings["semantic"].append(elapsed)
+            if (index + 1) % 50 == 0:
+                print(f"  … {index + 1}/{requests} pairs", flush=True)
+        return timings
 
 
 def main() -> None:

@@ -17,9 +17,10 @@ import openai
 import pytest
 
 from domain.tiers import Tier
+from tests.e2e.helpers import audit_record, audit_rows
 from tests.fakes.fixtures import ALL_PROVIDERS, started_fakes
 from tests.fakes.server import FakeUpstreamBase, ToolCall
-from tests.support.harness import Gateway, Tenant, start_gateway
+from tests.support.harness import Gateway, Tenant, running_gateway
 
 # Catalog names (the router resolves `model` only through the catalog); Mistral's is an alias
 # on purpose: it resolves to `mistral-small`, and is priced and charged under that name.
@@ -90,8 +91,7 @@ def gateway(
     for provider, fake in fakes.items():
         env[f"LEDGERGATE_{provider.upper()}_BASE_URL"] = fake.base_url
         env[f"LEDGERGATE_{provider.upper()}_API_KEY"] = f"{provider}-upstream-key"
-    running = start_gateway(env)
-    try:
+    with running_gateway(env, prices=()) as running:
         catalog = running.services.routing.catalog
         for model in [*MODELS.values(), *EMBEDDING_MODELS.values()]:
             # Prices are kept under the catalog model's canonical name: an alias
@@ -100,8 +100,6 @@ def gateway(
                 catalog.require(model).name, str(INPUT_PER_MTOK), str(OUTPUT_PER_MTOK)
             )
         yield running
-    finally:
-        running.server.stop()
 
 
 @pytest.fixture
@@ -119,18 +117,8 @@ def tenant(gateway: Gateway) -> Tenant:
     return gateway.tenant(balance="10.00")
 
 
-def audit(gateway: Gateway, tenant: Tenant, request_id: str) -> dict[str, Any]:
-    gateway.settle()
-    with gateway.client() as http:
-        response = http.get(f"/v1/data/audit/{request_id}", headers=tenant.headers())
-    assert response.status_code == 200, response.text
-    return response.json()
-
-
 def only_audit_record(gateway: Gateway, tenant: Tenant) -> dict[str, Any]:
-    gateway.settle()
-    with gateway.client() as http:
-        [record] = http.get("/v1/data/audit", headers=tenant.headers()).json()["data"]
+    [record] = audit_rows(gateway, tenant)
     return record
 
 
@@ -154,7 +142,7 @@ def test_a_reply_is_an_openai_completion_charged_to_the_token(provider, fake, ga
         assert raw.headers["x-lg-endpoint"] == "bedrock:eu-central-1"
     charge = expected_charge(234, 56)
     assert Decimal(raw.headers["x-lg-actual-cost"]) == charge
-    record = audit(gateway, tenant, raw.headers["x-request-id"])
+    record = audit_record(gateway, tenant, raw.headers["x-request-id"])
     assert record["status"] == "completed"
     assert (record["input_tokens"], record["output_tokens"]) == (234, 56)
     assert record["usage_source"] == "provider"
@@ -256,7 +244,7 @@ def test_a_rate_limit_before_the_first_chunk_is_a_real_429_and_a_failed_request(
     assert caught.value.status_code == 429
     assert error["retry_after_seconds"] == 12 and error["retry_after_source"] == "provider_header"
     assert caught.value.response.headers["retry-after"] == "12"
-    record = audit(gateway, tenant, caught.value.response.headers["x-request-id"])
+    record = audit_record(gateway, tenant, caught.value.response.headers["x-request-id"])
     assert record["status"] == "failed" and record["http_status"] == 429
     assert record["cost"] in (None, "0E-9", "0") or Decimal(record["cost"]) == 0
 

@@ -13,12 +13,12 @@ import openai
 import pytest
 
 from domain.routing import ProjectRouting
+from tests.e2e.helpers import gateway_on_shared_upstream
 from tests.support.harness import (
     ADMIN_TOKEN,
     Gateway,
     Tenant,
     custom_model,
-    running_gateway,
 )
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -29,15 +29,12 @@ MANAGED_KEY = "sk-managed-server-key"
 
 @pytest.fixture
 def tenancy_gateway(backend: dict[str, str], upstreams: Any) -> Iterator[Gateway]:
-    (shared_server, _), _ = upstreams
-    with running_gateway(
-        {
-            **backend,
-            "LEDGERGATE_OPENAI_BASE_URL": shared_server.base_url + "/v1",
-            "LEDGERGATE_OPENAI_API_KEY": MANAGED_KEY,
-            "LEDGERGATE_SECRET_KEY": SECRET_KEY,
-            "LEDGERGATE_ACTOR_TOKEN_SECRET": "actor-secret-for-tests",
-        }
+    with gateway_on_shared_upstream(
+        backend,
+        upstreams,
+        managed_key=MANAGED_KEY,
+        secret_key=SECRET_KEY,
+        LEDGERGATE_ACTOR_TOKEN_SECRET="actor-secret-for-tests",
     ) as gateway:
         yield gateway
 
@@ -56,6 +53,12 @@ def own_endpoint(gateway: Gateway, tenant: Tenant, base_url: str, models: list[s
     )  # fmt: skip
     assert response.status_code == 200, response.text
     return response
+
+
+def own_model(gateway: Gateway, tenant: Tenant, model: dict) -> None:
+    """Add `model` (a `custom_model` body) to the project's own catalog."""
+    added = admin_post(gateway, f"/v1/admin/projects/{tenant.project_id}/models", model)
+    assert added.status_code == 200, added.text
 
 
 def charged(raw: Any, input_price: str, output_price: str) -> Decimal:
@@ -84,9 +87,7 @@ def test_two_projects_custom_models_of_one_name_are_each_charged_their_own_price
         (a, "1", "2026-01-01T00:00:00Z"),
         (b, "5000", "2026-01-01T00:00:00Z"),
     ):
-        added = admin_post(gateway, f"/v1/admin/projects/{tenant.project_id}/models",
-                           custom_model("shared-llm", price, price, since))  # fmt: skip
-        assert added.status_code == 200, added.text
+        own_model(gateway, tenant, custom_model("shared-llm", price, price, since))
         own_endpoint(gateway, tenant, private_server.base_url, ["shared-llm"])
     later = admin_post(
         gateway,
@@ -109,9 +110,7 @@ def test_a_project_never_reads_another_projects_private_model_or_price(
     a, b = gateway.tenant(), gateway.tenant()
     for tenant, name, price in ((a, "shared-llm", "1"), (b, "shared-llm", "5000"),
                                 (b, "b-private", "7")):  # fmt: skip
-        added = admin_post(gateway, f"/v1/admin/projects/{tenant.project_id}/models",
-                           custom_model(name, price, price, "2026-01-01T00:00:00Z"))  # fmt: skip
-        assert added.status_code == 200, added.text
+        own_model(gateway, tenant, custom_model(name, price, price, "2026-01-01T00:00:00Z"))
     gateway.settle()
     with gateway.client() as http:
         foreign = http.get("/v1/data/pricing", params={"model": "b-private"}, headers=a.headers())
@@ -209,9 +208,7 @@ def test_every_call_to_a_private_model_reaches_the_projects_endpoint_and_none_th
     gateway = tenancy_gateway
     (_, shared), (private_server, private) = upstreams
     tenant = gateway.tenant()
-    added = admin_post(gateway, f"/v1/admin/projects/{tenant.project_id}/models",
-                       custom_model("onprem-llm", "1", "2", "2026-01-01T00:00:00Z"))  # fmt: skip
-    assert added.status_code == 200, added.text
+    own_model(gateway, tenant, custom_model("onprem-llm", "1", "2", "2026-01-01T00:00:00Z"))
     own_endpoint(gateway, tenant, private_server.base_url, ["onprem-llm"])
     client = gateway.openai(tenant)
     endpoints = set()

@@ -18,7 +18,8 @@ import pytest
 from domain import commands as c
 from domain.account import Account
 from domain.ids import account_id
-from tests.support.harness import ADMIN_TOKEN, Gateway, Tenant, start_gateway
+from tests.e2e.helpers import gateway_on_shared_upstream
+from tests.support.harness import ADMIN_TOKEN, Gateway, Tenant
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 MESSAGES = [{"role": "user", "content": "Is this real?"}]
@@ -28,20 +29,10 @@ BYOK_KEY = "sk-project-own-provider-key-123"
 
 @pytest.fixture
 def test_gateway(backend: dict[str, str], upstreams: Any) -> Iterator[Gateway]:
-    (shared_server, _), _ = upstreams
-    gateway = start_gateway(
-        {
-            **backend,
-            "LEDGERGATE_OPENAI_BASE_URL": shared_server.base_url + "/v1",
-            "LEDGERGATE_OPENAI_API_KEY": "sk-managed",
-            "LEDGERGATE_SECRET_KEY": SECRET_KEY,
-        }
-    )
-    try:
-        gateway.set_price("gpt-4o-mini", "0.15", "0.60")
+    with gateway_on_shared_upstream(
+        backend, upstreams, managed_key="sk-managed", secret_key=SECRET_KEY
+    ) as gateway:
         yield gateway
-    finally:
-        gateway.server.stop()
 
 
 def _test_key(gateway: Gateway, tenant: Tenant, balance: str = "2.00") -> Tenant:

@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from starlette.middleware.base import BaseHTTPMiddleware
 
 from gateway.audit import audit_service
 from gateway.bootstrap import Services, build_services
@@ -71,7 +70,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.add_middleware(
         ProjectConcurrencyMiddleware, inflight=services.inflight, cache=services.cache
     )
-    app.add_middleware(BaseHTTPMiddleware, dispatch=request_id_on_every_response)
+    app.add_middleware(request_id_on_every_response)
     install_error_handlers(app)
 
     app.include_router(openai.router)  # chat, embeddings, models, the leaderboard

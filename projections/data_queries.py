@@ -38,18 +38,17 @@ def pii_decisions(
     params: list[Any] = [project_id]
     time_range(clauses, params, "received_at", since, until, store.instant)
     # The cursor is the page's last (received_at, request_id) as an offset-free key.
-    with store.transaction(write=False) as tx:
-        position = tx.tracked_position("audit")
-        rows, has_more = tx.fetch_page(
-            "SELECT request_id, endpoint, status, received_at, pii_policy_received, "
-            "pii_processed, pii_action, pii_sensitivity, pii_language, pii_entity_counts, "
-            "pii_entities_detected, pii_redactions_applied, pii_latency_ms, pii_blocked, "
-            f"pii_failure_code FROM lg_audit WHERE {' AND '.join(clauses)} "  # noqa: S608
-            "ORDER BY received_at, request_id",
-            params,
-            limit,
-            offset=after,
-        )
+    rows, has_more, position = store.read_page(
+        "audit",
+        "SELECT request_id, endpoint, status, received_at, pii_policy_received, "
+        "pii_processed, pii_action, pii_sensitivity, pii_language, pii_entity_counts, "
+        "pii_entities_detected, pii_redactions_applied, pii_latency_ms, pii_blocked, "
+        f"pii_failure_code FROM lg_audit WHERE {' AND '.join(clauses)} "  # noqa: S608
+        "ORDER BY received_at, request_id",
+        params,
+        limit,
+        offset=after,
+    )
     data = []
     for row in rows:
         record = dict(row)

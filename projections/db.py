@@ -260,6 +260,16 @@ class ReadStore:
         finally:
             sqlite_cursor.close()
 
+    def read_page(
+        self, view: str, sql: str, params: Sequence[Any], limit: int, *, offset: int | None = None
+    ) -> tuple[list[dict[str, Any]], bool, int]:
+        """A page of `sql` (`Tx.fetch_page`), whether more follow, and the position `view`
+        had applied, read before the page so the page reflects at least that position."""
+        with self.transaction(write=False) as tx:
+            position = tx.tracked_position(view)
+            rows, has_more = tx.fetch_page(sql, params, limit, offset=offset)
+        return rows, has_more, position
+
     def dedicated_connection(self) -> Any:
         """A PostgreSQL connection of its own (autocommit, same schema), outside the pool:
         for session state that must live exactly as long as one holder, such as the Kafka

@@ -281,6 +281,9 @@ class LedgerEntryFilters(TypedDict, total=False):
     until: datetime | None
 
 
+_EQUAL_FILTERS = ("project_id", "provider", "entry_type")  # the LedgerEntryFilters on a column
+
+
 def ledger_entries_query(
     store: ReadStore,
     *,
@@ -295,15 +298,7 @@ def ledger_entries_query(
         raise ValueError(f"not ledger-entries columns: {', '.join(unknown)}")
     clauses: list[str] = []
     params: list[Any] = []
-    equal_filters(
-        clauses,
-        params,
-        (
-            ("project_id", filters.get("project_id")),
-            ("provider", filters.get("provider")),
-            ("entry_type", filters.get("entry_type")),
-        ),
-    )
+    equal_filters(clauses, params, ((column, filters.get(column)) for column in _EQUAL_FILTERS))
     for operator, moment in (
         (">=", filters.get("since")),
         ("<", filters.get("before")),
@@ -442,14 +437,13 @@ def list_reconciliations(
     params: list[Any] = []
     equal_filters(clauses, params, (("provider", provider), ("month", month)))
     where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
-    with store.transaction(write=False) as tx:
-        position = tx.tracked_position("reconciliations")
-        rows, has_more = tx.fetch_page(
-            f"SELECT * FROM lg_reconciliations {where} "  # noqa: S608
-            "ORDER BY recorded_at DESC, reconciliation_id DESC",
-            params,
-            limit,
-        )
+    rows, has_more, position = store.read_page(
+        ReconciliationsView.name,
+        f"SELECT * FROM lg_reconciliations {where} "  # noqa: S608
+        "ORDER BY recorded_at DESC, reconciliation_id DESC",
+        params,
+        limit,
+    )
     return {
         "object": "list",
         "data": [_reconciliation_record(row, with_lines=with_lines) for row in rows],

@@ -139,10 +139,6 @@ def _record(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _tracked(tx: Tx) -> int:
-    return tx.tracked_position("project_events")
-
-
 def list_project_events(
     store: ReadStore,
     *,
@@ -161,14 +157,13 @@ def list_project_events(
     if types:
         clauses.append(f"event_type IN ({placeholders(len(types))})")
         params.extend(types)
-    with store.transaction(write=False) as tx:
-        position = _tracked(tx)
-        rows, has_more = tx.fetch_page(
-            f"SELECT * FROM lg_project_events WHERE {' AND '.join(clauses)} "  # noqa: S608
-            "ORDER BY position",
-            params,
-            limit,
-        )
+    rows, has_more, position = store.read_page(
+        ProjectEventsView.name,
+        f"SELECT * FROM lg_project_events WHERE {' AND '.join(clauses)} "  # noqa: S608
+        "ORDER BY position",
+        params,
+        limit,
+    )
     records = [_record(row) for row in rows]
     return {
         "data": records,

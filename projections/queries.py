@@ -192,14 +192,13 @@ def list_audit(
         moment = store.instant(datetime.fromisoformat(received_at))
         params.extend([moment, moment, request_id])
     where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
-    with store.transaction(write=False) as tx:
-        position = tx.tracked_position("audit")
-        rows, has_more = tx.fetch_page(
-            f"SELECT * FROM lg_audit {where} "  # noqa: S608 - columns and order are constants
-            f"ORDER BY received_at {order.upper()}, request_id {order.upper()}",
-            params,
-            limit,
-        )
+    rows, has_more, position = store.read_page(
+        "audit",
+        f"SELECT * FROM lg_audit {where} "  # noqa: S608 - columns and order are constants
+        f"ORDER BY received_at {order.upper()}, request_id {order.upper()}",
+        params,
+        limit,
+    )
     records = [audit_record(row) for row in rows]
     next_cursor = None
     if has_more and records:

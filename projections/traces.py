@@ -382,14 +382,13 @@ def list_traces(
     elif status is not None:
         clauses.append("status = %s")
         params.append(status)
-    with store.transaction(write=False) as tx:
-        position = _tracked(tx)
-        page, has_more = tx.fetch_page(
-            f"SELECT * FROM lg_traces WHERE {' AND '.join(clauses)} "  # noqa: S608
-            "ORDER BY opened_position",
-            params,
-            limit,
-        )
+    page, has_more, position = store.read_page(
+        TraceSpansView.name,
+        f"SELECT * FROM lg_traces WHERE {' AND '.join(clauses)} "  # noqa: S608
+        "ORDER BY opened_position",
+        params,
+        limit,
+    )
     return {
         "object": "list",
         "data": [_trace_record(row, now) for row in page],

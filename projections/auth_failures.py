@@ -111,9 +111,8 @@ def list_auth_failures(
             f"error_message, position FROM lg_auth_failures WHERE {' AND '.join(clauses)} "
             "ORDER BY position DESC"
         )
-    with store.transaction(write=False) as tx:
-        rows, more = tx.fetch_page(sql, params, limit, offset=offset)
-        position = tx.tracked_position("auth_failures")
+    # The position first, then the page: the page reflects at least what as_of_position says.
+    rows, more, position = store.read_page("auth_failures", sql, params, limit, offset=offset)
     data = []
     for row in rows:
         item = dict(row)

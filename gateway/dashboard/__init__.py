@@ -22,9 +22,10 @@ from fastapi.responses import Response
 from domain.ids import new_request_id
 from domain.project import Project
 from gateway.bootstrap import Services
-from gateway.errors import GatewayError, as_gateway_error, error_response
+from gateway.errors import GatewayError, error_response
 from gateway.read_scope import require_admin
 from gateway.responses import JsonResponse
+from projections.db import page_limit
 
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none'; "
@@ -112,21 +113,19 @@ def install_dashboard(app: FastAPI, services: Services) -> None:
 
     @app.get("/v1/admin/projects")
     async def admin_projects(request: Request) -> Response:
+        # An error is answered by the app's one handler (gateway/http/handlers.py).
+        require_admin(services.settings.admin_token, request.headers.get("authorization"))
+        params = request.query_params
         try:
-            require_admin(services.settings.admin_token, request.headers.get("authorization"))
-            params = request.query_params
-            try:
-                after = int(params.get("after", "0"))
-                limit = int(params.get("limit", PROJECTS_PAGE_MAX))
-            except ValueError:
-                raise GatewayError(
-                    "invalid_request", "after and limit must be integers", param="after"
-                ) from None
-            limit = max(1, min(limit, PROJECTS_PAGE_MAX))
-            result = await anyio.to_thread.run_sync(list_projects, services, max(after, 0), limit)
-            return JsonResponse(result)
-        except Exception as error:
-            return error_response(as_gateway_error(error), new_request_id())
+            after = int(params.get("after", "0"))
+            limit = int(params.get("limit", PROJECTS_PAGE_MAX))
+        except ValueError:
+            raise GatewayError(
+                "invalid_request", "after and limit must be integers", param="after"
+            ) from None
+        limit = page_limit(limit, PROJECTS_PAGE_MAX)
+        result = await anyio.to_thread.run_sync(list_projects, services, max(after, 0), limit)
+        return JsonResponse(result)
 
 
 __all__ = ["CONTENT_SECURITY_POLICY", "install_dashboard", "list_projects"]

@@ -23,12 +23,12 @@ from gateway.providers.common import (
     as_int,
     completion_body,
     content_text,
-    dumps_text,
     function_tools,
     max_output_tokens,
     native_params,
     new_completion_id,
     open_sse,
+    openai_tool_call,
     post_json,
     reject_json_mode,
     reject_unsupported,
@@ -197,20 +197,13 @@ def from_anthropic(
             texts.append(str(block.get("text") or ""))
         elif block.get("type") == "tool_use":
             tool_calls.append(
-                {
-                    "id": block.get("id"),
-                    "type": "function",
-                    "function": {
-                        "name": block.get("name"),
-                        "arguments": dumps_text(block.get("input") or {}),
-                    },
-                }
+                openai_tool_call(block.get("id"), block.get("name"), block.get("input"))
             )
     finish = FINISH_REASONS.get(str(data.get("stop_reason")), "stop")
     body = completion_body(
         completion_id=new_completion_id(),
         model=model,
-        content="".join(texts) if texts or not tool_calls else None,
+        texts=texts,
         tool_calls=tool_calls,
         finish_reason=finish,
         usage=usage,
@@ -282,18 +275,7 @@ class AnthropicChatStream(TranslatingStream, ChatStream):
                 if block.get("type") == "tool_use":
                     index = len(tool_index_of_block)
                     tool_index_of_block[payload["index"]] = index
-                    yield self.chunk(
-                        {
-                            "tool_calls": [
-                                {
-                                    "index": index,
-                                    "id": block.get("id"),
-                                    "type": "function",
-                                    "function": {"name": block.get("name"), "arguments": ""},
-                                }
-                            ]
-                        }
-                    )
+                    yield self.tool_call_start(index, block.get("id"), block.get("name"))
                 elif block.get("type") == "text" and block.get("text"):
                     yield self.chunk({"content": block["text"]})
             elif kind == "content_block_delta":
@@ -302,16 +284,7 @@ class AnthropicChatStream(TranslatingStream, ChatStream):
                     yield self.chunk({"content": delta.get("text", "")})
                 elif delta.get("type") == "input_json_delta":
                     index = tool_index_of_block[payload["index"]]
-                    yield self.chunk(
-                        {
-                            "tool_calls": [
-                                {
-                                    "index": index,
-                                    "function": {"arguments": delta.get("partial_json", "")},
-                                }
-                            ]
-                        }
-                    )
+                    yield self.tool_call_arguments(index, delta.get("partial_json", ""))
             elif kind == "message_delta":
                 delta = payload.get("delta") or {}
                 if delta.get("stop_reason"):

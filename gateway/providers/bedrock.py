@@ -33,11 +33,11 @@ from gateway.providers.common import (
     as_int,
     completion_body,
     content_text,
-    dumps_text,
     function_tools,
     native_params,
     new_completion_id,
     open_stream,
+    openai_tool_call,
     reject_json_mode,
     reject_unsupported,
     stop_list,
@@ -228,20 +228,11 @@ def from_converse(data: Any, model: str, provider: str = "bedrock") -> tuple[dic
             texts.append(str(block["text"]))
         elif "toolUse" in block:
             use = block["toolUse"]
-            calls.append(
-                {
-                    "id": use.get("toolUseId"),
-                    "type": "function",
-                    "function": {
-                        "name": use.get("name"),
-                        "arguments": dumps_text(use.get("input") or {}),
-                    },
-                }
-            )
+            calls.append(openai_tool_call(use.get("toolUseId"), use.get("name"), use.get("input")))
     body = completion_body(
         completion_id=new_completion_id(),
         model=model,
-        content="".join(texts) if texts or not calls else None,
+        texts=texts,
         tool_calls=calls,
         finish_reason=FINISH_REASONS.get(str(data.get("stopReason")), "stop"),
         usage=usage,
@@ -426,36 +417,15 @@ class ConverseChatStream(TranslatingStream, ChatStream):
                         index = len(tool_index_of_block)
                         tool_index_of_block[as_int(payload.get("contentBlockIndex"))] = index
                         use = start["toolUse"]
-                        yield self.chunk(
-                            {
-                                "tool_calls": [
-                                    {
-                                        "index": index,
-                                        "id": use.get("toolUseId"),
-                                        "type": "function",
-                                        "function": {"name": use.get("name"), "arguments": ""},
-                                    }
-                                ]
-                            }
-                        )
+                        yield self.tool_call_start(index, use.get("toolUseId"), use.get("name"))
                 elif event_type == "contentBlockDelta":
                     delta = payload["delta"]
                     if "text" in delta:
                         yield self.chunk({"content": delta["text"]})
                     elif "toolUse" in delta:
                         index = tool_index_of_block[as_int(payload.get("contentBlockIndex"))]
-                        yield self.chunk(
-                            {
-                                "tool_calls": [
-                                    {
-                                        "index": index,
-                                        "function": {
-                                            "arguments": delta["toolUse"].get("input", "")
-                                        },
-                                    }
-                                ]
-                            }
-                        )
+                        arguments = delta["toolUse"].get("input", "")
+                        yield self.tool_call_arguments(index, arguments)
                 elif event_type == "messageStop":
                     stop_reason = str(payload.get("stopReason") or "end_turn")
                 elif event_type == "metadata":

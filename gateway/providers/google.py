@@ -28,13 +28,13 @@ from gateway.providers.common import (
     TranslatingStream,
     as_int,
     content_text,
-    dumps_text,
     function_tools,
     native_params,
     new_completion_id,
     new_tool_call_id,
     one_per_input,
     open_sse,
+    openai_tool_call,
     post_json,
     reject_unsupported,
     stop_list,
@@ -251,16 +251,8 @@ def _candidate_output(candidate: dict[str, Any]) -> tuple[str, list[dict[str, An
             texts.append(str(part["text"]))
         elif "functionCall" in part:
             call = part["functionCall"]
-            calls.append(
-                {
-                    "id": call.get("id") or new_tool_call_id(),
-                    "type": "function",
-                    "function": {
-                        "name": call.get("name"),
-                        "arguments": dumps_text(call.get("args") or {}),
-                    },
-                }
-            )
+            call_id = call.get("id") or new_tool_call_id()
+            calls.append(openai_tool_call(call_id, call.get("name"), call.get("args")))
     return "".join(texts), calls
 
 

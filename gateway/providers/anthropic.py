@@ -36,6 +36,7 @@ from gateway.providers.common import (
     tool_parameters,
     translate,
     truncated,
+    usage_beside_cache,
 )
 from gateway.providers.documents import DocumentPart
 from gateway.providers.errors import error_from_status, malformed
@@ -169,14 +170,11 @@ def to_anthropic(
 def usage_from_anthropic(raw: Any) -> Usage | None:
     if not isinstance(raw, dict):
         return None
-    cache_read = as_int(raw.get("cache_read_input_tokens"))
-    cache_write = as_int(raw.get("cache_creation_input_tokens"))
-    # Anthropic's input_tokens excludes cache reads and writes; OpenAI's prompt_tokens includes
-    # cached tokens, so add them back and report the reads as cached_tokens.
-    return Usage(
-        prompt_tokens=as_int(raw.get("input_tokens")) + cache_read + cache_write,
-        completion_tokens=as_int(raw.get("output_tokens")),
-        cached_tokens=cache_read,
+    return usage_beside_cache(
+        raw.get("input_tokens"),
+        raw.get("output_tokens"),
+        raw.get("cache_read_input_tokens"),
+        raw.get("cache_creation_input_tokens"),
     )
 
 

@@ -45,6 +45,7 @@ from gateway.providers.common import (
     translate,
     truncated,
     unsupported,
+    usage_beside_cache,
 )
 from gateway.providers.errors import error_from_status, malformed
 from gateway.providers.eventstream import EventStreamDecoder
@@ -202,12 +203,11 @@ def to_converse(body: dict[str, Any], provider: str = "bedrock") -> dict[str, An
 def usage_from_converse(raw: Any) -> Usage | None:
     if not isinstance(raw, dict) or "inputTokens" not in raw:
         return None
-    cache_read = as_int(raw.get("cacheReadInputTokens"))
-    cache_write = as_int(raw.get("cacheWriteInputTokens"))
-    return Usage(
-        prompt_tokens=as_int(raw.get("inputTokens")) + cache_read + cache_write,
-        completion_tokens=as_int(raw.get("outputTokens")),
-        cached_tokens=cache_read,
+    return usage_beside_cache(
+        raw.get("inputTokens"),
+        raw.get("outputTokens"),
+        raw.get("cacheReadInputTokens"),
+        raw.get("cacheWriteInputTokens"),
     )
 
 

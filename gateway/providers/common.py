@@ -282,6 +282,18 @@ def as_int(value: Any) -> int:
         return 0
 
 
+def usage_beside_cache(input_tokens: Any, output_tokens: Any, reads: Any, writes: Any) -> Usage:
+    """Usage from an API whose input count excludes cache reads and writes (Anthropic's, and
+    Bedrock Converse's): OpenAI's prompt_tokens includes cached tokens, so both are added back
+    and the reads are reported as cached_tokens."""
+    cache_read = as_int(reads)
+    return Usage(
+        prompt_tokens=as_int(input_tokens) + cache_read + as_int(writes),
+        completion_tokens=as_int(output_tokens),
+        cached_tokens=cache_read,
+    )
+
+
 class TranslatingStream:
     """Base of the native adapters' ChatStreams: subclasses implement `_translate()` (yield
     OpenAI chunk dicts from the provider's events); this wrapper turns every way a stream can

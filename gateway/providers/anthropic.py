@@ -92,6 +92,14 @@ def _document(document: DocumentPart) -> dict[str, Any]:
     }
 
 
+def _tool_use(call_id: Any, name: Any, arguments: Any) -> dict[str, Any]:
+    return {"type": "tool_use", "id": call_id, "name": name, "input": arguments}
+
+
+def _tool_result(provider: str, call_id: Any, name: str | None, content: Any) -> dict[str, Any]:
+    return {"type": "tool_result", "tool_use_id": call_id, "content": content_text(content)}
+
+
 SPELLING = Spelling(
     text=lambda text: {"type": "text", "text": text},
     inline_image=lambda _, media_type, data: {
@@ -100,15 +108,9 @@ SPELLING = Spelling(
     },
     remote_image=lambda _, url: {"type": "image", "source": {"type": "url", "url": url}},
     document=_document,
+    tool_call=_tool_use,
+    tool_result=_tool_result,
 )
-
-
-def _tool_use(call_id: Any, name: Any, arguments: Any) -> dict[str, Any]:
-    return {"type": "tool_use", "id": call_id, "name": name, "input": arguments}
-
-
-def _tool_result(call_id: Any, content: Any) -> dict[str, Any]:
-    return {"type": "tool_result", "tool_use_id": call_id, "content": content_text(content)}
 
 
 def to_anthropic(
@@ -117,13 +119,7 @@ def to_anthropic(
     reject_unsupported(provider, body, UNSUPPORTED_PARAMS)
     reject_json_mode(provider, body, "no JSON mode on the Messages API")
     # The Messages API wants user/assistant alternation.
-    system_parts, messages = alternating_turns(
-        provider,
-        body.get("messages"),
-        SPELLING,
-        tool_call=_tool_use,
-        tool_result=_tool_result,
-    )
+    system_parts, messages = alternating_turns(provider, body.get("messages"), SPELLING)
 
     native: dict[str, Any] = {
         "model": upstream_model,

@@ -125,6 +125,14 @@ def _remote_image(provider: str, url: str) -> dict[str, Any]:
     raise unsupported(provider, "messages", "Bedrock takes inline images only (data: URLs)")
 
 
+def _tool_use(call_id: Any, name: Any, arguments: Any) -> dict[str, Any]:
+    return {"toolUse": {"toolUseId": call_id, "name": name, "input": arguments}}
+
+
+def _tool_result(provider: str, call_id: Any, name: str | None, content: Any) -> dict[str, Any]:
+    return {"toolResult": {"toolUseId": call_id, "content": [{"text": content_text(content)}]}}
+
+
 SPELLING = Spelling(
     text=lambda text: {"text": text},
     inline_image=_inline_image,
@@ -136,27 +144,15 @@ SPELLING = Spelling(
             "source": {"bytes": document.data_base64},
         }
     },
+    tool_call=_tool_use,
+    tool_result=_tool_result,
 )
-
-
-def _tool_use(call_id: Any, name: Any, arguments: Any) -> dict[str, Any]:
-    return {"toolUse": {"toolUseId": call_id, "name": name, "input": arguments}}
-
-
-def _tool_result(call_id: Any, content: Any) -> dict[str, Any]:
-    return {"toolResult": {"toolUseId": call_id, "content": [{"text": content_text(content)}]}}
 
 
 def to_converse(body: dict[str, Any], provider: str = "bedrock") -> dict[str, Any]:
     reject_unsupported(provider, body, UNSUPPORTED_PARAMS)
     reject_json_mode(provider, body, "Converse has no JSON mode")
-    system_texts, messages = alternating_turns(
-        provider,
-        body.get("messages"),
-        SPELLING,
-        tool_call=_tool_use,
-        tool_result=_tool_result,
-    )
+    system_texts, messages = alternating_turns(provider, body.get("messages"), SPELLING)
     system = [{"text": text} for text in system_texts if text]
     native: dict[str, Any] = {"messages": messages}
     if system:

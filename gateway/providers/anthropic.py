@@ -23,12 +23,12 @@ from gateway.providers.common import (
     as_int,
     completion_body,
     content_text,
-    dumps_text,
     function_tools,
     max_output_tokens,
     native_params,
     new_completion_id,
     open_sse,
+    openai_tool_call,
     post_json,
     reject_json_mode,
     reject_unsupported,
@@ -36,6 +36,7 @@ from gateway.providers.common import (
     tool_parameters,
     translate,
     truncated,
+    usage_beside_cache,
 )
 from gateway.providers.documents import DocumentPart
 from gateway.providers.errors import error_from_status, malformed
@@ -91,6 +92,14 @@ def _document(document: DocumentPart) -> dict[str, Any]:
     }
 
 
+def _tool_use(call_id: Any, name: Any, arguments: Any) -> dict[str, Any]:
+    return {"type": "tool_use", "id": call_id, "name": name, "input": arguments}
+
+
+def _tool_result(provider: str, call_id: Any, name: str | None, content: Any) -> dict[str, Any]:
+    return {"type": "tool_result", "tool_use_id": call_id, "content": content_text(content)}
+
+
 SPELLING = Spelling(
     text=lambda text: {"type": "text", "text": text},
     inline_image=lambda _, media_type, data: {
@@ -99,15 +108,9 @@ SPELLING = Spelling(
     },
     remote_image=lambda _, url: {"type": "image", "source": {"type": "url", "url": url}},
     document=_document,
+    tool_call=_tool_use,
+    tool_result=_tool_result,
 )
-
-
-def _tool_use(call_id: Any, name: Any, arguments: Any) -> dict[str, Any]:
-    return {"type": "tool_use", "id": call_id, "name": name, "input": arguments}
-
-
-def _tool_result(call_id: Any, content: Any) -> dict[str, Any]:
-    return {"type": "tool_result", "tool_use_id": call_id, "content": content_text(content)}
 
 
 def to_anthropic(
@@ -116,13 +119,7 @@ def to_anthropic(
     reject_unsupported(provider, body, UNSUPPORTED_PARAMS)
     reject_json_mode(provider, body, "no JSON mode on the Messages API")
     # The Messages API wants user/assistant alternation.
-    system_parts, messages = alternating_turns(
-        provider,
-        body.get("messages"),
-        SPELLING,
-        tool_call=_tool_use,
-        tool_result=_tool_result,
-    )
+    system_parts, messages = alternating_turns(provider, body.get("messages"), SPELLING)
 
     native: dict[str, Any] = {
         "model": upstream_model,
@@ -169,14 +166,11 @@ def to_anthropic(
 def usage_from_anthropic(raw: Any) -> Usage | None:
     if not isinstance(raw, dict):
         return None
-    cache_read = as_int(raw.get("cache_read_input_tokens"))
-    cache_write = as_int(raw.get("cache_creation_input_tokens"))
-    # Anthropic's input_tokens excludes cache reads and writes; OpenAI's prompt_tokens includes
-    # cached tokens, so add them back and report the reads as cached_tokens.
-    return Usage(
-        prompt_tokens=as_int(raw.get("input_tokens")) + cache_read + cache_write,
-        completion_tokens=as_int(raw.get("output_tokens")),
-        cached_tokens=cache_read,
+    return usage_beside_cache(
+        raw.get("input_tokens"),
+        raw.get("output_tokens"),
+        raw.get("cache_read_input_tokens"),
+        raw.get("cache_creation_input_tokens"),
     )
 
 
@@ -197,20 +191,13 @@ def from_anthropic(
             texts.append(str(block.get("text") or ""))
         elif block.get("type") == "tool_use":
             tool_calls.append(
-                {
-                    "id": block.get("id"),
-                    "type": "function",
-                    "function": {
-                        "name": block.get("name"),
-                        "arguments": dumps_text(block.get("input") or {}),
-                    },
-                }
+                openai_tool_call(block.get("id"), block.get("name"), block.get("input"))
             )
     finish = FINISH_REASONS.get(str(data.get("stop_reason")), "stop")
     body = completion_body(
         completion_id=new_completion_id(),
         model=model,
-        content="".join(texts) if texts or not tool_calls else None,
+        texts=texts,
         tool_calls=tool_calls,
         finish_reason=finish,
         usage=usage,
@@ -282,18 +269,7 @@ class AnthropicChatStream(TranslatingStream, ChatStream):
                 if block.get("type") == "tool_use":
                     index = len(tool_index_of_block)
                     tool_index_of_block[payload["index"]] = index
-                    yield self.chunk(
-                        {
-                            "tool_calls": [
-                                {
-                                    "index": index,
-                                    "id": block.get("id"),
-                                    "type": "function",
-                                    "function": {"name": block.get("name"), "arguments": ""},
-                                }
-                            ]
-                        }
-                    )
+                    yield self.tool_call_start(index, block.get("id"), block.get("name"))
                 elif block.get("type") == "text" and block.get("text"):
                     yield self.chunk({"content": block["text"]})
             elif kind == "content_block_delta":
@@ -302,16 +278,7 @@ class AnthropicChatStream(TranslatingStream, ChatStream):
                     yield self.chunk({"content": delta.get("text", "")})
                 elif delta.get("type") == "input_json_delta":
                     index = tool_index_of_block[payload["index"]]
-                    yield self.chunk(
-                        {
-                            "tool_calls": [
-                                {
-                                    "index": index,
-                                    "function": {"arguments": delta.get("partial_json", "")},
-                                }
-                            ]
-                        }
-                    )
+                    yield self.tool_call_arguments(index, delta.get("partial_json", ""))
             elif kind == "message_delta":
                 delta = payload.get("delta") or {}
                 if delta.get("stop_reason"):

@@ -33,11 +33,11 @@ from gateway.providers.common import (
     as_int,
     completion_body,
     content_text,
-    dumps_text,
     function_tools,
     native_params,
     new_completion_id,
     open_stream,
+    openai_tool_call,
     reject_json_mode,
     reject_unsupported,
     stop_list,
@@ -45,6 +45,7 @@ from gateway.providers.common import (
     translate,
     truncated,
     unsupported,
+    usage_beside_cache,
 )
 from gateway.providers.errors import error_from_status, malformed
 from gateway.providers.eventstream import EventStreamDecoder
@@ -124,6 +125,14 @@ def _remote_image(provider: str, url: str) -> dict[str, Any]:
     raise unsupported(provider, "messages", "Bedrock takes inline images only (data: URLs)")
 
 
+def _tool_use(call_id: Any, name: Any, arguments: Any) -> dict[str, Any]:
+    return {"toolUse": {"toolUseId": call_id, "name": name, "input": arguments}}
+
+
+def _tool_result(provider: str, call_id: Any, name: str | None, content: Any) -> dict[str, Any]:
+    return {"toolResult": {"toolUseId": call_id, "content": [{"text": content_text(content)}]}}
+
+
 SPELLING = Spelling(
     text=lambda text: {"text": text},
     inline_image=_inline_image,
@@ -135,27 +144,15 @@ SPELLING = Spelling(
             "source": {"bytes": document.data_base64},
         }
     },
+    tool_call=_tool_use,
+    tool_result=_tool_result,
 )
-
-
-def _tool_use(call_id: Any, name: Any, arguments: Any) -> dict[str, Any]:
-    return {"toolUse": {"toolUseId": call_id, "name": name, "input": arguments}}
-
-
-def _tool_result(call_id: Any, content: Any) -> dict[str, Any]:
-    return {"toolResult": {"toolUseId": call_id, "content": [{"text": content_text(content)}]}}
 
 
 def to_converse(body: dict[str, Any], provider: str = "bedrock") -> dict[str, Any]:
     reject_unsupported(provider, body, UNSUPPORTED_PARAMS)
     reject_json_mode(provider, body, "Converse has no JSON mode")
-    system_texts, messages = alternating_turns(
-        provider,
-        body.get("messages"),
-        SPELLING,
-        tool_call=_tool_use,
-        tool_result=_tool_result,
-    )
+    system_texts, messages = alternating_turns(provider, body.get("messages"), SPELLING)
     system = [{"text": text} for text in system_texts if text]
     native: dict[str, Any] = {"messages": messages}
     if system:
@@ -202,12 +199,11 @@ def to_converse(body: dict[str, Any], provider: str = "bedrock") -> dict[str, An
 def usage_from_converse(raw: Any) -> Usage | None:
     if not isinstance(raw, dict) or "inputTokens" not in raw:
         return None
-    cache_read = as_int(raw.get("cacheReadInputTokens"))
-    cache_write = as_int(raw.get("cacheWriteInputTokens"))
-    return Usage(
-        prompt_tokens=as_int(raw.get("inputTokens")) + cache_read + cache_write,
-        completion_tokens=as_int(raw.get("outputTokens")),
-        cached_tokens=cache_read,
+    return usage_beside_cache(
+        raw.get("inputTokens"),
+        raw.get("outputTokens"),
+        raw.get("cacheReadInputTokens"),
+        raw.get("cacheWriteInputTokens"),
     )
 
 
@@ -228,20 +224,11 @@ def from_converse(data: Any, model: str, provider: str = "bedrock") -> tuple[dic
             texts.append(str(block["text"]))
         elif "toolUse" in block:
             use = block["toolUse"]
-            calls.append(
-                {
-                    "id": use.get("toolUseId"),
-                    "type": "function",
-                    "function": {
-                        "name": use.get("name"),
-                        "arguments": dumps_text(use.get("input") or {}),
-                    },
-                }
-            )
+            calls.append(openai_tool_call(use.get("toolUseId"), use.get("name"), use.get("input")))
     body = completion_body(
         completion_id=new_completion_id(),
         model=model,
-        content="".join(texts) if texts or not calls else None,
+        texts=texts,
         tool_calls=calls,
         finish_reason=FINISH_REASONS.get(str(data.get("stopReason")), "stop"),
         usage=usage,
@@ -426,36 +413,15 @@ class ConverseChatStream(TranslatingStream, ChatStream):
                         index = len(tool_index_of_block)
                         tool_index_of_block[as_int(payload.get("contentBlockIndex"))] = index
                         use = start["toolUse"]
-                        yield self.chunk(
-                            {
-                                "tool_calls": [
-                                    {
-                                        "index": index,
-                                        "id": use.get("toolUseId"),
-                                        "type": "function",
-                                        "function": {"name": use.get("name"), "arguments": ""},
-                                    }
-                                ]
-                            }
-                        )
+                        yield self.tool_call_start(index, use.get("toolUseId"), use.get("name"))
                 elif event_type == "contentBlockDelta":
                     delta = payload["delta"]
                     if "text" in delta:
                         yield self.chunk({"content": delta["text"]})
                     elif "toolUse" in delta:
                         index = tool_index_of_block[as_int(payload.get("contentBlockIndex"))]
-                        yield self.chunk(
-                            {
-                                "tool_calls": [
-                                    {
-                                        "index": index,
-                                        "function": {
-                                            "arguments": delta["toolUse"].get("input", "")
-                                        },
-                                    }
-                                ]
-                            }
-                        )
+                        arguments = delta["toolUse"].get("input", "")
+                        yield self.tool_call_arguments(index, arguments)
                 elif event_type == "messageStop":
                     stop_reason = str(payload.get("stopReason") or "end_turn")
                 elif event_type == "metadata":

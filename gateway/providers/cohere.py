@@ -223,7 +223,7 @@ def from_cohere(data: Any, model: str, provider: str = "cohere") -> tuple[dict[s
     body = completion_body(
         completion_id=new_completion_id(),
         model=model,
-        content="".join(texts) if texts or not calls else None,
+        texts=texts,
         tool_calls=calls,
         finish_reason=FINISH_REASONS.get(finish_raw, "stop"),
         usage=usage,
@@ -314,29 +314,15 @@ class CohereChatStream(TranslatingStream, ChatStream):
                 index = len(tool_index_of_block)
                 tool_index_of_block[as_int(payload.get("index"))] = index
                 function = call.get("function") or {}
-                yield self.chunk(
-                    {
-                        "tool_calls": [
-                            {
-                                "index": index,
-                                "id": call.get("id"),
-                                "type": "function",
-                                "function": {
-                                    "name": function.get("name"),
-                                    "arguments": function.get("arguments") or "",
-                                },
-                            }
-                        ]
-                    }
+                yield self.tool_call_start(
+                    index, call.get("id"), function.get("name"), function.get("arguments") or ""
                 )
             elif kind == "tool-call-delta":
                 index = tool_index_of_block[as_int(payload.get("index"))]
                 arguments = payload["delta"]["message"]["tool_calls"]["function"].get(
                     "arguments", ""
                 )
-                yield self.chunk(
-                    {"tool_calls": [{"index": index, "function": {"arguments": arguments}}]}
-                )
+                yield self.tool_call_arguments(index, arguments)
             elif kind == "message-end":
                 delta = payload.get("delta") or {}
                 finish_raw = str(delta.get("finish_reason"))

@@ -149,12 +149,15 @@ def completion_body(
     *,
     completion_id: str,
     model: str,
-    content: str | None,
+    texts: list[str],
     tool_calls: list[dict[str, Any]],
     finish_reason: str,
     usage: Usage,
     created: int | None = None,
 ) -> dict[str, Any]:
+    """A chat.completion of one choice: the texts joined as its content, which is null only
+    for an answer that is tool calls and no text."""
+    content = "".join(texts) if texts or not tool_calls else None
     message: dict[str, Any] = {"role": "assistant", "content": content, "refusal": None}
     if tool_calls:
         message["tool_calls"] = tool_calls
@@ -167,6 +170,15 @@ def completion_body(
             {"index": 0, "message": message, "finish_reason": finish_reason, "logprobs": None}
         ],
         "usage": usage.as_openai(),
+    }
+
+
+def openai_tool_call(call_id: Any, name: Any, arguments: Any) -> dict[str, Any]:
+    """A provider's tool call (arguments as an object) as OpenAI's: arguments as JSON text."""
+    return {
+        "id": call_id,
+        "type": "function",
+        "function": {"name": name, "arguments": dumps_text(arguments or {})},
     }
 
 
@@ -270,6 +282,18 @@ def as_int(value: Any) -> int:
         return 0
 
 
+def usage_beside_cache(input_tokens: Any, output_tokens: Any, reads: Any, writes: Any) -> Usage:
+    """Usage from an API whose input count excludes cache reads and writes (Anthropic's, and
+    Bedrock Converse's): OpenAI's prompt_tokens includes cached tokens, so both are added back
+    and the reads are reported as cached_tokens."""
+    cache_read = as_int(reads)
+    return Usage(
+        prompt_tokens=as_int(input_tokens) + cache_read + as_int(writes),
+        completion_tokens=as_int(output_tokens),
+        cached_tokens=cache_read,
+    )
+
+
 class TranslatingStream:
     """Base of the native adapters' ChatStreams: subclasses implement `_translate()` (yield
     OpenAI chunk dicts from the provider's events); this wrapper turns every way a stream can
@@ -289,6 +313,18 @@ class TranslatingStream:
 
     def chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
         return chunk(self.completion_id, self.model, self.created, delta, finish_reason)
+
+    def tool_call_start(
+        self, index: int, call_id: Any, name: Any, arguments: str = ""
+    ) -> dict[str, Any]:
+        """The chunk that opens tool call `index`: its id and name, and any first arguments."""
+        function = {"name": name, "arguments": arguments}
+        call = {"index": index, "id": call_id, "type": "function", "function": function}
+        return self.chunk({"tool_calls": [call]})
+
+    def tool_call_arguments(self, index: int, arguments: str) -> dict[str, Any]:
+        """The chunk that carries the next piece of tool call `index`'s arguments."""
+        return self.chunk({"tool_calls": [{"index": index, "function": {"arguments": arguments}}]})
 
     def __aiter__(self) -> Any:
         return self._guarded()

@@ -28,13 +28,13 @@ from gateway.providers.common import (
     TranslatingStream,
     as_int,
     content_text,
-    dumps_text,
     function_tools,
     native_params,
     new_completion_id,
     new_tool_call_id,
     one_per_input,
     open_sse,
+    openai_tool_call,
     post_json,
     reject_unsupported,
     stop_list,
@@ -93,17 +93,7 @@ def _remote_image(provider: str, url: str) -> dict[str, Any]:
     return {"fileData": {"fileUri": url, "mimeType": guessed}}
 
 
-SPELLING = Spelling(
-    text=lambda text: {"text": text},
-    inline_image=lambda _, media_type, data: {"inlineData": {"mimeType": media_type, "data": data}},
-    remote_image=_remote_image,
-    document=lambda document: {
-        "inlineData": {"mimeType": document.media_type, "data": document.data_base64}
-    },
-)
-
-
-def _function_response(text: str) -> dict[str, Any]:
+def _response_object(text: str) -> dict[str, Any]:
     # functionResponse.response must be an object; wrap anything else.
     try:
         parsed = orjson.loads(text) if text else {}
@@ -112,35 +102,41 @@ def _function_response(text: str) -> dict[str, Any]:
     return parsed if isinstance(parsed, dict) else {"result": parsed}
 
 
+def _function_call(call_id: Any, name: Any, arguments: Any) -> dict[str, Any]:
+    return {"functionCall": {"id": call_id, "name": name, "args": arguments}}
+
+
+def _function_response(
+    provider: str, call_id: Any, name: str | None, content: Any
+) -> dict[str, Any]:
+    # A functionResponse names its function: the tool message must answer an earlier call.
+    if name is None:
+        raise invalid_request(
+            provider,
+            "invalid_tool_result",
+            "a tool message answers no earlier assistant tool call",
+            param="messages",
+        )
+    response = _response_object(content_text(content))
+    return {"functionResponse": {"id": str(call_id), "name": name, "response": response}}
+
+
+SPELLING = Spelling(
+    text=lambda text: {"text": text},
+    inline_image=lambda _, media_type, data: {"inlineData": {"mimeType": media_type, "data": data}},
+    remote_image=_remote_image,
+    document=lambda document: {
+        "inlineData": {"mimeType": document.media_type, "data": document.data_base64}
+    },
+    tool_call=_function_call,
+    tool_result=_function_response,
+)
+
+
 def to_gemini(body: dict[str, Any], provider: str = "google") -> dict[str, Any]:
     reject_unsupported(provider, body, ("logit_bias",))
-    # A functionResponse names its function: remember each call's name by its id.
-    tool_names: dict[str, str] = {}
-
-    def function_call(call_id: Any, name: Any, arguments: Any) -> dict[str, Any]:
-        tool_names[str(call_id)] = str(name)
-        return {"functionCall": {"id": call_id, "name": name, "args": arguments}}
-
-    def function_response(call_id: Any, content: Any) -> dict[str, Any]:
-        name = tool_names.get(str(call_id))
-        if name is None:
-            raise invalid_request(
-                provider,
-                "invalid_tool_result",
-                "a tool message answers no earlier assistant tool call",
-                param="messages",
-            )
-        response = _function_response(content_text(content))
-        return {"functionResponse": {"id": str(call_id), "name": name, "response": response}}
-
     system_parts, contents = alternating_turns(
-        provider,
-        body.get("messages"),
-        SPELLING,
-        tool_call=function_call,
-        tool_result=function_response,
-        assistant_role="model",
-        key="parts",
+        provider, body.get("messages"), SPELLING, assistant_role="model", key="parts"
     )
 
     native: dict[str, Any] = {"contents": contents}
@@ -251,16 +247,8 @@ def _candidate_output(candidate: dict[str, Any]) -> tuple[str, list[dict[str, An
             texts.append(str(part["text"]))
         elif "functionCall" in part:
             call = part["functionCall"]
-            calls.append(
-                {
-                    "id": call.get("id") or new_tool_call_id(),
-                    "type": "function",
-                    "function": {
-                        "name": call.get("name"),
-                        "arguments": dumps_text(call.get("args") or {}),
-                    },
-                }
-            )
+            call_id = call.get("id") or new_tool_call_id()
+            calls.append(openai_tool_call(call_id, call.get("name"), call.get("args")))
     return "".join(texts), calls
 
 

@@ -34,6 +34,11 @@ class Spelling:
     )
     remote_image: Callable[[str, str], Block] | None = None  # provider, URL
     document: Callable[[DocumentPart], Block] | None = None  # None: no document input
+    # For `alternating_turns`: an assistant's tool call (id, name, arguments as an object), and
+    # a tool message's result (provider, the call's id, the name of the earlier call it
+    # answers or None when there is none, the message's content).
+    tool_call: Callable[[Any, Any, Any], Block] | None = None
+    tool_result: Callable[[str, Any, str | None, Any], Block] | None = None
 
 
 def content_blocks(provider: str, content: Any, spelling: Spelling) -> list[Block]:
@@ -78,17 +83,18 @@ def alternating_turns(
     messages: Any,
     spelling: Spelling,
     *,
-    tool_call: Callable[[Any, Any, Any], Block],
-    tool_result: Callable[[Any, Any], Block],
     assistant_role: str = "assistant",
     key: str = "content",
 ) -> tuple[list[str], list[Block]]:
     """OpenAI `messages` → (the system texts, in order; the user/assistant turns). An assistant
-    message's tool calls become `tool_call(id, name, arguments as an object)` blocks after its
-    content; a tool message becomes a user turn of `tool_result(tool_call_id, content)`; any
-    other role is a 400."""
+    message's tool calls become the spelling's tool_call blocks after its content; a tool
+    message becomes a user turn of its tool_result; any other role is a 400."""
+    tool_call, tool_result = spelling.tool_call, spelling.tool_result
+    if tool_call is None or tool_result is None:
+        raise ValueError(f"{provider}'s spelling has no tool call or tool result")
     system: list[str] = []
     turns: list[Block] = []
+    call_names: dict[str, str] = {}  # each earlier tool call's name, by its id
     for message in messages or []:
         role = message.get("role")
         if role in ("system", "developer"):
@@ -100,11 +106,14 @@ def alternating_turns(
             blocks = content_blocks(provider, message.get("content"), spelling)
             for call in message.get("tool_calls") or []:
                 function = call.get("function") or {}
+                call_names[str(call.get("id"))] = str(function.get("name"))
                 arguments = parse_tool_arguments(provider, function.get("arguments"))
                 blocks.append(tool_call(call.get("id"), function.get("name"), arguments))
             append_turn(turns, assistant_role, blocks, key)
         elif role == "tool":
-            result = tool_result(message.get("tool_call_id"), message.get("content"))
+            call_id = message.get("tool_call_id")
+            name = call_names.get(str(call_id))
+            result = tool_result(provider, call_id, name, message.get("content"))
             append_turn(turns, "user", [result], key)
         else:
             raise unsupported(provider, "messages", f"role {str(role)[:20]!r}")

@@ -25,6 +25,7 @@ from gateway.providers.common import (
     content_text,
     function_tools,
     max_output_tokens,
+    named_function,
     native_params,
     new_completion_id,
     open_sse,
@@ -151,7 +152,7 @@ def to_anthropic(
         elif choice == "none":
             tool_choice = {"type": "none"}
         elif isinstance(choice, dict):
-            tool_choice = {"type": "tool", "name": (choice.get("function") or {}).get("name")}
+            tool_choice = {"type": "tool", "name": named_function(choice)}
         if (
             tool_choice is not None
             and body.get("parallel_tool_calls") is False

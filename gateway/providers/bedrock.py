@@ -34,6 +34,7 @@ from gateway.providers.common import (
     completion_body,
     content_text,
     function_tools,
+    named_function,
     native_params,
     new_completion_id,
     open_stream,
@@ -189,9 +190,7 @@ def to_converse(body: dict[str, Any], provider: str = "bedrock") -> dict[str, An
         elif choice == "required":
             tool_config["toolChoice"] = {"any": {}}
         elif isinstance(choice, dict):
-            tool_config["toolChoice"] = {
-                "tool": {"name": (choice.get("function") or {}).get("name")}
-            }
+            tool_config["toolChoice"] = {"tool": {"name": named_function(choice)}}
         native["toolConfig"] = tool_config
     return native
 

@@ -494,6 +494,12 @@ def tool_parameters(function: dict[str, Any]) -> dict[str, Any]:
     return function.get("parameters") or {"type": "object", "properties": {}}
 
 
+def named_function(choice: dict[str, Any]) -> Any:
+    """The function a named `tool_choice` ({"type": "function", "function": {"name": …}})
+    forces; None when it names none."""
+    return (choice.get("function") or {}).get("name")
+
+
 def translate(provider: str, function: Any, body: dict[str, Any], *args: Any) -> Any:
     try:
         return function(body, *args)

@@ -29,6 +29,7 @@ from gateway.providers.common import (
     as_int,
     content_text,
     function_tools,
+    named_function,
     native_params,
     new_completion_id,
     new_tool_call_id,
@@ -191,7 +192,7 @@ def to_gemini(body: dict[str, Any], provider: str = "google") -> dict[str, Any]:
         elif isinstance(choice, dict):
             calling = {
                 "mode": "ANY",
-                "allowedFunctionNames": [(choice.get("function") or {}).get("name")],
+                "allowedFunctionNames": [named_function(choice)],
             }
         if calling is not None:
             native["toolConfig"] = {"functionCallingConfig": calling}

@@ -176,6 +176,36 @@ def test_cohere_gets_v2_messages_with_p_stop_sequences_and_required_tool_choice(
     assert native["tool_choice"] == "REQUIRED"
 
 
+NAMED_CHOICE = {"type": "function", "function": {"name": "lookup"}}
+
+
+@pytest.mark.parametrize(
+    ("translate", "choice_of", "expected"),
+    [
+        (
+            lambda b: to_anthropic(b, "claude-sonnet-4-5"),
+            lambda native: native["tool_choice"],
+            {"type": "tool", "name": "lookup"},
+        ),
+        (
+            lambda b: to_converse(b),
+            lambda native: native["toolConfig"]["toolChoice"],
+            {"tool": {"name": "lookup"}},
+        ),
+        (
+            lambda b: to_gemini(b),
+            lambda native: native["toolConfig"]["functionCallingConfig"],
+            {"mode": "ANY", "allowedFunctionNames": ["lookup"]},
+        ),
+    ],
+)
+def test_a_named_tool_choice_forces_that_function_in_each_native_spelling(
+    translate, choice_of, expected
+):
+    native = translate({**CONVERSATION, "tool_choice": NAMED_CHOICE})
+    assert choice_of(native) == expected
+
+
 def test_mistral_gets_only_fields_it_accepts_with_its_own_names():
     import httpx
 

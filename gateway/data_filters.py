@@ -198,8 +198,7 @@ async def routing_scope(services: Any, project: Any, compliance: str | None) -> 
     `compliance`, and the catalog with its own custom models."""
 
     effective = effective_tier(project.tier, compliance, plan=project.plan)
-    project_routing = await services.routing.project_routing.get(project.id, services.cache.get)
-    return effective, services.routing.catalog_for(project_routing)
+    return effective, await services.routing.project_catalog(project.id, services.cache.get)
 
 
 async def models_listing_read(

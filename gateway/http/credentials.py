@@ -64,8 +64,7 @@ async def _granted_models(services: Any, project: Any, raw: Any) -> tuple[str, .
         return ()
     if not isinstance(raw, list) or not all(isinstance(item, str) for item in raw):
         raise InvalidCommand("models must be a list of model names", param="models")
-    project_routing = await services.routing.project_routing.get(project.id, services.cache.get)
-    catalog = services.routing.catalog_for(project_routing)
+    catalog = await services.routing.project_catalog(project.id, services.cache.get)
     names: list[str] = []
     for item in raw:
         spec = catalog.get(item.strip().lower()) if item.strip() else None

@@ -282,8 +282,8 @@ async def pricing_read(
             "invalid_request", "at must be an ISO 8601 instant with a timezone", param="at"
         ) from None
     currency = check_currency(str(params.get("currency") or project.currency))
-    project_routing = await services.routing.project_routing.get(project.id, services.cache.get)
-    spec = services.routing.catalog_for(project_routing).get(model)
+    catalog = await services.routing.project_catalog(project.id, services.cache.get)
+    spec = catalog.get(model)
     owner = None if spec is None else owning_project(spec)
     if spec is not None and history:
         found = await anyio.to_thread.run_sync(

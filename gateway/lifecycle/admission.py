@@ -207,8 +207,8 @@ async def decide(
     A temporary credential's grant narrows the models (a named one outside it: 403); a
     governed trace's allowed models are those auto and shorthands choose among."""
     if credential is not None:
-        project_routing = await services.routing.project_routing.get(project.id, services.cache.get)
-        catalog = services.routing.catalog_for(project_routing)  # with its custom models
+        # with its custom models
+        catalog = await services.routing.project_catalog(project.id, services.cache.get)
         check_named_model_granted(body.get("model"), catalog, credential)
     try:
         decision = await decide_for_request(
@@ -246,8 +246,8 @@ async def downgrade(
     is never swapped."""
 
     async def catalog() -> Catalog:
-        project_routing = await services.routing.project_routing.get(project.id, services.cache.get)
-        return services.routing.catalog_for(project_routing)  # with its custom models
+        # with its custom models
+        return await services.routing.project_catalog(project.id, services.cache.get)
 
     async def redecide(model_field: str) -> RouteDecision:
         return await decide(

@@ -166,10 +166,9 @@ async def _admit(
     except ModelCapabilityMissing as error:
         if "embeddings" not in error.missing:
             raise
-        project_routing = await services.routing.project_routing.get(project.id, services.cache.get)
         raise embeddings_not_supported(
             body["model"].strip(),
-            services.routing.catalog_for(project_routing),
+            await services.routing.project_catalog(project.id, services.cache.get),
             effective,
             error.alternatives,
         ) from None

@@ -200,6 +200,13 @@ class RoutingService:
             self._catalogs[key] = catalog
         return catalog
 
+    async def project_catalog(
+        self, project_id: UUID, load: Callable[[UUID], Awaitable[Any]]
+    ) -> Catalog:
+        """The catalog a project sees: catalog_for its ProjectRouting (read through the
+        TTL cache with `load`, e.g. services.cache.get)."""
+        return self.catalog_for(await self.project_routing.get(project_id, load))
+
     # ---- statistics
 
     def load_outcomes(self, outcomes: Iterable[Outcome]) -> int:

@@ -23,9 +23,10 @@ The walk of one chat request, file by file
    (gateway/pii/: the provider only ever sees the screened body; a refusal reserves
    nothing; the prompt hash is of the screened prompt) → the effective tier
    (gateway/routing/requests.py `effective_tier_for`) and OCR planned for eu_strict PDFs →
-   the router's decision (admission.py `decide` → gateway/routing/requests.py
-   `decide_for_request`, the only compliance gate: tier, capabilities, failover order)
-   → the response cache's plan (lifecycle/caching.py `plan`, over
+   the route (admission.py `route`: the router's decision, `decide` →
+   gateway/routing/requests.py `decide_for_request`, the only compliance gate: tier,
+   capabilities, failover order; then the key's budget downgrade,
+   gateway/cost_control.py) → the response cache's plan (lifecycle/caching.py `plan`, over
    gateway/response_cache.py) → the key source, BYOK or managed
    (admission.py `key_source_for`) → `admit`.
 4. Admitted (admission.py `admit`). The command `AdmitRequest` (domain/commands.py) goes

@@ -227,23 +227,33 @@ async def decide(
     return restrict_to_grant(decision, credential)
 
 
-async def downgrade(
+async def route(
     services: Any,
+    intake: Intake,
     key: Any,
     project: Any,
     body: dict[str, Any],
     effective: Any,
-    decision: RouteDecision,
     *,
     capabilities: frozenset[str] | None,
     estimated_input_tokens: int,
     max_output_tokens: int,
-    credential: Credential | None = None,
-    trace: c.TraceJoin | None = None,
 ) -> RouteDecision:
-    """Budget downgrade (gateway/cost_control.py): a key below its downgrade threshold has
-    a router-chosen model replaced by the cheapest compliant one that fits; a named model
-    is never swapped."""
+    """The route of a request, chat and embeddings alike: the router's decision (`decide`,
+    the only compliance gate), then the budget downgrade (gateway/cost_control.py): a key
+    below its downgrade threshold has a router-chosen model replaced by the cheapest
+    compliant one that fits; a named model is never swapped. The intake's temporary
+    credential and trace narrow both."""
+    credential, trace = intake.credential, intake.trace_join
+    decision = await decide(
+        services,
+        project,
+        body,
+        effective,
+        capabilities=capabilities,
+        credential=credential,
+        trace=trace,
+    )
 
     async def catalog() -> Catalog:
         # with its custom models

@@ -138,16 +138,27 @@ async def _admit(intake: Intake, http: HttpRequest, services: Services) -> ChatA
     if ocr is not None:  # OCR would call Mistral for real
         refuse_in_test_mode(intake.mode, "document OCR (PDFs on eu_strict)")
     capabilities = required_capabilities(body) - {"documents"} if ocr else None
+    if ocr is None:
+        estimated_input = estimate_prompt_tokens(body)
+    else:
+        estimated_input = (
+            estimate_prompt_tokens(without_documents(body)) + ocr.input_tokens_estimate
+        )
+    max_output = output_tokens_allowance(body, services.settings.default_max_output_tokens)
+    # The route: the compliance gate, then (below the key's downgrade threshold) a
+    # router-chosen model becomes the cheapest one that fits.
     try:
-        decision = await admission.decide(
+        decision = await admission.route(
             services,
+            intake,
+            key,
             project,
             body,
             effective,
             # eu_strict PDFs become text through Mistral OCR first: no model needs PDF input.
             capabilities=capabilities,
-            credential=intake.credential,
-            trace=intake.trace_join,
+            estimated_input_tokens=estimated_input,
+            max_output_tokens=max_output,
         )
     except ModelCapabilityMissing as error:
         if "documents" not in error.missing:
@@ -158,27 +169,6 @@ async def _admit(intake: Intake, http: HttpRequest, services: Services) -> ChatA
             model=body["model"].strip()[:200],
             alternatives=error.alternatives,
         ) from None
-    if ocr is None:
-        estimated_input = estimate_prompt_tokens(body)
-    else:
-        estimated_input = (
-            estimate_prompt_tokens(without_documents(body)) + ocr.input_tokens_estimate
-        )
-    max_output = output_tokens_allowance(body, services.settings.default_max_output_tokens)
-    # Below the key's downgrade threshold, a router-chosen model becomes the cheapest one.
-    decision = await admission.downgrade(
-        services,
-        key,
-        project,
-        body,
-        effective,
-        decision,
-        capabilities=capabilities,
-        estimated_input_tokens=estimated_input,
-        max_output_tokens=max_output,
-        credential=intake.credential,
-        trace=intake.trace_join,
-    )
     route = route_of(decision.chosen)
     # An OCR request is never cached (its documents go to Mistral first).
     cache_plan = (

@@ -154,14 +154,16 @@ async def _admit(
     # (or the request's tighter) tier is refused here, before anything is reserved.
     effective = effective_tier_for(project, body)
     try:
-        decision = await admission.decide(
+        decision = await admission.route(
             services,
+            intake,
+            key,
             project,
             body,
             effective,
             capabilities=EMBEDDINGS_CAPABILITY,
-            credential=intake.credential,
-            trace=intake.trace_join,
+            estimated_input_tokens=estimated_input,
+            max_output_tokens=0,
         )
     except ModelCapabilityMissing as error:
         if "embeddings" not in error.missing:
@@ -172,19 +174,6 @@ async def _admit(
             effective,
             error.alternatives,
         ) from None
-    decision = await admission.downgrade(
-        services,
-        key,
-        project,
-        body,
-        effective,
-        decision,
-        capabilities=EMBEDDINGS_CAPABILITY,
-        estimated_input_tokens=estimated_input,
-        max_output_tokens=0,
-        credential=intake.credential,
-        trace=intake.trace_join,
-    )
     route = route_of(decision.chosen)
     if not _provider_has_embeddings(route.provider):
         # Only a custom model can claim embeddings for such a provider: refuse it before

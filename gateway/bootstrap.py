@@ -30,6 +30,8 @@ from gateway.routing.wiring import (
     warm_statistics,
 )
 from gateway.test_mode import build_simulator_adapter
+from gateway.warmup import WarmUp
+from gateway.workers import WarmMarkers
 from gateway.write_locks import locks_for
 from projections.db import ReadStore
 from projections.runner import ProjectionRunner, default_views
@@ -73,6 +75,10 @@ class Services:
     audit: AuditService | None = None
     # Temporary credentials' signer (gateway/credentials.py); None: credentials are off.
     credential_signer: CredentialSigner | None = None
+    # The first-request warm-up (gateway/warmup.py), run by the app's lifespan; and with
+    # `serve --workers N`, which of the N workers are warm (gateway/workers.py).
+    warm_up: WarmUp = field(default_factory=WarmUp)
+    warm_markers: WarmMarkers | None = None
 
     def start(self) -> None:
         """Synchronous parts: schema, writer thread, projections caught up and following."""
@@ -190,6 +196,7 @@ def build_services(settings: Settings | None = None, clock: Clock | None = None)
         inflight=ProjectInflight(settings.project_inflight_max),
     )
     services.credential_signer = CredentialSigner.from_settings(settings)
+    services.warm_markers = WarmMarkers.from_settings(settings.raw)
     # Every surface that authenticates an API key takes a temporary credential too.
     attach_credentials(services)
     services_ref.append(services)

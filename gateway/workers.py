@@ -4,8 +4,10 @@ The process supervisor is uvicorn's own (`uvicorn.run(..., workers=N)`): the par
 the socket once and hands it to N spawned workers, restarts a worker that dies (kill -9
 included), forwards SIGINT/SIGTERM to all of them (each drains: its lifespan stops the
 sweeper, the leases and the writer after the requests in flight) and SIGHUP restarts them.
-A worker accepts connections only once its lifespan start-up has finished, so a request
-never reaches a worker that is not ready; /ready answers for the worker that takes it.
+A worker accepts connections only once its lifespan start-up (the first-request warm-up,
+gateway/warmup.py, included) has finished. Its PII engine warms after that, holding the GIL
+for seconds: /ready, whichever worker answers it, says ready only once every one of the N
+workers is warm (`WarmMarkers`), so no request after ready shares a core with a warm-up.
 
 What runs once and what runs N times, with N > 1:
 - the projections run ONCE, in a projection worker the supervisor starts beside the
@@ -30,10 +32,13 @@ import argparse
 import ctypes
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -47,6 +52,50 @@ log = logging.getLogger("ledgergate.workers")
 WORKERS_MAX = 64
 PROJECTION_RESTART_S = 1.0
 STOP_S_MAX = 10.0
+
+
+WARM_DIR_ENV = "LEDGERGATE_WORKERS_WARM_DIR"  # set by the supervisor for its workers only
+WORKERS_ENV = "LEDGERGATE_WORKERS"
+
+
+class WarmMarkers:
+    """Which of the N workers are warm: a file named by its pid in a directory the
+    supervisor made for this run. A marker counts only while its process lives, so a worker
+    that died (and its cold replacement) makes /ready answer 503 until the replacement is warm."""
+
+    def __init__(self, directory: str, workers: int) -> None:
+        self.directory = Path(directory)
+        self.workers = workers
+
+    @classmethod
+    def from_settings(cls, raw: dict[str, str]) -> WarmMarkers | None:
+        directory, workers = raw.get(WARM_DIR_ENV), raw.get(WORKERS_ENV, "1")
+        if not directory or not workers.isdigit() or int(workers) < 2:
+            return None
+        return cls(directory, int(workers))
+
+    def mark(self, pid: int | None = None) -> None:
+        (self.directory / str(pid or os.getpid())).touch()
+
+    def unmark(self, pid: int | None = None) -> None:
+        (self.directory / str(pid or os.getpid())).unlink(missing_ok=True)
+
+    def warm(self) -> int:
+        try:
+            names = [path.name for path in self.directory.iterdir()]
+        except OSError:
+            return 0
+        return sum(1 for name in names if name.isdigit() and _alive(int(name)))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class WorkersRefused(ValueError):
@@ -178,18 +227,28 @@ def serve(
 
             uvicorn.run(create_app(settings), host=host, port=port, **options)
         else:
-            uvicorn.run(
-                "gateway.workers:create_worker_app",
-                factory=True,
-                host=host,
-                port=port,
-                workers=workers,
-                **options,
-            )
+            warm_dir = tempfile.mkdtemp(prefix="ledgergate-warm-")
+            os.environ[WARM_DIR_ENV], os.environ[WORKERS_ENV] = warm_dir, str(workers)
+            try:
+                _serve_workers(host, port, workers, options)
+            finally:
+                shutil.rmtree(warm_dir, ignore_errors=True)
     finally:
         if projections is not None:
             projections.stop()
     return 0
+
+
+def _serve_workers(host: str, port: int, workers: int, options: dict[str, Any]) -> None:
+    """N spawned workers (they inherit the environment: the warm-marker directory too)."""
+    uvicorn.run(
+        "gateway.workers:create_worker_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        **options,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

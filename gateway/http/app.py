@@ -5,6 +5,7 @@ gateway/http/deps.py; the services are built once at start-up (gateway/bootstrap
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -36,6 +37,7 @@ from gateway.responses import JsonResponse
 from gateway.semantic_embedder import install_semantic_cache
 from gateway.sweeper import Sweeper
 from gateway.tokens import warm_tokenizer
+from gateway.warmup import mark_warm
 
 
 def create_app(settings: Settings | None = None, services: Services | None = None) -> FastAPI:
@@ -46,16 +48,21 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         await services.start_async()
         # Before the first connection is accepted: the first request must not pay for it.
         warm_tokenizer()
+        await services.warm_up.run(services)  # pools, upstream connections (gateway/warmup.py)
         # Load and warm the PII engine in the background: the app serves at once, and a
         # request that needs screening before it is ready waits for it (fail closed).
         pii_service(services).start()
         leases = request_leases(services).start()
         sweeper = Sweeper(services).start() if services.settings.run_sweeper else None
         audit = audit_service(services).start()  # the Merkle log follows the writer
+        marking = asyncio.create_task(mark_warm(services))  # --workers N: this one is warm
         try:
             async with running_app.state.mcp_running:  # the MCP transport's task group
                 yield
         finally:
+            marking.cancel()
+            if services.warm_markers is not None:
+                services.warm_markers.unmark()
             audit.stop()
             if sweeper is not None:
                 sweeper.stop()

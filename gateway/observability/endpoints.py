@@ -1,7 +1,11 @@
 """What GET /ready checks (the route is gateway/http/ops.py): the event store and the read
 store answer, the read models are within LEDGERGATE_READY_LAG_POSITIONS_MAX positions of the
 event log's head, and the PII engine is warm when it is to be warmed at start. Counts only,
-never tenant data."""
+never tenant data.
+
+Two more, listed only while they fail (a ready answer's checks are the ones above): the
+first-request warm-up (gateway/warmup.py) has not finished, and, with `serve --workers N`,
+not every one of the N workers is warm yet (gateway/workers.py `WarmMarkers`)."""
 
 from __future__ import annotations
 
@@ -47,6 +51,24 @@ async def readiness(services: Any, lag_max: int) -> list[dict[str, Any]]:
             {"check": "pii_engine", "ok": warm}
             | ({} if warm else {"reason": "the PII engine is still loading"})
         )
+    warm_up = getattr(services, "warm_up", None)
+    if warm_up is not None and not warm_up.done:
+        checks.append(
+            {"check": "warm_up", "ok": False, "reason": "the first-request warm-up is running"}
+        )
+    markers = getattr(services, "warm_markers", None)
+    if markers is not None:
+        warm_workers = await anyio.to_thread.run_sync(markers.warm)
+        if warm_workers < markers.workers:
+            checks.append(
+                {
+                    "check": "workers",
+                    "ok": False,
+                    "warm_workers": warm_workers,
+                    "workers": markers.workers,
+                    "reason": f"{warm_workers} of {markers.workers} workers are warm",
+                }
+            )
     return checks
 
 

@@ -375,14 +375,39 @@ def body(stream: bool) -> bytes:
 
 
 def first_request_ms(target: Target) -> float:
-    started = time.perf_counter()
-    response = httpx.post(
-        target.base_url + "/v1/chat/completions",
-        content=body(False),
-        headers={**target.headers, "content-type": "application/json"},
-        timeout=60,
-    )
-    elapsed = (time.perf_counter() - started) * 1000
+    """The first request after ready (a fresh connection, one non-streaming completion), and,
+    just before it, the same request straight to the upstream on a fresh connection: their
+    difference is the gateway's first-request overhead (kept in target.extra["first_direct_ms"]).
+    The upstream's address is read where the gateway was given it: Ledgergate's environment,
+    LiteLLM's config file."""
+
+    def post(url: str, headers: dict[str, str]) -> tuple[float, httpx.Response]:
+        started = time.perf_counter()
+        response = httpx.post(
+            url,
+            content=body(False),
+            headers={**headers, "content-type": "application/json"},
+            timeout=60,
+        )
+        return (time.perf_counter() - started) * 1000, response
+
+    def upstream_v1() -> str:
+        environ = Path(f"/proc/{target.process.pid}/environ").read_bytes().split(b"\0")
+        for item in environ:
+            if item.startswith(b"LEDGERGATE_OPENAI_BASE_URL="):
+                return item.split(b"=", 1)[1].decode()
+        config = Path(target.process.args[target.process.args.index("--config") + 1])
+        return next(
+            line.split("api_base:", 1)[1].strip()
+            for line in config.read_text().splitlines()
+            if "api_base:" in line
+        )
+
+    direct_ms, direct = post(upstream_v1() + "/chat/completions", {})
+    if direct.status_code != 200:
+        raise SystemExit(f"{target.name}: direct first request HTTP {direct.status_code}")
+    target.extra["first_direct_ms"] = direct_ms
+    elapsed, response = post(target.base_url + "/v1/chat/completions", target.headers)
     if response.status_code != 200:
         raise SystemExit(
             f"{target.name}: first request HTTP {response.status_code}: {response.text[:300]}"
@@ -543,6 +568,7 @@ def measure_workers(
                     "name": target.name,
                     "ready_s": target.ready_s,
                     "first_ms": target.first_request_ms,
+                    "first_direct_ms": target.extra.get("first_direct_ms", 0.0),
                     "rss": target.rss(),
                 }
             )
@@ -660,7 +686,8 @@ def print_report(results: dict[str, Any]) -> None:
         if "first_ms" in start:
             print(
                 f"{start['name']:14}: ready after {start['ready_s']:.1f} s; first request "
-                f"{start['first_ms']:.1f} ms; RSS {rss}"
+                f"{start['first_ms']:.1f} ms (first request overhead = first - direct first "
+                f"= {start['first_ms'] - start['first_direct_ms']:.1f} ms); RSS {rss}"
             )
         else:
             print(f"{start['name']:14}: RSS {rss}")

@@ -7,6 +7,7 @@ from typing import Any
 
 from gateway.observability.endpoints import readiness
 from gateway.pii.service import PiiService
+from gateway.warmup import WarmUp
 
 
 def services(*, head: Any = 10, views: Any = 10, warm: bool | None = None) -> Any:
@@ -53,3 +54,15 @@ async def test_an_unreachable_store_and_a_lag_are_reasons() -> None:
     assert "projections" not in down  # no lag can be computed without the head
     behind = by_check(await readiness(services(head=100, views=10), lag_max=5))
     assert not behind["projections"]["ok"] and behind["projections"]["lag_positions"] == 90
+
+
+async def test_not_ready_until_the_first_request_warm_up_has_run() -> None:
+    stub = services()
+    stub.warm_up = WarmUp()
+    stub.http_client = None  # no upstream to pre-connect
+    cold = by_check(await readiness(stub, lag_max=5))
+    assert not cold["warm_up"]["ok"] and "warm-up" in cold["warm_up"]["reason"]
+    await stub.warm_up.run(stub)
+    assert stub.warm_up.done and set(stub.warm_up.steps_ms) == {"stores", "upstreams"}
+    warm = by_check(await readiness(stub, lag_max=5))
+    assert "warm_up" not in warm and all(c["ok"] for c in warm.values())

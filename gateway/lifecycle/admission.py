@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from collections.abc import Awaitable, Callable, Mapping
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
@@ -25,7 +26,12 @@ from fastapi.responses import Response
 from domain import commands as c
 from domain.catalog import Catalog
 from domain.credentials import Credential
-from domain.errors import DomainError, InvalidPiiPolicy, PiiScreeningUnavailable
+from domain.errors import (
+    DomainError,
+    InvalidPiiPolicy,
+    ModelCapabilityMissing,
+    PiiScreeningUnavailable,
+)
 from domain.ids import MODE_TEST, idempotent_request_id, key_mode, new_request_id
 from domain.pii_events import PiiDecision
 from domain.vocabulary import KeySource
@@ -53,6 +59,9 @@ from gateway.response_cache import CachePlan
 from gateway.routing.decision import RouteDecision
 from gateway.routing.requests import decide_for_request, route_of
 from gateway.validation import check_body_strings, check_id, parse_json_body, storable_model
+
+# An endpoint's own answer to a model that lacks a capability it needs.
+Refusal = Callable[[ModelCapabilityMissing], Awaitable[Exception]]
 
 log = logging.getLogger("ledgergate.admission")
 
@@ -238,12 +247,45 @@ async def route(
     capabilities: frozenset[str] | None,
     estimated_input_tokens: int,
     max_output_tokens: int,
+    refusals: Mapping[str, Refusal] | None = None,
 ) -> RouteDecision:
     """The route of a request, chat and embeddings alike: the router's decision (`decide`,
     the only compliance gate), then the budget downgrade (gateway/cost_control.py): a key
     below its downgrade threshold has a router-chosen model replaced by the cheapest
     compliant one that fits; a named model is never swapped. The intake's temporary
-    credential and trace narrow both."""
+    credential and trace narrow both. A model that lacks a capability named in `refusals`
+    is refused with that endpoint's own error (chat: documents; embeddings: embeddings)."""
+    try:
+        return await _route(
+            services,
+            intake,
+            key,
+            project,
+            body,
+            effective,
+            capabilities=capabilities,
+            estimated_input_tokens=estimated_input_tokens,
+            max_output_tokens=max_output_tokens,
+        )
+    except ModelCapabilityMissing as error:
+        for capability, refusal in (refusals or {}).items():
+            if capability in error.missing:
+                raise await refusal(error) from None
+        raise
+
+
+async def _route(
+    services: Any,
+    intake: Intake,
+    key: Any,
+    project: Any,
+    body: dict[str, Any],
+    effective: Any,
+    *,
+    capabilities: frozenset[str] | None,
+    estimated_input_tokens: int,
+    max_output_tokens: int,
+) -> RouteDecision:
     credential, trace = intake.credential, intake.trace_join
     decision = await decide(
         services,

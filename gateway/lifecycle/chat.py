@@ -145,30 +145,30 @@ async def _admit(intake: Intake, http: HttpRequest, services: Services) -> ChatA
             estimate_prompt_tokens(without_documents(body)) + ocr.input_tokens_estimate
         )
     max_output = output_tokens_allowance(body, services.settings.default_max_output_tokens)
-    # The route: the compliance gate, then (below the key's downgrade threshold) a
-    # router-chosen model becomes the cheapest one that fits.
-    try:
-        decision = await admission.route(
-            services,
-            intake,
-            key,
-            project,
-            body,
-            effective,
-            # eu_strict PDFs become text through Mistral OCR first: no model needs PDF input.
-            capabilities=capabilities,
-            estimated_input_tokens=estimated_input,
-            max_output_tokens=max_output,
-        )
-    except ModelCapabilityMissing as error:
-        if "documents" not in error.missing:
-            raise
-        raise ModelDoesNotSupportDocuments(
+
+    async def refuse_documents(error: ModelCapabilityMissing) -> Exception:
+        return ModelDoesNotSupportDocuments(
             f"model {body['model'].strip()[:200]!r} cannot read documents (PDF); "
             "choose a document-capable model",
             model=body["model"].strip()[:200],
             alternatives=error.alternatives,
-        ) from None
+        )
+
+    # The route: the compliance gate, then (below the key's downgrade threshold) a
+    # router-chosen model becomes the cheapest one that fits.
+    decision = await admission.route(
+        services,
+        intake,
+        key,
+        project,
+        body,
+        effective,
+        # eu_strict PDFs become text through Mistral OCR first: no model needs PDF input.
+        capabilities=capabilities,
+        estimated_input_tokens=estimated_input,
+        max_output_tokens=max_output,
+        refusals={"documents": refuse_documents},
+    )
     route = route_of(decision.chosen)
     # An OCR request is never cached (its documents go to Mistral first).
     cache_plan = (

@@ -153,27 +153,27 @@ async def _admit(
     # The router is the only compliance gate, as for chat: a model outside the project's
     # (or the request's tighter) tier is refused here, before anything is reserved.
     effective = effective_tier_for(project, body)
-    try:
-        decision = await admission.route(
-            services,
-            intake,
-            key,
-            project,
-            body,
-            effective,
-            capabilities=EMBEDDINGS_CAPABILITY,
-            estimated_input_tokens=estimated_input,
-            max_output_tokens=0,
-        )
-    except ModelCapabilityMissing as error:
-        if "embeddings" not in error.missing:
-            raise
-        raise embeddings_not_supported(
+
+    async def refuse_embeddings(error: ModelCapabilityMissing) -> Exception:
+        return embeddings_not_supported(
             body["model"].strip(),
             await services.routing.project_catalog(project.id, services.cache.get),
             effective,
             error.alternatives,
-        ) from None
+        )
+
+    decision = await admission.route(
+        services,
+        intake,
+        key,
+        project,
+        body,
+        effective,
+        capabilities=EMBEDDINGS_CAPABILITY,
+        estimated_input_tokens=estimated_input,
+        max_output_tokens=0,
+        refusals={"embeddings": refuse_embeddings},
+    )
     route = route_of(decision.chosen)
     if not _provider_has_embeddings(route.provider):
         # Only a custom model can claim embeddings for such a provider: refuse it before

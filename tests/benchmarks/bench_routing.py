@@ -27,7 +27,7 @@ if __package__ in (None, ""):
 from domain.tiers import effective_tier  # noqa: E402
 from gateway.providers.base import ProviderEndpoint  # noqa: E402
 from gateway.routing.router import Router  # noqa: E402
-from tests.support.routing import make_router  # noqa: E402
+from tests.support.routing import router_over  # noqa: E402
 
 ENDPOINTS = (
     ProviderEndpoint("openai", "https://openai.test/v1"),
@@ -56,7 +56,7 @@ CASES = (
 
 
 def build_router(seed: int) -> Router:
-    router = make_router(seed, ENDPOINTS)
+    router = router_over(ENDPOINTS, seed)
     rng = random.Random(seed + 1)
     names = [spec.name for spec in router.catalog.models]
     for _ in range(5000):

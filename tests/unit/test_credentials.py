@@ -352,7 +352,7 @@ def test_the_grant_narrows_auto_and_refuses_a_named_model_outside_it() -> None:
         granted_catalog,
         restrict_to_grant,
     )
-    from tests.support.routing import make_router
+    from tests.unit.routing.conftest import make_router
 
     router = make_router()
     tier = effective_tier("unrestricted")

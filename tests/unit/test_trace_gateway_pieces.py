@@ -11,7 +11,7 @@ from domain.tiers import effective_tier
 from gateway.errors import GatewayError
 from gateway.lifecycle.traces import trace_join
 from gateway.otlp_export import trace_as_otlp
-from tests.support.routing import make_router
+from tests.unit.routing.conftest import make_router
 
 TRACE = "lg_tr_" + "ab" * 16
 SPAN = "lg_req_0123456789abcdef01234567"

@@ -15,7 +15,8 @@ from domain.tiers import Tier, effective_tier
 from gateway.routing.decision import RouteTarget
 from gateway.routing.failover import FailoverExhausted, run_with_failover
 from gateway.routing.selector import SHORTHANDS, cache_hit_allowed
-from tests.support.routing import ALL_ENDPOINTS, make_router, upstream_outage
+from tests.support.routing import upstream_outage
+from tests.unit.routing.conftest import ALL_ENDPOINTS, make_router
 
 CATALOG = Catalog.shipped()
 NAMES = tuple(name for spec in CATALOG.models for name in (spec.name, *spec.aliases))

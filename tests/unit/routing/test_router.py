@@ -9,7 +9,7 @@ from domain.money import Money
 from domain.tiers import effective_tier
 from gateway.providers.base import ProviderEndpoint
 from gateway.routing.router import Router
-from tests.support.routing import make_router
+from tests.unit.routing.conftest import make_router
 
 
 def test_an_explicit_model_is_chosen_with_full_confidence(router: Router) -> None:

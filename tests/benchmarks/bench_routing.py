@@ -24,12 +24,10 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from domain.catalog import Catalog  # noqa: E402
 from domain.tiers import effective_tier  # noqa: E402
 from gateway.providers.base import ProviderEndpoint  # noqa: E402
-from gateway.routing.balancer import EndpointPool  # noqa: E402
-from gateway.routing.breaker import BreakerBoard  # noqa: E402
 from gateway.routing.router import Router  # noqa: E402
+from tests.support.routing import router_over  # noqa: E402
 
 ENDPOINTS = (
     ProviderEndpoint("openai", "https://openai.test/v1"),
@@ -58,10 +56,7 @@ CASES = (
 
 
 def build_router(seed: int) -> Router:
-    board = BreakerBoard()
-    router = Router(
-        Catalog.shipped(), board=board, pool=EndpointPool(board, ENDPOINTS), rng=random.Random(seed)
-    )
+    router = router_over(ENDPOINTS, seed)
     rng = random.Random(seed + 1)
     names = [spec.name for spec in router.catalog.models]
     for _ in range(5000):

@@ -1,11 +1,12 @@
 """What several end-to-end tests do the same way: start a gateway on the shared upstream,
-read the audit log once the views have caught up, ask the response cache, travel the
+read the audit log once the views have caught up (or once a record reaches a status), ask the response cache, travel the
 cache's clock, read a stream up to a point, scan a store for plaintext."""
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -44,6 +45,20 @@ def audit_record(gateway: Gateway, tenant: Tenant, request_id: str) -> dict[str,
         response = http.get(f"/v1/data/audit/{request_id}", headers=tenant.headers())
     assert response.status_code == 200, response.text
     return dict(response.json())
+
+
+def audit_record_with_status(
+    read: Callable[[], dict[str, Any]], status: str, timeout_s: float = 10.0
+) -> dict[str, Any]:
+    """The audit record `read` returns, read again every 0.1 s until its status is `status`
+    or `timeout_s` has passed: then the last one read (the caller asserts on it). For what
+    settles in the background: a sweep, a hung-up stream, another process."""
+    deadline = time.monotonic() + timeout_s
+    record = read()
+    while record.get("status") != status and time.monotonic() < deadline:
+        time.sleep(0.1)
+        record = read()
+    return record
 
 
 def audit_rows(gateway: Gateway, tenant: Tenant, **params: Any) -> list[dict[str, Any]]:

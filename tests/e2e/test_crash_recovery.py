@@ -12,7 +12,7 @@ from uuid import UUID
 import httpx
 
 from domain.ids import request_aggregate_id
-from tests.e2e.helpers import read_data_lines
+from tests.e2e.helpers import audit_record_with_status, read_data_lines
 from tests.support.ledger import replay_account, store_application
 from tests.support.processes import cli, price_gpt_4o_mini, process_env, start_server
 
@@ -67,12 +67,10 @@ def test_a_gateway_killed_mid_stream_leaves_an_abandoned_request_and_a_balanced_
         assert [r["request_id"] for r in swept["requests"]] == [request_id]
         second = cli(env, "sweep", "--grace-seconds", "0")
         assert second["swept"] == 0  # sweeping is idempotent
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            record = httpx.get(f"{base}/v1/data/audit/{request_id}", headers=headers).json()
-            if record.get("status") == "abandoned":
-                break
-            time.sleep(0.1)
+        record = audit_record_with_status(
+            lambda: httpx.get(f"{base}/v1/data/audit/{request_id}", headers=headers).json(),
+            "abandoned",
+        )
         balance = httpx.get(f"{base}/v1/billing/balance", headers=headers).json()
     finally:
         process.terminate()

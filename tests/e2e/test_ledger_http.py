@@ -21,17 +21,13 @@ from domain.ids import account_id, idempotent_request_id
 from gateway.serving import BackgroundServer
 from gateway.simulator import SimulatorState, create_simulator_app
 from projections.queries import dump_table
-from tests.support.harness import ADMIN_TOKEN, Gateway, openai_upstream_env, running_gateway
+from tests.support.harness import Gateway, openai_upstream_env, running_gateway
 from tests.support.ledger import admit_command, start_clocked_gateway
 
 MESSAGES = [{"role": "user", "content": "Say hello to the auditors"}]
 BODY = {"model": "gpt-4o-mini", "messages": MESSAGES}
 BYOK_KEY = "sk-byok-Zq8XvA1b2C3d4E5f6G7h8"
 SECRET = "a-test-secret-key-of-32-characters!"
-
-
-def admin_headers() -> dict[str, str]:
-    return {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
 def charges_for(gateway: Gateway, project_id: UUID) -> list[Account.ChargePosted]:
@@ -235,12 +231,8 @@ def test_a_byok_project_calls_upstream_with_its_own_key_pays_no_fee_and_the_key_
 ) -> None:
     gateway, seen = byok_gateway
     own, managed = gateway.tenant(), gateway.tenant()
+    stored = gateway.store_provider_key(own, BYOK_KEY)
     with gateway.client() as http:
-        stored = http.post(
-            f"/v1/admin/projects/{own.project_id}/provider-keys",
-            json={"provider": "openai", "api_key": BYOK_KEY},
-            headers=admin_headers(),
-        )
         own_reply = http.post("/v1/chat/completions", json=BODY, headers=own.headers())
         managed_reply = http.post("/v1/chat/completions", json=BODY, headers=managed.headers())
     assert stored.status_code == 200
@@ -278,12 +270,7 @@ def test_a_byok_project_calls_upstream_with_its_own_key_pays_no_fee_and_the_key_
 
 def test_byok_commands_refuse_clearly_without_a_secret_key(gateway: Gateway) -> None:
     tenant = gateway.tenant()
-    with gateway.client() as http:
-        response = http.post(
-            f"/v1/admin/projects/{tenant.project_id}/provider-keys",
-            json={"provider": "openai", "api_key": BYOK_KEY},
-            headers=admin_headers(),
-        )
+    response = gateway.store_provider_key(tenant, BYOK_KEY)
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "secret_key_missing"
     assert "LEDGERGATE_SECRET_KEY" in response.json()["error"]["message"]

@@ -25,7 +25,7 @@ from domain.request import Request
 from gateway.serving import BackgroundServer
 from gateway.simulator import SimulatorState, create_simulator_app
 from gateway.sweeper import sweep_once
-from tests.support.harness import ADMIN_TOKEN, Gateway, start_gateway
+from tests.support.harness import Gateway, start_gateway
 from tests.support.ledger import admit_command
 
 NANO = Decimal("0.000000001")
@@ -91,12 +91,7 @@ def test_every_debit_follows_the_rules_and_debits_plus_balances_equal_credits(ru
     managed = gateway.tenant(balance="20.00")
     budgeted = gateway.tenant(balance="3.00", daily_budget="2.00")
     own = gateway.tenant(balance="1.00")
-    with gateway.client() as http:
-        stored = http.post(
-            f"/v1/admin/projects/{own.project_id}/provider-keys",
-            json={"provider": "openai", "api_key": "sk-own-Zq8XvA1b2C3d4E5f6"},
-            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
-        )
+    stored = gateway.store_provider_key(own, "sk-own-Zq8XvA1b2C3d4E5f6")
     assert stored.status_code == 200
     # request id -> (reported prompt tokens, reported completion tokens) as the client saw
     # them; None: the request failed before any output (nothing may be charged).

@@ -23,7 +23,7 @@ from gateway.serving import BackgroundServer
 from gateway.simulator import SimulatorState, create_simulator_app
 from gateway.sweeper import sweep_once
 from projections.queries import dump_table
-from tests.e2e.helpers import audit_record
+from tests.e2e.helpers import audit_record, audit_record_with_status
 from tests.support.harness import Gateway, openai_upstream_env, start_gateway
 
 NANO = Decimal("0.000000001")
@@ -221,13 +221,9 @@ def test_an_abandoned_request_with_no_live_process_is_still_swept(short_deadline
         }
     )
     admitted = running.execute(command)
-    deadline = time.monotonic() + 10
-    record: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        record = audit_record(running, tenant, admitted["request_id"])
-        if record.get("status") == "abandoned":
-            break
-        time.sleep(0.1)
+    record = audit_record_with_status(
+        lambda: audit_record(running, tenant, admitted["request_id"]), "abandoned"
+    )
     assert record["status"] == "abandoned" and record["usage_source"] == "estimated"
 
 

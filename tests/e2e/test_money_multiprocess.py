@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -20,6 +19,7 @@ from domain.account import Account
 from domain.application import open_application
 from domain.ids import account_id, request_aggregate_id
 from domain.request import Request
+from tests.e2e.helpers import audit_record_with_status
 from tests.support.ledger import store_application
 from tests.support.processes import (
     cli,
@@ -138,13 +138,10 @@ def test_a_sweeper_in_another_process_never_abandons_a_stream_a_live_process_ser
                 if len(lines) in (12, 22):
                     sweeps.append(cli(env, "sweep", "--grace-seconds", "0"))
         assert lines[-1] == "data: [DONE]" and not any('"error"' in line for line in lines)
-        deadline = time.monotonic() + 10
-        record: dict[str, Any] = {}
-        while time.monotonic() < deadline:
-            record = httpx.get(f"{base}/v1/data/audit/{request_id}", headers=headers).json()
-            if record.get("status") == "completed":
-                break
-            time.sleep(0.1)
+        record = audit_record_with_status(
+            lambda: httpx.get(f"{base}/v1/data/audit/{request_id}", headers=headers).json(),
+            "completed",
+        )
     finally:
         stop([process])
     assert [sweep["swept"] for sweep in sweeps] == [0, 0]

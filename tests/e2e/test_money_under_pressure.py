@@ -5,7 +5,6 @@ hang up mid-stream."""
 from __future__ import annotations
 
 import asyncio
-import time
 from decimal import Decimal
 
 import httpx
@@ -13,7 +12,7 @@ import openai
 import pytest
 
 from domain import commands as c
-from tests.e2e.helpers import audit_record, audit_rows, read_data_lines
+from tests.e2e.helpers import audit_record, audit_record_with_status, audit_rows, read_data_lines
 from tests.support.harness import Gateway
 from tests.support.ledger import replay_account
 
@@ -141,13 +140,7 @@ def test_a_client_hanging_up_mid_stream_settles_the_request_as_failed_and_charge
         ) as response:
             request_id = response.headers["x-request-id"]
             read_data_lines(response, 3)  # then hang up
-    deadline = time.monotonic() + 10
-    record = None
-    while time.monotonic() < deadline:
-        record = audit_record(gateway, tenant, request_id)
-        if record["status"] == "failed":
-            break
-        time.sleep(0.1)
+    record = audit_record_with_status(lambda: audit_record(gateway, tenant, request_id), "failed")
     assert record is not None and record["status"] == "failed"
     assert record["error_code"] == "client_disconnected"
     assert record["http_status"] == 499

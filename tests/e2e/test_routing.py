@@ -13,7 +13,7 @@ from domain.request import Request
 from domain.routing import EndpointBreaker
 from gateway.providers.base import ProviderEndpoint
 from tests.e2e.helpers import audit_rows
-from tests.support.harness import ADMIN_TOKEN, Gateway, Tenant, custom_model
+from tests.support.harness import Gateway, Tenant, custom_model
 
 MESSAGES = [{"role": "user", "content": "Route me somewhere compliant"}]
 
@@ -166,27 +166,15 @@ def test_a_custom_model_added_by_admin_is_routable_and_priced_by_its_own_price(
 ) -> None:
     gateway = sqlite_gateway
     tenant = gateway.tenant()
-    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
     entry = custom_model("acme-support-bot")
-    with gateway.client() as http:
-        added = http.post(
-            f"/v1/admin/projects/{tenant.project_id}/models", json=entry, headers=admin
-        )
-        assert added.status_code == 200, added.text
-        refused = http.post(
-            f"/v1/admin/projects/{tenant.project_id}/models",
-            json={**entry, "name": "acme-eu", "tiers": ["eu_strict", "eu_cloud", "unrestricted"], "regions": ["eu"]},
-            headers=admin,
-        )  # fmt: skip
-        assert refused.status_code == 400  # an OpenAI-hosted model cannot claim eu_strict
-        # A custom model is served only by its project's own endpoints (residency).
-        endpoint = http.post(
-            f"/v1/admin/projects/{tenant.project_id}/endpoints",
-            json={"provider": "openai", "name": "own", "base_url": simulator[0].base_url + "/v1",
-                  "models": ["acme-support-bot"]},
-            headers=admin,
-        )  # fmt: skip
-        assert endpoint.status_code == 200, endpoint.text
+    gateway.add_own_model(tenant, entry)
+    refused = gateway.admin_post(
+        f"/v1/admin/projects/{tenant.project_id}/models",
+        {**entry, "name": "acme-eu", "tiers": ["eu_strict", "eu_cloud", "unrestricted"], "regions": ["eu"]},
+    )  # fmt: skip
+    assert refused.status_code == 400  # an OpenAI-hosted model cannot claim eu_strict
+    # A custom model is served only by its project's own endpoints (residency).
+    gateway.add_own_endpoint(tenant, simulator[0].base_url, ["acme-support-bot"], name="own")
     raw = gateway.openai(tenant).chat.completions.with_raw_response.create(
         model="acme-support-bot", messages=MESSAGES
     )
@@ -231,22 +219,13 @@ def test_a_projects_own_endpoint_serves_that_project_only(
 ) -> None:
     gateway = sqlite_gateway
     owner, stranger = gateway.tenant(), gateway.tenant()
-    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-    with gateway.client() as http:
-        added = http.post(
-            f"/v1/admin/projects/{owner.project_id}/endpoints",
-            json={"provider": "openai", "name": "own", "base_url": simulator[0].base_url + "/v1",
-                  "models": ["gpt-4o-mini"]},
-            headers=admin,
-        )  # fmt: skip
-        assert added.status_code == 200, added.text
-        leaked = http.post(
-            f"/v1/admin/projects/{owner.project_id}/endpoints",
-            json={"provider": "openai", "name": "bad", "base_url": "https://x.test",
-                  "api_key_ref": "sk-live-123"},
-            headers=admin,
-        )  # fmt: skip
-        assert leaked.status_code == 400  # a key where a variable name belongs is refused
+    gateway.add_own_endpoint(owner, simulator[0].base_url, ["gpt-4o-mini"], name="own")
+    leaked = gateway.admin_post(
+        f"/v1/admin/projects/{owner.project_id}/endpoints",
+        {"provider": "openai", "name": "bad", "base_url": "https://x.test",
+         "api_key_ref": "sk-live-123"},
+    )  # fmt: skip
+    assert leaked.status_code == 400  # a key where a variable name belongs is refused
     for _ in range(5):  # the shared endpoint goes down
         gateway.services.routing.board.get("openai:default").record_failure("test outage")
     raw = gateway.openai(owner).chat.completions.with_raw_response.create(

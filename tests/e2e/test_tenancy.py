@@ -21,7 +21,6 @@ from tests.support.harness import (
     custom_model,
 )
 
-ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 MESSAGES = [{"role": "user", "content": "Tell me about residency"}]
 SECRET_KEY = "tenancy-test-secret-key-0123456789"
 MANAGED_KEY = "sk-managed-server-key"
@@ -37,28 +36,6 @@ def tenancy_gateway(backend: dict[str, str], upstreams: Any) -> Iterator[Gateway
         LEDGERGATE_ACTOR_TOKEN_SECRET="actor-secret-for-tests",
     ) as gateway:
         yield gateway
-
-
-def admin_post(gateway: Gateway, path: str, body: dict) -> Any:
-    with gateway.client() as http:
-        return http.post(path, json=body, headers=ADMIN)
-
-
-def own_endpoint(gateway: Gateway, tenant: Tenant, base_url: str, models: list[str], **extra: Any):
-    response = admin_post(
-        gateway,
-        f"/v1/admin/projects/{tenant.project_id}/endpoints",
-        {"provider": "openai", "name": "onprem", "base_url": base_url + "/v1",
-         "models": models, **extra},
-    )  # fmt: skip
-    assert response.status_code == 200, response.text
-    return response
-
-
-def own_model(gateway: Gateway, tenant: Tenant, model: dict) -> None:
-    """Add `model` (a `custom_model` body) to the project's own catalog."""
-    added = admin_post(gateway, f"/v1/admin/projects/{tenant.project_id}/models", model)
-    assert added.status_code == 200, added.text
 
 
 def charged(raw: Any, input_price: str, output_price: str) -> Decimal:
@@ -87,10 +64,9 @@ def test_two_projects_custom_models_of_one_name_are_each_charged_their_own_price
         (a, "1", "2026-01-01T00:00:00Z"),
         (b, "5000", "2026-01-01T00:00:00Z"),
     ):
-        own_model(gateway, tenant, custom_model("shared-llm", price, price, since))
-        own_endpoint(gateway, tenant, private_server.base_url, ["shared-llm"])
-    later = admin_post(
-        gateway,
+        gateway.add_own_model(tenant, custom_model("shared-llm", price, price, since))
+        gateway.add_own_endpoint(tenant, private_server.base_url, ["shared-llm"])
+    later = gateway.admin_post(
         "/v1/admin/prices",
         {"model": "shared-llm", "project_id": str(b.project_id), "input_per_mtok": "6000",
          "output_per_mtok": "6000", "currency": "USD", "effective_from": "2026-06-01T00:00:00Z"},
@@ -110,7 +86,7 @@ def test_a_project_never_reads_another_projects_private_model_or_price(
     a, b = gateway.tenant(), gateway.tenant()
     for tenant, name, price in ((a, "shared-llm", "1"), (b, "shared-llm", "5000"),
                                 (b, "b-private", "7")):  # fmt: skip
-        own_model(gateway, tenant, custom_model(name, price, price, "2026-01-01T00:00:00Z"))
+        gateway.add_own_model(tenant, custom_model(name, price, price, "2026-01-01T00:00:00Z"))
     gateway.settle()
     with gateway.client() as http:
         foreign = http.get("/v1/data/pricing", params={"model": "b-private"}, headers=a.headers())
@@ -143,8 +119,7 @@ def test_an_endpoint_naming_a_server_secret_or_an_unstored_key_is_refused_with_a
     gateway = tenancy_gateway
     _, (private_server, private) = upstreams
     tenant = gateway.tenant()
-    response = admin_post(
-        gateway,
+    response = gateway.admin_post(
         f"/v1/admin/projects/{tenant.project_id}/endpoints",
         {"provider": "openai", "name": "exfil", "base_url": private_server.base_url + "/v1",
          "api_key_ref": reference},
@@ -163,11 +138,11 @@ def test_an_endpoint_using_the_projects_own_stored_key_sends_only_that_key(
     gateway = tenancy_gateway
     (_, shared), (private_server, private) = upstreams
     tenant = gateway.tenant()
-    stored = admin_post(gateway, f"/v1/admin/projects/{tenant.project_id}/provider-keys",
-                        {"provider": "openai", "api_key": "sk-acme-own-key"})  # fmt: skip
+    stored = gateway.store_provider_key(tenant, "sk-acme-own-key")
     assert stored.status_code == 200, stored.text
-    own_endpoint(gateway, tenant, private_server.base_url, ["gpt-4o-mini"],
-                 api_key_ref="byok:openai")  # fmt: skip
+    gateway.add_own_endpoint(
+        tenant, private_server.base_url, ["gpt-4o-mini"], api_key_ref="byok:openai"
+    )
     client = gateway.openai(tenant)
     for _ in range(4):
         client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
@@ -208,8 +183,8 @@ def test_every_call_to_a_private_model_reaches_the_projects_endpoint_and_none_th
     gateway = tenancy_gateway
     (_, shared), (private_server, private) = upstreams
     tenant = gateway.tenant()
-    own_model(gateway, tenant, custom_model("onprem-llm", "1", "2", "2026-01-01T00:00:00Z"))
-    own_endpoint(gateway, tenant, private_server.base_url, ["onprem-llm"])
+    gateway.add_own_model(tenant, custom_model("onprem-llm", "1", "2", "2026-01-01T00:00:00Z"))
+    gateway.add_own_endpoint(tenant, private_server.base_url, ["onprem-llm"])
     client = gateway.openai(tenant)
     endpoints = set()
     for _ in range(24):
@@ -246,8 +221,7 @@ def test_the_admin_api_refuses_an_unknown_model_price_and_a_strict_project_witho
     sqlite_gateway: Gateway,
 ) -> None:
     gateway = sqlite_gateway  # no LEDGERGATE_ACTOR_TOKEN_SECRET here
-    unknown = admin_post(
-        gateway,
+    unknown = gateway.admin_post(
         "/v1/admin/prices",
         {"model": "gpt-4o-mni", "input_per_mtok": "1", "output_per_mtok": "2",
          "effective_from": "2026-01-01T00:00:00Z"},
@@ -255,10 +229,10 @@ def test_the_admin_api_refuses_an_unknown_model_price_and_a_strict_project_witho
     assert unknown.status_code == 400, unknown.text
     assert unknown.json()["error"]["param"] == "model"
     assert "gpt-4o-mini" in unknown.json()["error"]["close_matches"]
-    strict = admin_post(gateway, "/v1/admin/projects", {"name": "acme", "strict": True})
+    strict = gateway.admin_post("/v1/admin/projects", {"name": "acme", "strict": True})
     assert strict.status_code == 400 and strict.json()["error"]["param"] == "strict"
     assert "LEDGERGATE_ACTOR_TOKEN_SECRET" in strict.json()["error"]["message"]
-    assert admin_post(gateway, "/v1/admin/projects", {"name": "acme"}).status_code == 200
+    assert gateway.admin_post("/v1/admin/projects", {"name": "acme"}).status_code == 200
 
 
 def test_a_missing_fx_rate_is_not_retried_by_the_openai_sdk_and_says_what_to_run(
@@ -297,8 +271,8 @@ def test_a_test_key_is_answered_by_the_simulator_and_charged_to_the_test_balance
     with pytest.raises(openai.APIStatusError) as empty:  # no test balance yet
         client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
     assert empty.value.status_code == 402 and "topup --test" in empty.value.body["message"]
-    topped = admin_post(gateway, "/v1/admin/topups", {"project_id": str(tenant.project_id),
-                        "amount": "3.00", "currency": "USD", "reference": "t1", "test": True})  # fmt: skip
+    topped = gateway.admin_post("/v1/admin/topups", {"project_id": str(tenant.project_id),
+                                "amount": "3.00", "currency": "USD", "reference": "t1", "test": True})  # fmt: skip
     assert topped.status_code == 200 and topped.json()["mode"] == "test", topped.text
     raw = client.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=MESSAGES)
     answer = raw.parse().choices[0].message.content

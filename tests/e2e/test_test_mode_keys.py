@@ -19,9 +19,8 @@ from domain import commands as c
 from domain.account import Account
 from domain.ids import account_id
 from tests.e2e.helpers import gateway_on_shared_upstream
-from tests.support.harness import ADMIN_TOKEN, Gateway, Tenant
+from tests.support.harness import Gateway, Tenant
 
-ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 MESSAGES = [{"role": "user", "content": "Is this real?"}]
 SECRET_KEY = "test-mode-secret-key-0123456789"
 BYOK_KEY = "sk-project-own-provider-key-123"
@@ -55,12 +54,7 @@ def test_a_test_key_never_uses_the_projects_own_provider_key_or_any_provider(
 ) -> None:
     (_, shared), _ = upstreams
     tenant = test_gateway.tenant(balance="5.00")
-    with test_gateway.client() as http:
-        stored = http.post(
-            f"/v1/admin/projects/{tenant.project_id}/provider-keys",
-            json={"provider": "openai", "api_key": BYOK_KEY},
-            headers=ADMIN,
-        )
+    stored = test_gateway.store_provider_key(tenant, BYOK_KEY)
     assert stored.status_code == 200, stored.text
     test_key = _test_key(test_gateway, tenant)
     raw = test_gateway.openai(test_key).chat.completions.with_raw_response.create(
@@ -79,18 +73,7 @@ def test_a_test_key_never_reaches_the_projects_own_endpoint(
 ) -> None:
     (_, shared), (private_server, private) = upstreams
     tenant = test_gateway.tenant(balance="5.00")
-    with test_gateway.client() as http:
-        endpoint = http.post(
-            f"/v1/admin/projects/{tenant.project_id}/endpoints",
-            json={
-                "provider": "openai",
-                "name": "onprem",
-                "base_url": private_server.base_url + "/v1",
-                "models": ["gpt-4o-mini"],
-            },
-            headers=ADMIN,
-        )
-    assert endpoint.status_code == 200, endpoint.text
+    test_gateway.add_own_endpoint(tenant, private_server.base_url, ["gpt-4o-mini"])
     test_key = _test_key(test_gateway, tenant)
     for stream in (False, True):
         response = test_gateway.openai(test_key).chat.completions.create(

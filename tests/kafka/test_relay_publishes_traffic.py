@@ -81,13 +81,8 @@ def _traffic(gateway: Gateway, state: SimulatorState, *, screened: bool) -> list
             messages=messages,
             extra_body={"pii_policy": {"action": "pseudonymize", "rehydrate_response": True}},
         )
-    with gateway.client() as http:
-        stored = http.post(
-            f"/v1/admin/projects/{byok.project_id}/provider-keys",
-            json={"provider": "openai", "api_key": BYOK_KEY},
-            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
-        )
-        assert stored.status_code == 200, stored.text
+    stored = gateway.store_provider_key(byok, BYOK_KEY)
+    assert stored.status_code == 200, stored.text
     gateway.openai(byok).chat.completions.create(model="gpt-4o-mini", messages=messages)
     with pytest.raises(openai.APIStatusError):
         gateway.openai(poor).chat.completions.create(model="gpt-4o-mini", messages=messages)

@@ -20,6 +20,7 @@ from gateway.serving import BackgroundServer
 from tests.support.builders import initial_top_up
 
 ADMIN_TOKEN = "lg_admin_test_token"
+ADMIN_HEADERS = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
 @dataclass
@@ -96,6 +97,40 @@ class Gateway:
 
     def client(self, **kwargs: Any) -> httpx.Client:
         return httpx.Client(base_url=self.base_url, timeout=kwargs.pop("timeout", 30.0), **kwargs)
+
+    def admin_post(self, path: str, body: dict[str, Any]) -> httpx.Response:
+        """POST `body` to the admin API at `path` with the admin token."""
+        with self.client() as http:
+            return http.post(path, json=body, headers=ADMIN_HEADERS)
+
+    def store_provider_key(
+        self, tenant: Tenant, api_key: str, provider: str = "openai"
+    ) -> httpx.Response:
+        """Store `api_key` as the project's own `provider` key (BYOK); the answer is the
+        caller's to check (without a server secret it is a 503)."""
+        return self.admin_post(
+            f"/v1/admin/projects/{tenant.project_id}/provider-keys",
+            {"provider": provider, "api_key": api_key},
+        )
+
+    def add_own_endpoint(
+        self, tenant: Tenant, base_url: str, models: list[str], name: str = "onprem", **extra: Any
+    ) -> httpx.Response:
+        """Register the project's own OpenAI-format endpoint `name` at `base_url` + "/v1"
+        serving `models` (`extra`: more fields, e.g. api_key_ref); it must be accepted."""
+        response = self.admin_post(
+            f"/v1/admin/projects/{tenant.project_id}/endpoints",
+            {"provider": "openai", "name": name, "base_url": base_url + "/v1", "models": models,
+             **extra},
+        )  # fmt: skip
+        assert response.status_code == 200, response.text
+        return response
+
+    def add_own_model(self, tenant: Tenant, model: dict[str, Any]) -> None:
+        """Add `model` (a `custom_model` body) to the project's own catalog; it must be
+        accepted."""
+        added = self.admin_post(f"/v1/admin/projects/{tenant.project_id}/models", model)
+        assert added.status_code == 200, added.text
 
     def openai(self, tenant: Tenant, user: str = "alice", **kwargs: Any) -> Any:
         import openai

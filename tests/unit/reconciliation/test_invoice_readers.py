@@ -56,31 +56,34 @@ def test_a_malformed_cost_names_the_line_and_the_column(bad):
         read_invoice(f'model,cost,currency\ngpt-4o,"{bad}",USD\n'.encode())
 
 
-def test_a_row_with_the_wrong_number_of_fields_names_the_line():
-    with pytest.raises(InvoiceFormatError, match="line 3: expected 3 fields, found 2"):
-        read_invoice(b"model,cost,currency\ngpt-4o,1,USD\ngpt-4o,1\n")
-
-
-def test_an_invoice_mixing_dated_and_undated_lines_is_refused():
-    with pytest.raises(InvoiceFormatError, match="entirely per-day or entirely per-month"):
-        read_invoice((GENERIC_HEADER + "2026-09-01,openai,a,,,1,USD\n,openai,b,,,1,USD\n").encode())
-
-
-def test_an_invoice_mixing_currencies_is_refused():
-    with pytest.raises(InvoiceFormatError, match="mixes currencies"):
-        read_invoice(b"model,cost,currency\na,1,USD\nb,1,EUR\n")
-
-
-def test_a_bad_date_is_reported_with_its_line():
-    with pytest.raises(InvoiceFormatError, match="line 2: date must be a date YYYY-MM-DD"):
-        read_invoice((GENERIC_HEADER + "01/09/2026,openai,a,,,1,USD\n").encode())
-
-
-def test_an_empty_file_and_a_header_only_file_are_clear_errors():
-    with pytest.raises(InvoiceFormatError, match="empty"):
-        read_invoice(b"")
-    with pytest.raises(InvoiceFormatError, match="no cost lines"):
-        read_invoice(GENERIC_HEADER.encode())
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        pytest.param(
+            b"model,cost,currency\ngpt-4o,1,USD\ngpt-4o,1\n",
+            "line 3: expected 3 fields, found 2",
+            id="a row with the wrong number of fields names the line",
+        ),
+        pytest.param(
+            (GENERIC_HEADER + "2026-09-01,openai,a,,,1,USD\n,openai,b,,,1,USD\n").encode(),
+            "entirely per-day or entirely per-month",
+            id="dated and undated lines mixed",
+        ),
+        pytest.param(
+            b"model,cost,currency\na,1,USD\nb,1,EUR\n", "mixes currencies", id="currencies mixed"
+        ),
+        pytest.param(
+            (GENERIC_HEADER + "01/09/2026,openai,a,,,1,USD\n").encode(),
+            "line 2: date must be a date YYYY-MM-DD",
+            id="a bad date is reported with its line",
+        ),
+        pytest.param(b"", "empty", id="an empty file"),
+        pytest.param(GENERIC_HEADER.encode(), "no cost lines", id="a header-only file"),
+    ],
+)
+def test_a_malformed_invoice_is_refused_saying_what_is_wrong(content: bytes, message: str):
+    with pytest.raises(InvoiceFormatError, match=message):
+        read_invoice(content)
 
 
 def test_a_byte_order_mark_from_a_spreadsheet_does_not_break_the_header():

@@ -1,14 +1,11 @@
 from __future__ import annotations
 
-import random
-
 import pytest
 
 from domain.catalog import Catalog
 from gateway.providers.base import ProviderEndpoint
-from gateway.routing.balancer import EndpointPool
-from gateway.routing.breaker import BreakerBoard
 from gateway.routing.router import Router
+from tests.support.routing import router_over
 
 # One endpoint per provider, two OpenAI keys, Bedrock in Frankfurt, Stockholm AND us-east-1:
 # the US Bedrock endpoint is the trap the region pin must avoid for EU models.
@@ -33,10 +30,7 @@ def catalog() -> Catalog:
 
 
 def make_router(seed: int = 1, endpoints: tuple[ProviderEndpoint, ...] = ALL_ENDPOINTS) -> Router:
-    board = BreakerBoard()
-    return Router(
-        Catalog.shipped(), board=board, pool=EndpointPool(board, endpoints), rng=random.Random(seed)
-    )
+    return router_over(endpoints, seed)
 
 
 @pytest.fixture

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import urllib.request
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -94,6 +95,19 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._slots = asyncio.Semaphore(max_connections)
         self._ssl = ssl.create_default_context(cafile=certifi.where())
+        # The proxy environment, read once as httpx does (aiohttp's trust_env reads it, and
+        # ~/.netrc, on a worker thread for every request: 3% of a serving process's CPU).
+        self._env_proxies = urllib.request.getproxies_environment()
+
+    def _proxy_for(self, url: httpx.URL) -> str | None:
+        proxies = self._env_proxies
+        if not proxies:
+            return None
+        proxy = proxies.get(url.scheme) or proxies.get("all")
+        bypass = urllib.request.proxy_bypass_environment  # type: ignore[attr-defined]
+        if proxy is None or bypass(url.host, proxies):
+            return None
+        return proxy
 
     def _session_for_loop(self) -> aiohttp.ClientSession:
         loop = asyncio.get_running_loop()
@@ -106,7 +120,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                     keepalive_timeout=KEEPALIVE_EXPIRY_S,
                     ssl=self._ssl,
                 ),
-                trust_env=True,
+                trust_env=False,  # the proxy comes from _proxy_for
                 auto_decompress=False,
                 skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
             )
@@ -131,6 +145,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 headers=request.headers.multi_items(),
                 data=body or None,
                 allow_redirects=False,
+                proxy=self._proxy_for(request.url),
                 compress=None,
                 timeout=aiohttp.ClientTimeout(
                     total=None,

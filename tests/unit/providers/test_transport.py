@@ -100,3 +100,26 @@ async def test_a_body_cut_short_is_a_protocol_error_and_the_request_reaches_the_
     names = [line.split(b":")[0] for line in lines[1:]]
     assert len(names) == len(set(names))  # no header sent twice (httpx's and aiohttp's)
     assert body == b'{"a":1}'
+
+
+async def test_the_proxy_environment_is_honoured_as_httpx_read_it_and_no_proxy_bypasses_it(
+    monkeypatch,
+):
+    seen: list[bytes] = []
+
+    async def proxy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        seen.append((await reader.readuntil(b"\r\n")).strip())
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nproxy")
+        await writer.drain()
+        writer.close()
+
+    server, proxy_url = await _serve(proxy)
+    monkeypatch.setenv("HTTP_PROXY", proxy_url)
+    monkeypatch.setenv("NO_PROXY", "bypassed.invalid")
+    client = build_client()
+    async with server, client:
+        answer = await client.get("http://provider.invalid/v1/models")
+        with pytest.raises(httpx.ConnectError):  # not proxied: the name does not resolve
+            await client.get("http://bypassed.invalid/v1/models")
+    assert answer.text == "proxy"
+    assert seen == [b"GET http://provider.invalid/v1/models HTTP/1.1"]

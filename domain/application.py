@@ -4,6 +4,7 @@ LEDGERGATE_DATABASE_URL (unset → an SQLite file under ./.ledgergate/)."""
 from __future__ import annotations
 
 import os
+import time
 from datetime import date
 from pathlib import Path
 from typing import Any, ClassVar
@@ -11,7 +12,7 @@ from urllib.parse import parse_qs, unquote, urlparse
 from uuid import UUID
 
 from eventsourcing.application import Application
-from eventsourcing.persistence import JSONTranscoder, Transcoding
+from eventsourcing.persistence import IntegrityError, InternalError, JSONTranscoder, Transcoding
 
 from domain.account import Account
 
@@ -106,4 +107,19 @@ def open_application(
 ) -> LedgerApplication:
     env = store_env(database_url, data_dir)
     env.update({k: str(v) for k, v in extra.items()})
-    return LedgerApplication(env=env)
+    for attempt in range(1, OPEN_ATTEMPTS_MAX + 1):
+        try:
+            return LedgerApplication(env=env)
+        except (InternalError, IntegrityError):
+            # Several processes starting at once on a fresh PostgreSQL schema each create
+            # the event tables (CREATE TABLE IF NOT EXISTS): all but one may fail with "tuple
+            # concurrently updated" or a duplicate catalog row. The tables are there a moment
+            # later; a real storage fault fails every attempt and is raised.
+            if attempt == OPEN_ATTEMPTS_MAX:
+                raise
+            time.sleep(OPEN_RETRY_S * attempt)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+OPEN_ATTEMPTS_MAX = 5
+OPEN_RETRY_S = 0.2

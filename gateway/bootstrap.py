@@ -19,7 +19,12 @@ from gateway.observability.core import Observability
 from gateway.observability.writer import ObservedWriter
 from gateway.pii.service import PiiService
 from gateway.providers.base import AdapterLimits, ProviderAdapter, ProviderEndpoint
-from gateway.providers.registry import ADAPTER_CLASSES, build_adapter, endpoints_from_env
+from gateway.providers.registry import (
+    ADAPTER_CLASSES,
+    build_adapter,
+    build_client,
+    endpoints_from_env,
+)
 from gateway.relay import OutboxRelay
 from gateway.response_cache import ResponseCacheStore, build_response_cache
 from gateway.routing.service import RoutingService
@@ -105,13 +110,7 @@ class Services:
     async def start_async(self) -> None:
         self.start()
         if self.http_client is None:
-            self.http_client = httpx.AsyncClient(
-                timeout=self.limits.httpx_timeout(),
-                limits=httpx.Limits(
-                    max_connections=self.limits.max_connections,
-                    max_keepalive_connections=self.limits.max_keepalive_connections,
-                ),
-            )
+            self.http_client = build_client(self.limits)
             self.adapters = build_adapters(self.settings, self.http_client)
             self.routing.bind_adapters(
                 adapter_factory(adapter_classes(), self.http_client), self.http_client

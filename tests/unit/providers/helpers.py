@@ -8,8 +8,8 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.providers.base import ProviderAdapter, ProviderEndpoint, UpstreamError
-from gateway.providers.registry import build_adapter
+from gateway.providers.base import AdapterLimits, ProviderAdapter, ProviderEndpoint, UpstreamError
+from gateway.providers.registry import build_adapter, build_client
 from tests.fakes.server import FakeUpstreamBase
 
 TEST_TIMEOUT_S = 10.0
@@ -49,7 +49,15 @@ WEATHER_TOOL = {
 def make_adapter(
     provider: str, fake: FakeUpstreamBase, *, read_timeout_s: float = 5.0
 ) -> tuple[ProviderAdapter, httpx.AsyncClient]:
-    client = httpx.AsyncClient(timeout=httpx.Timeout(5.0, read=read_timeout_s))
+    # The gateway's own client (its transport included), with these tests' timeouts.
+    client = build_client(
+        AdapterLimits(
+            connect_timeout_s=5.0,
+            read_timeout_s=read_timeout_s,
+            write_timeout_s=5.0,
+            pool_timeout_s=5.0,
+        )
+    )
     endpoint = ProviderEndpoint(
         provider=provider, base_url=fake.base_url, api_key="test-key", region="us-east-1"
     )

@@ -6,10 +6,11 @@ its first connection, after the tokenizer is loaded and before the PII engine wa
 background:
 - the PostgreSQL pools hold their connections (the event store's pool opens its connections
   in the background: the first request would otherwise wait for one, or open one itself);
-- one connection per configured provider origin is open in the upstream client's pool, and
-  httpx's send path has run once: a GET of the origin's root, with no credentials (nothing
-  a provider bills, and no key sent needlessly), bounded by WARM_CONNECT_S, its failure only
-  logged (a provider that is down is the router's business, not readiness').
+- the read store answers one round trip.
+
+It does not pre-connect to the providers: that takes a request (a GET of the origin's root),
+and a gateway must send a provider nothing it was not asked to. The first request to each
+provider pays its own connect (and, for a real provider, its TLS handshake).
 
 Then, with `serve --workers N`, each worker marks itself warm once its PII engine is warm too
 (gateway/workers.py `WarmMarkers`), and /ready answers 200 only when all N are.
@@ -22,7 +23,6 @@ import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 import anyio.to_thread
 
@@ -30,7 +30,6 @@ from gateway.pii.service import pii_service
 
 log = logging.getLogger("ledgergate.warmup")
 
-WARM_CONNECT_S = 2.0  # a provider origin that does not answer within this is left cold
 POOL_WAIT_S = 10.0
 
 
@@ -41,7 +40,6 @@ class WarmUp:
 
     async def run(self, services: Any) -> None:
         await self._step("stores", anyio.to_thread.run_sync(fill_pools, services))
-        await self._step("upstreams", preconnect(services))
         self.done = True
         log.info(
             "warm-up done in %.0f ms (%s)",
@@ -69,31 +67,6 @@ def fill_pools(services: Any) -> None:
     if pool is not None and hasattr(pool, "wait"):
         pool.wait(POOL_WAIT_S)
     services.runner.views_position()
-
-
-def upstream_origins(services: Any) -> list[str]:
-    """The distinct scheme://host:port of every configured provider endpoint."""
-    origins: dict[str, None] = {}
-    for adapter in services.adapters.values():
-        base_url = getattr(getattr(adapter, "endpoint", None), "base_url", "")
-        parts = urlsplit(base_url)
-        if parts.scheme in ("http", "https") and parts.netloc:
-            origins[f"{parts.scheme}://{parts.netloc}"] = None
-    return list(origins)
-
-
-async def preconnect(services: Any) -> None:
-    client = services.http_client
-    if client is None:
-        return
-
-    async def head(origin: str) -> None:
-        try:
-            await client.get(origin + "/", timeout=WARM_CONNECT_S)
-        except Exception as error:  # down or unreachable: the first request connects itself
-            log.info("warm-up could not pre-connect an upstream: %s", type(error).__name__)
-
-    await asyncio.gather(*(head(origin) for origin in upstream_origins(services)))
 
 
 PII_POLL_S = 0.05

@@ -48,7 +48,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         await services.start_async()
         # Before the first connection is accepted: the first request must not pay for it.
         warm_tokenizer()
-        await services.warm_up.run(services)  # pools, upstream connections (gateway/warmup.py)
+        await services.warm_up.run(services)  # the store pools (gateway/warmup.py)
         # Load and warm the PII engine in the background: the app serves at once, and a
         # request that needs screening before it is ready waits for it (fail closed).
         pii_service(services).start()

@@ -428,6 +428,7 @@ class ConverseChatStream(TranslatingStream, ChatStream):
                     usage = usage_from_converse(payload.get("usage"))
                     if usage is not None:
                         self.usage = usage
+        decoder.finish()
         if decoder.pending_bytes:
             raise truncated(self.provider, "the end of an event-stream message")
         if not started or stop_reason is None:

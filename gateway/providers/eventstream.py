@@ -111,11 +111,15 @@ def decode_headers(raw: bytes) -> dict[str, HeaderValue]:
 
 
 class EventStreamDecoder:
-    """Feed bytes in, get complete, CRC-checked messages out."""
+    """Feed bytes in, get complete, CRC-checked messages out. The messages before a corrupt
+    one are delivered first, whatever size the reads come in: the corruption is raised by the
+    next `feed` or by `finish`, so a stream that started keeps what it streamed (a read that
+    carried a good frame and a bad one must not look like a stream that never started)."""
 
     def __init__(self, max_message_bytes: int = MAX_MESSAGE_BYTES) -> None:
         self._buffer = bytearray()
         self._max_message_bytes = max_message_bytes
+        self._error: EventStreamError | None = None
 
     @property
     def pending_bytes(self) -> int:
@@ -123,8 +127,23 @@ class EventStreamDecoder:
         return len(self._buffer)
 
     def feed(self, data: bytes) -> list[EventStreamMessage]:
+        self.finish()
         self._buffer.extend(data)
         messages: list[EventStreamMessage] = []
+        try:
+            self._decode(messages)
+        except EventStreamError as error:
+            if not messages:
+                raise
+            self._error = error
+        return messages
+
+    def finish(self) -> None:
+        """Raise the corruption found after the messages already delivered, if any."""
+        if self._error is not None:
+            raise self._error
+
+    def _decode(self, messages: list[EventStreamMessage]) -> None:
         while len(self._buffer) >= PRELUDE_BYTES:
             total_length, headers_length, prelude_crc = struct.unpack_from(">III", self._buffer, 0)
             if _crc(bytes(self._buffer[:8])) != prelude_crc:
@@ -147,7 +166,6 @@ class EventStreamDecoder:
             headers = decode_headers(frame[PRELUDE_BYTES:headers_end])
             payload = frame[headers_end : total_length - MESSAGE_CRC_BYTES]
             messages.append(EventStreamMessage(headers=headers, payload=payload))
-        return messages
 
 
 def _encode_header(name: str, value: HeaderValue) -> bytes:

@@ -71,6 +71,21 @@ def test_a_corrupted_payload_fails_the_message_crc():
         EventStreamDecoder().feed(bytes(frame))
 
 
+def test_the_messages_before_a_corrupt_one_in_the_same_read_are_delivered_first():
+    # One network read may carry a good frame and a bad one (a large-buffer transport reads
+    # all that arrived): the good one is delivered, the corruption is raised after it.
+    good = encode_event("messageStart", b'{"role":"assistant"}')
+    bad = bytearray(encode_event("contentBlockDelta", b'{"delta":{"text":"hi"}}'))
+    bad[-6] ^= 0x01
+    decoder = EventStreamDecoder()
+    (message,) = decoder.feed(good + bytes(bad))
+    assert message.event_type == "messageStart"
+    with pytest.raises(EventStreamError, match="message CRC"):
+        decoder.finish()
+    with pytest.raises(EventStreamError, match="message CRC"):
+        decoder.feed(b"")
+
+
 def test_a_corrupted_length_fails_the_prelude_crc_before_anything_is_buffered():
     frame = bytearray(encode_event("x", b"{}"))
     frame[0:4] = struct.pack(">I", 0x7FFFFFFF)

@@ -255,73 +255,38 @@ async def route(
     compliant one that fits; a named model is never swapped. The intake's temporary
     credential and trace narrow both. A model that lacks a capability named in `refusals`
     is refused with that endpoint's own error (chat: documents; embeddings: embeddings)."""
-    try:
-        return await _route(
+
+    async def decided(request_body: dict[str, Any]) -> RouteDecision:
+        return await decide(
             services,
-            intake,
-            key,
             project,
-            body,
+            request_body,
             effective,
             capabilities=capabilities,
+            credential=intake.credential,
+            trace=intake.trace_join,
+        )
+
+    async def catalog() -> Catalog:
+        # with its custom models
+        return await services.routing.project_catalog(project.id, services.cache.get)
+
+    try:
+        return await downgrade_for_budget(
+            services,
+            key,
+            await decided(body),
+            catalog=catalog,
+            currency=project.currency,
             estimated_input_tokens=estimated_input_tokens,
             max_output_tokens=max_output_tokens,
+            redecide=lambda model_field: decided({**body, "model": model_field}),
         )
     except ModelCapabilityMissing as error:
         for capability, refusal in (refusals or {}).items():
             if capability in error.missing:
                 raise await refusal(error) from None
         raise
-
-
-async def _route(
-    services: Any,
-    intake: Intake,
-    key: Any,
-    project: Any,
-    body: dict[str, Any],
-    effective: Any,
-    *,
-    capabilities: frozenset[str] | None,
-    estimated_input_tokens: int,
-    max_output_tokens: int,
-) -> RouteDecision:
-    credential, trace = intake.credential, intake.trace_join
-    decision = await decide(
-        services,
-        project,
-        body,
-        effective,
-        capabilities=capabilities,
-        credential=credential,
-        trace=trace,
-    )
-
-    async def catalog() -> Catalog:
-        # with its custom models
-        return await services.routing.project_catalog(project.id, services.cache.get)
-
-    async def redecide(model_field: str) -> RouteDecision:
-        return await decide(
-            services,
-            project,
-            {**body, "model": model_field},
-            effective,
-            capabilities=capabilities,
-            credential=credential,
-            trace=trace,
-        )
-
-    return await downgrade_for_budget(
-        services,
-        key,
-        decision,
-        catalog=catalog,
-        currency=project.currency,
-        estimated_input_tokens=estimated_input_tokens,
-        max_output_tokens=max_output_tokens,
-        redecide=redecide,
-    )
 
 
 def key_source_for(services: Any, project: Any, provider: str, mode: str) -> str:

@@ -28,12 +28,15 @@ from tests.kafka.workload import write_lifecycles
 from tests.support.postgres import create_schema
 
 ROOT = Path(__file__).resolve().parents[2]
-LIFECYCLES = 1_200  # about 6,700 events, 14 relay batches
+LIFECYCLES = 1_500  # about 8,400 events, 17 relay batches
 BATCH_EVENTS = 500
 VIEWS = ("audit", "balances")
 WAIT_S_MAX = 60.0
-# How long after an acknowledged batch the relay is killed (a 500-event batch takes ~100 ms).
-KILL_DELAYS_S = (0.05, 0.1, 0.2, 0.3)
+# When the relay is killed, as a fraction of its measured batch period after an acknowledged
+# batch: inside the next batch on any machine, so each attempt uses at most three batches and
+# four attempts (12) never run out of the workload's 17. Fixed delays did on a faster machine:
+# the relay published everything before the last attempt and "the next batch" never came.
+KILL_FRACTIONS = (0.3, 0.5, 0.7, 0.9)
 
 
 def _start(env: dict[str, str], log: Path, *args: str) -> subprocess.Popen[bytes]:
@@ -46,13 +49,22 @@ def _start(env: dict[str, str], log: Path, *args: str) -> subprocess.Popen[bytes
     )
 
 
-def _wait(condition: Any, what: str, processes: list[subprocess.Popen[bytes]]) -> None:
+def _wait(condition: Any, what: str, processes: list[subprocess.Popen[bytes]], log: Path) -> float:
+    """Poll until `condition()`; returns the monotonic time it was seen. A timeout or a dead
+    process fails with the processes' log tail, so a failure says what they were doing."""
     deadline = time.monotonic() + WAIT_S_MAX
     while not condition():
         for process in processes:
-            assert process.poll() is None, f"{what}: a process exited with {process.returncode}"
-        assert time.monotonic() < deadline, f"timed out waiting: {what}"
+            if process.poll() is not None:
+                pytest.fail(f"{what}: a process exited with {process.returncode}\n{_tail(log)}")
+        if time.monotonic() >= deadline:
+            pytest.fail(f"timed out waiting: {what}\n{_tail(log)}")
         time.sleep(0.002)
+    return time.monotonic()
+
+
+def _tail(log: Path) -> str:
+    return log.read_text(errors="replace")[-3000:] if log.exists() else "(no process log)"
 
 
 def _tracked(store: ReadStore, view: str) -> int:
@@ -93,18 +105,29 @@ def test_kill_9_of_relay_and_worker_mid_batch_skips_nothing_and_the_views_agree(
         #    at-least-once window); a kill that landed before any of them is tried again later
         #    in the batch, at most len(KILL_DELAYS_S) times.
         kills: list[tuple[int, set[int]]] = []  # (stored position, published beyond it)
-        for delay_s in KILL_DELAYS_S:
+        for fraction in KILL_FRACTIONS:
             relay = _start(relay_env, log, "relay", "run")
             processes.append(relay)
             start = relay_position(source, name)
-            _wait(lambda: relay_position(source, name) > start, "a first batch", [relay])  # noqa: B023
+            first = _wait(
+                lambda: relay_position(source, name) > start,  # noqa: B023
+                "a first batch",
+                [relay],
+                log,
+            )
             seen = relay_position(source, name)
-            _wait(lambda: relay_position(source, name) != seen, "the next batch", [relay])  # noqa: B023
-            time.sleep(delay_s)
+            assert seen < target, f"the workload ran out before a kill (position {seen})"
+            acked = _wait(
+                lambda: relay_position(source, name) != seen,  # noqa: B023
+                "the next batch",
+                [relay],
+                log,
+            )
+            time.sleep(fraction * (acked - first))
             os.kill(relay.pid, signal.SIGKILL)
             relay.wait(10)
             stored_at_kill = relay_position(source, name)
-            assert 0 < stored_at_kill < target
+            assert 0 < stored_at_kill < target, f"the workload ran out before a kill ({target})"
             beyond = {
                 int(dict(m.headers)["ledgergate-position"]) for m in read_topic(bootstrap, topic)
             } - set(range(stored_at_kill + 1))
@@ -125,11 +148,13 @@ def test_kill_9_of_relay_and_worker_mid_batch_skips_nothing_and_the_views_agree(
             *[arg for view in VIEWS for arg in ("--view", view)],
         )
         processes += [relay, worker]
-        _wait(lambda: _tracked(downstream, "audit") > 0, "the worker applies", [relay, worker])
+        applies = "the worker applies"
+        _wait(lambda: _tracked(downstream, "audit") > 0, applies, [relay, worker], log)
         os.kill(worker.pid, signal.SIGKILL)
         worker.wait(10)
         applied_at_kill = _tracked(downstream, "audit")
-        _wait(lambda: relay_position(source, name) >= target, "the relay catches up", [relay])
+        catches_up = "the relay catches up"
+        _wait(lambda: relay_position(source, name) >= target, catches_up, [relay], log)
         relay.send_signal(signal.SIGTERM)  # a clean stop after the batch in hand
         assert relay.wait(30) == 0
         summary = json.loads(relay.stdout.read() if relay.stdout else b"{}")

@@ -176,22 +176,27 @@ def live_check(
 
 class AuditService(Periodic):
     """The follower (hashing + checkpoints) and the optional scheduled live check (its
-    periodic tick)."""
+    periodic tick). Every process that serves the log's reads builds one (proofs and
+    checkpoints read the stored tree); only the process that writes the views starts it:
+    the single gateway, or the projection worker beside N serving processes, so hashing
+    every event is not repeated in each serving process on its request path."""
 
     thread_name = "ledgergate-audit-live-check"
     failure_message = "scheduled audit live check failed"
     join_s_max = 10
 
-    def __init__(self, services: Any, *, create_key: bool = True) -> None:
+    def __init__(
+        self, settings: AuditSettings, app: Any, store: Any, *, create_key: bool = True
+    ) -> None:
         super().__init__(log)
-        self.services = services
-        self.settings: AuditSettings = services.settings.audit
+        self.app = app
+        self.settings = settings
         self.signer = (
             load_signer(self.settings, create=create_key) if self.settings.enabled else None
         )
         self.merkle = MerkleLog(
-            services.app,
-            services.store,
+            app,
+            store,
             signer=self.signer,
             every_events=self.settings.every_events,
             interval_s=self.settings.interval_s,
@@ -226,7 +231,7 @@ class AuditService(Periodic):
         # One alarm per distinct divergence, not one per interval for the same forgery.
         if report.divergence is not None and report.divergence != self._last_alarm:
             latest = self.merkle.latest_checkpoint()
-            raise_alarm(self.services.app, report, latest.size if latest else 0)
+            raise_alarm(self.app, report, latest.size if latest else 0)
             self._last_alarm = report.divergence
         return report
 
@@ -235,5 +240,5 @@ def audit_service(services: Any) -> AuditService:
     """The process's audit service, kept in `services.audit` from its first use (not built
     in build_services: building it makes the signing key file)."""
     if services.audit is None:
-        services.audit = AuditService(services)
+        services.audit = AuditService(services.settings.audit, services.app, services.store)
     return services.audit  # type: ignore[no-any-return]

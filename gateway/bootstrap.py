@@ -132,14 +132,16 @@ class Services:
         self.app.close()
         self.started = False
 
-    def on_notification(self, event: Any) -> None:
+    def on_notification(self, notification: Any) -> None:
         """Every event recorded by any process (the runner's own follower pass, independent
-        of who projected it): drop stale cached copies. The aggregate cache holds keys,
-        projects (plan, tier, fee, provider keys), price and FX books; the writer holds the
-        aggregates it decides on; the routing cache holds custom models and endpoints."""
-        self.cache.evict(event.originator_id, event.originator_version)
-        self.writer.evict(event.originator_id, event.originator_version)
-        self.routing.project_routing.evict(event.originator_id)
+        of who projected it), as its stored notification: drop stale cached copies. The
+        aggregate cache holds keys, projects (plan, tier, fee, provider keys), price and FX
+        books; the writer holds the aggregates it decides on; the routing cache holds custom
+        models and endpoints."""
+        aggregate_id, version = notification.originator_id, notification.originator_version
+        self.cache.evict(aggregate_id, version)
+        self.writer.evict(aggregate_id, version)
+        self.routing.project_routing.evict(aggregate_id)
 
 
 def endpoints_from_settings(settings: Settings) -> dict[str, ProviderEndpoint]:
@@ -163,8 +165,8 @@ def build_services(settings: Settings | None = None, clock: Clock | None = None)
     cache = AggregateCache(app)
     services_ref: list[Services] = []
 
-    def on_notification(event: Any) -> None:
-        services_ref[0].on_notification(event)
+    def on_notification(notification: Any) -> None:
+        services_ref[0].on_notification(notification)
 
     views = default_views() if settings.run_projections else []
     runner = ProjectionRunner(app, store, views, on_notification=on_notification)

@@ -32,6 +32,7 @@ from domain.settlement import DEFAULT_FEE_RATE
 from domain.writer import run_now
 from gateway import admin_commands
 from gateway import workers as serving
+from gateway.audit import AuditConfigError, AuditService
 from gateway.audit_cli import add_audit_commands, run_audit_command
 from gateway.auth import issue_actor_token
 from gateway.bootstrap import build_services
@@ -591,13 +592,25 @@ def projections(settings: Settings, args: argparse.Namespace) -> int:
     if args.action == "run" and args.view:
         views = [view for view in views if view.name in args.view]
     runner = ProjectionRunner(app, store, views)
+    # `projections run` also keeps the tamper-evident log: it is the one process that writes
+    # the views beside N serving processes, which then only read the stored tree.
+    audit: AuditService | None = None
+    if args.action == "run" and settings.audit.enabled:
+        try:
+            audit = AuditService(settings.audit, app, store)
+        except AuditConfigError as error:
+            store.close()
+            app.close()
+            return fail("audit_config", str(error))
     try:
         if args.action == "dead-letters":
             rows = list_dead_letters(store, view=args.view, limit=args.limit)
             emit({"dead_letters": rows, "count": len(rows)})
             return 0
         if args.action == "run" and args.once:
-            emit({"source": "log", "position": runner.catch_up()})
+            position = runner.catch_up()
+            tree_size = audit.merkle.catch_up() if audit is not None else None
+            emit({"source": "log", "position": position, "audit_tree_size": tree_size})
             return 0
         if args.action == "rebuild":
             with progress_bar("replaying the event log") as advance:
@@ -615,12 +628,16 @@ def projections(settings: Settings, args: argparse.Namespace) -> int:
         print("following the event log; Ctrl-C to stop", file=sys.stderr)
         runner.progress = None
         runner.start()
+        if audit is not None:
+            audit.start()
 
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
         return 0
     finally:
+        if audit is not None:
+            audit.stop()
         runner.stop()
         store.close()
         app.close()

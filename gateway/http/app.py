@@ -54,7 +54,11 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         pii_service(services).start()
         leases = request_leases(services).start()
         sweeper = Sweeper(services).start() if services.settings.run_sweeper else None
-        audit = audit_service(services).start()  # the Merkle log follows the writer
+        # The Merkle log follows the event log where the views are written: here alone, or
+        # in the projection worker beside N serving processes (which read the stored tree).
+        audit = audit_service(services)
+        if services.settings.run_projections:
+            audit.start()
         marking = asyncio.create_task(mark_warm(services))  # --workers N: this one is warm
         try:
             async with running_app.state.mcp_running:  # the MCP transport's task group

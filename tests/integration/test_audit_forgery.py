@@ -184,7 +184,7 @@ def test_the_scheduled_live_check_in_serve_raises_one_alarm_per_forgery(store_en
     services = build_services(settings)
     services.store.migrate()
     try:
-        service = AuditService(services)
+        service = AuditService(settings.audit, services.app, services.store)
         assert service.settings.live_check_interval_s == 60
         service.merkle.catch_up()
         service.merkle.checkpoint()

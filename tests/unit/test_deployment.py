@@ -32,10 +32,12 @@ def test_compose_runs_postgres_the_gateway_and_the_worker_from_one_image_built_o
     assert services["projections"]["pull_policy"] == "never"
     assert services["projections"]["command"] == ["ledgergate", "projections", "run"]
     assert services["gateway"]["command"][:2] == ["ledgergate", "serve"]
-    # No install at start: the commands run what the image holds, no bind-mounted source.
+    # No install at start: the commands run what the image holds, no bind-mounted source;
+    # the one volume is the named data directory the two share (the audit signing key).
     for name in ("gateway", "projections"):
-        assert "volumes" not in services[name]
+        assert services[name]["volumes"] == ["ledgergate-data:/var/lib/ledgergate"]
         assert "pip" not in " ".join(services[name]["command"])
+    assert "ledgergate-data" in compose()["volumes"]
 
 
 def test_compose_health_checks_restart_policies_and_start_order() -> None:

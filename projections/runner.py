@@ -108,6 +108,8 @@ class ProjectionRunner(BackgroundFollower):
         # Without views: the position every view has reached, as another process writes
         # them (read once per poll by the runner thread, so waiting readers never query).
         self.shared_views_position = 0
+        self._views_read_at = 0.0  # monotonic time of the last read of it
+        self._poll_interval_s = POLL_INTERVAL_S
         # Read-your-writes waiters on event loops: (position, loop, future). Woken by the
         # runner thread when the position is reached; no thread is held while waiting.
         self._async_waiters: list[tuple[int, asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
@@ -136,8 +138,10 @@ class ProjectionRunner(BackgroundFollower):
         to the views. Returns the lowest view position (the follower position without views)."""
         self._follow()
         if not self.views:
-            self.shared_views_position = self.views_position()
-            self._wake_async_waiters(self.shared_views_position)
+            if self._views_position_due():
+                self.shared_views_position = self.views_position()
+                self._views_read_at = time.monotonic()
+                self._wake_async_waiters(self.shared_views_position)
             return self.position
         self._ensure_tracking()
         target = self.app.recorder.max_notification_id() or 0
@@ -170,6 +174,18 @@ class ProjectionRunner(BackgroundFollower):
             if len(notifications) < NOTIFICATIONS_PER_BATCH:
                 break
         return self.position
+
+    def _views_position_due(self) -> bool:
+        """Without views, whether this pass reads the views' shared position. The runner
+        thread is poked after every commit of this process (for its caches), and a view the
+        projection worker writes cannot have reached a commit made a moment ago: so the
+        thread reads the position on its poll interval, or at once when a reader waits for
+        one. Any other caller (a direct catch-up) always reads it."""
+        if threading.current_thread() is not self._thread:
+            return True
+        if self._async_waiters:
+            return True
+        return time.monotonic() - self._views_read_at >= self._poll_interval_s
 
     def _follow(self) -> None:
         """This process's own pass over the log: every event past `follow_position` goes to
@@ -282,6 +298,7 @@ class ProjectionRunner(BackgroundFollower):
     # --- running in the background --------------------------------------------------------
 
     def start(self, poll_interval_s: float = POLL_INTERVAL_S) -> ProjectionRunner:
+        self._poll_interval_s = poll_interval_s
         return super().start(poll_interval_s)
 
     def views_position_known(self) -> int:

@@ -592,17 +592,15 @@ def projections(settings: Settings, args: argparse.Namespace) -> int:
     if args.action == "run" and args.view:
         views = [view for view in views if view.name in args.view]
     runner = ProjectionRunner(app, store, views)
-    # `projections run` also keeps the tamper-evident log: it is the one process that writes
-    # the views beside N serving processes, which then only read the stored tree.
     audit: AuditService | None = None
-    if args.action == "run" and settings.audit.enabled:
-        try:
-            audit = AuditService(settings.audit, app, store)
-        except AuditConfigError as error:
-            store.close()
-            app.close()
-            return fail("audit_config", str(error))
     try:
+        # `projections run` also keeps the tamper-evident log: it is the one process that
+        # writes the views beside N serving processes, which then only read the stored tree.
+        if args.action == "run" and settings.audit.enabled:
+            try:
+                audit = AuditService(settings.audit, app, store)
+            except AuditConfigError as error:
+                return fail("audit_config", str(error))
         if args.action == "dead-letters":
             rows = list_dead_letters(store, view=args.view, limit=args.limit)
             emit({"dead_letters": rows, "count": len(rows)})

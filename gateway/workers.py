@@ -14,8 +14,9 @@ What runs once and what runs N times, with N > 1:
   serving processes (`ledgergate projections run`, restarted if it exits) — the serving
   processes only follow the log (their caches) and never write views, which takes the views
   out of the request path. The tamper-evident log's hashing (gateway/audit.py) runs there
-  too: the serving processes read the stored tree for proofs and checkpoints. With LEDGERGATE_RUN_PROJECTIONS=0 set by the operator, none is
-  started here: the operator runs it elsewhere (docker-compose.yml's projection worker);
+  too: the serving processes read the stored tree for proofs and checkpoints. With
+  LEDGERGATE_RUN_PROJECTIONS=0 set by the operator, none is started here: the operator
+  runs it elsewhere (docker-compose.yml's projection worker);
 - the sweeper runs in every serving process, which is safe N times: it only abandons a
   request whose lease (deadline) has run out, the abandon is a guarded state transition
   decided under the request's Account lock (gateway/write_locks.py), and a second sweeper's

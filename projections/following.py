@@ -22,6 +22,7 @@ class BackgroundFollower:
         self._thread: threading.Thread | None = None
         self._stopping = False
         self.errors = 0
+        self.poll_interval_s = 0.0  # set by start: how long the thread sleeps unpoked
 
     def catch_up(self) -> int:
         raise NotImplementedError
@@ -36,6 +37,7 @@ class BackgroundFollower:
     def start(self, poll_interval_s: float) -> Self:
         if self._thread is None:
             self._stopping = False
+            self.poll_interval_s = poll_interval_s
             self._thread = threading.Thread(
                 target=self._run, args=(poll_interval_s,), name=self.thread_name, daemon=True
             )

@@ -109,7 +109,6 @@ class ProjectionRunner(BackgroundFollower):
         # them (read once per poll by the runner thread, so waiting readers never query).
         self.shared_views_position = 0
         self._views_read_at = 0.0  # monotonic time of the last read of it
-        self._poll_interval_s = POLL_INTERVAL_S
         # Read-your-writes waiters on event loops: (position, loop, future). Woken by the
         # runner thread when the position is reached; no thread is held while waiting.
         self._async_waiters: list[tuple[int, asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
@@ -185,7 +184,7 @@ class ProjectionRunner(BackgroundFollower):
             return True
         if self._async_waiters:
             return True
-        return time.monotonic() - self._views_read_at >= self._poll_interval_s
+        return time.monotonic() - self._views_read_at >= self.poll_interval_s
 
     def _follow(self) -> None:
         """This process's own pass over the log: every event past `follow_position` goes to
@@ -298,7 +297,6 @@ class ProjectionRunner(BackgroundFollower):
     # --- running in the background --------------------------------------------------------
 
     def start(self, poll_interval_s: float = POLL_INTERVAL_S) -> ProjectionRunner:
-        self._poll_interval_s = poll_interval_s
         return super().start(poll_interval_s)
 
     def views_position_known(self) -> int:
@@ -318,9 +316,7 @@ class ProjectionRunner(BackgroundFollower):
         if self.reached(position):
             return True
         if self._thread is None:  # nobody follows the log in the background: catch up once
-            await asyncio.to_thread(self.catch_up)
-            if not self.views:
-                self.shared_views_position = self.views_position()
+            await asyncio.to_thread(self.catch_up)  # which reads the shared views' position
             return self.reached(position)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()

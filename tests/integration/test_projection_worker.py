@@ -10,7 +10,7 @@ import time
 from decimal import Decimal
 from pathlib import Path
 
-from projections.db import ReadStore
+from gateway.audit import audit_service
 from tests.support.harness import openai_upstream_env, start_gateway
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,7 +38,8 @@ def test_a_gateway_without_its_own_projections_serves_reads_written_by_the_worke
         # The serving process does not hash the log into the Merkle tree (that is the
         # worker's): with no worker yet, the tree stays empty, well past its poll interval.
         time.sleep(1.0)
-        assert _tree_size(env) == 0
+        tree = audit_service(gateway.services).merkle  # reads the stored tree's state row
+        assert tree.size() == 0
         worker = subprocess.Popen(
             [sys.executable, "-m", "gateway.cli", "projections", "run"],
             env={**os.environ, **env, "PYTHONPATH": str(ROOT)},
@@ -55,7 +56,7 @@ def test_a_gateway_without_its_own_projections_serves_reads_written_by_the_worke
         # The worker keeps the tamper-evident log: the request's events reach the tree,
         # and the gateway serves their proof from it.
         deadline = time.monotonic() + 30
-        while _tree_size(env) < int(position):
+        while tree.size() < int(position):
             assert time.monotonic() < deadline, "the worker did not extend the audit tree"
             time.sleep(0.1)
         with gateway.client() as http:
@@ -69,15 +70,3 @@ def test_a_gateway_without_its_own_projections_serves_reads_written_by_the_worke
             worker.terminate()
             worker.wait(10)
         gateway.server.stop()
-
-
-def _tree_size(env: dict[str, str]) -> int:
-    """How many events the Merkle tree holds (read from the store: the proof route answers
-    only once the worker has projected the request)."""
-    store = ReadStore(env["LEDGERGATE_DATABASE_URL"])
-    try:
-        with store.transaction(write=False) as tx:
-            row = tx.execute("SELECT size FROM lg_merkle_state").fetchone()
-        return int(row["size"]) if row else 0
-    finally:
-        store.close()

@@ -3,9 +3,12 @@ OpenAI-format upstream over real HTTP, and a running gateway in front of it."""
 
 from __future__ import annotations
 
+import ast
+import functools
 import logging
 import os
 import secrets
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +23,23 @@ from tests.support.ledger import memory_app
 from tests.support.postgres import create_schema, temporary_database
 
 os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")
+
+# CPython 3.11 keeps one AST-construction recursion counter per interpreter, not per thread:
+# two threads in ast.parse at once (pytest rewriting a lazily imported plugin module in the
+# test's thread, while an in-process gateway's thread formats a traceback, whose caret
+# anchors 3.11 finds with ast.parse) make one of them raise "SystemError: AST constructor
+# recursion depth mismatch". Tests run gateways in threads, so their parses take turns.
+_ast_parse_lock = threading.RLock()
+_unlocked_ast_parse = ast.parse
+
+
+@functools.wraps(_unlocked_ast_parse)
+def _ast_parse_one_at_a_time(*args: Any, **kwargs: Any) -> Any:
+    with _ast_parse_lock:
+        return _unlocked_ast_parse(*args, **kwargs)
+
+
+ast.parse = _ast_parse_one_at_a_time
 
 # freezegun walks every loaded module's attributes when a freeze starts; SDKs with lazy
 # module __getattr__ (cohere, mistralai, google-genai, …) then import submodules *while*

@@ -77,12 +77,29 @@ def formatter_for(log_format: str) -> logging.Formatter:
     return TextFormatter() if log_format == "text" else JsonFormatter()
 
 
+class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to the process's stderr as it is at each line, not as it was when logging was
+    configured: a caller that swaps sys.stderr (a test runner's capture, a CLI runner) and
+    closes its stream afterwards must not leave every later line failing on a closed file."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass
+
+
 def configure_logging(level: str = "INFO", log_format: str = "json") -> None:
     """The process's logging: one stderr handler with the chosen format and the trace filter.
     uvicorn is started with log_config=None so its lines go through the same handler."""
     if log_format not in LOG_FORMATS:
         raise ValueError(f"LEDGERGATE_LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}")
-    handler = logging.StreamHandler(sys.stderr)
+    handler = StderrHandler()
     handler.setFormatter(formatter_for(log_format))
     handler.addFilter(TraceContextFilter())
     root = logging.getLogger()

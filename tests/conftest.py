@@ -131,3 +131,31 @@ def sqlite_gateway(
     sqlite_env: dict[str, str], simulator: tuple[BackgroundServer, SimulatorState]
 ) -> Iterator[Gateway]:
     yield from _gateway(sqlite_env, simulator[0].base_url)
+
+
+# The suite runs on pytest-xdist workers (`-n 2 --dist loadgroup`, see .ci/run). Each test
+# file is one group, so a file's module-scoped fixtures (a gateway, a broker topic) are built
+# once, on one worker. The files that run several `serve` processes on one PostgreSQL share
+# one group instead: they run one after another on one worker, so two of them never add up
+# their processes' connection pools against the server's max_connections, nor their CPU
+# against each other's kill -9 timing.
+SEVERAL_PROCESSES = frozenset(
+    {
+        "tests/e2e/test_cold_start.py",
+        "tests/e2e/test_crash_recovery.py",
+        "tests/e2e/test_cross_process_freshness.py",
+        "tests/e2e/test_money_multiprocess.py",
+        "tests/e2e/test_money_scaleout.py",
+        "tests/integration/test_projection_worker.py",
+        "tests/integration/test_tenancy_admin.py",
+        "tests/kafka/test_relay_crash_recovery.py",
+    }
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    root = Path(str(config.rootpath))
+    for item in items:
+        path = Path(str(item.path)).relative_to(root).as_posix()
+        group = "several-processes" if path in SEVERAL_PROCESSES else path
+        item.add_marker(pytest.mark.xdist_group(group))

@@ -157,6 +157,14 @@ class CircuitBreaker:
         ):
             self._move(BREAKER_OPEN, f"{failures}/{requests} failed in window: {reason}")
 
+    def reset(self, reason: str) -> None:
+        """Close the breaker and forget its history, as a successful recovery would: an open or
+        half-open breaker moves to closed (a transition its listeners see, with `reason`)."""
+        if self._state != BREAKER_CLOSED:
+            self._move(BREAKER_CLOSED, reason)
+        self._window.clear()
+        self._consecutive_failures = 0
+
     def release(self) -> None:
         """The attempt ended without telling us anything about the endpoint (client error,
         cancelled): free a probe slot, count nothing."""
@@ -235,6 +243,11 @@ class BreakerBoard:
     def available(self, endpoint_key: str) -> bool:
         breaker = self._breakers.get(endpoint_key)
         return True if breaker is None else breaker.available()
+
+    def reset(self, reason: str) -> None:
+        """Every breaker closed with no history (see CircuitBreaker.reset)."""
+        for breaker in self._breakers.values():
+            breaker.reset(reason)
 
     def snapshot(self) -> list[dict[str, Any]]:
         return [breaker.snapshot() for breaker in self._breakers.values()]

@@ -102,6 +102,15 @@ def gateway(
         yield running
 
 
+@pytest.fixture(autouse=True)
+def closed_breakers(gateway: Gateway) -> None:
+    """Each test starts with every endpoint's breaker closed and its history empty: the tests
+    here fail requests on purpose (malformed streams, each error status), and on the one
+    module-wide gateway five of them in a row for one provider would open its breaker for
+    whichever test of that provider runs next; the outcome must not hang on test order."""
+    gateway.services.routing.board.reset("test isolation: a new test")
+
+
 @pytest.fixture
 def fake(
     request: pytest.FixtureRequest, fakes: dict[str, FakeUpstreamBase]

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
@@ -136,3 +137,25 @@ def test_the_breaker_aggregate_refuses_an_impossible_transition() -> None:
             reason="x", failures_in_window=5, requests_in_window=5, consecutive_failures=5,
             cooldown_s=Decimal("30"), observed_at=datetime(2026, 1, 1, tzinfo=UTC),
         )  # fmt: skip
+
+
+def test_reset_closes_an_open_breaker_with_a_transition_and_forgets_its_history() -> None:
+    transitions: list[Any] = []
+    board = BreakerBoard(config=BreakerConfig(consecutive_failures_to_open=2))
+    board.subscribe(transitions.append)
+    opened, troubled = board.get("openai:default"), board.get("mistral:default")
+    opened.record_failure("boom")
+    opened.record_failure("boom")
+    troubled.record_failure("boom")
+    assert opened.state == "open"
+
+    board.reset("operator closed it")
+
+    assert [(t.endpoint_key, t.to_state, t.reason) for t in transitions] == [
+        ("openai:default", "open", "2 consecutive failures: boom"),
+        ("openai:default", "closed", "operator closed it"),
+    ]
+    assert opened.state == "closed" and opened.available()
+    troubled.record_failure("boom")  # its earlier failure is forgotten: one in a row, not two
+    assert troubled.state == "closed"
+    assert [b["failures_in_window"] for b in board.snapshot()] == [0, 1]

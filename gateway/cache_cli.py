@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from domain.application import open_application
@@ -26,10 +26,10 @@ from gateway.byok import SECRET_ENV
 from gateway.config import Settings
 from gateway.errors import GatewayError
 from gateway.jsonable import jsonable
-from gateway.response_cache import (
-    ResponseCacheStore,
-)
 from projections.db import ReadStore
+
+if TYPE_CHECKING:
+    from gateway.response_cache import ResponseCacheStore
 
 
 def add_cache_commands(sub: Any, uuid_type: Any) -> None:
@@ -118,6 +118,10 @@ def _show(settings: Settings, app: Any, project_id: UUID) -> int:
 
 
 def _store(settings: Settings) -> ResponseCacheStore:
+    # The store (and the semantic cache's numpy under it) loads for `show` and `purge`
+    # only: `cache policy` is an admin command and starts as fast as the others.
+    from gateway.response_cache import ResponseCacheStore
+
     read_store = ReadStore(settings.database_url, settings.data_dir)
     read_store.migrate()
     return ResponseCacheStore(

@@ -1,5 +1,13 @@
 """The `ledgergate` command. Admin commands print exactly one JSON object on stdout
-(errors too, as {"error": {...}} with exit status 1)."""
+(errors too, as {"error": {...}} with exit status 1).
+
+The admin commands (`project create`, `key create`, `topup`, `price set`, …) need the
+domain and the event store only. What the long-running and finance commands need — the web
+stack and the providers (`serve`, `demo`, `sweep`), the projection runner and the
+tamper-evident log (`projections`), Kafka (`relay`, `projections --source kafka`), polars
+(`ledger`, `reconcile`) — is imported inside their handler, so a script calling the admin
+commands does not pay seconds of imports per call.
+"""
 
 from __future__ import annotations
 
@@ -31,32 +39,14 @@ from domain.routing import ProjectRouting
 from domain.settlement import DEFAULT_FEE_RATE
 from domain.writer import run_now
 from gateway import admin_commands
-from gateway import workers as serving
-from gateway.audit import AuditConfigError, AuditService
 from gateway.audit_cli import add_audit_commands, run_audit_command
-from gateway.auth import issue_actor_token
-from gateway.bootstrap import build_services
 from gateway.cache_cli import add_cache_commands, run_cache_command
 from gateway.cli_reads import add_read_commands, is_read_command, run_read_command
 from gateway.config import Settings
 from gateway.errors import GatewayError
 from gateway.fx_import import fx_rows, parse_ecb_csv
 from gateway.jsonable import jsonable
-from gateway.kafka_feed import FeedError, KafkaFeed
-from gateway.kafka_settings import KafkaConfigError
 from gateway.observability.logs import configure_logging
-from gateway.progress import progress_bar
-from gateway.relay import OutboxRelay
-from gateway.sweeper import sweep_once
-from gateway.write_locks import locks_for
-from projections.db import ReadStore
-from projections.ledger_entries import LedgerEntriesView, ReconciliationsView
-from projections.queries import tracked_position
-from projections.runner import ProjectionRunner, default_views, list_dead_letters
-from reconciliation.invoices import read_invoice
-from reconciliation.reconcile import reconcile, render_table
-from reconciliation.recording import record_command
-from reconciliation.sources import balance_from_store, entries_for_reconcile, export_store
 
 DEMO_SETTLE_POLLS = (
     100  # x 0.1 s: how long the smoke run waits for the stream's charge and audit row
@@ -393,6 +383,8 @@ def _open(settings: Settings) -> Any:
 
 
 def run_command(settings: Settings, command: c.Command) -> int:
+    from gateway.write_locks import locks_for  # psycopg: a no-op on the embedded SQLite store
+
     app = _open(settings)
     # Under the serving writers' cross-process locks (PostgreSQL): a top-up never collides
     # with a busy gateway's writes to the same Account.
@@ -438,6 +430,8 @@ def main(argv: list[str] | None = None) -> int:
             return fail(
                 "actor_tokens_disabled", "set LEDGERGATE_ACTOR_TOKEN_SECRET to issue actor tokens"
             )
+        from gateway.auth import issue_actor_token
+
         token = issue_actor_token(secret.encode(), args.project, args.actor, args.ttl_seconds)
         emit({"actor_token": token, "actor": args.actor, "project_id": str(args.project)})
         return 0
@@ -573,8 +567,7 @@ def provider_key_admin(settings: Settings, args: argparse.Namespace) -> int:
 
 def serve(settings: Settings, args: argparse.Namespace) -> int:
     """`serve`: gateway/workers.py `serve` with the parsed options; its refusal is an error."""
-    # Imported here, not at the top: the web stack loads only for the commands that serve,
-    # so `ledgergate key create` and the reads start fast. Likewise polars (reconcile).
+    from gateway import workers as serving
 
     try:
         return serving.serve(settings, args.host, args.port, args.workers, args.projection_worker)
@@ -583,6 +576,10 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def projections(settings: Settings, args: argparse.Namespace) -> int:
+    from gateway.audit import AuditConfigError, AuditService
+    from gateway.progress import progress_bar
+    from projections.db import ReadStore
+    from projections.runner import ProjectionRunner, default_views, list_dead_letters
 
     app = open_application(settings.database_url, settings.data_dir)
     store = ReadStore(settings.database_url, settings.data_dir)
@@ -651,6 +648,9 @@ def _stop_on_signals() -> Any:
 
 
 def relay_run(settings: Settings, args: argparse.Namespace) -> int:
+    from gateway.kafka_settings import KafkaConfigError
+    from gateway.relay import OutboxRelay
+    from projections.db import ReadStore
 
     try:
         kafka = settings.kafka
@@ -688,6 +688,10 @@ def relay_run(settings: Settings, args: argparse.Namespace) -> int:
 def projections_from_kafka(settings: Settings, args: argparse.Namespace) -> int:
     """`projections run --source kafka`: build the read models from the relay's topic. Needs
     no event store: a downstream system runs it against a database of its own."""
+    from gateway.kafka_feed import FeedError, KafkaFeed
+    from gateway.kafka_settings import KafkaConfigError
+    from projections.db import ReadStore
+    from projections.runner import default_views
 
     try:
         kafka = settings.kafka
@@ -722,6 +726,8 @@ def projections_from_kafka(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def sweep(settings: Settings, grace_s: float | None) -> int:
+    from gateway.bootstrap import build_services
+    from gateway.sweeper import sweep_once
 
     services = build_services(settings)
     services.start()
@@ -736,11 +742,15 @@ def sweep(settings: Settings, grace_s: float | None) -> int:
 def finance(settings: Settings, args: argparse.Namespace) -> int:
     """`ledger balance`, `ledger export` and `reconcile`.
 
-    They use polars (reconciliation/), imported here and only here so the gateway server
-    never loads it: the one place the gateway layer reaches into reconciliation/. The
-    ledger-entries and reconciliations views are brought up to date first, so the answer
-    reflects every event recorded before the command started.
+    They use polars (reconciliation/), imported here and in the two helpers below only, so
+    the gateway server never loads it: the one place the gateway layer reaches into
+    reconciliation/. The ledger-entries and reconciliations views are brought up to date
+    first, so the answer reflects every event recorded before the command started.
     """
+    from gateway.progress import progress_bar
+    from projections.db import ReadStore
+    from projections.ledger_entries import LedgerEntriesView, ReconciliationsView
+    from projections.runner import ProjectionRunner
 
     if args.command == "reconcile" and args.adjust and args.project is None:
         return fail("invalid_request", "--adjust needs --project: the project to adjust")
@@ -769,12 +779,18 @@ def finance(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _ledger_balance(store: Any, args: argparse.Namespace) -> int:
+    from reconciliation.sources import balance_from_store
+
     balance, position = balance_from_store(store, str(args.project), args.as_of)
     emit({"object": "balance_as_of", **balance.to_dict(), "as_of_position": position})
     return 0
 
 
 def _ledger_export(store: Any, args: argparse.Namespace) -> int:
+    from gateway.progress import progress_bar
+    from projections.queries import tracked_position
+    from reconciliation.sources import export_store
+
     output = args.output or f"ledger-entries.{args.format}"
     position = tracked_position(store, "ledger_entries")
 
@@ -787,6 +803,11 @@ def _ledger_export(store: Any, args: argparse.Namespace) -> int:
 
 
 def _reconcile(app: Any, store: Any, args: argparse.Namespace) -> int:
+    from reconciliation.invoices import read_invoice
+    from reconciliation.reconcile import reconcile, render_table
+    from reconciliation.recording import record_command
+    from reconciliation.sources import entries_for_reconcile
+
     aliases: dict[str, str] = {}
     for pair in args.model_aliases:
         name, separator, model = pair.partition("=")

@@ -5,7 +5,8 @@ the process reports ready.
 its first connection, after the tokenizer is loaded and before the PII engine warms in the
 background:
 - the PostgreSQL pools hold their connections (the event store's pool opens its connections
-  in the background: the first request would otherwise wait for one, or open one itself);
+  in the background: the first request would otherwise wait for one, or open one itself),
+  and the writer's advisory-lock session is open (gateway/write_locks.py);
 - the read store answers one round trip.
 
 It does not pre-connect to the providers: that takes a request (a GET of the origin's root),
@@ -27,6 +28,7 @@ from typing import Any
 import anyio.to_thread
 
 from gateway.pii.service import pii_service
+from gateway.write_locks import AdvisoryLocks
 
 log = logging.getLogger("ledgergate.warmup")
 
@@ -60,12 +62,15 @@ class WarmUp:
 
 
 def fill_pools(services: Any) -> None:
-    """Wait for the event store's pool to hold its connections; one round trip on the read
-    store's."""
+    """Wait for the event store's pool to hold its connections; open the writer's lock
+    session; one round trip on the read store's."""
     datastore = getattr(services.app.recorder, "datastore", None)
     pool = getattr(datastore, "pool", None)
     if pool is not None and hasattr(pool, "wait"):
         pool.wait(POOL_WAIT_S)
+    locks = services.writer.locks
+    if isinstance(locks, AdvisoryLocks):  # PostgreSQL; SQLite's single process has none
+        locks.connect()
     services.runner.views_position()
 
 

@@ -75,6 +75,15 @@ class AdvisoryLocks:
             self._connection = connection
         return self._connection
 
+    def connect(self) -> None:
+        """Open the lock session now (the warm-up, gateway/warmup.py), so the first batch of
+        the first request does not pay a PostgreSQL connect (3–9 ms here)."""
+        self._connect()
+
+    @property
+    def connected(self) -> bool:
+        return self._connection is not None and not self._connection.closed
+
     def _keys(self, aggregate_ids: Sequence[UUID]) -> list[int]:
         return [lock_key(self.namespace, aggregate_id) for aggregate_id in aggregate_ids]
 

@@ -10,10 +10,15 @@ import sys
 import time
 from pathlib import Path
 
+import psycopg
+import pytest
+
 from gateway.workers import WARM_DIR_ENV, WORKERS_ENV, WarmMarkers
+from gateway.write_locks import AdvisoryLocks
 from tests.fakes.anthropic_fake import AnthropicFake
 from tests.fakes.openai_fake import FakeUpstream
 from tests.support.harness import openai_upstream_env, running_gateway, start_gateway
+from tests.support.postgres import ADMIN_URL
 
 
 def test_the_warm_up_runs_before_ready_and_sends_the_providers_nothing(
@@ -44,6 +49,36 @@ def test_the_warm_up_runs_before_ready_and_sends_the_providers_nothing(
                 ("POST", "/v1/chat/completions"),
             ]
             assert anthropic_fake.received == []
+
+
+@pytest.mark.postgres
+def test_on_postgresql_the_writers_lock_session_is_open_before_the_first_request(
+    tmp_path: Path, postgres_env: dict[str, str]
+) -> None:
+    with FakeUpstream() as openai_fake:
+        env = {
+            **postgres_env,
+            "LEDGERGATE_DATA_DIR": str(tmp_path / "data"),
+            **openai_upstream_env(openai_fake.root_url),
+        }
+        with running_gateway(env, prices=()) as gateway:
+            locks = gateway.services.writer.locks
+            assert isinstance(locks, AdvisoryLocks)
+            assert locks.connected  # no request has been served yet: the warm-up opened it
+            database = postgres_env["LEDGERGATE_DATABASE_URL"].rpartition("/")[2].split("?")[0]
+            with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+                sessions = admin.execute(
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE datname = %s AND application_name = 'ledgergate-writer-locks'",
+                    (database,),
+                ).fetchone()
+            assert sessions is not None and sessions[0] >= 1
+            tenant = gateway.tenant()
+            gateway.set_price("gpt-4o-mini", "0.15", "0.60")
+            reply = gateway.openai(tenant).chat.completions.create(
+                model="gpt-4o-mini", messages=[{"role": "user", "content": "Hello"}]
+            )
+            assert reply.choices[0].message.content and locks.connected
 
 
 def test_with_n_workers_ready_is_503_until_every_worker_is_warm(tmp_path: Path) -> None:

@@ -31,8 +31,7 @@ from domain.project import Project, check_provider
 from domain.routing import endpoint_key_ref_provider
 from gateway.config import Settings
 from gateway.errors import GatewayError
-from gateway.providers.base import ProviderAdapter, ProviderEndpoint
-from gateway.providers.registry import DEFAULT_BASE_URLS
+from gateway.providers.base import DEFAULT_BASE_URLS, ProviderAdapter, ProviderEndpoint
 
 SECRET_ENV = "LEDGERGATE_SECRET_KEY"
 SECRET_CHARS_MIN = 16

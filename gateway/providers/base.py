@@ -21,6 +21,20 @@ from typing import Any
 
 import httpx
 
+# Each provider's public API root, where LEDGERGATE_<PROVIDER>_BASE_URL does not say
+# otherwise. Kept here, beside the endpoint type, not in the registry: the admin commands
+# (BYOK keys) need the URLs without importing every adapter and the HTTP transport.
+DEFAULT_BASE_URLS: dict[str, str] = {
+    "openai": "https://api.openai.com/v1",
+    "anthropic": "https://api.anthropic.com",
+    "mistral": "https://api.mistral.ai/v1",
+    "google": "https://generativelanguage.googleapis.com",
+    "bedrock": "",  # derived from the region: https://bedrock-runtime.<region>.amazonaws.com
+    "cohere": "https://api.cohere.com",
+    "moonshot": "https://api.moonshot.ai/v1",
+    "xai": "https://api.x.ai/v1",
+}
+
 USAGE_SOURCE_PROVIDER = "provider"
 USAGE_SOURCE_ESTIMATED = "estimated"
 

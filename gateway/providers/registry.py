@@ -26,7 +26,12 @@ from collections.abc import Mapping
 import httpx
 
 from gateway.providers.anthropic import AnthropicAdapter
-from gateway.providers.base import AdapterLimits, ProviderAdapter, ProviderEndpoint
+from gateway.providers.base import (
+    DEFAULT_BASE_URLS,
+    AdapterLimits,
+    ProviderAdapter,
+    ProviderEndpoint,
+)
 from gateway.providers.bedrock import DEFAULT_REGION, BedrockAdapter
 from gateway.providers.cohere import CohereAdapter
 from gateway.providers.google import GoogleAdapter
@@ -50,16 +55,6 @@ PROVIDERS: tuple[str, ...] = tuple(ADAPTER_CLASSES)
 
 # OpenAI-shaped providers take a base URL that already ends in /v1 (as their SDKs do); the
 # native ones take the host, and the adapter adds the versioned path.
-DEFAULT_BASE_URLS: dict[str, str] = {
-    "openai": "https://api.openai.com/v1",
-    "anthropic": "https://api.anthropic.com",
-    "mistral": "https://api.mistral.ai/v1",
-    "google": "https://generativelanguage.googleapis.com",
-    "bedrock": "",  # derived from the region: https://bedrock-runtime.<region>.amazonaws.com
-    "cohere": "https://api.cohere.com",
-    "moonshot": "https://api.moonshot.ai/v1",
-    "xai": "https://api.x.ai/v1",
-}
 
 
 class UnknownProvider(ValueError):

@@ -2,11 +2,11 @@
 (errors too, as {"error": {...}} with exit status 1).
 
 The admin commands (`project create`, `key create`, `topup`, `price set`, …) need the
-domain and the event store only. What the long-running and finance commands need — the web
-stack and the providers (`serve`, `demo`, `sweep`), the projection runner and the
-tamper-evident log (`projections`), Kafka (`relay`, `projections --source kafka`), polars
-(`ledger`, `reconcile`) — is imported inside their handler, so a script calling the admin
-commands does not pay seconds of imports per call.
+domain, the event store and the read side the `list`/`show` reads share. What only the
+long-running and finance commands need — the web stack and the providers (`serve`, `demo`,
+`sweep`), Kafka (`relay`, `projections --source kafka`), polars (`ledger`, `reconcile`) — is
+imported inside their handler, so a script calling the admin commands does not pay seconds
+of imports per call.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from domain.routing import ProjectRouting
 from domain.settlement import DEFAULT_FEE_RATE
 from domain.writer import run_now
 from gateway import admin_commands
+from gateway.audit import AuditConfigError, AuditService
 from gateway.audit_cli import add_audit_commands, run_audit_command
 from gateway.cache_cli import add_cache_commands, run_cache_command
 from gateway.cli_reads import add_read_commands, is_read_command, run_read_command
@@ -47,6 +48,11 @@ from gateway.errors import GatewayError
 from gateway.fx_import import fx_rows, parse_ecb_csv
 from gateway.jsonable import jsonable
 from gateway.observability.logs import configure_logging
+from gateway.progress import progress_bar
+from projections.db import ReadStore
+from projections.ledger_entries import LedgerEntriesView, ReconciliationsView
+from projections.queries import tracked_position
+from projections.runner import ProjectionRunner, default_views, list_dead_letters
 
 DEMO_SETTLE_POLLS = (
     100  # x 0.1 s: how long the smoke run waits for the stream's charge and audit row
@@ -576,10 +582,6 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def projections(settings: Settings, args: argparse.Namespace) -> int:
-    from gateway.audit import AuditConfigError, AuditService
-    from gateway.progress import progress_bar
-    from projections.db import ReadStore
-    from projections.runner import ProjectionRunner, default_views, list_dead_letters
 
     app = open_application(settings.database_url, settings.data_dir)
     store = ReadStore(settings.database_url, settings.data_dir)
@@ -650,7 +652,6 @@ def _stop_on_signals() -> Any:
 def relay_run(settings: Settings, args: argparse.Namespace) -> int:
     from gateway.kafka_settings import KafkaConfigError
     from gateway.relay import OutboxRelay
-    from projections.db import ReadStore
 
     try:
         kafka = settings.kafka
@@ -690,8 +691,6 @@ def projections_from_kafka(settings: Settings, args: argparse.Namespace) -> int:
     no event store: a downstream system runs it against a database of its own."""
     from gateway.kafka_feed import FeedError, KafkaFeed
     from gateway.kafka_settings import KafkaConfigError
-    from projections.db import ReadStore
-    from projections.runner import default_views
 
     try:
         kafka = settings.kafka
@@ -742,15 +741,11 @@ def sweep(settings: Settings, grace_s: float | None) -> int:
 def finance(settings: Settings, args: argparse.Namespace) -> int:
     """`ledger balance`, `ledger export` and `reconcile`.
 
-    They use polars (reconciliation/), imported here and in the two helpers below only, so
-    the gateway server never loads it: the one place the gateway layer reaches into
+    They use polars (reconciliation/), imported in the helpers below and only there, so the
+    gateway server never loads it: the one place the gateway layer reaches into
     reconciliation/. The ledger-entries and reconciliations views are brought up to date
     first, so the answer reflects every event recorded before the command started.
     """
-    from gateway.progress import progress_bar
-    from projections.db import ReadStore
-    from projections.ledger_entries import LedgerEntriesView, ReconciliationsView
-    from projections.runner import ProjectionRunner
 
     if args.command == "reconcile" and args.adjust and args.project is None:
         return fail("invalid_request", "--adjust needs --project: the project to adjust")
@@ -787,8 +782,6 @@ def _ledger_balance(store: Any, args: argparse.Namespace) -> int:
 
 
 def _ledger_export(store: Any, args: argparse.Namespace) -> int:
-    from gateway.progress import progress_bar
-    from projections.queries import tracked_position
     from reconciliation.sources import export_store
 
     output = args.output or f"ledger-entries.{args.format}"

@@ -22,8 +22,10 @@ from typing import Any
 import httpx
 
 # Each provider's public API root, where LEDGERGATE_<PROVIDER>_BASE_URL does not say
-# otherwise. Kept here, beside the endpoint type, not in the registry: the admin commands
-# (BYOK keys) need the URLs without importing every adapter and the HTTP transport.
+# otherwise. OpenAI-shaped providers take a base URL that already ends in /v1 (as their SDKs
+# do); the native ones take the host, and the adapter adds the versioned path. Kept here,
+# beside the endpoint type, not in the registry: the admin commands (BYOK keys) need the
+# URLs without importing every adapter and the HTTP transport.
 DEFAULT_BASE_URLS: dict[str, str] = {
     "openai": "https://api.openai.com/v1",
     "anthropic": "https://api.anthropic.com",

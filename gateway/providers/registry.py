@@ -53,9 +53,6 @@ ADAPTER_CLASSES: dict[str, type[ProviderAdapter]] = {
 }
 PROVIDERS: tuple[str, ...] = tuple(ADAPTER_CLASSES)
 
-# OpenAI-shaped providers take a base URL that already ends in /v1 (as their SDKs do); the
-# native ones take the host, and the adapter adds the versioned path.
-
 
 class UnknownProvider(ValueError):
     pass

@@ -24,6 +24,7 @@ from eventsourcing.domain import Aggregate, event
 
 from domain.commands import Command, UnitOfWorkLike
 from domain.errors import InvalidCommand, UnknownProject
+from domain.ids import derived_id
 from domain.project import Project
 
 _NAMESPACE = uuid5(NAMESPACE_URL, "https://ledgergate.dev/cache-policy")
@@ -110,7 +111,7 @@ class ProjectCachePolicy(Aggregate):
 
     @staticmethod
     def create_id(project_id: str) -> UUID:
-        return uuid5(_NAMESPACE, f"project-cache-policy:{project_id}")
+        return derived_id(_NAMESPACE, f"project-cache-policy:{project_id}")
 
     @event(Started)
     def __init__(self, project_id: str) -> None:

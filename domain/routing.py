@@ -23,6 +23,7 @@ from eventsourcing.domain import Aggregate, event
 from domain.catalog import Catalog, ModelSpec, spec_from_mapping
 from domain.clock import require_aware
 from domain.errors import IllegalTransition, InvalidCommand
+from domain.ids import derived_id
 from domain.vocabulary import KNOWN_PROVIDERS
 
 _NAMESPACE = uuid5(NAMESPACE_URL, "https://ledgergate.dev/routing")
@@ -167,7 +168,7 @@ class ProjectRouting(Aggregate):
 
     @staticmethod
     def create_id(project_id: str) -> UUID:
-        return uuid5(_NAMESPACE, f"project-routing:{project_id}")
+        return derived_id(_NAMESPACE, f"project-routing:{project_id}")
 
     @event(Started)
     def __init__(self, project_id: str) -> None:
@@ -325,7 +326,7 @@ class EndpointBreaker(Aggregate):
 
     @staticmethod
     def create_id(endpoint_key: str) -> UUID:
-        return uuid5(_NAMESPACE, f"endpoint-breaker:{endpoint_key}")
+        return derived_id(_NAMESPACE, f"endpoint-breaker:{endpoint_key}")
 
     @event(Registered)
     def __init__(self, endpoint_key: str) -> None:

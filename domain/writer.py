@@ -138,7 +138,7 @@ class GroupCommitWriter:
         clock: Clock | None = None,
         batch_commands_max: int = BATCH_COMMANDS_MAX,
         cache_aggregates_max: int = CACHE_AGGREGATES_MAX,
-        on_saved: Callable[[int], None] | None = None,
+        on_saved: Callable[[int, list[Any]], None] | None = None,
         on_committed: Callable[[int, float, list[Any]], None] | None = None,
         locks: AggregateLocks | None = None,
         lock_hold_s_max: float = LOCK_HOLD_S_MAX,
@@ -148,6 +148,8 @@ class GroupCommitWriter:
         self.clock = clock or SystemClock()
         self.batch_commands_max = batch_commands_max
         self.cache_aggregates_max = cache_aggregates_max
+        # (position, domain events) of every durable save, in the saver thread before any
+        # caller is answered: the process's own caches drop what it has just changed.
         self.on_saved = on_saved
         # (commands, seconds, events) of every durable transaction: metrics (gateway/observability).
         self.on_committed = on_committed
@@ -532,12 +534,19 @@ class GroupCommitWriter:
         recordings = self.app.save(*events)
         if snapshots and self.app.snapshots is not None:
             self.app.snapshots.put(snapshots)
+        position = self._saved(recordings)
+        log.debug("saved %d events in %.1f ms", len(events), (time.perf_counter() - started) * 1e3)
+        return position
+
+    def _saved(self, recordings: Sequence[Any]) -> int | None:
         position = max((r.notification.id for r in recordings), default=None)
         if position is not None:
             self.last_position = max(self.last_position, position)
             if self.on_saved is not None:
-                self.on_saved(position)
-        log.debug("saved %d events in %.1f ms", len(events), (time.perf_counter() - started) * 1e3)
+                try:
+                    self.on_saved(position, [r.domain_event for r in recordings])
+                except Exception:  # an observer must never fail a write that is already durable
+                    log.exception("save observer failed")
         return position
 
     def _committed(self, commands: int, started: float, events: list[Any]) -> None:
@@ -556,11 +565,7 @@ class GroupCommitWriter:
             return None
         started = time.perf_counter()
         recordings = self.app.save(*aggregates)
-        position = max((r.notification.id for r in recordings), default=None)
-        if position is not None:
-            self.last_position = max(self.last_position, position)
-            if self.on_saved is not None:
-                self.on_saved(position)
+        position = self._saved(recordings)
         log.debug(
             "saved %d aggregates in %.1f ms", len(aggregates), (time.perf_counter() - started) * 1e3
         )

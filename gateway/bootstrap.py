@@ -132,6 +132,20 @@ class Services:
         self.app.close()
         self.started = False
 
+    def on_saved(self, _position: int, events: list[Any]) -> None:
+        """This process's writer has just recorded `events` (its saver thread, before any
+        caller is answered): its own caches drop what it changed, at once and without reading
+        the log back. Only when the views are projected here is the runner poked, so they
+        follow within milliseconds; when the projection worker writes them, this process's
+        follower needs to read only what other processes record, on its poll interval: it
+        used to read every one of its own commits straight back (a query and a pass over
+        its events per commit, ~1 ms of CPU per request at concurrency 1)."""
+        for event in events:
+            self.cache.evict(event.originator_id, event.originator_version)
+            self.routing.project_routing.evict(event.originator_id)
+        if self.runner.views:
+            self.runner.poke()
+
     def on_notification(self, notification: Any) -> None:
         """Every event recorded by any process (the runner's own follower pass, independent
         of who projected it), as its stored notification: drop stale cached copies. The
@@ -168,6 +182,9 @@ def build_services(settings: Settings | None = None, clock: Clock | None = None)
     def on_notification(notification: Any) -> None:
         services_ref[0].on_notification(notification)
 
+    def on_saved(position: int, events: list[Any]) -> None:
+        services_ref[0].on_saved(position, events)
+
     views = default_views() if settings.run_projections else []
     runner = ProjectionRunner(app, store, views, on_notification=on_notification)
     # Several processes on one PostgreSQL take turns on a hot Account instead of colliding
@@ -175,7 +192,7 @@ def build_services(settings: Settings | None = None, clock: Clock | None = None)
     writer = ObservedWriter(
         app,
         clock=clock,
-        on_saved=lambda _position: runner.poke(),
+        on_saved=on_saved,
         locks=locks_for(settings.database_url),
     )
     routing = build_routing(

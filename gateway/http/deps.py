@@ -34,7 +34,14 @@ def services_of(request: Request) -> Services:
     return services
 
 
-ServicesDep = Annotated[Services, Depends(services_of)]
+async def _services(request: Request) -> Services:
+    """`services_of` as a dependency. Async on purpose: FastAPI runs a plain `def`
+    dependency in its thread pool, a thread hand-off (and GIL contention) on every request
+    of every route for one attribute read."""
+    return services_of(request)
+
+
+ServicesDep = Annotated[Services, Depends(_services)]
 
 
 async def caller_project(request: Request) -> Project:

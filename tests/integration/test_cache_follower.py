@@ -5,10 +5,13 @@ process's cache eviction (once), on both backends."""
 from __future__ import annotations
 
 from typing import Any
+from uuid import UUID
 
 from domain import commands as c
 from domain.application import open_application
 from domain.writer import GroupCommitWriter
+from gateway.bootstrap import build_services
+from gateway.config import Settings
 from projections.db import ReadStore
 from projections.runner import ProjectionRunner, default_views
 
@@ -62,6 +65,87 @@ def test_a_follower_starts_at_the_log_head_and_does_not_replay_history(backend) 
         assert seen and all(event.originator_version >= 1 for event in seen)
         later_store.close()
         later.app.close()
+    finally:
+        writer.stop()
+        store.close()
+        app.close()
+
+
+def test_with_the_views_elsewhere_a_process_sees_its_own_write_at_once_without_reading_it_back(
+    backend,
+) -> None:
+    """The projection worker writes the views (LEDGERGATE_RUN_PROJECTIONS=0 here): this
+    process's writer drops from its caches what it has just recorded, before the caller is
+    answered; its follower is not poked to read its own commit back from the log."""
+    settings = Settings.from_env(
+        {"LEDGERGATE_SEED_CATALOG_PRICES": "0", "LEDGERGATE_RUN_PROJECTIONS": "0", **backend}
+    )
+    services = build_services(settings)
+    services.start()
+    try:
+        services.runner.stop()  # nobody follows the log: only the writer's own report acts
+        created = services.writer.execute(c.CreateProject(name="own", currency="USD")).value
+        project_id = created["project_id"]
+        cached = services.cache.get_sync(UUID(project_id))
+        assert cached is not None and cached.plan != "enterprise"
+        followed_at = services.runner.follow_position
+        services.writer.execute(c.SetPlan(project_id=UUID(project_id), plan="enterprise"))
+        fresh = services.cache.get_sync(UUID(project_id))
+        assert fresh is not None and fresh.plan == "enterprise" and fresh.version > cached.version
+        assert services.runner.follow_position == followed_at  # the log was not read back
+    finally:
+        services.close()
+
+
+def test_an_observer_of_saves_that_fails_never_fails_or_redoes_a_durable_write(backend) -> None:
+    """`on_saved` runs after the transaction committed: its failure is logged, the caller
+    gets its outcome, and the command is not decided and recorded a second time."""
+    app = open_application(backend.get("LEDGERGATE_DATABASE_URL"), backend["LEDGERGATE_DATA_DIR"])
+
+    def broken(position: int, events: list[Any]) -> None:
+        raise RuntimeError("observer bug")
+
+    writer = GroupCommitWriter(app, on_saved=broken).start()
+    try:
+        before = app.recorder.max_notification_id() or 0
+        outcome = writer.execute(c.CreateProject(name="observed", currency="USD"))
+        after = app.recorder.max_notification_id() or 0
+        assert outcome.position == after
+        created = [
+            n
+            for n in app.recorder.select_notifications(start=before + 1, limit=100)
+            if n.topic.endswith("Project.Created")
+        ]
+        assert len(created) == 1
+        assert writer.stats["batch_failures"] == 0 and writer.stats["retries"] == 0
+    finally:
+        writer.stop()
+        app.close()
+
+
+def test_every_view_applies_a_batch_in_one_transaction_with_its_position(backend) -> None:
+    """One commit per batch for all ten views, not one per view; each view's position moves
+    to the batch's last event in it."""
+    runner, app, store = _runner(backend, [])
+    writer = GroupCommitWriter(app).start()
+    try:
+        runner.catch_up()
+        for number in range(5):
+            writer.execute(c.CreateProject(name=f"batched-{number}", currency="USD"))
+        head = app.recorder.max_notification_id()
+        writes: list[bool] = []
+        opened = store.transaction
+
+        def counted(*, write: bool = True) -> Any:
+            writes.append(write)
+            return opened(write=write)
+
+        store.transaction = counted  # type: ignore[method-assign]
+        runner.catch_up()
+        assert writes.count(True) == 1, writes
+        store.transaction = opened  # type: ignore[method-assign]
+        assert set(runner.positions().values()) == {head}
+        assert len(runner.views) == 10
     finally:
         writer.stop()
         store.close()

@@ -9,11 +9,12 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from domain.application import LedgerApplication, open_application
+from domain.application import LedgerApplication, is_postgres_url, open_application
 from domain.clock import Clock, SystemClock
 from gateway.cache import AggregateCache
 from gateway.config import Settings
 from gateway.credentials import CredentialSigner, attach_credentials
+from gateway.event_store import RECORDER_TOPIC
 from gateway.fairness import ProjectInflight
 from gateway.observability.core import Observability
 from gateway.observability.writer import ObservedWriter
@@ -174,7 +175,14 @@ def build_adapters(settings: Settings, client: httpx.AsyncClient) -> dict[str, P
 def build_services(settings: Settings | None = None, clock: Clock | None = None) -> Services:
     settings = settings or Settings.from_env()
     clock = clock or SystemClock()
-    app = open_application(settings.database_url, settings.data_dir)
+    # On PostgreSQL the serving writer records each group commit in one round trip
+    # (gateway/event_store.py); SQLite keeps the library's recorder.
+    recorder = (
+        {"APPLICATION_RECORDER_TOPIC": RECORDER_TOPIC}
+        if is_postgres_url(settings.database_url)
+        else {}
+    )
+    app = open_application(settings.database_url, settings.data_dir, **recorder)
     store = ReadStore(settings.database_url, settings.data_dir)
     cache = AggregateCache(app)
     services_ref: list[Services] = []

@@ -1,0 +1,88 @@
+"""The serving writer's PostgreSQL recorder: one round trip per group commit.
+
+eventsourcing's PostgreSQL recorder records a batch in a pipelined transaction of six
+statements (BEGIN, SET LOCAL lock_timeout, LOCK TABLE … IN EXCLUSIVE MODE, NOTIFY, the
+INSERT, COMMIT) with two synchronisation points: measured here, 14 socket waits and 0.6 ms
+of the saver thread's CPU per save in isolation, twice that under load, for a transaction
+whose durable commit costs PostgreSQL about 0.5 ms. This recorder does the same work in one
+statement: a PL/pgSQL function taking the batch as an array of the library's own composite
+type, run in autocommit, so the function call *is* the transaction:
+
+- it takes the same EXCLUSIVE lock on the event table first (insert order = commit order, so
+  a follower tailing notification ids never passes over a gap that is filled later: the
+  library's own DB-function variant leaves this lock out, which is why it is not used);
+- it sends the same NOTIFY; it inserts with the same statement shape and returns the
+  notification ids in insertion order;
+- a primary-key conflict (another process wrote the same aggregate version) is the same
+  IntegrityError, so the writer's conflict handling (domain/writer.py) is unchanged.
+
+Only the serving writer uses it (gateway/bootstrap.py); every other process (the projection
+worker, the CLI, finance replays) keeps the library's recorder: both take the same lock and
+write the same rows, so they interleave exactly as two library recorders would. The function
+has its own name, so processes of either kind never replace each other's definition.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from eventsourcing.persistence import InterfaceError, OperationalError, StoredEvent
+from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
+from eventsourcing.utils import retry
+from psycopg.sql import SQL, Identifier
+
+RECORDER_TOPIC = "gateway.event_store:OneTripRecorder"
+
+
+class OneTripRecorder(PostgresApplicationRecorder):
+    def __init__(
+        self, datastore: PostgresDatastore, *, events_table_name: str = "stored_events"
+    ) -> None:
+        super().__init__(datastore, events_table_name=events_table_name)
+        self.one_trip_function = f"lg_insert_{self.events_table_name}"[:63]
+        self.sql_create_statements.append(
+            SQL(
+                "CREATE OR REPLACE FUNCTION {schema}.{function}(events {schema}.{event}[]) "
+                "RETURNS SETOF bigint LANGUAGE plpgsql AS $BODY$ "
+                "BEGIN "
+                "SET LOCAL lock_timeout = '{lock_timeout}s'; "
+                "LOCK TABLE {schema}.{table} IN EXCLUSIVE MODE; "
+                "NOTIFY {channel}; "
+                "RETURN QUERY "
+                "INSERT INTO {schema}.{table} AS t (originator_id, originator_version, topic, state) "
+                "SELECT originator_id, originator_version, topic, state FROM unnest(events) "
+                "RETURNING notification_id; "
+                "END; $BODY$"
+            ).format(
+                schema=Identifier(self.datastore.schema),
+                function=Identifier(self.one_trip_function),
+                event=Identifier(self.stored_event_type_name),
+                lock_timeout=self.datastore.lock_timeout,
+                table=Identifier(self.events_table_name),
+                channel=Identifier(self.channel_name),
+            )
+        )
+        self.one_trip_statement = SQL("SELECT * FROM {schema}.{function}(%s)").format(
+            schema=Identifier(self.datastore.schema),
+            function=Identifier(self.one_trip_function),
+        )
+
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def insert_events(
+        self, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        if not stored_events:
+            return []
+        batch = [
+            self.construct_pg_stored_event(
+                originator_id=e.originator_id,
+                originator_version=e.originator_version,
+                topic=e.topic,
+                state=e.state,
+            )
+            for e in stored_events
+        ]
+        with self.datastore.get_connection() as connection, connection.cursor() as cursor:
+            cursor.execute(self.one_trip_statement, (batch,), prepare=True)
+            return [row[self.one_trip_function] for row in cursor.fetchall()]

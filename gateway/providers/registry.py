@@ -38,7 +38,7 @@ from gateway.providers.google import GoogleAdapter
 from gateway.providers.mistral import MistralAdapter
 from gateway.providers.moonshot import MoonshotAdapter
 from gateway.providers.openai import OpenAIAdapter
-from gateway.providers.transport import AiohttpTransport
+from gateway.providers.transport import AiohttpTransport, ProviderClient
 from gateway.providers.xai import XaiAdapter
 
 ADAPTER_CLASSES: dict[str, type[ProviderAdapter]] = {
@@ -109,7 +109,7 @@ def build_client(limits: AdapterLimits | None = None) -> httpx.AsyncClient:
     """One pooled client for all adapters, with every timeout and pool limit named."""
     limits = limits or AdapterLimits()
     timeout = limits.httpx_timeout()
-    return httpx.AsyncClient(
+    return ProviderClient(
         timeout=timeout,
         # aiohttp's pool and parser under httpx's API: a quarter of httpcore's CPU per call
         # (gateway/providers/transport.py).

@@ -123,3 +123,44 @@ async def test_the_proxy_environment_is_honoured_as_httpx_read_it_and_no_proxy_b
             await client.get("http://bypassed.invalid/v1/models")
     assert answer.text == "proxy"
     assert seen == [b"GET http://provider.invalid/v1/models HTTP/1.1"]
+
+
+async def test_a_cookie_one_provider_call_is_given_never_rides_on_the_next_call():
+    """The client is shared by every tenant's calls: a `Set-Cookie` in one answer is not
+    kept, so the next call (another tenant's, perhaps) carries no cookie; the answer and
+    its request are still the response's, read to the end."""
+    seen: list[bytes] = []
+
+    async def cookie_setter(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except asyncio.IncompleteReadError:
+                break
+            seen.append(head)
+            length = next(
+                (
+                    int(v.split(b":")[1])
+                    for v in head.split(b"\r\n")
+                    if v.lower().startswith(b"content-length")
+                ),
+                0,
+            )
+            if length:
+                await reader.readexactly(length)
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nset-cookie: session=tenant-a-secret; Path=/\r\n"
+                b"content-length: 2\r\n\r\nok"
+            )
+            await writer.drain()
+        writer.close()
+
+    server, url = await _serve(cookie_setter)
+    client = build_client()
+    async with server, client:
+        first = await client.post(url + "/v1/chat/completions", content=b"{}")
+        second = await client.post(url + "/v1/chat/completions", content=b"{}")
+    assert first.text == second.text == "ok"
+    assert first.request.url == httpx.URL(url + "/v1/chat/completions")
+    assert len(seen) == 2 and b"cookie" not in seen[1].lower().replace(b"set-cookie", b"")
+    assert not client.cookies

@@ -62,6 +62,14 @@ class View:
         if handler is not None:
             getattr(self, handler)(tx, event, position)
 
+    def flush(self, tx: Tx) -> None:
+        """Write what `apply` buffered. `apply_by_position` calls it before it moves the
+        view's position (and after each event when it applies them one by one), so a view
+        may write a batch's rows in one statement; most write as they apply."""
+
+    def discard(self) -> None:
+        """Forget what `apply` buffered: the transaction it was meant for failed."""
+
     def reset(self, tx: Tx) -> None:
         for table in self.tables:
             tx.execute(f"DELETE FROM {table}")  # noqa: S608 - table names are our constants

@@ -423,27 +423,34 @@ def apply_by_position(
     `guarded` too, each event is applied in its own savepoint, and one the view cannot apply
     is rolled back alone and recorded the same way (never a transient storage error)."""
     last = current
-    for position, notification, event in decoded:
-        if position <= last:
-            continue  # already applied: replaying it is a no-op
-        if isinstance(event, Undecodable):
-            if dead_letter is None:
-                raise event.error
-            dead_letter(tx, view, position, notification, event.error)
-        elif view.handles(event):
-            if not guarded or dead_letter is None:
-                view.apply(tx, event, position)
-            else:
-                tx.execute("SAVEPOINT lg_apply")
-                try:
+    try:
+        for position, notification, event in decoded:
+            if position <= last:
+                continue  # already applied: replaying it is a no-op
+            if isinstance(event, Undecodable):
+                if dead_letter is None:
+                    raise event.error
+                dead_letter(tx, view, position, notification, event.error)
+            elif view.handles(event):
+                if not guarded or dead_letter is None:
                     view.apply(tx, event, position)
-                except Exception as error:
-                    if is_transient(error):
-                        raise
-                    tx.execute("ROLLBACK TO SAVEPOINT lg_apply")
-                    dead_letter(tx, view, position, notification, error)
-                tx.execute("RELEASE SAVEPOINT lg_apply")
-        last = position
+                else:
+                    tx.execute("SAVEPOINT lg_apply")
+                    try:
+                        view.apply(tx, event, position)
+                        view.flush(tx)
+                    except Exception as error:
+                        view.discard()
+                        if is_transient(error):
+                            raise
+                        tx.execute("ROLLBACK TO SAVEPOINT lg_apply")
+                        dead_letter(tx, view, position, notification, error)
+                    tx.execute("RELEASE SAVEPOINT lg_apply")
+            last = position
+        view.flush(tx)
+    except BaseException:
+        view.discard()
+        raise
     if last != current:
         tx.execute("UPDATE lg_tracking SET position = %s WHERE view = %s", (last, view.name))
     return last

@@ -150,3 +150,41 @@ def test_every_view_applies_a_batch_in_one_transaction_with_its_position(backend
         writer.stop()
         store.close()
         app.close()
+
+
+def test_a_batch_of_project_events_is_written_in_chunks_with_every_event_once(
+    backend, monkeypatch
+) -> None:
+    """The project-events index buffers a batch's rows and writes them in multi-row
+    INSERTs: with a chunk of 3 rows, 7 projects' events all land once, in log order, and a
+    second pass (a replay) adds nothing."""
+    import projections.project_events as project_events
+
+    monkeypatch.setattr(project_events, "INSERT_ROWS_MAX", 3)
+    runner, app, store = _runner(backend, [])
+    writer = GroupCommitWriter(app).start()
+    try:
+        runner.catch_up()
+        created = [
+            writer.execute(c.CreateProject(name=f"chunked-{n}", currency="USD")).value
+            for n in range(7)
+        ]
+        runner.catch_up()
+        with store.transaction(write=False) as tx:
+            rows = tx.execute(
+                "SELECT position, project_id FROM lg_project_events ORDER BY position"
+            ).fetchall()
+        owned = [n for n in app.recorder.select_notifications(start=1, limit=1000)]
+        assert {r["project_id"] for r in rows} == {p["project_id"] for p in created}
+        assert [r["position"] for r in rows] == sorted({r["position"] for r in rows})
+        assert len(rows) >= 7 and len(rows) <= len(owned)
+        runner.rebuild(["project_events"])
+        with store.transaction(write=False) as tx:
+            again = tx.execute(
+                "SELECT position, project_id FROM lg_project_events ORDER BY position"
+            ).fetchall()
+        assert [dict(r) for r in again] == [dict(r) for r in rows]
+    finally:
+        writer.stop()
+        store.close()
+        app.close()

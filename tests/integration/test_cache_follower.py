@@ -152,15 +152,9 @@ def test_every_view_applies_a_batch_in_one_transaction_with_its_position(backend
         app.close()
 
 
-def test_a_batch_of_project_events_is_written_in_chunks_with_every_event_once(
-    backend, monkeypatch
-) -> None:
-    """The project-events index buffers a batch's rows and writes them in multi-row
-    INSERTs: with a chunk of 3 rows, 7 projects' events all land once, in log order, and a
-    second pass (a replay) adds nothing."""
-    import projections.project_events as project_events
-
-    monkeypatch.setattr(project_events, "INSERT_ROWS_MAX", 3)
+def test_a_batch_of_project_events_is_written_at_once_with_every_event_once(backend) -> None:
+    """The project-events index buffers a batch's rows and writes them in one go: 7
+    projects' events all land once, in log order, and a rebuild writes the same rows."""
     runner, app, store = _runner(backend, [])
     writer = GroupCommitWriter(app).start()
     try:

@@ -54,34 +54,66 @@ class BalancesView(View):
             ),
         )
 
+    def __init__(self) -> None:
+        # account id -> [credits, posted, pending deltas, last timestamp, last position] of
+        # the batch being applied: an Account moves several times per batch (a reservation
+        # and a charge per request), and its row is read and written once per batch.
+        self._moves: dict[str, list[Any]] = {}
+
     @reads(*_BALANCE_MOVES)
     def _moved(self, tx: Tx, event: Any, position: int) -> None:
-        account_id = str(event.originator_id)
-        for table in ("lg_balances", "lg_test_balances"):
-            row = tx.execute(
-                f"SELECT credits, posted, pending FROM {table} WHERE account_id = %s",  # noqa: S608 - constant names
-                (account_id,),
-            ).fetchone()
-            if row is not None:
-                break
-        else:
-            return
-        credits, posted, pending = (
-            (as_decimal(row[name]) or ZERO) + delta
-            for name, delta in zip(
-                ("credits", "posted", "pending"), _BALANCE_MOVES[type(event)](event), strict=True
-            )
-        )
-        tx.execute(
-            f"UPDATE {table} SET credits = %s, posted = %s, pending = %s, available = %s, updated_at = %s, "
-            "position = %s WHERE account_id = %s",  # noqa: S608 - one of two constant names
-            (
+        credits, posted, pending = _BALANCE_MOVES[type(event)](event)
+        moved = self._moves.get(str(event.originator_id))
+        if moved is None:
+            self._moves[str(event.originator_id)] = [
                 credits,
                 posted,
                 pending,
-                credits - posted - pending,
-                iso(event.timestamp),
+                event.timestamp,
                 position,
-                account_id,
-            ),
-        )
+            ]
+            return
+        moved[0] += credits
+        moved[1] += posted
+        moved[2] += pending
+        moved[3] = event.timestamp
+        moved[4] = position
+
+    def flush(self, tx: Tx) -> None:
+        """Each moved Account's row, once: the sum of the batch's moves (exact Decimal
+        sums, the same row the moves one by one would leave), the last event's time and
+        position."""
+        moves, self._moves = self._moves, {}
+        for account_id, (d_credits, d_posted, d_pending, timestamp, position) in moves.items():
+            for table in ("lg_balances", "lg_test_balances"):
+                row = tx.execute(
+                    f"SELECT credits, posted, pending FROM {table} WHERE account_id = %s",  # noqa: S608 - constant names
+                    (account_id,),
+                ).fetchone()
+                if row is not None:
+                    break
+            else:
+                continue
+            credits = (as_decimal(row["credits"]) or ZERO) + d_credits
+            posted = (as_decimal(row["posted"]) or ZERO) + d_posted
+            pending = (as_decimal(row["pending"]) or ZERO) + d_pending
+            tx.execute(
+                f"UPDATE {table} SET credits = %s, posted = %s, pending = %s, available = %s, updated_at = %s, "
+                "position = %s WHERE account_id = %s",  # noqa: S608 - one of two constant names
+                (
+                    credits,
+                    posted,
+                    pending,
+                    credits - posted - pending,
+                    iso(timestamp),
+                    position,
+                    account_id,
+                ),
+            )
+
+    def discard(self) -> None:
+        self._moves = {}
+
+    def reset(self, tx: Tx) -> None:
+        super().reset(tx)
+        self._moves = {}

@@ -182,3 +182,57 @@ def test_a_batch_of_project_events_is_written_at_once_with_every_event_once(back
         writer.stop()
         store.close()
         app.close()
+
+
+def test_a_batch_moving_one_account_ten_times_reads_and_writes_its_balance_row_once(
+    backend, monkeypatch
+) -> None:
+    """The balances view sums a batch's moves per Account (exact Decimals) and writes the
+    row once; the row is what ten one-by-one moves would leave."""
+    from decimal import Decimal
+
+    from projections.db import Tx
+    from projections.queries import all_balances
+
+    runner, app, store = _runner(backend, [])
+    writer = GroupCommitWriter(app).start()
+    try:
+        project = writer.execute(c.CreateProject(name="topped", currency="USD")).value
+        runner.catch_up()
+        for n in range(10):
+            writer.execute(
+                c.TopUp(
+                    project_id=UUID(project["project_id"]),
+                    amount=Decimal("0.10"),
+                    currency="USD",
+                    reference=f"t{n}",
+                )
+            )
+        statements: list[str] = []
+        execute = Tx.execute
+
+        def counted(self: Tx, sql: str, params: Any = ()) -> Tx:
+            statements.append(sql)
+            return execute(self, sql, params)
+
+        monkeypatch.setattr(Tx, "execute", counted)
+        runner.catch_up()
+        monkeypatch.setattr(Tx, "execute", execute)
+        touching = [s for s in statements if "lg_balances" in s]
+        assert len(touching) == 2, touching  # one SELECT, one UPDATE
+        row = all_balances(store)[project["project_id"]]
+        assert row["credits"] == row["available"] == Decimal("1.00")
+        with store.transaction(write=False) as tx:
+            (position,) = (
+                tx.execute(
+                    "SELECT position FROM lg_balances WHERE project_id = %s",
+                    (project["project_id"],),
+                )
+                .fetchone()
+                .values()
+            )
+        assert int(position) == app.recorder.max_notification_id()
+    finally:
+        writer.stop()
+        store.close()
+        app.close()

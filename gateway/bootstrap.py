@@ -147,13 +147,12 @@ class Services:
         if self.runner.views:
             self.runner.poke()
 
-    def on_notification(self, notification: Any) -> None:
+    def on_notification(self, aggregate_id: Any, version: int) -> None:
         """Every event recorded by any process (the runner's own follower pass, independent
-        of who projected it), as its stored notification: drop stale cached copies. The
+        of who projected it), as its aggregate id and version: drop stale cached copies. The
         aggregate cache holds keys, projects (plan, tier, fee, provider keys), price and FX
         books; the writer holds the aggregates it decides on; the routing cache holds custom
         models and endpoints."""
-        aggregate_id, version = notification.originator_id, notification.originator_version
         self.cache.evict(aggregate_id, version)
         self.writer.evict(aggregate_id, version)
         self.routing.project_routing.evict(aggregate_id)
@@ -187,8 +186,8 @@ def build_services(settings: Settings | None = None, clock: Clock | None = None)
     cache = AggregateCache(app)
     services_ref: list[Services] = []
 
-    def on_notification(notification: Any) -> None:
-        services_ref[0].on_notification(notification)
+    def on_notification(aggregate_id: Any, version: int) -> None:
+        services_ref[0].on_notification(aggregate_id, version)
 
     def on_saved(position: int, events: list[Any]) -> None:
         services_ref[0].on_saved(position, events)

@@ -30,6 +30,7 @@ from typing import Any
 from eventsourcing.persistence import InterfaceError, OperationalError, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
 from eventsourcing.utils import retry
+from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Identifier
 
 RECORDER_TOPIC = "gateway.event_store:OneTripRecorder"
@@ -67,6 +68,13 @@ class OneTripRecorder(PostgresApplicationRecorder):
             schema=Identifier(self.datastore.schema),
             function=Identifier(self.one_trip_function),
         )
+        self.select_originators_statement = SQL(
+            "SELECT notification_id, originator_id, originator_version FROM {schema}.{table} "
+            "WHERE notification_id > %s ORDER BY notification_id LIMIT %s"
+        ).format(
+            schema=Identifier(self.datastore.schema),
+            table=Identifier(self.events_table_name),
+        )
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def insert_events(
@@ -86,3 +94,17 @@ class OneTripRecorder(PostgresApplicationRecorder):
         with self.datastore.get_connection() as connection, connection.cursor() as cursor:
             cursor.execute(self.one_trip_statement, (batch,), prepare=True)
             return [row[self.one_trip_function] for row in cursor.fetchall()]
+
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def select_originators(self, start: int, limit: int) -> list[tuple[int, Any, int]]:
+        """(notification id, originator id, originator version) of the events past `start`,
+        in order: what a serving process's follower needs to drop stale cached copies. The
+        library's `select_notifications` returns every column, the event's state included,
+        as a dict per row: the follower read each of its own process's commits back that
+        way, 7% of a serving process's GIL time at concurrency 32."""
+        with (
+            self.datastore.get_connection() as connection,
+            connection.cursor(row_factory=tuple_row) as cursor,
+        ):
+            cursor.execute(self.select_originators_statement, (start, limit), prepare=True)
+            return cursor.fetchall()

@@ -8,12 +8,12 @@ a view only applies events beyond the position it reads under that lock.
 
 Apart from the views, each runner keeps its own follower position over the log
 (`follow_position`, in memory, starting at the log head when the process starts) and hands
-every notification past it to `on_notification`, so the process can drop cached copies of
-what changed. That position never depends on the shared view tracking: when another process
+every event past it to `on_notification` as (aggregate id, version), so the process can drop
+cached copies of what changed. That position never depends on the shared view tracking: when another process
 has already projected an event, this process still sees it (once) and evicts its caches. The
-follower hands over the stored notification (originator id and version, topic), never a
-decoded event: eviction needs no more, and decoding every event of every process in every
-serving process was a twentieth of its CPU.
+follower hands over the originator id and version, never a decoded event, and on PostgreSQL
+it reads just those columns: eviction needs no more, and decoding every event of every
+process in every serving process was a twentieth of its CPU.
 
 A view never stops on an event it cannot apply (a value its table refuses, a bug in the
 view, an event this version cannot decode). The batch is first applied in one go (the fast
@@ -93,7 +93,7 @@ class ProjectionRunner(BackgroundFollower):
         store: ReadStore,
         views: Sequence[View],
         *,
-        on_notification: Callable[[Any], None] | None = None,
+        on_notification: Callable[[Any, int], None] | None = None,
         progress: Callable[[int, int], None] | None = None,
     ) -> None:
         self.app = app
@@ -218,23 +218,33 @@ class ProjectionRunner(BackgroundFollower):
                 self._set_position(self.follow_position)
             return
         while True:
-            notifications = self.app.recorder.select_notifications(
-                start=self.follow_position, limit=NOTIFICATIONS_PER_BATCH, inclusive_of_start=False
-            )
-            if not notifications:
+            originators = self._originators(self.follow_position)
+            if not originators:
                 return
-            for notification in notifications:
-                if self.on_notification is not None:
+            if self.on_notification is not None:
+                for position, aggregate_id, version in originators:
                     try:
-                        self.on_notification(notification)
+                        self.on_notification(aggregate_id, version)
                     except Exception:
                         self.errors += 1
-                        log.exception("cache eviction failed for notification %s", notification.id)
-            self.follow_position = notifications[-1].id
+                        log.exception("cache eviction failed for notification %s", position)
+            self.follow_position = originators[-1][0]
             if not self.views:
                 self._set_position(self.follow_position)
-            if len(notifications) < NOTIFICATIONS_PER_BATCH:
+            if len(originators) < NOTIFICATIONS_PER_BATCH:
                 return
+
+    def _originators(self, start: int) -> list[tuple[int, Any, int]]:
+        """(position, aggregate id, version) of the next events past `start`: the serving
+        recorder on PostgreSQL reads just those three columns (gateway/event_store.py), any
+        other recorder reads whole notifications."""
+        select = getattr(self.app.recorder, "select_originators", None)
+        if select is not None:
+            return list(select(start, NOTIFICATIONS_PER_BATCH))
+        notifications = self.app.recorder.select_notifications(
+            start=start, limit=NOTIFICATIONS_PER_BATCH, inclusive_of_start=False
+        )
+        return [(n.id, n.originator_id, n.originator_version) for n in notifications]
 
     def views_position(self) -> int:
         """The position every view in the read store has reached (whoever writes them)."""

@@ -12,15 +12,27 @@ from domain.application import open_application
 from domain.writer import GroupCommitWriter
 from gateway.bootstrap import build_services
 from gateway.config import Settings
+from gateway.event_store import RECORDER_TOPIC
 from projections.db import ReadStore
 from projections.runner import ProjectionRunner, default_views
 
 
 def _runner(env: dict[str, str], seen: list[Any]) -> tuple[ProjectionRunner, Any, ReadStore]:
-    app = open_application(env.get("LEDGERGATE_DATABASE_URL"), env["LEDGERGATE_DATA_DIR"])
-    store = ReadStore(env.get("LEDGERGATE_DATABASE_URL"), env["LEDGERGATE_DATA_DIR"])
+    url = env.get("LEDGERGATE_DATABASE_URL")
+    # On PostgreSQL, the serving processes' recorder: its follower reads three columns only.
+    recorder = {"APPLICATION_RECORDER_TOPIC": RECORDER_TOPIC} if url else {}
+    app = open_application(url, env["LEDGERGATE_DATA_DIR"], **recorder)
+    store = ReadStore(url, env["LEDGERGATE_DATA_DIR"])
     store.migrate()
-    return ProjectionRunner(app, store, default_views(), on_notification=seen.append), app, store
+
+    def on_notification(aggregate_id: Any, version: int) -> None:
+        seen.append((aggregate_id, version))
+
+    return (
+        ProjectionRunner(app, store, default_views(), on_notification=on_notification),
+        app,
+        store,
+    )
 
 
 def test_an_event_projected_by_another_process_still_reaches_this_process_caches(
@@ -38,7 +50,7 @@ def test_an_event_projected_by_another_process_still_reaches_this_process_caches
         runner_a.catch_up()  # process A projects the event first: the shared tracking moves
         assert runner_b.views_position() == runner_a.position
         runner_b.catch_up()
-        project_ids = {str(event.originator_id) for event in seen_b}
+        project_ids = {str(aggregate_id) for aggregate_id, _ in seen_b}
         assert created["project_id"] in project_ids  # B evicts what A projected
         assert len(seen_b) == len(seen_a)  # every event once, no more
         runner_b.catch_up()
@@ -62,7 +74,7 @@ def test_a_follower_starts_at_the_log_head_and_does_not_replay_history(backend) 
         assert seen == []  # nothing was cached before this process started
         writer.execute(c.CreateProject(name="after", currency="USD"))
         later.catch_up()
-        assert seen and all(event.originator_version >= 1 for event in seen)
+        assert seen and all(version >= 1 for _, version in seen)
         later_store.close()
         later.app.close()
     finally:

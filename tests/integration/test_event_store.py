@@ -59,6 +59,11 @@ def test_a_group_commit_is_recorded_in_order_with_the_ids_the_log_gives_it(store
         stored = app.recorder.select_notifications(start=before + 1, limit=10)
         assert [n.id for n in stored] == ids
         assert [n.originator_id for n in stored] == [p.id for p in projects]
+        # What a serving process's follower reads: the same rows, three columns of them.
+        assert app.recorder.select_originators(before, 10) == [
+            (n.id, n.originator_id, n.originator_version) for n in stored
+        ]
+        assert [row[0] for row in app.recorder.select_originators(ids[1], 2)] == ids[2:4]
         assert app.repository.get(projects[3].id).name == "p3"
         assert app.recorder.insert_events([]) == []
     finally:

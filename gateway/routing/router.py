@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import random
+from dataclasses import replace
 from typing import Any
 
 from domain.catalog import Catalog, ModelSpec
@@ -87,6 +88,13 @@ class Router:
         )
         if allowed_models is not None:
             candidates = candidates.within(allowed_models)
+        if request.mode == MODE_EXPLICIT and not fallback_models:
+            # A named model is never silently swapped for another: failover stays on its own
+            # endpoints and keys (its family) unless the request opts in
+            # (routing_preferences.fallback_models). The other models are dropped before
+            # anything is drawn for them: drawing every chat model of the tier was a
+            # fifteenth of a serving process's event-loop time, for scores nothing read.
+            candidates = replace(candidates, fallbacks=())
         variant = request.variant or ("" if request.mode == MODE_EXPLICIT else "smart")
         scorer = self.scorer if active is self.catalog else self._scorer_for(active)
         sampled: dict[str, SampledScore] = {}
@@ -95,11 +103,6 @@ class Router:
             for spec in candidates.all():
                 sampled[spec.name] = scorer.sample(spec, wants_valid_output=wants_valid_output)
         ordered = self._order(candidates, variant, sampled, scorer)
-        if request.mode == MODE_EXPLICIT and not fallback_models:
-            # A named model is never silently swapped for another: failover stays on its own
-            # endpoints and keys unless the request opts in (routing_preferences.fallback_models).
-            primary = {spec.name for spec in candidates.primary}
-            ordered = [spec for spec in ordered if spec.name in primary]
         if request.mode == MODE_EXPLICIT and request.spec is not None:
             owner = owning_project(request.spec)
             if owner is not None:

@@ -14,6 +14,8 @@ from gateway.errors import GatewayError
 from gateway.json_bytes import canonical_sha256, dumps, dumps_iterative
 from gateway.validation import (
     NESTING_DEPTH_MAX,
+    VALID_MODEL_NAMES_MAX,
+    _VALID_MODEL_NAMES,
     check_body_strings,
     check_id,
     looks_like_personal_data,
@@ -128,6 +130,22 @@ def test_model_names_have_a_strict_syntax_and_are_screened(model) -> None:
         validate_model({"model": model})
     assert raised.value.param == "model"
     assert model.strip() not in raised.value.message
+
+
+def test_remembered_model_names_are_only_those_that_passed_and_stay_bounded() -> None:
+    _VALID_MODEL_NAMES.clear()
+    assert validate_model({"model": " gpt-4o-mini "}) == "gpt-4o-mini"
+    assert validate_model({"model": " gpt-4o-mini "}) == "gpt-4o-mini"  # remembered
+    for rejected in ("DE89370400440532013000", "jean@example.com", "gpt 4o"):
+        for _ in range(2):  # a refused name is refused again: it was never remembered
+            with pytest.raises(GatewayError):
+                validate_model({"model": rejected})
+    assert set(_VALID_MODEL_NAMES) == {" gpt-4o-mini "}
+    with pytest.raises(GatewayError):
+        validate_model({"model": None})
+    for index in range(VALID_MODEL_NAMES_MAX + 10):
+        validate_model({"model": f"model-{index}"})
+    assert len(_VALID_MODEL_NAMES) <= VALID_MODEL_NAMES_MAX
 
 
 def test_every_gateway_extension_is_removed_before_forwarding() -> None:

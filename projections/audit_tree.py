@@ -58,6 +58,15 @@ LOG_NAME = "events"
 NOTIFICATIONS_PER_BATCH = 1000
 NODES_PER_QUERY = 400  # keys per IN (VALUES ...) lookup
 POLL_INTERVAL_S = 0.2
+LEAF_COLUMNS = (
+    ("leaf_index", "bigint"),
+    ("position", "bigint"),
+    ("originator_id", "text"),
+    ("originator_version", "bigint"),
+    ("request_id", "text"),
+    ("leaf_hash", "bytea"),
+)
+NODE_COLUMNS = (("level", "integer"), ("node_index", "bigint"), ("hash", "bytea"))
 CHECKPOINT_EVERY_EVENTS_DEFAULT = 1000
 CHECKPOINT_EVERY_EVENTS_BOUNDS = (1, 1_000_000)
 CHECKPOINT_INTERVAL_S_DEFAULT = 10.0
@@ -391,20 +400,9 @@ class MerkleLog(BackgroundFollower):
                 )
                 for (level, node_index), node in frontier.append(value)[1:]:
                     node_rows.append((level, node_index, node))
-            tx.cursor.executemany(
-                self.store.sql(
-                    "INSERT INTO lg_merkle_leaves (leaf_index, position, originator_id, "
-                    "originator_version, request_id, leaf_hash) VALUES (%s, %s, %s, %s, %s, %s)"
-                ),
-                leaf_rows,
-            )
-            if node_rows:
-                tx.cursor.executemany(
-                    self.store.sql(
-                        "INSERT INTO lg_merkle_nodes (level, node_index, hash) VALUES (%s, %s, %s)"
-                    ),
-                    node_rows,
-                )
+            # Each in one statement on PostgreSQL (Tx.insert_rows), whatever the batch size.
+            tx.insert_rows("lg_merkle_leaves", LEAF_COLUMNS, leaf_rows)
+            tx.insert_rows("lg_merkle_nodes", NODE_COLUMNS, node_rows)
             new_last = int(fresh[-1].id)
             tx.execute(
                 "UPDATE lg_merkle_state SET size = %s, last_position = %s WHERE log = %s",

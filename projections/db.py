@@ -43,7 +43,10 @@ def iso(moment: datetime | None) -> str | None:
     """Fixed-width UTC ISO text: sorts lexicographically in SQLite."""
     if moment is None:
         return None
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f+00:00")
+    # isoformat is strftime's "%Y-%m-%dT%H:%M:%S.%f+00:00" at a sixth of its cost (and keeps
+    # four digits of year below 1000, where %Y does not): the projection worker formats
+    # several instants per event.
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
 
 
 def as_datetime(value: Any) -> datetime | None:
@@ -166,6 +169,37 @@ class Tx:
         values = (limit + 1,) if offset is None else (limit + 1, offset)
         rows = self.execute(sql + bounds, (*params, *values)).fetchall()
         return rows[:limit], len(rows) > limit
+
+    def insert_rows(
+        self,
+        table: str,
+        columns: Sequence[tuple[str, str]],
+        rows: Sequence[Sequence[Any]],
+        suffix: str = "",
+    ) -> None:
+        """Insert `rows` (tuples in the order of `columns`, given as (name, PostgreSQL type))
+        in ONE statement on PostgreSQL: `INSERT … SELECT * FROM unnest(%s::type[], …)`, one
+        array per column, so a batch of any size is one fixed, prepared statement. A
+        pipelined `executemany` still ran one INSERT per row, and the projection worker
+        inserts three rows per event (its index, the Merkle leaf, and its nodes): half of
+        the database's CPU for the worker went into statement overhead. SQLite runs the
+        plain INSERT per row (`executemany`, in process). `suffix` is appended as is
+        (an ON CONFLICT clause)."""
+        if not rows:
+            return
+        names = ", ".join(name for name, _ in columns)
+        if self.store.dialect == "postgres":
+            arrays = ", ".join(f"%s::{kind}[]" for _, kind in columns)
+            self.cursor.execute(
+                f"INSERT INTO {table} ({names}) SELECT * FROM unnest({arrays}) {suffix}",  # noqa: S608
+                [list(column) for column in zip(*rows, strict=True)],
+            )
+            return
+        marks = ", ".join("?" for _ in columns)
+        self.cursor.executemany(
+            f"INSERT INTO {table} ({names}) VALUES ({marks}) {suffix}",  # noqa: S608
+            rows,
+        )
 
     @property
     def rowcount(self) -> int:

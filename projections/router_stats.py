@@ -25,69 +25,167 @@ from projections.db import ReadStore, Tx, as_decimal, iso
 OUTCOMES_WARM_START_MAX = 20_000
 
 
+ATTEMPT_COLUMNS = ("model", "provider", "endpoint", "attempt", "price_currency")
+OUTCOME_COLUMNS = (
+    ("position", "bigint"),
+    ("attempt", "integer"),
+    ("request_aggregate_id", "text"),
+    ("model", "text"),
+    ("provider", "text"),
+    ("endpoint", "text"),
+    ("success", "integer"),
+    ("latency_ms", "integer"),
+    ("cost", "numeric"),
+    ("currency", "text"),
+    ("error_code", "text"),
+    ("observed_at", "text"),
+)
+
+
+class _InFlight:
+    """One request's attempt row as the batch has left it: `row` None once forgotten (or
+    never there), `stored` whether the row is in the table, `changed` whether it must be
+    written again."""
+
+    __slots__ = ("row", "stored", "changed")
+
+    def __init__(self, row: dict[str, Any] | None, stored: bool, changed: bool) -> None:
+        self.row = row
+        self.stored = stored
+        self.changed = changed
+
+
 class RouterStatsView(View):
+    """The in-flight attempt of each request lives in lg_router_attempts from admission to
+    the end; a batch keeps what its events do to it in memory and writes the result once in
+    `flush` (most requests are admitted, dispatched and finished within one or two batches,
+    so their row never reaches the table at all), and the batch's outcomes in one statement.
+    It ran six statements per request."""
+
     name = "router_stats"
     tables = ("lg_router_attempts", "lg_router_outcomes")
 
+    def __init__(self) -> None:
+        self._flights: dict[str, _InFlight] = {}
+        self._outcomes: list[tuple[Any, ...]] = []
+
+    def reset(self, tx: Tx) -> None:
+        super().reset(tx)
+        self.discard()
+
+    def discard(self) -> None:
+        self._flights = {}
+        self._outcomes = []
+
+    def flush(self, tx: Tx) -> None:
+        flights, outcomes = self._flights, self._outcomes
+        self.discard()
+        inserts: list[tuple[Any, ...]] = []
+        updates: list[tuple[Any, ...]] = []
+        deletes: list[tuple[str]] = []
+        for aggregate_id, flight in flights.items():
+            if flight.row is None:
+                if flight.stored:
+                    deletes.append((aggregate_id,))
+            elif flight.changed:
+                values = tuple(flight.row[name] for name in ATTEMPT_COLUMNS)
+                target = updates if flight.stored else inserts
+                target.append((*values, flight.row["position"], aggregate_id))
+        sql = tx.store.sql
+        if inserts:
+            tx.cursor.executemany(
+                sql(
+                    "INSERT INTO lg_router_attempts (model, provider, endpoint, attempt, "
+                    "price_currency, position, request_aggregate_id) "
+                    "VALUES (%s, %s, %s, %s, %s, %s, %s) "
+                    "ON CONFLICT (request_aggregate_id) DO UPDATE SET model = excluded.model, "
+                    "provider = excluded.provider, endpoint = excluded.endpoint, "
+                    "attempt = excluded.attempt, price_currency = excluded.price_currency, "
+                    "position = excluded.position"
+                ),
+                inserts,
+            )
+        if updates:
+            tx.cursor.executemany(
+                sql(
+                    "UPDATE lg_router_attempts SET model = %s, provider = %s, endpoint = %s, "
+                    "attempt = %s, price_currency = %s, position = %s "
+                    "WHERE request_aggregate_id = %s"
+                ),
+                updates,
+            )
+        if deletes:
+            tx.cursor.executemany(
+                sql("DELETE FROM lg_router_attempts WHERE request_aggregate_id = %s"), deletes
+            )
+        tx.insert_rows(
+            "lg_router_outcomes",
+            OUTCOME_COLUMNS,
+            outcomes,
+            "ON CONFLICT (position, attempt) DO NOTHING",
+        )
+
     @reads(Request.Admitted)
     def _admitted(self, tx: Tx, event: Any, position: int) -> None:
-        tx.execute(
-            "INSERT INTO lg_router_attempts (request_aggregate_id, model, provider, endpoint, attempt, "
-            "price_currency, position) VALUES (%s, %s, %s, NULL, 0, %s, %s) "
-            "ON CONFLICT (request_aggregate_id) DO NOTHING",
-            (str(event.originator_id), event.model, event.provider, event.price_currency, position),
-        )
+        aggregate_id = str(event.originator_id)
+        if aggregate_id in self._flights:  # as ON CONFLICT DO NOTHING: the first one stays
+            return
+        row = {
+            "model": event.model,
+            "provider": event.provider,
+            "endpoint": None,
+            "attempt": 0,
+            "price_currency": event.price_currency,
+            "position": position,
+        }
+        self._flights[aggregate_id] = _InFlight(row, stored=False, changed=True)
 
     @reads(Request.Repriced)
     def _repriced(self, tx: Tx, event: Any, position: int) -> None:
-        tx.execute(
-            "UPDATE lg_router_attempts SET price_currency = %s, position = %s "
-            "WHERE request_aggregate_id = %s",
-            (event.price_currency, position, str(event.originator_id)),
-        )
+        flight = self._flight(tx, str(event.originator_id))
+        if flight.row is not None:
+            flight.row.update(price_currency=event.price_currency, position=position)
+            flight.changed = True
 
     @reads(Request.Dispatched)
     def _dispatched(self, tx: Tx, event: Any, position: int) -> None:
         aggregate_id = str(event.originator_id)
-        row = self._in_flight(tx, aggregate_id)
+        flight = self._flight(tx, aggregate_id)
+        row = flight.row
         if row is None:
             return
         if row["endpoint"] is not None and int(row["attempt"]) >= 1:
-            self._outcome(tx, position, aggregate_id, row, False, None, None, "failover",
+            self._outcome(position, aggregate_id, row, False, None, None, "failover",
                           event.dispatched_at)  # fmt: skip
-        tx.execute(
-            "UPDATE lg_router_attempts SET model = %s, provider = %s, endpoint = %s, attempt = %s, "
-            "position = %s WHERE request_aggregate_id = %s",
-            (
-                event.model,
-                event.provider,
-                f"{event.provider}:{event.endpoint_name}",
-                event.attempt,
-                position,
-                aggregate_id,
-            ),
+        row.update(
+            model=event.model,
+            provider=event.provider,
+            endpoint=f"{event.provider}:{event.endpoint_name}",
+            attempt=event.attempt,
+            position=position,
         )
+        flight.changed = True
 
     @reads(Request.Completed)
     def _completed(self, tx: Tx, event: Any, position: int) -> None:
         aggregate_id = str(event.originator_id)
-        row = self._in_flight(tx, aggregate_id)
+        row = self._flight(tx, aggregate_id).row
         # A cache hit called no provider: it says nothing about the endpoint.
         if row is not None and row["endpoint"] is not None and event.cache != "hit":
-            self._outcome(tx, position, aggregate_id, row, True, event.upstream_ms,
+            self._outcome(position, aggregate_id, row, True, event.upstream_ms,
                           event.provider_cost, None, event.completed_at)  # fmt: skip
         self._forget(tx, aggregate_id)
 
     @reads(Request.Failed)
     def _failed(self, tx: Tx, event: Any, position: int) -> None:
         aggregate_id = str(event.originator_id)
-        row = self._in_flight(tx, aggregate_id)
+        row = self._flight(tx, aggregate_id).row
         if (
             row is not None
             and row["endpoint"] is not None
             and counts_as_endpoint_failure(event.http_status)
         ):
-            self._outcome(tx, position, aggregate_id, row, False, None, None,
+            self._outcome(position, aggregate_id, row, False, None, None,
                           event.error_code, event.failed_at)  # fmt: skip
         self._forget(tx, aggregate_id)
 
@@ -95,23 +193,28 @@ class RouterStatsView(View):
     def _abandoned(self, tx: Tx, event: Any, position: int) -> None:
         self._forget(tx, str(event.originator_id))
 
-    @staticmethod
-    def _in_flight(tx: Tx, aggregate_id: str) -> dict[str, Any] | None:
-        return tx.execute(
-            "SELECT model, provider, endpoint, attempt, price_currency FROM lg_router_attempts "
-            "WHERE request_aggregate_id = %s",
-            (aggregate_id,),
-        ).fetchone()
+    def _flight(self, tx: Tx, aggregate_id: str) -> _InFlight:
+        """The request's attempt as this batch has it, read from the table on first use."""
+        flight = self._flights.get(aggregate_id)
+        if flight is None:
+            stored = tx.execute(
+                "SELECT model, provider, endpoint, attempt, price_currency, position "
+                "FROM lg_router_attempts WHERE request_aggregate_id = %s",
+                (aggregate_id,),
+            ).fetchone()
+            flight = _InFlight(stored, stored=stored is not None, changed=False)
+            self._flights[aggregate_id] = flight
+        return flight
 
-    @staticmethod
-    def _forget(tx: Tx, aggregate_id: str) -> None:
-        tx.execute(
-            "DELETE FROM lg_router_attempts WHERE request_aggregate_id = %s", (aggregate_id,)
-        )
+    def _forget(self, tx: Tx, aggregate_id: str) -> None:
+        flight = self._flights.get(aggregate_id)
+        if flight is None:  # not read: delete whatever the table holds, without asking
+            self._flights[aggregate_id] = _InFlight(None, stored=True, changed=False)
+        else:
+            flight.row = None
 
-    @staticmethod
     def _outcome(
-        tx: Tx,
+        self,
         position: int,
         aggregate_id: str,
         row: dict[str, Any],
@@ -121,11 +224,7 @@ class RouterStatsView(View):
         error_code: str | None,
         observed_at: Any,
     ) -> None:
-        tx.execute(
-            "INSERT INTO lg_router_outcomes (position, attempt, request_aggregate_id, model, provider, "
-            "endpoint, success, latency_ms, cost, currency, error_code, observed_at) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
-            "ON CONFLICT (position, attempt) DO NOTHING",
+        self._outcomes.append(
             (
                 position,
                 int(row["attempt"]),
@@ -139,7 +238,7 @@ class RouterStatsView(View):
                 row["price_currency"] if cost is not None else None,
                 error_code,
                 iso(observed_at),
-            ),
+            )
         )
 
 

@@ -16,7 +16,7 @@ from typing import cast
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
-from starlette.datastructures import MutableHeaders
+from starlette.datastructures import MutableHeaders, QueryParams
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -120,13 +120,17 @@ async def _validation_error(request: Request, raised: Exception) -> Response:
     )
 
 
-def _unstorable_url_part(request: Request) -> str | None:
-    """The name of the path or query part holding text storage refuses, if any."""
-    if has_unstorable_text(request.url.path):
+def _unstorable_url_part(scope: Scope) -> str | None:
+    """The name of the path or query part holding text storage refuses, if any. Read off
+    the scope: the decoded path as the routes see it (building `request.url` for it
+    parsed the Host header and the whole URL on every request), the query only when
+    there is one."""
+    if has_unstorable_text(scope.get("root_path", "") + scope["path"]):
         return "path"
-    for name, value in request.query_params.multi_items():
-        if has_unstorable_text(name) or has_unstorable_text(value):
-            return name if PLAIN_PARAM.fullmatch(name) else "query"
+    if scope.get("query_string"):
+        for name, value in QueryParams(scope["query_string"]).multi_items():
+            if has_unstorable_text(name) or has_unstorable_text(value):
+                return name if PLAIN_PARAM.fullmatch(name) else "query"
     return None
 
 
@@ -138,11 +142,11 @@ def request_id_on_every_response(app: ASGIApp) -> ASGIApp:
         if scope["type"] != "http":
             await app(scope, receive, send)
             return
-        request = Request(scope, receive)
         # A NUL, control character or lone surrogate in the path or a query value would
         # reach SQL parameters (PostgreSQL refuses NUL): refused here, for every route.
-        bad = _unstorable_url_part(request)
+        bad = _unstorable_url_part(scope)
         if bad is not None:
+            request = Request(scope, receive)
             error = GatewayError(
                 "invalid_request",
                 f"'{bad}' contains a NUL, a control character or a lone surrogate",

@@ -25,6 +25,7 @@ has its own name, so processes of either kind never replace each other's definit
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import ExitStack
 from typing import Any
 
 from eventsourcing.persistence import InterfaceError, OperationalError, StoredEvent
@@ -114,3 +115,23 @@ class OneTripRecorder(PostgresApplicationRecorder):
         ):
             cursor.execute(self.select_originators_statement, (start, limit), prepare=True)
             return cursor.fetchall()
+
+    def warm(self) -> int:
+        """Call the function once with an empty batch on every pooled connection, before
+        the process reports ready: each connection's first call prepares the statement and
+        has its backend compile the PL/pgSQL function, which was half of a first request's
+        overhead (its first commits took 3 ms each, 1 ms warm). Nothing is recorded (the
+        function takes the lock, notifies and inserts no row). Returns the connections
+        warmed."""
+        pool = getattr(self.datastore, "pool", None)
+        size = int(getattr(pool, "min_size", 1) or 1)
+        empty: tuple[list[Any], ...] = ([], [], [], [])
+        with ExitStack() as stack:
+            connections = [
+                stack.enter_context(self.datastore.get_connection()) for _ in range(size)
+            ]
+            for connection in connections:
+                with connection.cursor(row_factory=tuple_row) as cursor:
+                    cursor.execute(self.one_trip_statement, empty, prepare=True)
+                    cursor.fetchall()
+        return size

@@ -6,7 +6,9 @@ its first connection, after the tokenizer is loaded and before the PII engine wa
 background:
 - the PostgreSQL pools hold their connections (the event store's pool opens its connections
   in the background: the first request would otherwise wait for one, or open one itself),
-  and the writer's advisory-lock session is open (gateway/write_locks.py);
+  each has prepared the serving recorder's statement and compiled its function (an empty
+  call, gateway/event_store.py), and the writer's advisory-lock session is open
+  (gateway/write_locks.py);
 - the read store answers one round trip.
 
 It does not pre-connect to the providers: that takes a request (a GET of the origin's root),
@@ -68,6 +70,9 @@ def fill_pools(services: Any) -> None:
     pool = getattr(datastore, "pool", None)
     if pool is not None and hasattr(pool, "wait"):
         pool.wait(POOL_WAIT_S)
+    warm = getattr(services.app.recorder, "warm", None)  # the one-trip recorder (PostgreSQL)
+    if warm is not None:
+        warm()
     locks = services.writer.locks
     if isinstance(locks, AdvisoryLocks):  # PostgreSQL; SQLite's single process has none
         locks.connect()

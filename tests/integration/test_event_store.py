@@ -146,3 +146,23 @@ def test_a_serving_process_writes_through_the_one_trip_recorder_on_postgresql(
         assert created.position == services.app.recorder.max_notification_id()
     finally:
         services.close()
+
+
+def test_warming_the_recorder_prepares_every_pooled_connection_and_records_nothing(
+    store_url: str,
+) -> None:
+    app = open_application(store_url, APPLICATION_RECORDER_TOPIC=RECORDER_TOPIC)
+    try:
+        before = app.recorder.max_notification_id()
+        warmed = app.recorder.warm()
+        assert warmed == app.recorder.datastore.pool.min_size >= 1
+        assert app.recorder.max_notification_id() == before
+        with app.recorder.datastore.get_connection() as connection:
+            assert any(
+                "lg_insert_" in row["statement"]
+                for row in connection.execute("SELECT statement FROM pg_prepared_statements")
+            )
+        app.save(_new_project("after the warm-up"))  # and the recorder records as before
+        assert (app.recorder.max_notification_id() or 0) > (before or 0)
+    finally:
+        app.close()

@@ -216,7 +216,8 @@ def validate_model(body: dict[str, Any]) -> str:
         known = _VALID_MODEL_NAMES.get(model)
         if known is not None:
             return known
-    name = _validated_model(model)
+    name = _validated_model(model)  # raises unless `model` is a valid name (a str)
+    assert isinstance(model, str)
     if len(_VALID_MODEL_NAMES) >= VALID_MODEL_NAMES_MAX:
         _VALID_MODEL_NAMES.clear()
     _VALID_MODEL_NAMES[model] = name

@@ -101,12 +101,12 @@ class AuditView(View):
             updates.setdefault(tuple(columns), []).append((*columns.values(), aggregate_id))
         for signature, rows in inserts.items():
             split = signature.index("|")
-            names, later = signature[:split], signature[split + 1 :]
+            names, later_names = signature[:split], signature[split + 1 :]
             # The row may exist already (the same request applied again): then, as before,
             # the Received columns stay and the later ones are set.
             conflict = (
-                "DO UPDATE SET " + ", ".join(f"{name} = excluded.{name}" for name in later)
-                if later
+                "DO UPDATE SET " + ", ".join(f"{name} = excluded.{name}" for name in later_names)
+                if later_names
                 else "DO NOTHING"
             )
             tx.cursor.executemany(

@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 from gateway.errors import GatewayError
 from gateway.json_bytes import canonical_sha256, dumps, dumps_iterative
 from gateway.validation import (
+    _VALID_MODEL_NAMES,
     NESTING_DEPTH_MAX,
     VALID_MODEL_NAMES_MAX,
-    _VALID_MODEL_NAMES,
     check_body_strings,
     check_id,
     looks_like_personal_data,

@@ -131,6 +131,25 @@ class _CountingCursor:
         return getattr(self.inner, name)
 
 
+def _replayed_as_one_batch(gateway: Gateway, name: str) -> tuple[list[str], list[Any]]:
+    """View `name` reset and the whole log applied to it as one batch: the statements it
+    ran, and the events it handles."""
+    runner, store = gateway.services.runner, gateway.services.store
+    view = next(each for each in runner.views if each.name == name)
+    decoded = [
+        (n.id, n, runner.app.mapper.to_domain_event(n))
+        for n in runner.app.recorder.select_notifications(start=1, limit=10_000)
+    ]
+    with store.transaction() as tx:
+        view.reset(tx)
+        tx.execute("UPDATE lg_tracking SET position = 0 WHERE view = %s", (name,))
+    with store.transaction() as tx:
+        counting = _CountingCursor(tx.cursor)
+        tx.cursor = counting
+        runner._apply_view(tx, view, decoded, read_from=0)
+    return counting.statements, [event for _, _, event in decoded if view.handles(event)]
+
+
 def test_the_audit_view_writes_a_batch_per_kind_of_row_and_the_rows_events_one_by_one_leave(
     gateway: Gateway, simulator, backend
 ) -> None:
@@ -141,22 +160,9 @@ def test_the_audit_view_writes_a_batch_per_kind_of_row_and_the_rows_events_one_b
     mixed_workload(gateway, simulator[1])
     gateway.settle()
     before = snapshot(gateway)["lg_audit"]
-    runner, store = gateway.services.runner, gateway.services.store
-    audit = next(view for view in runner.views if view.name == "audit")
-    decoded = [
-        (n.id, n, runner.app.mapper.to_domain_event(n))
-        for n in runner.app.recorder.select_notifications(start=1, limit=10_000)
-    ]
-    events = [event for _, _, event in decoded if audit.handles(event)]
-    with store.transaction() as tx:
-        audit.reset(tx)
-        tx.execute("UPDATE lg_tracking SET position = 0 WHERE view = %s", ("audit",))
-    with store.transaction() as tx:
-        counting = _CountingCursor(tx.cursor)
-        tx.cursor = counting
-        runner._apply_view(tx, audit, decoded, read_from=0)
-    writes = [s for s in counting.statements if "lg_audit " in s and "SELECT" not in s]
-    reads = [s for s in counting.statements if "SELECT attempt_log" in s]
+    statements, events = _replayed_as_one_batch(gateway, "audit")
+    writes = [s for s in statements if "lg_audit " in s and "SELECT" not in s]
+    reads = [s for s in statements if "SELECT attempt_log" in s]
     assert len(events) > 3 * len(before) > 0  # several events per request
     # One statement per kind of row (the workload's requests end five different ways),
     # never one per event: at most one per request.
@@ -174,21 +180,9 @@ def test_the_router_stats_keep_a_batchs_in_flight_attempts_in_memory(
     mixed_workload(gateway, simulator[1])
     gateway.settle()
     before = snapshot(gateway)
-    runner, store = gateway.services.runner, gateway.services.store
-    stats = next(view for view in runner.views if view.name == "router_stats")
-    decoded = [
-        (n.id, n, runner.app.mapper.to_domain_event(n))
-        for n in runner.app.recorder.select_notifications(start=1, limit=10_000)
-    ]
-    with store.transaction() as tx:
-        stats.reset(tx)
-        tx.execute("UPDATE lg_tracking SET position = 0 WHERE view = %s", ("router_stats",))
-    with store.transaction() as tx:
-        counting = _CountingCursor(tx.cursor)
-        tx.cursor = counting
-        runner._apply_view(tx, stats, decoded, read_from=0)
-    assert not [s for s in counting.statements if "lg_router_attempts" in s]
-    assert len([s for s in counting.statements if "lg_router_outcomes" in s]) == 1
+    statements, _ = _replayed_as_one_batch(gateway, "router_stats")
+    assert not [s for s in statements if "lg_router_attempts" in s]
+    assert len([s for s in statements if "lg_router_outcomes" in s]) == 1
     after = snapshot(gateway)
     assert (
         before["lg_router_outcomes"] and after["lg_router_outcomes"] == before["lg_router_outcomes"]

@@ -5,8 +5,9 @@ has queued up, decides each command against in-memory aggregates, and saves all 
 batch's events in ONE transaction (`app.events.put(events)`). Each caller then gets its own
 outcome, after its events are durable. The save runs on a saver thread while this thread
 decides the next batch, or on this thread when nothing more is queued (the usual case below
-saturation: a hand-off there and back was two thread wake-ups per commit). Because this thread is the only writer of the
-aggregates it caches, a hot account never turns into an optimistic-concurrency retry storm.
+saturation: a hand-off there and back was two thread wake-ups per commit). Because this
+thread is the only writer of the aggregates it caches, a hot account never turns into an
+optimistic-concurrency retry storm.
 
 Failure handling:
 - a domain error in one command fails that command only (handlers decide before they act);

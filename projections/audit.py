@@ -91,17 +91,16 @@ class AuditView(View):
     def flush(self, tx: Tx) -> None:
         created, changed = self._created, self._changed
         self.discard()
-        inserts: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
+        # Rows grouped by their columns: (all columns, the later ones) for the inserts.
+        inserts: dict[tuple[tuple[str, ...], tuple[str, ...]], list[tuple[Any, ...]]] = {}
         updates: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
         for aggregate_id, row in created.items():
             later = changed.pop(aggregate_id, {})
             merged = {**row, **later}
-            inserts.setdefault((*merged, "|", *later), []).append(tuple(merged.values()))
+            inserts.setdefault((tuple(merged), tuple(later)), []).append(tuple(merged.values()))
         for aggregate_id, columns in changed.items():
             updates.setdefault(tuple(columns), []).append((*columns.values(), aggregate_id))
-        for signature, rows in inserts.items():
-            split = signature.index("|")
-            names, later_names = signature[:split], signature[split + 1 :]
+        for (names, later_names), rows in inserts.items():
             # The row may exist already (the same request applied again): then, as before,
             # the Received columns stay and the later ones are set.
             conflict = (

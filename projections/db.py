@@ -178,8 +178,8 @@ class Tx:
         suffix: str = "",
     ) -> None:
         """Insert `rows` (tuples in the order of `columns`, given as (name, PostgreSQL type))
-        in ONE statement on PostgreSQL: `INSERT … SELECT * FROM unnest(%s::type[], …)`, one
-        array per column, so a batch of any size is one fixed, prepared statement. A
+        in ONE statement on PostgreSQL: `INSERT … SELECT * FROM unnest(%b::type[], …)`, one
+        binary array per column, so a batch of any size is one fixed, prepared statement. A
         pipelined `executemany` still ran one INSERT per row, and the projection worker
         inserts three rows per event (its index, the Merkle leaf, and its nodes): half of
         the database's CPU for the worker went into statement overhead. SQLite runs the

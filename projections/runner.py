@@ -9,8 +9,9 @@ a view only applies events beyond the position it reads under that lock.
 Apart from the views, each runner keeps its own follower position over the log
 (`follow_position`, in memory, starting at the log head when the process starts) and hands
 every event past it to `on_notification` as (aggregate id, version), so the process can drop
-cached copies of what changed. That position never depends on the shared view tracking: when another process
-has already projected an event, this process still sees it (once) and evicts its caches. The
+cached copies of what changed. That position never depends on the shared view tracking:
+when another process has already projected an event, this process still sees it (once) and
+evicts its caches. The
 follower hands over the originator id and version, never a decoded event, and on PostgreSQL
 it reads just those columns: eviction needs no more, and decoding every event of every
 process in every serving process was a twentieth of its CPU.

@@ -38,7 +38,7 @@ from domain.pricing import PRICE_SOURCE_OPERATOR
 from domain.routing import ProjectRouting
 from domain.settlement import DEFAULT_FEE_RATE
 from domain.writer import run_now
-from gateway import admin_commands
+from gateway import admin_commands, heap
 from gateway.audit import AuditConfigError, AuditService
 from gateway.audit_cli import add_audit_commands, run_audit_command
 from gateway.cache_cli import add_cache_commands, run_cache_command
@@ -582,7 +582,8 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def projections(settings: Settings, args: argparse.Namespace) -> int:
-
+    if args.action == "run" and not getattr(args, "once", False):
+        heap.tune_collector()  # a long-running process (gateway/heap.py)
     app = open_application(settings.database_url, settings.data_dir)
     store = ReadStore(settings.database_url, settings.data_dir)
     store.migrate()
@@ -624,6 +625,7 @@ def projections(settings: Settings, args: argparse.Namespace) -> int:
             return 0
         print("following the event log; Ctrl-C to stop", file=sys.stderr)
         runner.progress = None
+        heap.settle_startup_heap()  # the long-running worker: its startup heap, frozen
         runner.start()
         if audit is not None:
             audit.start()

@@ -15,8 +15,9 @@ It does not pre-connect to the providers: that takes a request (a GET of the ori
 and a gateway must send a provider nothing it was not asked to. The first request to each
 provider pays its own connect (and, for a real provider, its TLS handshake).
 
-Then, with `serve --workers N`, each worker marks itself warm once its PII engine is warm too
-(gateway/workers.py `WarmMarkers`), and /ready answers 200 only when all N are.
+Then, once its PII engine is warm too, a serving process freezes its startup heap
+(gateway/heap.py) and, with `serve --workers N`, each worker marks itself warm
+(gateway/workers.py `WarmMarkers`): /ready answers 200 only when all N are.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from typing import Any
 
 import anyio.to_thread
 
+from gateway import heap
 from gateway.pii.service import pii_service
 from gateway.write_locks import AdvisoryLocks
 
@@ -83,13 +85,16 @@ PII_POLL_S = 0.05
 
 
 async def mark_warm(services: Any) -> None:
-    """With `serve --workers N`: mark this worker warm once its PII engine is warm too (when
-    it is warmed at start), so /ready can tell when all N are. A PII engine that fails to
-    load never marks it: /ready's pii_engine check gives the reason."""
+    """Once the PII engine is warm too (when it is warmed at start): freeze the startup heap
+    (gateway/heap.py; in a serving process, before /ready answers 200) and, with `serve
+    --workers N`, mark this worker warm, so /ready can tell when all N are. A PII engine that
+    fails to load never marks it: /ready's pii_engine check gives the reason."""
     markers = services.warm_markers
-    if markers is None:
+    if markers is None and heap.settled():
         return
     service = pii_service(services)
     while service.warm_at_start and not service.screener.ready:
         await asyncio.sleep(PII_POLL_S)
-    await anyio.to_thread.run_sync(markers.mark)
+    heap.settle_startup_heap()
+    if markers is not None:
+        await anyio.to_thread.run_sync(markers.mark)

@@ -46,6 +46,7 @@ from typing import Any
 import uvicorn
 
 from domain.application import is_postgres_url
+from gateway import heap
 from gateway.config import Settings
 from gateway.observability.logs import configure_logging
 
@@ -141,6 +142,7 @@ def create_worker_app() -> Any:
 
     settings = Settings.from_env()
     configure_process_logging(settings)
+    heap.tune_collector()
     return create_app(settings)
 
 
@@ -227,6 +229,7 @@ def serve(
         if workers == 1:
             from gateway.http.app import create_app  # the supervisor of N workers never loads it
 
+            heap.tune_collector()
             uvicorn.run(create_app(settings), host=host, port=port, **options)
         else:
             warm_dir = tempfile.mkdtemp(prefix="ledgergate-warm-")

@@ -14,6 +14,7 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
+from gateway import heap
 from gateway.pii.service import pii_service
 
 READY_CHECK_S_MAX = 2.0  # a store that does not answer within this is "unreachable"
@@ -55,6 +56,10 @@ async def readiness(services: Any, lag_max: int) -> list[dict[str, Any]]:
     if warm_up is not None and not warm_up.done:
         checks.append(
             {"check": "warm_up", "ok": False, "reason": "the first-request warm-up is running"}
+        )
+    elif not heap.settled():  # a serving process freezes its startup heap once warm
+        checks.append(
+            {"check": "warm_up", "ok": False, "reason": "the startup heap is being frozen"}
         )
     markers = getattr(services, "warm_markers", None)
     if markers is not None:

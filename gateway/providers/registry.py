@@ -21,6 +21,7 @@ What each provider honours of the OpenAI request (✓ translated/passed through;
 
 from __future__ import annotations
 
+import urllib.request
 from collections.abc import Mapping
 
 import httpx
@@ -35,6 +36,7 @@ from gateway.providers.base import (
 from gateway.providers.bedrock import DEFAULT_REGION, BedrockAdapter
 from gateway.providers.cohere import CohereAdapter
 from gateway.providers.google import GoogleAdapter
+from gateway.providers.http1 import Http1Transport
 from gateway.providers.mistral import MistralAdapter
 from gateway.providers.moonshot import MoonshotAdapter
 from gateway.providers.openai import OpenAIAdapter
@@ -109,11 +111,18 @@ def build_client(limits: AdapterLimits | None = None) -> httpx.AsyncClient:
     """One pooled client for all adapters, with every timeout and pool limit named."""
     limits = limits or AdapterLimits()
     timeout = limits.httpx_timeout()
+    transport: httpx.AsyncBaseTransport
+    if any(scheme != "no" for scheme in urllib.request.getproxies_environment()):
+        # A proxy in the environment (with its NO_PROXY list): aiohttp's client speaks to it
+        # (gateway/providers/transport.py).
+        transport = AiohttpTransport(limits.max_connections, timeout)
+    else:
+        # Straight to the providers: a keep-alive pool of asyncio protocols with a C parser,
+        # a fraction of aiohttp's CPU per call (gateway/providers/http1.py).
+        transport = Http1Transport(limits.max_connections, timeout)
     return ProviderClient(
         timeout=timeout,
-        # aiohttp's pool and parser under httpx's API: a quarter of httpcore's CPU per call
-        # (gateway/providers/transport.py).
-        transport=AiohttpTransport(limits.max_connections, timeout),
+        transport=transport,
         # Providers never legitimately redirect an API call; following one could leak the key.
         follow_redirects=False,
     )

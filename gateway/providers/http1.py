@@ -300,14 +300,7 @@ class Http1Transport(httpx.AsyncBaseTransport):
         key = (scheme, url.host, url.port or DEFAULT_PORTS[scheme])
         timeouts = request.extensions.get("timeout", {})
         slots = self._slots
-        if slots.locked():
-            try:
-                async with asyncio.timeout(timeouts.get("pool", self._pool_timeout_s)):
-                    await slots.acquire()
-            except TimeoutError:
-                raise httpx.PoolTimeout("no free connection in the pool in time") from None
-        else:
-            await slots.acquire()
+        await take_slot(slots, timeouts.get("pool", self._pool_timeout_s))
         read_timeout = timeouts.get("read")
         connection: _Connection | None = None
         try:
@@ -420,6 +413,19 @@ class Http1Transport(httpx.AsyncBaseTransport):
         self._drop_idle()
 
 
+async def take_slot(slots: asyncio.Semaphore, timeout: float | None) -> None:
+    """One of the pool's slots, or httpx's PoolTimeout after `timeout`: the call never reached
+    the provider (the timer is set only when the pool is full)."""
+    if not slots.locked():
+        await slots.acquire()
+        return
+    try:
+        async with asyncio.timeout(timeout):
+            await slots.acquire()
+    except TimeoutError:
+        raise httpx.PoolTimeout("no free connection in the pool in time") from None
+
+
 def _encoded(request: httpx.Request, body: bytes) -> bytes:
     """The request's head as httpx built it (its Host, Content-Length, client headers), and
     its body, as one buffer. A header with a line break or NUL would smuggle a header or a
@@ -438,4 +444,4 @@ def _encoded(request: httpx.Request, body: bytes) -> bytes:
     return b"".join(lines)
 
 
-__all__ = ["Http1Transport"]
+__all__ = ["Http1Transport", "take_slot"]

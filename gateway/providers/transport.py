@@ -37,6 +37,8 @@ import certifi
 import httpx
 import yarl
 
+from gateway.providers.http1 import take_slot
+
 KEEPALIVE_EXPIRY_S = 5.0  # httpx's default keep-alive expiry
 PARSED_URLS_MAX = 1024  # provider URLs ProviderClient keeps parsed
 
@@ -134,11 +136,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         session = self._session_for_loop()
         slots = self._slots
         timeouts = request.extensions.get("timeout", {})
-        try:
-            async with asyncio.timeout(timeouts.get("pool", self._pool_timeout_s)):
-                await slots.acquire()
-        except TimeoutError:
-            raise httpx.PoolTimeout("no free connection in the pool in time") from None
+        await take_slot(slots, timeouts.get("pool", self._pool_timeout_s))
         try:
             body = await request.aread()
             response = await session.request(

@@ -44,10 +44,6 @@ def tune_collector() -> None:
     _tuned = True
 
 
-def tuned() -> bool:
-    return _tuned
-
-
 def settled() -> bool:
     """Whether the startup heap is frozen; always, in a process that does not tune."""
     return _settled or not _tuned

@@ -11,10 +11,9 @@ Apart from the views, each runner keeps its own follower position over the log
 every event past it to `on_notification` as (aggregate id, version), so the process can drop
 cached copies of what changed. That position never depends on the shared view tracking:
 when another process has already projected an event, this process still sees it (once) and
-evicts its caches. The
-follower hands over the originator id and version, never a decoded event, and on PostgreSQL
-it reads just those columns: eviction needs no more, and decoding every event of every
-process in every serving process was a twentieth of its CPU.
+evicts its caches. The follower hands over the originator id and version, never a decoded
+event, and on PostgreSQL it reads just those columns: eviction needs no more, and decoding
+every event of every process in every serving process was a twentieth of its CPU.
 
 A view never stops on an event it cannot apply (a value its table refuses, a bug in the
 view, an event this version cannot decode). The batch is first applied in one go (the fast

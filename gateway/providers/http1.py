@@ -94,7 +94,6 @@ class _Connection(asyncio.Protocol):
         return False  # close the transport
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
         self._ended(exc)
 
     def _ended(self, exc: Exception | None = None) -> None:
@@ -163,11 +162,10 @@ class _Connection(asyncio.Protocol):
     def _fail(self, error: httpx.TransportError) -> None:
         if self._error is None:
             self._error = error
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        self._wake()
 
     async def _wait(self, timeout: float | None) -> None:
+        """Until the parser or the socket has news; httpx's ReadTimeout after `timeout`."""
         waiter = self._waiter = self._loop.create_future()
         timer = None
         if timeout is not None:
@@ -224,7 +222,7 @@ class _Connection(asyncio.Protocol):
 
 def _time_out(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
-        waiter.set_exception(TimeoutError())
+        waiter.set_exception(httpx.ReadTimeout("the provider sent nothing in time"))
 
 
 class _Body(httpx.AsyncByteStream):
@@ -248,10 +246,7 @@ class _Body(httpx.AsyncByteStream):
         if connection is None:
             return
         while True:
-            try:
-                chunk = await connection.body_chunk(self._read_timeout)
-            except TimeoutError:
-                raise httpx.ReadTimeout("the provider sent nothing in time") from None
+            chunk = await connection.body_chunk(self._read_timeout)
             if chunk is None:
                 return
             yield chunk
@@ -278,8 +273,11 @@ class Http1Transport(httpx.AsyncBaseTransport):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._slots = asyncio.Semaphore(max_connections)
         self._idle: dict[tuple[str, str, int], list[_Connection]] = {}
-        self._idle_count = 0
         self._closed = False
+
+    @property
+    def _idle_count(self) -> int:
+        return sum(len(idle) for idle in self._idle.values())
 
     def _bind(self) -> asyncio.AbstractEventLoop:
         loop = asyncio.get_running_loop()
@@ -309,10 +307,7 @@ class Http1Transport(httpx.AsyncBaseTransport):
                 loop, key, timeouts.get("connect")
             )
             connection.send(data, no_body=request.method == "HEAD")
-            try:
-                await connection.response_head(read_timeout)
-            except TimeoutError:
-                raise httpx.ReadTimeout("the provider did not answer in time") from None
+            await connection.response_head(read_timeout)
         except BaseException as error:
             if connection is not None:
                 connection.close()
@@ -335,7 +330,6 @@ class Http1Transport(httpx.AsyncBaseTransport):
         oldest_usable = time.monotonic() - KEEPALIVE_EXPIRY_S
         while idle:
             connection = idle.pop()
-            self._idle_count -= 1
             if not connection.closed and connection.idle_since >= oldest_usable:
                 return connection
             connection.close()
@@ -383,7 +377,6 @@ class Http1Transport(httpx.AsyncBaseTransport):
                     self._close_oldest_idle()
                 connection.idle_since = time.monotonic()
                 self._idle.setdefault(key, []).append(connection)
-                self._idle_count += 1
             else:
                 connection.close()
         finally:
@@ -396,7 +389,6 @@ class Http1Transport(httpx.AsyncBaseTransport):
                 oldest_key, oldest = key, idle[0].idle_since
         if oldest_key is not None:
             self._idle[oldest_key].pop(0).close()
-            self._idle_count -= 1
 
     def _drop_idle(self) -> None:
         for idle in self._idle.values():
@@ -406,7 +398,6 @@ class Http1Transport(httpx.AsyncBaseTransport):
                 except RuntimeError:  # its loop is closed: the socket went with it
                     pass
         self._idle.clear()
-        self._idle_count = 0
 
     async def aclose(self) -> None:
         self._closed = True
@@ -444,4 +435,4 @@ def _encoded(request: httpx.Request, body: bytes) -> bytes:
     return b"".join(lines)
 
 
-__all__ = ["Http1Transport", "take_slot"]
+__all__ = ["KEEPALIVE_EXPIRY_S", "Http1Transport", "take_slot"]

@@ -37,9 +37,8 @@ import certifi
 import httpx
 import yarl
 
-from gateway.providers.http1 import take_slot
+from gateway.providers.http1 import KEEPALIVE_EXPIRY_S, take_slot
 
-KEEPALIVE_EXPIRY_S = 5.0  # httpx's default keep-alive expiry
 PARSED_URLS_MAX = 1024  # provider URLs ProviderClient keeps parsed
 
 

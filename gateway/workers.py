@@ -1,13 +1,14 @@
 """`ledgergate serve --workers N`: N gateway processes on one machine, one PostgreSQL.
 
-The process supervisor is uvicorn's own (`uvicorn.run(..., workers=N)`): the parent binds
-the socket once and hands it to N spawned workers, restarts a worker that dies (kill -9
-included), forwards SIGINT/SIGTERM to all of them (each drains: its lifespan stops the
-sweeper, the leases and the writer after the requests in flight) and SIGHUP restarts them.
-A worker accepts connections only once its lifespan start-up (the first-request warm-up,
-gateway/warmup.py, included) has finished. Its PII engine warms after that, holding the GIL
-for seconds: /ready, whichever worker answers it, says ready only once every one of the N
-workers is warm (`WarmMarkers`), so no request after ready shares a core with a warm-up.
+The process supervisor is gateway/supervisor.py's: the parent loads what every worker needs
+and nothing writes (the PII models warmed, the tokenizer, the modules), binds the socket once
+and forks N workers, which share those pages copy-on-write instead of loading a copy each; it
+replaces a worker that dies (kill -9 included) by forking the warm parent again, passes
+SIGINT/SIGTERM on (each worker drains: its lifespan stops the sweeper, the leases and the
+writer after the requests in flight) and SIGHUP replaces the workers one at a time. A worker
+accepts connections only once its lifespan start-up (the first-request warm-up,
+gateway/warmup.py, included) has finished; /ready, whichever worker answers it, says ready
+only once every one of the N workers is warm (`WarmMarkers`).
 
 What runs once and what runs N times, with N > 1:
 - the projections run ONCE, in a projection worker the supervisor starts beside the
@@ -31,11 +32,9 @@ relies on owning the store): more than one worker on SQLite is refused with a cl
 from __future__ import annotations
 
 import argparse
-import ctypes
 import logging
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -49,6 +48,7 @@ from domain.application import is_postgres_url
 from gateway import heap
 from gateway.config import Settings
 from gateway.observability.logs import configure_logging
+from gateway.supervisor import ForkingSupervisor, die_with_parent, preload
 
 log = logging.getLogger("ledgergate.workers")
 
@@ -146,16 +146,6 @@ def create_worker_app() -> Any:
     return create_app(settings)
 
 
-def _die_with_parent() -> None:
-    """In the child, before exec: the kernel sends it SIGTERM when the supervisor dies,
-    even by kill -9, so a projection worker is never left running on its own."""
-    if sys.platform != "linux":
-        return
-
-    PR_SET_PDEATHSIG = 1
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
 class ProjectionWorker:
     """The one projection process beside N serving processes, restarted if it exits."""
 
@@ -167,9 +157,12 @@ class ProjectionWorker:
             target=self._keep_alive, name="ledgergate-projection-worker", daemon=True
         )
 
-    def start(self) -> ProjectionWorker:
+    def start(self, *, watch_in_thread: bool = True) -> ProjectionWorker:
+        """Spawn it, and restart it when it exits: from a thread of its own, or (forking
+        supervisor: no thread may run when it forks) from the caller's loop calling `check`."""
         self._spawn()
-        self._thread.start()
+        if watch_in_thread:
+            self._thread.start()
         return self
 
     def _spawn(self) -> None:
@@ -178,15 +171,19 @@ class ProjectionWorker:
             env=self.env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,  # it prints its position; the log lines go to stderr
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
 
     def _keep_alive(self) -> None:
         while not self._stopping.wait(PROJECTION_RESTART_S):
-            process = self._process
-            if process is not None and process.poll() is not None:
-                log.warning("projection worker exited (%s); restarting it", process.returncode)
-                self._spawn()
+            self.check()
+
+    def check(self) -> None:
+        """Restart it if it has exited."""
+        process = self._process
+        if process is not None and process.poll() is not None and not self._stopping.is_set():
+            log.warning("projection worker exited (%s); restarting it", process.returncode)
+            self._spawn()
 
     @property
     def pid(self) -> int | None:
@@ -194,7 +191,8 @@ class ProjectionWorker:
 
     def stop(self) -> None:
         self._stopping.set()
-        self._thread.join(STOP_S_MAX)
+        if self._thread.is_alive():
+            self._thread.join(STOP_S_MAX)
         process = self._process
         if process is None or process.poll() is not None:
             return
@@ -221,7 +219,7 @@ def serve(
     projections: ProjectionWorker | None = None
     if separate:
         if settings.run_projections:  # else the operator runs the worker elsewhere
-            projections = ProjectionWorker(dict(os.environ)).start()
+            projections = ProjectionWorker(dict(os.environ)).start(watch_in_thread=workers == 1)
         # The serving processes (spawned ones inherit the environment) follow the log only.
         os.environ["LEDGERGATE_RUN_PROJECTIONS"] = "0"
         settings = Settings.from_env()
@@ -235,7 +233,7 @@ def serve(
             warm_dir = tempfile.mkdtemp(prefix="ledgergate-warm-")
             os.environ[WARM_DIR_ENV], os.environ[WORKERS_ENV] = warm_dir, str(workers)
             try:
-                _serve_workers(host, port, workers, options)
+                _serve_workers(settings, host, port, workers, options, projections)
             finally:
                 shutil.rmtree(warm_dir, ignore_errors=True)
     finally:
@@ -244,16 +242,27 @@ def serve(
     return 0
 
 
-def _serve_workers(host: str, port: int, workers: int, options: dict[str, Any]) -> None:
-    """N spawned workers (they inherit the environment: the warm-marker directory too)."""
-    uvicorn.run(
-        "gateway.workers:create_worker_app",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        **options,
+def _serve_workers(
+    settings: Settings,
+    host: str,
+    port: int,
+    workers: int,
+    options: dict[str, Any],
+    projections: ProjectionWorker | None,
+) -> None:
+    """N workers forked from this process once it has loaded what they all need
+    (gateway/supervisor.py); they inherit the environment, the warm-marker directory too."""
+    timings = preload(settings)
+    log.info(
+        "preloaded for %d workers: %s",
+        workers,
+        ", ".join(f"{name} {seconds * 1000:.0f} ms" for name, seconds in timings.items()),
     )
+    config = uvicorn.Config(
+        "gateway.workers:create_worker_app", factory=True, host=host, port=port, **options
+    )
+    watch = projections.check if projections is not None else None
+    ForkingSupervisor(config, workers, watch=watch).run()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,7 +18,8 @@ What it does:
 - prints req/s, p50/p99, the p50 overhead over the direct call, the Ledgergate/LiteLLM
   ratios with their spread over rounds (median [min–max]), the CPU milliseconds each gateway
   spent per request, the 2-worker/1-worker scaling, the first request after /ready, the RSS
-  of every process, and the load average.
+  of every process and their PSS together (forked workers share pages), and the load
+  average.
 
 The machine is shared: read the figures beside the load average printed with them. The CPU
 per request (utime + stime of every process of the gateway, from /proc, over the requests
@@ -154,14 +155,19 @@ def process_tree(pid: int) -> list[int]:
     return pids
 
 
-def rss_mb(pid: int) -> float:
+def memory_mb(pid: int) -> tuple[float, float]:
+    """(RSS, PSS) of one process. RSS counts every page it maps, the pages it shares with
+    others (a forked worker's preloaded models) in full; PSS divides each shared page among
+    the processes that map it, so the PSS of a gateway's processes add up to what they take."""
+    found = {"Rss": 0.0, "Pss": 0.0}
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            name, _, rest = line.partition(":")
+            if name in found:
+                found[name] = int(rest.split()[0]) / 1024
+    except (OSError, ValueError, IndexError):
         pass
-    return 0.0
+    return found["Rss"], found["Pss"]
 
 
 def cpu_seconds(pid: int) -> float:
@@ -195,8 +201,14 @@ class Target:
     first_request_ms: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def rss(self) -> list[tuple[str, float]]:
-        return [(command_line(pid), rss_mb(pid)) for pid in process_tree(self.process.pid)]
+    def rss(self) -> list[tuple[str, float, float]]:
+        """(what, RSS MB, PSS MB) of every process of the gateway, its supervisor first."""
+        tree = process_tree(self.process.pid)
+        return [
+            ("supervisor" if pid == self.process.pid and len(tree) > 1 else command_line(pid),
+             *memory_mb(pid))
+            for pid in tree
+        ]  # fmt: skip
 
     def cpu(self) -> tuple[float, float]:
         """CPU seconds so far of (every process of the gateway, its serving processes only:
@@ -682,7 +694,8 @@ def print_report(results: dict[str, Any]) -> None:
     if scaling:
         print("2 workers / 1 worker at c=32: " + "; ".join(scaling))
     for start in results["starts"]:
-        rss = ", ".join(f"{name} {mb:.0f} MB" for name, mb in start["rss"])
+        rss = ", ".join(f"{name} {mb:.0f} MB" for name, mb, _pss in start["rss"])
+        rss += f" (PSS: together {sum(pss for _name, _mb, pss in start['rss']):.0f} MB)"
         if "first_ms" in start:
             print(
                 f"{start['name']:14}: ready after {start['ready_s']:.1f} s; first request "

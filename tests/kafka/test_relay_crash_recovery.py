@@ -18,6 +18,8 @@ from typing import Any
 
 import psycopg
 import pytest
+from kafka import KafkaConsumer, TopicPartition
+from kafka.errors import KafkaError
 
 from domain.application import open_application
 from gateway.relay import relay_name, relay_position
@@ -32,11 +34,12 @@ LIFECYCLES = 1_500  # about 8,400 events, 17 relay batches
 BATCH_EVENTS = 500
 VIEWS = ("audit", "balances")
 WAIT_S_MAX = 60.0
-# When the relay is killed, as a fraction of its measured batch period after an acknowledged
-# batch: inside the next batch on any machine, so each attempt uses at most three batches and
-# four attempts (12) never run out of the workload's 17. Fixed delays did on a faster machine:
-# the relay published everything before the last attempt and "the next batch" never came.
-KILL_FRACTIONS = (0.3, 0.5, 0.7, 0.9)
+# How many times the relay is started and killed the moment the broker holds a message beyond
+# the position it has stored (a batch in flight). A kill can still miss (the position stored
+# between the two reads and the kill): then it is tried again with a fresh relay. Killing
+# after a fraction of the measured batch period instead missed every time once on a loaded
+# machine ("no kill landed while a batch was in flight").
+KILL_ATTEMPTS = 4
 
 
 def _start(env: dict[str, str], log: Path, *args: str) -> subprocess.Popen[bytes]:
@@ -99,41 +102,56 @@ def test_kill_9_of_relay_and_worker_mid_batch_skips_nothing_and_the_views_agree(
     app = open_application(source_url)
     processes: list[subprocess.Popen[bytes]] = []
     try:
-        # 1. kill -9 of the relay mid-batch: a few ms after an acknowledged batch moved the
-        #    stored position, while it sends the next one. The topic is read right after each
-        #    kill, so we know exactly which messages beyond the stored position made it (the
-        #    at-least-once window); a kill that landed before any of them is tried again later
-        #    in the batch, at most len(KILL_DELAYS_S) times.
+        # 1. kill -9 of the relay mid-batch: as soon as the broker holds a message beyond the
+        #    position the relay has stored, i.e. while the batch is sent and not yet
+        #    acknowledged. The topic is read right after each kill, so we know exactly which
+        #    messages beyond the stored position made it (the at-least-once window); a kill
+        #    that missed (nothing beyond) is tried again with a fresh relay.
+        ids = [n.id for n in app.recorder.select_notifications(start=1, limit=10 * target)]
+        rank = {position: index + 1 for index, position in enumerate(ids)}  # 0 before any
+        ends = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+        partition = TopicPartition(topic, 0)
+
+        def end_offset() -> int:
+            if not ends.partitions_for_topic(topic):  # the relay has not created it yet
+                return 0
+            try:
+                return int(ends.end_offsets([partition], timeout_ms=2000)[partition])
+            except KafkaError:  # not answered in time: looked at again on the next poll
+                return 0
+
         kills: list[tuple[int, set[int]]] = []  # (stored position, published beyond it)
-        for fraction in KILL_FRACTIONS:
-            relay = _start(relay_env, log, "relay", "run")
-            processes.append(relay)
-            start = relay_position(source, name)
-            first = _wait(
-                lambda: relay_position(source, name) > start,  # noqa: B023
-                "a first batch",
-                [relay],
-                log,
-            )
-            seen = relay_position(source, name)
-            assert seen < target, f"the workload ran out before a kill (position {seen})"
-            acked = _wait(
-                lambda: relay_position(source, name) != seen,  # noqa: B023
-                "the next batch",
-                [relay],
-                log,
-            )
-            time.sleep(fraction * (acked - first))
-            os.kill(relay.pid, signal.SIGKILL)
-            relay.wait(10)
-            stored_at_kill = relay_position(source, name)
-            assert 0 < stored_at_kill < target, f"the workload ran out before a kill ({target})"
-            beyond = {
-                int(dict(m.headers)["ledgergate-position"]) for m in read_topic(bootstrap, topic)
-            } - set(range(stored_at_kill + 1))
-            kills.append((stored_at_kill, beyond))
-            if beyond:
-                break
+        on_topic = 0  # messages on the topic when this relay started
+        try:
+            for _attempt in range(KILL_ATTEMPTS):
+                resumed_from = relay_position(source, name)
+                relay = _start(relay_env, log, "relay", "run")
+                processes.append(relay)
+
+                def in_flight(
+                    base: int = rank.get(resumed_from, 0), before: int = on_topic
+                ) -> bool:
+                    published = end_offset() - before  # this relay's, from resumed_from on
+                    stored = relay_position(source, name)  # read after: never ahead of it
+                    return base + published > rank.get(stored, 0)
+
+                # Past the first batch: a kill then leaves a stored position to resume from.
+                _wait(lambda: relay_position(source, name) > 0, "a first batch", [relay], log)
+                _wait(in_flight, "a batch in flight", [relay], log)
+                os.kill(relay.pid, signal.SIGKILL)
+                relay.wait(10)
+                stored_at_kill = relay_position(source, name)
+                assert 0 < stored_at_kill < target, f"the workload ran out ({target})"
+                messages = read_topic(bootstrap, topic)
+                on_topic = len(messages)
+                beyond = {int(dict(m.headers)["ledgergate-position"]) for m in messages} - set(
+                    range(stored_at_kill + 1)
+                )
+                kills.append((stored_at_kill, beyond))
+                if beyond:
+                    break
+        finally:
+            ends.close()
         assert kills[-1][1], "no kill landed while a batch was in flight"
 
         # 2. A new relay resumes; the Kafka-fed worker starts beside it and is killed mid-way.

@@ -188,6 +188,8 @@ def command_line(pid: int) -> str:
     for marker in ("projections run", "multiprocessing", "serve", "litellm"):
         if marker in text:
             return marker
+    if "gateway.workers" in text:  # a worker forked by `serve --workers N` (its parent's line)
+        return "worker"
     return Path(text.split(" ")[0]).name if text else "?"
 
 

@@ -25,8 +25,9 @@ Rules that make forking safe here:
 Signals to the supervisor: SIGINT/SIGTERM stop every worker (each drains its requests in
 flight; after STOP_S_MAX one that has not exited is killed); SIGHUP replaces the workers one
 at a time (the replacement is forked before the old one is told to stop, so the port keeps
-N or N-1 serving processes); a worker that exits on its own, kill -9 included, is replaced
-within RESTART_POLL_S, forked from the same warm parent.
+N or N+1 serving processes); SIGTTIN/SIGTTOU (uvicorn's add/remove a worker) are logged and
+ignored: the count is fixed per start. A worker that exits on its own, kill -9 included, is
+replaced within RESTART_POLL_S, forked from the same warm parent.
 """
 
 from __future__ import annotations
@@ -115,7 +116,7 @@ class ForkingSupervisor:
 
     def run(self) -> None:
         self._sockets = [self.config.bind_socket()]
-        handled = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+        handled = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU)
         previous = {sig: signal.signal(sig, self._on_signal) for sig in handled}
         try:
             log.info("supervisor %d forking %d workers", os.getpid(), self.workers)
@@ -141,6 +142,15 @@ class ForkingSupervisor:
                     return
                 if sig == signal.SIGHUP:
                     self._replace_all()
+                if sig in (signal.SIGTTIN, signal.SIGTTOU):
+                    # uvicorn's supervisor adds or removes a worker on these; here the count
+                    # is fixed (/ready counts N warm workers): caught, so the supervisor is
+                    # not suspended by the signals' default action.
+                    log.warning(
+                        "%s ignored: the worker count is fixed at %d (restart with --workers)",
+                        signal.Signals(sig).name,
+                        self.workers,
+                    )
             for pid in list(self.children):
                 status = self._reap(pid)
                 if status is not None:

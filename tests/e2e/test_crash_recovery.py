@@ -64,7 +64,9 @@ def test_a_gateway_killed_mid_stream_leaves_an_abandoned_request_and_a_balanced_
     process, base = start_server(env)
     try:
         swept = cli(env, "sweep", "--grace-seconds", "0")
-        assert [r["request_id"] for r in swept["requests"]] == [request_id]
+        assert [r["request_id"] for r in swept["requests"]] == [request_id], _as_stored(
+            backend, request_id
+        )
         second = cli(env, "sweep", "--grace-seconds", "0")
         assert second["swept"] == 0  # sweeping is idempotent
         record = audit_record_with_status(
@@ -95,3 +97,11 @@ def test_a_gateway_killed_mid_stream_leaves_an_abandoned_request_and_a_balanced_
     assert replay.charges == {request_id: Decimal(record["cost"])}
     assert Decimal(balance["pending"]) == 0
     assert Decimal(balance["available"]) == Decimal("3.00") - Decimal(record["cost"])
+
+
+def _as_stored(backend: dict[str, str], request_id: str) -> str:
+    """The request as its events left it (for a failure message): what the sweep saw."""
+    with store_application(backend) as app:
+        request = app.repository.get(request_aggregate_id(request_id))
+        events = [type(e).__name__ for e in app.events.get(request_aggregate_id(request_id))]
+    return f"status {request.status}, deadline {request.deadline_at}, events {events}"

@@ -7,7 +7,8 @@ What is checked, with real processes, a real PostgreSQL and the openai SDK as th
   own copy), and /ready says ready only with every worker warm;
 - kill -9 of a worker: a replacement is forked from the same warm supervisor, shares the
   models too, /ready comes back, and requests are served throughout by the other one;
-- SIGHUP replaces every worker; SIGTERM stops them all and the supervisor exits 0;
+- SIGHUP replaces every worker; SIGTTIN is ignored (never suspends it); SIGTERM stops them
+  all and the supervisor exits 0;
 - kill -9 of the supervisor takes its workers and its projection worker with it."""
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import pytest
 
 from gateway.serving import BackgroundServer, free_port
 from gateway.simulator import SimulatorState, create_simulator_app
-from tests.support.processes import ROOT, funded_project_with_key, process_env
+from tests.support.processes import ROOT, funded_project_with_key, process_env, stop
 
 pytestmark = pytest.mark.postgres
 
@@ -104,12 +105,16 @@ def _shares_the_models(pid: int) -> tuple[bool, dict[str, float]]:
     return shared >= SHARED_MB_MIN and private < shared, memory
 
 
-def _gone(pid: int) -> bool:
-    stat = Path(f"/proc/{pid}/stat")
+def _state(pid: int) -> str | None:
+    """The process's state letter (R, S, T stopped, Z exited but not reaped), None if gone."""
     try:
-        return stat.read_text().split(") ", 1)[1].split()[0] == "Z"  # a zombie has exited
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].split()[0]
     except (FileNotFoundError, IndexError):
-        return True
+        return None
+
+
+def _gone(pid: int) -> bool:
+    return _state(pid) in (None, "Z")
 
 
 def _until(condition, what: str, timeout_s: float = STARTUP_S_MAX) -> None:  # type: ignore[no-untyped-def]
@@ -150,13 +155,7 @@ def supervised(postgres_env: dict[str, str], tmp_path: Path) -> Iterator[Supervi
             assert process.poll() is None, (tmp_path / "serve.log").read_text()[-2000:]
             yield running
         finally:
-            if process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(60)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait(10)
+            stop([process])
 
 
 def test_forked_workers_share_the_models_survive_kill_9_sighup_and_stop_on_sigterm(
@@ -190,6 +189,12 @@ def test_forked_workers_share_the_models_survive_kill_9_sighup_and_stop_on_sigte
         _until(lambda: not (gateway.workers() & before), "every worker replaced")
         _until(lambda: len(gateway.workers()) == WORKERS and gateway.ready(), "ready again")
         assert all(gateway.chat(8))
+
+        # SIGTTIN, uvicorn's "add a worker": logged and ignored, never suspends the supervisor.
+        gateway.process.send_signal(signal.SIGTTIN)
+        time.sleep(0.5)
+        assert _state(gateway.process.pid) not in ("T", None)
+        assert len(gateway.workers()) == WORKERS and all(gateway.chat(2))
 
         # SIGTERM: the workers drain and exit, then the supervisor, with 0.
         children = gateway.children()

@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from domain.account import Account
 from projections.base import View, reads
-from projections.db import Tx, as_decimal, iso
+from projections.db import MONEY_SCALE, Tx, as_decimal, iso
 
 ZERO = Decimal(0)
+MONEY_QUANTUM = Decimal(1).scaleb(-MONEY_SCALE)
+
+
+def _stored(amount: Decimal) -> Decimal:
+    """An amount at the columns' scale (NUMERIC(38, 9)), as PostgreSQL keeps it, on SQLite
+    too: a sum's exponent depends on which moves one batch summed (0 + 0 is "0", x - x is
+    "0.000000000"), and a rebuild, which batches differently, must write the same text."""
+    return amount.quantize(MONEY_QUANTUM, rounding=ROUND_HALF_UP)
 
 
 def balance_table(mode: str) -> str:
@@ -45,10 +53,7 @@ class BalancesView(View):
                 str(event.originator_id),
                 str(event.project_id),
                 event.currency,
-                ZERO,
-                ZERO,
-                ZERO,
-                ZERO,
+                *(_stored(ZERO),) * 4,
                 iso(event.timestamp),
                 position,
             ),
@@ -101,10 +106,10 @@ class BalancesView(View):
                 f"UPDATE {table} SET credits = %s, posted = %s, pending = %s, available = %s, updated_at = %s, "
                 "position = %s WHERE account_id = %s",  # noqa: S608 - one of two constant names
                 (
-                    credits,
-                    posted,
-                    pending,
-                    credits - posted - pending,
+                    _stored(credits),
+                    _stored(posted),
+                    _stored(pending),
+                    _stored(credits - posted - pending),
                     iso(timestamp),
                     position,
                     account_id,

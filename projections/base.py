@@ -13,7 +13,7 @@ was already applied is a no-op.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, TypeVar
 
 from projections.db import Tx
@@ -61,6 +61,11 @@ class View:
         handler = self.handlers.get(type(event))
         if handler is not None:
             getattr(self, handler)(tx, event, position)
+
+    def prepare(self, tx: Tx, events: Sequence[Any]) -> None:
+        """Called once with the events a batch will apply (past the view's position, in
+        order) before the first of them: a view may read in one statement what it would
+        otherwise look up event by event. What it learns holds until `flush` or `discard`."""
 
     def flush(self, tx: Tx) -> None:
         """Write what `apply` buffered. `apply_by_position` calls it before it moves the

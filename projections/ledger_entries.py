@@ -43,40 +43,37 @@ from projections.db import (
     iso,
     money_text,
     page_limit,
-    placeholders,
     time_text,
 )
 
-LEDGER_COLUMNS: tuple[str, ...] = (
-    "position",
-    "entry_id",
-    "entry_type",
-    "occurred_at",
-    "project_id",
-    "request_id",
-    "key_id",
-    "actor_id",
-    "currency",
-    "amount",
-    "provider",
-    "model",
-    "upstream_model",
-    "input_tokens",
-    "output_tokens",
-    "cached_tokens",
-    "provider_cost",
-    "provider_currency",
-    "fx_rate",
-    "fee_amount",
-    "key_source",
-    "price_id",
-    "fx_rate_id",
-    "usage_source",
+# (column, PostgreSQL type): a batch's rows go in one statement (Tx.insert_rows).
+LEDGER_COLUMN_TYPES: tuple[tuple[str, str], ...] = (
+    ("position", "bigint"),
+    ("entry_id", "text"),
+    ("entry_type", "text"),
+    ("occurred_at", "timestamptz"),
+    ("project_id", "text"),
+    ("request_id", "text"),
+    ("key_id", "text"),
+    ("actor_id", "text"),
+    ("currency", "text"),
+    ("amount", "numeric"),
+    ("provider", "text"),
+    ("model", "text"),
+    ("upstream_model", "text"),
+    ("input_tokens", "bigint"),
+    ("output_tokens", "bigint"),
+    ("cached_tokens", "bigint"),
+    ("provider_cost", "numeric"),
+    ("provider_currency", "text"),
+    ("fx_rate", "numeric"),
+    ("fee_amount", "numeric"),
+    ("key_source", "text"),
+    ("price_id", "text"),
+    ("fx_rate_id", "text"),
+    ("usage_source", "text"),
 )
-_INSERT_ENTRY = (
-    f"INSERT INTO lg_ledger_entries ({', '.join(LEDGER_COLUMNS)}) "  # noqa: S608 - constants
-    f"VALUES ({placeholders(len(LEDGER_COLUMNS))}) ON CONFLICT (position) DO NOTHING"
-)
+LEDGER_COLUMNS: tuple[str, ...] = tuple(name for name, _ in LEDGER_COLUMN_TYPES)
 RECONCILIATIONS_PAGE_MAX = 200
 RECONCILIATIONS_PAGE_DEFAULT = 50
 
@@ -93,10 +90,23 @@ class LedgerEntriesView(View):
         # Account.Opened never changes, so caching (project, currency) per account is safe;
         # it saves one SELECT per event on a rebuild of millions of events.
         self._accounts: dict[str, tuple[str, str]] = {}
+        self._rows: list[tuple[Any, ...]] = []  # applied, written by flush
 
     def reset(self, tx: Tx) -> None:
         super().reset(tx)
         self._accounts.clear()
+        self._rows = []
+
+    def flush(self, tx: Tx) -> None:
+        """The batch's entries in one statement (Tx.insert_rows): an INSERT per entry was
+        two statements per request (its reservation and its charge)."""
+        rows, self._rows = self._rows, []
+        tx.insert_rows(
+            "lg_ledger_entries", LEDGER_COLUMN_TYPES, rows, "ON CONFLICT (position) DO NOTHING"
+        )
+
+    def discard(self) -> None:
+        self._rows = []
 
     def _account(self, tx: Tx, account_id: str) -> tuple[str, str] | None:
         known = self._accounts.get(account_id)
@@ -164,7 +174,9 @@ class LedgerEntriesView(View):
 
     @reads(Account.ChargeCorrected)
     def _charge_corrected(self, tx: Tx, event: Any, position: int) -> None:
-        # Differences to the request's earlier charge, so sums over charges stay exact.
+        # Differences to the request's earlier charge, so sums over charges stay exact. That
+        # charge may be among this batch's buffered rows: they are written first.
+        self.flush(tx)
         before = tx.execute(
             "SELECT provider_cost, input_tokens, output_tokens, cached_tokens, fx_rate, "
             "price_id, fx_rate_id, fee_amount FROM lg_ledger_entries "
@@ -203,7 +215,7 @@ class LedgerEntriesView(View):
             **fields,
             "occurred_at": iso(fields["occurred_at"]),
         }
-        tx.execute(_INSERT_ENTRY, tuple(row.get(column) for column in LEDGER_COLUMNS))
+        self._rows.append(tuple(row.get(column) for column in LEDGER_COLUMNS))
 
 
 def _charge_fields(event: Any) -> dict[str, Any]:

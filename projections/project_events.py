@@ -46,6 +46,7 @@ EVENT_COLUMNS = (
     ("recorded_at", "text"),
     ("payload", "text"),
 )
+AGGREGATE_COLUMNS = (("aggregate_id", "text"), ("project_id", "text"))
 EVENTS_PAGE_MAX = 1000
 EVENTS_PAGE_DEFAULT = 100
 # Field names never copied out of an event: secrets, digests of text, addresses.
@@ -118,11 +119,13 @@ class ProjectEventsView(View):
         # fate of the transaction that learnt it: it is a function of the log alone.
         self._owners: OrderedDict[str, str | None] = OrderedDict()
         self._rows: list[tuple[Any, ...]] = []  # applied, written by flush
+        self._owned: list[tuple[str, str]] = []  # (aggregate id, project id), written by flush
 
     def reset(self, tx: Tx) -> None:
         super().reset(tx)
         self._owners.clear()
         self._rows = []
+        self._owned = []
 
     def _remember(self, aggregate_id: str, owner: str | None) -> str | None:
         self._owners[aggregate_id] = owner
@@ -157,12 +160,25 @@ class ProjectEventsView(View):
         """The batch's rows in one statement (Tx.insert_rows): one INSERT per event was 7
         of a request's view statements."""
         rows, self._rows = self._rows, []
+        self._flush_owned(tx)
         tx.insert_rows(
             "lg_project_events", EVENT_COLUMNS, rows, "ON CONFLICT (position) DO NOTHING"
         )
 
+    def _flush_owned(self, tx: Tx) -> None:
+        """Which project each aggregate created in the batch belongs to, in one statement
+        (an INSERT per created aggregate was one statement per request)."""
+        owned, self._owned = self._owned, []
+        tx.insert_rows(
+            "lg_project_aggregates",
+            AGGREGATE_COLUMNS,
+            owned,
+            "ON CONFLICT (aggregate_id) DO NOTHING",
+        )
+
     def discard(self) -> None:
         self._rows = []
+        self._owned = []
 
     def _owner(self, tx: Tx, event: Any, aggregate_id: str) -> str | None:
         if int(event.originator_version) == 1:
@@ -173,14 +189,11 @@ class ProjectEventsView(View):
                 owner = getattr(event, "project_id", None)
             if owner is None:
                 return self._remember(aggregate_id, None)
-            tx.execute(
-                "INSERT INTO lg_project_aggregates (aggregate_id, project_id) VALUES (%s, %s) "
-                "ON CONFLICT (aggregate_id) DO NOTHING",
-                (aggregate_id, str(owner)),
-            )
+            self._owned.append((aggregate_id, str(owner)))
             return self._remember(aggregate_id, str(owner))
         if aggregate_id in self._owners:
             return self._owners[aggregate_id]
+        self._flush_owned(tx)  # the row may be one this batch has not written yet
         row = tx.execute(
             "SELECT project_id FROM lg_project_aggregates WHERE aggregate_id = %s",
             (aggregate_id,),

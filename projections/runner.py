@@ -434,6 +434,15 @@ def apply_by_position(
     is rolled back alone and recorded the same way (never a transient storage error)."""
     last = current
     try:
+        if type(view).prepare is not View.prepare:  # only the views that read ahead
+            view.prepare(
+                tx,
+                [
+                    event
+                    for position, _, event in decoded
+                    if position > current and not isinstance(event, Undecodable)
+                ],
+            )
         for position, notification, event in decoded:
             if position <= last:
                 continue  # already applied: replaying it is a no-op

@@ -16,6 +16,7 @@ dropping the rows and replaying from zero gives the same rows.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -23,7 +24,16 @@ from typing import Any
 from domain.request import Request
 from domain.trace import SpanJoined, Trace
 from projections.base import View, reads
-from projections.db import ReadStore, Tx, as_datetime, as_decimal, iso, page_limit, time_range
+from projections.db import (
+    ReadStore,
+    Tx,
+    as_datetime,
+    as_decimal,
+    iso,
+    page_limit,
+    placeholders,
+    time_range,
+)
 
 ZERO = Decimal(0)
 TRACES_PAGE_MAX = 200
@@ -47,9 +57,66 @@ def _later(instant: str | None, other: str | None) -> str | None:
     return instant if other is None or (instant is not None and instant >= other) else other
 
 
+# The request events that change a span: a request in no governed trace (most of them) has
+# no span row, and these would look for it one statement each.
+SPAN_EVENTS: tuple[type[Any], ...] = (
+    Request.Dispatched,
+    Request.Repriced,
+    Request.StreamingStarted,
+    Request.Completed,
+    Request.Failed,
+    Request.Abandoned,
+    Request.SweepCorrected,
+)
+SPAN_IDS_PER_READ = 500  # aggregate ids per IN list of the read-ahead
+
+
 class TraceSpansView(View):
     name = "trace_spans"
     tables = ("lg_traces", "lg_trace_spans")
+
+    def __init__(self) -> None:
+        # Set by `prepare` for one batch: the requests of the batch's span events, and which
+        # of them are spans (rows already, or joined in the batch). None: not prepared,
+        # every event looks its span up.
+        self._looked_up: set[str] | None = None
+        self._spans: set[str] = set()
+
+    def prepare(self, tx: Tx, events: Sequence[Any]) -> None:
+        """Which requests of the batch have a span, in one read per 500 of them: a span
+        event of any other request is passed over without a statement. Exact with several
+        projection processes: the view's tracking row is locked for the transaction
+        (projections/runner.locked_view_position), so no other applies it meanwhile, and a
+        span joined within the batch is added as it is applied."""
+        wanted = {str(event.originator_id) for event in events if type(event) in SPAN_EVENTS}
+        spans: set[str] = set()
+        ordered = sorted(wanted)
+        for start in range(0, len(ordered), SPAN_IDS_PER_READ):
+            chunk = ordered[start : start + SPAN_IDS_PER_READ]
+            rows = tx.execute(
+                "SELECT aggregate_id FROM lg_trace_spans "  # noqa: S608 - placeholders only
+                f"WHERE aggregate_id IN ({placeholders(len(chunk))})",
+                chunk,
+            ).fetchall()
+            spans.update(row["aggregate_id"] for row in rows)
+        self._looked_up, self._spans = wanted, spans
+
+    def flush(self, tx: Tx) -> None:
+        self._looked_up, self._spans = None, set()
+
+    def discard(self) -> None:
+        self._looked_up, self._spans = None, set()
+
+    def reset(self, tx: Tx) -> None:
+        super().reset(tx)
+        self.discard()
+
+    def _no_span(self, event: Any) -> bool:
+        """Known, from the batch's read-ahead, to be a request in no governed trace."""
+        if self._looked_up is None:
+            return False
+        aggregate_id = str(event.originator_id)
+        return aggregate_id in self._looked_up and aggregate_id not in self._spans
 
     # --- traces ----------------------------------------------------------------------------
 
@@ -107,6 +174,7 @@ class TraceSpansView(View):
         if trace is None:
             return  # cannot happen: a span is admitted only into an opened trace
         span_id = event.span_id
+        self._spans.add(str(event.originator_id))
         started = iso(event.started_at)
         inserted = tx.execute(
             "INSERT INTO lg_trace_spans (span_id, aggregate_id, trace_id, project_id, parent_span_id, depth, "
@@ -177,6 +245,8 @@ class TraceSpansView(View):
     # --- the roll-up -----------------------------------------------------------------------
 
     def _span(self, tx: Tx, event: Any) -> dict[str, Any] | None:
+        if self._no_span(event):
+            return None
         return tx.execute(
             "SELECT * FROM lg_trace_spans WHERE aggregate_id = %s", (str(event.originator_id),)
         ).fetchone()
@@ -184,6 +254,8 @@ class TraceSpansView(View):
     def _update_span(
         self, tx: Tx, event: Any, position: int, assignments: str, params: tuple[Any, ...]
     ) -> None:
+        if self._no_span(event):
+            return
         tx.execute(
             f"UPDATE lg_trace_spans SET {assignments}, position = %s "  # noqa: S608
             "WHERE aggregate_id = %s",

@@ -22,6 +22,7 @@ from reconciliation.recording import record_command
 from reconciliation.schema import find_value_problems, scan_entries
 from reconciliation.sources import entries_for_project, entries_for_reconcile, export_store
 from tests.integration.finance_support import START, Ledger, ledger_fixture  # noqa: F401
+from tests.support.builders import admit_request, complete_request, request_facts
 
 
 def test_every_money_moving_account_event_becomes_one_ledger_entry(ledger):
@@ -85,6 +86,36 @@ def test_the_balance_can_be_replayed_to_an_instant_inside_a_request(ledger):
     assert during.pending > 0 and during.charged == 0
     after = balance_as_of(entries, str(project), START + timedelta(seconds=2))
     assert after.pending == 0 and after.charged == Decimal("0.000378")
+
+
+def test_a_charge_and_its_correction_in_one_batch_give_the_differences(ledger):
+    """The view writes a batch's entries in one statement at its end; a correction reads
+    its request's earlier charge, which may still be among them."""
+    project = ledger.project()
+    facts = request_facts(
+        project, request_id="lg_req_c", endpoint="/v1/chat/completions", model="gpt-4o-mini",
+        at=ledger.clock.now(),
+    )  # fmt: skip
+    ledger.run(admit_request(facts, input_tokens=1000, output_tokens=2000))
+    ledger.run(c.AbandonRequest(request_id="lg_req_c"))  # swept: the estimated input only
+    ledger.run(complete_request("lg_req_c", (1000, 1500)))  # then answered: corrected
+    ledger.runner.catch_up()  # all of it in one batch
+
+    frame = entries_for_project(ledger.store, str(project))[0].collect()
+    assert frame["entry_type"].to_list() == ["topup", "reservation", "charge", "correction"]
+    charge, correction = (
+        frame.filter(pl.col("entry_type") == kind).row(0, named=True)
+        for kind in ("charge", "correction")
+    )
+    assert (charge["input_tokens"], charge["output_tokens"]) == (1000, 0)
+    assert (correction["input_tokens"], correction["output_tokens"]) == (0, 1500)
+    # 1500 × 0.60/M = 0.0009 USD more, fee 5 %
+    assert correction["provider_cost"] == Decimal("0.000900000")
+    assert correction["amount"] == Decimal("0.000945000")
+    assert correction["price_id"] == charge["price_id"] is not None
+    before = dump_table(ledger.store, "lg_ledger_entries", "position")
+    ledger.runner.rebuild(["ledger_entries"])
+    assert dump_table(ledger.store, "lg_ledger_entries", "position") == before
 
 
 def test_dropping_the_view_and_replaying_gives_the_same_rows(ledger):

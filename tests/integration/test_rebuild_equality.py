@@ -13,6 +13,7 @@ import pytest
 from projections.runner import default_views
 from tests.support.harness import Gateway
 from tests.support.processes import ROOT, run_cli
+from tests.support.statements import replayed_as_one_batch
 
 MESSAGES = [{"role": "user", "content": "What is double-entry bookkeeping?"}]
 
@@ -112,42 +113,9 @@ def test_a_batch_read_before_a_rebuild_never_skips_the_rebuilt_views_history(
     assert snapshot(gateway) == before
 
 
-class _CountingCursor:
-    """The transaction's cursor, recording every statement it is given."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-        self.statements: list[str] = []
-
-    def execute(self, sql: Any, params: Any = ()) -> Any:
-        self.statements.append(str(sql))
-        return self.inner.execute(sql, params)
-
-    def executemany(self, sql: Any, rows: Any) -> Any:
-        self.statements.append(str(sql))
-        return self.inner.executemany(sql, rows)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-
 def _replayed_as_one_batch(gateway: Gateway, name: str) -> tuple[list[str], list[Any]]:
-    """View `name` reset and the whole log applied to it as one batch: the statements it
-    ran, and the events it handles."""
-    runner, store = gateway.services.runner, gateway.services.store
-    view = next(each for each in runner.views if each.name == name)
-    decoded = [
-        (n.id, n, runner.app.mapper.to_domain_event(n))
-        for n in runner.app.recorder.select_notifications(start=1, limit=10_000)
-    ]
-    with store.transaction() as tx:
-        view.reset(tx)
-        tx.execute("UPDATE lg_tracking SET position = 0 WHERE view = %s", (name,))
-    with store.transaction() as tx:
-        counting = _CountingCursor(tx.cursor)
-        tx.cursor = counting
-        runner._apply_view(tx, view, decoded, read_from=0)
-    return counting.statements, [event for _, _, event in decoded if view.handles(event)]
+    counting, events = replayed_as_one_batch(gateway.services.runner, gateway.services.store, name)
+    return counting.statements, events
 
 
 def test_the_audit_view_writes_a_batch_per_kind_of_row_and_the_rows_events_one_by_one_leave(
@@ -188,3 +156,23 @@ def test_the_router_stats_keep_a_batchs_in_flight_attempts_in_memory(
         before["lg_router_outcomes"] and after["lg_router_outcomes"] == before["lg_router_outcomes"]
     )
     assert after["lg_router_attempts"] == before["lg_router_attempts"] == []
+
+
+def test_the_ledger_and_project_event_views_write_a_batch_in_one_statement_per_table(
+    gateway: Gateway, simulator, backend
+) -> None:
+    """Replayed as one batch, the ledger entries of the whole workload go in one INSERT, and
+    the project events with their aggregates' owners in one each: the tables end as the live
+    views left them, event by event."""
+    mixed_workload(gateway, simulator[1])
+    gateway.settle()
+    before = snapshot(gateway)
+    assert len(before["lg_ledger_entries"]) > 4 and len(before["lg_project_aggregates"]) > 4
+    ledger, _ = _replayed_as_one_batch(gateway, "ledger_entries")
+    assert len([s for s in ledger if "lg_ledger_entries" in s]) == 1
+    events, _ = _replayed_as_one_batch(gateway, "project_events")
+    assert len([s for s in events if "INSERT INTO lg_project_events" in s]) == 1
+    assert len([s for s in events if "lg_project_aggregates" in s]) == 1
+    after = snapshot(gateway)
+    for table in ("lg_ledger_entries", "lg_project_events", "lg_project_aggregates"):
+        assert after[table] == before[table], table

@@ -16,11 +16,13 @@ import openai
 import pytest
 
 from domain.clock import FixedClock
+from domain.ids import request_aggregate_id
 from domain.trace import ExpireTrace
 from gateway.serving import BackgroundServer
 from gateway.simulator import SimulatorState
 from projections.traces import TraceSpansView
 from tests.support.harness import Gateway
+from tests.support.statements import replayed_as_one_batch
 from tests.support.traces import clocked_gateway
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -134,4 +136,37 @@ def test_applying_every_trace_event_a_second_time_changes_no_row(
                 view.apply(tx, event, notification.id)
                 applied += 1
     assert applied >= 20  # 2 opened, 5 joined, 5 dispatched, 1 stream, 5 ends, 1 close, 1 expiry
+    assert rows(gateway) == before
+
+
+def test_one_batch_reads_its_spans_once_and_runs_nothing_for_requests_outside_a_trace(
+    clocked: tuple[Gateway, FixedClock], simulator
+) -> None:
+    """Most requests are in no governed trace: a batch finds out which of its requests are
+    spans in one read, and their span events cost no statement; the rows end as the live
+    view left them, event by event."""
+    gateway, clock = clocked
+    traced_workload(gateway, clock, simulator[1])
+    client = gateway.openai(gateway.tenant())
+    untraced = []
+    for stream in (False, True, False):
+        raw = client.chat.completions.with_raw_response.create(
+            model="gpt-4o-mini", messages=MESSAGES, stream=stream
+        )
+        if stream:
+            list(raw.parse())
+        untraced.append(str(request_aggregate_id(raw.headers["x-request-id"])))
+    gateway.settle()
+    before = rows(gateway)
+    counting, events = replayed_as_one_batch(
+        gateway.services.runner, gateway.services.store, "trace_spans"
+    )
+    lookups = [s for s in counting.statements if "aggregate_id IN" in s]
+    assert len(lookups) == 1
+    touching = [
+        sql
+        for sql, params in zip(counting.statements, counting.params, strict=True)
+        if "aggregate_id IN" not in sql and any(str(p) in untraced for p in params or ())
+    ]
+    assert touching == [] and len(events) > 20
     assert rows(gateway) == before

@@ -7,12 +7,14 @@ import base64
 import hashlib
 import json
 import struct
+from types import SimpleNamespace
 from uuid import UUID, uuid4
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from domain.application import LedgerApplication
 from domain.audit_log import (
     LeafFormatError,
     StoredRecord,
@@ -24,6 +26,7 @@ from domain.audit_log import (
     record_from_leaf,
     record_leaf_hash,
 )
+from projections.audit_tree import _request_id_of, record_of
 
 records = st.builds(
     StoredRecord,
@@ -111,3 +114,24 @@ def test_malformed_export_lines_are_rejected_with_a_format_error():
     ):
         with pytest.raises(LeafFormatError):
             record_from_export({**good, field: value})
+
+
+def test_the_leaf_index_reads_a_request_id_from_any_state_json_reads() -> None:
+    """The Merkle log reads `request_id` out of raw states with orjson and, for what orjson
+    refuses (NaN, a lone surrogate), with json: the same id either way; a notification's id
+    comes as a UUID or as text."""
+    app = LedgerApplication(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
+    plain = b'{"amount":1,"request_id":"lg_req_abc","nested":{"request_id":"lg_req_no"}}'
+    refused = b'{"latency":NaN,"note":"\\ud800","request_id":"lg_req_abc"}'
+    other = b'{"request_id":"not-a-request"}'
+    for state, expected in ((plain, "lg_req_abc"), (refused, "lg_req_abc"), (other, None)):
+        notification = SimpleNamespace(state=state)
+        assert _request_id_of(app, notification) == expected
+    oid = uuid4()
+    for given_id in (oid, str(oid)):
+        record = record_of(
+            SimpleNamespace(
+                id=3, originator_id=given_id, originator_version=2, topic="t", state=plain
+            )
+        )
+        assert record.originator_id == oid and type(record.originator_id) is UUID

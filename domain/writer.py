@@ -24,8 +24,10 @@ each caches the same hot Account and their saves would collide. With a lock stra
 cross-process lock of every Account its batch contends for (domain/contention.py), catches
 its cached copy up from the store (`events.get(id, gt=cached.version)`: only the few events
 other processes recorded since), decides, saves, and keeps the lock while it has more work,
-so a busy process pays for the lock once per busy period, not per batch. It lets go when
-its queue runs dry, or after LOCK_HOLD_S_MAX so another process's writer gets its turn.
+so a busy process pays for the lock once per busy period, not per batch. It keeps the locks
+while no other process asks for them (`AggregateLocks.wanted`): when one does, it lets go at
+once if idle, or after LOCK_HOLD_S_MAX of holding if busy, so the other writer gets its turn;
+an idle writer lets go after LOCK_IDLE_S_MAX in any case.
 Deadlock-free by construction: a writer only blocks on a lock while it holds none (it then
 takes them in sorted order); while holding some it only *tries* the others, and on a
 refusal lets go of everything and waits in order. The lock is for throughput, not for
@@ -68,10 +70,13 @@ QUEUE_COMMANDS_MAX = 100_000
 # writer have a turn: long enough to amortise a lock hand-over (a few round trips and a
 # catch-up read) over many batches, short enough to add little to a waiting request.
 LOCK_HOLD_S_MAX = 0.02
-# How long an idle writer keeps its locks for a next command before letting go: saves a
-# lock hand-over and a catch-up read per request at low concurrency; another process waits
-# at most this long more for an idle one.
+# How often an idle writer holding locks looks whether another process has asked for one
+# (a non-blocking read of the lock session): another process waits at most about this long
+# more for an idle holder.
 LOCK_LINGER_S = 0.003
+# An idle writer lets go of its locks after this long even if nobody asked (an ask that was
+# lost, a process that takes them without asking), and stops polling.
+LOCK_IDLE_S_MAX = 1.0
 
 
 class AggregateLocks(Protocol):
@@ -86,6 +91,10 @@ class AggregateLocks(Protocol):
     def acquire(self, aggregate_ids: Sequence[UUID]) -> None:
         """All of them, in the given order, waiting as long as it takes (bounded by the
         strategy's own timeout, which raises)."""
+        ...
+
+    def wanted(self) -> bool:
+        """Has another process asked for a lock this one holds? Without waiting."""
         ...
 
     def release_all(self) -> None: ...
@@ -156,6 +165,7 @@ class GroupCommitWriter:
         locks: AggregateLocks | None = None,
         lock_hold_s_max: float = LOCK_HOLD_S_MAX,
         lock_linger_s: float = LOCK_LINGER_S,
+        lock_idle_s_max: float = LOCK_IDLE_S_MAX,
     ) -> None:
         self.app = app
         self.clock = clock or SystemClock()
@@ -175,6 +185,7 @@ class GroupCommitWriter:
         self.locks = locks
         self.lock_hold_s_max = lock_hold_s_max
         self.lock_linger_s = lock_linger_s
+        self.lock_idle_s_max = lock_idle_s_max
         self._held: set[UUID] = set()
         self._held_since = 0.0
         self.stats = {
@@ -243,14 +254,7 @@ class GroupCommitWriter:
                     inflight = None
                     continue
                 if self._held and self._queue.empty():
-                    # Idle with locks held: linger a moment for the next command (a request's
-                    # settlement follows its admission within milliseconds), then let go so
-                    # another process may write these Accounts.
-                    try:
-                        first = self._queue.get(timeout=self.lock_linger_s)
-                    except queue.Empty:
-                        self._release_locks()
-                        first = self._queue.get()
+                    first = self._linger()
                 else:
                     first = self._queue.get()
                 if first is None:
@@ -318,9 +322,13 @@ class GroupCommitWriter:
                 wanted |= contended_aggregates(item.command, self._load)
             except Exception:  # a bad command fails in its handler, not here
                 log.debug("no contention rule for %s", type(item.command).__name__)
-        if self._held and time.monotonic() - self._held_since > self.lock_hold_s_max:
-            # Fairness: this writer has had the locks long enough; finish what it saves
-            # under them, let go, and queue up behind any other process that waits.
+        if (
+            self._held
+            and time.monotonic() - self._held_since > self.lock_hold_s_max
+            and self._lock_wanted()
+        ):
+            # Fairness: another process asked and this writer has had the locks long
+            # enough; finish what it saves under them, let go, and queue up behind it.
             self._settle(inflight)
             inflight = None
             self._release_locks()
@@ -343,6 +351,28 @@ class GroupCommitWriter:
         self.stats["lock_acquisitions"] += 1
         self._catch_up(missing)
         return inflight
+
+    def _linger(self) -> _Pending | None:
+        """Idle with locks held: keep them for the next command (the next request on this
+        Account costs no hand-over and no catch-up read) until another process asks for one,
+        or LOCK_IDLE_S_MAX has passed; then let go and wait for work."""
+        idle_since = time.monotonic()
+        while True:
+            try:
+                return self._queue.get(timeout=self.lock_linger_s)
+            except queue.Empty:
+                pass
+            if self._lock_wanted() or time.monotonic() - idle_since >= self.lock_idle_s_max:
+                self._release_locks()
+                return self._queue.get()
+
+    def _lock_wanted(self) -> bool:
+        assert self.locks is not None
+        try:
+            return bool(self.locks.wanted())
+        except Exception:  # cannot tell: let go, as before this was known
+            log.warning("could not read lock requests; letting go", exc_info=True)
+            return True
 
     def _settle(self, inflight: tuple[Future[bool], _Decided] | None) -> None:
         if inflight is not None:

@@ -101,15 +101,12 @@ class AdvisoryLocks:
         return self._connection
 
     def _on_notify(self, notify: psycopg.Notify) -> None:
-        self._note(notify.channel, notify.payload, notify.pid)
-
-    def _note(self, channel: str, payload: str, pid: int) -> None:
-        if channel != WANTED_CHANNEL or pid == self._backend_pid:
+        if notify.channel != WANTED_CHANNEL or notify.pid == self._backend_pid:
             return  # our own ask, echoed back to us
         try:
-            self._wanted.add(int(payload))
+            self._wanted.add(int(notify.payload))
         except ValueError:
-            log.debug("a lock-wanted notification without a key: %r", payload[:40])
+            log.debug("a lock-wanted notification without a key: %r", notify.payload[:40])
 
     def wanted(self) -> bool:
         """Has another session asked for a lock this one holds? Reads only what the server
@@ -120,12 +117,11 @@ class AdvisoryLocks:
         pgconn = self._connection.pgconn
         try:
             pgconn.consume_input()
+            # Handed to psycopg's own dispatch, as its generators do after a statement: it
+            # decodes them in the connection's encoding and calls `_on_notify`.
             while (notify := pgconn.notifies()) is not None:
-                self._note(
-                    notify.relname.decode(errors="replace"),
-                    notify.extra.decode(errors="replace"),
-                    notify.be_pid,
-                )
+                if pgconn.notify_handler is not None:
+                    pgconn.notify_handler(notify)
         except psycopg.Error:
             self._drop()
             return True

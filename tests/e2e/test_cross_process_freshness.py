@@ -117,7 +117,8 @@ def pair(postgres_database: str) -> Iterator[Pair]:
             warm = pair.tenant()
             for client in (pair.a, pair.b):  # each process's one-time loading, before timing
                 headers = {"Authorization": f"Bearer {warm['api_key']}", "X-User-Id": "w"}
-                assert client.post("/v1/chat/completions", json=BODY, headers=headers).is_success
+                warmed = client.post("/v1/chat/completions", json=BODY, headers=headers)
+                assert warmed.is_success, (client.base_url, warmed.text)
             yield pair
 
 

@@ -27,7 +27,11 @@ other processes recorded since), decides, saves, and keeps the lock while it has
 so a busy process pays for the lock once per busy period, not per batch. It keeps the locks
 while no other process asks for them (`AggregateLocks.wanted`): when one does, it lets go at
 once if idle, or after LOCK_HOLD_S_MAX of holding if busy, so the other writer gets its turn;
-an idle writer lets go after LOCK_IDLE_S_MAX in any case.
+an idle writer lets go after LOCK_IDLE_S_MAX in any case. An idle holder sleeps in one
+`poll` on the lock session's socket (`AggregateLocks.fileno`: an ask arriving makes it
+readable) and on a pipe that `submit` writes to while it lingers: it wakes for an ask or
+for work, never on a timer (a poll every few ms was a thread wake-up, and a turn of the GIL
+taken from the event loop, several times per request at concurrency 1).
 Deadlock-free by construction: a writer only blocks on a lock while it holds none (it then
 takes them in sorted order); while holding some it only *tries* the others, and on a
 refusal lets go of everything and waits in order. The lock is for throughput, not for
@@ -40,7 +44,9 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
+import os
 import queue
+import select
 import threading
 import time
 from collections import OrderedDict
@@ -70,9 +76,9 @@ QUEUE_COMMANDS_MAX = 100_000
 # writer have a turn: long enough to amortise a lock hand-over (a few round trips and a
 # catch-up read) over many batches, short enough to add little to a waiting request.
 LOCK_HOLD_S_MAX = 0.02
-# How often an idle writer holding locks looks whether another process has asked for one
-# (a non-blocking read of the lock session): another process waits at most about this long
-# more for an idle holder.
+# How often an idle writer holding locks looks whether another process has asked for one,
+# when its lock strategy has no descriptor to wait on (`AggregateLocks.fileno` is None);
+# with one, an ask wakes it at once.
 LOCK_LINGER_S = 0.003
 # An idle writer lets go of its locks after this long even if nobody asked (an ask that was
 # lost, a process that takes them without asking), and stops polling.
@@ -95,6 +101,12 @@ class AggregateLocks(Protocol):
 
     def wanted(self) -> bool:
         """Has another process asked for a lock this one holds? Without waiting."""
+        ...
+
+    def fileno(self) -> int | None:
+        """A descriptor that becomes readable when an ask may have arrived (then `wanted`
+        tells), for an idle writer to sleep on; None when there is none to watch (the
+        writer then looks every LOCK_LINGER_S)."""
         ...
 
     def release_all(self) -> None: ...
@@ -188,6 +200,10 @@ class GroupCommitWriter:
         self.lock_idle_s_max = lock_idle_s_max
         self._held: set[UUID] = set()
         self._held_since = 0.0
+        # While the writer lingers with locks held it sleeps in `poll`, not on the queue:
+        # `submit` then also writes a byte here to wake it.
+        self._lingering = False
+        self._wake_r, self._wake_w = -1, -1
         self.stats = {
             "batches": 0,
             "commands": 0,
@@ -202,6 +218,9 @@ class GroupCommitWriter:
 
     def start(self) -> GroupCommitWriter:
         if self._thread is None:
+            self._wake_r, self._wake_w = os.pipe()
+            os.set_blocking(self._wake_r, False)
+            os.set_blocking(self._wake_w, False)
             self._saver = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledgergate-saver")
             self._thread = threading.Thread(target=self._run, name="ledgergate-writer", daemon=True)
             self._thread.start()
@@ -212,11 +231,15 @@ class GroupCommitWriter:
             return
         self._stopping = True
         self._queue.put(None)
+        self._wake()
         self._thread.join(timeout)
         self._thread = None
         self._saver.shutdown(wait=True)
         if self.locks is not None:
             self.locks.close()
+        for descriptor in (self._wake_r, self._wake_w):
+            os.close(descriptor)
+        self._wake_r, self._wake_w = -1, -1
 
     # --- submitting -----------------------------------------------------------------------
 
@@ -225,7 +248,15 @@ class GroupCommitWriter:
             raise WriterStopped("the writer is not running")
         future: Future[Outcome] = Future()
         self._queue.put(_Pending(command, future))
+        if self._lingering:  # read after the put: a writer that starts lingering later sees it
+            self._wake()
         return future
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"\0")
+        except (BlockingIOError, OSError):  # a full pipe already wakes it; a closed one: stopped
+            pass
 
     def execute(self, command: Command, timeout: float | None = 60.0) -> Outcome:
         return self.submit(command).result(timeout)
@@ -355,16 +386,50 @@ class GroupCommitWriter:
     def _linger(self) -> _Pending | None:
         """Idle with locks held: keep them for the next command (the next request on this
         Account costs no hand-over and no catch-up read) until another process asks for one,
-        or LOCK_IDLE_S_MAX has passed; then let go and wait for work."""
+        or LOCK_IDLE_S_MAX has passed; then let go and wait for work. Sleeps until work or
+        an ask arrives (see the module docstring), not on a timer."""
         idle_since = time.monotonic()
-        while True:
+        self._lingering = True
+        try:
+            while True:
+                try:
+                    return self._queue.get_nowait()
+                except queue.Empty:
+                    pass
+                idle_s = time.monotonic() - idle_since
+                if self._lock_wanted() or idle_s >= self.lock_idle_s_max:
+                    break
+                self._sleep(self.lock_idle_s_max - idle_s)
+        finally:
+            self._lingering = False
+        self._release_locks()
+        return self._queue.get()
+
+    def _sleep(self, timeout_s: float) -> None:
+        """Until work is submitted, an ask may have arrived, or `timeout_s` has passed."""
+        assert self.locks is not None
+        # poll, not select: a busy server's descriptors pass select's limit of 1,024.
+        watched = select.poll()
+        watched.register(self._wake_r, select.POLLIN)
+        try:
+            descriptor = self.locks.fileno()
+        except Exception:  # no socket to watch (a dropped connection): look again soon
+            descriptor = None
+        if descriptor is None:
+            timeout_s = min(timeout_s, self.lock_linger_s)
+        else:
+            watched.register(descriptor, select.POLLIN)
+        try:
+            ready = watched.poll(max(1, int(timeout_s * 1000)))
+        except OSError:  # the descriptor closed under us: `wanted` will tell
+            time.sleep(min(timeout_s, self.lock_linger_s))
+            return
+        if any(fd == self._wake_r for fd, _ in ready):
             try:
-                return self._queue.get(timeout=self.lock_linger_s)
-            except queue.Empty:
+                while os.read(self._wake_r, 4096):
+                    pass
+            except BlockingIOError:
                 pass
-            if self._lock_wanted() or time.monotonic() - idle_since >= self.lock_idle_s_max:
-                self._release_locks()
-                return self._queue.get()
 
     def _lock_wanted(self) -> bool:
         assert self.locks is not None

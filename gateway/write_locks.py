@@ -127,6 +127,13 @@ class AdvisoryLocks:
             return True
         return not self._wanted.isdisjoint(self._held)
 
+    def fileno(self) -> int | None:
+        """The lock session's socket: readable once the server has sent something, an ask
+        among it (see `wanted`). The writer sleeps on it while it holds locks idle."""
+        if self._connection is None or self._connection.closed:
+            return None
+        return self._connection.fileno()
+
     def connect(self) -> None:
         """Open the lock session now (the warm-up, gateway/warmup.py), so the first batch of
         the first request does not pay a PostgreSQL connect (3–9 ms here)."""

@@ -14,6 +14,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
 from uuid import UUID
@@ -345,16 +346,7 @@ def test_an_idle_writer_keeps_its_locks_until_another_process_asks(store_url: st
     takes it back the same way. No save ever conflicts, and each turn catches up exactly
     the events the other recorded."""
     project = _project(store_url, COST_EACH * 10)
-    clock = FixedClock(NOW)
-    apps = [open_application(store_url) for _ in range(2)]
-    first, second = (
-        GroupCommitWriter(
-            app, clock=clock, locks=AdvisoryLocks(store_url, lock_timeout_s=30),
-            lock_idle_s_max=60.0,
-        ).start()
-        for app in apps
-    )  # fmt: skip
-    try:
+    with _two_writers(store_url, lock_idle_s_max=60.0) as (first, second):
         for _ in range(3):
             first.execute(admit_command(project, NOW), timeout=20)
             time.sleep(0.05)  # idle far longer than its lock poll
@@ -368,11 +360,6 @@ def test_an_idle_writer_keeps_its_locks_until_another_process_asks(store_url: st
         assert first.stats["caught_up_events"] > 0  # the second writer's events, read on its turn
         assert second.stats["lock_waits"] == 1 and first.stats["lock_waits"] == 1
         _no_conflicts([first, second])
-    finally:
-        first.stop()
-        second.stop()
-        for app in apps:
-            app.close()
     reader = open_application(store_url)
     try:
         replay = replay_account(reader, project)
@@ -384,3 +371,63 @@ def test_an_idle_writer_keeps_its_locks_until_another_process_asks(store_url: st
     assert len(reservations) == 5  # each admission reserved exactly once, none lost
     assert replay.pending == sum(e.amount for e in reservations)
     assert replay.lowest_available >= 0
+
+
+def test_an_idle_holder_sleeps_until_an_ask_or_work_arrives_never_on_a_timer(
+    store_url: str,
+) -> None:
+    """An idle writer holding a lock waits in one `poll` on its lock session's socket and
+    its wake pipe. With a timer poll and an idle limit both far longer than the test (30 s,
+    a minute), it is still woken at once: by its own next command, and by another process's
+    ask. While it idles it does not look for asks at all (a 3 ms poll was ~300 thread
+    wake-ups a second, each a turn of the GIL taken from the event loop)."""
+    project = _project(store_url, COST_EACH * 10)
+    looks = Counter[str]()
+    with _two_writers(store_url, lock_linger_s=30.0, lock_idle_s_max=60.0) as (first, second):
+        assert first.locks is not None
+        look = first.locks.wanted
+
+        def counted() -> bool:
+            looks["wanted"] += 1
+            return look()
+
+        first.locks.wanted = counted  # type: ignore[method-assign]
+        first.execute(admit_command(project, NOW), timeout=20)
+        assert first._held
+        looks.clear()
+        time.sleep(0.5)
+        assert looks["wanted"] <= 1, f"an idle holder looked for asks {looks['wanted']} times"
+
+        started = time.monotonic()
+        first.execute(admit_command(project, NOW), timeout=20)  # woken by the work itself
+        assert time.monotonic() - started < 2.0
+        assert first.stats["lock_acquisitions"] == 1
+
+        time.sleep(0.2)
+        started = time.monotonic()
+        second.execute(admit_command(project, NOW), timeout=20)  # woken by the ask
+        assert time.monotonic() - started < 2.0, "the holder slept through the ask"
+        assert not first._held
+        _no_conflicts([first, second])
+
+
+@contextmanager
+def _two_writers(
+    store_url: str, **limits: float
+) -> Iterator[tuple[GroupCommitWriter, GroupCommitWriter]]:
+    """Two writers on the store, each with its own application (as two processes have)."""
+    clock = FixedClock(NOW)
+    apps = [open_application(store_url) for _ in range(2)]
+    first, second = (
+        GroupCommitWriter(
+            app, clock=clock, locks=AdvisoryLocks(store_url, lock_timeout_s=30), **limits
+        ).start()
+        for app in apps
+    )
+    try:
+        yield first, second
+    finally:
+        first.stop()
+        second.stop()
+        for app in apps:
+            app.close()

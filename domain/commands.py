@@ -243,6 +243,17 @@ class Redispatch(Command):
 class MarkStreaming(Command):
     request_id: str
     first_chunk_ms: int
+    started_at: datetime | None = None  # when the first chunk arrived (default: when decided)
+
+
+@dataclass(frozen=True)
+class FirstChunk:
+    """A stream's first chunk, not yet recorded when its settlement is made: recorded
+    (Request.StreamingStarted, with its real time) by the settlement's own command, so a
+    short stream costs one command and one commit fewer (gateway/lifecycle/stream.py)."""
+
+    first_chunk_ms: int
+    at: datetime
 
 
 @dataclass(frozen=True)
@@ -267,6 +278,7 @@ class CompleteRequest(Command):
     # is then zero: no provider was called). "miss" or "bypass" otherwise.
     cache: str = "miss"
     cache_origin_request_id: str | None = None
+    first_chunk: FirstChunk | None = None  # a stream's first chunk, recorded first
 
 
 @dataclass(frozen=True)
@@ -281,6 +293,7 @@ class FailRequest(Command):
     delivered_chunks: int = 0
     usage: UsageReport | None = None  # tokens actually used, charged if any
     actor_id: str | None = None
+    first_chunk: FirstChunk | None = None  # a stream's first chunk, recorded first
 
 
 @dataclass(frozen=True)

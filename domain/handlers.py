@@ -615,8 +615,17 @@ def record_documents(cmd: c.RecordDocuments, uow: UnitOfWork) -> dict[str, Any]:
 def mark_streaming(cmd: c.MarkStreaming, uow: UnitOfWork) -> dict[str, Any]:
     request = _request(uow, cmd.request_id)
     if request.status != STREAMING:  # a second report of the first chunk records nothing
-        request.start_streaming(first_chunk_ms=cmd.first_chunk_ms, now=uow.clock.now())
+        request.start_streaming(
+            first_chunk_ms=cmd.first_chunk_ms, now=cmd.started_at or uow.clock.now()
+        )
     return {"request_id": cmd.request_id, "status": STREAMING}
+
+
+def _record_first_chunk(request: Request, first_chunk: c.FirstChunk | None) -> None:
+    """A settlement carrying its stream's first chunk records it first, as MarkStreaming
+    would have (only from Dispatched: one already streaming, or swept, records nothing)."""
+    if first_chunk is not None and request.status == DISPATCHED:
+        request.start_streaming(first_chunk_ms=first_chunk.first_chunk_ms, now=first_chunk.at)
 
 
 @dataclass(frozen=True)
@@ -794,6 +803,7 @@ def complete_request(cmd: c.CompleteRequest, uow: UnitOfWork) -> dict[str, Any]:
     provider_cost, charged, fee, shortfall, usage = settle(uow, request, cmd.usage, cmd.actor_id)
     finish = request.correct_after_sweep if swept else request.complete
     fields_at = {"corrected_at" if swept else "completed_at": uow.clock.now()}
+    _record_first_chunk(request, cmd.first_chunk)  # decided: now act
     finish(
         **_answered(usage, cmd),
         provider_cost=provider_cost,
@@ -832,6 +842,7 @@ def fail_request(cmd: c.FailRequest, uow: UnitOfWork) -> dict[str, Any]:
             provider_cost, charged, fee, _, usage = _charge(uow, request, usage, cmd.actor_id)
         elif account.has_reservation(request.request_id):
             account.release(request_id=request.request_id, reason=cmd.error_code, now=now)
+    _record_first_chunk(request, cmd.first_chunk)
     request.fail(
         http_status=cmd.http_status,
         error_code=cmd.error_code,

@@ -54,7 +54,9 @@ The walk of one chat request, file by file
    target (`Redispatch`, repriced if the model changes) before it is called. The
    provider adapters (gateway/providers/) speak each wire format.
 8. Streaming (lifecycle/stream.py `stream_chat`, for `stream: true`): the first chunk
-   ends failover; `MarkStreaming` is submitted; each chunk goes through the PII chunk
+   ends failover; it is recorded (`MarkStreaming`) after 0.5 s of streaming, or by the
+   settlement's own command if the stream ends sooner (stream.py `FirstChunkMark`: the
+   same event and time, one commit fewer); each chunk goes through the PII chunk
    filter (gateway/pii/stream.py `PiiChunkFilter`: output firewall, then placeholders
    restored) and out as an SSE frame; then the usage chunk if asked for and `[DONE]`.
    The frames are stream.py `_frames`. A failure after the start is an SSE error frame;

@@ -262,10 +262,12 @@ async def complete(
     upstream_ms: int,
     text: str = "",
     finish_reason: str | None = None,
+    first_chunk: c.FirstChunk | None = None,
 ) -> c.Outcome | None:
     """The provider served it: the charge of its real usage is made durable (retried, or
     journalled and retried in the background); None when journalled. `text` is the
-    upstream's own answer text (placeholders, not restored values): counted and hashed."""
+    upstream's own answer text (placeholders, not restored values): counted and hashed.
+    `first_chunk`: a stream's first chunk not yet recorded, recorded by the same command."""
     return await settle(
         services,
         c.CompleteRequest(
@@ -278,6 +280,7 @@ async def complete(
             upstream_ms=upstream_ms,
             actor_id=admitted.actor_id,
             **cache_fields(admitted.cache_plan),
+            first_chunk=first_chunk,
         ),
     )
 
@@ -288,6 +291,7 @@ def _failure(
     after_first_chunk: bool,
     delivered_chunks: int,
     usage: Usage | None,
+    first_chunk: c.FirstChunk | None = None,
 ) -> c.FailRequest:
     return c.FailRequest(
         request_id=admitted.request_id,
@@ -300,6 +304,7 @@ def _failure(
         delivered_chunks=delivered_chunks,
         usage=None if usage is None else usage_report(usage),
         actor_id=admitted.actor_id,
+        first_chunk=first_chunk,
     )
 
 
@@ -311,10 +316,11 @@ async def fail(
     after_first_chunk: bool = False,
     delivered_chunks: int = 0,
     usage: Usage | None = None,
+    first_chunk: c.FirstChunk | None = None,
 ) -> c.Outcome | None:
     """The request failed after admission: the reservation is released (less what `usage`
     says was used, which is charged)."""
-    command = _failure(admitted, error, after_first_chunk, delivered_chunks, usage)
+    command = _failure(admitted, error, after_first_chunk, delivered_chunks, usage, first_chunk)
     return await settle(services, command)
 
 
@@ -326,9 +332,10 @@ def fail_without_waiting(
     after_first_chunk: bool,
     delivered_chunks: int,
     usage: Usage,
+    first_chunk: c.FirstChunk | None = None,
 ) -> None:
     """The same failure, from a coroutine being cancelled (the client went away)."""
-    command = _failure(admitted, error, after_first_chunk, delivered_chunks, usage)
+    command = _failure(admitted, error, after_first_chunk, delivered_chunks, usage, first_chunk)
     submit_settlement(services, command)
 
 

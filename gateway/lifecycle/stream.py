@@ -41,6 +41,50 @@ CLIENT_DISCONNECTED = GatewayError(
     "the client closed the connection before the stream ended",
 )
 RECORDING_FAILED = GatewayError("internal_error", "the gateway failed to record this request")
+# How long a stream runs before its first chunk is recorded on its own (MarkStreaming). A
+# stream that ends sooner (a short answer, a cache replay) has it recorded by its
+# settlement's command instead: the same StreamingStarted event with the same time, one
+# command and one commit fewer. The money rules do not tell Dispatched from Streaming.
+FIRST_CHUNK_RECORD_AFTER_S = 0.5
+
+
+class FirstChunkMark:
+    """A stream's first chunk, recorded once: by a timer after FIRST_CHUNK_RECORD_AFTER_S
+    (not awaited: the stream never waits on a disk write; the writer keeps order), or by
+    the settlement, which `take()`s it if the timer has not fired."""
+
+    def __init__(self, services: Any, request_id: str, first_chunk_ms: int) -> None:
+        self.services = services
+        self.request_id = request_id
+        self.first_chunk = c.FirstChunk(first_chunk_ms, services.writer.clock.now())
+        self._recorded = False
+        self._timer = asyncio.get_running_loop().call_later(
+            FIRST_CHUNK_RECORD_AFTER_S, self._record
+        )
+
+    def _record(self) -> None:
+        if self._recorded:
+            return
+        self._recorded = True
+        try:
+            self.services.writer.submit(
+                c.MarkStreaming(
+                    request_id=self.request_id,
+                    first_chunk_ms=self.first_chunk.first_chunk_ms,
+                    started_at=self.first_chunk.at,
+                )
+            )
+        except Exception:  # a stopping writer: the settlement (or the sweeper) ends it anyway
+            log.warning("could not record the first chunk of %s", self.request_id, exc_info=True)
+
+    def take(self) -> c.FirstChunk | None:
+        """For the settlement's command: the first chunk when not recorded yet (the timer is
+        then cancelled), else None."""
+        self._timer.cancel()
+        if self._recorded:
+            return None
+        self._recorded = True
+        return self.first_chunk
 
 
 def sse(data: dict[str, Any]) -> bytes:
@@ -103,10 +147,7 @@ async def stream_chat(
         headers.update(admitted.decision.headers(served))
     first_chunk_ms = int((time.perf_counter() - upstream_started) * 1000)
     overhead_ms = max(admitted.elapsed_ms() - first_chunk_ms, 0)
-    # Not awaited: the stream must not wait on a disk write; the writer keeps order.
-    services.writer.submit(
-        c.MarkStreaming(request_id=admitted.request_id, first_chunk_ms=first_chunk_ms)
-    )
+    mark = FirstChunkMark(services, admitted.request_id, first_chunk_ms)
     frames = _frames(
         services,
         admitted,
@@ -114,6 +155,7 @@ async def stream_chat(
         iterator,
         first,
         served,
+        mark,
         include_usage=include_usage,
         estimated_input=estimated_input,
         upstream_started=upstream_started,
@@ -136,6 +178,7 @@ async def _frames(
     iterator: AsyncIterator[dict[str, Any]],
     first: dict[str, Any] | None,
     served: RouteTarget,
+    mark: FirstChunkMark,
     *,
     include_usage: bool,
     estimated_input: int,
@@ -205,6 +248,7 @@ async def _frames(
             finish_reason=stream.finish_reason,
             text="".join(text_parts),
             upstream_ms=0 if from_cache else int((time.perf_counter() - upstream_started) * 1000),
+            first_chunk=mark.take(),
         )
         if kept is not None and stream.usage is not None:
             # Only a stream that ended with the provider's own usage is kept.
@@ -248,6 +292,7 @@ async def _frames(
             after_first_chunk=delivered > 0,
             delivered_chunks=delivered,
             usage=usage_so_far(),
+            first_chunk=mark.take(),
         )
         yield sse(envelope(gateway_error))
     finally:
@@ -261,6 +306,7 @@ async def _frames(
                 after_first_chunk=delivered > 0,
                 delivered_chunks=delivered,
                 usage=usage_so_far(),
+                first_chunk=mark.take(),
             )
         admitted.purge_pii()
         caching.release(services, admitted)

@@ -8,6 +8,8 @@ from decimal import Decimal
 import openai
 import pytest
 
+from domain.ids import request_aggregate_id
+from domain.request import Request
 from tests.support.harness import Gateway
 
 MESSAGES = [
@@ -84,6 +86,14 @@ def test_a_stream_is_relayed_as_openai_chunks_with_usage_and_charged_before_done
     assert record["stream"] is True
     assert record["output_tokens"] == usage.completion_tokens
     assert Decimal(record["cost"]) == expected_charge(usage.prompt_tokens, usage.completion_tokens)
+    # The short stream's first chunk is recorded by its settlement's command, with the time
+    # it arrived: the same events as a separate MarkStreaming would have recorded.
+    events = list(gateway.services.app.events.get(request_aggregate_id(record["request_id"])))
+    *_, streaming, completed = events
+    assert isinstance(streaming, Request.StreamingStarted)
+    assert isinstance(completed, Request.Completed)
+    assert streaming.started_at <= completed.completed_at
+    assert 0 <= streaming.first_chunk_ms <= completed.latency_ms
 
 
 def test_a_stream_without_include_usage_hides_usage_but_is_still_charged_exactly(

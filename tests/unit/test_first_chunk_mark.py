@@ -112,34 +112,36 @@ class FakeServices:
     writer: FakeWriter = field(default_factory=FakeWriter)
 
 
-def test_a_short_stream_leaves_its_first_chunk_to_the_settlement(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def mark_then_take(
+    monkeypatch: pytest.MonkeyPatch, *, stream_s_before_end: float
+) -> tuple[c.FirstChunk | None, list[Any]]:
+    """A mark made at a first chunk (timer 50 ms), taken by the settlement after the stream
+    ran `stream_s_before_end`: what the settlement got, and every command submitted until
+    well after the timer would have fired."""
     monkeypatch.setattr(stream_module, "FIRST_CHUNK_RECORD_AFTER_S", 0.05)
 
     async def run() -> tuple[c.FirstChunk | None, list[Any]]:
         services = FakeServices()
-        mark = FirstChunkMark(services, "lg_req_short", 7)
-        taken = mark.take()  # the stream ended first
-        await asyncio.sleep(0.15)  # past the timer: it was cancelled
+        mark = FirstChunkMark(services, "lg_req_s", 7)
+        await asyncio.sleep(stream_s_before_end)
+        taken = mark.take()
+        await asyncio.sleep(0.15)  # past the timer, had it not been cancelled
         return taken, services.writer.submitted
 
-    taken, submitted = asyncio.run(run())
+    return asyncio.run(run())
+
+
+def test_a_short_stream_leaves_its_first_chunk_to_the_settlement(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    taken, submitted = mark_then_take(monkeypatch, stream_s_before_end=0.0)
     assert taken == c.FirstChunk(7, NOW)
-    assert submitted == []
+    assert submitted == []  # the timer was cancelled
 
 
 def test_a_long_stream_records_its_first_chunk_on_its_own_once(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(stream_module, "FIRST_CHUNK_RECORD_AFTER_S", 0.05)
-
-    async def run() -> tuple[c.FirstChunk | None, list[Any]]:
-        services = FakeServices()
-        mark = FirstChunkMark(services, "lg_req_long", 9)
-        await asyncio.sleep(0.15)  # still streaming when the timer fires
-        return mark.take(), services.writer.submitted
-
-    taken, submitted = asyncio.run(run())
+    taken, submitted = mark_then_take(monkeypatch, stream_s_before_end=0.15)
     assert taken is None  # the settlement carries nothing: it was recorded already
-    assert submitted == [c.MarkStreaming("lg_req_long", 9, started_at=NOW)]
+    assert submitted == [c.MarkStreaming("lg_req_s", 7, started_at=NOW)]

@@ -41,7 +41,10 @@ import certifi
 import httptools
 import httpx
 
-KEEPALIVE_EXPIRY_S = 5.0  # httpx's default keep-alive expiry
+# Below the 5 s keep-alive of uvicorn's and Node's servers: a client that keeps a connection
+# exactly as long as its server races the server's close, and a POST sent into a closing
+# connection fails (it is never resent). httpx's default is 5 s.
+KEEPALIVE_EXPIRY_S = 4.0
 BUFFERED_BYTES_MAX = 256 * 1024  # unread body held before the socket stops being read
 HAPPY_EYEBALLS_DELAY_S = 0.25  # RFC 8305's recommended connection attempt delay
 DEFAULT_PORTS = {"http": 80, "https": 443}

@@ -308,7 +308,18 @@ def test_a_process_killed_mid_burst_leaves_every_served_request_charged_and_noth
     replay = replay_account(ledger.app, project)
     assert replay.pending == 0 and replay.lowest_available >= 0
     to_live = [r for i, r in enumerate(results) if i % PROCESSES != 0]
-    assert to_live and all(r["status"] == 200 and r["complete"] for r in to_live)
+    unserved = [r for r in to_live if not (r["status"] == 200 and r["complete"])]
+    assert to_live and not unserved, [
+        (
+            r,
+            [
+                type(e).__name__
+                for e in ledger.app.events.get(request_aggregate_id(r["request_id"]))
+            ],
+        )
+        for r in unserved
+        if r.get("request_id")
+    ] or unserved
     to_victim = [r for i, r in enumerate(results) if i % PROCESSES == 0]
     assert any(r["status"] is None for r in to_victim)  # the kill really hit the burst
     charges = Counter(e.request_id for e in _charges(ledger.app, project))

@@ -255,7 +255,7 @@ class GroupCommitWriter:
     def _wake(self) -> None:
         try:
             os.write(self._wake_w, b"\0")
-        except (BlockingIOError, OSError):  # a full pipe already wakes it; a closed one: stopped
+        except OSError:  # a full pipe already wakes it; a closed one: the writer stopped
             pass
 
     def execute(self, command: Command, timeout: float | None = 60.0) -> Outcome:

@@ -62,9 +62,7 @@ class FirstChunkMark:
             FIRST_CHUNK_RECORD_AFTER_S, self._record
         )
 
-    def _record(self) -> None:
-        if self._recorded:
-            return
+    def _record(self) -> None:  # the timer: `take` cancels it, so it runs only before one
         self._recorded = True
         try:
             self.services.writer.submit(

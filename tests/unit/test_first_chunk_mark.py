@@ -5,7 +5,7 @@ settlement's own command (one command and one commit fewer, the same events)."""
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -55,9 +55,7 @@ def test_a_settlement_carrying_the_first_chunk_records_it_first_with_its_own_tim
     request_id = admitted(writer)
     batches = writer.stats["batches"]
     command = complete_request(request_id, (50, 50))
-    writer.execute(
-        c.CompleteRequest(**{**command.__dict__, "first_chunk": c.FirstChunk(120, FIRST_AT)})
-    )
+    writer.execute(replace(command, first_chunk=c.FirstChunk(120, FIRST_AT)))
     assert writer.stats["batches"] == batches + 1  # one command, one commit
     *_, streaming, completed = request_events(writer, request_id)
     assert isinstance(streaming, Request.StreamingStarted)
@@ -69,9 +67,7 @@ def test_a_first_chunk_already_recorded_is_not_recorded_again(writer: GroupCommi
     request_id = admitted(writer)
     writer.execute(c.MarkStreaming(request_id, 80, started_at=FIRST_AT))
     command = complete_request(request_id, (50, 50))
-    writer.execute(
-        c.CompleteRequest(**{**command.__dict__, "first_chunk": c.FirstChunk(80, FIRST_AT)})
-    )
+    writer.execute(replace(command, first_chunk=c.FirstChunk(80, FIRST_AT)))
     events = request_events(writer, request_id)
     started = [e for e in events if isinstance(e, Request.StreamingStarted)]
     assert len(started) == 1 and started[0].started_at == FIRST_AT
@@ -84,13 +80,11 @@ def test_a_failure_after_the_first_chunk_records_it_before_the_failure(
     request_id = admitted(writer)
     failure = upstream_failure(request_id)
     writer.execute(
-        c.FailRequest(
-            **{
-                **failure.__dict__,
-                "after_first_chunk": True,
-                "delivered_chunks": 2,
-                "first_chunk": c.FirstChunk(40, FIRST_AT),
-            }
+        replace(
+            failure,
+            after_first_chunk=True,
+            delivered_chunks=2,
+            first_chunk=c.FirstChunk(40, FIRST_AT),
         )
     )
     *_, streaming, failed = request_events(writer, request_id)
